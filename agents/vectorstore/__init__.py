@@ -1,0 +1,67 @@
+"""Vector storage behind one protocol: embedded Qdrant Edge, or a Qdrant server.
+
+The engine modules (``qdrant_edge``, ``qdrant_client``) are imported only by
+the adapter that needs them, when it is first used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.vectorstore.base import (
+    TEXT_VECTOR,
+    CollectionDimMismatch,
+    VectorHit,
+    VectorPoint,
+    VectorStore,
+)
+
+if TYPE_CHECKING:
+    from agents.vectorstore.client import QdrantClientStore
+    from agents.vectorstore.edge import EdgeShardStore
+
+__all__ = [
+    "TEXT_VECTOR",
+    "CollectionDimMismatch",
+    "EdgeShardStore",
+    "QdrantClientStore",
+    "VectorHit",
+    "VectorPoint",
+    "VectorStore",
+    "open_vector_store",
+]
+
+
+def open_vector_store(
+    *, qdrant_url: str | None, qdrant_api_key: str | None, edge_path: Path, collection: str
+) -> VectorStore:
+    """Build the store the settings ask for; the caller closes it.
+
+    With ``qdrant_url`` set: a :class:`QdrantClientStore` on a new client for
+    that server (the store owns and closes the client). Otherwise: an
+    :class:`EdgeShardStore` in ``edge_path / collection``. The collection is
+    neither opened nor created until :meth:`VectorStore.ensure_collection`.
+    """
+    if qdrant_url:
+        from qdrant_client import QdrantClient
+
+        from agents.vectorstore.client import QdrantClientStore
+
+        return QdrantClientStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key), collection)
+    from agents.vectorstore.edge import EdgeShardStore
+
+    return EdgeShardStore(edge_path / collection)
+
+
+def __getattr__(name: str) -> Any:
+    """Import an adapter module lazily on first access of its class."""
+    if name == "EdgeShardStore":
+        from agents.vectorstore.edge import EdgeShardStore
+
+        return EdgeShardStore
+    if name == "QdrantClientStore":
+        from agents.vectorstore.client import QdrantClientStore
+
+        return QdrantClientStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

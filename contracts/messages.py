@@ -1,0 +1,322 @@
+"""Every message that travels on a mmrag subject, as pydantic v2 models.
+
+Invariants shared by all of them:
+- JSON on the wire, one model per subject (see ``contracts.topology.SUBJECT_MODELS``).
+- ``schema_version`` is on every message; a consumer rejects (dead-letters) a version it does not know.
+- Unknown fields are rejected (``extra="forbid"``): a typo in a hand-written publisher is a clear validation
+  error, not a silently ignored field. A new field means a new ``schema_version``.
+- Large bytes never travel in messages: uploads live in the Object Store, messages carry ``object_name``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+# Ids are used as NATS subject tokens and KV keys, so they are restricted to a safe alphabet.
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Tenant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
+BBox = tuple[float, float, float, float]
+
+SUPPORTED_CONTENT_TYPES = ("application/pdf", "text/plain", "text/markdown")
+ContentType = Literal["application/pdf", "text/plain", "text/markdown"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Base of every message on a subject."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+class DocumentSubmitted(Message):
+    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket."""
+
+    doc_id: Identifier
+    tenant: Tenant = "default"
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: ContentType
+    object_name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0)
+    submitted_at: datetime = Field(default_factory=utcnow)
+
+
+class Chunk(BaseModel):
+    """One retrievable unit. Never spans two pages; knows its neighbours for context expansion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: str = Field(min_length=1)
+    index: int = Field(ge=0, description="0-based position of the chunk in its document")
+    doc_id: Identifier
+    tenant: Tenant
+    filename: str
+    page: int = Field(ge=1, description="1-based page number; 1 for plain text")
+    bbox: BBox | None = Field(default=None, description="region on the page, None for plain text")
+    modality: Literal["text"] = "text"
+    text: str = Field(min_length=1)
+    prev_chunk_id: str | None = None
+    next_chunk_id: str | None = None
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered_bbox(cls, bbox: BBox | None) -> BBox | None:
+        if bbox is not None and (bbox[0] > bbox[2] or bbox[1] > bbox[3]):
+            raise ValueError("bbox must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
+        return bbox
+
+
+class ChunksParsed(Message):
+    """`chunks.parsed.text`: one batch of a document's chunks (a document is split into bounded batches)."""
+
+    doc_id: Identifier
+    tenant: Tenant
+    batch_index: int = Field(ge=0)
+    batch_count: int = Field(ge=1)
+    chunks: list[Chunk] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _batch_in_range(self) -> ChunksParsed:
+        if self.batch_index >= self.batch_count:
+            raise ValueError(f"batch_index {self.batch_index} must be < batch_count {self.batch_count}")
+        return self
+
+
+class EmbeddedChunk(Chunk):
+    vector: list[float] = Field(min_length=1)
+
+
+class ChunksEmbedded(Message):
+    """`chunks.embedded`: the same batch as `ChunksParsed`, each chunk with its dense vector."""
+
+    doc_id: Identifier
+    tenant: Tenant
+    batch_index: int = Field(ge=0)
+    batch_count: int = Field(ge=1)
+    model: str = Field(description="embedding model that produced the vectors")
+    embedded_by: str = Field(description="replica id of the embedder that did the work")
+    chunks: list[EmbeddedChunk] = Field(min_length=1)
+
+
+class DocumentStatus(StrEnum):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXING = "indexing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class DocumentProgress(Message):
+    """Value of a document's key in the progress KV bucket, and the payload of `docs.indexed`.
+
+    Batches, not counters, are recorded, so a redelivered batch is never counted twice.
+    """
+
+    doc_id: Identifier
+    tenant: Tenant = "default"
+    filename: str | None = None
+    status: DocumentStatus
+    pages: int | None = None
+    chunks_total: int | None = None
+    batches_total: int | None = None
+    batches_indexed: list[int] = Field(default_factory=list)
+    chunks_indexed: int = 0
+    error: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def _derived_status(self, batches_indexed: list[int], batches_total: int | None) -> DocumentStatus:
+        if self.status is DocumentStatus.FAILED:
+            return DocumentStatus.FAILED
+        if batches_total is not None and len(batches_indexed) >= batches_total:
+            return DocumentStatus.INDEXED
+        return DocumentStatus.INDEXING if batches_indexed else DocumentStatus.EMBEDDING
+
+    def with_plan(self, *, pages: int, chunks_total: int, batches_total: int) -> DocumentProgress:
+        """The progress once the parser knows how many chunks and batches the document has."""
+        return self.model_copy(
+            update={
+                "pages": pages,
+                "chunks_total": chunks_total,
+                "batches_total": batches_total,
+                "status": self._derived_status(self.batches_indexed, batches_total),
+                "updated_at": utcnow(),
+            }
+        )
+
+    def with_indexed_batch(self, batch_index: int, n_chunks: int) -> DocumentProgress:
+        """The progress after one more batch is durably indexed (idempotent per batch)."""
+        if batch_index in self.batches_indexed or self.status is DocumentStatus.FAILED:
+            return self
+        batches = sorted([*self.batches_indexed, batch_index])
+        return self.model_copy(
+            update={
+                "batches_indexed": batches,
+                "chunks_indexed": self.chunks_indexed + n_chunks,
+                "status": self._derived_status(batches, self.batches_total),
+                "updated_at": utcnow(),
+            }
+        )
+
+
+# --------------------------------------------------------------------------- query
+
+
+class Hit(BaseModel):
+    """A retrieved chunk with its score; what search returns and what citations point to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: str
+    doc_id: Identifier
+    filename: str
+    page: int = Field(ge=1)
+    bbox: BBox | None = None
+    modality: Literal["text"] = "text"
+    text: str
+    score: float
+
+
+class QueryMode(StrEnum):
+    ASK = "ask"  # retrieve -> rerank -> generate, events streamed to reply_subject
+    SEARCH = "search"  # retrieve -> rerank, ranked hits sent to reply_subject
+
+
+class QueryRequest(Message):
+    """`query.retrieve`: what the edge API publishes for `/v1/ask` and `/v1/search`."""
+
+    request_id: Identifier
+    tenant: Tenant
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: QueryMode = QueryMode.ASK
+    reply_subject: str = Field(min_length=1, description="core NATS subject the answer events go to")
+
+
+class RerankRequest(Message):
+    """`query.rerank`: the retriever's candidates (more than top_k) for the reranker to order."""
+
+    request: QueryRequest
+    candidates: list[Hit]
+
+
+class GenerateRequest(Message):
+    """`query.generate`: the reranked hits, best first, cut to top_k."""
+
+    request: QueryRequest
+    hits: list[Hit]
+
+
+# --------------------------------------------------------------------------- answer events (core NATS)
+
+
+class _AnswerEventBase(Message):
+    request_id: Identifier
+    seq: int = Field(ge=0, description="per-request sequence number; lets the edge API order and dedupe")
+
+
+class RetrievalEvent(_AnswerEventBase):
+    event: Literal["retrieval"] = "retrieval"
+    hits: list[Hit]
+
+
+class TokenEvent(_AnswerEventBase):
+    event: Literal["token"] = "token"
+    text: str
+
+
+class CitationEvent(_AnswerEventBase):
+    event: Literal["citation"] = "citation"
+    n: int = Field(ge=1, description="the number used in the answer text, e.g. [1]")
+    doc_id: Identifier
+    filename: str
+    page: int = Field(ge=1)
+    bbox: BBox | None
+    text: str
+
+
+class ResultsEvent(_AnswerEventBase):
+    """The final ranked hits of a `search` request."""
+
+    event: Literal["results"] = "results"
+    hits: list[Hit]
+
+
+class DoneEvent(_AnswerEventBase):
+    event: Literal["done"] = "done"
+    answerer: str = Field(description="which generator produced the answer, e.g. 'extractive'")
+
+
+class ErrorEvent(_AnswerEventBase):
+    event: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+AnswerEvent = Annotated[
+    Union[RetrievalEvent, TokenEvent, CitationEvent, ResultsEvent, DoneEvent, ErrorEvent],
+    Field(discriminator="event"),
+]
+answer_event_adapter: TypeAdapter[AnswerEvent] = TypeAdapter(AnswerEvent)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class DeadLetter(Message):
+    """`deadletter.<consumer>`: a message an agent gave up on, with why and where to find the original."""
+
+    consumer: str
+    subject: str
+    stream: str | None
+    stream_seq: int | None
+    num_delivered: int
+    reason: str
+    error_type: str
+    payload_excerpt: str = Field(description="first 2 KiB of the original payload, decoded leniently")
+    agent: str
+    failed_at: datetime = Field(default_factory=utcnow)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SUPPORTED_CONTENT_TYPES",
+    "AnswerEvent",
+    "BBox",
+    "Chunk",
+    "ChunksEmbedded",
+    "ChunksParsed",
+    "CitationEvent",
+    "DeadLetter",
+    "DocumentProgress",
+    "DocumentStatus",
+    "DocumentSubmitted",
+    "DoneEvent",
+    "EmbeddedChunk",
+    "ErrorEvent",
+    "GenerateRequest",
+    "Hit",
+    "Message",
+    "QueryMode",
+    "QueryRequest",
+    "RerankRequest",
+    "ResultsEvent",
+    "RetrievalEvent",
+    "TokenEvent",
+    "answer_event_adapter",
+    "utcnow",
+]

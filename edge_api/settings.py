@@ -1,0 +1,21 @@
+"""Settings of the edge API process. Every field is documented in `docs/configuration.md`."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL")
+    )
+    host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick a free one)")
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest accepted upload (413 beyond)")
+    default_tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="tenant of requests")
+    query_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for the next event of an ask/search before giving up"
+    )
