@@ -107,17 +107,17 @@ class AgentConsumers:
 
     parser: ConsumerDef = field(
         default_factory=lambda: ConsumerDef(
-            stream="DOCS", durable="parser", filter_subject=Subjects.DOCS_INGEST, ack_wait_s=120, max_ack_pending=64
+            stream="DOCS", durable="parser", filter_subject=Subjects.DOCS_INGEST, ack_wait_s=30, max_ack_pending=64
         )
     )
     embedder: ConsumerDef = field(
         default_factory=lambda: ConsumerDef(
-            stream="CHUNKS", durable="embedder-text", filter_subject=Subjects.CHUNKS_PARSED_TEXT, ack_wait_s=120
+            stream="CHUNKS", durable="embedder-text", filter_subject=Subjects.CHUNKS_PARSED_TEXT, ack_wait_s=30
         )
     )
     indexer: ConsumerDef = field(
         default_factory=lambda: ConsumerDef(
-            stream="CHUNKS", durable="indexer", filter_subject=Subjects.CHUNKS_EMBEDDED, ack_wait_s=120
+            stream="CHUNKS", durable="indexer", filter_subject=Subjects.CHUNKS_EMBEDDED, ack_wait_s=30
         )
     )
     # Query consumers: a user is waiting, so few redeliveries and short backoff.

@@ -1,0 +1,135 @@
+"""Real processes for tests: a nats-server, and `mmrag up` / `mmrag agent` as subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from agents.processes import free_port, port_in_use, start_nats_server, stop
+
+BIN = Path(sys.executable).parent
+
+
+def wait_port_free(port: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port_in_use("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} still in use after {timeout_s}s")
+        time.sleep(0.1)
+
+
+@dataclass
+class NatsServer:
+    store_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.proc = start_nats_server(self.store_dir, port=self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+@dataclass
+class Engine:
+    """`mmrag up` in a subprocess on free ports; `start()` returns once it printed its URL."""
+
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    nats_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def start(self, timeout_s: float = 120) -> Engine:
+        wait_port_free(self.port)
+        wait_port_free(self.nats_port)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
+             "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while b"mmrag is up" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mmrag up exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mmrag up did not start in {timeout_s}s:\n{self.log_tail()}")
+            time.sleep(0.2)
+        return self
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_bytes()[-n:].decode(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL `mmrag up` itself (its children die with it) and wait until its ports are free."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        wait_port_free(self.port)
+        wait_port_free(self.nats_port)
+
+
+async def upload_bytes(
+    session: aiohttp.ClientSession, url: str, data: bytes, filename: str, content_type: str = "application/pdf"
+) -> aiohttp.ClientResponse:
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=filename, content_type=content_type)
+    resp = await session.post(f"{url}/v1/documents", data=form)
+    await resp.read()
+    return resp
+
+
+async def wait_status(
+    session: aiohttp.ClientSession, url: str, doc_id: str, wanted: set[str], timeout_s: float = 120
+) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last: dict = {}
+    while time.monotonic() < deadline:
+        async with session.get(f"{url}/v1/documents/{doc_id}") as resp:
+            if resp.status == 200:
+                last = await resp.json()
+                if last["status"] in wanted:
+                    return last
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{doc_id} did not reach {wanted} in {timeout_s}s; last: {last}")
+
+
+async def sse_events(session: aiohttp.ClientSession, url: str, body: dict) -> list[tuple[str, dict]]:
+    from agents.client import ask_events
+
+    return [e async for e in ask_events(session, url, body["question"], body.get("top_k", 5))]

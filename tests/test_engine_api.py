@@ -1,0 +1,183 @@
+"""The edge API of a real `mmrag up`: the first real answer, search, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import aiohttp
+import nats
+import pytest
+
+from contracts.messages import DeadLetter, DocumentSubmitted
+from contracts.topology import UPLOADS_BUCKET, Subjects
+from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
+from tests.factories import corrupt_pdf, five_page_pdf_with_fact, make_encrypted_pdf, make_image_only_pdf, make_pdf
+
+
+async def ingest(http: aiohttp.ClientSession, engine: Engine, data: bytes, filename: str, ctype: str = "application/pdf") -> dict:
+    resp = await upload_bytes(http, engine.url, data, filename, ctype)
+    assert resp.status == 202, await resp.text()
+    body = await resp.json()
+    assert body["status"] == "queued"
+    return await wait_status(http, engine.url, body["doc_id"], {"indexed", "failed"})
+
+
+async def test_health_and_ready(engine: Engine, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{engine.url}/health") as resp:
+        assert resp.status == 200 and (await resp.json())["status"] == "ok"
+    async with http.get(f"{engine.url}/ready") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ready", "nats": "connected"}
+
+
+async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp.ClientSession) -> None:
+    pdf, question, phrase = five_page_pdf_with_fact()
+    status = await ingest(http, engine, pdf, "reactor.pdf")
+    assert status["status"] == "indexed", status
+    assert status["pages"] == 5 and status["chunks_indexed"] == status["chunks_total"] > 0
+
+    events = await sse_events(http, engine.url, {"question": question, "top_k": 3})
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "retrieval" and kinds[-1] == "done"
+    assert kinds.count("token") > 3
+    answer = "".join(d["text"] for k, d in events if k == "token")
+    assert "4127" in answer
+    citations = [d for k, d in events if k == "citation"]
+    assert citations[0]["n"] == 1 and citations[0]["page"] == 3 and citations[0]["doc_id"] == status["doc_id"]
+    assert phrase in citations[0]["text"]
+    x0, y0, x1, y1 = citations[0]["bbox"]
+    assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 850  # on an A4 page, in points
+    assert "[1]" in answer
+
+
+async def test_search_ranks_the_page_with_the_fact_first(engine: Engine, http: aiohttp.ClientSession) -> None:
+    pdf, question, phrase = five_page_pdf_with_fact()
+    status = await ingest(http, engine, pdf, "search.pdf")
+    async with http.post(f"{engine.url}/v1/search", json={"query": question, "top_k": 4}) as resp:
+        assert resp.status == 200
+        hits = (await resp.json())["hits"]
+    assert 1 <= len(hits) <= 4
+    assert hits[0]["page"] == 3 and phrase in hits[0]["text"]
+    assert {"doc_id", "page", "bbox", "score", "text", "modality"} <= hits[0].keys()
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert any(h["doc_id"] == status["doc_id"] for h in hits)
+
+
+async def test_cli_ingest_and_ask(engine: Engine, tmp_path) -> None:
+    pdf, question, _ = five_page_pdf_with_fact()
+    path = tmp_path / "cli-reactor.pdf"
+    path.write_bytes(pdf)
+    ingest = subprocess.run(
+        [str(BIN / "mmrag"), "ingest", str(path), "--url", engine.url], capture_output=True, text=True, timeout=180
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    doc_id = ingest.stdout.split()[0]
+    ask = subprocess.run(
+        [str(BIN / "mmrag"), "ask", question, "--url", engine.url, "--top-k", "3"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ask.returncode == 0, ask.stderr
+    assert "4127" in ask.stdout
+    # The same PDF was ingested by other tests of this module, so [1] may be any copy: all say page 3.
+    assert "[1] " in ask.stdout and "page 3" in ask.stdout
+    assert len(doc_id) == 32
+
+
+async def test_markdown_upload_is_indexed(engine: Engine, http: aiohttp.ClientSession) -> None:
+    text = "# Notes\n\nThe quokka colony on Rottnest Island counts 12000 animals.\n\nUnrelated closing words."
+    status = await ingest(http, engine, text.encode(), "notes.md", "text/markdown")
+    assert status["status"] == "indexed", status
+    async with http.post(f"{engine.url}/v1/search", json={"query": "How many quokkas live on Rottnest?"}) as resp:
+        hits = (await resp.json())["hits"]
+    assert hits[0]["doc_id"] == status["doc_id"] and hits[0]["bbox"] is None and hits[0]["page"] == 1
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+async def test_not_a_pdf_is_415(engine: Engine, http: aiohttp.ClientSession) -> None:
+    resp = await upload_bytes(http, engine.url, b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "photo.png", "image/png")
+    assert resp.status == 415
+    assert "upload a PDF" in (await resp.json())["error"]["message"]
+    resp = await upload_bytes(http, engine.url, b"hello, I am plain text", "fake.pdf")
+    assert resp.status == 415
+    assert "not a PDF" in (await resp.json())["error"]["message"]
+
+
+async def test_empty_file_is_400(engine: Engine, http: aiohttp.ClientSession) -> None:
+    resp = await upload_bytes(http, engine.url, b"", "empty.pdf")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "empty_file"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(corrupt_pdf, "corrupt"), (lambda: make_encrypted_pdf(["secret"]), "encrypted"), (make_image_only_pdf, "no extractable text")],
+    ids=["corrupt", "encrypted", "no-text"],
+)
+async def test_unparseable_pdf_is_failed_with_reason(engine: Engine, http: aiohttp.ClientSession, make, reason) -> None:
+    status = await ingest(http, engine, make(), "bad.pdf")
+    assert status["status"] == "failed"
+    assert reason in status["error"]
+
+
+async def test_oversized_upload_is_413_and_leaves_nothing(engine: Engine, http: aiohttp.ClientSession) -> None:
+    async with await nats.connect(engine.nats_url) as nc:
+        store = await nc.jetstream().object_store(UPLOADS_BUCKET)
+        before = (await store.status()).size
+        resp = await upload_bytes(http, engine.url, b"%PDF-1.7\n" + b"0" * (3 * 1024 * 1024), "huge.pdf")
+        assert resp.status == 413
+        assert "limit of 1048576 bytes" in (await resp.json())["error"]["message"]
+        assert (await store.status()).size == before  # the partial upload was purged
+
+
+async def test_missing_field_and_wrong_bodies(engine: Engine, http: aiohttp.ClientSession) -> None:
+    form = aiohttp.FormData()
+    form.add_field("document", b"%PDF-1.7", filename="x.pdf")
+    async with http.post(f"{engine.url}/v1/documents", data=form) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "missing_field"
+    async with http.post(f"{engine.url}/v1/documents", json={"file": "x"}) as resp:
+        assert resp.status == 415
+    async with http.post(f"{engine.url}/v1/ask", data=b"{not json", headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["message"].startswith("invalid JSON")
+    async with http.post(f"{engine.url}/v1/ask", json={"question": ""}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["details"][0]["field"] == "question"
+    async with http.post(f"{engine.url}/v1/search", json={"query": "x", "top_k": 500}) as resp:
+        assert resp.status == 400
+    async with http.get(f"{engine.url}/v1/documents/{uuid.uuid4().hex}") as resp:
+        assert resp.status == 404
+
+
+async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine: Engine, http: aiohttp.ClientSession) -> None:
+    """What the README shows: put the bytes in the Object Store, publish `DocumentSubmitted` to docs.ingest."""
+    async with await nats.connect(engine.nats_url) as nc:
+        js = nc.jetstream()
+        dead = await js.pull_subscribe(f"{Subjects.DEADLETTER_PREFIX}.parser", durable=None, stream="DEADLETTER")
+        # A malformed message straight onto the ingest subject: dead-lettered, nothing else affected.
+        await js.publish(Subjects.DOCS_INGEST, b'{"doc_id": "no good", "hello": 1}')
+        letter = DeadLetter.model_validate_json((await dead.fetch(1, timeout=30))[0].data)
+        assert letter.consumer == "parser" and letter.error_type == "ValidationError"
+        assert "hello" in letter.payload_excerpt and "doc_id" in letter.reason
+
+        doc_id = uuid.uuid4().hex
+        store = await js.object_store(UPLOADS_BUCKET)
+        await store.put(f"external/{doc_id}", make_pdf(["Direct publishing works: the marmot count is 77."]))
+        submitted = DocumentSubmitted(
+            doc_id=doc_id, filename="direct.pdf", content_type="application/pdf", object_name=f"external/{doc_id}", size=0
+        )
+        await js.publish(Subjects.DOCS_INGEST, submitted.model_dump_json().encode())
+    status = await wait_status(http, engine.url, doc_id, {"indexed", "failed"})
+    assert status["status"] == "indexed" and status["filename"] == "direct.pdf"
+    events = await sse_events(http, engine.url, {"question": "What is the marmot count?"})
+    assert any(k == "citation" and d["doc_id"] == doc_id for k, d in events)
+
+
+async def test_ask_with_nothing_relevant_still_answers(engine: Engine, http: aiohttp.ClientSession) -> None:
+    events = await sse_events(http, engine.url, {"question": "xylophone quantum giraffe", "top_k": 2})
+    assert events[-1][0] == "done"
+    assert json.dumps(events)  # every event carried JSON data
+    assert any(k == "token" for k, _ in events)
