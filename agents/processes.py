@@ -51,11 +51,15 @@ def nats_server_binary() -> str:
 
 
 def start_nats_server(store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> subprocess.Popen[bytes]:
-    """Start JetStream with file storage under `store_dir`; returns once it accepts connections."""
+    """Start JetStream with file storage under `store_dir`; returns once it accepts connections.
+
+    The server logs to `store_dir/nats-server.log`.
+    """
     if port_in_use(host, port):
         raise RuntimeError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
     store_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn([nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)])
+    argv = [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)]
+    proc = spawn([*argv, "-l", str(store_dir / "nats-server.log")])
     wait_for_port(host, port, proc=proc, what="nats-server")
     return proc
 

@@ -67,6 +67,7 @@ class Engine:
     def start(self, timeout_s: float = 120) -> Engine:
         wait_port_free(self.port)
         wait_port_free(self.nats_port)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
@@ -74,7 +75,7 @@ class Engine:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
-        while b"mmrag is up" not in self.log_path.read_bytes():
+        while b"mmrag is up" not in self.log_path.read_bytes()[offset:]:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mmrag up exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:

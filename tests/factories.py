@@ -125,3 +125,36 @@ def five_page_pdf_with_fact() -> tuple[bytes, str, str]:
     """(pdf, question, distinctive phrase): five pages on unrelated topics; only page 3 states ``FACT``,
     which answers ``QUESTION`` and contains the phrase."""
     return make_pdf(FIVE_PAGES), QUESTION, FACT_PHRASE
+
+
+_WORDS = (
+    "archive basalt cobalt delta ember fjord granite harbor iris juniper kelp lantern meadow nickel orchard "
+    "prairie quartz river saffron tundra umber valley willow xenon yarrow zephyr beacon canyon dune estuary"
+).split()
+
+
+def synthetic_pages(doc_number: int, pages: int = 10, sentences_per_page: int = 14) -> list[str]:
+    """Deterministic prose for corpus tests and benchmarks; every page states one unique, findable fact.
+
+    Page p of document d contains "Ledger entry D{d}P{p} records {value} crates." with a value derived from
+    d and p, so a test can ask about any page and know the answer.
+    """
+    out = []
+    for page in range(1, pages + 1):
+        sentences = []
+        for s in range(sentences_per_page):
+            i = doc_number * 7919 + page * 104729 + s * 31
+            words = [_WORDS[(i // (k + 1) + k * 13) % len(_WORDS)] for k in range(9)]
+            sentences.append(" ".join(words).capitalize() + ".")
+        sentences.insert(sentences_per_page // 2, f"Ledger entry D{doc_number}P{page} records {ledger_value(doc_number, page)} crates.")
+        half = len(sentences) // 2
+        out.append(" ".join(sentences[:half]) + "\n\n" + " ".join(sentences[half:]))
+    return out
+
+
+def ledger_value(doc_number: int, page: int) -> int:
+    return 1000 + (doc_number * 37 + page * 11) % 9000
+
+
+def synthetic_pdf(doc_number: int, pages: int = 10) -> bytes:
+    return make_pdf(synthetic_pages(doc_number, pages), fontsize=9)

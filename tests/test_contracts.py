@@ -1,0 +1,124 @@
+"""Every contract model round-trips through JSON and rejects malformed payloads with a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from contracts import messages as m
+from contracts.schemas import all_schemas, render
+from contracts.topology import CONSUMERS, STREAMS, SUBJECT_MODELS, Subjects
+
+CHUNK = m.Chunk(
+    chunk_id="d1-0", index=0, doc_id="d1", tenant="t", filename="a.pdf", page=3, bbox=(1.0, 2.0, 30.0, 40.0),
+    text="hello", next_chunk_id="d1-1",
+)  # fmt: skip
+HIT = m.Hit(chunk_id="d1-0", doc_id="d1", filename="a.pdf", page=3, bbox=(1, 2, 3, 4), text="hello", score=0.5)
+QUERY = m.QueryRequest(request_id="r1", tenant="t", query="why?", top_k=3, reply_subject="answer.r1")
+
+EXAMPLES: list[BaseModel] = [
+    m.DocumentSubmitted(doc_id="d1", filename="a.pdf", content_type="application/pdf", object_name="t/d1", size=10),
+    m.ChunksParsed(doc_id="d1", tenant="t", batch_index=0, batch_count=2, chunks=[CHUNK]),
+    m.ChunksEmbedded(
+        doc_id="d1", tenant="t", batch_index=1, batch_count=2, model="mini", embedded_by="r-1",
+        chunks=[m.EmbeddedChunk(**CHUNK.model_dump(), vector=[0.1, 0.2])],
+    ),  # fmt: skip
+    m.DocumentProgress(doc_id="d1", status=m.DocumentStatus.INDEXING, batches_total=2, batches_indexed=[0]),
+    QUERY,
+    m.RerankRequest(request=QUERY, candidates=[HIT]),
+    m.GenerateRequest(request=QUERY, hits=[HIT]),
+    m.RetrievalEvent(request_id="r1", seq=0, hits=[HIT]),
+    m.TokenEvent(request_id="r1", seq=1, text="Hello "),
+    m.CitationEvent(request_id="r1", seq=2, n=1, doc_id="d1", filename="a.pdf", page=3, bbox=None, text="x"),
+    m.ResultsEvent(request_id="r1", seq=0, hits=[HIT]),
+    m.DoneEvent(request_id="r1", seq=3, answerer="extractive"),
+    m.ErrorEvent(request_id="r1", seq=4, code="timeout", message="late"),
+    m.DeadLetter(
+        consumer="parser", subject="docs.ingest", stream="DOCS", stream_seq=4, num_delivered=1, reason="bad",
+        error_type="ValidationError", payload_excerpt="{}", agent="parser",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_round_trip_through_json(example: BaseModel) -> None:
+    wire = example.model_dump_json()
+    assert json.loads(wire)["schema_version"] == 1
+    assert type(example).model_validate_json(wire) == example
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if "Event" in type(e).__name__], ids=lambda e: type(e).__name__)
+def test_answer_events_are_told_apart_by_their_event_field(example: BaseModel) -> None:
+    assert m.answer_event_adapter.validate_json(example.model_dump_json()) == example
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_unknown_fields_and_versions_are_rejected(example: BaseModel) -> None:
+    data = json.loads(example.model_dump_json())
+    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+        type(example).model_validate({**data, "surprise": 1})
+    with pytest.raises(ValidationError, match="schema_version"):
+        type(example).model_validate({**data, "schema_version": 99})
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b"not json", "json_invalid"),
+        (b'{"doc_id": "has space", "filename": "a", "content_type": "application/pdf", "object_name": "o", "size": 1}', "doc_id"),
+        (b'{"doc_id": "d", "filename": "a", "content_type": "image/gif", "object_name": "o", "size": 1}', "content_type"),
+        (b'{"doc_id": "d", "filename": "a", "content_type": "application/pdf", "object_name": "o", "size": -1}', "size"),
+        (b'{"doc_id": "d", "content_type": "application/pdf", "object_name": "o", "size": 1}', "filename"),
+    ],
+)
+def test_malformed_submissions_name_the_problem(payload: bytes, field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        m.DocumentSubmitted.model_validate_json(payload)
+    assert field in str(err.value)
+
+
+def test_invariants_are_validated() -> None:
+    with pytest.raises(ValidationError, match="bbox"):
+        CHUNK.model_validate({**CHUNK.model_dump(), "bbox": (10, 0, 5, 5)})
+    with pytest.raises(ValidationError, match="batch_index 2 must be < batch_count 2"):
+        m.ChunksParsed(doc_id="d", tenant="t", batch_index=2, batch_count=2, chunks=[CHUNK])
+    with pytest.raises(ValidationError, match="page"):
+        m.Hit.model_validate({**HIT.model_dump(), "page": 0})
+    with pytest.raises(ValidationError, match="top_k"):
+        m.QueryRequest.model_validate({**QUERY.model_dump(), "top_k": 0})
+
+
+def test_progress_counts_each_batch_once() -> None:
+    p = m.DocumentProgress(doc_id="d", status=m.DocumentStatus.PARSING)
+    p = p.with_plan(pages=2, chunks_total=5, batches_total=2)
+    assert p.status is m.DocumentStatus.EMBEDDING
+    p = p.with_indexed_batch(1, 2)
+    assert (p.status, p.chunks_indexed) == (m.DocumentStatus.INDEXING, 2)
+    assert p.with_indexed_batch(1, 2) is p  # a redelivered batch changes nothing
+    p = p.with_indexed_batch(0, 3)
+    assert (p.status, p.chunks_indexed, p.batches_indexed) == (m.DocumentStatus.INDEXED, 5, [0, 1])
+    failed = p.model_copy(update={"status": m.DocumentStatus.FAILED})
+    assert failed.with_plan(pages=1, chunks_total=1, batches_total=1).status is m.DocumentStatus.FAILED
+
+
+def test_every_subject_has_a_stream_and_every_consumer_a_stream_subject() -> None:
+    def covered(subject: str) -> list[str]:
+        return [s.name for s in STREAMS for pattern in s.subjects if subject.startswith(pattern.rstrip(">"))]
+
+    for subject in SUBJECT_MODELS:
+        assert len(covered(subject)) == 1, subject
+    for consumer in CONSUMERS.all().values():
+        assert covered(consumer.filter_subject) == [consumer.stream]
+    assert covered(Subjects.deadletter("parser")) == ["DEADLETTER"]
+    assert covered(Subjects.answer("r1")) == []  # answers are core NATS, never stored
+
+
+def test_exported_schemas_in_docs_are_current() -> None:
+    folder = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+    schemas = all_schemas()
+    assert {p.name for p in folder.glob("*.json")} == set(schemas), "run `make schemas`"
+    for name, schema in schemas.items():
+        assert (folder / name).read_text() == render(schema), f"docs/schemas/{name} is stale: run `make schemas`"
