@@ -13,7 +13,15 @@ import pytest
 from contracts.messages import DeadLetter, DocumentSubmitted
 from contracts.topology import UPLOADS_BUCKET, Subjects
 from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
-from tests.factories import corrupt_pdf, five_page_pdf_with_fact, make_encrypted_pdf, make_image_only_pdf, make_pdf
+from tests.factories import (
+    FIVE_PAGES,
+    corrupt_pdf,
+    five_page_pdf_with_fact,
+    make_encrypted_pdf,
+    make_image_only_pdf,
+    make_pdf,
+    truncated_pdf,
+)
 
 
 async def ingest(http: aiohttp.ClientSession, engine: Engine, data: bytes, filename: str, ctype: str = "application/pdf") -> dict:
@@ -114,8 +122,13 @@ async def test_empty_file_is_400(engine: Engine, http: aiohttp.ClientSession) ->
 
 @pytest.mark.parametrize(
     ("make", "reason"),
-    [(corrupt_pdf, "corrupt"), (lambda: make_encrypted_pdf(["secret"]), "encrypted"), (make_image_only_pdf, "no extractable text")],
-    ids=["corrupt", "encrypted", "no-text"],
+    [
+        (corrupt_pdf, "corrupt"),
+        (lambda: truncated_pdf(FIVE_PAGES), "truncated"),
+        (lambda: make_encrypted_pdf(["secret"]), "encrypted"),
+        (make_image_only_pdf, "no extractable text"),
+    ],
+    ids=["corrupt", "truncated", "encrypted", "no-text"],
 )
 async def test_unparseable_pdf_is_failed_with_reason(engine: Engine, http: aiohttp.ClientSession, make, reason) -> None:
     status = await ingest(http, engine, make(), "bad.pdf")

@@ -36,15 +36,26 @@ class TextBlock:
     text: str
 
 
+# Every complete PDF ends with "%%EOF" (followed at most by some whitespace or junk).
+_TRAILER = b"%%EOF"
+_TRAILER_WINDOW = 1024
+
+
 def extract_pdf(data: bytes) -> tuple[int, list[TextBlock]]:
     """Return (page_count, text blocks in reading order) of a PDF.
 
     Raises DocumentRejected for bytes that are not an openable PDF, password-protected PDFs, PDFs without
-    pages and PDFs without any text layer. PyMuPDF silently repairs many damaged files (e.g. truncated
-    ones); those are accepted with whatever text survived.
+    pages and PDFs without any text layer. PyMuPDF silently repairs many slightly damaged files, and
+    those are accepted; a file that needed repair *and* lacks the `%%EOF` marker at its end is a truncated
+    upload whose later pages would silently be empty, so it is rejected.
     """
     doc = _open_pdf(data)
     try:
+        if doc.is_repaired and _TRAILER not in data[-_TRAILER_WINDOW:]:
+            raise DocumentRejected(
+                "truncated PDF: the file ends before its end-of-file marker (an interrupted transfer?); "
+                "upload the complete file again"
+            )
         if doc.needs_pass:
             raise DocumentRejected(
                 "encrypted PDF: password-protected documents are not supported; "
