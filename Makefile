@@ -25,6 +25,7 @@ run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: install
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -9,25 +9,19 @@ import asyncio
 from collections.abc import Sequence
 
 from agents.runtime.connection import publish_all
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
 from contracts.topology import CONSUMERS, Subjects
 
 
-class EmbedderAgent:
+class EmbedderAgent(ConsumerAgent[ChunksParsed]):
     name = "embedder"
+    consumer = CONSUMERS.embedder
+    model = ChunksParsed
 
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[ChunksParsed]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.embedder, ChunksParsed, self.handle,
-                agent=self.name, batch=self._ctx.settings.fetch_batch, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    def fetch_batch(self) -> int:
+        return self._ctx.settings.fetch_batch
 
     async def handle(self, deliveries: Sequence[Delivery[ChunksParsed]]) -> None:
         embedder = await self._ctx.shared.embedder()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from agents.answers import AnswerStream, send_error
 from agents.lexical import overlap, sentences, terms
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery
 from contracts.messages import CitationEvent, DoneEvent, GenerateRequest, Hit, TokenEvent
 from contracts.topology import CONSUMERS
 
@@ -54,19 +54,10 @@ def extractive_answer(question: str, hits: Sequence[Hit]) -> ExtractiveAnswer:
     return ExtractiveAnswer(" ".join(parts), cited)
 
 
-class GeneratorAgent:
+class GeneratorAgent(ConsumerAgent[GenerateRequest]):
     name = "generator"
-
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[GenerateRequest]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.generator, GenerateRequest, self.handle,
-                agent=self.name, batch=1, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    consumer = CONSUMERS.generator
+    model = GenerateRequest
 
     async def handle(self, deliveries: Sequence[Delivery[GenerateRequest]]) -> None:
         for d in deliveries:

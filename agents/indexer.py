@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Sequence
 
 from agents.runtime.connection import publish_all
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery
 from agents.vectorstore import VectorPoint, VectorStore
 from contracts.messages import ChunksEmbedded, DocumentProgress, DocumentStatus, EmbeddedChunk
 from contracts.topology import CONSUMERS, Subjects
@@ -35,19 +35,13 @@ def _upsert(store: VectorStore, points: list[VectorPoint]) -> None:
     store.upsert(points)
 
 
-class IndexerAgent:
+class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
     name = "indexer"
+    consumer = CONSUMERS.indexer
+    model = ChunksEmbedded
 
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[ChunksEmbedded]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.indexer, ChunksEmbedded, self.handle,
-                agent=self.name, batch=self._ctx.settings.fetch_batch, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    def fetch_batch(self) -> int:
+        return self._ctx.settings.fetch_batch
 
     async def handle(self, deliveries: Sequence[Delivery[ChunksEmbedded]]) -> None:
         collection = self._ctx.settings.collection

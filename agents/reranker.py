@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from agents.answers import AnswerStream, send_error
 from agents.lexical import overlap, terms
 from agents.runtime.connection import publish_all
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest, ResultsEvent, RetrievalEvent
 from contracts.topology import CONSUMERS, Subjects
 
@@ -32,19 +32,13 @@ def rerank(query: str, candidates: Sequence[Hit], top_k: int) -> list[Hit]:
     return scored[:top_k]
 
 
-class RerankerAgent:
+class RerankerAgent(ConsumerAgent[RerankRequest]):
     name = "reranker"
+    consumer = CONSUMERS.reranker
+    model = RerankRequest
 
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[RerankRequest]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.reranker, RerankRequest, self.handle,
-                agent=self.name, batch=4, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    def fetch_batch(self) -> int:
+        return 4
 
     async def handle(self, deliveries: Sequence[Delivery[RerankRequest]]) -> None:
         generate = []

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from agents.answers import send_error
 from agents.runtime.connection import publish_all
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery
 from agents.vectorstore import VectorHit, VectorStore
 from contracts.messages import Hit, QueryRequest, RerankRequest
 from contracts.topology import CONSUMERS, Subjects
@@ -28,19 +28,13 @@ def to_hit(hit: VectorHit) -> Hit:
     )  # fmt: skip
 
 
-class RetrieverAgent:
+class RetrieverAgent(ConsumerAgent[QueryRequest]):
     name = "retriever"
+    consumer = CONSUMERS.retriever
+    model = QueryRequest
 
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[QueryRequest]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.retriever, QueryRequest, self.handle,
-                agent=self.name, batch=4, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    def fetch_batch(self) -> int:
+        return 4
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         embedder = await self._ctx.shared.embedder()

@@ -17,8 +17,8 @@ from nats.js.errors import NotFoundError
 from agents.parser.chunking import chunk_blocks
 from agents.parser.extract import DocumentRejected, TextBlock, extract_pdf, extract_text
 from agents.runtime.connection import publish_all
-from agents.runtime.host import AgentContext
-from agents.runtime.worker import Delivery, PermanentError, PullWorker
+from agents.runtime.agent import ConsumerAgent
+from agents.runtime.worker import Delivery, PermanentError
 from contracts.messages import ChunksParsed, DocumentProgress, DocumentStatus, DocumentSubmitted, utcnow
 from contracts.topology import CONSUMERS, Subjects
 
@@ -31,19 +31,10 @@ def extract(doc: DocumentSubmitted, data: bytes) -> tuple[int, list[TextBlock]]:
     return extract_text(data, markdown=doc.content_type == "text/markdown")
 
 
-class ParserAgent:
+class ParserAgent(ConsumerAgent[DocumentSubmitted]):
     name = "parser"
-
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-
-    def workers(self) -> Sequence[PullWorker[DocumentSubmitted]]:
-        return [
-            PullWorker(
-                self._ctx.js, CONSUMERS.parser, DocumentSubmitted, self.handle,
-                agent=self.name, batch=1, on_give_up=self.on_give_up,
-            )
-        ]  # fmt: skip
+    consumer = CONSUMERS.parser
+    model = DocumentSubmitted
 
     async def handle(self, deliveries: Sequence[Delivery[DocumentSubmitted]]) -> None:
         for delivery in deliveries:
