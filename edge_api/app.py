@@ -20,7 +20,8 @@ import nats.errors
 from aiohttp import BodyPartReader, web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+import nats.js.errors
+from nats.js.errors import InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -100,11 +101,30 @@ async def read_body(request: web.Request, model: type[M]) -> M:
 
 
 @web.middleware
-async def bad_request_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Bad bodies become their 400/415; an unreachable backbone becomes a 503 the client can retry on."""
     try:
         return await handler(request)
     except BadRequest as bad:
         return bad.response
+    except (nats.errors.Error, nats.js.errors.Error) as err:  # NATS down, stream missing, no ack in time
+        if isinstance(err, nats.js.errors.BadRequestError):
+            raise
+        log.warning("backbone unavailable for %s %s: %r", request.method, request.path, err)
+        reason = "is not connected" if isinstance(err, NotConnected) else f"did not answer ({type(err).__name__})"
+        return error(503, "backbone_unavailable", f"the message backbone (NATS) {reason}; nothing was accepted, retry later")
+
+
+class NotConnected(nats.errors.Error):
+    """Raised before any work when the edge API is between NATS connections (fail fast, not after timeouts)."""
+
+
+def connected(request: web.Request) -> Backbone:
+    """The backbone of the app, or `NotConnected` (-> 503) while NATS is unreachable."""
+    bb = request.app[BACKBONE]
+    if bb.nc is None or not bb.nc.is_connected:
+        raise NotConnected
+    return bb
 
 
 # --------------------------------------------------------------------------- health
@@ -153,7 +173,7 @@ async def _chunks(head: bytes, part: BodyPartReader) -> AsyncIterator[bytes]:
 
 
 async def upload_document(request: web.Request) -> web.Response:
-    bb = request.app[BACKBONE]
+    bb = connected(request)
     settings = bb.settings
     assert bb.js is not None and bb.progress is not None
     part = await _file_part(request)
@@ -206,12 +226,12 @@ async def upload_document(request: web.Request) -> web.Response:
 
 
 async def document_status(request: web.Request) -> web.Response:
-    bb = request.app[BACKBONE]
+    bb = connected(request)
     assert bb.progress is not None
     doc_id = request.match_info["doc_id"]
     try:
         entry = await bb.progress.get(doc_id)
-    except (KeyNotFoundError, ValueError):  # ValueError: not a valid key at all
+    except (KeyNotFoundError, InvalidKeyError):
         return error(404, "not_found", f"no document {doc_id!r}")
     progress = DocumentProgress.model_validate_json(entry.value or b"{}")
     if progress.tenant != bb.settings.default_tenant:
@@ -247,7 +267,7 @@ def _sse(event: str, data: dict, event_id: int | None = None) -> bytes:
 
 
 async def ask(request: web.Request) -> web.StreamResponse:
-    bb = request.app[BACKBONE]
+    bb = connected(request)
     body = await read_body(request, AskBody)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -272,7 +292,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
 
 
 async def search(request: web.Request) -> web.Response:
-    bb = request.app[BACKBONE]
+    bb = connected(request)
     body = await read_body(request, SearchBody)
     async with _query(bb, body.query, body.top_k, QueryMode.SEARCH) as sub:
         try:
@@ -310,7 +330,7 @@ async def connect_backbone(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: EdgeSettings | None = None) -> web.Application:
     """The aiohttp application. The caller runs it (and so owns its lifecycle)."""
-    app = web.Application(middlewares=[bad_request_middleware], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
     app[BACKBONE] = Backbone(settings or EdgeSettings())
     app.cleanup_ctx.append(connect_backbone)
     app.router.add_get("/health", health)

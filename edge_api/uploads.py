@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from hashlib import sha256
 
+import nats.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import MSG_ROLLUP_SUBJECT
 from nats.js.object_store import (
@@ -64,7 +66,10 @@ async def put_stream(
                 del buffer[:OBJ_DEFAULT_CHUNK_SIZE]
         if buffer:
             await send(bytes(buffer))
-        await asyncio.wait_for(asyncio.gather(*pending), 30)
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), 30)
+        except asyncio.TimeoutError as err:  # not stored in time: NATS is down or overloaded
+            raise nats.errors.TimeoutError from err
         info = api.ObjectInfo(
             name=name,
             bucket=bucket,
@@ -79,6 +84,9 @@ async def put_stream(
         await js.publish(meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT})
         return info
     except BaseException:
-        await asyncio.gather(*pending, return_exceptions=True)
-        await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=bucket), subject=chunk_subject)
+        for future in pending:
+            future.cancel()
+        # Best effort: with NATS down the purge fails too, and the orphaned chunks have no meta (invisible).
+        with contextlib.suppress(Exception):
+            await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=bucket), subject=chunk_subject)
         raise

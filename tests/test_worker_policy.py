@@ -164,3 +164,25 @@ async def test_topology_bootstrap_is_idempotent(js) -> None:
     assert info.config.storage == api.StorageType.FILE and info.config.subjects == ["docs.>"]
     queries = await js.stream_info("QUERIES")
     assert queries.config.storage == api.StorageType.MEMORY
+
+
+async def test_agents_rebuild_the_topology_after_a_server_restart(nats_server) -> None:
+    """QUERIES is a memory stream: a restarted nats-server has lost it, and the agents' connection re-creates it."""
+    from agents.runtime.connection import connect
+
+    conn = await connect(nats_server.url, name="test", on_reconnect=lambda: ensure_topology(conn.jetstream()))
+    try:
+        await ensure_topology(conn.jetstream())
+        nats_server.stop()
+        nats_server.start()
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    info = await conn.jetstream().stream_info("QUERIES")
+                    break
+                except Exception:  # noqa: BLE001 - not yet reconnected / not yet re-created
+                    await asyncio.sleep(0.1)
+        assert info.config.storage == api.StorageType.MEMORY
+        assert (await conn.jetstream().consumer_info("QUERIES", "retriever")).config.durable_name == "retriever"
+    finally:
+        await conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -17,12 +17,25 @@ from contracts.topology import HEADER_MSG_ID
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, *, name: str, connect_within_s: float = 30.0) -> NATS:
+async def connect(
+    url: str,
+    *,
+    name: str,
+    connect_within_s: float = 30.0,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
     """Connect, retrying with backoff while the server is not up yet (e.g. pods starting together).
 
     The caller owns the connection and closes it (``drain()`` on shutdown). Once connected, nats-py
-    reconnects by itself forever.
+    reconnects by itself forever, and awaits `on_reconnect` after each reconnection.
     """
+
+    async def reconnected() -> None:
+        if on_reconnect is not None:
+            try:
+                await on_reconnect()
+            except Exception:  # noqa: BLE001 - a failed hook must not kill the client's reconnect loop
+                log.exception("on_reconnect hook failed")
 
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(connect_within_s),
@@ -38,6 +51,7 @@ async def connect(url: str, *, name: str, connect_within_s: float = 30.0) -> NAT
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
                 allow_reconnect=True,
+                reconnected_cb=reconnected,
             )
     raise AssertionError("unreachable")
 

@@ -109,7 +109,12 @@ async def run_agents(
     """Run the named agents until `stop` is set, then finish in-flight batches and drain the connection."""
     from agents.registry import build_agent  # the registry imports every agent module
 
-    nc = await connect(settings.nats_url, name=f"mmrag-{'+'.join(names)}-{settings.replica_id}")
+    # A restarted server has lost its memory streams (QUERIES): re-bootstrap on every reconnection.
+    nc = await connect(
+        settings.nats_url,
+        name=f"mmrag-{'+'.join(names)}-{settings.replica_id}",
+        on_reconnect=lambda: ensure_topology(nc.jetstream()),
+    )
     js = nc.jetstream()
     shared = SharedResources(settings)
     try:
