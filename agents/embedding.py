@@ -22,6 +22,9 @@ class TextEmbedder:
         # Weights come from a local folder; never reach for a model hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bar in service logs
 
         self.path = path or default_model_path()
         self.name = self.path.name if path else "all-MiniLM-L6-v2"

@@ -31,4 +31,5 @@ def overlap(query_terms: set[str], text: str) -> float:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    """Sentences of `text`; a line break also ends one (headings, list items, table rows)."""
+    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
