@@ -84,8 +84,9 @@ async def put_stream(
         await js.publish(meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT})
         return info
     except BaseException:
-        for future in pending:
-            future.cancel()
+        # Let in-flight chunks land first: JetStream may apply a purge before chunks it has not stored yet.
+        if pending:
+            await asyncio.wait(pending, timeout=5)
         # Best effort: with NATS down the purge fails too, and the orphaned chunks have no meta (invisible).
         with contextlib.suppress(Exception):
             await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=bucket), subject=chunk_subject)
