@@ -30,6 +30,7 @@ test: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/query_latency.py
 
 schemas: install
 	$(BIN)/mmrag schemas --out docs/schemas
