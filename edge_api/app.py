@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import nats.errors
@@ -57,7 +57,6 @@ class Backbone:
     nc: NATS | None = None
     js: JetStreamContext | None = None
     progress: KeyValue | None = None
-    tasks: set[asyncio.Task] = field(default_factory=set)
 
 
 BACKBONE = web.AppKey("backbone", Backbone)
