@@ -58,6 +58,10 @@ class Backbone:
     js: JetStreamContext | None = None
     progress: KeyValue | None = None
 
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
 
 BACKBONE = web.AppKey("backbone", Backbone)
 
@@ -121,7 +125,7 @@ class NotConnected(nats.errors.Error):
 def connected(request: web.Request) -> Backbone:
     """The backbone of the app, or `NotConnected` (-> 503) while NATS is unreachable."""
     bb = request.app[BACKBONE]
-    if bb.nc is None or not bb.nc.is_connected:
+    if not bb.is_connected:
         raise NotConnected
     return bb
 
@@ -135,7 +139,7 @@ async def health(_: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     bb = request.app[BACKBONE]
-    if bb.nc is None or not bb.nc.is_connected or bb.js is None:
+    if not bb.is_connected or bb.js is None:
         return web.json_response({"status": "not ready", "nats": "disconnected"}, status=503)
     missing = []
     for name in REQUIRED_STREAMS:
