@@ -58,8 +58,8 @@ def start_nats_server(store_dir: Path, *, host: str = "127.0.0.1", port: int = 4
     if port_in_use(host, port):
         raise RuntimeError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
     store_dir.mkdir(parents=True, exist_ok=True)
-    argv = [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)]
-    proc = spawn([*argv, "-l", str(store_dir / "nats-server.log")])
+    log_file = store_dir / "nats-server.log"
+    proc = spawn([nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port), "-l", str(log_file)])
     wait_for_port(host, port, proc=proc, what="nats-server")
     return proc
 
