@@ -1,6 +1,8 @@
-"""embedder: `chunks.parsed.text` -> `chunks.embedded`.
+"""embedder: `chunks.parsed.g<gen>.text.<lane>.<tenant>` -> `chunks.embedded.g<gen>.<tenant>`.
 
-Micro-batches: one fetch takes up to `fetch_batch` messages and embeds all their chunks in one model call.
+Micro-batches: one fetch takes up to `fetch_batch` messages and embeds their chunks in model calls of at most
+`EMBED_CALL_CHUNKS` chunks. Two lanes share the one model: each call waits on a `PriorityLock`, and the
+interactive lane goes first, so a small document overtakes a big one at the next call boundary.
 """
 
 from __future__ import annotations
@@ -8,40 +10,89 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from agents.runtime.connection import publish_all
 from agents.runtime.agent import ConsumerAgent
-from agents.runtime.worker import Delivery
+from agents.runtime.priority import PriorityLock
+from agents.runtime.resources import Resource
+from agents.runtime.worker import Delivery, PermanentError, PullWorker
+from bus.limits import check_embedded_fits
+from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
-from contracts.topology import CONSUMERS, Subjects
+from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
+
+EMBED_CALL_CHUNKS = 32
+LANE_PRIORITY = {"interactive": 0, "bulk": 1}
 
 
 class EmbedderAgent(ConsumerAgent[ChunksParsed]):
     name = "embedder"
-    consumer = CONSUMERS.embedder
     model = ChunksParsed
+    needs = frozenset({Resource.TEXT_EMBEDDER})
+
+    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx)
+        self._model_lock = PriorityLock()
+
+    def consumer_defs(self) -> Sequence[ConsumerDef]:
+        consumers = ingest_consumers(self._ctx.generation)
+        return [consumers[f"embedder-text-{lane}"] for lane in LANES]
 
     def fetch_batch(self) -> int:
         return self._ctx.settings.fetch_batch
 
-    async def handle(self, deliveries: Sequence[Delivery[ChunksParsed]]) -> None:
-        embedder = await self._ctx.shared.embedder()
+    def workers(self) -> Sequence[PullWorker[ChunksParsed]]:
+        workers = []
+        for lane, consumer in zip(LANES, self.consumer_defs(), strict=True):
+
+            async def handle(deliveries: Sequence[Delivery[ChunksParsed]], priority: int = LANE_PRIORITY[lane]) -> None:
+                await self.embed_and_publish(deliveries, priority)
+
+            workers.append(
+                PullWorker(self._ctx.js, consumer, self.model, handle, agent=self.name, batch=self.fetch_batch(),
+                           on_give_up=self.on_give_up)
+            )  # fmt: skip
+        return workers
+
+    async def start(self) -> None:
+        s = self._ctx.settings
+        check_embedded_fits(
+            max_payload=self._ctx.nc.max_payload, chunks_per_message=s.chunks_per_message,
+            chunk_max_chars=s.chunk_max_chars, dim=self._ctx.shared.embedder.dim,
+        )  # fmt: skip
+
+    async def embed(self, texts: list[str], priority: int) -> list[list[float]]:
+        embedder = self._ctx.shared.embedder
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_CALL_CHUNKS):
+            async with self._model_lock.hold(priority):
+                vectors += await asyncio.to_thread(embedder.embed, texts[start : start + EMBED_CALL_CHUNKS])
+        return vectors
+
+    async def embed_and_publish(self, deliveries: Sequence[Delivery[ChunksParsed]], priority: int) -> None:
+        gen = self._ctx.generation
+        for d in deliveries:
+            if d.payload.generation != gen.number:
+                raise PermanentError(f"batch of generation {d.payload.generation} on generation {gen.number}'s subject")
         texts = [chunk.text for d in deliveries for chunk in d.payload.chunks]
-        vectors = iter(await asyncio.to_thread(embedder.embed, texts))
+        vectors = iter(await self.embed(texts, priority))
+        model_name = self._ctx.shared.embedder.name
         out = []
         for d in deliveries:
             batch = d.payload
             embedded = ChunksEmbedded(
                 doc_id=batch.doc_id,
                 tenant=batch.tenant,
+                generation=batch.generation,
+                revision=batch.revision,
                 batch_index=batch.batch_index,
                 batch_count=batch.batch_count,
-                model=embedder.name,
+                model=model_name,
                 embedded_by=self._ctx.settings.replica_id,
                 chunks=[EmbeddedChunk(**chunk.model_dump(), vector=next(vectors)) for chunk in batch.chunks],
             )
-            out.append((Subjects.CHUNKS_EMBEDDED, embedded, f"{batch.doc_id}:embedded:{batch.batch_index}"))
+            msg_id = f"{gen.token}:{batch.doc_id}:{batch.revision}:embedded:{batch.batch_index}"
+            out.append(Outgoing(Subjects.embedded(gen, batch.tenant), embedded, msg_id, d.trace_headers))
         await publish_all(self._ctx.js, out)
 
     async def on_give_up(self, delivery: Delivery[ChunksParsed], reason: str) -> None:
         batch = delivery.payload
-        await self._ctx.progress.mark_failed(batch.doc_id, batch.tenant, f"embedding failed: {reason}")
+        await self._ctx.progress.mark_failed(batch.tenant, batch.doc_id, batch.revision, f"embedding failed: {reason}")

@@ -7,20 +7,18 @@ always answers; LLM providers will sit in front of it in a fallback chain.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agents.answers import AnswerStream, send_error
 from agents.lexical import overlap, sentences, terms
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.worker import Delivery
-from contracts.messages import CitationEvent, DoneEvent, GenerateRequest, Hit, TokenEvent
-from contracts.topology import CONSUMERS
+from bus.answers import AnswerEmitter, stream_pieces
+from contracts.messages import GenerateRequest, Hit
+from contracts.topology import QUERY_CONSUMERS, ConsumerDef
 
 NOTHING_FOUND = "I could not find anything about that in the ingested documents."
 MAX_SENTENCES = 3
-_TOKEN = re.compile(r"\S+\s*")
 
 
 @dataclass(frozen=True)
@@ -56,24 +54,26 @@ def extractive_answer(question: str, hits: Sequence[Hit]) -> ExtractiveAnswer:
 
 class GeneratorAgent(ConsumerAgent[GenerateRequest]):
     name = "generator"
-    consumer = CONSUMERS.generator
     model = GenerateRequest
+
+    def consumer_defs(self) -> Sequence[ConsumerDef]:
+        return [QUERY_CONSUMERS["generator"]]
 
     async def handle(self, deliveries: Sequence[Delivery[GenerateRequest]]) -> None:
         for d in deliveries:
             request = d.payload.request
             answer = extractive_answer(request.query, d.payload.hits)
-            # seq 0 was the reranker's retrieval event.
-            stream = AnswerStream(self._ctx.nc, request, first_seq=1)
-            for token in _TOKEN.findall(answer.text):
-                await stream.send(TokenEvent, text=token)
+            stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
+            for piece in stream_pieces(answer.text):
+                await stream.token(piece)
             for n, hit in enumerate(answer.cited, start=1):
-                await stream.send(
-                    CitationEvent, n=n, doc_id=hit.doc_id, filename=hit.filename, page=hit.page, bbox=hit.bbox,
-                    text=hit.text,
-                )  # fmt: skip
-            await stream.send(DoneEvent, answerer="extractive")
-            await stream.flush()
+                await stream.citation(
+                    n=n, doc_id=hit.doc_id, filename=hit.filename, page=hit.page, bbox=hit.bbox, text=hit.text
+                )
+            await stream.done(answerer="extractive")
 
     async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
-        await send_error(self._ctx.nc, delivery.payload.request, "generation_failed", reason)
+        request = delivery.payload.request
+        await AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id).error(
+            "generation_failed", "answering failed; try again (the details are in the generator's log)"
+        )

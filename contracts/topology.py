@@ -1,23 +1,83 @@
 """Subjects, streams, durable consumers and buckets: the JetStream topology in one place.
 
-Plain dataclasses, no NATS import: ``agents.runtime.topology`` turns these into server calls, and the
-edge API and external publishers read the names from here.
+Plain dataclasses, no NATS import: ``bus.topology`` turns these into server calls, and the edge API and
+external publishers read the names from here.
+
+Subject layout (every subject that carries tenant data names its tenant, so NATS permissions, purges and
+replays can be scoped to one tenant; ingest subjects also name their index generation):
+
+| subject | payload |
+|---|---|
+| ``docs.ingest.<tenant>.<doc_id>`` | `DocumentSubmitted` (replayable source of truth) |
+| ``docs.delete.<tenant>.<doc_id>`` | `DocumentDeleted` (a tombstone: replays see it too) |
+| ``docs.indexed.g<gen>.<tenant>`` | `DocumentProgress` when a document is fully indexed |
+| ``chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`` | `ChunksParsed` |
+| ``chunks.embedded.g<gen>.<tenant>`` | `ChunksEmbedded` |
+| ``query.retrieve.<tenant>`` / ``query.rerank.<tenant>`` / ``query.generate.<tenant>`` | query requests |
+| ``answer.<tenant>.<request_id>`` (core NATS) | answer events; a function of the request, never a free field |
+| ``deadletter.<durable>`` | `DeadLetter` |
+
+A document's id is part of its ingest subject, so "was this submission stored?" is one ``get_last_msg``
+lookup (the edge API uses it to answer truthfully when a publish acknowledgement is lost).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel
 
 from contracts import messages as m
 
+# Tokens that end up in subjects and KV keys: no dots, no wildcards, no whitespace.
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Ingest lanes: documents with few chunks take the interactive lane, big ones the bulk lane, so a small
+# upload is never queued behind the thousand batches of a large one (the embedder serves the interactive
+# lane first).
+Lane = Literal["interactive", "bulk"]
+LANES: tuple[Lane, ...] = ("interactive", "bulk")
+
+
+def check_token(value: str, what: str) -> str:
+    if not TOKEN.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid subject token: use 1-64 of [A-Za-z0-9_-]")
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class IndexGeneration:
+    """One build of the index: its collection, its ingest consumers and its progress keys.
+
+    A re-index builds generation N+1 beside the serving generation N (replaying the ingest streams into
+    new durable consumers and a new collection) and then points the collection alias at it.
+    """
+
+    number: int
+
+    def __post_init__(self) -> None:
+        if self.number < 1:
+            raise ValueError(f"index generation must be >= 1, got {self.number}")
+
+    @property
+    def token(self) -> str:
+        return f"g{self.number}"
+
+    def collection(self, alias: str) -> str:
+        """The vector collection of this generation; `alias` (e.g. "mmrag") points at the serving one."""
+        return f"{alias}-{self.token}"
+
+    def durable(self, base: str) -> str:
+        return f"{base}-{self.token}"
+
 
 class Subjects:
     DOCS_INGEST = "docs.ingest"
+    DOCS_DELETE = "docs.delete"
     DOCS_INDEXED = "docs.indexed"
-    CHUNKS_PARSED_TEXT = "chunks.parsed.text"
+    CHUNKS_PARSED = "chunks.parsed"
     CHUNKS_EMBEDDED = "chunks.embedded"
     QUERY_RETRIEVE = "query.retrieve"
     QUERY_RERANK = "query.rerank"
@@ -25,21 +85,47 @@ class Subjects:
     ANSWER_PREFIX = "answer"
     DEADLETTER_PREFIX = "deadletter"
 
+    # `"*"` in place of a token gives the wildcard pattern a consumer filters on.
     @staticmethod
-    def answer(request_id: str) -> str:
+    def ingest(tenant: str, doc_id: str) -> str:
+        return f"{Subjects.DOCS_INGEST}.{tenant}.{doc_id}"
+
+    @staticmethod
+    def delete(tenant: str, doc_id: str) -> str:
+        return f"{Subjects.DOCS_DELETE}.{tenant}.{doc_id}"
+
+    @staticmethod
+    def indexed(gen: IndexGeneration, tenant: str) -> str:
+        return f"{Subjects.DOCS_INDEXED}.{gen.token}.{tenant}"
+
+    @staticmethod
+    def parsed(gen: IndexGeneration, modality: str, lane: str, tenant: str) -> str:
+        return f"{Subjects.CHUNKS_PARSED}.{gen.token}.{modality}.{lane}.{tenant}"
+
+    @staticmethod
+    def embedded(gen: IndexGeneration, tenant: str) -> str:
+        return f"{Subjects.CHUNKS_EMBEDDED}.{gen.token}.{tenant}"
+
+    @staticmethod
+    def query(stage: str, tenant: str) -> str:
+        return f"{stage}.{tenant}"
+
+    @staticmethod
+    def answer(tenant: str, request_id: str) -> str:
         """Core NATS subject that carries the answer events of one request."""
-        return f"{Subjects.ANSWER_PREFIX}.{request_id}"
+        return f"{Subjects.ANSWER_PREFIX}.{tenant}.{request_id}"
 
     @staticmethod
-    def deadletter(consumer: str) -> str:
-        return f"{Subjects.DEADLETTER_PREFIX}.{consumer}"
+    def deadletter(durable: str) -> str:
+        return f"{Subjects.DEADLETTER_PREFIX}.{durable}"
 
 
-# Which model is the payload of which subject. Answer subjects are core NATS, one per request.
+# Which model is the payload of which subject family (the subject's first two tokens).
 SUBJECT_MODELS: dict[str, type[BaseModel]] = {
     Subjects.DOCS_INGEST: m.DocumentSubmitted,
+    Subjects.DOCS_DELETE: m.DocumentDeleted,
     Subjects.DOCS_INDEXED: m.DocumentProgress,
-    Subjects.CHUNKS_PARSED_TEXT: m.ChunksParsed,
+    Subjects.CHUNKS_PARSED: m.ChunksParsed,
     Subjects.CHUNKS_EMBEDDED: m.ChunksEmbedded,
     Subjects.QUERY_RETRIEVE: m.QueryRequest,
     Subjects.QUERY_RERANK: m.RerankRequest,
@@ -59,16 +145,32 @@ class StreamDef:
 
 @dataclass(frozen=True)
 class ConsumerDef:
+    """A durable pull consumer. Replicas of an agent share it.
+
+    Redelivery is the server's job: `backoff_s` is JetStream's consumer ``backoff`` (delivery n waits
+    ``backoff_s[n-1]`` for an ack; it replaces ack_wait). A failed message is simply not acked, and the server
+    redelivers it on that schedule; a handler that works longer sends in-progress acks more often than
+    ``backoff_s[0]``. Note that a NAK without delay would redeliver at once, ignoring the backoff (checked
+    against nats-server 2.15), so the worker never sends one.
+    """
+
     stream: str
     durable: str
     filter_subject: str
-    ack_wait_s: float = 60
     max_deliver: int = 5
     max_ack_pending: int = 1000
-    # NAK delays grow from backoff_base_s, doubling per delivery, capped at backoff_max_s.
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
+    backoff_s: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # JetStream rejects a backoff list longer than max_deliver; equal lengths waste nothing.
+        if not self.backoff_s or len(self.backoff_s) > self.max_deliver:
+            raise ValueError(f"{self.durable}: need 1..max_deliver backoff steps, got {self.backoff_s}")
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often in-progress acks are sent while a handler works: well inside the shortest ack wait."""
+        return min(self.backoff_s) / 3
 
 
 # Ingest streams are the source of truth and are replayable (file storage, no max age).
@@ -76,7 +178,7 @@ DOCS_STREAM = StreamDef(
     name="DOCS",
     subjects=("docs.>",),
     storage="file",
-    description="submitted documents (replayable source of truth) and indexing progress events",
+    description="submitted and deleted documents (replayable source of truth) and indexing progress events",
 )
 CHUNKS_STREAM = StreamDef(
     name="CHUNKS",
@@ -100,55 +202,63 @@ DEADLETTER_STREAM = StreamDef(
 )
 STREAMS: tuple[StreamDef, ...] = (DOCS_STREAM, CHUNKS_STREAM, QUERIES_STREAM, DEADLETTER_STREAM)
 
-
-@dataclass(frozen=True)
-class AgentConsumers:
-    """The durable pull consumer of each agent kind; N replicas of an agent share it."""
-
-    parser: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="DOCS", durable="parser", filter_subject=Subjects.DOCS_INGEST, ack_wait_s=30, max_ack_pending=64
-        )
-    )
-    embedder: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="CHUNKS", durable="embedder-text", filter_subject=Subjects.CHUNKS_PARSED_TEXT, ack_wait_s=30
-        )
-    )
-    indexer: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="CHUNKS", durable="indexer", filter_subject=Subjects.CHUNKS_EMBEDDED, ack_wait_s=30
-        )
-    )
-    # Query consumers: a user is waiting, so few redeliveries and short backoff.
-    retriever: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="QUERIES", durable="retriever", filter_subject=Subjects.QUERY_RETRIEVE,
-            ack_wait_s=30, max_deliver=2, backoff_base_s=0.2, backoff_max_s=1,
-        )
-    )  # fmt: skip
-    reranker: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="QUERIES", durable="reranker", filter_subject=Subjects.QUERY_RERANK,
-            ack_wait_s=30, max_deliver=2, backoff_base_s=0.2, backoff_max_s=1,
-        )
-    )  # fmt: skip
-    generator: ConsumerDef = field(
-        default_factory=lambda: ConsumerDef(
-            stream="QUERIES", durable="generator", filter_subject=Subjects.QUERY_GENERATE,
-            ack_wait_s=60, max_deliver=2, backoff_base_s=0.2, backoff_max_s=1,
-        )
-    )  # fmt: skip
-
-    def all(self) -> dict[str, ConsumerDef]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+# Query consumers: a user is waiting, so one quick redelivery and no more.
+_QUERY_BACKOFF = (1.0, 2.0)
 
 
-CONSUMERS = AgentConsumers()
+def ingest_consumers(gen: IndexGeneration) -> dict[str, ConsumerDef]:
+    """The durable consumers of one index generation, by role. Each generation has its own, so a replay into
+    generation N+1 runs beside generation N without sharing a cursor."""
+    consumers = {
+        "parser": ConsumerDef(
+            stream="DOCS", durable=gen.durable("parser"), filter_subject=Subjects.ingest("*", "*"), max_ack_pending=64
+        ),
+        "deleter": ConsumerDef(stream="DOCS", durable=gen.durable("deleter"), filter_subject=Subjects.delete("*", "*")),
+        "indexer": ConsumerDef(stream="CHUNKS", durable=gen.durable("indexer"), filter_subject=Subjects.embedded(gen, "*")),
+    }
+    for lane in LANES:
+        consumers[f"embedder-text-{lane}"] = ConsumerDef(
+            stream="CHUNKS",
+            durable=gen.durable(f"embedder-text-{lane}"),
+            filter_subject=Subjects.parsed(gen, "text", lane, "*"),
+        )
+    return consumers
+
+
+QUERY_CONSUMERS: dict[str, ConsumerDef] = {
+    "retriever": ConsumerDef(
+        stream="QUERIES", durable="retriever", filter_subject=Subjects.query(Subjects.QUERY_RETRIEVE, "*"),
+        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+    ),
+    "reranker": ConsumerDef(
+        stream="QUERIES", durable="reranker", filter_subject=Subjects.query(Subjects.QUERY_RERANK, "*"),
+        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+    ),
+    "generator": ConsumerDef(
+        stream="QUERIES", durable="generator", filter_subject=Subjects.query(Subjects.QUERY_GENERATE, "*"),
+        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+    ),
+}  # fmt: skip
+
+
+def all_consumers(generations: tuple[IndexGeneration, ...]) -> list[ConsumerDef]:
+    return [c for gen in generations for c in ingest_consumers(gen).values()] + list(QUERY_CONSUMERS.values())
+
 
 # Raw uploads (Object Store) and per-document progress (KV).
 UPLOADS_BUCKET = "mmrag-uploads"
 PROGRESS_BUCKET = "mmrag-progress"
+
+
+def object_name(tenant: str, doc_id: str) -> str:
+    """Where a document's bytes live in the uploads bucket; always under its tenant."""
+    return f"{check_token(tenant, 'tenant')}/{check_token(doc_id, 'doc_id')}"
+
+
+def progress_key(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
+    """The progress KV key of a document in one index generation."""
+    return f"{gen.token}.{check_token(tenant, 'tenant')}.{check_token(doc_id, 'doc_id')}"
+
 
 # JetStream streams that must exist before the system is ready (buckets are streams too).
 REQUIRED_STREAMS: tuple[str, ...] = (
@@ -159,3 +269,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
 
 # Headers carried on JetStream messages.
 HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_TRACEPARENT = "traceparent"
+
+# NATS' default max payload; the server may be configured higher, and the bus checks the real one.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024

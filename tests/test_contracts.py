@@ -10,23 +10,38 @@ from pydantic import BaseModel, ValidationError
 
 from contracts import messages as m
 from contracts.schemas import all_schemas, render
-from contracts.topology import CONSUMERS, STREAMS, SUBJECT_MODELS, Subjects
+from contracts.topology import (
+    QUERY_CONSUMERS,
+    STREAMS,
+    SUBJECT_MODELS,
+    IndexGeneration,
+    Subjects,
+    all_consumers,
+    ingest_consumers,
+    progress_key,
+)
 
 CHUNK = m.Chunk(
     chunk_id="d1-0", index=0, doc_id="d1", tenant="t", filename="a.pdf", page=3, bbox=(1.0, 2.0, 30.0, 40.0),
     text="hello", next_chunk_id="d1-1",
 )  # fmt: skip
 HIT = m.Hit(chunk_id="d1-0", doc_id="d1", filename="a.pdf", page=3, bbox=(1, 2, 3, 4), text="hello", score=0.5)
-QUERY = m.QueryRequest(request_id="r1", tenant="t", query="why?", top_k=3, reply_subject="answer.r1")
+QUERY = m.QueryRequest(request_id="r1", tenant="t", query="why?", top_k=3)
 
 EXAMPLES: list[BaseModel] = [
-    m.DocumentSubmitted(doc_id="d1", filename="a.pdf", content_type="application/pdf", object_name="t/d1", size=10),
-    m.ChunksParsed(doc_id="d1", tenant="t", batch_index=0, batch_count=2, chunks=[CHUNK]),
+    m.DocumentSubmitted(
+        doc_id="d1", tenant="t", filename="a.pdf", content_type="application/pdf", object_name="t/d1", size=10
+    ),
+    m.DocumentDeleted(doc_id="d1", tenant="t"),
+    m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=7, batch_index=0, batch_count=2, chunks=[CHUNK]),
     m.ChunksEmbedded(
-        doc_id="d1", tenant="t", batch_index=1, batch_count=2, model="mini", embedded_by="r-1",
-        chunks=[m.EmbeddedChunk(**CHUNK.model_dump(), vector=[0.1, 0.2])],
+        doc_id="d1", tenant="t", generation=1, revision=7, batch_index=1, batch_count=2, model="mini",
+        embedded_by="r-1", chunks=[m.EmbeddedChunk(**CHUNK.model_dump(), vector=[0.1, 0.2])],
     ),  # fmt: skip
-    m.DocumentProgress(doc_id="d1", status=m.DocumentStatus.INDEXING, batches_total=2, batches_indexed=[0]),
+    m.DocumentProgress(
+        doc_id="d1", tenant="t", generation=1, revision=7, status=m.DocumentStatus.INDEXING, batches_total=2,
+        batches_indexed=[0],
+    ),  # fmt: skip
     QUERY,
     m.RerankRequest(request=QUERY, candidates=[HIT]),
     m.GenerateRequest(request=QUERY, hits=[HIT]),
@@ -35,7 +50,7 @@ EXAMPLES: list[BaseModel] = [
     m.CitationEvent(request_id="r1", seq=2, n=1, doc_id="d1", filename="a.pdf", page=3, bbox=None, text="x"),
     m.ResultsEvent(request_id="r1", seq=0, hits=[HIT]),
     m.DoneEvent(request_id="r1", seq=3, answerer="extractive"),
-    m.ErrorEvent(request_id="r1", seq=4, code="timeout", message="late"),
+    m.ErrorEvent(request_id="r1", code="timeout", message="late"),
     m.DeadLetter(
         consumer="parser", subject="docs.ingest", stream="DOCS", stream_seq=4, num_delivered=1, reason="bad",
         error_type="ValidationError", payload_excerpt="{}", agent="parser",
@@ -46,7 +61,7 @@ EXAMPLES: list[BaseModel] = [
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
 def test_round_trip_through_json(example: BaseModel) -> None:
     wire = example.model_dump_json()
-    assert json.loads(wire)["schema_version"] == 1
+    assert json.loads(wire)["schema_version"] in (1, 2)
     assert type(example).model_validate_json(wire) == example
 
 
@@ -84,7 +99,7 @@ def test_invariants_are_validated() -> None:
     with pytest.raises(ValidationError, match="bbox"):
         CHUNK.model_validate({**CHUNK.model_dump(), "bbox": (10, 0, 5, 5)})
     with pytest.raises(ValidationError, match="batch_index 2 must be < batch_count 2"):
-        m.ChunksParsed(doc_id="d", tenant="t", batch_index=2, batch_count=2, chunks=[CHUNK])
+        m.ChunksParsed(doc_id="d", tenant="t", generation=1, revision=1, batch_index=2, batch_count=2, chunks=[CHUNK])
     with pytest.raises(ValidationError, match="page"):
         m.Hit.model_validate({**HIT.model_dump(), "page": 0})
     with pytest.raises(ValidationError, match="top_k"):
@@ -92,7 +107,7 @@ def test_invariants_are_validated() -> None:
 
 
 def test_progress_counts_each_batch_once() -> None:
-    p = m.DocumentProgress(doc_id="d", status=m.DocumentStatus.PARSING)
+    p = m.DocumentProgress(doc_id="d", tenant="t", generation=1, revision=3, status=m.DocumentStatus.PARSING)
     p = p.with_plan(pages=2, chunks_total=5, batches_total=2)
     assert p.status is m.DocumentStatus.EMBEDDING
     p = p.with_indexed_batch(1, 2)
@@ -110,10 +125,38 @@ def test_every_subject_has_a_stream_and_every_consumer_a_stream_subject() -> Non
 
     for subject in SUBJECT_MODELS:
         assert len(covered(subject)) == 1, subject
-    for consumer in CONSUMERS.all().values():
+    for consumer in all_consumers((IndexGeneration(1), IndexGeneration(2))):
         assert covered(consumer.filter_subject) == [consumer.stream]
     assert covered(Subjects.deadletter("parser")) == ["DEADLETTER"]
-    assert covered(Subjects.answer("r1")) == []  # answers are core NATS, never stored
+    assert covered(Subjects.answer("t", "r1")) == []  # answers are core NATS, never stored
+
+
+def test_generations_have_their_own_consumers_collections_and_progress_keys() -> None:
+    g1, g2 = IndexGeneration(1), IndexGeneration(2)
+    durables_1 = {c.durable for c in ingest_consumers(g1).values()}
+    durables_2 = {c.durable for c in ingest_consumers(g2).values()}
+    assert not durables_1 & durables_2
+    assert g1.collection("mmrag") != g2.collection("mmrag")
+    assert progress_key(g1, "t", "d") != progress_key(g2, "t", "d")
+    assert progress_key(g1, "t", "d") != progress_key(g1, "u", "d")  # tenant in every key
+    # Query consumers serve whatever generation the alias points at: one set, not one per generation.
+    assert len(all_consumers((g1, g2))) == len(durables_1) + len(durables_2) + len(QUERY_CONSUMERS)
+    with pytest.raises(ValueError, match="subject token"):
+        progress_key(g1, "a.b", "d")
+
+
+def test_payloads_name_the_subject_tokens_they_must_travel_on() -> None:
+    sub = m.DocumentSubmitted(doc_id="d1", tenant="t", filename="a", content_type="text/plain", object_name="t/x", size=1)
+    assert Subjects.ingest(*sub.routing()) == "docs.ingest.t.d1"
+    assert Subjects.query(Subjects.QUERY_RETRIEVE, *QUERY.routing()) == "query.retrieve.t"
+    with pytest.raises(ValidationError, match="object_name must start with 't/'"):
+        m.DocumentSubmitted(doc_id="d1", tenant="t", filename="a", content_type="text/plain", object_name="u/x", size=1)
+
+
+def test_vectors_must_be_finite() -> None:
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError):
+            m.EmbeddedChunk(**CHUNK.model_dump(), vector=[0.1, bad])
 
 
 def test_exported_schemas_in_docs_are_current() -> None:

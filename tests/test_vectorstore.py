@@ -1,7 +1,8 @@
-"""Contract tests for every VectorStore adapter, plus Edge persistence and crash durability."""
+"""Contract tests for every VectorStore adapter, plus Edge persistence, crash durability and index policy."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,58 +17,93 @@ import qdrant_client
 from qdrant_client import QdrantClient
 
 from agents.vectorstore import (
-    CollectionDimMismatch,
+    IMAGE_DENSE,
+    SPARSE,
+    TEXT_DENSE,
+    CollectionInUse,
+    CollectionNotFound,
+    CollectionSchema,
     EdgeShardStore,
+    OptimizePolicy,
+    PointPayload,
     QdrantClientStore,
+    SchemaMismatch,
+    SearchFilter,
+    SparseVector,
+    VectorDimError,
     VectorPoint,
     VectorStore,
     open_vector_store,
 )
 
 DIM = 8
+IMAGE_DIM = 4
+SCHEMA = CollectionSchema(text_dim=DIM, image_dim=IMAGE_DIM, sparse=True)
+GEN = "chunks-g1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def unit(axis: int, tilt: float = 0.0) -> list[float]:
+def unit(axis: int, tilt: float = 0.0, dim: int = DIM) -> list[float]:
     """A vector along ``axis``, tilted by ``tilt`` towards the next axis."""
-    vector = [0.0] * DIM
+    vector = [0.0] * dim
     vector[axis] = 1.0
-    vector[(axis + 1) % DIM] = tilt
+    vector[(axis + 1) % dim] = tilt
     return vector
 
 
-def point(
-    vector: list[float], *, tenant: str = "a", doc_id: str = "doc-1", index: int = 0
-) -> VectorPoint:
-    payload = {
-        "tenant": tenant,
-        "doc_id": doc_id,
-        "chunk_id": f"{doc_id}:{index}",
-        "page": 1,
-        "bbox": [0.0, 10.5, 100.0, 20.25],
-        "modality": "text",
-        "text": f"chunk {index}",
-        "filename": "report.pdf",
-        "index": index,
-    }
-    return VectorPoint(id=str(uuid.uuid4()), vector=vector, payload=payload)
+def payload(
+    *,
+    tenant: str = "a",
+    doc_id: str = "doc-1",
+    index: int = 0,
+    revision: int = 1,
+    page: int = 1,
+    modality: str = "text",
+    bbox: tuple[float, float, float, float] | None = (0.0, 10.5, 100.0, 20.25),
+    text: str | None = None,
+) -> PointPayload:
+    return PointPayload(
+        tenant=tenant,
+        doc_id=doc_id,
+        revision=revision,
+        chunk_id=f"{doc_id}:{revision}:{index}",
+        index=index,
+        page=page,
+        bbox=bbox,
+        modality=modality,
+        text=f"chunk {index}" if text is None else text,
+        filename="report.pdf",
+    )
+
+
+def point(vector: list[float] | None = None, **kwargs) -> VectorPoint:
+    image = kwargs.pop("image", None)
+    sparse = kwargs.pop("sparse", None)
+    return VectorPoint(id=str(uuid.uuid4()), payload=payload(**kwargs), text=vector, image=image, sparse=sparse)
+
+
+def tenant_a(**kwargs) -> SearchFilter:
+    return SearchFilter(tenant="a", **kwargs)
 
 
 def _edge(tmp_path: Path) -> VectorStore:
-    return EdgeShardStore(tmp_path / "shard")
+    return EdgeShardStore(tmp_path / "edge")
 
 
 def _memory_client(tmp_path: Path) -> VectorStore:
-    return QdrantClientStore(QdrantClient(location=":memory:"), "chunks")
+    return QdrantClientStore(QdrantClient(location=":memory:"))
 
 
 @pytest.fixture(params=[_edge, _memory_client], ids=["edge", "qdrant-client"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     factory: Callable[[Path], VectorStore] = request.param
     opened = factory(tmp_path)
-    opened.ensure_collection(DIM)
+    opened.create_collection(GEN, SCHEMA)
     yield opened
     opened.close()
+
+
+# ----------------------------------------------------------------------------- contract: both adapters
 
 
 def test_adapters_satisfy_protocol(store: VectorStore) -> None:
@@ -75,110 +111,373 @@ def test_adapters_satisfy_protocol(store: VectorStore) -> None:
 
 
 def test_search_returns_nearest_first_with_payload(store: VectorStore) -> None:
-    near, mid, far = point(unit(0, 0.1)), point(unit(0, 1.0), index=1), point(unit(3), index=2)
-    store.upsert([far, near, mid])
+    near, mid, far = point(unit(0, 0.1)), point(unit(0, 1.0), index=1), point(unit(3), index=2, bbox=None)
+    store.upsert(GEN, [far, near, mid])
 
-    hits = store.search(unit(0), tenant="a", limit=3)
+    hits = store.search(GEN, unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=3)
 
     assert [hit.id for hit in hits] == [near.id, mid.id, far.id]
     assert hits[0].payload == near.payload
+    assert hits[2].payload == far.payload and hits[2].payload.bbox is None
+    assert isinstance(hits[0].payload.bbox, tuple)
     assert hits[0].score == pytest.approx(1 / (1 + 0.1**2) ** 0.5, abs=1e-4)
     assert hits[0].score > hits[1].score > hits[2].score
     assert hits[2].score == pytest.approx(0.0, abs=1e-4)
 
 
 def test_search_respects_limit(store: VectorStore) -> None:
-    store.upsert([point(unit(i)) for i in range(5)])
+    store.upsert(GEN, [point(unit(i), index=i) for i in range(5)])
 
-    assert len(store.search(unit(0), tenant="a", limit=2)) == 2
+    assert len(store.search(GEN, unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=2)) == 2
+
+
+def test_image_vector_is_searched_by_name(store: VectorStore) -> None:
+    picture = point(None, image=unit(2, dim=IMAGE_DIM), modality="image")
+    text_only = point(unit(2), index=1)
+    store.upsert(GEN, [picture, text_only])
+
+    hits = store.search(GEN, unit(2, dim=IMAGE_DIM), using=IMAGE_DENSE, filter=tenant_a(), limit=5)
+
+    assert [hit.id for hit in hits] == [picture.id]
+    assert hits[0].payload.modality == "image"
 
 
 def test_upserting_same_ids_replaces(store: VectorStore) -> None:
-    points = [point(unit(i), index=i) for i in range(4)]
-    store.upsert(points)
-    moved = VectorPoint(points[0].id, unit(5), {**points[0].payload, "text": "new"})
-    store.upsert([moved, *points[1:]])
+    points = [point(unit(i), index=i, sparse=SparseVector((7,), (1.0,))) for i in range(4)]
+    store.upsert(GEN, points)
+    moved = VectorPoint(points[0].id, points[0].payload.model_copy(update={"text": "new"}), text=unit(5))
+    store.upsert(GEN, [moved, *points[1:]])
 
-    assert store.count() == 4
-    hits = store.search(unit(5), tenant="a", limit=1)
+    assert store.count(GEN) == 4
+    hits = store.search(GEN, unit(5), using=TEXT_DENSE, filter=tenant_a(), limit=1)
     assert hits[0].id == points[0].id
-    assert hits[0].payload["text"] == "new"
+    assert hits[0].payload.text == "new"
+    sparse_hits = store.search(GEN, SparseVector((7,), (1.0,)), using=SPARSE, filter=tenant_a(), limit=10)
+    assert sorted(hit.id for hit in sparse_hits) == sorted(p.id for p in points[1:])
 
 
 def test_search_never_returns_other_tenant(store: VectorStore) -> None:
     other = point(unit(0), tenant="b")
     own = point(unit(0, 2.0), tenant="a")
-    store.upsert([other, own])
+    store.upsert(GEN, [other, own])
 
-    hits = store.search(unit(0), tenant="a", limit=10)
+    hits = store.search(GEN, unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=10)
 
     assert [hit.id for hit in hits] == [own.id]
-    assert [hit.id for hit in store.search(unit(0), tenant="b", limit=10)] == [other.id]
-    assert store.search(unit(0), tenant="nobody", limit=10) == []
+    assert [h.id for h in store.search(GEN, unit(0), using=TEXT_DENSE, filter=SearchFilter("b"), limit=10)] == [
+        other.id
+    ]
+    assert store.search(GEN, unit(0), using=TEXT_DENSE, filter=SearchFilter("nobody"), limit=10) == []
+
+
+def test_search_filter_requires_a_tenant() -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        SearchFilter(tenant="")
+
+
+def test_search_filters_doc_ids_modalities_and_pages(store: VectorStore) -> None:
+    d1 = point(unit(0), doc_id="d1", page=1)
+    d2 = point(unit(0, 0.1), doc_id="d2", page=2, modality="table")
+    d3 = point(unit(0, 0.2), doc_id="d3", page=3)
+    store.upsert(GEN, [d1, d2, d3])
+
+    def ids(f: SearchFilter) -> set[str]:
+        return {h.id for h in store.search(GEN, unit(0), using=TEXT_DENSE, filter=f, limit=10)}
+
+    assert ids(tenant_a(doc_ids={"d1", "d3"})) == {d1.id, d3.id}
+    assert ids(tenant_a(doc_ids=["d2"])) == {d2.id}
+    assert ids(tenant_a(doc_ids=set())) == set()
+    assert ids(tenant_a(modalities={"table"})) == {d2.id}
+    assert ids(tenant_a(modalities={"text"}, pages=(2, 3))) == {d3.id}
+    assert ids(SearchFilter("b", doc_ids={"d1"})) == set()
+
+
+def test_sparse_search_matches_terms(store: VectorStore) -> None:
+    hit = point(unit(0), sparse=SparseVector((5,), (1.0,)))
+    other = point(unit(1), index=1, sparse=SparseVector((9, 11), (0.5, 2.0)), tenant="b")
+    store.upsert(GEN, [hit, other])
+
+    found = store.search(GEN, SparseVector((5,), (1.0,)), using=SPARSE, filter=tenant_a(), limit=5)
+    assert [h.id for h in found] == [hit.id]
+    assert found[0].score > 0
+    assert found[0].payload == hit.payload
+    assert store.search(GEN, SparseVector((9,), (1.0,)), using=SPARSE, filter=tenant_a(), limit=5) == []
 
 
 def test_count_filters(store: VectorStore) -> None:
     store.upsert(
+        GEN,
         [point(unit(0), doc_id="d1", index=i) for i in range(3)]
         + [point(unit(1), doc_id="d2", index=i) for i in range(2)]
-        + [point(unit(2), tenant="b", doc_id="d1")]
+        + [point(unit(2), tenant="b", doc_id="d1")],
     )
 
-    assert store.count() == 6
-    assert store.count(doc_id="d1") == 4
-    assert store.count(doc_id="d2") == 2
-    assert store.count(tenant="a") == 5
-    assert store.count(tenant="a", doc_id="d1") == 3
-    assert store.count(tenant="b", doc_id="d2") == 0
+    assert store.count(GEN) == 6
+    assert store.count(GEN, doc_id="d1") == 4
+    assert store.count(GEN, doc_id="d2") == 2
+    assert store.count(GEN, tenant="a") == 5
+    assert store.count(GEN, tenant="a", doc_id="d1") == 3
+    assert store.count(GEN, tenant="b", doc_id="d2") == 0
 
 
-def test_ensure_collection_is_idempotent_and_checks_dim(store: VectorStore) -> None:
-    store.upsert([point(unit(0))])
-    store.ensure_collection(DIM)
+def test_delete_document(store: VectorStore) -> None:
+    store.upsert(
+        GEN,
+        [point(unit(0), doc_id="d1", index=i) for i in range(3)]
+        + [point(unit(1), doc_id="d2")]
+        + [point(unit(2), doc_id="d1", tenant="b")],
+    )
 
-    with pytest.raises(CollectionDimMismatch):
-        store.ensure_collection(DIM + 1)
-    assert store.count() == 1
+    store.delete(GEN, tenant="a", doc_id="d1")
+
+    assert store.count(GEN, tenant="a", doc_id="d1") == 0
+    assert store.count(GEN, tenant="a", doc_id="d2") == 1
+    assert store.count(GEN, tenant="b", doc_id="d1") == 1
+    store.delete(GEN, tenant="a", doc_id="d1")  # nothing left: no error
+    assert store.count(GEN) == 2
 
 
-def test_edge_reopen_keeps_points(tmp_path: Path) -> None:
-    points = [point(unit(i % DIM, tilt=i / 20), index=i) for i in range(20)]
-    first = EdgeShardStore(tmp_path / "shard")
-    first.ensure_collection(DIM)
-    first.upsert(points)
+def test_delete_keeps_the_given_revision(store: VectorStore) -> None:
+    old = [point(unit(0), doc_id="d1", revision=1, index=i) for i in range(3)]
+    new = [point(unit(1), doc_id="d1", revision=2, index=i) for i in range(2)]
+    store.upsert(GEN, old + new + [point(unit(0), doc_id="d2", revision=1)])
+
+    store.delete(GEN, tenant="a", doc_id="d1", keep_revision=2)
+
+    records, _ = store.scroll(GEN, tenant="a", doc_id="d1")
+    assert sorted(r.id for r in records) == sorted(p.id for p in new)
+    assert store.count(GEN, doc_id="d2") == 1
+
+
+def test_scroll_pages_through_everything_once(store: VectorStore) -> None:
+    points = [point(unit(i % DIM), index=i) for i in range(23)] + [point(unit(0), tenant="b")]
+    store.upsert(GEN, points)
+
+    seen: list[str] = []
+    offset: str | None = None
+    pages = 0
+    while True:
+        records, offset = store.scroll(GEN, tenant="a", limit=5, offset=offset)
+        pages += 1
+        assert len(records) <= 5
+        seen.extend(r.id for r in records)
+        if offset is None:
+            break
+        assert pages < 10, "scroll does not terminate"
+
+    assert pages == 5
+    assert len(seen) == len(set(seen)) == 23
+    assert set(seen) == {p.id for p in points if p.payload.tenant == "a"}
+    by_id = {p.id: p.payload for p in points}
+    first, _ = store.scroll(GEN, limit=1)
+    assert first[0].payload == by_id[first[0].id]
+
+
+def test_alias_create_repoint_resolve_and_search(store: VectorStore) -> None:
+    old = point(unit(0), text="old generation")
+    store.upsert(GEN, [old])
+    store.set_alias("chunks", GEN)
+
+    assert store.resolve("chunks") == GEN
+    assert store.resolve(GEN) == GEN
+    assert store.resolve("missing") is None
+    assert store.schema("chunks") == store.schema(GEN)
+    hits = store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=5)
+    assert [h.payload.text for h in hits] == ["old generation"]
+
+    store.create_collection("chunks-g2", SCHEMA)
+    new = point(unit(0), text="new generation")
+    store.upsert("chunks-g2", [new])
+    store.set_alias("chunks", "chunks-g2")
+
+    assert store.resolve("chunks") == "chunks-g2"
+    hits = store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=5)
+    assert [h.payload.text for h in hits] == ["new generation"]
+    store.upsert("chunks", [point(unit(1), index=1)])
+    assert store.count("chunks-g2") == 2
+    assert store.count(GEN) == 1
+
+
+def test_alias_must_point_at_an_existing_collection(store: VectorStore) -> None:
+    with pytest.raises(CollectionNotFound):
+        store.set_alias("chunks", "no-such-generation")
+    with pytest.raises(ValueError, match="collection name"):
+        store.create_collection("chunks-g2", SCHEMA)
+        store.set_alias("chunks-g2", GEN)
+    assert store.resolve("chunks") is None
+
+
+def test_drop_collection(store: VectorStore) -> None:
+    store.create_collection("chunks-g2", SCHEMA)
+    store.upsert("chunks-g2", [point(unit(0))])
+    assert store.list_collections() == sorted([GEN, "chunks-g2"])
+
+    store.drop_collection("chunks-g2")
+    store.drop_collection("chunks-g2")  # idempotent
+
+    assert store.list_collections() == [GEN]
+    assert store.resolve("chunks-g2") is None
+    with pytest.raises(CollectionNotFound):
+        store.count("chunks-g2")
+    store.create_collection("chunks-g2", SCHEMA)  # the name can be reused, empty
+    assert store.count("chunks-g2") == 0
+
+
+def test_refuses_to_drop_an_aliased_collection(store: VectorStore) -> None:
+    store.upsert(GEN, [point(unit(0))])
+    store.set_alias("chunks", GEN)
+
+    with pytest.raises(CollectionInUse, match="chunks"):
+        store.drop_collection(GEN)
+
+    assert store.count("chunks") == 1
+    store.create_collection("chunks-g2", SCHEMA)
+    store.set_alias("chunks", "chunks-g2")
+    store.drop_collection(GEN)
+    assert store.list_collections() == ["chunks-g2"]
+
+
+def test_create_collection_is_idempotent_and_checks_schema(store: VectorStore) -> None:
+    store.upsert(GEN, [point(unit(0))])
+    store.create_collection(GEN, SCHEMA)
+
+    with pytest.raises(SchemaMismatch) as err:
+        store.create_collection(GEN, CollectionSchema(text_dim=DIM + 1, image_dim=IMAGE_DIM))
+    assert GEN in str(err.value) and str(DIM + 1) in str(err.value) and str(DIM) in str(err.value)
+    assert "/" not in str(err.value)
+    with pytest.raises(SchemaMismatch):
+        store.create_collection(GEN, CollectionSchema(text_dim=DIM, image_dim=None))
+    assert store.count(GEN) == 1
+    assert store.schema(GEN) == SCHEMA
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"text": [1.0] * (DIM - 1)}, id="short-text"),
+        pytest.param({"text": [float("nan")] + [0.0] * (DIM - 1)}, id="nan-text"),
+        pytest.param({"text": [float("inf")] + [0.0] * (DIM - 1)}, id="inf-text"),
+        pytest.param({"image": [1.0] * (IMAGE_DIM + 1)}, id="long-image"),
+        pytest.param({"sparse": SparseVector((1, 2), (1.0, float("nan")))}, id="nan-sparse"),
+        pytest.param({"sparse": SparseVector((1, 1), (1.0, 1.0))}, id="duplicate-sparse-index"),
+        pytest.param({}, id="no-vector"),
+    ],
+)
+def test_bad_points_raise_vector_dim_error_and_write_nothing(store: VectorStore, bad: dict) -> None:
+    good = point(unit(0))
+    wrong = VectorPoint(str(uuid.uuid4()), payload(index=1), **bad)
+
+    with pytest.raises(VectorDimError):
+        store.upsert(GEN, [good, wrong])
+
+    assert store.count(GEN) == 0
+
+
+def test_bad_queries_raise_vector_dim_error(store: VectorStore) -> None:
+    with pytest.raises(VectorDimError, match=str(DIM)):
+        store.search(GEN, [1.0] * (DIM + 1), using=TEXT_DENSE, filter=tenant_a(), limit=1)
+    with pytest.raises(VectorDimError):
+        store.search(GEN, [float("nan")] * DIM, using=TEXT_DENSE, filter=tenant_a(), limit=1)
+    with pytest.raises(VectorDimError):
+        store.search(GEN, unit(0), using=SPARSE, filter=tenant_a(), limit=1)
+
+
+def test_undeclared_vectors_are_rejected(store: VectorStore) -> None:
+    store.create_collection("text-only", CollectionSchema(text_dim=DIM, sparse=False))
+
+    with pytest.raises(VectorDimError, match=IMAGE_DENSE):
+        store.upsert("text-only", [point(unit(0), image=unit(0, dim=IMAGE_DIM))])
+    with pytest.raises(VectorDimError, match=SPARSE):
+        store.upsert("text-only", [point(unit(0), sparse=SparseVector((1,), (1.0,)))])
+    assert store.count("text-only") == 0
+
+
+def test_unknown_collection_raises_collection_not_found(store: VectorStore) -> None:
+    with pytest.raises(CollectionNotFound, match="nope"):
+        store.upsert("nope", [point(unit(0))])
+    with pytest.raises(CollectionNotFound):
+        store.search("nope", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)
+
+
+def test_payload_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        PointPayload(**payload().model_dump(), image_object="x.png")
+
+
+def test_maintain_is_a_no_op_on_a_fresh_store(store: VectorStore) -> None:
+    store.upsert(GEN, [point(unit(0))])
+    assert store.maintain() == []
+    assert store.count(GEN) == 1
+
+
+# ----------------------------------------------------------------------------- edge only
+
+
+def test_edge_reopen_keeps_points_schema_and_aliases(tmp_path: Path) -> None:
+    points = [point(unit(i % DIM, tilt=i / 20), index=i, sparse=SparseVector((i,), (1.0,))) for i in range(20)]
+    first = EdgeShardStore(tmp_path / "edge")
+    first.create_collection(GEN, SCHEMA)
+    first.upsert(GEN, points)
+    first.set_alias("chunks", GEN)
     first.close()
 
-    reopened = EdgeShardStore(tmp_path / "shard")
-    reopened.ensure_collection(DIM)
+    reopened = EdgeShardStore(tmp_path / "edge")
     try:
-        assert reopened.count() == 20
-        hits = reopened.search(points[3].vector, tenant="a", limit=1)
+        assert reopened.resolve("chunks") == GEN
+        assert reopened.list_collections() == [GEN]
+        assert reopened.schema("chunks") == SCHEMA
+        assert reopened.count("chunks") == 20
+        hits = reopened.search("chunks", points[3].text, using=TEXT_DENSE, filter=tenant_a(), limit=1)
         assert hits[0].payload == points[3].payload
+        sparse = reopened.search("chunks", SparseVector((4,), (1.0,)), using=SPARSE, filter=tenant_a(), limit=1)
+        assert [h.id for h in sparse] == [points[4].id]
     finally:
         reopened.close()
 
 
 def test_edge_reopen_with_other_dim_raises(tmp_path: Path) -> None:
-    first = EdgeShardStore(tmp_path / "shard")
-    first.ensure_collection(DIM)
+    first = EdgeShardStore(tmp_path / "edge")
+    first.create_collection(GEN, SCHEMA)
     first.close()
 
-    with pytest.raises(CollectionDimMismatch):
-        EdgeShardStore(tmp_path / "shard").ensure_collection(DIM * 2)
+    second = EdgeShardStore(tmp_path / "edge")
+    try:
+        with pytest.raises(SchemaMismatch, match=GEN):
+            second.create_collection(GEN, CollectionSchema(text_dim=DIM * 2))
+    finally:
+        second.close()
+
+
+def test_edge_alias_file_is_replaced_atomically(tmp_path: Path) -> None:
+    store = EdgeShardStore(tmp_path / "edge")
+    try:
+        store.create_collection(GEN, SCHEMA)
+        store.set_alias("chunks", GEN)
+        store.set_alias("other", GEN)
+        assert json.loads((tmp_path / "edge" / "aliases.json").read_text()) == {"chunks": GEN, "other": GEN}
+        assert [p.name for p in (tmp_path / "edge").iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        store.close()
 
 
 def test_edge_upsert_survives_sigkill(tmp_path: Path) -> None:
-    path = tmp_path / "shard"
+    root = tmp_path / "edge"
     child_code = textwrap.dedent(
         f"""
         import sys, time, uuid
         from pathlib import Path
-        from agents.vectorstore import EdgeShardStore, VectorPoint
+        from agents.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, VectorPoint
 
-        store = EdgeShardStore(Path({str(path)!r}))
-        store.ensure_collection({DIM})
-        store.upsert([
-            VectorPoint(str(uuid.uuid4()), [1.0] + [i / 50] * {DIM - 1}, {{"tenant": "a"}})
+        store = EdgeShardStore(Path({str(root)!r}))
+        store.create_collection("g1", CollectionSchema(text_dim={DIM}))
+        store.set_alias("chunks", "g1")
+        store.upsert("chunks", [
+            VectorPoint(
+                str(uuid.uuid4()),
+                PointPayload(tenant="a", doc_id="d", revision=1, chunk_id=str(i), index=i, page=1,
+                             bbox=None, modality="text", text="t", filename="f.pdf"),
+                text=[1.0] + [i / 50] * {DIM - 1},
+            )
             for i in range(50)
         ])
         print("UPSERTED", flush=True)
@@ -188,9 +487,7 @@ def test_edge_upsert_survives_sigkill(tmp_path: Path) -> None:
     pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
     command = [sys.executable, "-c", child_code]
-    with subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True
-    ) as child:
+    with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "UPSERTED"
@@ -199,23 +496,88 @@ def test_edge_upsert_survives_sigkill(tmp_path: Path) -> None:
             child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
-    reopened = EdgeShardStore(path)
-    reopened.ensure_collection(DIM)
+    reopened = EdgeShardStore(root)
     try:
-        assert reopened.count() == 50
-        assert reopened.count(tenant="a") == 50
+        assert reopened.resolve("chunks") == "g1"
+        assert reopened.count("chunks") == 50
+        assert reopened.count("chunks", tenant="a") == 50
     finally:
         reopened.close()
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_edge_optimize_policy_builds_index_once_enough_points_are_idle(tmp_path: Path) -> None:
+    clock = FakeClock()
+    policy = OptimizePolicy(min_points=300, idle_seconds=30, indexing_threshold_kb=1)
+    store = EdgeShardStore(tmp_path / "edge", policy, clock=clock)
+    try:
+        store.create_collection(GEN, CollectionSchema(text_dim=DIM, sparse=False))
+        store.upsert(GEN, [point([float(i + 1)] + [float(i % 7)] * (DIM - 1), index=i) for i in range(200)])
+        assert store.maintain() == []  # below min_points
+        store.upsert(GEN, [point(unit(i % DIM, tilt=i / 400), index=i) for i in range(200)])
+        assert store.maintain() == []  # enough points, but written just now
+        assert store.shard_info(GEN).indexed_vectors_count == 0
+
+        clock.now += 31
+        assert store.maintain() == [GEN]
+
+        info = store.shard_info(GEN)
+        assert info.points_count == 400
+        assert info.indexed_vectors_count >= 400
+        assert store.maintain() == []  # nothing written since the build
+        hits = store.search(GEN, unit(3), using=TEXT_DENSE, filter=tenant_a(), limit=3)
+        assert len(hits) == 3
+    finally:
+        store.close()
+
+
+def test_edge_optimize_policy_leaves_a_tiny_collection_alone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = EdgeShardStore(tmp_path / "edge", OptimizePolicy(min_points=100, idle_seconds=0), clock=clock)
+    try:
+        store.create_collection(GEN, SCHEMA)
+        for round_ in range(3):
+            store.upsert(GEN, [point(unit(i % DIM), index=i) for i in range(10)])
+            clock.now += 60
+            assert store.maintain() == [], f"round {round_}"
+        assert store.shard_info(GEN).indexed_vectors_count == 0
+    finally:
+        store.close()
+
+
+def test_edge_optimize_policy_counts_unindexed_points_after_reopen(tmp_path: Path) -> None:
+    policy = OptimizePolicy(min_points=50, idle_seconds=0, indexing_threshold_kb=1)
+    first = EdgeShardStore(tmp_path / "edge", OptimizePolicy(enabled=False))
+    first.create_collection(GEN, CollectionSchema(text_dim=DIM, sparse=False))
+    first.upsert(GEN, [point(unit(i % DIM, tilt=i / 100), index=i) for i in range(100)])
+    assert first.maintain() == []
+    first.close()
+
+    reopened = EdgeShardStore(tmp_path / "edge", policy)
+    try:
+        reopened.count(GEN)  # opens the collection
+        assert reopened.maintain() == [GEN]
+        assert reopened.shard_info(GEN).indexed_vectors_count >= 100
+    finally:
+        reopened.close()
+
+
+# ----------------------------------------------------------------------------- factory
+
+
 def test_factory_opens_edge_without_url(tmp_path: Path) -> None:
-    store = open_vector_store(
-        qdrant_url=None, qdrant_api_key=None, edge_path=tmp_path, collection="c"
-    )
+    store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=tmp_path)
     try:
         assert isinstance(store, EdgeShardStore)
-        store.ensure_collection(DIM)
-        assert (tmp_path / "c" / "segments").is_dir()
+        store.create_collection("c", SCHEMA)
+        assert (tmp_path / "c" / "shard" / "segments").is_dir()
     finally:
         store.close()
 
@@ -228,13 +590,37 @@ def test_factory_opens_client_for_url(tmp_path: Path, monkeypatch: pytest.Monkey
         return QdrantClient(location=":memory:")
 
     monkeypatch.setattr(qdrant_client, "QdrantClient", fake_client)
-    store = open_vector_store(
-        qdrant_url="http://qdrant:6333", qdrant_api_key="k", edge_path=tmp_path, collection="c"
-    )
+    store = open_vector_store(qdrant_url="http://qdrant:6333", qdrant_api_key="k", edge_root=tmp_path)
     try:
         assert isinstance(store, QdrantClientStore)
         assert created == [{"url": "http://qdrant:6333", "api_key": "k"}]
-        store.ensure_collection(DIM)
+        store.create_collection("c", SCHEMA)
         assert not (tmp_path / "c").exists()
+    finally:
+        store.close()
+
+
+def test_client_hot_path_makes_no_existence_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = QdrantClient(location=":memory:")
+    store = QdrantClientStore(client)
+    try:
+        store.create_collection(GEN, SCHEMA)
+        store.set_alias("chunks", GEN)
+        store.schema("chunks")
+        calls: list[str] = []
+        for name in ("collection_exists", "get_collection", "get_aliases", "get_collections"):
+            original = getattr(client, name)
+
+            def spy(*args, _name=name, _original=original, **kwargs):
+                calls.append(_name)
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(client, name, spy)
+
+        store.upsert("chunks", [point(unit(0))])
+        store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)
+        store.count("chunks")
+
+        assert calls == []
     finally:
         store.close()

@@ -9,21 +9,28 @@ import nats
 import pytest
 from nats.js import api
 
-from agents.runtime.progress import ProgressStore
-from agents.runtime.topology import consumer_config, ensure_topology
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
-from contracts.messages import DeadLetter, DocumentProgress, DocumentStatus, Message
-from contracts.topology import PROGRESS_BUCKET, ConsumerDef, Subjects
+from bus.progress import ProgressStore
+from bus.topology import consumer_config, ensure_topology
+from contracts.messages import DeadLetter, DocumentStatus, Message
+from contracts.topology import PROGRESS_BUCKET, ConsumerDef, IndexGeneration, Subjects
 
 CONSUMER = ConsumerDef(
-    stream="TEST", durable="test-worker", filter_subject="test.in", ack_wait_s=5, max_deliver=3,
-    backoff_base_s=0.05, backoff_max_s=0.1,
-)  # fmt: skip
+    stream="TEST", durable="test-worker", filter_subject="test.in.*", max_deliver=3, backoff_s=(0.3, 0.5, 0.5)
+)
 
 
 class Job(Message):
     n: int
     mode: str = "ok"  # ok | permanent | transient-once | always-failing
+    tenant: str = "t1"
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant,)
+
+
+async def publish_job(js, job: Job, subject: str = "test.in.t1") -> None:
+    await js.publish(subject, job.model_dump_json().encode())
 
 
 class Recorder:
@@ -52,7 +59,7 @@ class Recorder:
 async def js(nc: nats.NATS):
     js = nc.jetstream()
     await ensure_topology(js)
-    await js.add_stream(name="TEST", subjects=["test.>"])
+    await js.add_stream(name="TEST", subjects=["test.>", "other.>"])
     await js.add_consumer("TEST", consumer_config(CONSUMER))
     return js
 
@@ -77,10 +84,10 @@ async def dead_letters(js, n: int) -> list[DeadLetter]:
 async def test_poison_and_permanent_are_dead_lettered_and_the_rest_is_processed(js) -> None:
     rec = Recorder()
     worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=10, on_give_up=rec.give_up)
-    await js.publish("test.in", Job(n=1).model_dump_json().encode())
-    await js.publish("test.in", b'{"n": "not a number"}')
-    await js.publish("test.in", Job(n=2, mode="permanent").model_dump_json().encode())
-    await js.publish("test.in", Job(n=3).model_dump_json().encode())
+    await publish_job(js, Job(n=1))
+    await js.publish("test.in.t1", b'{"n": "not a number"}')
+    await publish_job(js, Job(n=2, mode="permanent"))
+    await publish_job(js, Job(n=3))
     await run_until(worker, lambda: {1, 3} <= set(rec.done) and rec.gave_up)
 
     letters = await dead_letters(js, 2)
@@ -96,7 +103,7 @@ async def test_poison_and_permanent_are_dead_lettered_and_the_rest_is_processed(
 async def test_transient_failure_is_retried_then_succeeds(js) -> None:
     rec = Recorder()
     worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=1, on_give_up=rec.give_up)
-    await js.publish("test.in", Job(n=7, mode="transient-once").model_dump_json().encode())
+    await publish_job(js, Job(n=7, mode="transient-once"))
     await run_until(worker, lambda: 7 in rec.done)
     assert rec.attempts[7] == 2 and rec.gave_up == []
 
@@ -104,7 +111,7 @@ async def test_transient_failure_is_retried_then_succeeds(js) -> None:
 async def test_transient_failure_is_dead_lettered_at_max_deliver(js) -> None:
     rec = Recorder()
     worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=1, on_give_up=rec.give_up)
-    await js.publish("test.in", Job(n=9, mode="always-failing").model_dump_json().encode())
+    await publish_job(js, Job(n=9, mode="always-failing"))
     await run_until(worker, lambda: rec.gave_up)
     assert rec.attempts[9] == CONSUMER.max_deliver
     [letter] = await dead_letters(js, 1)
@@ -115,27 +122,32 @@ async def test_one_bad_message_does_not_fail_its_batch(js) -> None:
     rec = Recorder()
     worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=10, on_give_up=rec.give_up)
     for n in range(5):
-        await js.publish("test.in", Job(n=n, mode="permanent" if n == 2 else "ok").model_dump_json().encode())
+        await publish_job(js, Job(n=n, mode="permanent" if n == 2 else "ok"))
     await run_until(worker, lambda: len(rec.done) == 4 and rec.gave_up)
     assert sorted(rec.done) == [0, 1, 3, 4]
     assert rec.batches[0] == 5  # they were fetched together, then isolated
 
 
 async def test_long_work_is_kept_alive_with_in_progress_acks(js) -> None:
-    """A handler slower than ack_wait is not redelivered meanwhile (ack_wait is 5 s here)."""
+    """A handler working ten times longer than the first ack wait (0.3 s here) is not redelivered meanwhile."""
     calls = 0
+    finished = asyncio.Event()
 
     async def slow(deliveries: Sequence[Delivery[Job]]) -> None:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(7)
+        await asyncio.sleep(3)
+        finished.set()
 
     worker = PullWorker(js, CONSUMER, Job, slow, agent="test", batch=1)
-    await js.publish("test.in", Job(n=1).model_dump_json().encode())
+    await publish_job(js, Job(n=1))
     stop = asyncio.Event()
     other = PullWorker(js, CONSUMER, Job, slow, agent="test-replica", batch=1)
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(other.run(stop))]
-    await asyncio.sleep(9)
+    async with asyncio.timeout(20):
+        await finished.wait()
+        while (await js.consumer_info("TEST", CONSUMER.durable)).num_ack_pending:
+            await asyncio.sleep(0.05)
     stop.set()
     await asyncio.gather(*tasks)
     assert calls == 1
@@ -143,16 +155,81 @@ async def test_long_work_is_kept_alive_with_in_progress_acks(js) -> None:
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
 
 
+async def test_transient_retry_waits_for_the_servers_backoff(js) -> None:
+    """No NAK: the redelivery comes from the consumer's backoff schedule, not at once."""
+    rec = Recorder()
+    seen: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def timed(deliveries: Sequence[Delivery[Job]]) -> None:
+        seen.append(loop.time())
+        await rec.handle(deliveries)
+
+    worker = PullWorker(js, CONSUMER, Job, timed, agent="test", batch=1)
+    await publish_job(js, Job(n=5, mode="transient-once"))
+    await run_until(worker, lambda: 5 in rec.done)
+    assert len(seen) == 2 and seen[1] - seen[0] >= CONSUMER.backoff_s[0] * 0.8
+
+
+async def test_payload_on_another_tenants_subject_is_dead_lettered(js) -> None:
+    rec = Recorder()
+    worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=5, on_give_up=rec.give_up)
+    await publish_job(js, Job(n=1, tenant="t2"), subject="test.in.t1")  # claims t2, travels as t1
+    await publish_job(js, Job(n=2, tenant="t1"))
+    await run_until(worker, lambda: 2 in rec.done)
+    [letter] = await dead_letters(js, 1)
+    assert letter.error_type == "RoutingMismatch" and "t2" in letter.reason
+    assert rec.done == [2]
+
+
+async def test_worker_survives_a_server_restart_mid_run(nats_server) -> None:
+    """Acks and fetches failing while NATS is away never end the worker: it carries on afterwards."""
+    from bus.connection import connect
+
+    conn = await connect(nats_server.url, name="test")
+    js = conn.jetstream()
+    await js.add_stream(name="TEST", subjects=["test.>"])
+    await js.add_consumer("TEST", consumer_config(CONSUMER))
+    rec = Recorder()
+    worker = PullWorker(js, CONSUMER, Job, rec.handle, agent="test", batch=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await publish_job(js, Job(n=1))
+        async with asyncio.timeout(20):
+            while 1 not in rec.done:
+                await asyncio.sleep(0.05)
+        nats_server.stop()
+        await asyncio.sleep(1.5)  # the worker fetches against a dead server for a while
+        assert not task.done()
+        nats_server.start()
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await publish_job(js, Job(n=2))
+                    break
+                except Exception:  # noqa: BLE001 - not reconnected yet
+                    await asyncio.sleep(0.2)
+            while 2 not in rec.done:
+                await asyncio.sleep(0.05)
+        assert not task.done()
+    finally:
+        stop.set()
+        await task
+        await conn.close()
+
+
 async def test_concurrent_progress_updates_lose_nothing(js) -> None:
-    store = ProgressStore(await js.key_value(PROGRESS_BUCKET))
-    await store.update("doc", lambda _: DocumentProgress(doc_id="doc", status=DocumentStatus.PARSING))
-    await store.update("doc", lambda p: p.with_plan(pages=1, chunks_total=40, batches_total=20))
+    store = ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1))
+    await store.update("t", "doc", lambda _: store.new("t", "doc", 1, DocumentStatus.PARSING))
+    await store.update("t", "doc", lambda p: p.with_plan(pages=1, chunks_total=40, batches_total=20))
 
     async def index(batch: int) -> None:
-        await store.update("doc", lambda p: p.with_indexed_batch(batch, 2))
+        await store.update("t", "doc", lambda p: p.with_indexed_batch(batch, 2))
 
     await asyncio.gather(*(index(b) for b in range(20)), *(index(b) for b in range(0, 20, 3)))
-    final = await store.get("doc")
+    assert await store.get("other", "doc") is None  # keys are per tenant
+    final = await store.get("t", "doc")
     assert final is not None
     assert final.batches_indexed == list(range(20)) and final.chunks_indexed == 40
     assert final.status is DocumentStatus.INDEXED
@@ -168,7 +245,7 @@ async def test_topology_bootstrap_is_idempotent(js) -> None:
 
 async def test_agents_rebuild_the_topology_after_a_server_restart(nats_server) -> None:
     """QUERIES is a memory stream: a restarted nats-server has lost it, and the agents' connection re-creates it."""
-    from agents.runtime.connection import connect
+    from bus.connection import connect
 
     conn = await connect(nats_server.url, name="test", on_reconnect=lambda: ensure_topology(conn.jetstream()))
     try:
@@ -184,5 +261,7 @@ async def test_agents_rebuild_the_topology_after_a_server_restart(nats_server) -
                     await asyncio.sleep(0.1)
         assert info.config.storage == api.StorageType.MEMORY
         assert (await conn.jetstream().consumer_info("QUERIES", "retriever")).config.durable_name == "retriever"
+        # The consumers carry the server-side backoff of their definition.
+        assert (await conn.jetstream().consumer_info("QUERIES", "retriever")).config.backoff == [1.0, 2.0]
     finally:
         await conn.close()

@@ -1,4 +1,8 @@
-"""`ConsumerAgent`: the shape of every agent — one durable consumer, one contract model, one batch handler."""
+"""`ConsumerAgent`: the shape of every agent — durable consumers, one contract model each, batch handlers.
+
+An agent declares what it needs from its process (`needs`: the embedding model, the vector store) and the
+host provides it; the runtime never knows agents by name.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from agents.runtime.host import AgentContext
+from agents.runtime.resources import AgentContext, Resource
 from agents.runtime.worker import Delivery, PullWorker
 from contracts.topology import ConsumerDef
 
@@ -15,19 +19,23 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class ConsumerAgent(Generic[T]):
-    """Subclasses set `name`, `consumer` and `model`, and implement `handle` (and `on_give_up` if a
-    dead-lettered message must be reported somewhere, e.g. a document marked failed).
+    """Subclasses set `name`, `model`, `needs`, implement `consumer_defs` (one worker is run per consumer)
+    and `handle` (and `on_give_up` if a dead-lettered message must be reported somewhere, e.g. a document
+    marked failed).
 
     `handle` gets a batch of validated deliveries and returns once their effects are durable; the runtime
     acks them then. It raises `PermanentError` for input that can never succeed, anything else to retry.
     """
 
     name: ClassVar[str]
-    consumer: ClassVar[ConsumerDef]
     model: ClassVar[type[BaseModel]]
+    needs: ClassVar[frozenset[Resource]] = frozenset()
 
     def __init__(self, ctx: AgentContext) -> None:
         self._ctx = ctx
+
+    def consumer_defs(self) -> Sequence[ConsumerDef]:
+        raise NotImplementedError
 
     def fetch_batch(self) -> int:
         """How many messages one `handle` call gets at most; ingest agents micro-batch."""
@@ -36,10 +44,17 @@ class ConsumerAgent(Generic[T]):
     def workers(self) -> Sequence[PullWorker[Any]]:
         return [
             PullWorker(
-                self._ctx.js, self.consumer, self.model, self.handle,
+                self._ctx.js, consumer, self.model, self.handle,
                 agent=self.name, batch=self.fetch_batch(), on_give_up=self.on_give_up,
             )
+            for consumer in self.consumer_defs()
         ]  # fmt: skip
+
+    async def start(self) -> None:
+        """Called once before any worker runs, with the needed resources ready (checks, warm-up)."""
+
+    async def close(self) -> None:
+        """Called once after every worker stopped (cancel background tasks here)."""
 
     async def handle(self, deliveries: Sequence[Delivery[T]]) -> None:
         raise NotImplementedError

@@ -2,17 +2,24 @@
 
 Every agent runs its handler under `PullWorker`, so every agent behaves the same way:
 
-- a payload that does not validate against the subject's contract is poison: TERM + dead-letter record;
-- a handler that raises `PermanentError` for a message: TERM + dead-letter record (+ the agent's
-  `on_give_up`, e.g. to mark the document failed or tell the waiting client);
-- any other exception is transient: NAK with exponential backoff, until the consumer's `max_deliver`,
-  at which point the message is dead-lettered instead of being silently dropped by the server;
+- a payload that does not validate against the subject's contract, or that travels on another tenant's
+  subject than its own, is poison: dead-letter record, then TERM;
+- a handler that raises `PermanentError` for a message: dead-letter record (+ the agent's `on_give_up`,
+  e.g. to mark the document failed or tell the waiting client), then TERM;
+- any other exception is transient: the message is left unacked and the server redelivers it on the
+  consumer's ``backoff`` schedule (`ConsumerDef.backoff_s`), until `max_deliver`, at which point the
+  message is dead-lettered instead of being silently dropped by the server;
 - while a handler runs, in-progress acks keep the message from being redelivered to another replica;
 - a message is acked only after its handler returned, i.e. after its effects are durable. A process
-  killed mid-message leaves it unacked, and JetStream redelivers it after `ack_wait`.
+  killed mid-message leaves it unacked, and JetStream redelivers it after ``backoff_s[n-1]``.
 
 A batch handler that fails is retried one message at a time, so one poison message in a batch never
-takes its neighbours down with it.
+takes its neighbours down with it. A message is TERMed only once its dead letter is stored: if NATS
+cannot take the dead letter, the message stays unacked and comes back.
+
+The worker survives the bus: an ack, term or dead-letter publish that fails during a NATS hiccup is
+logged and left to redelivery (handlers are idempotent), and fetch errors while reconnecting are retried.
+Only `stop` ends `run`.
 """
 
 from __future__ import annotations
@@ -20,21 +27,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
-from contracts.messages import DeadLetter
-from contracts.topology import ConsumerDef, Subjects
+from contracts.messages import DeadLetter, Message
+from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
+
+# Errors of the bus itself (disconnected, timed out, server said no): never a reason to crash a worker.
+BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
 class PermanentError(Exception):
@@ -50,13 +62,30 @@ class Delivery(Generic[T]):
     def num_delivered(self) -> int:
         return self.msg.metadata.num_delivered
 
+    @property
+    def stream_seq(self) -> int:
+        return self.msg.metadata.sequence.stream
+
+    @property
+    def trace_headers(self) -> Mapping[str, str]:
+        """Headers to carry on to what this message causes (the trace context)."""
+        headers = self.msg.headers or {}
+        return {k: v for k, v in headers.items() if k == HEADER_TRACEPARENT}
+
 
 BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[None]]
 GiveUpHook = Callable[[Delivery[T], str], Awaitable[None]]
 
 
-def nak_delay(consumer: ConsumerDef, num_delivered: int) -> float:
-    return min(consumer.backoff_base_s * 2 ** max(num_delivered - 1, 0), consumer.backoff_max_s)
+def routing_mismatch(subject: str, payload: BaseModel) -> str | None:
+    """Why `payload` may not travel on `subject` (its tenant/doc tokens disagree), or None."""
+    expected = payload.routing() if isinstance(payload, Message) else ()
+    if not expected:
+        return None
+    actual = tuple(subject.split(".")[-len(expected) :])
+    if actual != expected:
+        return f"subject {subject!r} does not match the payload's {'.'.join(expected)!r} (tenant/document)"
+    return None
 
 
 class PullWorker(Generic[T]):
@@ -85,32 +114,44 @@ class PullWorker(Generic[T]):
         self._batch = batch
         self._on_give_up = on_give_up
         self._fetch_timeout_s = fetch_timeout_s
+        self._last_bus_warning = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
-        log.info("%s: consuming %s", self._agent, self.consumer.filter_subject)
+        sub = None
         try:
             while not stop.is_set():
                 try:
+                    if sub is None:
+                        sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
+                        log.info("%s: consuming %s (%s)", self._agent, self.consumer.filter_subject, self.consumer.durable)
                     msgs = await sub.fetch(self._batch, timeout=self._fetch_timeout_s)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue
                 except nats.errors.ConnectionClosedError:
                     return
+                except BUS_ERRORS as err:  # reconnecting, consumer being re-created...: wait and try again
+                    self._bus_warning("fetch", err)
+                    await asyncio.sleep(0.5)
+                    continue
                 # A batch in hand is finished even if stop is set meanwhile: graceful shutdown drains.
                 await self.process(msgs)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         deliveries: list[Delivery[T]] = []
         for msg in msgs:
             try:
-                deliveries.append(Delivery(msg, self._model.model_validate_json(msg.data)))
+                payload = self._model.model_validate_json(msg.data)
             except ValidationError as err:
-                await self._dead_letter(msg, f"invalid {self._model.__name__}: {err}", "ValidationError")
-                await msg.term()
+                await self._poison(msg, f"invalid {self._model.__name__}: {err}", "ValidationError")
+                continue
+            if (mismatch := routing_mismatch(msg.subject, payload)) is not None:
+                await self._poison(msg, mismatch, "RoutingMismatch")
+                continue
+            deliveries.append(Delivery(msg, payload))
         if not deliveries:
             return
         try:
@@ -124,7 +165,7 @@ class PullWorker(Generic[T]):
                 return
             await self._fail(deliveries[0], err)
             return
-        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        await asyncio.gather(*(self._settle(d.msg, "ack") for d in deliveries))
 
     async def process_one(self, delivery: Delivery[T]) -> None:
         try:
@@ -133,30 +174,38 @@ class PullWorker(Generic[T]):
         except Exception as err:  # noqa: BLE001
             await self._fail(delivery, err)
             return
-        await delivery.msg.ack()
+        await self._settle(delivery.msg, "ack")
 
     async def _fail(self, delivery: Delivery[T], err: BaseException) -> None:
         permanent = isinstance(err, PermanentError)
         last_try = delivery.num_delivered >= self.consumer.max_deliver
         if not permanent and not last_try:
-            delay = nak_delay(self.consumer, delivery.num_delivered)
+            # No NAK: the server redelivers after backoff_s[n-1] (a NAK without delay would redeliver at once).
+            backoff = self.consumer.backoff_s
+            delay = backoff[min(delivery.num_delivered, len(backoff)) - 1]
             log.warning(
-                "%s: transient failure (delivery %d), retry in %.1fs: %r",
-                self._agent, delivery.num_delivered, delay, err,
+                "%s: transient failure (delivery %d of %d), the server redelivers within %.1fs: %r",
+                self._agent, delivery.num_delivered, self.consumer.max_deliver, delay, err,
             )  # fmt: skip
-            await delivery.msg.nak(delay=delay)
             return
         reason = str(err) if permanent else f"gave up after {delivery.num_delivered} deliveries: {err!r}"
         log.error("%s: dead-lettering message: %s", self._agent, reason)
-        await self._dead_letter(delivery.msg, reason, type(err).__name__)
+        if not await self._dead_letter(delivery.msg, reason, type(err).__name__):
+            return  # not recorded: leave it unacked, it comes back and we try again
         if self._on_give_up is not None:
             try:
                 await self._on_give_up(delivery, reason)
             except Exception:  # noqa: BLE001 - the dead letter is recorded; a failing hook must not loop
                 log.exception("%s: on_give_up hook failed", self._agent)
-        await delivery.msg.term()
+        await self._settle(delivery.msg, "term")
 
-    async def _dead_letter(self, msg: Msg, reason: str, error_type: str) -> None:
+    async def _poison(self, msg: Msg, reason: str, error_type: str) -> None:
+        log.error("%s: dead-lettering a malformed message on %s: %s", self._agent, msg.subject, reason[:300])
+        if await self._dead_letter(msg, reason, error_type):
+            await self._settle(msg, "term")
+
+    async def _dead_letter(self, msg: Msg, reason: str, error_type: str) -> bool:
+        """Store a dead-letter record; False if the bus could not take it."""
         meta = msg.metadata
         record = DeadLetter(
             consumer=self.consumer.durable,
@@ -169,15 +218,38 @@ class PullWorker(Generic[T]):
             payload_excerpt=msg.data[:2048].decode("utf-8", errors="replace"),
             agent=self._agent,
         )
-        await self._js.publish(Subjects.deadletter(self.consumer.durable), record.model_dump_json().encode())
+        try:
+            await self._js.publish(
+                Subjects.deadletter(self.consumer.durable),
+                record.model_dump_json().encode(),
+                # One record per delivery of a message, however often the publish itself is retried.
+                headers={"Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}:{meta.num_delivered}"},
+            )
+            return True
+        except BUS_ERRORS as err:
+            self._bus_warning("dead-letter publish", err)
+            return False
+
+    async def _settle(self, msg: Msg, how: str) -> None:
+        """ack or term; a lost acknowledgement only means a redelivery, which handlers are built for."""
+        try:
+            await (msg.ack() if how == "ack" else msg.term())
+        except BUS_ERRORS as err:
+            self._bus_warning(how, err)
+
+    def _bus_warning(self, what: str, err: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_bus_warning >= 10:
+            self._last_bus_warning = now
+            log.warning("%s: %s failed, NATS unavailable? %r", self._agent, what, err)
 
     @contextlib.asynccontextmanager
     async def _keep_alive(self, deliveries: Sequence[Delivery[T]]):
-        """Send in-progress acks every third of ack_wait while the handler works on these messages."""
+        """Send in-progress acks, well inside the shortest ack wait, while the handler works on these."""
 
         async def beat() -> None:
             while True:
-                await asyncio.sleep(self.consumer.ack_wait_s / 3)
+                await asyncio.sleep(self.consumer.heartbeat_s)
                 await asyncio.gather(*(d.msg.in_progress() for d in deliveries), return_exceptions=True)
 
         task = asyncio.create_task(beat())

@@ -10,10 +10,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.vectorstore.base import (
-    TEXT_VECTOR,
-    CollectionDimMismatch,
+    IMAGE_DENSE,
+    SPARSE,
+    TEXT_DENSE,
+    CollectionInUse,
+    CollectionNotFound,
+    CollectionSchema,
+    OptimizePolicy,
+    PointPayload,
+    SchemaMismatch,
+    SearchFilter,
+    SparseVector,
+    VectorDimError,
     VectorHit,
     VectorPoint,
+    VectorRecord,
     VectorStore,
 )
 
@@ -22,36 +33,53 @@ if TYPE_CHECKING:
     from agents.vectorstore.edge import EdgeShardStore
 
 __all__ = [
-    "TEXT_VECTOR",
-    "CollectionDimMismatch",
+    "IMAGE_DENSE",
+    "SPARSE",
+    "TEXT_DENSE",
+    "CollectionInUse",
+    "CollectionNotFound",
+    "CollectionSchema",
     "EdgeShardStore",
+    "OptimizePolicy",
+    "PointPayload",
     "QdrantClientStore",
+    "SchemaMismatch",
+    "SearchFilter",
+    "SparseVector",
+    "VectorDimError",
     "VectorHit",
     "VectorPoint",
+    "VectorRecord",
     "VectorStore",
     "open_vector_store",
 ]
 
 
 def open_vector_store(
-    *, qdrant_url: str | None, qdrant_api_key: str | None, edge_path: Path, collection: str
+    *,
+    qdrant_url: str | None,
+    qdrant_api_key: str | None,
+    edge_root: Path,
+    optimize_policy: OptimizePolicy | None = None,
 ) -> VectorStore:
     """Build the store the settings ask for; the caller closes it.
 
     With ``qdrant_url`` set: a :class:`QdrantClientStore` on a new client for
-    that server (the store owns and closes the client). Otherwise: an
-    :class:`EdgeShardStore` in ``edge_path / collection``. The collection is
-    neither opened nor created until :meth:`VectorStore.ensure_collection`.
+    that server (the store owns and closes the client; ``optimize_policy`` is
+    ignored, the server optimizes on its own). Otherwise: an
+    :class:`EdgeShardStore` with its collections under ``edge_root``.
+    No collection is created: call :meth:`VectorStore.create_collection` once
+    at start-up (or when building a new generation).
     """
     if qdrant_url:
         from qdrant_client import QdrantClient
 
         from agents.vectorstore.client import QdrantClientStore
 
-        return QdrantClientStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key), collection)
+        return QdrantClientStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key))
     from agents.vectorstore.edge import EdgeShardStore
 
-    return EdgeShardStore(edge_path / collection)
+    return EdgeShardStore(edge_root, optimize_policy)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,20 +1,37 @@
-"""Connecting to NATS and publishing contract messages."""
+"""Connecting to NATS: retry until the server is up, reconnect forever, and log like a service should."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from contracts.topology import HEADER_MSG_ID
-
 log = logging.getLogger(__name__)
+
+
+class _ThrottledErrors:
+    """nats-py calls `error_cb` on every failed reconnect attempt (twice a second while the server is down);
+    logging each with a traceback filled logs at ~430 KB a minute. One line per `interval_s` instead."""
+
+    def __init__(self, name: str, interval_s: float = 30.0) -> None:
+        self._name = name
+        self._interval_s = interval_s
+        self._last = 0.0
+        self._suppressed = 0
+
+    async def log(self, err: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last line)" if self._suppressed else ""
+        log.warning("%s: NATS error: %s%s", self._name, err or type(err).__name__, more)
+        self._last, self._suppressed = now, 0
 
 
 async def connect(
@@ -30,12 +47,18 @@ async def connect(
     reconnects by itself forever, and awaits `on_reconnect` after each reconnection.
     """
 
+    throttled = _ThrottledErrors(name)
+
+    async def disconnected() -> None:
+        log.warning("%s: disconnected from NATS; reconnecting", name)
+
     async def reconnected() -> None:
+        log.info("%s: reconnected to NATS", name)
         if on_reconnect is not None:
             try:
                 await on_reconnect()
             except Exception:  # noqa: BLE001 - a failed hook must not kill the client's reconnect loop
-                log.exception("on_reconnect hook failed")
+                log.exception("%s: on_reconnect hook failed", name)
 
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(connect_within_s),
@@ -52,25 +75,7 @@ async def connect(
                 connect_timeout=2,
                 allow_reconnect=True,
                 reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=throttled.log,
             )
     raise AssertionError("unreachable")
-
-
-async def publish_all(
-    js: JetStreamContext,
-    messages: Iterable[tuple[str, BaseModel, str]],
-    *,
-    timeout_s: float = 10.0,
-) -> None:
-    """Publish (subject, model, msg_id) triples and return once JetStream has stored every one.
-
-    Publishes are pipelined (`publish_async`), not one awaited ack at a time. `msg_id` goes into
-    `Nats-Msg-Id`, so a redelivered input that is processed again produces no duplicate within the
-    stream's duplicate window. Raises if any publish is not acknowledged within `timeout_s`.
-    """
-    futures = [
-        await js.publish_async(subject, model.model_dump_json().encode(), headers={HEADER_MSG_ID: msg_id})
-        for subject, model, msg_id in messages
-    ]
-    if futures:
-        await asyncio.wait_for(asyncio.gather(*futures), timeout_s)

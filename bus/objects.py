@@ -1,4 +1,4 @@
-"""Streaming an upload into the JetStream Object Store while it is read, with a size limit.
+"""Streaming bytes into the JetStream Object Store while they are read, with a size limit.
 
 nats-py's `ObjectStore.put` wants the whole payload or a synchronous reader; an HTTP upload is an async
 stream we must not buffer in memory. `put_stream` writes the same on-the-wire layout as nats-py (chunks on

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
-from contracts.topology import CONSUMERS, PROGRESS_BUCKET, STREAMS, UPLOADS_BUCKET, ConsumerDef, StreamDef
+from contracts.topology import (
+    PROGRESS_BUCKET,
+    STREAMS,
+    UPLOADS_BUCKET,
+    ConsumerDef,
+    IndexGeneration,
+    StreamDef,
+    all_consumers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +43,23 @@ def consumer_config(consumer: ConsumerDef) -> api.ConsumerConfig:
         filter_subject=consumer.filter_subject,
         ack_policy=api.AckPolicy.EXPLICIT,
         deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=consumer.ack_wait_s,
+        # With a backoff list, the server waits backoff[n-1] for the ack of delivery n (ack_wait is ignored).
+        backoff=list(consumer.backoff_s),
         max_deliver=consumer.max_deliver,
         max_ack_pending=consumer.max_ack_pending,
     )
 
 
-async def ensure_topology(js: JetStreamContext) -> None:
-    """Make the server's topology match `contracts.topology`. Safe to call from every replica at start-up."""
+async def ensure_consumer(js: JetStreamContext, consumer: ConsumerDef) -> None:
+    # The legacy durable-create API creates or updates, so a changed definition takes effect on restart.
+    await js.add_consumer(consumer.stream, consumer_config(consumer))
+
+
+async def ensure_topology(js: JetStreamContext, generations: Sequence[IndexGeneration] = (IndexGeneration(1),)) -> None:
+    """Make the server's topology match `contracts.topology` for these index generations.
+
+    Safe to call from every replica at start-up and after every reconnection.
+    """
     for stream in STREAMS:
         config = stream_config(stream)
         try:
@@ -50,11 +68,11 @@ async def ensure_topology(js: JetStreamContext) -> None:
             if err.err_code != _STREAM_NAME_IN_USE:
                 raise
             await js.update_stream(config)
-    for consumer in CONSUMERS.all().values():
-        await js.add_consumer(consumer.stream, consumer_config(consumer))
+    consumers = all_consumers(tuple(generations))
+    for consumer in consumers:
+        await ensure_consumer(js, consumer)
     await js.create_object_store(UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE))
     await js.create_key_value(
         config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE)
     )
-    log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(CONSUMERS.all()))
-
+    log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

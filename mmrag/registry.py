@@ -8,9 +8,9 @@ from agents.indexer import IndexerAgent
 from agents.parser.agent import ParserAgent
 from agents.reranker import RerankerAgent
 from agents.retriever import RetrieverAgent
-from agents.runtime.host import Agent, AgentContext
+from agents.runtime.agent import ConsumerAgent
 
-AGENTS: dict[str, type] = {
+AGENTS: dict[str, type[ConsumerAgent]] = {
     "parser": ParserAgent,
     "embedder": EmbedderAgent,
     "indexer": IndexerAgent,
@@ -21,8 +21,8 @@ AGENTS: dict[str, type] = {
 AGENT_NAMES = tuple(AGENTS)
 
 
-def build_agent(name: str, ctx: AgentContext) -> Agent:
-    try:
-        return AGENTS[name](ctx)
-    except KeyError:
-        raise ValueError(f"unknown agent {name!r}; choose from {', '.join(AGENT_NAMES)}") from None
+def agent_types(names: list[str] | tuple[str, ...]) -> list[type[ConsumerAgent]]:
+    unknown = [n for n in names if n not in AGENTS]
+    if unknown:
+        raise ValueError(f"unknown agent(s) {', '.join(unknown)}; choose from {', '.join(AGENT_NAMES)}")
+    return [AGENTS[n] for n in names]

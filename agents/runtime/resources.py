@@ -1,0 +1,87 @@
+"""What an agent process provides to its agents: connections, stores, and the expensive shared resources.
+
+Agents co-located in one process share one embedding model and one vector store (`SharedResources`). In
+embedded mode the vector store is Qdrant's edge engine, a local directory only one process may open, so
+the indexer and the retriever must run in the same process (`mmrag up` does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
+
+from agents.embedding import TextEmbedder
+from agents.settings import AgentSettings
+from agents.vectorstore import VectorStore, open_vector_store
+from bus.progress import ProgressStore
+from contracts.topology import IndexGeneration
+
+R = TypeVar("R")
+
+
+class Resource(Enum):
+    """What an agent may declare in `needs`; the host loads each once per process, before work starts."""
+
+    TEXT_EMBEDDER = "text embedding model"
+    VECTOR_STORE = "vector store"
+
+
+class SharedResources:
+    """Loaded once per process by the host (`load`), and closed by it."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self._settings = settings
+        self._embedder: TextEmbedder | None = None
+        self._store: VectorStore | None = None
+        # The vector store is used from one thread only: calls are serialised and never block the loop.
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-store")
+
+    async def load(self, needs: set[Resource]) -> None:
+        s = self._settings
+        if Resource.TEXT_EMBEDDER in needs and self._embedder is None:
+            self._embedder = await asyncio.to_thread(TextEmbedder, s.embedding_model_path, device=s.embedding_device)
+        if Resource.VECTOR_STORE in needs and self._store is None:
+            loop = asyncio.get_running_loop()
+            self._store = await loop.run_in_executor(
+                self._store_thread,
+                lambda: open_vector_store(qdrant_url=s.qdrant_url, qdrant_api_key=s.qdrant_api_key, edge_root=s.edge_store_path),
+            )
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        if self._embedder is None:
+            raise RuntimeError("the text embedder was not loaded: declare Resource.TEXT_EMBEDDER in the agent's needs")
+        return self._embedder
+
+    async def in_store(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(store, *args)` on the vector-store thread."""
+        store = self._store
+        if store is None:
+            raise RuntimeError("the vector store was not opened: declare Resource.VECTOR_STORE in the agent's needs")
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, lambda: fn(store, *args))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store_thread.submit(self._store.close).result()
+        self._store_thread.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What an agent gets: connections, stores and settings. It owns none of them."""
+
+    nc: NATS
+    js: JetStreamContext
+    settings: AgentSettings
+    generation: IndexGeneration
+    progress: ProgressStore
+    uploads: ObjectStore
+    shared: SharedResources
