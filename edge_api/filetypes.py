@@ -23,7 +23,11 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
     if suffix == ".pdf" or declared == "application/pdf":
         raise UnsupportedFile(f"{filename!r} is not a PDF: its content does not start with '%PDF-'")
     text_type = TEXT_SUFFIXES.get(suffix) or (
-        "text/markdown" if declared == "text/markdown" else "text/plain" if (declared or "").startswith("text/") else None
+        "text/markdown"
+        if declared == "text/markdown"
+        else "text/plain"
+        if (declared or "").startswith("text/")
+        else None
     )
     if text_type is None:
         raise UnsupportedFile(

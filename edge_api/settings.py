@@ -6,12 +6,14 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
 
-    nats_url: str = Field(
-        default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL")
-    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"))
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick a free one)")
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest accepted upload (413 beyond)")
@@ -19,3 +21,23 @@ class EdgeSettings(BaseSettings):
     query_timeout_s: float = Field(
         default=30.0, gt=0, description="longest wait for the next event of an ask/search before giving up"
     )
+    allowed_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host[:port]) allowed to POST/DELETE from a browser; "
+        "empty = same origin and http(s)://localhost|127.0.0.1|[::1] on this server's port",
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated Host names (optionally name:port) this server answers to; "
+        "empty = localhost, 127.0.0.1, ::1 and MMRAG_HOST; '*' = any (turns off the DNS-rebinding check)",
+    )
+    sse_ping_s: float = Field(default=15.0, gt=0, description="interval of keep-alive comments on an SSE stream")
+    index_generation: int = Field(default=1, ge=1, description="index generation whose progress records are served")
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.lower().rstrip("/") for o in _csv(self.allowed_origins))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(h.lower() for h in _csv(self.allowed_hosts))

@@ -8,7 +8,7 @@ import aiohttp
 import nats
 from aiohttp.test_utils import TestServer
 
-from agents.runtime.topology import ensure_topology
+from bus.topology import ensure_topology
 from edge_api import EdgeSettings, create_app
 from tests.engine import NatsServer, upload_bytes
 from tests.factories import make_pdf

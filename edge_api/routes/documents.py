@@ -1,0 +1,360 @@
+"""Documents: upload (`POST /v1/documents`), status, list and delete. The tenant is always `tenant_of`.
+
+Where things live: the bytes in the uploads Object Store (``object_name(tenant, doc_id)``), the submission
+on the DOCS stream (``Subjects.ingest(tenant, doc_id)``, the source of truth), the progress in the KV bucket
+(``ProgressStore``, keyed by generation, tenant and document).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import nats.errors
+import nats.js.errors
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from bus.objects import UploadTooLarge, put_stream
+from bus.progress import ProgressStore
+from bus.publish import Outgoing, publish
+from contracts.messages import DocumentDeleted, DocumentProgress, DocumentStatus, DocumentSubmitted, utcnow
+from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
+from edge_api.errors import ApiError, request_id
+from edge_api.filetypes import UnsupportedFile, detect_content_type
+from edge_api.identity import tenant_of
+from edge_api.state import Backbone, backbone
+
+log = logging.getLogger(__name__)
+
+SNIFF_BYTES = 8192
+READ_CHUNK = 64 * 1024
+MAX_FILENAME_CHARS = 255
+PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submission at most once
+PUBLISH_TIMEOUT_S = 5.0
+LIST_DEFAULT_LIMIT = 50
+LIST_MAX_LIMIT = 200
+_LIMIT = re.compile(r"^[0-9]{1,4}$")
+
+# The fields of a progress record a client sees (not: schema_version, generation, revision, batches).
+PUBLIC_FIELDS = (
+    "doc_id",
+    "tenant",
+    "filename",
+    "status",
+    "pages",
+    "chunks_total",
+    "chunks_indexed",
+    "error",
+    "updated_at",
+)
+
+_MULTIPART_ERRORS = (ValueError, UnicodeDecodeError, HttpProcessingError)
+
+
+def new_doc_id() -> str:
+    """32 hex digits: milliseconds since the epoch, then 80 random bits. Sorting ids sorts by submission time."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def public_view(progress: DocumentProgress) -> dict:
+    data = progress.model_dump(mode="json", include=set(PUBLIC_FIELDS))
+    return {name: data.get(name) for name in PUBLIC_FIELDS}
+
+
+def _not_found(doc_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no document {doc_id!r}")
+
+
+def _invalid_multipart() -> ApiError:
+    return ApiError(
+        400, "invalid_multipart",
+        "the body is not valid multipart/form-data (or a part's headers, e.g. its filename, are not UTF-8)",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the stream as a fallback
+
+
+async def _last_on_stream(js: JetStreamContext, subject: str) -> bytes | None:
+    """The last message on `subject` in the DOCS stream, or None if there is none. NATS errors propagate."""
+    try:
+        msg = await js.get_last_msg(DOCS_STREAM.name, subject)
+    except nats.js.errors.NotFoundError:  # no message (or no stream): nothing was stored there
+        return None
+    return msg.data or b""
+
+
+async def _submission_on_stream(js: JetStreamContext, tenant: str, doc_id: str) -> DocumentSubmitted | None:
+    """The document's submission if it is on the stream and has not been deleted since."""
+    raw = await _last_on_stream(js, Subjects.ingest(tenant, doc_id))
+    if raw is None or await _last_on_stream(js, Subjects.delete(tenant, doc_id)) is not None:
+        return None
+    return DocumentSubmitted.model_validate_json(raw)
+
+
+def _queued_view(submitted: DocumentSubmitted) -> dict:
+    return {
+        **dict.fromkeys(PUBLIC_FIELDS),
+        "doc_id": submitted.doc_id,
+        "tenant": submitted.tenant,
+        "filename": submitted.filename,
+        "status": DocumentStatus.QUEUED.value,
+        "chunks_indexed": 0,
+        "updated_at": submitted.submitted_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+# --------------------------------------------------------------------------- upload
+
+
+async def _file_part(request: web.Request) -> BodyPartReader:
+    if request.content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send the document as multipart/form-data with a 'file' field")
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                part.filename  # noqa: B018 - decode the filename now: a bad one is a 400, not a later 500
+                return part
+            await part.release()
+    except _MULTIPART_ERRORS:
+        raise _invalid_multipart() from None
+    raise ApiError(400, "missing_field", "the multipart body has no 'file' field")
+
+
+def _clean_filename(raw: str | None) -> str:
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable())[:MAX_FILENAME_CHARS].strip()
+    return name or "upload"
+
+
+async def _chunks(head: bytes, part: BodyPartReader) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    while piece := await part.read_chunk(READ_CHUNK):
+        yield piece
+
+
+async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted) -> PubAck | None:
+    """The PubAck, or None if no attempt was confirmed (the caller then asks the stream)."""
+    out = Outgoing(Subjects.ingest(submitted.tenant, submitted.doc_id), submitted, msg_id=submitted.doc_id)
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            return await publish(js, out, timeout_s=PUBLISH_TIMEOUT_S)
+        except (TimeoutError, nats.errors.Error) as err:
+            log.warning("submission %s: publish attempt %d unconfirmed: %r", submitted.doc_id, attempt, err)
+    return None
+
+
+async def _confirm_submission(bb: Backbone, js: JetStreamContext, submitted: DocumentSubmitted, rid: str) -> int:
+    """After unconfirmed publishes: the stream sequence if the submission is stored, else an `ApiError`."""
+    subject = Subjects.ingest(submitted.tenant, submitted.doc_id)
+    try:
+        msg = await js.get_last_msg(DOCS_STREAM.name, subject)
+    except nats.js.errors.NotFoundError:
+        # Definitely not stored: take the bytes back, so nothing of this request stays behind.
+        with contextlib.suppress(Exception):
+            await (await bb.uploads()).delete(submitted.object_name)
+        raise ApiError(
+            503, "backbone_unavailable", "the submission could not be stored; nothing was accepted, retry later",
+            headers={"Retry-After": "1"},
+        ) from None  # fmt: skip
+    except (TimeoutError, nats.errors.Error) as err:
+        log.warning("request %s: cannot tell whether %s was stored: %r", rid, submitted.doc_id, err)
+        raise ApiError(
+            503, "submission_unconfirmed",
+            f"the upload of document {submitted.doc_id} may or may not have been accepted; "
+            f"GET /v1/documents/{submitted.doc_id} will tell (404 means: upload it again)",
+            doc_id=submitted.doc_id,
+        ) from None  # fmt: skip
+    return msg.seq
+
+
+async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, revision: int) -> None:
+    """Create the `queued` record unless one exists (an agent may already be further along)."""
+
+    def change(current: DocumentProgress | None) -> DocumentProgress | None:
+        if current is not None:
+            return current
+        return progress.new(
+            submitted.tenant, submitted.doc_id, revision, DocumentStatus.QUEUED, filename=submitted.filename
+        )
+
+    await progress.update(submitted.tenant, submitted.doc_id, change)
+
+
+async def upload_document(request: web.Request) -> web.Response:
+    bb = backbone(request)
+    js = bb.jetstream()
+    settings = bb.settings
+    tenant = tenant_of(request)
+    part = await _file_part(request)
+    filename = _clean_filename(part.filename)
+    head = bytearray()
+    try:
+        while len(head) < SNIFF_BYTES and (piece := await part.read_chunk(SNIFF_BYTES)):
+            head.extend(piece)
+    except _MULTIPART_ERRORS:
+        raise _invalid_multipart() from None
+    if not head:
+        raise ApiError(400, "empty_file", f"{filename!r} is empty")
+    if len(head) > settings.max_upload_bytes:
+        raise ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    try:
+        content_type = detect_content_type(filename, part.headers.get("Content-Type"), bytes(head))
+    except UnsupportedFile as err:
+        raise ApiError(415, "unsupported_file", str(err)) from None
+
+    doc_id = new_doc_id()
+    name = object_name(tenant, doc_id)
+    await bb.uploads()  # bind the bucket before streaming: a missing bucket fails here, with nothing written
+    try:
+        info = await put_stream(
+            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=settings.max_upload_bytes
+        )
+    except UploadTooLarge as err:
+        raise ApiError(413, "too_large", str(err)) from None
+    except _MULTIPART_ERRORS:  # put_stream purged what it wrote
+        raise _invalid_multipart() from None
+
+    submitted = DocumentSubmitted(
+        doc_id=doc_id, tenant=tenant, filename=filename, object_name=name, size=info.size or 0,
+        content_type=content_type,  # type: ignore[arg-type] - detect_content_type returns a supported type
+    )  # fmt: skip
+    ack = await _publish_submission(js, submitted)
+    revision = ack.seq if ack is not None else await _confirm_submission(bb, js, submitted, request_id(request))
+    # The submission is stored: from here the document is accepted even if the progress write fails (the
+    # status endpoint then answers from the stream).
+    try:
+        await _record_queued(await bb.progress(), submitted, revision)
+    except Exception as err:  # noqa: BLE001
+        log.warning("request %s: queued record of %s not written: %r", request_id(request), doc_id, err)
+    return web.json_response(
+        {"doc_id": doc_id, "status": DocumentStatus.QUEUED.value, "filename": filename,
+         "content_type": content_type, "size": submitted.size},
+        status=202,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- status, list, delete
+
+
+def _doc_id(request: web.Request) -> str:
+    doc_id = request.match_info["doc_id"]
+    if not TOKEN.match(doc_id):
+        raise _not_found(doc_id[:100])
+    return doc_id
+
+
+async def document_status(request: web.Request) -> web.Response:
+    bb = backbone(request)
+    js = bb.jetstream()
+    tenant, doc_id = tenant_of(request), _doc_id(request)
+    progress = await (await bb.progress()).get(tenant, doc_id)
+    if progress is not None:
+        if progress.status == DocumentStatus.DELETED:
+            raise _not_found(doc_id)
+        return web.json_response(public_view(progress))
+    submitted = await _submission_on_stream(js, tenant, doc_id)
+    if submitted is None:
+        raise _not_found(doc_id)
+    return web.json_response(_queued_view(submitted))
+
+
+def _list_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(LIST_DEFAULT_LIMIT))
+    if not _LIMIT.match(raw) or not 1 <= int(raw) <= LIST_MAX_LIMIT:
+        raise ApiError(400, "invalid_query", f"limit must be an integer from 1 to {LIST_MAX_LIMIT}", field="limit")
+    return int(raw)
+
+
+def _list_cursor(request: web.Request) -> str | None:
+    cursor = request.query.get("cursor")
+    if cursor is not None and not TOKEN.match(cursor):
+        raise ApiError(400, "invalid_query", "cursor must be a next_cursor value from a previous page", field="cursor")
+    return cursor
+
+
+async def _tenant_documents(bb: Backbone, tenant: str) -> list[DocumentProgress]:
+    """Every progress record of the tenant in this generation, via a watch on ``g<gen>.<tenant>.*``.
+
+    (Not ``kv.keys(filters=...)``: nats-py filters those client-side by substring, over every key of every
+    tenant.) The watch delivers the current value of each key, then a None marker.
+    """
+    kv = await bb.progress_kv()
+    pattern = progress_key(bb.generation, tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    records = []
+    try:
+        while (entry := await watcher.updates(timeout=5.0)) is not None:
+            if not entry.value:
+                continue
+            try:
+                records.append(DocumentProgress.model_validate_json(entry.value))
+            except ValueError:
+                log.warning("progress record %s is not readable; skipped in the list", entry.key)
+    finally:
+        await watcher.stop()
+    return records
+
+
+async def list_documents(request: web.Request) -> web.Response:
+    """Newest submission first (doc ids start with their submission time); ``next_cursor`` is the last id."""
+    bb = backbone(request)
+    bb.jetstream()
+    limit, cursor = _list_limit(request), _list_cursor(request)
+    records = await _tenant_documents(bb, tenant_of(request))
+    visible = sorted(
+        (r for r in records if r.status != DocumentStatus.DELETED and (cursor is None or r.doc_id < cursor)),
+        key=lambda r: r.doc_id,
+        reverse=True,
+    )
+    page = visible[:limit]
+    next_cursor = page[-1].doc_id if len(visible) > limit else None
+    return web.json_response({"documents": [public_view(r) for r in page], "next_cursor": next_cursor})
+
+
+async def delete_document(request: web.Request) -> web.Response:
+    bb = backbone(request)
+    js = bb.jetstream()
+    tenant, doc_id = tenant_of(request), _doc_id(request)
+    store = await bb.progress()
+    current = await store.get(tenant, doc_id)
+    if current is None:
+        submitted = await _submission_on_stream(js, tenant, doc_id)
+        if submitted is None:
+            raise _not_found(doc_id)
+        filename: str | None = submitted.filename
+    elif current.status == DocumentStatus.DELETED:
+        raise _not_found(doc_id)
+    else:
+        filename = current.filename
+
+    ack = await publish(
+        js, Outgoing(Subjects.delete(tenant, doc_id), DocumentDeleted(doc_id=doc_id, tenant=tenant), msg_id=f"delete-{doc_id}"),
+        timeout_s=PUBLISH_TIMEOUT_S,
+    )  # fmt: skip
+
+    def change(record: DocumentProgress | None) -> DocumentProgress:
+        if record is None:
+            return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED, filename=filename)
+        if record.revision >= ack.seq:  # a newer submission or delete is already applied
+            return record
+        return record.model_copy(update={"status": DocumentStatus.DELETED, "revision": ack.seq, "updated_at": utcnow()})
+
+    await store.update(tenant, doc_id, change)
+    return web.json_response({"doc_id": doc_id, "status": DocumentStatus.DELETED.value}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/documents", upload_document)
+    app.router.add_get("/v1/documents", list_documents)
+    app.router.add_get("/v1/documents/{doc_id}", document_status)
+    app.router.add_delete("/v1/documents/{doc_id}", delete_document)

@@ -1,0 +1,142 @@
+"""Questions and searches: publish a `QueryRequest`, read its events from ``answer.<tenant>.<request_id>``.
+
+The subscription is made before the request is published, so no event can be missed. Events may arrive
+duplicated and out of order (a retried stage emits its events again under the same numbers): every event
+goes through `bus.answers.AnswerSequencer`, and the client sees each exactly once, in seq order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import nats.errors
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from bus.answers import AnswerSequencer
+from bus.publish import Outgoing, publish
+from contracts.messages import AnswerEvent, ErrorEvent, QueryMode, QueryRequest, ResultsEvent, answer_event_adapter
+from contracts.topology import Subjects
+from edge_api.bodies import AskBody, SearchBody, read_body
+from edge_api.errors import ApiError, request_id
+from edge_api.identity import tenant_of
+from edge_api.state import Backbone, backbone
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 5.0
+# Fields of an event that are the stream's framing, not its data (the SSE event name and id carry them).
+FRAMING_FIELDS = {"schema_version", "request_id", "seq", "event"}
+
+
+class QueryTimeout(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def _query(bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode) -> AsyncIterator[Subscription]:
+    """Subscribe to the request's answer subject, then publish the request; unsubscribe at exit."""
+    js = bb.jetstream()
+    assert bb.nc is not None
+    rid = uuid.uuid4().hex
+    sub = await bb.nc.subscribe(Subjects.answer(tenant, rid))
+    try:
+        query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode)
+        await publish(
+            js,
+            Outgoing(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), query, msg_id=rid),
+            timeout_s=PUBLISH_TIMEOUT_S,
+        )
+        yield sub
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _events(sub: Subscription, timeout_s: float) -> AsyncIterator[AnswerEvent]:
+    """The request's events as the client must see them; ends after the terminal one.
+
+    Raises `QueryTimeout` when `timeout_s` passes without any event arriving.
+    """
+    sequencer = AnswerSequencer()
+    while not sequencer.finished:
+        try:
+            msg = await sub.next_msg(timeout=timeout_s)
+        except nats.errors.TimeoutError:
+            raise QueryTimeout from None
+        try:
+            event = answer_event_adapter.validate_json(msg.data)
+        except ValidationError as err:
+            log.warning("ignored an invalid answer event on %s: %s", msg.subject, err.errors(include_url=False)[:1])
+            continue
+        for ready in sequencer.push(event):
+            yield ready
+
+
+def event_data(event: AnswerEvent) -> str:
+    return json.dumps(event.model_dump(mode="json", exclude=FRAMING_FIELDS))
+
+
+async def ask(request: web.Request) -> web.StreamResponse:
+    bb = backbone(request)
+    bb.jetstream()
+    body = await read_body(request, AskBody)
+    timeout_s = bb.settings.query_timeout_s
+    async with _query(bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK) as sub:
+        # Until here every failure is a JSON error; from here on it can only be an `error` event.
+        response = EventSourceResponse(
+            ping_interval=bb.settings.sse_ping_s, allow_all_methods=True, headers={"X-Request-Id": request_id(request)}
+        )
+        await response.prepare(request)
+        async with response:
+            try:
+                await _stream_answer(request, response, sub, timeout_s)
+            except ConnectionResetError:  # the client went away: nothing left to tell it
+                log.info("request %s: client closed the answer stream", request_id(request))
+    return response
+
+
+async def _stream_answer(
+    request: web.Request, response: EventSourceResponse, sub: Subscription, timeout_s: float
+) -> None:
+    try:
+        async for event in _events(sub, timeout_s):
+            await response.send(event_data(event), event=event.event, id=None if event.seq is None else str(event.seq))
+    except QueryTimeout:
+        await response.send(
+            json.dumps({"code": "timeout", "message": f"no answer event within {timeout_s}s"}), event="error"
+        )
+    except (nats.errors.Error, TimeoutError) as err:
+        log.warning("request %s: answer stream lost: %r", request_id(request), err)
+        await response.send(
+            json.dumps({"code": "backbone_unavailable", "message": "the message backbone went away; ask again"}),
+            event="error",
+        )
+
+
+async def search(request: web.Request) -> web.Response:
+    bb = backbone(request)
+    bb.jetstream()
+    body = await read_body(request, SearchBody)
+    timeout_s = bb.settings.query_timeout_s
+    async with _query(bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH) as sub:
+        try:
+            async for event in _events(sub, timeout_s):
+                if isinstance(event, ResultsEvent):
+                    return web.json_response({"hits": [h.model_dump(mode="json") for h in event.hits]})
+                if isinstance(event, ErrorEvent):
+                    raise ApiError(502, "query_failed", event.message, reason=event.code)
+        except QueryTimeout:
+            raise ApiError(504, "timeout", f"no search results within {timeout_s}s") from None
+    raise ApiError(502, "query_failed", "the search ended without results", reason="no_results")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/ask", ask)
+    app.router.add_post("/v1/search", search)

@@ -1,0 +1,69 @@
+"""The state of the app: typed keys and the NATS handles, set in `create_app` before the app is frozen.
+
+The `Backbone` object is stored once; the lifecycle (`edge_api.app.backbone_lifecycle`) fills in and clears
+its fields. Bucket handles are bound on first use, so the edge API starts (and answers /ready with 503)
+before the agents have created the topology.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from bus.progress import ProgressStore
+from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
+from edge_api.errors import NotConnected
+from edge_api.settings import EdgeSettings
+
+
+@dataclass
+class Backbone:
+    """NATS handles of the edge API, for the lifetime of the app."""
+
+    settings: EdgeSettings
+    nc: NATS | None = None
+    js: JetStreamContext | None = None
+    _kv: KeyValue | None = None
+    _uploads: ObjectStore | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def generation(self) -> IndexGeneration:
+        return IndexGeneration(self.settings.index_generation)
+
+    def jetstream(self) -> JetStreamContext:
+        """JetStream, or `NotConnected` (-> 503 at once) while NATS is unreachable."""
+        if not self.is_connected or self.js is None:
+            raise NotConnected
+        return self.js
+
+    async def progress_kv(self) -> KeyValue:
+        js = self.jetstream()
+        if self._kv is None:
+            self._kv = await js.key_value(PROGRESS_BUCKET)
+        return self._kv
+
+    async def progress(self) -> ProgressStore:
+        return ProgressStore(await self.progress_kv(), self.generation)
+
+    async def uploads(self) -> ObjectStore:
+        js = self.jetstream()
+        if self._uploads is None:
+            self._uploads = await js.object_store(UPLOADS_BUCKET)
+        return self._uploads
+
+
+SETTINGS = web.AppKey("settings", EdgeSettings)
+BACKBONE = web.AppKey("backbone", Backbone)
+
+
+def backbone(request: web.Request) -> Backbone:
+    return request.app[BACKBONE]
