@@ -14,10 +14,10 @@ import aiohttp
 import nats
 import pytest
 
-from agents.runtime.progress import ProgressStore
-from agents.vectorstore import EdgeShardStore
+from agents.vectorstore import open_vector_store
+from bus.progress import ProgressStore
 from contracts.messages import ChunksEmbedded, DocumentStatus, DocumentSubmitted
-from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, Subjects
+from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import BIN, Engine, NatsServer, upload_bytes, wait_status
 from tests.factories import ledger_value, synthetic_pdf
 
@@ -45,10 +45,10 @@ def interrupt(proc: subprocess.Popen[bytes]) -> int:
 
 
 def edge_count(data_dir: Path, **filters: str) -> int:
-    store = EdgeShardStore(data_dir / "qdrant" / "mmrag")
+    """Points in the serving collection (through the alias), read after the engine released the store."""
+    store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=data_dir / "qdrant")
     try:
-        store.ensure_collection(384)
-        return store.count(**filters)
+        return store.count("mmrag", **filters)
     finally:
         store.close()
 
@@ -71,17 +71,18 @@ async def test_two_embedder_replicas_share_one_durable_consumer(nats_server: Nat
         async with await nats.connect(nats_server.url) as nc:
             js = nc.jetstream()
             uploads = await js.object_store(UPLOADS_BUCKET)
-            progress = ProgressStore(await js.key_value(PROGRESS_BUCKET))
+            progress = ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1))
             ids = [uuid.uuid4().hex for _ in range(docs)]
             for n, doc_id in enumerate(ids):
-                await uploads.put(f"default/{doc_id}", synthetic_pdf(n, pages=4))
-                msg = DocumentSubmitted(doc_id=doc_id, filename=f"d{n}.pdf", content_type="application/pdf",
-                                        object_name=f"default/{doc_id}", size=0)  # fmt: skip
-                await js.publish(Subjects.DOCS_INGEST, msg.model_dump_json().encode())
+                await uploads.put(object_name("default", doc_id), synthetic_pdf(n, pages=4))
+                msg = DocumentSubmitted(doc_id=doc_id, tenant="default", filename=f"d{n}.pdf",
+                                        content_type="application/pdf", object_name=object_name("default", doc_id),
+                                        size=0)  # fmt: skip
+                await js.publish(Subjects.ingest("default", doc_id), msg.model_dump_json().encode())
 
             async with asyncio.timeout(180):
                 while True:
-                    states = [await progress.get(d) for d in ids]
+                    states = [await progress.get("default", d) for d in ids]
                     if all(s is not None and s.status is DocumentStatus.INDEXED for s in states):
                         break
                     assert not any(s is not None and s.status is DocumentStatus.FAILED for s in states), states
@@ -89,7 +90,7 @@ async def test_two_embedder_replicas_share_one_durable_consumer(nats_server: Nat
             chunks_total = sum(s.chunks_total or 0 for s in states)
             batches_total = sum(s.batches_total or 0 for s in states)
 
-            sub = await js.pull_subscribe(Subjects.CHUNKS_EMBEDDED, durable=None, stream="CHUNKS")
+            sub = await js.pull_subscribe(Subjects.embedded(IndexGeneration(1), "*"), durable=None, stream="CHUNKS")
             embedded = [ChunksEmbedded.model_validate_json(m.data) for m in await sub.fetch(batches_total + 10, timeout=5)]
         batches = Counter((e.doc_id, e.batch_index) for e in embedded)
         assert len(batches) == batches_total and max(batches.values()) == 1  # every batch, once

@@ -1,0 +1,193 @@
+"""The ingest agents through NATS only (no HTTP): revisions, deletes, bad vectors, small documents first.
+
+One `mmrag agent` process runs all six agents against a real nats-server for the module; each test uses
+its own documents (fresh ids), so no test depends on what another left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from bus.progress import ProgressStore
+from contracts.messages import (
+    ChunksEmbedded,
+    DeadLetter,
+    DocumentDeleted,
+    DocumentProgress,
+    DocumentStatus,
+    DocumentSubmitted,
+    EmbeddedChunk,
+    QueryMode,
+    QueryRequest,
+    answer_event_adapter,
+)
+from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from tests.engine import BIN, NatsServer
+from tests.factories import make_pdf, synthetic_pdf
+
+pytestmark = pytest.mark.e2e
+TENANT = "acme"
+GEN = IndexGeneration(1)
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory) -> Iterator[NatsServer]:
+    root = tmp_path_factory.mktemp("pipeline")
+    server = NatsServer(root / "nats").start()
+    log = root / "agents.log"
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "NATS_URL": server.url, "MMRAG_DATA_DIR": str(root / "data"),
+        "MMRAG_CHUNK_MAX_CHARS": "300", "MMRAG_INTERACTIVE_MAX_CHUNKS": "40",
+    }  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "mmrag"), "agent", "parser", "embedder", "indexer", "retriever", "reranker", "generator"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while b"agents running" not in log.read_bytes():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "agents did not start"
+        time.sleep(0.2)
+    server.log = log  # type: ignore[attr-defined]
+    yield server
+    proc.send_signal(2)
+    assert proc.wait(60) == 0, log.read_text()[-3000:]
+    server.stop()
+
+
+@pytest.fixture
+async def js(agents: NatsServer) -> AsyncIterator:
+    nc = await nats.connect(agents.url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def submit(js, doc_id: str, data: bytes, filename: str = "doc.pdf", tenant: str = TENANT) -> int:
+    store = await js.object_store(UPLOADS_BUCKET)
+    await store.put(object_name(tenant, doc_id), data)
+    msg = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type="application/pdf",
+                            object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
+    ack = await js.publish(Subjects.ingest(tenant, doc_id), msg.model_dump_json().encode())
+    return ack.seq
+
+
+async def progress_of(js, doc_id: str, tenant: str = TENANT) -> DocumentProgress | None:
+    return await ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN).get(tenant, doc_id)
+
+
+async def wait_progress(js, doc_id: str, done, timeout_s: float = 120) -> DocumentProgress:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            p = await progress_of(js, doc_id)
+            if p is not None and done(p):
+                return p
+            await asyncio.sleep(0.1)
+
+
+async def search(js, query: str, tenant: str = TENANT, top_k: int = 10) -> list:
+    nc = js._nc
+    request_id = uuid.uuid4().hex
+    sub = await nc.subscribe(Subjects.answer(tenant, request_id))
+    try:
+        req = QueryRequest(request_id=request_id, tenant=tenant, query=query, top_k=top_k, mode=QueryMode.SEARCH)
+        await js.publish(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), req.model_dump_json().encode())
+        event = answer_event_adapter.validate_json((await sub.next_msg(timeout=30)).data)
+        assert event.event == "results", event
+        return event.hits
+    finally:
+        await sub.unsubscribe()
+
+
+def indexed(revision: int):
+    return lambda p: p.revision == revision and p.status in (DocumentStatus.INDEXED, DocumentStatus.FAILED)
+
+
+async def test_resubmitting_a_doc_id_replaces_the_document_cleanly(js) -> None:
+    doc_id = uuid.uuid4().hex
+    first = await submit(js, doc_id, make_pdf(["The heron census counted 311 herons.", "Page two says hello."]))
+    old = await wait_progress(js, doc_id, indexed(first))
+    assert old.status is DocumentStatus.INDEXED and old.pages == 2
+
+    second = await submit(js, doc_id, make_pdf(["The otter census counted 58 otters."]))
+    new = await wait_progress(js, doc_id, indexed(second))
+    assert new.status is DocumentStatus.INDEXED and new.pages == 1
+    assert new.chunks_indexed == new.chunks_total == 1  # progress was reset, not added to
+
+    hits = [h for h in await search(js, "How many herons did the census count?") if h.doc_id == doc_id]
+    assert hits and all("otter" in h.text for h in hits)  # the old revision's points are gone
+    assert len(hits) == 1
+
+
+async def test_delete_removes_points_upload_and_status_and_a_stale_resubmission_stays_deleted(js) -> None:
+    doc_id = uuid.uuid4().hex
+    seq = await submit(js, doc_id, make_pdf(["Zebra crossings number 4242 in the old town."]))
+    await wait_progress(js, doc_id, indexed(seq))
+    assert any(h.doc_id == doc_id for h in await search(js, "How many zebra crossings?"))
+
+    ack = await js.publish(Subjects.delete(TENANT, doc_id), DocumentDeleted(doc_id=doc_id, tenant=TENANT).model_dump_json().encode())
+    gone = await wait_progress(js, doc_id, lambda p: p.status is DocumentStatus.DELETED)
+    assert gone.revision == ack.seq
+    async with asyncio.timeout(30):
+        while any(h.doc_id == doc_id for h in await search(js, "How many zebra crossings?")):
+            await asyncio.sleep(0.2)
+        store = await js.object_store(UPLOADS_BUCKET)
+        while True:
+            try:
+                await store.get_info(object_name(TENANT, doc_id))
+                await asyncio.sleep(0.2)
+            except NotFoundError:
+                break
+
+
+async def dead_letters(js, durable: str, n: int, timeout_s: float = 30) -> list[DeadLetter]:
+    sub = await js.pull_subscribe(Subjects.deadletter(durable), durable=None, stream="DEADLETTER")
+    out: list[DeadLetter] = []
+    async with asyncio.timeout(timeout_s):
+        while len(out) < n:
+            try:
+                out += [DeadLetter.model_validate_json(m.data) for m in await sub.fetch(n - len(out), timeout=1)]
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+    return out
+
+
+async def test_wrong_dimension_is_dead_lettered_at_once_and_nan_is_poison(js) -> None:
+    doc_id = uuid.uuid4().hex
+    seq = await submit(js, doc_id, make_pdf(["Dimension checks keep the index sane."]))
+    await wait_progress(js, doc_id, indexed(seq))  # the collection exists with 384-dim vectors
+
+    chunk = dict(chunk_id=f"{doc_id}-9", index=9, doc_id=doc_id, tenant=TENANT, filename="x.pdf", page=1, text="x")
+    wrong = ChunksEmbedded(doc_id=doc_id, tenant=TENANT, generation=1, revision=seq, batch_index=0, batch_count=1,
+                           model="m", embedded_by="test", chunks=[EmbeddedChunk(**chunk, vector=[0.1] * 7)])  # fmt: skip
+    await js.publish(Subjects.embedded(GEN, TENANT), wrong.model_dump_json().encode())
+    nan = wrong.model_dump_json().replace("0.1,", "NaN,", 1).encode()
+    await js.publish(Subjects.embedded(GEN, TENANT), nan)
+    letters = await dead_letters(js, "indexer-g1", 2)
+    by_type = {letter.error_type: letter for letter in letters}
+    assert by_type["PermanentError"].num_delivered == 1 and "7" in by_type["PermanentError"].reason
+    assert "ValidationError" in by_type
+
+
+async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:
+    big, small = uuid.uuid4().hex, uuid.uuid4().hex
+    big_seq = await submit(js, big, synthetic_pdf(1, pages=40), "big.pdf")
+    # Let the big one get going (planned, so all its batches are queued) before the small one arrives.
+    await wait_progress(js, big, lambda p: p.batches_total is not None)
+    small_seq = await submit(js, small, make_pdf(["A tiny note about 3 kittens."]), "small.pdf")
+    done_small = await wait_progress(js, small, indexed(small_seq))
+    big_then = await progress_of(js, big)
+    assert done_small.status is DocumentStatus.INDEXED
+    assert big_then is not None and big_then.status is not DocumentStatus.INDEXED, (
+        "the big document finished first: the small one waited behind it"
+    )
+    await wait_progress(js, big, indexed(big_seq), timeout_s=300)
