@@ -1,6 +1,7 @@
 """Browser-facing defences: CSRF (Origin), DNS rebinding (Host) and JSON-only bodies.
 
-- A ``Host`` header naming a host this server does not answer to is refused (421) on every method: a page on
+- A ``Host`` header naming a host this server does not answer to is refused (421) on every method and every
+  path but the probes (/health, /ready): a page on
   ``evil.example`` that re-resolves its name to 127.0.0.1 reaches us with ``Host: evil.example``.
 - An unsafe method (POST, PUT, PATCH, DELETE) with an ``Origin`` that is not allowed is refused (403): a page
   of another site cannot make the user's browser upload, ask or delete. Requests without ``Origin``
@@ -19,6 +20,8 @@ from edge_api.errors import ApiError, Handler
 from edge_api.state import SETTINGS
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Probes (kubelet, load balancers) call these by IP: they reveal and change nothing, so any Host may.
+PROBE_PATHS = frozenset({"/health", "/ready"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
 
@@ -93,7 +96,7 @@ def require_json(request: web.Request) -> None:
 
 @web.middleware
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not host_allowed(request):
+    if request.path not in PROBE_PATHS and not host_allowed(request):
         raise ApiError(
             421, "forbidden_host",
             f"this server does not answer to host {request.host!r}; add it to MMRAG_ALLOWED_HOSTS if it is yours",

@@ -26,6 +26,7 @@ async def test_backbone_down_gives_503_and_recovers(nats_server: NatsServer) -> 
         nats_server.stop()
         async with http.get(f"{base}/health") as resp:
             assert resp.status == 200  # the process is alive...
+            assert await resp.json() == {"status": "degraded", "nats": "disconnected"}
         async with http.get(f"{base}/ready") as resp:
             assert resp.status == 503  # ...but not ready
             assert (await resp.json())["nats"] == "disconnected"

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import nats.errors
 import nats.js.errors
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -41,6 +41,7 @@ PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
 _LIMIT = re.compile(r"^[0-9]{1,4}$")
+_FILENAME_PARAM = re.compile(r"(?i)(^|;)\s*filename\*?\s*=")
 
 # The fields of a progress record a client sees (not: schema_version, generation, revision, batches).
 PUBLIC_FIELDS = (
@@ -55,7 +56,7 @@ PUBLIC_FIELDS = (
     "updated_at",
 )
 
-_MULTIPART_ERRORS = (ValueError, UnicodeDecodeError, HttpProcessingError)
+_MULTIPART_ERRORS = (ValueError, HttpProcessingError)  # UnicodeError is a ValueError
 
 
 def new_doc_id() -> str:
@@ -121,12 +122,24 @@ async def _file_part(request: web.Request) -> BodyPartReader:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
-                part.filename  # noqa: B018 - decode the filename now: a bad one is a 400, not a later 500
+                _check_filename(part)
                 return part
             await part.release()
     except _MULTIPART_ERRORS:
         raise _invalid_multipart() from None
     raise ApiError(400, "missing_field", "the multipart body has no 'file' field")
+
+
+def _check_filename(part: BodyPartReader) -> None:
+    """Raise ValueError unless the part's filename is valid UTF-8 (decoded now: a bad one is a 400, not a 500).
+
+    aiohttp keeps undecodable header bytes as lone surrogates, and answers None for an undecodable
+    RFC 5987 ``filename*``: both mean the client sent a name that is not UTF-8.
+    """
+    header = part.headers.get(hdrs.CONTENT_DISPOSITION, "")
+    header.encode("utf-8")  # UnicodeEncodeError on surrogates
+    if part.filename is None and _FILENAME_PARAM.search(header):
+        raise ValueError("undecodable filename")
 
 
 def _clean_filename(raw: str | None) -> str:
