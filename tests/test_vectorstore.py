@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,8 +302,8 @@ def test_alias_create_repoint_resolve_and_search(store: VectorStore) -> None:
 def test_alias_must_point_at_an_existing_collection(store: VectorStore) -> None:
     with pytest.raises(CollectionNotFound):
         store.set_alias("chunks", "no-such-generation")
+    store.create_collection("chunks-g2", SCHEMA)
     with pytest.raises(ValueError, match="collection name"):
-        store.create_collection("chunks-g2", SCHEMA)
         store.set_alias("chunks-g2", GEN)
     assert store.resolve("chunks") is None
 
@@ -402,6 +403,36 @@ def test_unknown_collection_raises_collection_not_found(store: VectorStore) -> N
 def test_payload_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="extra"):
         PointPayload(**payload().model_dump(), image_object="x.png")
+
+
+def test_payload_read_back_ignores_fields_of_newer_versions() -> None:
+    stored = {**payload().to_stored(), "image_object": "tenant-a/x.png"}
+
+    assert PointPayload.from_stored(stored) == payload()
+
+
+def test_concurrent_upserts_and_searches(store: VectorStore) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(10):
+                store.upsert(GEN, [point(unit((worker + i) % DIM), doc_id=f"w{worker}", index=i)])
+                store.search(GEN, unit(worker), using=TEXT_DENSE, filter=tenant_a(), limit=3)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert store.count(GEN) == 40
+    assert all(store.count(GEN, doc_id=f"w{w}") == 10 for w in range(4))
 
 
 def test_maintain_is_a_no_op_on_a_fresh_store(store: VectorStore) -> None:
@@ -605,8 +636,6 @@ def test_client_hot_path_makes_no_existence_checks(monkeypatch: pytest.MonkeyPat
     store = QdrantClientStore(client)
     try:
         store.create_collection(GEN, SCHEMA)
-        store.set_alias("chunks", GEN)
-        store.schema("chunks")
         calls: list[str] = []
         for name in ("collection_exists", "get_collection", "get_aliases", "get_collections"):
             original = getattr(client, name)
@@ -617,10 +646,18 @@ def test_client_hot_path_makes_no_existence_checks(monkeypatch: pytest.MonkeyPat
 
             monkeypatch.setattr(client, name, spy)
 
-        store.upsert("chunks", [point(unit(0))])
-        store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)
-        store.count("chunks")
+        store.upsert(GEN, [point(unit(0))])
+        store.search(GEN, unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)
+        store.count(GEN)
+        assert calls == []
 
+        store.set_alias("chunks", GEN)
+        calls.clear()
+        store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)  # first use: reads the schema
+        assert calls
+        calls.clear()
+        store.upsert("chunks", [point(unit(1))])
+        store.search("chunks", unit(0), using=TEXT_DENSE, filter=tenant_a(), limit=1)
         assert calls == []
     finally:
         store.close()

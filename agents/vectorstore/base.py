@@ -266,13 +266,19 @@ class OptimizePolicy:
     ``indexing_threshold_kb`` is the engine's own threshold: segments smaller
     than this many KB of vectors are left unindexed (searched by full scan,
     which is fast for small segments); ``None`` keeps the engine default
-    (10 000 KB, about 6 500 384-d vectors). ``enabled=False`` never builds.
-    Adapters whose engine optimizes on its own (a Qdrant server) ignore it.
+    (10 000 KB, about 6 500 384-d vectors). ``segment_number`` is the
+    engine's target number of segments: with the engine default (one per
+    CPU, so 2 on 2 cores) each build merges new points into the big indexed
+    segment and re-indexes all of it (20 000 indexed + 8 000 new: 9.0 s);
+    with 8, a build indexes mostly the new points (4.3 s). ``enabled=False``
+    never builds. Adapters whose engine optimizes on its own (a Qdrant
+    server) ignore the policy.
     """
 
     min_points: int = 5_000
     idle_seconds: float = 30.0
     indexing_threshold_kb: int | None = None
+    segment_number: int | None = 8
     enabled: bool = True
 
 

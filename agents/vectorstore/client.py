@@ -57,12 +57,15 @@ class QdrantClientStore:
     Works with ``QdrantClient(url=...)`` and with the local modes. The store
     takes ownership of ``client``: :meth:`close` closes it. Writes wait for
     the server to apply them (``wait=True``), so durability is the server's
-    WAL-backed acknowledgement. Thread-safe as far as the client is (the
-    schema cache is guarded by a lock; local mode serialises internally).
+    WAL-backed acknowledgement. Thread-safe: requests to a server run
+    concurrently; local mode is not thread-safe (concurrent upserts corrupt
+    its arrays), so there every client call is serialised by a lock.
     """
 
     def __init__(self, client: QdrantClient) -> None:
-        self._client = client
+        options = getattr(client, "init_options", None) or {}
+        local = options.get("location") == ":memory:" or options.get("path") is not None
+        self._client: QdrantClient = _Serialized(client) if local else client  # type: ignore[assignment]
         self._schemas: dict[str, CollectionSchema] = {}
         self._lock = threading.Lock()
 
@@ -298,6 +301,25 @@ class QdrantClientStore:
 
     def _dim_errors(self, collection: str) -> _DimErrors:
         return _DimErrors(self, collection)
+
+
+class _Serialized:
+    """Proxy that runs every method of a local-mode client under one lock."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._target = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
 
 
 class _DimErrors:
