@@ -1,20 +1,28 @@
-"""The `mmrag` command line: run the engine, run one agent, ingest, ask, export schemas."""
+"""The `mmrag` command line: run the engine, run one agent, ingest, ask, search, list, delete, export schemas.
+
+Ordinary failures (engine not running, a 4xx/5xx answer, a data dir in use, a port taken) are ONE line on
+stderr and exit code 1: no traceback. A traceback means a bug.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
-import aiohttp
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
-app = typer.Typer(help="mmrag: multi-modal RAG engine on NATS JetStream.", no_args_is_help=True)
-err = Console(stderr=True)
+app = typer.Typer(
+    help="mmrag: multi-modal RAG engine on NATS JetStream.", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
+# soft_wrap: a long message stays one line (rich would wrap it at 80 columns when stderr is not a terminal).
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", envvar="MMRAG_URL", help="base URL of a running engine")]
@@ -27,19 +35,48 @@ def _logging(verbose: bool) -> None:
     )
 
 
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(' '.join(message.split()))}")
+    raise typer.Exit(code)
+
+
+def _run(main: Coroutine[Any, Any, int | None]) -> None:
+    """Run a command's coroutine; an `EngineError` becomes one line on stderr and exit code 1."""
+    from mmrag.client import EngineError
+
+    try:
+        code = asyncio.run(main)
+    except EngineError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code or 0)
+
+
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="address of the HTTP API")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port of the HTTP API")] = 8080,
     data_dir: Annotated[Path, typer.Option(help="where NATS and Qdrant keep their files")] = Path(".mmrag-data"),
     nats_port: Annotated[int, typer.Option(help="loopback port of the embedded nats-server")] = 4222,
+    nats_monitor_port: Annotated[
+        int, typer.Option(help="loopback port of nats-server's HTTP monitoring (/varz, /jsz: what KEDA reads)")
+    ] = 8222,
     verbose: bool = False,
 ) -> None:
     """Run the whole engine on embedded defaults (nats-server, six agents, edge API)."""
-    from agents.runner import up as run_up
+    from mmrag.datadir import DataDirInUse
+    from mmrag.processes import StartError
+    from mmrag.runner import up as run_up
+    from mmrag.supervisor import GaveUp
 
     _logging(verbose)
-    asyncio.run(run_up(host=host, port=port, data_dir=data_dir, nats_port=nats_port))
+    try:
+        asyncio.run(
+            run_up(host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port)
+        )
+    except (DataDirInUse, StartError, GaveUp, FileNotFoundError) as e:
+        _fail(f"mmrag up: {e}")
 
 
 @app.command()
@@ -50,9 +87,9 @@ def agent(
     """Run agents against NATS_URL (one Deployment per agent on Kubernetes)."""
     import signal
 
-    from agents.registry import AGENT_NAMES
     from agents.runtime.host import run_agents
     from agents.settings import AgentSettings
+    from mmrag.registry import AGENT_NAMES, agent_types
 
     unknown = [n for n in names if n not in AGENT_NAMES]
     if unknown:
@@ -64,7 +101,7 @@ def agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_agents(names, AgentSettings(), stop)
+        await run_agents(agent_types(names), AgentSettings(), stop)
 
     asyncio.run(main())
 
@@ -75,48 +112,70 @@ def ingest(
     url: UrlOption = DEFAULT_URL,
     wait: Annotated[bool, typer.Option(help="wait until every document is indexed or failed")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for indexing")] = 600,
+    retry_for: Annotated[
+        float, typer.Option(help="seconds to keep polling a document through errors (503, 404, no connection)")
+    ] = 30,
+    poll: Annotated[float, typer.Option(help="seconds between status polls")] = 0.3,
 ) -> None:
     """Upload documents to a running engine and follow them to `indexed`."""
-    from agents.client import EngineError, status, upload
+    from mmrag.client import EngineError, EngineUnreachable, client, status, upload
 
     async def main() -> int:
         failures = 0
-        async with aiohttp.ClientSession() as session:
+        loop = asyncio.get_running_loop()
+        async with client(url) as http:
             docs = []
             for path in paths:
                 try:
-                    doc = await upload(session, url, path)
+                    doc = await upload(http, path)
+                except EngineUnreachable:
+                    raise
                 except EngineError as e:
-                    err.print(f"[red]rejected[/red] {path}: {e}")
+                    err.print(f"[red]rejected[/red] {escape(str(path))}: {escape(str(e))}")
                     failures += 1
                     continue
                 docs.append((path, doc["doc_id"]))
-                print(f"{doc['doc_id']}  {path}")
+                print(f"{doc['doc_id']}  {path}", flush=True)
             if not wait:
                 return failures
             columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
             with Progress(*columns, console=err) as progress:
                 tasks = {doc_id: progress.add_task(path.name, total=None, state="queued") for path, doc_id in docs}
                 pending = dict(tasks)
-                deadline = asyncio.get_running_loop().time() + timeout
-                while pending and asyncio.get_running_loop().time() < deadline:
+                failing_since: dict[str, float] = {}  # doc_id -> when its polls started failing
+                deadline = loop.time() + timeout
+                while pending and loop.time() < deadline:
                     for doc_id, task in list(pending.items()):
-                        st = await status(session, url, doc_id)
+                        try:
+                            st = await status(http, doc_id)
+                        except EngineError as e:
+                            # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
+                            first = failing_since.setdefault(doc_id, loop.time())
+                            if (e.transient or e.status == 404) and loop.time() - first < retry_for:
+                                progress.update(task, state=f"retrying ({e.status or 'no connection'})")
+                                continue
+                            del pending[doc_id]
+                            failures += 1
+                            err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
+                            continue
+                        failing_since.pop(doc_id, None)
                         progress.update(
                             task, total=st.get("chunks_total"), completed=st.get("chunks_indexed", 0), state=st["status"]
                         )
-                        if st["status"] in ("indexed", "failed"):
+                        if st["status"] in ("indexed", "failed", "deleted"):
                             del pending[doc_id]
-                            if st["status"] == "failed":
+                            if st["status"] != "indexed":
                                 failures += 1
-                                err.print(f"[red]failed[/red] {doc_id}: {st.get('error')}")
-                    await asyncio.sleep(0.3)
+                                reason = st.get("error") or st["status"]
+                                err.print(f"[red]{st['status']}[/red] {doc_id}: {escape(str(reason))}")
+                    if pending:
+                        await asyncio.sleep(poll)
                 if pending:
                     err.print(f"[yellow]still in progress after {timeout}s:[/yellow] {', '.join(pending)}")
                     failures += len(pending)
-        return failures
+        return 1 if failures else 0
 
-    raise typer.Exit(code=1 if asyncio.run(main()) else 0)
+    _run(main())
 
 
 @app.command()
@@ -126,26 +185,106 @@ def ask(
     top_k: Annotated[int, typer.Option(help="how many passages to use")] = 5,
 ) -> None:
     """Ask a running engine; the answer streams to stdout, then its citations."""
-    from agents.client import ask_events
+    from mmrag.client import ask_events, client
 
     async def main() -> int:
         citations = []
-        async with aiohttp.ClientSession() as session:
-            async for event, data in ask_events(session, url, question, top_k):
+        wrote = False
+        async with client(url) as http:
+            async for event, data in ask_events(http, question, top_k):
                 if event == "token":
                     sys.stdout.write(data["text"])
                     sys.stdout.flush()
+                    wrote = True
                 elif event == "citation":
                     citations.append(data)
                 elif event == "error":
-                    err.print(f"\n[red]error[/red] {data['code']}: {data['message']}")
-                    return 1
+                    if wrote:
+                        print()
+                    _fail(f"{data.get('code', 'error')}: {data.get('message', '')}")
         print()
         for c in citations:
             print(f"[{c['n']}] {c['filename']} page {c['page']} (doc {c['doc_id']})")
         return 0
 
-    raise typer.Exit(code=asyncio.run(main()))
+    _run(main())
+
+
+def _excerpt(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for")],
+    url: UrlOption = DEFAULT_URL,
+    top_k: Annotated[int, typer.Option(help="how many hits")] = 10,
+) -> None:
+    """Search a running engine: ranked hits with score, file, page and an excerpt."""
+    from mmrag.client import client
+    from mmrag.client import search as search_hits
+
+    async def main() -> int:
+        async with client(url) as http:
+            hits = await search_hits(http, query, top_k)
+        if not hits:
+            err.print("no hits")
+        for n, h in enumerate(hits, 1):
+            print(f"{n:>2}. {h['score']:.3f}  {h.get('filename', '?')}  page {h.get('page', '?')}  {_excerpt(h.get('text', ''))}")
+        return 0
+
+    _run(main())
+
+
+@app.command()
+def docs(
+    url: UrlOption = DEFAULT_URL,
+    limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
+) -> None:
+    """List the tenant's documents: id, status, filename, pages, chunks."""
+    from mmrag.client import client, documents
+
+    async def main() -> int:
+        count = 0
+        async with client(url) as http:
+            async for d in documents(http, limit=limit):
+                total, done = d.get("chunks_total"), d.get("chunks_indexed") or 0
+                chunks = f"{done}/{total}" if total is not None else "-"
+                pages = d.get("pages") if d.get("pages") is not None else "-"
+                print(f"{d['doc_id']}  {d['status']:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.get('filename') or ''}")
+                count += 1
+        err.print(f"{count} document{'s' if count != 1 else ''}")
+        return 0
+
+    _run(main())
+
+
+@app.command()
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="ids of the documents to delete")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Delete documents (their chunks leave the index; their status becomes `deleted`)."""
+    from mmrag.client import EngineError, EngineUnreachable, client
+    from mmrag.client import delete as delete_doc
+
+    async def main() -> int:
+        failures = 0
+        async with client(url) as http:
+            for doc_id in doc_ids:
+                try:
+                    await delete_doc(http, doc_id)
+                except EngineUnreachable:
+                    raise
+                except EngineError as e:
+                    err.print(f"[red]error:[/red] {escape(doc_id)}: {escape(str(e))}")
+                    failures += 1
+                    continue
+                print(f"{doc_id}  deleted")
+        return 1 if failures else 0
+
+    _run(main())
 
 
 @app.command()

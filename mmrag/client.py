@@ -1,59 +1,152 @@
-"""HTTP client of a running engine, used by `mmrag ingest` and `mmrag ask`."""
+"""HTTP client of a running engine (httpx, async), used by the `mmrag` commands and the tests.
+
+Every failure is an `EngineError` whose message is one line fit for a terminal: `EngineUnreachable` when
+nothing answers at the URL, otherwise the engine's own `error.message` plus its `details` fields.
+`/v1/ask` is read with `httpx_sse` (an SSE client library: the stream is never parsed by hand here).
+"""
 
 from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 
 class EngineError(Exception):
-    """The engine answered with an error status; the message is the engine's own."""
+    """The engine answered with an error, or could not be reached; `str(e)` is one line for humans."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details or []
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: nothing answered, or the engine said it is temporarily unable (503, 502, 504)."""
+        return self.status is None or self.status in (502, 503, 504)
 
 
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    if resp.status >= 400:
-        try:
-            body = await resp.json()
-            message = body["error"]["message"]
-        except Exception:  # noqa: BLE001 - fall back to the raw text
-            message = await resp.text()
-        raise EngineError(f"HTTP {resp.status}: {message}")
+class EngineUnreachable(EngineError):
+    """No HTTP answer at all: connection refused, timed out, or dropped."""
 
 
-async def upload(session: aiohttp.ClientSession, base_url: str, path: Path) -> dict[str, Any]:
-    form = aiohttp.FormData()
+def client(base_url: str, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` for the engine at `base_url` (use it with `async with`)."""
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+
+def _details(details: object) -> str:
+    if not isinstance(details, list) or not details:
+        return ""
+    parts = []
+    for d in details:
+        if isinstance(d, dict) and "field" in d:
+            parts.append(f"{d['field']}: {d.get('problem') or d.get('message') or ''}".rstrip(": "))
+        else:
+            parts.append(json.dumps(d) if not isinstance(d, str) else d)
+    return " (" + "; ".join(parts) + ")"
+
+
+def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError:
+    """An `EngineError` from an error response: `{"error": {"code", "message", "details"?}}`, else the raw text."""
+    try:
+        err = json.loads(body)["error"]
+        message, code, details = str(err["message"]), err.get("code"), err.get("details")
+    except (ValueError, KeyError, TypeError):
+        text = " ".join(body.decode(errors="replace").split())[:300] or fallback
+        return EngineError(f"HTTP {status}: {text}", status=status)
+    return EngineError(
+        f"HTTP {status}: {message}{_details(details)}",
+        status=status,
+        code=code,
+        details=details if isinstance(details, list) else None,
+    )
+
+
+@contextmanager
+def _transport_errors(http: httpx.AsyncClient) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as e:  # refused, reset, timed out, DNS...
+        url = str(http.base_url).rstrip("/")
+        reason = str(e) or type(e).__name__
+        raise EngineUnreachable(f"cannot reach the engine at {url}: is `mmrag up` running? ({reason})") from None
+
+
+async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
+    with _transport_errors(http):
+        resp = await http.request(method, path, **kwargs)
+    if resp.status_code >= 400:
+        raise error_from_body(resp.status_code, resp.content, resp.reason_phrase)
+    try:
+        return resp.json()
+    except ValueError:
+        raise EngineError(f"HTTP {resp.status_code}: the engine answered something that is not JSON") from None
+
+
+async def upload(http: httpx.AsyncClient, path: Path) -> dict[str, Any]:
+    """POST /v1/documents: `{"doc_id", "status": "queued", ...}`."""
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with path.open("rb") as f:
-        form.add_field("file", f, filename=path.name, content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-        async with session.post(f"{base_url}/v1/documents", data=form) as resp:
-            await _raise_for(resp)
-            return await resp.json()
+        return await _request(http, "POST", "/v1/documents", files={"file": (path.name, f, ctype)})
 
 
-async def status(session: aiohttp.ClientSession, base_url: str, doc_id: str) -> dict[str, Any]:
-    async with session.get(f"{base_url}/v1/documents/{doc_id}") as resp:
-        await _raise_for(resp)
-        return await resp.json()
+async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
+    """GET /v1/documents/{doc_id}: the document's progress."""
+    return await _request(http, "GET", f"/v1/documents/{doc_id}")
 
 
-async def ask_events(
-    session: aiohttp.ClientSession, base_url: str, question: str, top_k: int
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream."""
-    async with session.post(f"{base_url}/v1/ask", json={"question": question, "top_k": top_k}) as resp:
-        await _raise_for(resp)
-        event, data = "message", []
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if data:
-                    yield event, json.loads("\n".join(data))
-                event, data = "message", []
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
+async def search(http: httpx.AsyncClient, query: str, top_k: int = 10) -> list[dict[str, Any]]:
+    """POST /v1/search: the ranked hits."""
+    return (await _request(http, "POST", "/v1/search", json={"query": query, "top_k": top_k}))["hits"]
+
+
+async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
+    """GET /v1/documents, following `next_cursor` to the end."""
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        page = await _request(http, "GET", "/v1/documents", params=params)
+        for doc in page["documents"]:
+            yield doc
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+async def delete(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
+    """DELETE /v1/documents/{doc_id}: 202 `{"doc_id", "status": "deleted"}`; 404 raises `EngineError`."""
+    return await _request(http, "DELETE", f"/v1/documents/{doc_id}")
+
+
+@asynccontextmanager
+async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[no-untyped-def]
+    async with aconnect_sse(http, "POST", "/v1/ask", json=body) as source:
+        resp = source.response
+        if resp.status_code >= 400:
+            raise error_from_body(resp.status_code, await resp.aread(), resp.reason_phrase)
+        yield source
+
+
+async def ask_events(http: httpx.AsyncClient, question: str, top_k: int = 5) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends."""
+    with _transport_errors(http):
+        async with _sse(http, {"question": question, "top_k": top_k}) as source:
+            try:
+                async for sse in source.aiter_sse():
+                    yield sse.event, sse.json()
+            except SSEError as e:  # not an event stream
+                raise EngineError(f"the engine did not answer with an event stream: {e}") from None

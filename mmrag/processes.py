@@ -6,6 +6,7 @@ die with it instead of holding the ports and the JetStream store lock for the ne
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import shutil
@@ -20,14 +21,23 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child that is terminated when this process dies. The caller stops it (`stop`)."""
-    return subprocess.Popen(list(argv), env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    """Start a child that is terminated when this process dies. The caller stops it (`stop`).
+
+    Call it from the main thread: Linux sends PDEATHSIG when the *thread* that forked the child exits, so a
+    child spawned from a worker thread (`asyncio.to_thread`) would be killed when that thread is retired.
+    The child gets its own process group: Ctrl-C in a terminal reaches this process only, which stops its
+    children in order (edge API, then agents drain, then nats-server) instead of all of them at once.
+    """
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return subprocess.Popen(list(argv), env=env, preexec_fn=die_with_parent, process_group=0)  # noqa: PLW1509
 
 
 def stop(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> None:
@@ -50,16 +60,33 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats_server(store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> subprocess.Popen[bytes]:
-    """Start JetStream with file storage under `store_dir`; returns once it accepts connections.
+class StartError(RuntimeError):
+    """A child could not be started (port taken, exited at once, never listened); the message says which."""
 
-    The server logs to `store_dir/nats-server.log`.
+
+class StartTimeout(StartError, TimeoutError):
+    """A child did not listen on its port in time."""
+
+
+def nats_server_argv(store_dir: Path, *, host: str, port: int, monitor_port: int | None = None) -> list[str]:
+    """JetStream with file storage under `store_dir`, logging to `store_dir/nats-server.log`.
+
+    `monitor_port`: the HTTP monitoring endpoint (`/varz`, `/jsz`: what KEDA reads consumer lag from), on `host`.
     """
+    argv = [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)]
+    if monitor_port is not None:
+        argv += ["-m", str(monitor_port)]
+    return [*argv, "-l", str(store_dir / "nats-server.log")]
+
+
+def start_nats_server(
+    store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, monitor_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start nats-server (see `nats_server_argv`); returns once it accepts connections."""
     if port_in_use(host, port):
-        raise RuntimeError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
+        raise StartError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
     store_dir.mkdir(parents=True, exist_ok=True)
-    log_file = store_dir / "nats-server.log"
-    proc = spawn([nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port), "-l", str(log_file)])
+    proc = spawn(nats_server_argv(store_dir, host=host, port=port, monitor_port=monitor_port))
     wait_for_port(host, port, proc=proc, what="nats-server")
     return proc
 
@@ -79,11 +106,39 @@ def wait_for_port(host: str, port: int, *, proc: subprocess.Popen[bytes], what: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
+            raise StartError(f"{what} {describe_exit(proc.returncode)} before listening on {host}:{port}")
         if port_in_use(host, port):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+    raise StartTimeout(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+
+
+async def wait_listening(
+    host: str, port: int, *, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 30
+) -> None:
+    """`wait_for_port` for the event loop: polls without blocking it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            raise StartError(f"{what} {describe_exit(proc.returncode)} before listening on {host}:{port}")
+        if await asyncio.to_thread(port_in_use, host, port):
+            return
+        await asyncio.sleep(0.05)
+    raise StartTimeout(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'exited with code 3' / 'was killed by SIGKILL' (Popen's returncode is -N for signal N)."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
 
 
 def child_env(**overrides: str) -> dict[str, str]:

@@ -2,54 +2,120 @@
 
 One process tree: nats-server (child), the six agents (in this process, which also holds the embedded
 Qdrant store), and the edge API (child process, so HTTP stays responsive while agents use the CPU).
+
+The data dir is locked for the life of the process (`mmrag.datadir`): a second engine on it is refused
+before anything starts. The children are supervised (`mmrag.supervisor`): one that dies is reported and
+restarted; one that keeps dying stops the engine with a non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
 
-from agents.processes import child_env, spawn, start_nats_server, stop, wait_for_port
-from agents.registry import AGENT_NAMES
-from agents.runtime.host import run_agents
-from agents.settings import AgentSettings
+from mmrag.datadir import DataDirLock
+from mmrag.processes import StartError, child_env, nats_server_argv, port_in_use
+from mmrag.supervisor import ChildSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
+NATS_HOST = "127.0.0.1"
+NATS_SERVER = "nats-server"
+EDGE_API = "edge API"
 
-async def up(*, host: str, port: int, data_dir: Path, nats_port: int) -> None:
+
+async def up(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    nats_port: int,
+    nats_monitor_port: int = 8222,
+    supervisor: Supervisor | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM. Raises `DataDirInUse`, `StartError` or `GaveUp` with a one-line message."""
     data_dir = data_dir.resolve()
-    nats = start_nats_server(data_dir / "nats", port=nats_port)
-    nats_url = f"nats://127.0.0.1:{nats_port}"
+    with DataDirLock(data_dir):
+        for what, h, p, option in (
+            ("HTTP API", host, port, "--port"),
+            ("NATS", NATS_HOST, nats_port, "--nats-port"),
+            ("NATS monitoring", NATS_HOST, nats_monitor_port, "--nats-monitor-port"),
+        ):
+            if port_in_use(h, p):
+                raise StartError(f"port {p} on {h} ({what}) is already in use: stop what runs there or pick another {option}")
+        await _run(
+            host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
+            supervisor=supervisor or Supervisor(),
+        )  # fmt: skip
+
+
+async def _run(
+    *, host: str, port: int, data_dir: Path, nats_port: int, nats_monitor_port: int, supervisor: Supervisor
+) -> None:
+    # Imported here, after the lock: loading the agents (torch, models) takes seconds, refusing must not.
+    from agents.runtime.host import run_agents
+    from agents.settings import AgentSettings
+    from mmrag.registry import AGENT_NAMES, agent_types
+
+    nats_url = f"nats://{NATS_HOST}:{nats_port}"
+    monitor_url = f"http://{NATS_HOST}:{nats_monitor_port}"
     settings = AgentSettings(nats_url=nats_url, data_dir=data_dir)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_event.set)
 
-    edge = None
-    started = asyncio.Event()
-    agents = asyncio.create_task(run_agents(AGENT_NAMES, settings, stop_event, started=started))
+    store_dir = data_dir / "nats"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    nats = ChildSpec(
+        NATS_SERVER,
+        nats_server_argv(store_dir, host=NATS_HOST, port=nats_port, monitor_port=nats_monitor_port),
+        listen=(NATS_HOST, nats_port),
+    )
+    edge = ChildSpec(
+        EDGE_API,
+        [sys.executable, "-m", "edge_api"],
+        env=child_env(MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url),
+        listen=(host, port),
+    )
+    agents: asyncio.Task[None] | None = None
+    helpers: list[asyncio.Task] = []
     try:
-        waiter = asyncio.create_task(started.wait())
-        await asyncio.wait([agents, waiter], return_when=asyncio.FIRST_COMPLETED)
+        await supervisor.start(nats)
+        started = asyncio.Event()
+        agents = asyncio.create_task(run_agents(agent_types(AGENT_NAMES), settings, stop_event, started=started))
+        gave_up = asyncio.create_task(supervisor.failed())
+        ready = asyncio.create_task(started.wait())
+        helpers += [gave_up, ready]
+        await asyncio.wait([agents, gave_up, ready], return_when=asyncio.FIRST_COMPLETED)
+        if gave_up.done():
+            raise gave_up.result()
         if agents.done():
-            agents.result()  # start-up failed: raise its error
-        edge = spawn(
-            [sys.executable, "-m", "edge_api"],
-            env=child_env(MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url),
+            agents.result()  # start-up failed: raise its error (or Ctrl-C came during start-up)
+            return
+        await supervisor.start(edge)
+        print(
+            f"mmrag is up: http://{host}:{port}  NATS {nats_url} (monitoring {monitor_url})  data {data_dir}  Ctrl-C stops",
+            flush=True,
         )
-        await asyncio.to_thread(wait_for_port, host, port, proc=edge, what="edge API")
-        print(f"mmrag is up: http://{host}:{port}  (data in {data_dir}; Ctrl-C stops)", flush=True)
-        await agents
+        await asyncio.wait([agents, gave_up], return_when=asyncio.FIRST_COMPLETED)
+        if gave_up.done():
+            raise gave_up.result()
+        agents.result()
     finally:
         stop_event.set()
-        if edge is not None:
-            await asyncio.to_thread(stop, edge)
-        if not agents.done():
-            await asyncio.wait_for(agents, 60)
-        await asyncio.to_thread(stop, nats)
+        await supervisor.stop(EDGE_API)
+        if agents is not None:
+            await asyncio.wait([agents], timeout=60)  # finish in-flight batches, drain (nats still supervised)
+            if not agents.done():
+                agents.cancel()
+            with contextlib.suppress(BaseException):
+                await agents  # its error, if any, was raised above
+        await supervisor.stop_all()
+        for task in helpers:
+            task.cancel()
         log.info("mmrag stopped")

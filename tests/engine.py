@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from agents.processes import free_port, port_in_use, start_nats_server, stop
+from mmrag.processes import free_port, port_in_use, start_nats_server, stop
 
 BIN = Path(sys.executable).parent
 
@@ -54,6 +54,7 @@ class Engine:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
+    nats_monitor_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,17 +62,21 @@ class Engine:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.nats_monitor_port}"
+
+    @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self, timeout_s: float = 120) -> Engine:
-        wait_port_free(self.port)
-        wait_port_free(self.nats_port)
+        for port in (self.port, self.nats_port, self.nats_monitor_port):
+            wait_port_free(port)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
-             "--data-dir", str(self.data_dir)],
+             "--nats-monitor-port", str(self.nats_monitor_port), "--data-dir", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -101,8 +106,8 @@ class Engine:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-        wait_port_free(self.port)
-        wait_port_free(self.nats_port)
+        for port in (self.port, self.nats_port, self.nats_monitor_port):
+            wait_port_free(port)
 
 
 async def upload_bytes(
@@ -130,7 +135,12 @@ async def wait_status(
     raise TimeoutError(f"{doc_id} did not reach {wanted} in {timeout_s}s; last: {last}")
 
 
-async def sse_events(session: aiohttp.ClientSession, url: str, body: dict) -> list[tuple[str, dict]]:
-    from agents.client import ask_events
+async def sse_events(session: aiohttp.ClientSession | None, url: str, body: dict) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of one `/v1/ask`, read by the CLI's client (httpx + httpx_sse).
 
-    return [e async for e in ask_events(session, url, body["question"], body.get("top_k", 5))]
+    `session` is unused (kept so existing callers work): the client opens its own connection.
+    """
+    from mmrag.client import ask_events, client
+
+    async with client(url) as http:
+        return [e async for e in ask_events(http, body["question"], body.get("top_k", 5))]
