@@ -47,27 +47,36 @@ def client(base_url: str, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -
 
 
 def _details(details: object) -> str:
-    if not isinstance(details, list) or not details:
+    """`[{"field": "question", "problem": "..."}]` -> `question: ...; top_k: ...`."""
+    if not isinstance(details, list):
         return ""
     parts = []
     for d in details:
         if isinstance(d, dict) and "field" in d:
-            parts.append(f"{d['field']}: {d.get('problem') or d.get('message') or ''}".rstrip(": "))
+            problem = d.get("problem") or d.get("message")
+            parts.append(f"{d['field']}: {problem}" if problem else str(d["field"]))
         else:
-            parts.append(json.dumps(d) if not isinstance(d, str) else d)
-    return " (" + "; ".join(parts) + ")"
+            parts.append(d if isinstance(d, str) else json.dumps(d))
+    return "; ".join(parts)
 
 
 def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError:
-    """An `EngineError` from an error response: `{"error": {"code", "message", "details"?}}`, else the raw text."""
+    """An `EngineError` from an error answer `{"error": {"code", "message", "details"?, "field"?}}`, else its text.
+
+    The message is the engine's own, with its `details` in place of "see details", or after it.
+    """
     try:
         err = json.loads(body)["error"]
         message, code, details = str(err["message"]), err.get("code"), err.get("details")
     except (ValueError, KeyError, TypeError):
         text = " ".join(body.decode(errors="replace").split())[:300] or fallback
         return EngineError(f"HTTP {status}: {text}", status=status)
+    more = _details(details) or (f"field: {err['field']}" if err.get("field") else "")
+    if more:
+        head, sep, _ = message.rpartition(": see details")
+        message = f"{head}: {more}" if sep else f"{message} ({more})"
     return EngineError(
-        f"HTTP {status}: {message}{_details(details)}",
+        f"HTTP {status}: {message}",
         status=status,
         code=code,
         details=details if isinstance(details, list) else None,
