@@ -43,7 +43,7 @@ from tests.engine import NatsServer
 
 TENANT = "default"
 EVIL = "http://evil.example"
-WAIT_S = 10.0
+WAIT_S = 30.0  # generous: every wait ends as soon as its condition holds
 
 
 @dataclass
@@ -498,3 +498,42 @@ async def test_search_times_out_with_504(start_edge: StartEdge) -> None:
 async def test_health_says_nats_is_connected(edge: Edge) -> None:
     assert await call(edge, "GET", "/health") == (200, {"status": "ok", "nats": "connected"})
     assert await call(edge, "GET", "/ready") == (200, {"status": "ready", "nats": "connected"})
+
+
+# --------------------------------------------------------------------------- lost acknowledgements
+
+
+async def test_lost_ack_of_a_stored_submission_is_still_202(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bus import publish as bus_publish
+    from edge_api.routes import documents
+
+    attempts = []
+
+    async def ack_lost(js: JetStreamContext, out: bus_publish.Outgoing, *, timeout_s: float) -> None:
+        attempts.append(out.msg_id)
+        await bus_publish.publish(js, out, timeout_s=timeout_s)  # stored (deduplicated on retries)...
+        raise TimeoutError  # ...but the acknowledgement never arrives
+
+    monkeypatch.setattr(documents, "publish", ack_lost)
+    status, body = await upload(edge)
+    assert status == 202, body
+    assert len(attempts) == documents.PUBLISH_ATTEMPTS and set(attempts) == {body["doc_id"]}
+    info = await edge.js.stream_info(DOCS_STREAM.name, subjects_filter=Subjects.ingest(TENANT, body["doc_id"]))
+    assert info.state.messages == 1  # the retries were deduplicated
+    msg = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.ingest(TENANT, body["doc_id"]))
+    record = await (await edge.progress()).get(TENANT, body["doc_id"])
+    assert record is not None and record.status == DocumentStatus.QUEUED and record.revision == msg.seq
+
+
+async def test_submission_never_stored_is_503_and_leaves_no_object(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_api.routes import documents
+
+    async def never_stored(*_: object, **__: object) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr(documents, "publish", never_stored)
+    before = await uploads_state(edge)
+    status, body = await upload(edge)
+    err = assert_error(status, body, 503, "backbone_unavailable")
+    assert "nothing was accepted" in err["message"]
+    assert await uploads_state(edge) == before
