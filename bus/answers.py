@@ -112,7 +112,9 @@ class AnswerSequencer:
         return ready
 
 
-_CLAUSE_END = re.compile(r"(?<=[.!?;:])\s+|(?<=\])\s+|\n+")
+# A piece ends after sentence/clause punctuation (unless a citation marker like "[1]" follows, which stays
+# with its sentence), after a citation marker, or at a line break.
+_CLAUSE_END = re.compile(r"(?<=[.!?;:])\s+(?!\[)|(?<=\])\s+|\n+")
 
 
 def stream_pieces(text: str, *, max_chars: int = 160) -> Iterator[str]:

@@ -50,8 +50,9 @@ def test_pieces_are_clauses_and_join_back_exactly() -> None:
     text = "The core runs at 4127 K. [1] Crews inspect it; they log deviations. [2]\nA heading\nShort"
     pieces = list(stream_pieces(text))
     assert "".join(pieces) == text
-    assert pieces[0] == "The core runs at 4127 K. "
-    assert all(len(p.split()) > 1 or p.strip() in ("[1]", "[2]", "Short") for p in pieces)
+    assert pieces[0] == "The core runs at 4127 K. [1] "  # the citation marker stays with its sentence
+    assert pieces[1] == "Crews inspect it; "
+    assert all(len(p.split()) > 1 or p.strip() == "Short" for p in pieces)
     assert len(pieces) < len(text.split())  # not one event per word
     long = "word " * 100
     assert all(len(p) <= 160 for p in stream_pieces(long)) and "".join(stream_pieces(long)) == long

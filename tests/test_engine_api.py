@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 
@@ -11,7 +10,7 @@ import nats
 import pytest
 
 from contracts.messages import DeadLetter, DocumentSubmitted
-from contracts.topology import UPLOADS_BUCKET, Subjects
+from contracts.topology import UPLOADS_BUCKET, Subjects, object_name
 from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
 from tests.factories import (
     FIVE_PAGES,
@@ -49,7 +48,7 @@ async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp
     events = await sse_events(http, engine.url, {"question": question, "top_k": 3})
     kinds = [k for k, _ in events]
     assert kinds[0] == "retrieval" and kinds[-1] == "done"
-    assert kinds.count("token") > 3
+    assert kinds.count("token") >= 1
     answer = "".join(d["text"] for k, d in events if k == "token")
     assert "4127" in answer
     citations = [d for k, d in events if k == "citation"]
@@ -61,22 +60,24 @@ async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp
 
 
 async def test_search_ranks_the_page_with_the_fact_first(engine: Engine, http: aiohttp.ClientSession) -> None:
-    pdf, question, phrase = five_page_pdf_with_fact()
-    status = await ingest(http, engine, pdf, "search.pdf")
-    async with http.post(f"{engine.url}/v1/search", json={"query": question, "top_k": 4}) as resp:
+    phrase = "exactly 5309 litres"
+    pages = [*FIVE_PAGES[:2], f"The Brannock-4 cistern holds {phrase} of rain water.", *FIVE_PAGES[3:]]
+    status = await ingest(http, engine, make_pdf(pages), "search.pdf")
+    async with http.post(f"{engine.url}/v1/search", json={"query": "How much water does the Brannock-4 cistern hold?", "top_k": 4}) as resp:
         assert resp.status == 200
         hits = (await resp.json())["hits"]
     assert 1 <= len(hits) <= 4
-    assert hits[0]["page"] == 3 and phrase in hits[0]["text"]
+    assert hits[0]["page"] == 3 and phrase in hits[0]["text"] and hits[0]["doc_id"] == status["doc_id"]
     assert {"doc_id", "page", "bbox", "score", "text", "modality"} <= hits[0].keys()
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    assert any(h["doc_id"] == status["doc_id"] for h in hits)
 
 
 async def test_cli_ingest_and_ask(engine: Engine, tmp_path) -> None:
-    pdf, question, _ = five_page_pdf_with_fact()
-    path = tmp_path / "cli-reactor.pdf"
-    path.write_bytes(pdf)
+    # A fact no other test of this module ingests: the answer cannot come from another test's document.
+    pages = [*FIVE_PAGES[:2], "The Quillon-9 kiln fires at exactly 1865 degrees Celsius.", *FIVE_PAGES[3:]]
+    question = "At what temperature does the Quillon-9 kiln fire?"
+    path = tmp_path / "cli-kiln.pdf"
+    path.write_bytes(make_pdf(pages))
     ingest = subprocess.run(
         [str(BIN / "mmrag"), "ingest", str(path), "--url", engine.url], capture_output=True, text=True, timeout=180
     )
@@ -87,9 +88,8 @@ async def test_cli_ingest_and_ask(engine: Engine, tmp_path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert ask.returncode == 0, ask.stderr
-    assert "4127" in ask.stdout
-    # The same PDF was ingested by other tests of this module, so [1] may be any copy: all say page 3.
-    assert "[1] " in ask.stdout and "page 3" in ask.stdout
+    assert "1865" in ask.stdout
+    assert f"[1] cli-kiln.pdf page 3 (doc {doc_id})" in ask.stdout
     assert len(doc_id) == 32
 
 
@@ -169,20 +169,25 @@ async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine:
     """What the README shows: put the bytes in the Object Store, publish `DocumentSubmitted` to docs.ingest."""
     async with await nats.connect(engine.nats_url) as nc:
         js = nc.jetstream()
-        dead = await js.pull_subscribe(f"{Subjects.DEADLETTER_PREFIX}.parser", durable=None, stream="DEADLETTER")
+        dead = await js.pull_subscribe(Subjects.deadletter("parser-g1"), durable=None, stream="DEADLETTER")
         # A malformed message straight onto the ingest subject: dead-lettered, nothing else affected.
-        await js.publish(Subjects.DOCS_INGEST, b'{"doc_id": "no good", "hello": 1}')
+        await js.publish(Subjects.ingest("default", "x"), b'{"doc_id": "no good", "hello": 1}')
         letter = DeadLetter.model_validate_json((await dead.fetch(1, timeout=30))[0].data)
-        assert letter.consumer == "parser" and letter.error_type == "ValidationError"
+        assert letter.consumer == "parser-g1" and letter.error_type == "ValidationError"
         assert "hello" in letter.payload_excerpt and "doc_id" in letter.reason
 
         doc_id = uuid.uuid4().hex
         store = await js.object_store(UPLOADS_BUCKET)
-        await store.put(f"external/{doc_id}", make_pdf(["Direct publishing works: the marmot count is 77."]))
+        await store.put(object_name("default", doc_id), make_pdf(["Direct publishing works: the marmot count is 77."]))
         submitted = DocumentSubmitted(
-            doc_id=doc_id, filename="direct.pdf", content_type="application/pdf", object_name=f"external/{doc_id}", size=0
-        )
-        await js.publish(Subjects.DOCS_INGEST, submitted.model_dump_json().encode())
+            doc_id=doc_id, tenant="default", filename="direct.pdf", content_type="application/pdf",
+            object_name=object_name("default", doc_id), size=0,
+        )  # fmt: skip
+        # Another tenant's subject for this payload is refused: dead-lettered, never ingested.
+        await js.publish(Subjects.ingest("other", doc_id), submitted.model_dump_json().encode())
+        letter = DeadLetter.model_validate_json((await dead.fetch(1, timeout=30))[0].data)
+        assert letter.error_type == "RoutingMismatch"
+        await js.publish(Subjects.ingest("default", doc_id), submitted.model_dump_json().encode())
     status = await wait_status(http, engine.url, doc_id, {"indexed", "failed"})
     assert status["status"] == "indexed" and status["filename"] == "direct.pdf"
     events = await sse_events(http, engine.url, {"question": "What is the marmot count?"})
@@ -191,6 +196,16 @@ async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine:
 
 async def test_ask_with_nothing_relevant_still_answers(engine: Engine, http: aiohttp.ClientSession) -> None:
     events = await sse_events(http, engine.url, {"question": "xylophone quantum giraffe", "top_k": 2})
-    assert events[-1][0] == "done"
-    assert json.dumps(events)  # every event carried JSON data
-    assert any(k == "token" for k, _ in events)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds
+    assert len(events[0][1]["hits"]) <= 2
+
+
+async def test_answer_tokens_are_clauses_not_words(engine: Engine, http: aiohttp.ClientSession) -> None:
+    pages = ["The Varnak bridge spans 312 metres. It opened in 1931; engineers still praise its arches."]
+    status = await ingest(http, engine, make_pdf(pages), "bridge.pdf")
+    events = await sse_events(http, engine.url, {"question": "How long is the Varnak bridge and when did it open?"})
+    tokens = [d["text"] for k, d in events if k == "token"]
+    answer = "".join(tokens)
+    assert "312 metres" in answer and status["doc_id"] in {d["doc_id"] for k, d in events if k == "citation"}
+    assert len(tokens) < len(answer.split()) / 2  # pieces of several words, not one event per word
