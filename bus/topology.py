@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
+from bus.migrate import migrate_legacy
 from contracts.topology import (
     PROGRESS_BUCKET,
     STREAMS,
@@ -68,6 +69,7 @@ async def ensure_topology(js: JetStreamContext, generations: Sequence[IndexGener
             if err.err_code != _STREAM_NAME_IN_USE:
                 raise
             await js.update_stream(config)
+    await migrate_legacy(js)
     consumers = all_consumers(tuple(generations))
     for consumer in consumers:
         await ensure_consumer(js, consumer)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import nats
+import nats.js.errors
 import pytest
 from nats.js import api
 
@@ -265,3 +266,31 @@ async def test_agents_rebuild_the_topology_after_a_server_restart(nats_server) -
         assert (await conn.jetstream().consumer_info("QUERIES", "retriever")).config.backoff == [1.0, 2.0]
     finally:
         await conn.close()
+
+
+async def test_submissions_of_mmrag_0_1_are_carried_to_the_new_subjects(nc) -> None:
+    """An upgraded data dir keeps every acknowledged document: legacy `docs.ingest` messages move forward."""
+    from bus.migrate import migrate_legacy
+    from contracts.messages import DocumentSubmitted
+
+    js = nc.jetstream()
+    await ensure_topology(js)
+    legacy = [
+        DocumentSubmitted(doc_id=f"d{i}", filename="a.pdf", content_type="application/pdf",
+                          object_name=f"default/d{i}", size=1).model_dump_json().encode()
+        for i in range(3)
+    ]  # fmt: skip
+    for data in legacy:
+        await js.publish("docs.ingest", data)
+    await js.publish("docs.ingest", b"{garbage")
+    await js.add_consumer("DOCS", durable_name="parser", filter_subject="docs.ingest")
+
+    assert await migrate_legacy(js) == 3
+    assert await migrate_legacy(js) == 0  # idempotent: nothing left to move
+    for i in range(3):
+        moved = await js.get_last_msg("DOCS", Subjects.ingest("default", f"d{i}"))
+        assert moved.data == legacy[i]
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.get_last_msg("DOCS", "docs.ingest")
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.consumer_info("DOCS", "parser")
