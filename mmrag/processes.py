@@ -106,11 +106,11 @@ def wait_for_port(host: str, port: int, *, proc: subprocess.Popen[bytes], what: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StartError(f"{what} {describe_exit(proc.returncode)} before listening on {host}:{port}")
+            raise StartError(f"{what} (pid {proc.pid}) {describe_exit(proc.returncode)} before listening on {host}:{port}")
         if port_in_use(host, port):
             return
         time.sleep(0.05)
-    raise StartTimeout(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+    raise StartTimeout(f"{what} (pid {proc.pid}) did not listen on {host}:{port} within {timeout_s}s")
 
 
 async def wait_listening(
@@ -121,11 +121,11 @@ async def wait_listening(
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
         if proc.poll() is not None:
-            raise StartError(f"{what} {describe_exit(proc.returncode)} before listening on {host}:{port}")
+            raise StartError(f"{what} (pid {proc.pid}) {describe_exit(proc.returncode)} before listening on {host}:{port}")
         if await asyncio.to_thread(port_in_use, host, port):
             return
         await asyncio.sleep(0.05)
-    raise StartTimeout(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+    raise StartTimeout(f"{what} (pid {proc.pid}) did not listen on {host}:{port} within {timeout_s}s")
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -1,0 +1,313 @@
+"""`mmrag up` as a process tree: one engine per data dir (lock), supervised children (restart, reap, give up),
+and the NATS monitoring endpoint. Unit tests use dummy children; the e2e ones a real `mmrag up`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from mmrag.datadir import LOCK_NAME, DataDirInUse, DataDirLock
+from mmrag.processes import free_port, port_in_use
+from mmrag.supervisor import ChildSpec, GaveUp, Supervisor
+from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
+from tests.factories import make_pdf
+
+LISTENER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(600)\n"
+)
+HOLD_LOCK = (
+    "import sys; from pathlib import Path; from mmrag.datadir import DataDirLock\n"
+    "DataDirLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); sys.stdin.read()\n"
+)
+
+
+async def until(cond: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s}s")
+        await asyncio.sleep(every_s)
+
+
+def reaped(pid: int) -> bool:
+    """Gone for good: not running, and not a zombie waiting for its parent to reap it."""
+    return not psutil.pid_exists(pid)
+
+
+@pytest.fixture
+def lock_holder(tmp_path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """Another process that holds the lock of `tmp_path/data` until its stdin closes."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"  # blocks until it holds the lock
+    yield data, proc
+    proc.kill()
+    proc.wait()
+
+
+# --------------------------------------------------------------------------- the data dir lock
+
+
+def test_lock_names_the_holder_and_dies_with_it(lock_holder) -> None:
+    data, holder = lock_holder
+    assert (data / LOCK_NAME).read_text().strip() == str(holder.pid)
+    with pytest.raises(DataDirInUse) as refused:
+        DataDirLock(data).acquire()
+    assert refused.value.pid == holder.pid
+    assert str(data) in str(refused.value) and f"process {holder.pid}" in str(refused.value)
+
+    holder.kill()  # SIGKILL: no clean-up ran, the lock file stays; the kernel drops the lock
+    holder.wait()
+    with DataDirLock(data):
+        assert (data / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(DataDirInUse):
+            DataDirLock(data).acquire()  # a second open file description of this same process is refused too
+    with DataDirLock(data):  # released on exit: taken again
+        pass
+
+
+def test_mmrag_up_refuses_a_locked_data_dir_before_starting_anything(lock_holder) -> None:
+    data, holder = lock_holder
+    nats_port = free_port()
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(BIN / "mmrag"), "up", "--data-dir", str(data), "--port", str(free_port()), "--nats-port", str(nats_port),
+         "--nats-monitor-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert time.monotonic() - started < 30
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert str(data.resolve()) in lines[0] and f"process {holder.pid}" in lines[0]
+    assert "mmrag is up" not in run.stdout
+    assert not (data / "nats").exists() and not port_in_use("127.0.0.1", nats_port)
+    assert holder.poll() is None
+    with pytest.raises(DataDirInUse):  # the holder still holds it
+        DataDirLock(data).acquire()
+
+
+def test_mmrag_up_refuses_a_port_in_use_in_one_line(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [str(BIN / "mmrag"), "up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()),
+             "--nats-port", str(free_port()), "--nats-monitor-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"port {port}" in lines[0] and "--nats-monitor-port" in lines[0]
+    assert DataDirLock(tmp_path / "d").acquire()  # the refused start let go of the lock
+
+
+# --------------------------------------------------------------------------- the supervisor, with dummy children
+
+
+def _deaths(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mmrag.supervisor" and text in r.getMessage()]
+
+
+async def test_supervisor_reaps_reports_and_restarts_a_killed_child(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mmrag.supervisor")
+    port = free_port()
+    sup = Supervisor(backoff_s=0.1)
+    first = (await sup.start(ChildSpec("dummy", [sys.executable, "-c", LISTENER, str(port)], listen=("127.0.0.1", port)))).pid
+    try:
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: reaped(first), 5, "the killed child reaped (no zombie)")
+        await until(lambda: sup.pid("dummy") not in (None, first), 10, "a new child")
+        await until(lambda: port_in_use("127.0.0.1", port), 10, "the new child listening")
+        lines = _deaths(caplog, f"dummy (pid {first})")
+        assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and "restarting it in 0.1s" in lines[0]
+        assert _deaths(caplog, f"dummy restarted (pid {sup.pid('dummy')})")
+    finally:
+        second = sup.pid("dummy")
+        await sup.stop_all()
+    assert second is not None and reaped(second)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and str(second) in r.getMessage()]
+
+
+async def test_supervisor_gives_up_on_a_child_that_keeps_dying(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mmrag.supervisor")
+    sup = Supervisor(max_restarts=3, window_s=60, backoff_s=0.01)
+    await sup.start(ChildSpec("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"]))
+    reason = await asyncio.wait_for(sup.failed(), 20)
+    assert isinstance(reason, GaveUp)
+    assert str(reason) == "crasher died 4 times within 60s; giving up and stopping mmrag"
+    lines = _deaths(caplog, "exited with code 3")
+    assert len(lines) == 4  # one line per death, the last one says it gives up
+    assert "giving up" in lines[-1] and all("restarting it" in line for line in lines[:-1])
+    assert sup.pid("crasher") is None  # not restarted again
+    await sup.stop_all()
+
+
+async def test_supervisor_stop_is_not_a_death(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mmrag.supervisor")
+    sup = Supervisor(backoff_s=0.01)
+    proc = await sup.start(ChildSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]))
+    await sup.stop("sleeper")
+    assert proc.returncode is not None and reaped(proc.pid)
+    assert sup.pid("sleeper") is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --------------------------------------------------------------------------- a real `mmrag up`
+
+
+def _children(engine: Engine) -> list[psutil.Process]:
+    assert engine.proc is not None
+    return psutil.Process(engine.proc.pid).children()
+
+
+def _nats_pid(engine: Engine) -> int | None:
+    return next((p.pid for p in _children(engine) if p.name() == "nats-server"), None)
+
+
+def _edge_pid(engine: Engine) -> int | None:
+    return next((p.pid for p in _children(engine) if "edge_api" in p.cmdline()), None)
+
+
+def _log_since(engine: Engine, offset: int) -> str:
+    return engine.log_path.read_bytes()[offset:].decode(errors="replace")
+
+
+@pytest.mark.e2e
+async def test_up_line_and_nats_monitoring(engine: Engine, http: aiohttp.ClientSession) -> None:
+    line = next(ln for ln in engine.log_path.read_text().splitlines() if "mmrag is up" in ln)
+    assert f"{engine.url}  NATS {engine.nats_url} (monitoring {engine.monitor_url})" in line
+    async with http.get(f"{engine.monitor_url}/varz") as resp:
+        assert resp.status == 200
+        varz = await resp.json(content_type=None)
+    assert varz["port"] == engine.nats_port and varz["jetstream"]["config"]["store_dir"].startswith(str(engine.data_dir))
+    async with http.get(f"{engine.monitor_url}/jsz?consumers=true") as resp:
+        assert resp.status == 200 and (await resp.json(content_type=None))["streams"] > 0
+
+
+@pytest.mark.e2e
+async def test_second_engine_on_the_same_data_dir_is_refused(engine: Engine, http: aiohttp.ClientSession) -> None:
+    assert (engine.data_dir / LOCK_NAME).read_text().strip() == str(engine.proc.pid)
+    started = time.monotonic()
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "mmrag"), "up", "--data-dir", str(engine.data_dir), "--port", str(free_port()),
+         "--nats-port", str(free_port()), "--nats-monitor-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1 and time.monotonic() - started < 30
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert str(engine.data_dir.resolve()) in lines[0] and f"process {engine.proc.pid}" in lines[0]
+    # The first engine keeps working.
+    resp = await upload_bytes(http, engine.url, b"The second engine was refused; the ibex count is 31.", "ibex.txt", "text/plain")
+    assert resp.status == 202
+    status = await wait_status(http, engine.url, (await resp.json())["doc_id"], {"indexed", "failed"})
+    assert status["status"] == "indexed", status
+
+
+@pytest.mark.e2e
+async def test_killed_nats_server_is_restarted_and_the_engine_recovers(engine: Engine, http: aiohttp.ClientSession) -> None:
+    pid = _nats_pid(engine)
+    assert pid is not None
+    offset = engine.log_path.stat().st_size
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: reaped(pid), 5, "the killed nats-server reaped (no zombie)")
+    await until(lambda: _nats_pid(engine) not in (None, pid), 20, "a new nats-server")
+
+    deadline = time.monotonic() + 20
+    while True:  # the edge API and the agents reconnect by themselves
+        resp = await upload_bytes(http, engine.url, make_pdf(["After the restart the lynx count is 58."]), "lynx.pdf")
+        if resp.status == 202 or time.monotonic() > deadline:
+            break
+        assert resp.status == 503, await resp.text()
+        await asyncio.sleep(0.2)
+    assert resp.status == 202, f"upload not accepted 20 s after the restart: {resp.status}\n{engine.log_tail()}"
+    doc_id = (await resp.json())["doc_id"]
+    assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
+    events = await sse_events(http, engine.url, {"question": "What is the lynx count?", "top_k": 3})
+    assert events[-1][0] == "done" and any(k == "citation" and d["doc_id"] == doc_id for k, d in events)
+    async with http.get(f"{engine.monitor_url}/varz") as mon:
+        assert mon.status == 200  # monitoring came back on its port too
+
+    log = _log_since(engine, offset)
+    deaths = [line for line in log.splitlines() if f"nats-server (pid {pid})" in line]
+    assert len(deaths) == 1 and "was killed by SIGKILL" in deaths[0], log
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.e2e
+async def test_killed_edge_api_is_restarted(engine: Engine, http: aiohttp.ClientSession) -> None:
+    pid = _edge_pid(engine)
+    assert pid is not None
+    offset = engine.log_path.stat().st_size
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: reaped(pid), 5, "the killed edge API reaped (no zombie)")
+
+    async def healthy() -> bool:
+        try:
+            async with http.get(f"{engine.url}/health") as resp:
+                return resp.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while not await healthy():
+        assert time.monotonic() < deadline, f"/health not back within 20 s\n{engine.log_tail()}"
+        await asyncio.sleep(0.2)
+    assert _edge_pid(engine) not in (None, pid)
+    async with http.get(f"{engine.url}/ready") as resp:
+        assert resp.status in (200, 503)  # answering; NATS may still be connecting
+    log = _log_since(engine, offset)
+    deaths = [line for line in log.splitlines() if f"edge API (pid {pid})" in line]
+    assert len(deaths) == 1 and "was killed by SIGKILL" in deaths[0], log
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.e2e
+async def test_nats_server_that_keeps_dying_stops_the_engine_non_zero(tmp_path) -> None:
+    engine = Engine(tmp_path / "data", tmp_path / "engine.log").start()
+    try:
+        edge = _edge_pid(engine)
+        killed: list[int] = []
+        deadline = time.monotonic() + 120
+        while engine.proc.poll() is None:  # kill every nats-server the supervisor starts, until it gives up
+            assert time.monotonic() < deadline, f"mmrag up did not give up\n{engine.log_tail()}"
+            pid = _nats_pid(engine) if engine.proc.poll() is None else None
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            await asyncio.sleep(0.05)
+        assert engine.proc.wait() == 1
+        assert len(killed) == 6  # 5 restarts allowed within 60 s; the 6th death stops the engine
+        log = engine.log_path.read_text()
+        assert "error: mmrag up: nats-server died 6 times within 60s; giving up and stopping mmrag" in log
+        for pid in killed:
+            assert len([line for line in log.splitlines() if f"nats-server (pid {pid})" in line]) == 1
+        assert "Traceback" not in log, log
+        assert edge is not None and reaped(edge)  # the edge API was stopped with it
+        for port in (engine.port, engine.nats_port, engine.nats_monitor_port):
+            assert not port_in_use("127.0.0.1", port)
+        with DataDirLock(engine.data_dir):  # and the data dir is free for the next start
+            pass
+    finally:
+        engine.stop()
