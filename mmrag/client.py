@@ -42,8 +42,12 @@ class EngineUnreachable(EngineError):
 
 
 def client(base_url: str, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` for the engine at `base_url` (use it with `async with`)."""
-    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+    """An `httpx.AsyncClient` for the engine at `base_url` (use it with `async with`).
+
+    `trust_env=False`, like the aiohttp client it replaces: an HTTP(S)_PROXY of the shell must not send
+    requests for a local engine through a proxy.
+    """
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, trust_env=False)
 
 
 def _details(details: object) -> str:
