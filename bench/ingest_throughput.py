@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.embedding import TextEmbedder  # noqa: E402
 from agents.indexer import to_point  # noqa: E402
 from agents.parser import chunk_blocks, extract_pdf  # noqa: E402
-from agents.vectorstore import EdgeShardStore  # noqa: E402
+from agents.vectorstore import CollectionSchema, EdgeShardStore  # noqa: E402
 from contracts.messages import EmbeddedChunk  # noqa: E402
 from tests.engine import Engine, upload_bytes  # noqa: E402
 from tests.factories import synthetic_pdf  # noqa: E402
@@ -34,7 +34,7 @@ def in_process(pdfs: list[bytes], workdir: Path, *, batch: int = 64) -> float:
     """Seconds to parse, chunk, embed and durably index every PDF in this process."""
     embedder = TextEmbedder()  # loaded before the clock starts, as the engine's is
     store = EdgeShardStore(workdir / "inproc")
-    store.ensure_collection(embedder.dim)
+    store.create_collection("bench", CollectionSchema(text_dim=embedder.dim))
     start = time.perf_counter()
     for n, pdf in enumerate(pdfs):
         _, blocks = extract_pdf(pdf)
@@ -42,7 +42,8 @@ def in_process(pdfs: list[bytes], workdir: Path, *, batch: int = 64) -> float:
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
             vectors = embedder.embed([c.text for c in part])
-            store.upsert([to_point("bench", EmbeddedChunk(**c.model_dump(), vector=v)) for c, v in zip(part, vectors, strict=True)])
+            points = [to_point("bench", 1, EmbeddedChunk(**c.model_dump(), vector=v)) for c, v in zip(part, vectors, strict=True)]
+            store.upsert("bench", points)
     elapsed = time.perf_counter() - start
     store.close()
     return elapsed
