@@ -264,6 +264,13 @@ class QueryRequest(Message):
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
 
+    @field_validator("query")
+    @classmethod
+    def _a_real_question(cls, query: str) -> str:
+        if "\x00" in query or not any(ch.isalnum() for ch in query):
+            raise ValueError("query must contain a letter or digit and no NUL character")
+        return query
+
 
 class RerankRequest(Message):
     """`query.rerank`: the retriever's candidates (more than top_k) for the reranker to order."""

@@ -165,3 +165,9 @@ def test_exported_schemas_in_docs_are_current() -> None:
     assert {p.name for p in folder.glob("*.json")} == set(schemas), "run `make schemas`"
     for name, schema in schemas.items():
         assert (folder / name).read_text() == render(schema), f"docs/schemas/{name} is stale: run `make schemas`"
+
+
+@pytest.mark.parametrize("query", ["   ", "\x00", "what\x00", "?!"])
+def test_a_query_without_words_is_rejected(query: str) -> None:
+    with pytest.raises(ValidationError, match="letter or digit"):
+        m.QueryRequest(request_id="r", tenant="t", query=query)

@@ -192,9 +192,16 @@ class PullWorker(Generic[T]):
         log.error("%s: dead-lettering message: %s", self._agent, reason)
         if not await self._dead_letter(delivery.msg, reason, type(err).__name__):
             return  # not recorded: leave it unacked, it comes back and we try again
+        # What users see (a document's error, an SSE error): our own PermanentError messages are written for
+        # them; an unexpected exception may carry internals (engine paths...), so it stays in logs and the
+        # dead letter only.
+        public = reason if permanent else (
+            f"gave up after {delivery.num_delivered} attempts; the cause is in the {self._agent} log and in the "
+            f"dead letter on {Subjects.deadletter(self.consumer.durable)}"
+        )  # fmt: skip
         if self._on_give_up is not None:
             try:
-                await self._on_give_up(delivery, reason)
+                await self._on_give_up(delivery, public)
             except Exception:  # noqa: BLE001 - the dead letter is recorded; a failing hook must not loop
                 log.exception("%s: on_give_up hook failed", self._agent)
         await self._settle(delivery.msg, "term")
