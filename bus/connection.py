@@ -48,8 +48,11 @@ async def connect(
     """
 
     throttled = _ThrottledErrors(name)
+    client: list[NATS] = []  # set once connected, so the callbacks can tell a shutdown from an outage
 
     async def disconnected() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own drain/close: not news
         log.warning("%s: disconnected from NATS; reconnecting", name)
 
     async def reconnected() -> None:
@@ -67,7 +70,7 @@ async def connect(
         reraise=True,
     ):
         with attempt:
-            return await nats.connect(
+            nc = await nats.connect(
                 servers=url.split(","),
                 name=name,
                 max_reconnect_attempts=-1,
@@ -78,4 +81,6 @@ async def connect(
                 disconnected_cb=disconnected,
                 error_cb=throttled.log,
             )
+            client.append(nc)
+            return nc
     raise AssertionError("unreachable")
