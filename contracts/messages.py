@@ -24,8 +24,12 @@ Tenant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
 BBox = tuple[float, float, float, float]
 
-SUPPORTED_CONTENT_TYPES = ("application/pdf", "text/plain", "text/markdown")
-ContentType = Literal["application/pdf", "text/plain", "text/markdown"]
+SUPPORTED_CONTENT_TYPES = (
+    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+)  # fmt: skip
+ContentType = Literal[
+    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff"
+]
 # What kind of content a chunk (and so a search hit) is.
 Modality = Literal["text", "table", "image"]
 
@@ -86,8 +90,35 @@ class DocumentDeleted(Message):
         return (self.tenant, self.doc_id)
 
 
+class TableData(BaseModel):
+    """The structured cells of a table chunk (the chunk's text is their markdown)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table_id: str = Field(description="the table this chunk belongs to")
+    group_id: str = Field(description="same for every part of a table that spans pages")
+    header: list[str] = Field(default_factory=list)
+    rows: list[list[str]] = Field(description="the rows in this chunk; a row is never split across chunks")
+
+
+class ImageRef(BaseModel):
+    """An image kept in the uploads Object Store: what an image chunk (and its search hit) points at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object_name: str = Field(min_length=1, max_length=255)
+    mime: str
+    width: int = Field(ge=1, description="intrinsic pixels")
+    height: int = Field(ge=1)
+    caption: str | None = None
+
+
 class Chunk(BaseModel):
-    """One retrievable unit. Never spans two pages; knows its neighbours for context expansion."""
+    """One retrievable unit. Never spans two pages; knows its neighbours for context expansion.
+
+    `text` is what a user reads (and what is quoted); `headings` is the section path it sits under, which
+    is embedded with it (`embed_text`) so "Installation > Requirements" content matches questions about it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,8 +131,16 @@ class Chunk(BaseModel):
     bbox: BBox | None = Field(default=None, description="region on the page, None for plain text")
     modality: Modality = "text"
     text: str = Field(min_length=1)
+    headings: list[str] = Field(default_factory=list)
+    source: Literal["text", "ocr"] = Field(default="text", description="text layer, or OCR of a scan/image")
+    table: TableData | None = None
+    image: ImageRef | None = None
     prev_chunk_id: str | None = None
     next_chunk_id: str | None = None
+
+    @property
+    def embed_text(self) -> str:
+        return " > ".join(self.headings) + "\n\n" + self.text if self.headings else self.text
 
     @field_validator("bbox")
     @classmethod
@@ -113,7 +152,8 @@ class Chunk(BaseModel):
 
 class ChunksParsed(Message):
     """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
-    into bounded batches). `revision` says which submission of the document produced it."""
+    into bounded batches, published as parsing goes). `revision` says which submission produced it; how many
+    batches the document has is recorded in its progress once parsing ends."""
 
     schema_version: Literal[2] = 2
     doc_id: Identifier
@@ -121,17 +161,37 @@ class ChunksParsed(Message):
     generation: int = Field(ge=1)
     revision: int = Field(ge=1, description="stream sequence of the docs.ingest message that was parsed")
     batch_index: int = Field(ge=0)
-    batch_count: int = Field(ge=1)
     chunks: list[Chunk] = Field(min_length=1)
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
 
-    @model_validator(mode="after")
-    def _batch_in_range(self) -> ChunksParsed:
-        if self.batch_index >= self.batch_count:
-            raise ValueError(f"batch_index {self.batch_index} must be < batch_count {self.batch_count}")
-        return self
+
+class OcrRequest(Message):
+    """`chunks.ocr.g<gen>.<lane>.<tenant>`: one scanned page or one embedded/uploaded image to read.
+
+    OCR is heavy, so it has its own subject and agent: it scales apart and never holds back text parsing.
+    The OCR agent publishes what it reads as batch `batch_index` of the document (possibly empty).
+    """
+
+    schema_version: Literal[1] = 1
+    doc_id: Identifier
+    tenant: Tenant
+    generation: int = Field(ge=1)
+    revision: int = Field(ge=1)
+    batch_index: int = Field(ge=0)
+    first_index: int = Field(ge=0, description="chunk index of the first chunk read here")
+    filename: str
+    kind: Literal["page", "image"]
+    page: int = Field(ge=1)
+    object_name: str = Field(min_length=1, max_length=255, description="the raster in the uploads bucket")
+    bbox: BBox = Field(description="where the raster lies on the page, in PDF points")
+    headings: list[str] = Field(default_factory=list)
+    image: ImageRef | None = Field(default=None, description="for kind 'image': the image the chunk is about")
+    nearby_text: str | None = None
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant,)
 
 
 class EmbeddedChunk(Chunk):
@@ -148,7 +208,6 @@ class ChunksEmbedded(Message):
     generation: int = Field(ge=1)
     revision: int = Field(ge=1)
     batch_index: int = Field(ge=0)
-    batch_count: int = Field(ge=1)
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
     chunks: list[EmbeddedChunk] = Field(min_length=1)
@@ -170,9 +229,11 @@ class DocumentStatus(StrEnum):
 class DocumentProgress(Message):
     """Value of a document's key in the progress KV bucket, and the payload of `docs.indexed`.
 
-    Batches, not counters, are recorded, so a redelivered batch is never counted twice. `revision` is the
-    stream sequence of the latest docs.ingest / docs.delete message applied to the document: work for an
-    older revision is stale and is dropped.
+    Batches, not counters, are recorded, so a redelivered batch is never counted twice: `batch_chunks` maps
+    each batch known so far to its number of chunks (text batches as the parser publishes them, OCR batches
+    when they are read), `batches_total` is known when parsing ends, and the document is `indexed` when every
+    batch is. `revision` is the stream sequence of the latest docs.ingest / docs.delete message applied to
+    the document: work for an older revision is stale and is dropped.
     """
 
     schema_version: Literal[2] = 2
@@ -183,44 +244,60 @@ class DocumentProgress(Message):
     filename: str | None = None
     status: DocumentStatus
     pages: int | None = None
-    chunks_total: int | None = None
+    pages_parsed: int = 0
+    chunks_total: int | None = Field(default=None, description="known once every batch's size is known")
     batches_total: int | None = None
+    batch_chunks: dict[int, int] = Field(default_factory=dict)
     batches_indexed: list[int] = Field(default_factory=list)
     chunks_indexed: int = 0
     error: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
-    def _derived_status(self, batches_indexed: list[int], batches_total: int | None) -> DocumentStatus:
-        if self.status in (DocumentStatus.FAILED, DocumentStatus.DELETED):
-            return self.status
-        if batches_total is not None and len(batches_indexed) >= batches_total:
-            return DocumentStatus.INDEXED
-        return DocumentStatus.INDEXING if batches_indexed else DocumentStatus.EMBEDDING
+    @property
+    def finished(self) -> bool:
+        return self.status in (DocumentStatus.FAILED, DocumentStatus.DELETED, DocumentStatus.INDEXED)
 
-    def with_plan(self, *, pages: int, chunks_total: int, batches_total: int) -> DocumentProgress:
-        """The progress once the parser knows how many chunks and batches the document has."""
-        return self.model_copy(
-            update={
-                "pages": pages,
-                "chunks_total": chunks_total,
-                "batches_total": batches_total,
-                "status": self._derived_status(self.batches_indexed, batches_total),
-                "updated_at": utcnow(),
-            }
-        )
+    def _derived(self, **update: object) -> DocumentProgress:
+        new = self.model_copy(update={**update, "updated_at": utcnow()})
+        if new.status in (DocumentStatus.FAILED, DocumentStatus.DELETED):
+            return new
+        known = new.batches_total is not None and len(new.batch_chunks) >= new.batches_total
+        chunks_total = sum(new.batch_chunks.values()) if known else None
+        if new.batches_total is not None and len(new.batches_indexed) >= new.batches_total:
+            if chunks_total == 0:  # e.g. a scan of blank pages, or a drawing OCR found no words in
+                return new.model_copy(update={"status": DocumentStatus.FAILED, "chunks_total": 0, "error": (
+                    "no extractable text: no page has a text layer and OCR found nothing readable"
+                )})  # fmt: skip
+            status = DocumentStatus.INDEXED
+        elif new.batches_indexed:
+            status = DocumentStatus.INDEXING
+        elif new.batch_chunks:
+            status = DocumentStatus.EMBEDDING
+        else:
+            status = new.status
+        return new.model_copy(update={"status": status, "chunks_total": chunks_total})
+
+    def with_pages(self, *, pages: int, pages_parsed: int) -> DocumentProgress:
+        return self._derived(pages=pages, pages_parsed=max(pages_parsed, self.pages_parsed))
+
+    def with_batches(self, counts: dict[int, int], *, batches_total: int | None = None) -> DocumentProgress:
+        """Record the sizes of batches now known (idempotent), and the number of batches once parsing ended."""
+        if self.finished:
+            return self
+        merged = {**self.batch_chunks, **counts}
+        total = batches_total if batches_total is not None else self.batches_total
+        if merged == self.batch_chunks and total == self.batches_total:
+            return self
+        return self._derived(batch_chunks=merged, batches_total=total)
 
     def with_indexed_batch(self, batch_index: int, n_chunks: int) -> DocumentProgress:
         """The progress after one more batch is durably indexed (idempotent per batch)."""
         if batch_index in self.batches_indexed or self.status in (DocumentStatus.FAILED, DocumentStatus.DELETED):
             return self
-        batches = sorted([*self.batches_indexed, batch_index])
-        return self.model_copy(
-            update={
-                "batches_indexed": batches,
-                "chunks_indexed": self.chunks_indexed + n_chunks,
-                "status": self._derived_status(batches, self.batches_total),
-                "updated_at": utcnow(),
-            }
+        return self._derived(
+            batches_indexed=sorted([*self.batches_indexed, batch_index]),
+            batch_chunks={**self.batch_chunks, batch_index: n_chunks},
+            chunks_indexed=self.chunks_indexed + n_chunks,
         )
 
 
@@ -240,6 +317,8 @@ class Hit(BaseModel):
     modality: Modality = "text"
     text: str
     score: float
+    headings: list[str] = Field(default_factory=list)
+    image: ImageRef | None = Field(default=None, description="the image an image hit is about")
 
 
 class QueryMode(StrEnum):
@@ -389,6 +468,9 @@ __all__ = [
     "ErrorEvent",
     "GenerateRequest",
     "Hit",
+    "ImageRef",
+    "OcrRequest",
+    "TableData",
     "Message",
     "Modality",
     "QueryMode",

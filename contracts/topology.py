@@ -12,6 +12,7 @@ replays can be scoped to one tenant; ingest subjects also name their index gener
 | ``docs.delete.<tenant>.<doc_id>`` | `DocumentDeleted` (a tombstone: replays see it too) |
 | ``docs.indexed.g<gen>.<tenant>`` | `DocumentProgress` when a document is fully indexed |
 | ``chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`` | `ChunksParsed` |
+| ``chunks.ocr.g<gen>.<lane>.<tenant>`` | `OcrRequest` (a scanned page or an image to read) |
 | ``chunks.embedded.g<gen>.<tenant>`` | `ChunksEmbedded` |
 | ``query.retrieve.<tenant>`` / ``query.rerank.<tenant>`` / ``query.generate.<tenant>`` | query requests |
 | ``answer.<tenant>.<request_id>`` (core NATS) | answer events; a function of the request, never a free field |
@@ -78,6 +79,7 @@ class Subjects:
     DOCS_DELETE = "docs.delete"
     DOCS_INDEXED = "docs.indexed"
     CHUNKS_PARSED = "chunks.parsed"
+    CHUNKS_OCR = "chunks.ocr"
     CHUNKS_EMBEDDED = "chunks.embedded"
     QUERY_RETRIEVE = "query.retrieve"
     QUERY_RERANK = "query.rerank"
@@ -103,6 +105,10 @@ class Subjects:
         return f"{Subjects.CHUNKS_PARSED}.{gen.token}.{modality}.{lane}.{tenant}"
 
     @staticmethod
+    def ocr(gen: IndexGeneration, lane: str, tenant: str) -> str:
+        return f"{Subjects.CHUNKS_OCR}.{gen.token}.{lane}.{tenant}"
+
+    @staticmethod
     def embedded(gen: IndexGeneration, tenant: str) -> str:
         return f"{Subjects.CHUNKS_EMBEDDED}.{gen.token}.{tenant}"
 
@@ -126,6 +132,7 @@ SUBJECT_MODELS: dict[str, type[BaseModel]] = {
     Subjects.DOCS_DELETE: m.DocumentDeleted,
     Subjects.DOCS_INDEXED: m.DocumentProgress,
     Subjects.CHUNKS_PARSED: m.ChunksParsed,
+    Subjects.CHUNKS_OCR: m.OcrRequest,
     Subjects.CHUNKS_EMBEDDED: m.ChunksEmbedded,
     Subjects.QUERY_RETRIEVE: m.QueryRequest,
     Subjects.QUERY_RERANK: m.RerankRequest,
@@ -221,6 +228,14 @@ def ingest_consumers(gen: IndexGeneration) -> dict[str, ConsumerDef]:
             stream="CHUNKS",
             durable=gen.durable(f"embedder-text-{lane}"),
             filter_subject=Subjects.parsed(gen, "text", lane, "*"),
+        )
+        # OCR takes seconds a page: fewer in flight per replica, and a longer first ack wait.
+        consumers[f"ocr-{lane}"] = ConsumerDef(
+            stream="CHUNKS",
+            durable=gen.durable(f"ocr-{lane}"),
+            filter_subject=Subjects.ocr(gen, lane, "*"),
+            max_ack_pending=64,
+            backoff_s=(15.0, 30.0, 60.0, 60.0),
         )
     return consumers
 

@@ -6,6 +6,24 @@ import codecs
 from pathlib import PurePath
 
 TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
+IMAGE_SUFFIXES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}  # fmt: skip
+ACCEPTED = "upload a PDF, an image (PNG, JPEG, WebP, TIFF), a .txt or a .md file"
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The image content type the magic bytes say, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return None
 
 
 class UnsupportedFile(Exception):
@@ -15,13 +33,20 @@ class UnsupportedFile(Exception):
 def detect_content_type(filename: str, declared: str | None, head: bytes) -> str:
     """The contract content type of an upload whose first bytes are `head` (at least a few KiB if available).
 
-    Raises `UnsupportedFile` with a message for the user when the bytes are not a PDF or UTF-8 text.
+    Raises `UnsupportedFile` with a message for the user when the bytes are not a PDF, a supported image or
+    UTF-8 text.
     """
     suffix = PurePath(filename).suffix.lower()
     if head.startswith(b"%PDF-"):
         return "application/pdf"
     if suffix == ".pdf" or declared == "application/pdf":
         raise UnsupportedFile(f"{filename!r} is not a PDF: its content does not start with '%PDF-'")
+    if (image := sniff_image(head)) is not None:
+        return image
+    if suffix in IMAGE_SUFFIXES or (declared or "").startswith("image/"):
+        raise UnsupportedFile(
+            f"{filename!r} is not a PNG, JPEG, WebP or TIFF image (by its content, whatever its name says); {ACCEPTED}"
+        )
     text_type = TEXT_SUFFIXES.get(suffix) or (
         "text/markdown"
         if declared == "text/markdown"
@@ -31,8 +56,7 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
     )
     if text_type is None:
         raise UnsupportedFile(
-            f"unsupported file type for {filename!r} ({declared or 'no content type'}): "
-            "upload a PDF, a .txt or a .md file"
+            f"unsupported file type for {filename!r} ({declared or 'no content type'}): {ACCEPTED}"
         )
     try:
         # Incremental decoder: a multi-byte character cut at the end of `head` is not an error.

@@ -81,7 +81,9 @@ def up(
 
 @app.command()
 def agent(
-    names: Annotated[list[str], typer.Argument(help="one or more of: parser embedder indexer retriever reranker generator")],
+    names: Annotated[
+        list[str], typer.Argument(help="one or more of: parser ocr embedder indexer retriever reranker generator")
+    ],
     verbose: bool = False,
 ) -> None:
     """Run agents against NATS_URL (one Deployment per agent on Kubernetes)."""
@@ -103,7 +105,29 @@ def agent(
             loop.add_signal_handler(sig, stop.set)
         await run_agents(agent_types(names), AgentSettings(), stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OSError, ValueError, RuntimeError) as e:  # e.g. NATS unreachable, settings over max_payload
+        _fail(f"mmrag agent {' '.join(names)}: {e}")
+
+
+@app.command()
+def models() -> None:
+    """Prepare the models offline: export and cache the ONNX text embedder, load the OCR models once.
+
+    `make install` runs it, so no engine start waits for an export; safe to run again (it reuses the cache).
+    """
+    from agents.parser.ocr import DEFAULT_OCR, _engine
+    from agents.runtime.resources import text_embedder
+    from agents.settings import AgentSettings
+
+    _logging(False)
+    embedder = text_embedder(AgentSettings())
+    files = getattr(embedder, "onnx_files", None)
+    where = f" ({files.directory})" if files is not None else ""
+    print(f"text embedder: {embedder.name}, {embedder.dim}-d, backend {embedder.backend}{where}")
+    _engine(DEFAULT_OCR)
+    print("OCR: PP-OCR models from the rapidocr wheel loaded")
 
 
 @app.command()

@@ -6,12 +6,14 @@ from agents.embedder import EmbedderAgent
 from agents.generator import GeneratorAgent
 from agents.indexer import IndexerAgent
 from agents.parser.agent import ParserAgent
+from agents.parser.ocr_agent import OcrAgent
 from agents.reranker import RerankerAgent
 from agents.retriever import RetrieverAgent
 from agents.runtime.agent import ConsumerAgent
 
 AGENTS: dict[str, type[ConsumerAgent]] = {
     "parser": ParserAgent,
+    "ocr": OcrAgent,
     "embedder": EmbedderAgent,
     "indexer": IndexerAgent,
     "retriever": RetrieverAgent,

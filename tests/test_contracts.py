@@ -33,9 +33,14 @@ EXAMPLES: list[BaseModel] = [
         doc_id="d1", tenant="t", filename="a.pdf", content_type="application/pdf", object_name="t/d1", size=10
     ),
     m.DocumentDeleted(doc_id="d1", tenant="t"),
-    m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=7, batch_index=0, batch_count=2, chunks=[CHUNK]),
+    m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=7, batch_index=0, chunks=[CHUNK]),
+    m.OcrRequest(
+        doc_id="d1", tenant="t", generation=1, revision=7, batch_index=3, first_index=1000, filename="a.pdf",
+        kind="image", page=2, object_name="t/d1/images/abc", bbox=(0, 0, 10, 10),
+        image=m.ImageRef(object_name="t/d1/images/abc", mime="image/png", width=10, height=10, caption="Fig. 1"),
+    ),
     m.ChunksEmbedded(
-        doc_id="d1", tenant="t", generation=1, revision=7, batch_index=1, batch_count=2, model="mini",
+        doc_id="d1", tenant="t", generation=1, revision=7, batch_index=1, model="mini",
         embedded_by="r-1", chunks=[m.EmbeddedChunk(**CHUNK.model_dump(), vector=[0.1, 0.2])],
     ),  # fmt: skip
     m.DocumentProgress(
@@ -98,8 +103,8 @@ def test_malformed_submissions_name_the_problem(payload: bytes, field: str) -> N
 def test_invariants_are_validated() -> None:
     with pytest.raises(ValidationError, match="bbox"):
         CHUNK.model_validate({**CHUNK.model_dump(), "bbox": (10, 0, 5, 5)})
-    with pytest.raises(ValidationError, match="batch_index 2 must be < batch_count 2"):
-        m.ChunksParsed(doc_id="d", tenant="t", generation=1, revision=1, batch_index=2, batch_count=2, chunks=[CHUNK])
+    with pytest.raises(ValidationError, match="chunks"):
+        m.ChunksParsed(doc_id="d", tenant="t", generation=1, revision=1, batch_index=2, chunks=[])
     with pytest.raises(ValidationError, match="page"):
         m.Hit.model_validate({**HIT.model_dump(), "page": 0})
     with pytest.raises(ValidationError, match="top_k"):
@@ -108,15 +113,17 @@ def test_invariants_are_validated() -> None:
 
 def test_progress_counts_each_batch_once() -> None:
     p = m.DocumentProgress(doc_id="d", tenant="t", generation=1, revision=3, status=m.DocumentStatus.PARSING)
-    p = p.with_plan(pages=2, chunks_total=5, batches_total=2)
-    assert p.status is m.DocumentStatus.EMBEDDING
-    p = p.with_indexed_batch(1, 2)
-    assert (p.status, p.chunks_indexed) == (m.DocumentStatus.INDEXING, 2)
-    assert p.with_indexed_batch(1, 2) is p  # a redelivered batch changes nothing
+    p = p.with_batches({0: 3})  # published while parsing: the total is not known yet
+    assert p.status is m.DocumentStatus.EMBEDDING and p.chunks_total is None
     p = p.with_indexed_batch(0, 3)
-    assert (p.status, p.chunks_indexed, p.batches_indexed) == (m.DocumentStatus.INDEXED, 5, [0, 1])
+    assert (p.status, p.chunks_indexed) == (m.DocumentStatus.INDEXING, 3)
+    assert p.with_indexed_batch(0, 3) is p  # a redelivered batch changes nothing
+    p = p.with_batches({1: 2}, batches_total=3)  # parsing ended: batch 2 (an OCR page) is not read yet
+    assert p.status is m.DocumentStatus.INDEXING and p.chunks_total is None
+    p = p.with_indexed_batch(2, 0).with_indexed_batch(1, 2)  # an empty OCR batch counts as indexed
+    assert (p.status, p.chunks_indexed, p.chunks_total, p.batches_indexed) == (m.DocumentStatus.INDEXED, 5, 5, [0, 1, 2])
     failed = p.model_copy(update={"status": m.DocumentStatus.FAILED})
-    assert failed.with_plan(pages=1, chunks_total=1, batches_total=1).status is m.DocumentStatus.FAILED
+    assert failed.with_batches({7: 1}, batches_total=8).status is m.DocumentStatus.FAILED
 
 
 def test_every_subject_has_a_stream_and_every_consumer_a_stream_subject() -> None:

@@ -105,10 +105,13 @@ async def test_markdown_upload_is_indexed(engine: Engine, http: aiohttp.ClientSe
 # --------------------------------------------------------------------------- bad input
 
 
-async def test_not_a_pdf_is_415(engine: Engine, http: aiohttp.ClientSession) -> None:
-    resp = await upload_bytes(http, engine.url, b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "photo.png", "image/png")
+async def test_unsupported_or_mislabelled_files_are_415(engine: Engine, http: aiohttp.ClientSession) -> None:
+    resp = await upload_bytes(http, engine.url, b"GIF89a" + b"\x00" * 100, "anim.gif", "image/gif")
     assert resp.status == 415
-    assert "upload a PDF" in (await resp.json())["error"]["message"]
+    assert "upload a PDF, an image" in (await resp.json())["error"]["message"]
+    resp = await upload_bytes(http, engine.url, b"hello, I am plain text", "photo.png", "image/png")
+    assert resp.status == 415
+    assert "not a PNG, JPEG, WebP or TIFF image" in (await resp.json())["error"]["message"]
     resp = await upload_bytes(http, engine.url, b"hello, I am plain text", "fake.pdf")
     assert resp.status == 415
     assert "not a PDF" in (await resp.json())["error"]["message"]

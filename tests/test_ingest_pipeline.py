@@ -32,7 +32,18 @@ from contracts.messages import (
 )
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import BIN, NatsServer
-from tests.factories import make_pdf, synthetic_pdf
+from tests.factories import (
+    FIGURE_2,
+    SCAN_SENTENCES,
+    SCREENSHOT_LABEL,
+    make_figures_pdf,
+    make_pdf,
+    make_scanned_pdf,
+    make_screenshot_pdf,
+    make_table_pdf,
+    render_text_image,
+    synthetic_pdf,
+)
 
 pytestmark = pytest.mark.e2e
 TENANT = "acme"
@@ -46,10 +57,10 @@ def agents(tmp_path_factory) -> Iterator[NatsServer]:
     log = root / "agents.log"
     env = {
         **os.environ, "HF_HUB_OFFLINE": "1", "NATS_URL": server.url, "MMRAG_DATA_DIR": str(root / "data"),
-        "MMRAG_CHUNK_MAX_CHARS": "300", "MMRAG_INTERACTIVE_MAX_CHUNKS": "40",
+        "MMRAG_CHUNK_MAX_CHARS": "300", "MMRAG_INTERACTIVE_MAX_PAGES": "5",
     }  # fmt: skip
     proc = subprocess.Popen(
-        [str(BIN / "mmrag"), "agent", "parser", "embedder", "indexer", "retriever", "reranker", "generator"],
+        [str(BIN / "mmrag"), "agent", "parser", "ocr", "embedder", "indexer", "retriever", "reranker", "generator"],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -71,10 +82,11 @@ async def js(agents: NatsServer) -> AsyncIterator:
     await nc.close()
 
 
-async def submit(js, doc_id: str, data: bytes, filename: str = "doc.pdf", tenant: str = TENANT) -> int:
+async def submit(js, doc_id: str, data: bytes, filename: str = "doc.pdf", tenant: str = TENANT,
+                 content_type: str = "application/pdf") -> int:  # fmt: skip
     store = await js.object_store(UPLOADS_BUCKET)
     await store.put(object_name(tenant, doc_id), data)
-    msg = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type="application/pdf",
+    msg = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type=content_type,
                             object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
     ack = await js.publish(Subjects.ingest(tenant, doc_id), msg.model_dump_json().encode())
     return ack.seq
@@ -166,7 +178,7 @@ async def test_wrong_dimension_is_dead_lettered_at_once_and_nan_is_poison(js) ->
     await wait_progress(js, doc_id, indexed(seq))  # the collection exists with 384-dim vectors
 
     chunk = dict(chunk_id=f"{doc_id}-9", index=9, doc_id=doc_id, tenant=TENANT, filename="x.pdf", page=1, text="x")
-    wrong = ChunksEmbedded(doc_id=doc_id, tenant=TENANT, generation=1, revision=seq, batch_index=0, batch_count=1,
+    wrong = ChunksEmbedded(doc_id=doc_id, tenant=TENANT, generation=1, revision=seq, batch_index=0,
                            model="m", embedded_by="test", chunks=[EmbeddedChunk(**chunk, vector=[0.1] * 7)])  # fmt: skip
     await js.publish(Subjects.embedded(GEN, TENANT), wrong.model_dump_json().encode())
     nan = wrong.model_dump_json().replace("0.1,", "NaN,", 1).encode()
@@ -179,7 +191,7 @@ async def test_wrong_dimension_is_dead_lettered_at_once_and_nan_is_poison(js) ->
 
 async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:
     big, small = uuid.uuid4().hex, uuid.uuid4().hex
-    big_seq = await submit(js, big, synthetic_pdf(1, pages=40), "big.pdf")
+    big_seq = await submit(js, big, synthetic_pdf(1, pages=100), "big.pdf")
     # Let the big one get going (planned, so all its batches are queued) before the small one arrives.
     await wait_progress(js, big, lambda p: p.batches_total is not None)
     small_seq = await submit(js, small, make_pdf(["A tiny note about 3 kittens."]), "small.pdf")
@@ -190,3 +202,70 @@ async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:
         "the big document finished first: the small one waited behind it"
     )
     await wait_progress(js, big, indexed(big_seq), timeout_s=300)
+
+
+# --------------------------------------------------------------------------- multi-modal content
+
+
+async def ingested(js, data: bytes, filename: str, content_type: str = "application/pdf") -> tuple[str, DocumentProgress]:
+    doc_id = uuid.uuid4().hex
+    seq = await submit(js, doc_id, data, filename, content_type=content_type)
+    return doc_id, await wait_progress(js, doc_id, indexed(seq))
+
+
+async def test_a_scanned_page_is_read_by_ocr_and_found_on_its_page(js) -> None:
+    doc_id, done = await ingested(js, make_scanned_pdf(pages=2), "scan.pdf")
+    assert done.status is DocumentStatus.INDEXED and done.pages == 2
+    hits = [h for h in await search(js, "How often must the filter cartridge be replaced?") if h.doc_id == doc_id]
+    assert hits and "filter cartridge" in hits[0].text.lower()
+    assert hits[0].modality == "text" and hits[0].page in (1, 2) and hits[0].bbox is not None
+    x0, y0, x1, y1 = hits[0].bbox
+    assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 850  # OCR lines mapped back to page points
+    recovered = " ".join(h.text for h in await search(js, SCAN_SENTENCES[0], top_k=20) if h.doc_id == doc_id)
+    assert "switched off" in recovered.lower()
+
+
+async def test_a_figure_is_found_by_its_caption_as_an_image_hit_with_its_bbox(js) -> None:
+    pdf, rects = make_figures_pdf()
+    doc_id, done = await ingested(js, pdf, "figures.pdf")
+    assert done.status is DocumentStatus.INDEXED
+    hits = [h for h in await search(js, "wiring diagram of the pump controller") if h.doc_id == doc_id]
+    image_hits = [h for h in hits if h.modality == "image"]
+    assert image_hits, [(h.modality, h.text) for h in hits]
+    best = image_hits[0]
+    assert FIGURE_2 in best.text and best.page == 1
+    assert best.bbox == pytest.approx(tuple(rects[1]), abs=2)  # the image's own region, not the caption's
+    assert best.image is not None and best.image.caption == FIGURE_2 and best.image.width == 440
+    store = await js.object_store(UPLOADS_BUCKET)
+    assert (await store.get(best.image.object_name)).data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_text_inside_a_screenshot_is_searchable(js) -> None:
+    pdf, rect = make_screenshot_pdf()
+    doc_id, _ = await ingested(js, pdf, "screens.pdf")
+    hits = [h for h in await search(js, SCREENSHOT_LABEL.lower()) if h.doc_id == doc_id and h.modality == "image"]
+    assert hits and SCREENSHOT_LABEL in hits[0].text.upper()
+    x0, y0, x1, y1 = hits[0].bbox  # where the image is drawn: inside the rect it was placed in (aspect kept)
+    assert rect.x0 - 1 <= x0 < x1 <= rect.x1 + 1 and (y0, y1) == pytest.approx((rect.y0, rect.y1), abs=1)
+
+
+async def test_a_table_row_is_a_table_hit_with_its_cells(js) -> None:
+    doc_id, _ = await ingested(js, make_table_pdf(), "parts.pdf")
+    hits = [h for h in await search(js, "Which supplier makes the rubber gasket?") if h.doc_id == doc_id]
+    tables = [h for h in hits if h.modality == "table"]
+    assert tables and "|Gasket|Rubber|0.3 kg|Belmont Seals|" in tables[0].text  # the whole row, never split
+
+
+async def test_an_uploaded_image_file_is_ocrd_and_searchable(js) -> None:
+    png = render_text_image(["Boiler room key hangs in locker 17."], fontsize=16)
+    doc_id, done = await ingested(js, png, "note.png", "image/png")
+    assert done.status is DocumentStatus.INDEXED and done.chunks_total == 1
+    hits = [h for h in await search(js, "Where does the boiler room key hang?") if h.doc_id == doc_id]
+    assert hits and hits[0].modality == "image" and "locker 17" in hits[0].text.lower()
+
+
+async def test_a_mislabelled_image_file_fails_with_the_reason(js) -> None:
+    doc_id = uuid.uuid4().hex
+    seq = await submit(js, doc_id, b"GIF89a" + bytes(200), "x.png", content_type="image/png")
+    failed = await wait_progress(js, doc_id, indexed(seq))
+    assert failed.status is DocumentStatus.FAILED and "not a PNG" in (failed.error or "")

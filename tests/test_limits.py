@@ -22,8 +22,7 @@ def worst_case_message(*, chunks: int, chars: int, dim: int) -> bytes:
         for i in range(chunks)
     ]  # fmt: skip
     message = ChunksEmbedded(
-        doc_id="d" * 64, tenant="t" * 64, generation=999, revision=10**12, batch_index=chunks - 1,
-        batch_count=chunks, model="m" * 100, embedded_by="r" * 100, chunks=embedded,
+        doc_id="d" * 64, tenant="t" * 64, generation=999, revision=10**12, batch_index=chunks - 1, model="m" * 100, embedded_by="r" * 100, chunks=embedded,
     )  # fmt: skip
     return message.model_dump_json().encode()
 

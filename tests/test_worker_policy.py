@@ -226,7 +226,7 @@ async def test_worker_survives_a_server_restart_mid_run(nats_server) -> None:
 async def test_concurrent_progress_updates_lose_nothing(js) -> None:
     store = ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1))
     await store.update("t", "doc", lambda _: store.new("t", "doc", 1, DocumentStatus.PARSING))
-    await store.update("t", "doc", lambda p: p.with_plan(pages=1, chunks_total=40, batches_total=20))
+    await store.update("t", "doc", lambda p: p.with_batches({b: 2 for b in range(20)}, batches_total=20))
 
     async def index(batch: int) -> None:
         await store.update("t", "doc", lambda p: p.with_indexed_batch(batch, 2))

@@ -49,6 +49,22 @@ def extract_pdf(data: bytes) -> tuple[int, list[TextBlock]]:
     those are accepted; a file that needed repair *and* lacks the `%%EOF` marker at its end is a truncated
     upload whose later pages would silently be empty, so it is rejected.
     """
+    doc = open_checked_pdf(data)
+    try:
+        blocks = [block for page in doc for block in _page_blocks(page)]
+        if not blocks:
+            raise DocumentRejected(
+                f"no extractable text: the document has {_pages(doc.page_count)} but no text layer "
+                "(scanned pages need OCR, not supported yet)"
+            )
+        return doc.page_count, blocks
+    finally:
+        doc.close()
+
+
+def open_checked_pdf(data: bytes) -> pymupdf.Document:
+    """Open a PDF the user can be told about: DocumentRejected for unopenable, truncated, encrypted or
+    page-less files. The caller closes the document."""
     doc = _open_pdf(data)
     try:
         if doc.is_repaired and _TRAILER not in data[-_TRAILER_WINDOW:]:
@@ -63,15 +79,10 @@ def extract_pdf(data: bytes) -> tuple[int, list[TextBlock]]:
             )
         if doc.page_count == 0:
             raise DocumentRejected("empty PDF: the document has no pages; upload a PDF with content")
-        blocks = [block for page in doc for block in _page_blocks(page)]
-        if not blocks:
-            raise DocumentRejected(
-                f"no extractable text: the document has {_pages(doc.page_count)} but no text layer "
-                "(scanned pages need OCR, not supported yet)"
-            )
-        return doc.page_count, blocks
-    finally:
+    except BaseException:
         doc.close()
+        raise
+    return doc
 
 
 def extract_text(data: bytes, *, markdown: bool) -> tuple[int, list[TextBlock]]:

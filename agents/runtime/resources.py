@@ -27,6 +27,14 @@ from contracts.topology import IndexGeneration
 R = TypeVar("R")
 
 
+def text_embedder(s: AgentSettings) -> TextEmbedder:
+    """The embedding model the settings describe (exports and caches the ONNX model on first use)."""
+    return TextEmbedder(
+        s.embedding_model_path, device=s.embedding_device, backend=s.embedding_backend, quantize=s.embedding_quantize,
+        cache_dir=s.embedding_cache_dir, batch_size=s.embedding_batch_size, threads=s.embedding_threads,
+    )  # fmt: skip
+
+
 class Resource(Enum):
     """What an agent may declare in `needs`; the host loads each once per process, before work starts."""
 
@@ -47,7 +55,7 @@ class SharedResources:
     async def load(self, needs: set[Resource]) -> None:
         s = self._settings
         if Resource.TEXT_EMBEDDER in needs and self._embedder is None:
-            self._embedder = await asyncio.to_thread(TextEmbedder, s.embedding_model_path, device=s.embedding_device)
+            self._embedder = await asyncio.to_thread(text_embedder, s)
         if Resource.VECTOR_STORE in needs and self._store is None:
             loop = asyncio.get_running_loop()
             self._store = await loop.run_in_executor(

@@ -40,6 +40,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from contracts.messages import ImageRef, TableData
+
 TEXT_DENSE = "text"
 """Name of the dense text vector (e.g. 384-d MiniLM), cosine. Every schema declares it."""
 IMAGE_DENSE = "image"
@@ -159,6 +161,13 @@ class PointPayload(BaseModel):
     modality: Modality
     text: str
     filename: str
+    headings: tuple[str, ...] = ()
+    """The section path the chunk sits under."""
+    source: Literal["text", "ocr"] = "text"
+    image: ImageRef | None = None
+    """For an image chunk: the image in the uploads Object Store (what a citation shows)."""
+    table: TableData | None = None
+    """For a table chunk: its cells."""
 
     def to_stored(self) -> dict[str, object]:
         """The JSON-able dict the engines store."""

@@ -1,0 +1,171 @@
+"""Parser speed by kind of page: text, tables, image-heavy, scanned (OCR), with OCR settings compared.
+
+    .venv/bin/python bench/parse_speed.py                 # default sizes (~2-4 minutes on 2 busy cores)
+    .venv/bin/python bench/parse_speed.py --quick         # smaller, for a smoke run
+    .venv/bin/python bench/parse_speed.py --ocr-only      # only the OCR settings comparison
+
+Every case runs ``iter_pages`` (page by page, as the agent will) on a generated PDF; pages/s is pages divided
+by wall time after one warm-up page (the OCR engine's model load is not counted). "peak py MB" is the
+tracemalloc peak of Python allocations in a second, traced pass (page content, image bytes, rendered pages,
+numpy buffers; OCR cases: its first 2 pages); the
+process's max RSS (ONNX Runtime arenas included) is printed at the end. Figures from one run on a shared
+machine: compare runs interleaved on the same machine, not with numbers from elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+import pymupdf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.parser.extract import extract_pdf  # noqa: E402
+from agents.parser.layout import iter_pages  # noqa: E402
+from agents.parser.ocr import OcrSettings, ocr_page  # noqa: E402
+from tests.factories import (  # noqa: E402
+    A4,
+    make_image_pages_pdf,
+    make_scanned_pdf,
+    make_spanning_table_pdf,
+    synthetic_pages,
+    synthetic_pdf,
+)
+
+# rapidocr 3's own defaults (det: shorter side scaled to >= 736; 0/180 classifier on; 6 lines per batch).
+RAPIDOCR_DEFAULTS = OcrSettings(dpi=150, det_limit_side_len=736, det_limit_type="min", use_cls=True, rec_batch_num=6)
+
+
+def dense_scan_lines(chars: int = 3000) -> list[str]:
+    """~``chars`` characters of prose wrapped at 95 characters: a dense manual page."""
+    prose = " ".join(synthetic_pages(7, 3, 20))[:chars]
+    return textwrap.wrap(prose, 95)
+
+
+def dense_scanned_pdf(pages: int) -> bytes:
+    lines = dense_scan_lines()
+    return make_scanned_pdf(lines, pages=pages, fontsize=8.5)
+
+
+def run_case(name: str, pdf: bytes, *, ocr: OcrSettings | None = None) -> dict:
+    """Timed pass (no tracing), then a traced pass for the memory peak (OCR cases: first 2 pages only, the
+    peak is per page)."""
+    doc = pymupdf.open(stream=pdf, filetype="pdf")
+    try:
+        list(iter_pages(pymupdf.open(stream=_first_page(doc), filetype="pdf"), ocr=ocr))  # warm-up (model load)
+        start = time.perf_counter()
+        pages = images = tables = ocr_chars = 0
+        for content in iter_pages(doc, ocr=ocr):
+            pages += 1
+            images += len(content.images)
+            tables += len(content.tables)
+            ocr_chars += sum(len(line.text) for line in content.ocr_lines)
+            ocr_chars += sum(len(line.text) for image in content.images for line in image.ocr_lines)
+        elapsed = time.perf_counter() - start
+    finally:
+        doc.close()
+    doc = pymupdf.open(stream=pdf if ocr is None else _first_page(pymupdf.open(stream=pdf), 2), filetype="pdf")
+    tracemalloc.start()
+    for _ in iter_pages(doc, ocr=ocr):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    doc.close()
+    return {"case": name, "pages": pages, "seconds": elapsed, "pages/s": pages / elapsed, "images": images,
+            "tables": tables, "ocr chars": ocr_chars, "peak py MB": peak / 1e6}  # fmt: skip
+
+
+def _first_page(doc: pymupdf.Document, pages: int = 1) -> bytes:
+    one = pymupdf.open()
+    one.insert_pdf(doc, from_page=0, to_page=min(pages, doc.page_count) - 1)
+    return one.tobytes()
+
+
+def baseline_text(pdf: bytes, name: str) -> dict:
+    start = time.perf_counter()
+    pages, _ = extract_pdf(pdf)
+    elapsed = time.perf_counter() - start
+    return {"case": name, "pages": pages, "seconds": elapsed, "pages/s": pages / elapsed, "images": 0, "tables": 0,
+            "ocr chars": 0, "peak py MB": float("nan")}  # fmt: skip
+
+
+def ocr_settings_sweep(pages: int) -> list[dict]:
+    """Seconds per dense scanned page (~3,000 characters) for OCR settings, and word recall vs the truth."""
+    lines = dense_scan_lines()
+    truth = set(" ".join(lines).split())
+    doc = pymupdf.open(stream=dense_scanned_pdf(pages), filetype="pdf")
+    variants = [
+        ("rapidocr defaults (150 dpi, det min 736, cls, batch 6)", RAPIDOCR_DEFAULTS),
+        ("ours: 150 dpi, det max 960, no cls, batch 6", OcrSettings()),
+        ("150 dpi, det max 1280, no cls, batch 6", OcrSettings(det_limit_side_len=1280)),
+        ("100 dpi, det max 960, no cls, batch 6", OcrSettings(dpi=100)),
+        ("150 dpi, det max 960, no cls, batch 16", OcrSettings(rec_batch_num=16)),
+        ("ours + 2 intra-op threads", OcrSettings(threads=2)),
+        ("ours + 1 intra-op thread", OcrSettings(threads=1)),
+    ]
+    rows = []
+    for name, settings in variants:
+        ocr_page(doc[0], settings=settings)  # warm-up: model load
+        start = time.perf_counter()
+        found: set[str] = set()
+        for page in doc:
+            found |= {w for line in ocr_page(page, settings=settings) for w in line.text.split()}
+        elapsed = (time.perf_counter() - start) / doc.page_count
+        rows.append({"OCR settings": name, "s/page": elapsed, "pages/s": 1 / elapsed,
+                     "word recall": len(truth & found) / len(truth)})  # fmt: skip
+        print(f"  {name}: {elapsed:.2f} s/page", file=sys.stderr, flush=True)
+    doc.close()
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--ocr-only", action="store_true", help="only the OCR settings sweep")
+    args = parser.parse_args()
+    text_pages, image_pages, scan_pages = (10, 6, 2) if args.quick else (100, 40, 4)
+
+    if not args.ocr_only:
+        text_pdf = synthetic_pdf(1, text_pages)
+        rows = [
+            baseline_text(text_pdf, "text pages: extract_pdf (today's parser)"),
+            run_case("text pages", text_pdf),
+            run_case("ruled tables spanning pages", make_spanning_table_pdf(24, 24)),
+            run_case("image pages (1 photo/page), no OCR", make_image_pages_pdf(image_pages)),
+            run_case("image pages, OCR of images", make_image_pages_pdf(max(2, image_pages // 4)), ocr=OcrSettings()),
+            run_case("sparse scans (4 lines/page), OCR", make_scanned_pdf(pages=scan_pages * 2), ocr=OcrSettings()),
+            run_case("dense scans (~3,000 chars/page), OCR", dense_scanned_pdf(scan_pages), ocr=OcrSettings()),
+        ]
+        print_table(rows)
+    print_table(ocr_settings_sweep(1 if args.quick else 2))
+    print(f"max RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB;"
+          f" A4 page at 150 dpi grey = {A4.width * A4.height * (150 / 72) ** 2 / 1e6:.1f} MB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
