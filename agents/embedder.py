@@ -14,6 +14,7 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.priority import PriorityLock
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
+from agents.sparse import SparseEncoder
 from bus.limits import check_embedded_fits
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
@@ -30,6 +31,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._model_lock = PriorityLock()
+        self._sparse = SparseEncoder()
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)
@@ -74,6 +76,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 raise PermanentError(f"batch of generation {d.payload.generation} on generation {gen.number}'s subject")
         texts = [chunk.embed_text for d in deliveries for chunk in d.payload.chunks]
         vectors = iter(await self.embed(texts, priority))
+        sparse = iter(await asyncio.to_thread(self._sparse.encode_documents, texts))
         model_name = self._ctx.shared.embedder.name
         out = []
         for d in deliveries:
@@ -86,7 +89,9 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 batch_index=batch.batch_index,
                 model=model_name,
                 embedded_by=self._ctx.settings.replica_id,
-                chunks=[EmbeddedChunk(**chunk.model_dump(), vector=next(vectors)) for chunk in batch.chunks],
+                chunks=[
+                    EmbeddedChunk(**chunk.model_dump(), vector=next(vectors), sparse=next(sparse)) for chunk in batch.chunks
+                ],
             )
             msg_id = f"{gen.token}:{batch.doc_id}:{batch.revision}:embedded:{batch.batch_index}"
             out.append(Outgoing(Subjects.embedded(gen, batch.tenant), embedded, msg_id, d.trace_headers))

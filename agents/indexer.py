@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
-from agents.vectorstore import CollectionSchema, PointPayload, VectorDimError, VectorPoint, VectorStore
+from agents.vectorstore import CollectionSchema, PointPayload, SparseVector, VectorDimError, VectorPoint, VectorStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
 from contracts.topology import ConsumerDef, Subjects, ingest_consumers, object_name
@@ -45,7 +45,8 @@ def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoin
         page=chunk.page, bbox=chunk.bbox, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
         headings=tuple(chunk.headings), source=chunk.source, image=chunk.image, table=chunk.table,
     )  # fmt: skip
-    return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector))
+    sparse = SparseVector(tuple(chunk.sparse.indices), tuple(chunk.sparse.values)) if chunk.sparse else None
+    return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector), sparse=sparse)
 
 
 def _open_collection(store: VectorStore, collection: str, alias: str, dim: int) -> None:

@@ -1,4 +1,11 @@
-"""retriever: `query.retrieve.<tenant>` -> dense search in the serving collection, filtered by tenant -> `query.rerank.<tenant>`."""
+"""retriever: `query.retrieve.<tenant>` -> hybrid search of the serving collection, filtered by tenant
+-> `query.rerank.<tenant>`.
+
+Hybrid: the dense text vector (meaning) and the sparse BM25 vector (exact words, identifiers, error codes)
+are searched separately and fused with Reciprocal Rank Fusion (score = sum of 1 / (k + rank), k = 60 as in
+Cormack et al. 2009; note Qdrant's built-in RRF uses a different k). The fused score is scaled so the best
+candidate has 1.0: ranks, not raw similarities, are comparable across the two signals.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +15,40 @@ from collections.abc import Sequence
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
-from agents.vectorstore import TEXT_DENSE, SearchFilter, VectorHit, VectorStore
+from agents.sparse import SparseEncoder
+from agents.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector, VectorHit, VectorStore
 from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
-from contracts.messages import Hit, QueryRequest, RerankRequest
+from contracts.messages import Hit, QueryRequest, RerankRequest, SparseTerms
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 
 
-def _search(store: VectorStore, alias: str, vector: list[float], tenant: str, limit: int) -> list[VectorHit]:
+def rrf(rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int) -> list[VectorHit]:
+    """Reciprocal Rank Fusion of several rankings; scores scaled to (0, 1], best first."""
+    scores: dict[str, float] = {}
+    first_seen: dict[str, VectorHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
+            first_seen.setdefault(hit.id, hit)
+    if not scores:
+        return []
+    best = max(scores.values())
+    ordered = sorted(scores, key=lambda i: scores[i], reverse=True)[:limit]
+    return [VectorHit(i, scores[i] / best, first_seen[i].payload) for i in ordered]
+
+
+def _search(
+    store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, tenant: str, limit: int, k: float
+) -> list[VectorHit]:
     if store.resolve(alias) is None:
         return []  # nothing was ever indexed
-    return store.search(alias, vector, using=TEXT_DENSE, filter=SearchFilter(tenant=tenant), limit=limit)
+    where = SearchFilter(tenant=tenant)
+    rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
+    if sparse is not None:
+        query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
+        rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
+    return rrf(rankings, k=k, limit=limit)
 
 
 def to_hit(hit: VectorHit) -> Hit:
@@ -34,6 +64,10 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     model = QueryRequest
     needs = frozenset({Resource.TEXT_EMBEDDER, Resource.VECTOR_STORE})
 
+    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ctx)
+        self._sparse = SparseEncoder()
+
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [QUERY_CONSUMERS["retriever"]]
 
@@ -44,11 +78,12 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         embedder = self._ctx.shared.embedder
         requests = [d.payload for d in deliveries]
         vectors = await asyncio.to_thread(embedder.embed, [r.query for r in requests])
-        alias = self._ctx.settings.collection
+        s = self._ctx.settings
         out = []
         for d, request, vector in zip(deliveries, requests, vectors, strict=True):
-            limit = max(self._ctx.settings.retrieve_candidates, request.top_k)
-            hits = await self._ctx.shared.in_store(_search, alias, vector, request.tenant, limit)
+            limit = max(s.retrieve_candidates, request.top_k)
+            sparse = self._sparse.encode_query(request.query)
+            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, request.tenant, limit, s.rrf_k)
             rerank = RerankRequest(request=request, candidates=[to_hit(h) for h in hits])
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",

@@ -72,6 +72,9 @@ class AgentSettings(BaseSettings):
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
     )
+    rrf_k: float = Field(
+        default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
+    )
     replica_id: str = Field(default_factory=_default_replica_id, description="names this replica in records")
 
     @property

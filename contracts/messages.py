@@ -194,9 +194,25 @@ class OcrRequest(Message):
         return (self.tenant,)
 
 
+class SparseTerms(BaseModel):
+    """A sparse lexical vector: term ids (hashes) and their weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    indices: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(min_length=1)
+    values: list[FiniteFloat] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> SparseTerms:
+        if len(self.indices) != len(self.values) or len(set(self.indices)) != len(self.indices):
+            raise ValueError("indices and values must have the same length, indices unique")
+        return self
+
+
 class EmbeddedChunk(Chunk):
     # NaN or infinity would poison every similarity computed with it: a payload carrying one is invalid.
     vector: list[FiniteFloat] = Field(min_length=1)
+    sparse: SparseTerms | None = Field(default=None, description="BM25 term weights, for hybrid search")
 
 
 class ChunksEmbedded(Message):
@@ -477,6 +493,7 @@ __all__ = [
     "QueryRequest",
     "RerankRequest",
     "ResultsEvent",
+    "SparseTerms",
     "RetrievalEvent",
     "TokenEvent",
     "answer_event_adapter",

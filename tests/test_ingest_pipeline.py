@@ -269,3 +269,33 @@ async def test_a_mislabelled_image_file_fails_with_the_reason(js) -> None:
     seq = await submit(js, doc_id, b"GIF89a" + bytes(200), "x.png", content_type="image/png")
     failed = await wait_progress(js, doc_id, indexed(seq))
     assert failed.status is DocumentStatus.FAILED and "not a PNG" in (failed.error or "")
+
+
+async def test_exact_identifiers_win_among_near_identical_pages(js) -> None:
+    """Dense vectors barely tell "D3P7" from "D3P8"; the sparse (BM25) signal fused in does."""
+    from tests.factories import ledger_value
+
+    ids = {}
+    for n in (31, 32):
+        doc_id = uuid.uuid4().hex
+        ids[n] = doc_id
+        seq = await submit(js, doc_id, synthetic_pdf(n, pages=8), f"ledger{n}.pdf")
+        await wait_progress(js, doc_id, indexed(seq))
+    for n, page in ((31, 7), (32, 3), (31, 2)):
+        hits = [h for h in await search(js, f"D{n}P{page}", top_k=3) if h.doc_id in ids.values()]
+        assert hits, (n, page)
+        assert (hits[0].doc_id, hits[0].page) == (ids[n], page), [(h.doc_id == ids[n], h.page) for h in hits]
+        assert f"{ledger_value(n, page)} crates" in hits[0].text
+
+
+async def test_every_embedded_chunk_carries_a_sparse_vector(js) -> None:
+    doc_id, _ = await ingested(js, make_pdf(["Sparse vectors are computed for every chunk.", "Page two too."]), "s.pdf")
+    sub = await js.pull_subscribe(Subjects.embedded(GEN, TENANT), durable=None, stream="CHUNKS")
+    seen = []
+    async with asyncio.timeout(30):
+        while not seen:
+            for msg in await sub.fetch(100, timeout=5):
+                batch = ChunksEmbedded.model_validate_json(msg.data)
+                if batch.doc_id == doc_id:
+                    seen += batch.chunks
+    assert seen and all(c.sparse is not None and len(c.sparse.indices) >= 2 for c in seen)
