@@ -348,11 +348,22 @@ def test_pages_are_processed_lazily_with_memory_bounded_by_a_page_not_the_docume
     assert big < 2 * small + 1_000_000, (small, big)
 
 
-def test_iter_pages_is_lazy() -> None:
+def test_iter_pages_is_lazy_with_one_page_of_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.parser.layout as layout
+
+    extracted: list[int] = []
+    real = layout.extract_page
+
+    def counting(page, **kwargs):
+        extracted.append(page.number + 1)
+        return real(page, **kwargs)
+
+    monkeypatch.setattr(layout, "extract_page", counting)
     doc = pymupdf.open(stream=make_image_pages_pdf(5), filetype="pdf")
     pages = iter_pages(doc)
 
     first = next(pages)
 
     assert first.page == 1 and first.blocks[0].kind == "heading"
-    assert [p.page for p in pages] == [2, 3, 4, 5]
+    assert extracted == [1, 2]  # page 2 is read to link a table continuing onto it, nothing further
+    assert [p.page for p in pages] == [2, 3, 4, 5] and extracted == [1, 2, 3, 4, 5]

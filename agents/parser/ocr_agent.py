@@ -42,6 +42,8 @@ def read_page(raster: bytes, bbox: tuple[float, float, float, float]) -> list[Pa
         img.load()
         scale = (bbox[2] - bbox[0]) / img.width
         lines = ocr_pixels(img, scale=scale, offset=(bbox[0], bbox[1]), settings=DEFAULT_OCR)
+    # Shapes and noise read as stray symbols ("=", "|"): a line without two letters or digits is not text.
+    lines = [line for line in lines if sum(ch.isalnum() for ch in line.text) >= 2]
     blocks = tuple(PageBlock(1, box, text, "text", "ocr") for box, text in lines_to_paragraphs(lines))
     content = PageContent(page=1, width=bbox[2], height=bbox[3], blocks=blocks, tables=(), images=(),
                           skipped_images=(), needs_ocr=False)  # fmt: skip
@@ -51,7 +53,8 @@ def read_page(raster: bytes, bbox: tuple[float, float, float, float]) -> list[Pa
 def read_image(raster: bytes, caption: str | None, nearby: str | None, bbox) -> list[ParsedChunk]:
     """The text an image chunk carries: caption + OCR text, or the nearby text when it has neither."""
     try:
-        ocr_text = "\n".join(line.text for line in ocr_image(raster, settings=DEFAULT_OCR))
+        lines = ocr_image(raster, settings=DEFAULT_OCR)
+        ocr_text = "\n".join(line.text for line in lines if sum(ch.isalnum() for ch in line.text) >= 2)
     except ImageRejected as err:
         log.info("ocr: image not readable (%s); indexing its caption only", err)
         ocr_text = ""
