@@ -313,11 +313,15 @@ def delete(
 
 @app.command()
 def schemas(out: Annotated[Path, typer.Option(help="folder for the JSON Schema files")] = Path("docs/schemas")) -> None:
-    """Write the JSON Schema of every message into a folder."""
+    """Write the JSON Schema of every message into a folder, and the AsyncAPI document beside it."""
+    from contracts.asyncapi import render
     from contracts.schemas import write_schemas
 
     for path in write_schemas(out):
         print(path)
+    asyncapi = out.parent / "asyncapi.yaml"
+    asyncapi.write_text(render())
+    print(asyncapi)
 
 
 if __name__ == "__main__":
