@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bus.connection import connect
 from edge_api.errors import error_middleware
-from edge_api.routes import documents, health, queries
+from edge_api.routes import docs, documents, health, queries
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
 from edge_api.state import BACKBONE, SETTINGS, Backbone
@@ -51,4 +51,5 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     health.add_routes(app)
     documents.add_routes(app)
     queries.add_routes(app)
+    docs.add_routes(app)
     return app

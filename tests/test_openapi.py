@@ -1,0 +1,216 @@
+"""The OpenAPI document (`edge_api.openapi`): valid OpenAPI 3.1, complete, and true of a running engine.
+
+- The document validates against the OpenAPI 3.1 meta-schema (the one schemathesis ships) and every schema in
+  it against JSON Schema 2020-12; it has an operation for every route the app registers.
+- schemathesis generates requests for every operation (the streaming ask included: it reads the event stream
+  and checks each event against the document) against a real `mmrag up`, and checks that no answer is a 5xx
+  and that every status, content type, header and body is the one the document states.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import aiohttp
+import hypothesis
+import jsonschema_rs
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.specs.openapi.definitions import OPENAPI_31
+
+from contracts.messages import DocumentStatus
+from edge_api.openapi import (
+    DOCS_PAGE_PATH,
+    OPENAPI_PATH,
+    DocumentView,
+    build_document,
+    documented_operations,
+)
+from edge_api.routes.documents import PUBLIC_FIELDS
+from edge_api.settings import EdgeSettings
+from tests.engine import Engine
+
+MAX_UPLOAD_BYTES = 64 * 1024
+MAX_EXAMPLES = 25  # per operation, in schemathesis' fuzzing phase (its examples and coverage phases add more)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def _walk_schemas(document: dict) -> Iterator[tuple[str, object]]:
+    """(where, schema) of every Schema Object in the document."""
+    for name, schema in document["components"]["schemas"].items():
+        yield f"components.schemas.{name}", schema
+    for path, item in document["paths"].items():
+        for key, op in item.items():
+            if key == "parameters":
+                for p in op:
+                    yield f"{path} parameter {p['name']}", p["schema"]
+                continue
+            for p in op.get("parameters", []):
+                yield f"{key} {path} parameter {p['name']}", p["schema"]
+            bodies = [("request", op.get("requestBody", {}))] + list(op["responses"].items())
+            for status, body in bodies:
+                for media_type, media in body.get("content", {}).items():
+                    yield f"{key} {path} {status} {media_type}", media["schema"]
+                for header, definition in body.get("headers", {}).items():
+                    yield f"{key} {path} {status} header {header}", definition["schema"]
+
+
+# --------------------------------------------------------------------------- the document itself
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    document = build_document()
+    assert document["openapi"].startswith("3.1.")
+    errors = [
+        f"{e.instance_path}: {e.message}" for e in jsonschema_rs.Draft202012Validator(OPENAPI_31).iter_errors(document)
+    ]
+    assert not errors, "\n".join(errors)
+    # The OpenAPI meta-schema leaves Schema Objects unchecked: each must be a valid JSON Schema 2020-12.
+    for where, schema in _walk_schemas(document):
+        assert jsonschema_rs.meta.is_valid(schema), f"{where} is not a valid JSON Schema: {schema}"
+    json.dumps(document, allow_nan=False)  # plain JSON, servable as it is
+
+
+def test_every_reference_resolves() -> None:
+    document = build_document()
+    text = json.dumps(document)
+    names = set(document["components"]["schemas"])
+    refs = {ref.split("/")[-1] for ref in _refs(document)}
+    assert refs and refs <= names, f"dangling: {refs - names}"
+    assert "$defs" not in text, "definitions must be hoisted into components.schemas"
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_route_is_documented() -> None:
+    """A route added to the app without an operation in the document fails here (and vice versa)."""
+    from edge_api.app import create_app
+
+    app = create_app(EdgeSettings(nats_url="nats://127.0.0.1:1"))
+    registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    documented = documented_operations()
+    # aiohttp answers HEAD on every GET route (add_get's allow_head); the document says so once, in its info.
+    implicit_heads = {("HEAD", path) for method, path in registered if method == "GET"}
+    assert registered - implicit_heads == documented
+
+
+def test_document_view_is_what_the_routes_show() -> None:
+    assert tuple(DocumentView.model_fields) == PUBLIC_FIELDS
+    statuses = set(DocumentView.model_json_schema()["properties"]["status"]["enum"])
+    assert statuses == {s.value for s in DocumentStatus} - {"deleted"}
+
+
+def test_error_responses_use_the_error_schema() -> None:
+    for path, item in build_document()["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            for status, response in op["responses"].items():
+                if status.startswith(("4", "5")) and not (path == "/ready" and status == "503"):
+                    assert response["content"] == {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    }, f"{method} {path} {status}"
+
+
+# --------------------------------------------------------------------------- against a running engine
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Iterator[Engine]:
+    """One `mmrag up` for this module, with a small upload limit (so generated uploads can cross it)."""
+    root = tmp_path_factory.mktemp("openapi-engine")
+    eng = Engine(
+        root / "data", root / "engine.log",
+        env={"MMRAG_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "MMRAG_QUERY_TIMEOUT_S": "20"},
+    ).start()  # fmt: skip
+    yield eng
+    code = eng.stop()
+    assert code == 0, f"mmrag up did not stop cleanly ({code}):\n{eng.log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def api_schema(engine: Engine) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"{engine.url}{OPENAPI_PATH}")
+
+
+def test_served_document_is_the_built_one(engine: Engine) -> None:
+    served = requests.get(f"{engine.url}{OPENAPI_PATH}", timeout=10)
+    assert served.status_code == 200
+    assert served.headers["Content-Type"].startswith("application/json")
+    assert served.json() == build_document()
+
+
+def test_docs_page_is_self_contained(engine: Engine) -> None:
+    page = requests.get(f"{engine.url}{DOCS_PAGE_PATH}", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "openapi.json" in page.text
+    for external in ("http://", "https://", "//cdn", "fonts.googleapis"):
+        assert external not in page.text, f"the page must load nothing from elsewhere ({external!r})"
+    assert "connect-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_api_conforms_to_document(case: schemathesis.Case) -> None:
+    """Every generated request (valid and invalid ones): no 5xx, and the answer is what the document says."""
+    case.call_and_validate(checks=CHECKS, timeout=60)
+
+
+async def test_ask_errors_before_the_stream_are_json(engine: Engine) -> None:
+    """The ask's 400 and 415 come before any event: plain JSON errors in the document's error schema."""
+    validator = jsonschema_rs.Draft202012Validator(_component("ErrorBody"))
+    async with aiohttp.ClientSession() as http:
+        cases = [
+            (dict(json={"question": "   "}), 400, "invalid_body"),
+            (dict(json={"question": "why?", "top_k": "5"}), 400, "invalid_body"),
+            (dict(data=b"question=why", headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"),
+        ]
+        for kwargs, status, code in cases:
+            async with http.post(f"{engine.url}/v1/ask", **kwargs) as resp:
+                assert resp.status == status
+                assert resp.content_type == "application/json"
+                body = await resp.json()
+                validator.validate(body)
+                assert body["error"]["code"] == code
+
+
+def _component(name: str) -> dict:
+    """A component schema with the document's other components, so its references resolve."""
+    document = build_document()
+    components = document["components"]["schemas"]
+    return {**components[name], "components": {"schemas": components}}
