@@ -27,29 +27,52 @@ class ExtractiveAnswer:
     cited: list[Hit]  # cited[n - 1] is the hit behind "[n]"
 
 
+def _units(hit: Hit) -> list[tuple[str, str]]:
+    """(text to match, text to quote) of what a hit offers: its sentences; for a table, its data rows, matched
+    on the row alone and quoted under the header row, so the quote reads as a one-row table."""
+    if hit.modality != "table":
+        return [(sentence, sentence) for sentence in sentences(hit.text)]
+    rows = [line for line in hit.text.splitlines() if line.startswith("|")]
+    if len(rows) >= 3 and set(rows[1]) <= set("|-: "):
+        return [(row, f"{rows[0]}\n{row}") for row in rows[2:]]
+    return [(row, row) for row in rows]
+
+
 def extractive_answer(question: str, hits: Sequence[Hit]) -> ExtractiveAnswer:
-    """Quote the best-matching sentences of `hits` (best first), each with its citation number."""
+    """Quote the best-matching sentences (or table rows) of `hits` (best first), each with its citation number.
+
+    A sentence quoted once is not quoted again (the same text on two pages is cited once).
+    """
     if not hits:
         return ExtractiveAnswer(NOTHING_FOUND, [])
     query_terms = terms(question)
     # (match, -rank) orders sentences by how well they match, then by how good their hit was.
     candidates = [
-        (overlap(query_terms, sentence), -rank, sentence, hit)
+        (overlap(query_terms, match), -rank, quote, hit)
         for rank, hit in enumerate(hits)
-        for sentence in sentences(hit.text)
+        for match, quote in _units(hit)
     ]
     candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
     best_match = candidates[0][0] if candidates else 0.0
-    chosen = [c for c in candidates if c[0] > 0 and c[0] >= best_match / 2][:MAX_SENTENCES]
+    chosen = []
+    seen: set[str] = set()
+    for c in candidates:
+        key = " ".join(c[2].lower().split())
+        if c[0] > 0 and c[0] >= best_match / 2 and key not in seen:
+            seen.add(key)
+            chosen.append(c)
+        if len(chosen) == MAX_SENTENCES:
+            break
     if not chosen:  # nothing matches word for word: offer the best passage as it is
         return ExtractiveAnswer(f"The closest passage I found: {hits[0].text} [1]", [hits[0]])
     cited: list[Hit] = []
     parts = []
-    for _, _, sentence, hit in chosen:
+    for _, _, unit, hit in chosen:
         if hit not in cited:
             cited.append(hit)
-        parts.append(f"{sentence} [{cited.index(hit) + 1}]")
-    return ExtractiveAnswer(" ".join(parts), cited)
+        separator = "\n" if "\n" in unit else " "  # a table row quote keeps its lines
+        parts.append(f"{unit}{separator}[{cited.index(hit) + 1}]")
+    return ExtractiveAnswer("\n".join(parts) if any("\n" in p for p in parts) else " ".join(parts), cited)
 
 
 class GeneratorAgent(ConsumerAgent[GenerateRequest]):

@@ -15,11 +15,19 @@ STOPWORDS = frozenset(
 )
 
 
+def _stem(word: str) -> str:
+    """A light plural stem ("gaskets" -> "gasket", "boxes" stays "boxe"); enough to match a question's plural
+    with a singular in the text, without a stemming library's surprises on identifiers."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")) and not any(c.isdigit() for c in word):
+        return word[:-1]
+    return word
+
+
 def terms(text: str) -> set[str]:
-    """Lower-cased content words (stopwords removed); hyphenated words are kept whole and split."""
+    """Lower-cased content words (stopwords removed, plurals stemmed); hyphenated words are kept whole and split."""
     words = _WORD.findall(text.lower())
-    out = {w for w in words if w not in STOPWORDS}
-    out.update(part for w in words if "-" in w for part in w.split("-") if part and part not in STOPWORDS)
+    out = {_stem(w) for w in words if w not in STOPWORDS}
+    out.update(_stem(part) for w in words if "-" in w for part in w.split("-") if part and part not in STOPWORDS)
     return out
 
 

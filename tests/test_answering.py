@@ -45,3 +45,19 @@ def test_answer_without_hits_or_matches() -> None:
     assert extractive_answer("anything", []).text == NOTHING_FOUND
     fallback = extractive_answer("quantum", [hit(0, "Nothing relevant here.", 0.2)])
     assert fallback.text == "The closest passage I found: Nothing relevant here. [1]"
+
+
+def test_a_table_hit_is_answered_with_the_matching_row_under_its_header() -> None:
+    table = Hit(chunk_id="t-0", doc_id="t", filename="parts.pdf", page=2, bbox=(0, 0, 1, 1), modality="table",
+                text="|Part|Material|Supplier|\n|---|---|---|\n|Flange|Steel|Arden Works|\n|Gasket|Rubber|Belmont Seals|",
+                score=0.9)  # fmt: skip
+    answer = extractive_answer("Which supplier provides the gaskets?", [table])
+    assert answer.text.startswith("|Part|Material|Supplier|\n|Gasket|Rubber|Belmont Seals|\n[1]")
+    assert "Flange" not in answer.text and answer.cited == [table]
+
+
+def test_the_same_sentence_on_two_pages_is_quoted_once() -> None:
+    text = "Replace the filter cartridge every six months."
+    hits = [hit(0, text, 0.9, page=1), hit(1, text, 0.8, page=2)]
+    answer = extractive_answer("How often is the filter cartridge replaced?", hits)
+    assert answer.text == f"{text} [1]" and answer.cited == [hits[0]]

@@ -274,7 +274,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         try:
             header = await asyncio.to_thread(probe_image, data)
         except ImageRejected as err:
-            raise DocumentRejected(f"{err}; upload a valid image") from err
+            raise DocumentRejected(str(err)) from err  # its message already says what to do
         emitter = _Emitter(self, delivery, "interactive")
         await self._record(self._ctx.progress, doc, delivery.stream_seq, {}, pages=(1, 1))
         name = image_object(doc.tenant, doc.doc_id, "original")
