@@ -193,6 +193,14 @@ class OcrRequest(Message):
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
 
+    @model_validator(mode="after")
+    def _objects_under_tenant(self) -> OcrRequest:
+        # The OCR agent reads these objects: never another tenant's.
+        prefix = f"{self.tenant}/"
+        if not self.object_name.startswith(prefix) or (self.image and not self.image.object_name.startswith(prefix)):
+            raise ValueError(f"object names must start with '{prefix}' (the document's tenant)")
+        return self
+
 
 class SparseTerms(BaseModel):
     """A sparse lexical vector: term ids (hashes) and their weights."""

@@ -211,3 +211,14 @@ def test_asyncapi_document_is_current_and_covers_every_subject() -> None:
         for part in ref.removeprefix("#/").split("/"):
             target = target[part]
         assert target is not None, ref
+
+
+def test_an_ocr_request_cannot_point_at_another_tenants_objects() -> None:
+    base = dict(doc_id="d1", tenant="t", generation=1, revision=1, batch_index=0, first_index=0, filename="a.pdf",
+                kind="page", page=1, bbox=(0, 0, 1, 1))  # fmt: skip
+    m.OcrRequest(**base, object_name="t/d1/pages/1.png")
+    with pytest.raises(ValidationError, match="object names must start with 't/'"):
+        m.OcrRequest(**base, object_name="u/d9/pages/1.png")
+    ref = m.ImageRef(object_name="u/d9/images/x", mime="image/png", width=1, height=1)
+    with pytest.raises(ValidationError, match="object names must start with 't/'"):
+        m.OcrRequest(**{**base, "kind": "image"}, object_name="t/d1/images/x", image=ref)
