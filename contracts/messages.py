@@ -150,6 +150,16 @@ class Chunk(BaseModel):
         return bbox
 
 
+def _check_chunks(tenant: str, doc_id: str, chunks: list[Chunk]) -> None:
+    """Every chunk of a batch belongs to the batch's document and tenant, and names only its tenant's images:
+    the subject's tenant is checked against the batch, so the chunks must agree with it too."""
+    for chunk in chunks:
+        if chunk.tenant != tenant or chunk.doc_id != doc_id:
+            raise ValueError(f"chunk {chunk.chunk_id!r} belongs to {chunk.tenant}/{chunk.doc_id}, not {tenant}/{doc_id}")
+        if chunk.image is not None and not chunk.image.object_name.startswith(f"{tenant}/"):
+            raise ValueError(f"chunk {chunk.chunk_id!r} names an image outside tenant {tenant!r}")
+
+
 class ChunksParsed(Message):
     """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
     into bounded batches, published as parsing goes). `revision` says which submission produced it; how many
@@ -165,6 +175,11 @@ class ChunksParsed(Message):
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
+
+    @model_validator(mode="after")
+    def _chunks_of_this_document(self) -> ChunksParsed:
+        _check_chunks(self.tenant, self.doc_id, self.chunks)
+        return self
 
 
 class OcrRequest(Message):
@@ -238,6 +253,11 @@ class ChunksEmbedded(Message):
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
+
+    @model_validator(mode="after")
+    def _chunks_of_this_document(self) -> ChunksEmbedded:
+        _check_chunks(self.tenant, self.doc_id, self.chunks)
+        return self
 
 
 class DocumentStatus(StrEnum):

@@ -222,3 +222,13 @@ def test_an_ocr_request_cannot_point_at_another_tenants_objects() -> None:
     ref = m.ImageRef(object_name="u/d9/images/x", mime="image/png", width=1, height=1)
     with pytest.raises(ValidationError, match="object names must start with 't/'"):
         m.OcrRequest(**{**base, "kind": "image"}, object_name="t/d1/images/x", image=ref)
+
+
+def test_a_batch_cannot_smuggle_chunks_of_another_tenant_or_document() -> None:
+    other = CHUNK.model_copy(update={"tenant": "victim"})
+    with pytest.raises(ValidationError, match="belongs to victim/d1, not t/d1"):
+        m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=1, batch_index=0, chunks=[CHUNK, other])
+    embedded = m.EmbeddedChunk(**CHUNK.model_copy(update={"doc_id": "d2"}).model_dump(), vector=[0.1])
+    with pytest.raises(ValidationError, match="belongs to t/d2"):
+        m.ChunksEmbedded(doc_id="d1", tenant="t", generation=1, revision=1, batch_index=0, model="m",
+                         embedded_by="r", chunks=[embedded])  # fmt: skip
