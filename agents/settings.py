@@ -76,6 +76,12 @@ class AgentSettings(BaseSettings):
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
     )
     replica_id: str = Field(default_factory=_default_replica_id, description="names this replica in records")
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="port of the Prometheus /metrics endpoint of an agent process (all interfaces); 0 = off",
+    )
 
     @property
     def edge_store_path(self) -> Path:

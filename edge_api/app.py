@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bus.connection import connect
+from edge_api import metrics
 from edge_api.errors import error_middleware
 from edge_api.routes import docs, documents, health, queries
 from edge_api.security import security_middleware
@@ -43,13 +44,18 @@ async def backbone_lifecycle(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: EdgeSettings | None = None) -> web.Application:
     """The aiohttp application. The caller runs it (and so owns its lifecycle)."""
     settings = settings or EdgeSettings()
-    # Middlewares run outermost first: every error below, the security checks included, becomes JSON.
-    app = web.Application(middlewares=[error_middleware, security_middleware], client_max_size=MAX_JSON_BODY_BYTES)
+    # Middlewares run outermost first: every error below, the security checks included, becomes JSON, and the
+    # metrics middleware records the status the client got.
+    app = web.Application(
+        middlewares=[metrics.metrics_middleware, error_middleware, security_middleware],
+        client_max_size=MAX_JSON_BODY_BYTES,
+    )
     app[SETTINGS] = settings
     app[BACKBONE] = Backbone(settings)
     app.cleanup_ctx.append(backbone_lifecycle)
     health.add_routes(app)
     documents.add_routes(app)
     queries.add_routes(app)
+    metrics.add_routes(app)
     docs.add_routes(app)
     return app

@@ -1,6 +1,7 @@
 """Hosting agents in one process: connect, bootstrap the topology, load resources, run workers, drain.
 
-`mmrag agent NAME...` and `mmrag up` both end up in `run_agents`, with the agent classes to run.
+`mmrag agent NAME...` and `mmrag up` both end up in `run_agents`, with the agent classes to run. The process
+serves Prometheus metrics on `AgentSettings.metrics_port` (`agents.runtime.metrics_server`) while it runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from agents.runtime.agent import ConsumerAgent
+from agents.runtime.metrics_server import MetricsServer
 from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.settings import AgentSettings
 from bus.connection import connect
@@ -42,6 +44,7 @@ async def run_agents(
     js = nc.jetstream()
     shared = SharedResources(settings)
     agents: list[ConsumerAgent] = []
+    metrics: MetricsServer | None = None
     try:
         await ensure_topology(js, [generation])
         ctx = AgentContext(
@@ -59,9 +62,11 @@ async def run_agents(
         agents = [agent_type(ctx) for agent_type in agent_types]
         for agent in agents:
             await agent.start()
-        tasks = [
-            asyncio.create_task(w.run(stop), name=f"{a.name}:{w.consumer.durable}") for a in agents for w in a.workers()
-        ]
+        workers = [(a, w) for a in agents for w in a.workers()]
+        if settings.metrics_port:
+            metrics = MetricsServer(settings.metrics_port, js, [w.consumer for _, w in workers])
+            await metrics.start()
+        tasks = [asyncio.create_task(w.run(stop), name=f"{a.name}:{w.consumer.durable}") for a, w in workers]
         log.info("agents running: %s (index generation %d)", ", ".join(a.name for a in agents), generation.number)
         if started is not None:
             started.set()
@@ -72,6 +77,8 @@ async def run_agents(
                 raise task.exception()  # a worker crashed: let the process exit non-zero
         await asyncio.gather(*tasks)
     finally:
+        if metrics is not None:
+            await metrics.stop()
         for agent in agents:
             await agent.close()
         if nc.is_connected:

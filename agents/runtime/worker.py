@@ -20,6 +20,8 @@ cannot take the dead letter, the message stays unacked and comes back.
 The worker survives the bus: an ack, term or dead-letter publish that fails during a NATS hiccup is
 logged and left to redelivery (handlers are idempotent), and fetch errors while reconnecting are retried.
 Only `stop` ends `run`.
+
+Each outcome is counted (`bus.metrics`: messages by outcome, dead letters, handler time, batch size).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
+from bus.metrics import WorkerMetrics
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
 
@@ -115,6 +118,7 @@ class PullWorker(Generic[T]):
         self._on_give_up = on_give_up
         self._fetch_timeout_s = fetch_timeout_s
         self._last_bus_warning = 0.0
+        self._metrics = WorkerMetrics(agent, consumer.durable)
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = None
@@ -141,6 +145,7 @@ class PullWorker(Generic[T]):
                     await sub.unsubscribe()
 
     async def process(self, msgs: Sequence[Msg]) -> None:
+        self._metrics.batch_size.observe(len(msgs))
         deliveries: list[Delivery[T]] = []
         for msg in msgs:
             try:
@@ -155,8 +160,7 @@ class PullWorker(Generic[T]):
         if not deliveries:
             return
         try:
-            async with self._keep_alive(deliveries):
-                await self._handler(deliveries)
+            await self._run_handler(deliveries)
         except Exception as err:  # noqa: BLE001 - the policy below decides what each failure means
             if len(deliveries) > 1:
                 log.warning("%s: batch of %d failed (%r); retrying one by one", self._agent, len(deliveries), err)
@@ -166,15 +170,21 @@ class PullWorker(Generic[T]):
             await self._fail(deliveries[0], err)
             return
         await asyncio.gather(*(self._settle(d.msg, "ack") for d in deliveries))
+        self._metrics.count("ack", len(deliveries))
 
     async def process_one(self, delivery: Delivery[T]) -> None:
         try:
-            async with self._keep_alive([delivery]):
-                await self._handler([delivery])
+            await self._run_handler([delivery])
         except Exception as err:  # noqa: BLE001
             await self._fail(delivery, err)
             return
         await self._settle(delivery.msg, "ack")
+        self._metrics.count("ack")
+
+    async def _run_handler(self, deliveries: Sequence[Delivery[T]]) -> None:
+        with self._metrics.handler_seconds.time():
+            async with self._keep_alive(deliveries):
+                await self._handler(deliveries)
 
     async def _fail(self, delivery: Delivery[T], err: BaseException) -> None:
         permanent = isinstance(err, PermanentError)
@@ -187,11 +197,13 @@ class PullWorker(Generic[T]):
                 "%s: transient failure (delivery %d of %d), the server redelivers within %.1fs: %r",
                 self._agent, delivery.num_delivered, self.consumer.max_deliver, delay, err,
             )  # fmt: skip
+            self._metrics.count("transient")
             return
         reason = str(err) if permanent else f"gave up after {delivery.num_delivered} deliveries: {err!r}"
         log.error("%s: dead-lettering message: %s", self._agent, reason)
         if not await self._dead_letter(delivery.msg, reason, type(err).__name__):
             return  # not recorded: leave it unacked, it comes back and we try again
+        self._metrics.count("dead_letter")
         # What users see (a document's error, an SSE error): our own PermanentError messages are written for
         # them; an unexpected exception may carry internals (engine paths...), so it stays in logs and the
         # dead letter only.
@@ -209,6 +221,7 @@ class PullWorker(Generic[T]):
     async def _poison(self, msg: Msg, reason: str, error_type: str) -> None:
         log.error("%s: dead-lettering a malformed message on %s: %s", self._agent, msg.subject, reason[:300])
         if await self._dead_letter(msg, reason, error_type):
+            self._metrics.count("poison")
             await self._settle(msg, "term")
 
     async def _dead_letter(self, msg: Msg, reason: str, error_type: str) -> bool:
@@ -232,10 +245,11 @@ class PullWorker(Generic[T]):
                 # One record per delivery of a message, however often the publish itself is retried.
                 headers={"Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}:{meta.num_delivered}"},
             )
-            return True
         except BUS_ERRORS as err:
             self._bus_warning("dead-letter publish", err)
             return False
+        self._metrics.dead_letter(error_type)
+        return True
 
     async def _settle(self, msg: Msg, how: str) -> None:
         """ack or term; a lost acknowledgement only means a redelivery, which handlers are built for."""
