@@ -208,3 +208,14 @@ async def test_edge_requests_are_labelled_by_route_template(nats_server: NatsSer
     assert raw == []  # no label set per document
     unmatched = {"method": "GET", "route": "other", "status": "404"}
     assert (value(after, counted, **unmatched) or 0) - (value(before, counted, **unmatched) or 0) == 1
+
+
+async def test_a_taken_port_leaves_the_agents_running_without_the_endpoint(nc: nats.NATS) -> None:
+    """Several `mmrag agent` processes on one host: the second one to bind logs it and carries on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = MetricsServer(taken.getsockname()[1], nc.jetstream(), [], host="127.0.0.1")
+        await server.start()  # no exception
+        assert server.port is None
+        await server.stop()
