@@ -43,6 +43,7 @@ REF = "#/components/schemas/{model}"
 # Path patterns as the app registers them (aiohttp and OpenAPI both write a path parameter as {name}).
 DOC_PATH = "/v1/documents/{doc_id}"
 OPENAPI_PATH = "/v1/openapi.json"
+METRICS_PATH = "/metrics"
 DOCS_PAGE_PATH = "/v1/docs"
 # Statuses a document view can show (a deleted document is a 404, never a view).
 PublicStatus = Literal[tuple(s.value for s in DocumentStatus if s is not DocumentStatus.DELETED)]  # type: ignore[valid-type]
@@ -408,6 +409,20 @@ def _operations() -> dict[str, dict[str, dict]]:
                 },
             }
         },
+        METRICS_PATH: {
+            "get": {
+                "tags": ["probes"], "operationId": "metrics", "summary": "Prometheus metrics of this process",
+                "description": "Request counts and latencies per route, method and status. The format follows "
+                "`Accept`: the Prometheus text format by default, OpenMetrics when the scraper asks for it.",
+                "responses": {
+                    "200": _ok("the metrics", {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    }),
+                    "500": ERR_500,
+                },
+            }
+        },
         OPENAPI_PATH: {
             "get": {
                 "tags": ["meta"], "operationId": "openapi", "summary": "This document",
@@ -465,7 +480,7 @@ def _document() -> dict:
             "description": INFO_DESCRIPTION,
         },
         "tags": [
-            {"name": "probes", "description": "liveness and readiness"},
+            {"name": "probes", "description": "liveness, readiness and metrics"},
             {"name": "documents", "description": "upload, status, list, delete"},
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
