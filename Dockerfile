@@ -18,7 +18,7 @@ RUN pip install .
 
 RUN useradd --create-home mmrag && mkdir -p /data && chown mmrag /data
 USER mmrag
-ENV MMRAG_DATA_DIR=/data
+ENV MMRAG_DATA_DIR=/data MMRAG_METRICS_HOST=0.0.0.0
 EXPOSE 8080
 # Embedded mode; in a cluster run `mmrag agent NAME` per Deployment and `python -m edge_api` for the API.
 CMD ["mmrag", "up", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/data"]

@@ -80,7 +80,11 @@ class AgentSettings(BaseSettings):
         default=9464,
         ge=0,
         le=65535,
-        description="port of the Prometheus /metrics endpoint of an agent process (all interfaces); 0 = off",
+        description="port of the Prometheus /metrics endpoint of an agent process; 0 = off",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the agents' /metrics endpoint binds; 0.0.0.0 in containers (the Dockerfile sets it)",
     )
 
     @property

@@ -64,7 +64,7 @@ async def run_agents(
             await agent.start()
         workers = [(a, w) for a in agents for w in a.workers()]
         if settings.metrics_port:
-            metrics = MetricsServer(settings.metrics_port, js, [w.consumer for _, w in workers])
+            metrics = MetricsServer(settings.metrics_port, js, [w.consumer for _, w in workers], host=settings.metrics_host)
             await metrics.start()
         tasks = [asyncio.create_task(w.run(stop), name=f"{a.name}:{w.consumer.durable}") for a, w in workers]
         log.info("agents running: %s (index generation %d)", ", ".join(a.name for a in agents), generation.number)
