@@ -1,24 +1,70 @@
+# syntax=docker/dockerfile:1
 # One image for every mmrag process: `mmrag up`, `mmrag agent NAME`, or `python -m edge_api`.
-FROM python:3.11-slim
+#
+#   docker build -t mmrag:dev .                                           # CPU torch, models exported at first start
+#   docker build -t mmrag:prod --build-arg BAKE_MODELS=1 .                # ONNX embedder + OCR models baked in
+#   docker build -t mmrag:gpu --build-arg TORCH_INDEX_URL= .              # default (CUDA) torch wheels
+#
+# Build args:
+#   TORCH_SPEC       torch requirement (default matches the Makefile's CPU build)
+#   TORCH_INDEX_URL  wheel index for torch; the default is the CPU-only index (a small image). Empty = PyPI (CUDA).
+#   BAKE_MODELS      1 = run `mmrag models` at build time with MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx, so no
+#                    replica exports the ONNX model at start (needed for MMRAG_EMBEDDING_BACKEND=onnx in prod).
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
+ARG PYTHON_IMAGE=python:3.11-slim
 
-# torch first, so its build is chosen here: pass --build-arg TORCH_PIP_ARGS="--index-url <a CPU wheel index>"
-# for a small CPU-only image, or leave it empty for the default (CUDA) build.
-ARG TORCH_SPEC="torch>=2.2"
-ARG TORCH_PIP_ARGS=""
-RUN pip install $TORCH_PIP_ARGS "$TORCH_SPEC"
-
+# ---- builder: every dependency as a wheel, then one virtualenv to copy ----
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first, so its build (CPU or CUDA) is chosen here and `pip install .` keeps it.
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip wheel --wheel-dir /wheels --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple "$TORCH_SPEC"; \
+    else \
+        pip wheel --wheel-dir /wheels "$TORCH_SPEC"; \
+    fi \
+    && pip install --no-index --find-links /wheels "$TORCH_SPEC"
 COPY pyproject.toml README.md ./
 COPY contracts contracts
+COPY bus bus
 COPY agents agents
 COPY edge_api edge_api
-RUN pip install .
+COPY mmrag mmrag
+# The torch constraint keeps the build chosen above (a newer or CUDA torch from PyPI would replace it).
+RUN echo "$TORCH_SPEC" > /tmp/constraints.txt \
+    && pip wheel --wheel-dir /wheels --find-links /wheels -c /tmp/constraints.txt . \
+    && pip install --no-index --find-links /wheels -c /tmp/constraints.txt mmrag \
+    && rm -rf /wheels
 
-RUN useradd --create-home mmrag && mkdir -p /data && chown mmrag /data
-USER mmrag
-ENV MMRAG_DATA_DIR=/data MMRAG_METRICS_HOST=0.0.0.0
-EXPOSE 8080
+# ---- runtime: slim base, the virtualenv, a non-root user ----
+FROM ${PYTHON_IMAGE} AS runtime
+ARG BAKE_MODELS=0
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH \
+    MMRAG_DATA_DIR=/data \
+    MMRAG_METRICS_HOST=0.0.0.0 \
+    MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx
+# libgomp: torch/onnxruntime threads; libgl/libglib: opencv (rapidocr) on slim images.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 libglib2.0-0 libgl1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 mmrag \
+    && useradd --system --uid 10001 --gid mmrag --create-home --home-dir /home/mmrag mmrag \
+    && mkdir -p /data /opt/mmrag/onnx \
+    && chown -R mmrag:mmrag /data /opt/mmrag
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /home/mmrag
+USER 10001:10001
+RUN if [ "$BAKE_MODELS" = "1" ]; then mmrag models; fi
+EXPOSE 8080 9464
+# The edge API answers /health on MMRAG_PORT (8080); an agent answers /health on MMRAG_METRICS_PORT (9464).
+# Whichever of the two this container runs must answer.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import os,urllib.request as u;u.urlopen('http://127.0.0.1:'+os.environ.get('MMRAG_PORT','8080')+'/health',timeout=3)" \
+     || python -c "import os,urllib.request as u;u.urlopen('http://127.0.0.1:'+os.environ.get('MMRAG_METRICS_PORT','9464')+'/health',timeout=3)"
 # Embedded mode; in a cluster run `mmrag agent NAME` per Deployment and `python -m edge_api` for the API.
 CMD ["mmrag", "up", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/data"]
