@@ -3,6 +3,7 @@
     make bench                                            # default sizes, a few minutes on 2 cores
     HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest_throughput.py --text-docs 50 --text-pages 10
     HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest_throughput.py --types text --big-pages 0
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/ingest_throughput.py --types scanned --dense-scans   # ~3,000 chars/page
 
 One run prints, for each document type (text PDFs, image-heavy PDFs: one photo a page, scanned PDFs: OCR):
 - engine: pages/s from the first upload to the last `docs.indexed` through a real `mmrag up` (uploads over
@@ -11,7 +12,9 @@ One run prints, for each document type (text PDFs, image-heavy PDFs: one photo a
   upsert into an embedded Qdrant shard), no NATS, no HTTP; and the ratio engine / in-process;
 - per stage (from the in-process run, each stage's own clock): parse pages/s (page renders for OCR included),
   OCR pages-or-images/s, embedding chunks/s (plus `TextEmbedder.embed` alone over the run's chunks, 32 a call
-  as the embedder agent calls it), BM25 and upsert chunks/s; the largest stage is named the limit;
+  as the embedder agent calls it), BM25 and upsert chunks/s; the largest stage is named the limit (in the
+  engine the stages overlap but share the cores: the embedder's and OCR's ONNX sessions already use all of
+  them, so the other stages' CPU comes out of the limiting stage's time);
 - peak RSS of each process of `mmrag up` (all agents run in its one process; nats-server and the edge API are
   its children): sampled every 0.1 s per phase, plus the kernel's high-water mark (VmHWM); and the tree's CPU
   seconds per phase, so CPU ms/page engine vs in-process compares cost with less noise from other users than
