@@ -10,12 +10,23 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LLMProvider(BaseModel):
+    """One OpenAI-compatible chat-completions endpoint of the generator's provider chain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="names the provider in logs and `done.answerer`")
+    base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.groq.com/openai/v1")
+    api_key: SecretStr | None = Field(default=None, description="sent as a Bearer token; never logged")
+    model: str = Field(min_length=1)
 
 
 class AgentSettings(BaseSettings):
@@ -86,6 +97,15 @@ class AgentSettings(BaseSettings):
         default="127.0.0.1",
         description="address the agents' /metrics endpoint binds; 0.0.0.0 in containers (the Dockerfile sets it)",
     )
+    llm_providers: list[LLMProvider] = Field(
+        default_factory=list,
+        description="JSON list of {name, base_url, api_key, model}, tried in order; empty = the offline answerer only",
+    )
+    llm_connect_timeout_s: float = Field(default=3.0, gt=0, description="connecting to an LLM provider")
+    llm_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
+    )
+    llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
 
     @property
     def edge_store_path(self) -> Path:

@@ -5,7 +5,9 @@ publisher chooses it). Numbering is owned here and nowhere else:
 
 - seq 0: the ``retrieval`` event of an ask, or the ``results`` event of a search (terminal);
 - seq 1, 2, ...: the generation's ``token`` and ``citation`` events, then ``done`` (terminal);
-- ``error`` has no seq: it ends the stream on arrival (an agent giving up cannot know what was sent).
+- ``error`` has no seq: it ends the stream on arrival (an agent giving up cannot know what was sent);
+- ``reset`` is numbered like a token: the text before it is discarded, a new attempt follows (a model that
+  failed mid-answer); a client shows the text after the last reset.
 
 A stage that is retried (a redelivered message, a batch retried one message at a time) emits the same
 events under the same numbers again, so the receiving `AnswerSequencer` drops what it already delivered
@@ -27,6 +29,7 @@ from contracts.messages import (
     DoneEvent,
     ErrorEvent,
     Hit,
+    ResetEvent,
     ResultsEvent,
     RetrievalEvent,
     TokenEvent,
@@ -67,6 +70,9 @@ class AnswerEmitter:
 
     async def citation(self, **fields: Any) -> None:
         await self._send(CitationEvent(request_id=self.request_id, seq=self._seq(), **fields))
+
+    async def reset(self, reason: str) -> None:
+        await self._send(ResetEvent(request_id=self.request_id, seq=self._seq(), reason=reason))
 
     async def done(self, **fields: Any) -> None:
         await self._send(DoneEvent(request_id=self.request_id, seq=self._seq(), **fields))

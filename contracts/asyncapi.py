@@ -39,7 +39,7 @@ _PARAMETERS = {
     "request_id": "id of one ask/search request",
     "durable": "the durable consumer that gave up on the message",
 }
-_EVENTS = (m.RetrievalEvent, m.TokenEvent, m.CitationEvent, m.ResultsEvent, m.DoneEvent, m.ErrorEvent)
+_EVENTS = (m.RetrievalEvent, m.TokenEvent, m.CitationEvent, m.ResultsEvent, m.DoneEvent, m.ErrorEvent, m.ResetEvent)
 
 CHANNELS: tuple[Channel, ...] = (
     Channel("docsIngest", "docs.ingest.{tenant}.{doc_id}", (m.DocumentSubmitted,), ("receive",),

@@ -444,6 +444,7 @@ class CitationEvent(_AnswerEventBase):
     page: int = Field(ge=1)
     bbox: BBox | None
     text: str
+    image: ImageRef | None = Field(default=None, description="for an image hit: the image the citation points at")
 
 
 class ResultsEvent(_AnswerEventBase):
@@ -468,8 +469,17 @@ class ErrorEvent(_AnswerEventBase):
     message: str
 
 
+class ResetEvent(_AnswerEventBase):
+    """Discard the answer text streamed so far (every `token` before this event): the model that was answering
+    failed mid-answer, and a new attempt (the next provider, or the offline answerer) follows from scratch.
+    Citations are only sent once an answer's text is complete, so a reset never has any to take back."""
+
+    event: Literal["reset"] = "reset"
+    reason: str = Field(description="why the text so far was discarded, for logs and curious clients")
+
+
 AnswerEvent = Annotated[
-    Union[RetrievalEvent, TokenEvent, CitationEvent, ResultsEvent, DoneEvent, ErrorEvent],
+    Union[RetrievalEvent, TokenEvent, CitationEvent, ResultsEvent, DoneEvent, ErrorEvent, ResetEvent],
     Field(discriminator="event"),
 ]
 answer_event_adapter: TypeAdapter[AnswerEvent] = TypeAdapter(AnswerEvent)
@@ -520,6 +530,7 @@ __all__ = [
     "QueryMode",
     "QueryRequest",
     "RerankRequest",
+    "ResetEvent",
     "ResultsEvent",
     "SparseTerms",
     "RetrievalEvent",

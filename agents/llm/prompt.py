@@ -1,0 +1,74 @@
+"""The prompt (numbered sources) and the reading of `[n]` citation markers in a streamed answer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from contracts.messages import Hit
+
+SYSTEM_PROMPT = (
+    "You answer questions about the user's documents. Use only the numbered sources given with the question; "
+    "never use other knowledge. After each statement, cite the sources it comes from as [n] (for example [1] or "
+    "[2][3]), using only the numbers of the sources given. If the sources do not contain the answer, say so "
+    "plainly instead of guessing. Answer in the language of the question, briefly."
+)
+
+
+def format_source(n: int, hit: Hit) -> str:
+    """`[n] <filename>, page <p> (<section path>): <text>`, the text labelled for image and table hits."""
+    where = f"{hit.filename}, page {hit.page}"
+    if hit.headings:
+        where += f" ({' > '.join(hit.headings)})"
+    text = " ".join(hit.text.split()) if hit.modality != "table" else hit.text.strip()
+    if hit.modality == "image":
+        caption = hit.image.caption if hit.image is not None else None
+        if caption and caption not in hit.text:
+            text = f"{caption} {text}"
+        text = f"Image caption/OCR text: {text}"
+    elif hit.modality == "table":
+        text = f"Table:\n{text}"
+    return f"[{n}] {where}: {text}"
+
+
+def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
+    """Chat messages for an OpenAI-compatible model: the instructions, then the numbered sources and the question."""
+    sources = "\n\n".join(format_source(n, hit) for n, hit in enumerate(hits, start=1)) or "(no sources)"
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Sources:\n\n{sources}\n\nQuestion: {question}"},
+    ]
+
+
+# "[3]" or "[1, 2]"; numbers are short, so a marker split across streamed pieces is held back briefly.
+_MARKER = re.compile(r"\[(\d{1,4}(?:\s*,\s*\d{1,4})*)\]")
+_MAX_PENDING = 32
+
+
+class CitationTracker:
+    """Reads `[n]` markers from an answer fed piece by piece (a marker may be split across pieces).
+
+    `numbers` lists each valid number once, in order of first use; numbers outside 1..`n_sources` (citations
+    the model invented) are counted in `invented` and otherwise ignored.
+    """
+
+    def __init__(self, n_sources: int) -> None:
+        self.n_sources = n_sources
+        self.numbers: list[int] = []
+        self.invented: list[int] = []
+        self._pending = ""
+
+    def feed(self, text: str) -> None:
+        scan = self._pending + text
+        last_end = 0
+        for match in _MARKER.finditer(scan):
+            last_end = match.end()
+            for number in (int(part) for part in match.group(1).split(",")):
+                if 1 <= number <= self.n_sources:
+                    if number not in self.numbers:
+                        self.numbers.append(number)
+                elif number not in self.invented:
+                    self.invented.append(number)
+        opening = scan.rfind("[")
+        # An unclosed "[" near the end may be the start of a marker completed by the next piece.
+        self._pending = scan[opening:] if opening >= last_end and len(scan) - opening <= _MAX_PENDING else ""
