@@ -1,0 +1,342 @@
+"""Deployment files, validated offline (no Docker engine, no cluster).
+
+* Kubernetes: every overlay rendered with `kubectl kustomize`; every object validated with
+  `kubernetes-validate` (strict: unknown fields fail), KEDA ScaledObjects and cert-manager Issuers against the
+  schemas in infra/k8s/schemas/; the overlay table (replicas, HPA max, embedding backend, memory) asserted; every
+  KEDA trigger names a durable consumer of `contracts.topology`, so renaming a consumer breaks this test.
+* Compose: docker-compose.yml validated against the compose-spec JSON schema vendored by check-jsonschema;
+  every mmrag service runs a real `mmrag` command / agent name; the memory budget; Prometheus targets and alert
+  rules name metrics that bus/metrics.py defines.
+* Dockerfile: the settings and stages the deployment files rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from contracts.topology import IndexGeneration, all_consumers
+from mmrag.registry import AGENT_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "infra" / "k8s"
+COMPOSE = ROOT / "infra" / "compose"
+# The Kubernetes version the manifests target (kubernetes-validate ships its schemas).
+K8S_VERSION = "1.33.0"
+OVERLAYS = ("dev", "staging", "prod")
+# The overlay table of docs/operations.md.
+TABLE = {
+    "dev": {"replicas": 1, "hpa_max": 2, "backend": "torch", "mem_request": "2Gi", "mem_limit": "6Gi"},
+    "staging": {"replicas": 2, "hpa_max": 4, "backend": "torch", "mem_request": "4Gi", "mem_limit": "8Gi"},
+    "prod": {"replicas": 3, "hpa_max": 10, "backend": "onnx", "mem_request": "4Gi", "mem_limit": "8Gi"},
+}
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): K8S / "schemas" / "keda.sh_v1alpha1_scaledobject.json",
+    ("cert-manager.io/v1", "Issuer"): K8S / "schemas" / "cert-manager.io_v1_issuer.json",
+}
+EDGE_COMMAND = ["python", "-m", "edge_api"]
+
+
+@cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not on PATH: run `make tools` (the test target does)")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in render(overlay) if o["kind"] == kind}
+
+
+def app_deployments(overlay: str) -> dict[str, dict[str, Any]]:
+    return {
+        n: d for n, d in objects(overlay, "Deployment").items() if d["metadata"]["labels"].get("mmrag.io/tier") == "app"
+    }
+
+
+def command_of(deployment: dict[str, Any]) -> list[str]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def agent_of(command: list[str]) -> str | None:
+    return command[2] if command[:2] == ["mmrag", "agent"] else None
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates(overlay: str) -> None:
+    kinds = set()
+    for obj in render(overlay):
+        key = (obj["apiVersion"], obj["kind"])
+        kinds.add(obj["kind"])
+        where = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
+        if key in CRD_SCHEMAS:
+            schema = json.loads(CRD_SCHEMAS[key].read_text())
+            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=str)
+            assert not errors, f"{where}: " + "; ".join(e.message for e in errors)
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{where}: {err.message} at {'.'.join(map(str, err.path))}")
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"{where}: no schema for {key}: vendor one under infra/k8s/schemas/")
+    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "StatefulSet", "PodDisruptionBudget",
+            "ScaledObject", "HorizontalPodAutoscaler", "Ingress", "Issuer"} <= kinds  # fmt: skip
+
+
+def test_crd_schemas_reject_mistakes() -> None:
+    """The vendored schemas are not vacuous: a typo'd field and a numeric lag threshold fail."""
+    so = next(o for o in render("dev") if o["kind"] == "ScaledObject")
+    schema = json.loads(CRD_SCHEMAS[("keda.sh/v1alpha1", "ScaledObject")].read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(so)
+    bad = json.loads(json.dumps(so))
+    bad["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 10
+    assert not validator.is_valid(bad)
+    bad = json.loads(json.dumps(so))
+    bad["spec"]["triggers"][0]["metadata"]["consumerName"] = bad["spec"]["triggers"][0]["metadata"].pop("consumer")
+    assert not validator.is_valid(bad)
+    bad = json.loads(json.dumps(so))
+    bad["spec"]["maxReplicas"] = 3
+    assert not validator.is_valid(bad)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_table(overlay: str) -> None:
+    want = TABLE[overlay]
+    deployments = app_deployments(overlay)
+    assert len(deployments) == 1 + len(AGENT_NAMES)
+    for name, d in deployments.items():
+        assert d["spec"]["replicas"] == want["replicas"], name
+        resources_ = d["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources_["requests"]["memory"] == want["mem_request"], name
+        assert resources_["limits"]["memory"] == want["mem_limit"], name
+    hpa = objects(overlay, "HorizontalPodAutoscaler")["edge-api"]
+    assert hpa["spec"]["minReplicas"] == want["replicas"]
+    assert hpa["spec"]["maxReplicas"] == want["hpa_max"]
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+    for so in objects(overlay, "ScaledObject").values():
+        assert so["spec"]["minReplicaCount"] == want["replicas"]
+        assert so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"] == want["hpa_max"]
+    config = objects(overlay, "ConfigMap")["mmrag-config"]["data"]
+    assert config["MMRAG_EMBEDDING_BACKEND"] == want["backend"]
+
+
+def test_overlays_differ_only_where_the_table_says() -> None:
+    backends = {o: objects(o, "ConfigMap")["mmrag-config"]["data"]["MMRAG_EMBEDDING_BACKEND"] for o in OVERLAYS}
+    assert backends == {"dev": "torch", "staging": "torch", "prod": "onnx"}
+    names = {o: sorted((x["kind"], x["metadata"]["name"]) for x in render(o)) for o in OVERLAYS}
+    assert names["dev"] == names["staging"] == names["prod"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_triggers_name_real_durables(overlay: str) -> None:
+    """Every agent scales on exactly the durables of contracts.topology, for the configured index generation."""
+    gen = int(objects(overlay, "ConfigMap")["mmrag-config"]["data"]["MMRAG_INDEX_GENERATION"])
+    want = {(c.stream, c.durable) for c in all_consumers((IndexGeneration(gen),))}
+    deployments = app_deployments(overlay)
+    seen: list[tuple[str, str]] = []
+    scaled_agents = set()
+    for so in objects(overlay, "ScaledObject").values():
+        target = so["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments, f"ScaledObject {so['metadata']['name']} targets a missing Deployment {target}"
+        scaled_agents.add(agent_of(command_of(deployments[target])))
+        for trigger in so["spec"]["triggers"]:
+            assert trigger["type"] == "nats-jetstream"
+            meta = trigger["metadata"]
+            assert meta["account"] == "$G"
+            assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
+            assert (meta["stream"], meta["consumer"]) in want, (
+                f"{target}: no durable {meta['consumer']} on {meta['stream']}"
+            )
+            seen.append((meta["stream"], meta["consumer"]))
+    assert sorted(seen) == sorted(want), "each durable consumer must drive exactly one agent's autoscaling"
+    assert scaled_agents == set(AGENT_NAMES)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_and_commands(overlay: str) -> None:
+    for name, d in app_deployments(overlay).items():
+        pod = d["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        cmd = command_of(d)
+        if cmd == EDGE_COMMAND:
+            assert ports == {"http": 8080}
+            assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+            assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+        else:
+            assert agent_of(cmd) in AGENT_NAMES, f"{name}: {cmd} is not `mmrag agent NAME`"
+            assert ports == {"metrics": 9464}
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert container[probe]["httpGet"] == {"path": "/health", "port": "metrics"}, (name, probe)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        env = {e["name"] for e in container.get("env", [])}
+        assert ("QDRANT_URL" in env) == (agent_of(cmd) in ("indexer", "retriever")), name
+    nats = objects(overlay, "StatefulSet")["nats"]
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["volumeClaimTemplates"]
+    assert objects(overlay, "StatefulSet")["qdrant"]["spec"]["volumeClaimTemplates"]
+    ingress = objects(overlay, "Ingress")["edge-api"]
+    assert ingress["spec"]["tls"] and "cert-manager.io/issuer" in ingress["metadata"]["annotations"]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/issuer"] in objects(overlay, "Issuer")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_config_uses_only_documented_settings(overlay: str) -> None:
+    """The ConfigMap sets no variable that docs/configuration.md (the code's settings) does not list."""
+    documented = set(
+        re.findall(r"`((?:MMRAG_|NATS_|QDRANT_)[A-Z0-9_]+)`", (ROOT / "docs" / "configuration.md").read_text())
+    )
+    config = objects(overlay, "ConfigMap")["mmrag-config"]["data"]
+    assert set(config) <= documented, set(config) - documented
+    for d in app_deployments(overlay).values():
+        env = {e["name"] for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        assert env <= documented, env - documented
+
+
+# ---------------------------------------------------------------- Compose
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
+
+
+def compose_spec_schema() -> dict[str, Any]:
+    path = resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    return json.loads(path.read_text())
+
+
+def test_compose_validates_against_compose_spec() -> None:
+    schema = compose_spec_schema()
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = sorted(validator_cls(schema).iter_errors(compose()), key=str)
+    assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors)
+    bad = json.loads(json.dumps(compose()))
+    bad["services"]["parser"]["comand"] = ["mmrag"]
+    assert not validator_cls(schema).is_valid(bad)
+
+
+def mmrag_commands() -> set[str]:
+    import typer.main
+
+    from mmrag.cli import app
+
+    return set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_compose_commands_are_real() -> None:
+    commands = mmrag_commands()
+    services = compose()["services"]
+    agents = []
+    mmrag_image = [n for n, s in services.items() if "build" in s]
+    for name in mmrag_image:
+        cmd = services[name]["command"]
+        if cmd == EDGE_COMMAND:
+            continue
+        assert cmd[0] == "mmrag" and cmd[1] in commands, f"{name}: {cmd}"
+        if cmd[1] == "agent":
+            assert cmd[2] in AGENT_NAMES, f"{name}: unknown agent {cmd[2]}"
+            agents.append(cmd[2])
+            env = services[name]["environment"]
+            assert env["NATS_URL"] == "nats://nats:4222" and env["MMRAG_METRICS_HOST"] == "0.0.0.0"
+            assert ("QDRANT_URL" in env) == (cmd[2] in ("indexer", "retriever")), name
+    assert sorted(agents) == sorted(AGENT_NAMES)
+    assert EDGE_COMMAND in [services[n]["command"] for n in mmrag_image]
+
+
+def _bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", size.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def test_compose_resources() -> None:
+    services = compose()["services"]
+
+    def limit(name: str) -> int:
+        return _bytes(services[name]["deploy"]["resources"]["limits"]["memory"])
+
+    app = [n for n, s in services.items() if "build" in s]
+    assert sum(limit(n) for n in app) <= 6 * 1024**3
+    assert limit("qdrant") == 6 * 1024**3
+    assert limit("redis") == 512 * 1024**2
+    redis = services["redis"]["command"]
+    assert "allkeys-lru" in redis and "--maxmemory" in redis
+    assert services["qdrant"]["image"].startswith("qdrant/qdrant")
+    assert services["nats"]["volumes"] and "8222:8222" in " ".join(services["nats"]["ports"])
+    assert "-js" not in services["nats"]["command"]  # JetStream comes from nats.conf
+    assert "jetstream" in (COMPOSE / "nats.conf").read_text()
+    monitoring = {n for n, s in services.items() if "monitoring" in s.get("profiles", [])}
+    assert {"prometheus", "grafana", "jaeger"} <= monitoring
+    grafana = services["grafana"]["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana and "GF_SECURITY_ADMIN_PASSWORD__FILE" in grafana
+
+
+def defined_metrics() -> set[str]:
+    import bus.metrics as metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    names = set()
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names.add(family.name)
+    return names
+
+
+def test_prometheus_scrapes_and_alert_metrics_exist() -> None:
+    prom = yaml.safe_load((COMPOSE / "monitoring" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    services = compose()["services"]
+    for name, s in services.items():
+        if "build" in s:
+            port = 8080 if s["command"] == EDGE_COMMAND else 9464
+            assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}"
+    assert any(t.startswith("nats-exporter:") for t in targets)
+    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    alerts = (COMPOSE / "monitoring" / "alerts.yml").read_text()
+    yaml.safe_load(alerts)
+    dashboard = (COMPOSE / "monitoring" / "grafana" / "dashboards" / "mmrag-overview.json").read_text()
+    json.loads(dashboard)
+    defined = defined_metrics()
+    for text in (alerts, dashboard):
+        for used in set(re.findall(r"\bmmrag_[a-z_]+", text)):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", used)
+            assert base in defined, f"{used} is not a metric of bus/metrics.py"
+    for needed in ("mmrag_consumer_pending", "mmrag_dead_letters_total", "mmrag_http_request_seconds_bucket"):
+        assert needed in alerts
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM .* AS builder$", text, re.M) and re.search(r"^FROM .* AS runtime$", text, re.M)
+    assert "MMRAG_METRICS_HOST=0.0.0.0" in text
+    assert "MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx" in text
+    assert re.search(r"^USER 10001", text, re.M) and "HEALTHCHECK" in text
+    assert "ARG BAKE_MODELS" in text and "mmrag models" in text
+    # Every package the image runs must be copied in (pyproject's package list).
+    for package in ("contracts", "bus", "agents", "edge_api", "mmrag"):
+        assert f"COPY {package} {package}" in text, package
