@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -48,14 +49,19 @@ CRD_SCHEMAS = {
 EDGE_COMMAND = ["python", "-m", "edge_api"]
 
 
+def renderer() -> list[str]:
+    """`kubectl kustomize`, else a standalone `kustomize build` (infra/tools.sh installs one of them)."""
+    if kubectl := shutil.which("kubectl"):
+        return [kubectl, "kustomize"]
+    venv_kustomize = Path(sys.executable).parent / "kustomize"
+    if kustomize := shutil.which("kustomize") or (str(venv_kustomize) if venv_kustomize.exists() else None):
+        return [kustomize, "build"]
+    pytest.fail("neither kubectl nor kustomize found: run `make tools` (`make test` does)")
+
+
 @cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl not on PATH: run `make tools` (the test target does)")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([*renderer(), str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
