@@ -74,6 +74,11 @@ class FakeLLM:
             assert request.transport is not None
             request.transport.abort()  # mid-chunked-body: the client sees an incomplete stream
             return response
+        if mode == "truncated":  # a clean end of the body, but the answer never said it was finished
+            for text in DROPPER_CHUNKS:
+                await response.write(chunk(text))
+            await response.write_eof()
+            return response
         chunks = NORMAL_CHUNKS if mode == "normal" else GOOD_CHUNKS
         for text in chunks:
             await response.write(chunk(text))
@@ -207,6 +212,12 @@ async def test_mid_stream_drop_resets_and_the_client_never_sees_duplicated_text(
     assert client_text(events) == GOOD_TEXT  # exactly good's answer, nothing of the dropper's
     assert FALLBACKS[("dropper", "mid_stream")] == before + 1
     assert API_KEY not in caplog.text
+
+
+async def test_a_stream_that_ends_without_finishing_is_a_mid_stream_failure(llm) -> None:
+    _, base = llm
+    answerer, events = await run([provider(base, "truncated"), provider(base, "good")])
+    assert answerer == "good" and kinds(events).count("reset") == 1 and client_text(events) == GOOD_TEXT
 
 
 async def test_a_hanging_provider_times_out_and_the_next_link_answers(llm) -> None:
