@@ -107,6 +107,17 @@ class AgentSettings(BaseSettings):
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
 
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
+    )
+    otel_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
+    )
+    log_format: Literal["", "json", "console"] = Field(
+        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
+    )
+
     @property
     def edge_store_path(self) -> Path:
         return self.data_dir / "qdrant"

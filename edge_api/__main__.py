@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
+from bus.logs import configure_logging
+from bus.tracing import configure_tracing
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = EdgeSettings()
+    configure_logging(fmt=settings.log_format)
+    configure_tracing("mmrag-edge-api", endpoint=settings.otel_endpoint, sample_ratio=settings.otel_sample_ratio)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
 
 

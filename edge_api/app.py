@@ -19,6 +19,7 @@ from edge_api.errors import error_middleware
 from edge_api.routes import docs, documents, health, queries
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
+from edge_api.tracing import tracing_middleware
 from edge_api.state import BACKBONE, SETTINGS, Backbone
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,10 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     """The aiohttp application. The caller runs it (and so owns its lifecycle)."""
     settings = settings or EdgeSettings()
     # Middlewares run outermost first: every error below, the security checks included, becomes JSON, and the
-    # metrics middleware records the status the client got.
+    # metrics middleware records the status the client got. The tracing middleware (a span per request, current
+    # while the route publishes) sees that status too.
     app = web.Application(
-        middlewares=[metrics.metrics_middleware, error_middleware, security_middleware],
+        middlewares=[metrics.metrics_middleware, tracing_middleware, error_middleware, security_middleware],
         client_max_size=MAX_JSON_BODY_BYTES,
     )
     app[SETTINGS] = settings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +35,17 @@ class EdgeSettings(BaseSettings):
     )
     sse_ping_s: float = Field(default=15.0, gt=0, description="interval of keep-alive comments on an SSE stream")
     index_generation: int = Field(default=1, ge=1, description="index generation whose progress records are served")
+
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
+    )
+    otel_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
+    )
+    log_format: Literal["", "json", "console"] = Field(
+        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

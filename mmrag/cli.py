@@ -29,10 +29,10 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="MMRAG_URL", help="base 
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """structlog JSON lines, or a console rendering on a terminal (`MMRAG_LOG_FORMAT`, `bus.logs`)."""
+    from bus.logs import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

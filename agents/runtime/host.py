@@ -15,8 +15,10 @@ from agents.runtime.metrics_server import MetricsServer
 from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.settings import AgentSettings
 from bus.connection import connect
+from bus.logs import configure_logging, logging_configured
 from bus.progress import ProgressStore
 from bus.topology import ensure_topology
+from bus.tracing import configure_tracing, flush_tracing
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ async def run_agents(
     """
     generation = IndexGeneration(settings.index_generation)
     names = "+".join(a.name for a in agent_types)
+    if settings.log_format or not logging_configured():  # keeps the level `mmrag agent` chose
+        configure_logging(logging.getLogger().level if logging_configured() else logging.INFO, settings.log_format)
+    configure_tracing(f"mmrag-{names}", endpoint=settings.otel_endpoint, sample_ratio=settings.otel_sample_ratio)
     # A restarted server has lost its memory streams (QUERIES): re-bootstrap on every reconnection.
     nc = await connect(
         settings.nats_url,
@@ -86,3 +91,4 @@ async def run_agents(
         else:
             await nc.close()
         await asyncio.to_thread(shared.close)
+        await asyncio.to_thread(flush_tracing)

@@ -22,15 +22,22 @@ logged and left to redelivery (handlers are idempotent), and fetch errors while 
 Only `stop` ends `run`.
 
 Each outcome is counted (`bus.metrics`: messages by outcome, dead letters, handler time, batch size).
+
+Each handling is traced (`bus.tracing`): one CONSUMER span per message, a child of the context its
+``traceparent`` carries, so a document's or a question's hops are one trace; a batch of several messages is
+one span with a link to each message's context (and each message's own context is what its outputs carry
+on, `Delivery.trace_headers`). The span's attributes: agent, durable, subject, batch size, outcome. Log
+lines written meanwhile carry agent, durable, subject (and tenant / request id of a single message).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -38,8 +45,13 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
+from bus import tracing
 from bus.metrics import WorkerMetrics
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
@@ -60,6 +72,8 @@ class PermanentError(Exception):
 class Delivery(Generic[T]):
     msg: Msg
     payload: T
+    # The trace context to carry on, set by the worker while the message's own span is current.
+    carry: Mapping[str, str] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def num_delivered(self) -> int:
@@ -71,9 +85,12 @@ class Delivery(Generic[T]):
 
     @property
     def trace_headers(self) -> Mapping[str, str]:
-        """Headers to carry on to what this message causes (the trace context)."""
+        """Headers to carry on to what this message causes (the trace context): its handling span's context
+        when handled alone, else (in a batch) the context the message came with."""
+        if self.carry is not None:
+            return self.carry
         headers = self.msg.headers or {}
-        return {k: v for k, v in headers.items() if k == HEADER_TRACEPARENT}
+        return {k: v for k, v in headers.items() if k in (HEADER_TRACEPARENT, tracing.HEADER_TRACESTATE)}
 
 
 BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[None]]
@@ -89,6 +106,13 @@ def routing_mismatch(subject: str, payload: BaseModel) -> str | None:
     if actual != expected:
         return f"subject {subject!r} does not match the payload's {'.'.join(expected)!r} (tenant/document)"
     return None
+
+
+def _outcome(span: trace.Span, outcome: str, err: BaseException | None = None) -> None:
+    span.set_attribute("mmrag.outcome", outcome)
+    if err is not None:
+        span.record_exception(err)
+        span.set_status(Status(StatusCode.ERROR, f"{type(err).__name__}: {err}"[:300]))
 
 
 class PullWorker(Generic[T]):
@@ -159,34 +183,83 @@ class PullWorker(Generic[T]):
             deliveries.append(Delivery(msg, payload))
         if not deliveries:
             return
-        try:
-            await self._run_handler(deliveries)
-        except Exception as err:  # noqa: BLE001 - the policy below decides what each failure means
-            if len(deliveries) > 1:
-                log.warning("%s: batch of %d failed (%r); retrying one by one", self._agent, len(deliveries), err)
-                for delivery in deliveries:
-                    await self.process_one(delivery)
-                return
-            await self._fail(deliveries[0], err)
+        if len(deliveries) == 1:
+            await self.process_one(deliveries[0])
             return
-        await asyncio.gather(*(self._settle(d.msg, "ack") for d in deliveries))
-        self._metrics.count("ack", len(deliveries))
+        with self._traced(deliveries) as (span, traced):
+            try:
+                await self._run_handler(traced)
+            except Exception as err:  # noqa: BLE001 - the policy below decides what each failure means
+                _outcome(span, "split", err)
+                failed = err
+            else:
+                await asyncio.gather(*(self._settle(d.msg, "ack") for d in deliveries))
+                self._metrics.count("ack", len(deliveries))
+                _outcome(span, "ack")
+                return
+        log.warning("%s: batch of %d failed (%r); retrying one by one", self._agent, len(deliveries), failed)
+        for delivery in deliveries:
+            await self.process_one(delivery)
 
     async def process_one(self, delivery: Delivery[T]) -> None:
-        try:
-            await self._run_handler([delivery])
-        except Exception as err:  # noqa: BLE001
-            await self._fail(delivery, err)
-            return
-        await self._settle(delivery.msg, "ack")
-        self._metrics.count("ack")
+        with self._traced([delivery]) as (span, [traced]):
+            try:
+                await self._run_handler([traced])
+            except Exception as err:  # noqa: BLE001
+                _outcome(span, await self._fail(traced, err), err)
+                return
+            await self._settle(delivery.msg, "ack")
+            self._metrics.count("ack")
+            _outcome(span, "ack")
+
+    @contextlib.contextmanager
+    def _traced(self, deliveries: Sequence[Delivery[T]]) -> Iterator[tuple[trace.Span, list[Delivery[T]]]]:
+        """The span of one handling, current while it runs, and the deliveries that carry its context on.
+
+        One message: a CONSUMER span, child of the message's context, and its outputs carry this span's
+        context. Several: one span (a new trace) linked to each message's context; each message's outputs
+        carry the context it came with, so every document stays one trace.
+        """
+        first = deliveries[0].msg
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": first.subject,
+            "messaging.consumer.group.name": self.consumer.durable,
+            "messaging.batch.message_count": len(deliveries),
+            "mmrag.agent": self._agent,
+        }
+        logged = {"agent": self._agent, "durable": self.consumer.durable, "subject": first.subject}
+        if len(deliveries) == 1:
+            parent = tracing.extract(first.headers)
+            links: list[Link] = []
+            payload = deliveries[0].payload
+            for key in ("tenant", "request_id", "doc_id"):
+                if isinstance(value := getattr(payload, key, None), str):
+                    attributes[f"mmrag.{key}"] = logged[key] = value
+        else:
+            parent = otel_context.Context()  # a batch is a root span of its own, linked to every message
+            links = [Link(sc) for d in deliveries if (sc := tracing.span_context_of(tracing.extract(d.msg.headers)))]
+        name = f"{self.consumer.filter_subject} process"
+        with (
+            tracing.tracer().start_as_current_span(
+                name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes, links=links,
+                record_exception=False, set_status_on_exception=False,
+            ) as span,
+            structlog.contextvars.bound_contextvars(**logged),
+        ):  # fmt: skip
+            if len(deliveries) == 1:
+                carry = dict(tracing.inject({}))
+                yield span, [dataclasses.replace(deliveries[0], carry=carry or None)]
+            else:
+                yield span, list(deliveries)
 
     async def _run_handler(self, deliveries: Sequence[Delivery[T]]) -> None:
         with self._metrics.handler_seconds.time():
             async with self._keep_alive(deliveries):
                 await self._handler(deliveries)
 
-    async def _fail(self, delivery: Delivery[T], err: BaseException) -> None:
+    async def _fail(self, delivery: Delivery[T], err: BaseException) -> str:
+        """Apply the policy to a failed message; returns the outcome (transient, dead_letter, unrecorded)."""
         permanent = isinstance(err, PermanentError)
         last_try = delivery.num_delivered >= self.consumer.max_deliver
         if not permanent and not last_try:
@@ -198,11 +271,11 @@ class PullWorker(Generic[T]):
                 self._agent, delivery.num_delivered, self.consumer.max_deliver, delay, err,
             )  # fmt: skip
             self._metrics.count("transient")
-            return
+            return "transient"
         reason = str(err) if permanent else f"gave up after {delivery.num_delivered} deliveries: {err!r}"
         log.error("%s: dead-lettering message: %s", self._agent, reason)
         if not await self._dead_letter(delivery.msg, reason, type(err).__name__):
-            return  # not recorded: leave it unacked, it comes back and we try again
+            return "unrecorded"  # not recorded: leave it unacked, it comes back and we try again
         self._metrics.count("dead_letter")
         # What users see (a document's error, an SSE error): our own PermanentError messages are written for
         # them; an unexpected exception may carry internals (engine paths...), so it stays in logs and the
@@ -217,6 +290,7 @@ class PullWorker(Generic[T]):
             except Exception:  # noqa: BLE001 - the dead letter is recorded; a failing hook must not loop
                 log.exception("%s: on_give_up hook failed", self._agent)
         await self._settle(delivery.msg, "term")
+        return "dead_letter"
 
     async def _poison(self, msg: Msg, reason: str, error_type: str) -> None:
         log.error("%s: dead-lettering a malformed message on %s: %s", self._agent, msg.subject, reason[:300])
