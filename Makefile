@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= .mmrag-data
 
-.PHONY: run test install tools bench schemas clean
+.PHONY: run test install bench schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,8 @@ run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 # The renderer of the Kubernetes tests (kubectl kustomize, else kustomize): skipped when one already works.
-tools: install
-	VENV_BIN=$(BIN) infra/tools.sh
 
-test: install tools
+test: install
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 

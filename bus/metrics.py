@@ -63,6 +63,11 @@ BATCH_SIZE = Histogram(
     "mmrag_batch_size", "messages fetched and processed together", ("agent", "durable"), buckets=_BATCH_BUCKETS
 )
 DEAD_LETTERS = Counter("mmrag_dead_letters", "dead-letter records stored", ("durable", "error_type"))
+LLM_FALLBACKS = Counter(
+    "mmrag_llm_fallbacks",
+    "LLM providers that failed and handed over to the next link, by stage (before_first_token | mid_stream)",
+    ("provider", "stage"),
+)
 CONSUMER_PENDING = Gauge(
     "mmrag_consumer_pending", "messages of a durable consumer not yet delivered (its backlog)", ("stream", "durable")
 )

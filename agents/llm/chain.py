@@ -22,6 +22,7 @@ import httpx
 
 from agents.llm.client import ProviderError, stream_chat
 from agents.settings import AgentSettings, LLMProvider
+from bus.metrics import LLM_FALLBACKS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class ProviderChain:
             except ProviderError as exc:
                 stage = "mid_stream" if produced else "before_first_token"
                 FALLBACKS[(provider.name, stage)] += 1
+                LLM_FALLBACKS.labels(provider.name, stage).inc()
                 following = self.providers[index + 1].name if index + 1 < len(self.providers) else "extractive"
                 log.warning(
                     "llm provider %r failed %s (%s); falling back to %r",
