@@ -51,6 +51,9 @@ class AgentSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]{1,48}$",
         description="collection alias that queries use; each index generation's collection is '<alias>-g<N>'",
     )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="JetStream replicas of every stream and bucket: 3 on a NATS cluster"
+    )
     index_generation: int = Field(
         default=1, ge=1, description="index generation the ingest agents build (collection, consumers, progress)"
     )

@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 _STREAM_NAME_IN_USE = 10058
 
 
-def stream_config(stream: StreamDef) -> api.StreamConfig:
+def stream_config(stream: StreamDef, replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
         name=stream.name,
+        num_replicas=replicas,
         description=stream.description or None,
         subjects=list(stream.subjects),
         storage=api.StorageType.FILE if stream.storage == "file" else api.StorageType.MEMORY,
@@ -56,13 +57,17 @@ async def ensure_consumer(js: JetStreamContext, consumer: ConsumerDef) -> None:
     await js.add_consumer(consumer.stream, consumer_config(consumer))
 
 
-async def ensure_topology(js: JetStreamContext, generations: Sequence[IndexGeneration] = (IndexGeneration(1),)) -> None:
+async def ensure_topology(
+    js: JetStreamContext, generations: Sequence[IndexGeneration] = (IndexGeneration(1),), *, replicas: int = 1
+) -> None:
     """Make the server's topology match `contracts.topology` for these index generations.
 
-    Safe to call from every replica at start-up and after every reconnection.
+    `replicas` is the JetStream replication factor of every stream and bucket (3 on a NATS cluster: a node may
+    die without losing an acknowledged message; 1 on a single server). Safe to call from every replica at
+    start-up and after every reconnection.
     """
     for stream in STREAMS:
-        config = stream_config(stream)
+        config = stream_config(stream, replicas)
         try:
             await js.add_stream(config)
         except BadRequestError as err:
@@ -73,8 +78,10 @@ async def ensure_topology(js: JetStreamContext, generations: Sequence[IndexGener
     consumers = all_consumers(tuple(generations))
     for consumer in consumers:
         await ensure_consumer(js, consumer)
-    await js.create_object_store(UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE))
+    await js.create_object_store(
+        UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=replicas)
+    )
     await js.create_key_value(
-        config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE)
+        config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE, replicas=replicas)
     )
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

@@ -44,14 +44,14 @@ async def run_agents(
     nc = await connect(
         settings.nats_url,
         name=f"mmrag-{names}-{settings.replica_id}",
-        on_reconnect=lambda: ensure_topology(nc.jetstream(), [generation]),
+        on_reconnect=lambda: ensure_topology(nc.jetstream(), [generation], replicas=settings.stream_replicas),
     )
     js = nc.jetstream()
     shared = SharedResources(settings)
     agents: list[ConsumerAgent] = []
     metrics: MetricsServer | None = None
     try:
-        await ensure_topology(js, [generation])
+        await ensure_topology(js, [generation], replicas=settings.stream_replicas)
         ctx = AgentContext(
             nc=nc,
             js=js,
