@@ -33,6 +33,7 @@ from contracts.messages import (
     Tenant,
     TokenEvent,
 )
+from edge_api.auth import API_KEY_HEADER, required_role
 from edge_api.bodies import AskBody, SearchBody
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
 from edge_api.routes.queries import FRAMING_FIELDS
@@ -232,6 +233,53 @@ ERR_400_JSON = _error(
     "names each field and its problem"
 )
 ERR_404_DOC = _error("`not_found`: no such document (unknown, deleted, or not a valid id)")
+
+
+ERR_401 = {
+    "description": "`unauthorized`: no API key, or one that is unknown or revoked (only with `MMRAG_AUTH=on`)",
+    "headers": {
+        **REQUEST_ID_HEADER,
+        "WWW-Authenticate": {
+            "description": 'the challenge: `Bearer realm="mmrag"` (with `error="invalid_token"` for a bad key)',
+            "required": True,
+            "schema": {"type": "string", "pattern": "^Bearer"},
+        },
+    },
+    "content": _json(ErrorBody),
+}
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http", "scheme": "bearer",
+        "description": "an API key (`mmrag keys create`) as `Authorization: Bearer mmrag_...`",
+    },
+    "apiKeyHeader": {
+        "type": "apiKey", "in": "header", "name": API_KEY_HEADER,
+        "description": f"the same API key in `{API_KEY_HEADER}` instead",
+    },
+}  # fmt: skip
+SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+
+
+def _err_403_role(role: str) -> dict:
+    return _error(
+        f"`forbidden`: the API key's role may not do this (it needs `{role}` or above; roles: reader < writer < admin)"
+    )
+
+
+def _with_auth(paths: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Mark every operation's security (`edge_api.auth`): open ones `[]`, the others a key, 401 and 403."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method not in METHODS:
+                continue
+            role = required_role(method.upper(), path)
+            if role is None:
+                op["security"] = []
+                continue
+            op["security"] = SECURITY
+            op["description"] = (op.get("description", "").rstrip() + f"\n\nNeeds an API key of role `{role}` or above.").lstrip()
+            op["responses"] = {**op["responses"], "401": ERR_401, "403": _err_403_role(role)}
+    return paths
 
 
 def _security(method: str, path: str) -> dict:
@@ -462,7 +510,10 @@ The HTTP API of mmrag, a multi-modal RAG engine (the same content as `docs/api.m
 - Every error is JSON: `{"error": {"code", "message", "request_id", ...}}` (`ErrorBody`). Besides the statuses
   listed per operation: an unknown path is 404 `not_found`, a method a path does not have is 405
   `method_not_allowed` (with `Allow`). Every GET also answers HEAD.
-- Every request acts for one tenant, decided by the server; no body or path names a tenant.
+- Every request acts for one tenant, decided by the server; no body or path names a tenant. With
+  `MMRAG_AUTH=on` (the default) it is the tenant of the request's API key (`Authorization: Bearer <key>` or
+  `X-API-Key`); without a valid key a protected operation is 401 `unauthorized`, with a key whose role may
+  not do it 403 `forbidden`. Roles: `reader` (GET, search, ask) < `writer` (+ upload, delete) < `admin`.
 - Browser safety: an unsafe method (POST, DELETE) whose `Origin` is not allowed is 403 `forbidden_origin`;
   a `Host` this server does not answer to is 421 `forbidden_host` (except on `/health` and `/ready`).
 - JSON bodies must be `application/json`, at most 64 KiB; unknown fields are rejected.
@@ -485,8 +536,8 @@ def _document() -> dict:
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
         ],
-        "paths": _operations(),
-        "components": {"schemas": _components()},
+        "paths": _with_auth(_operations()),
+        "components": {"schemas": _components(), "securitySchemes": SECURITY_SCHEMES},
     }
 
 

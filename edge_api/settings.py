@@ -35,6 +35,19 @@ class EdgeSettings(BaseSettings):
     )
     sse_ping_s: float = Field(default=15.0, gt=0, description="interval of keep-alive comments on an SSE stream")
     index_generation: int = Field(default=1, ge=1, description="index generation whose progress records are served")
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="on: every request but the probes, /metrics and the API description needs an API key "
+        "(401/403); off: every request is the default tenant (what `mmrag up` uses on loopback without --auth)",
+    )
+    api_keys_file: str = Field(
+        default="",
+        description="path of the JSON keys file (`mmrag keys create`); re-read when it changes, so a revoke "
+        "takes effect without a restart",
+    )
+    api_keys: str = Field(
+        default="", description="the same JSON as the keys file, for a Kubernetes Secret as env (read at start)"
+    )
 
     otel_endpoint: str | None = Field(
         default=None,

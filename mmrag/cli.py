@@ -26,6 +26,14 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", envvar="MMRAG_URL", help="base URL of a running engine")]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="MMRAG_API_KEY", show_default=False, help="API key (not needed in local mode)"),
+]
+DEFAULT_KEYS_FILE = Path(".mmrag-data") / "api-keys.json"
+KeysFileOption = Annotated[
+    Path, typer.Option("--file", envvar="MMRAG_API_KEYS_FILE", help="the keys file (JSON, keys stored hashed)")
+]
 
 
 def _logging(verbose: bool) -> None:
@@ -62,6 +70,14 @@ def up(
     nats_monitor_port: Annotated[
         int, typer.Option(help="loopback port of nats-server's HTTP monitoring (/varz, /jsz: what KEDA reads)")
     ] = 8222,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="require API keys even on loopback (always on for other addresses); with no key yet, creates an "
+            "admin key for tenant `default` in <data-dir>/api-keys.json and prints it once"
+        ),
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Run the whole engine on embedded defaults (nats-server, six agents, edge API)."""
@@ -73,9 +89,12 @@ def up(
     _logging(verbose)
     try:
         asyncio.run(
-            run_up(host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port)
+            run_up(
+                host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
+                auth=auth,
+            )  # fmt: skip
         )
-    except (DataDirInUse, StartError, GaveUp, FileNotFoundError) as e:
+    except (DataDirInUse, StartError, GaveUp, FileNotFoundError, ValueError) as e:  # ValueError: bad keys file
         _fail(f"mmrag up: {e}")
 
 
@@ -134,6 +153,7 @@ def models() -> None:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF, .txt or .md files")],
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     wait: Annotated[bool, typer.Option(help="wait until every document is indexed or failed")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for indexing")] = 600,
     retry_for: Annotated[
@@ -147,7 +167,7 @@ def ingest(
     async def main() -> int:
         failures = 0
         loop = asyncio.get_running_loop()
-        async with client(url) as http:
+        async with client(url, api_key=api_key) as http:
             docs = []
             for path in paths:
                 try:
@@ -206,6 +226,7 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="the question")],
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(help="how many passages to use")] = 5,
 ) -> None:
     """Ask a running engine; the answer streams to stdout, then its citations."""
@@ -214,7 +235,7 @@ def ask(
     async def main() -> int:
         citations = []
         wrote = False
-        async with client(url) as http:
+        async with client(url, api_key=api_key) as http:
             async for event, data in ask_events(http, question, top_k):
                 if event == "token":
                     sys.stdout.write(data["text"])
@@ -243,6 +264,7 @@ def _excerpt(text: str, width: int = 100) -> str:
 def search(
     query: Annotated[str, typer.Argument(help="what to look for")],
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(help="how many hits")] = 10,
 ) -> None:
     """Search a running engine: ranked hits with score, file, page and an excerpt."""
@@ -250,7 +272,7 @@ def search(
     from mmrag.client import search as search_hits
 
     async def main() -> int:
-        async with client(url) as http:
+        async with client(url, api_key=api_key) as http:
             hits = await search_hits(http, query, top_k)
         if not hits:
             err.print("no hits")
@@ -264,6 +286,7 @@ def search(
 @app.command()
 def docs(
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
 ) -> None:
     """List the tenant's documents: id, status, filename, pages, chunks."""
@@ -271,7 +294,7 @@ def docs(
 
     async def main() -> int:
         count = 0
-        async with client(url) as http:
+        async with client(url, api_key=api_key) as http:
             async for d in documents(http, limit=limit):
                 total, done = d.get("chunks_total"), d.get("chunks_indexed") or 0
                 chunks = f"{done}/{total}" if total is not None else "-"
@@ -288,6 +311,7 @@ def docs(
 def delete(
     doc_ids: Annotated[list[str], typer.Argument(help="ids of the documents to delete")],
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Delete documents (their chunks leave the index; their status becomes `deleted`)."""
     from mmrag.client import EngineError, EngineUnreachable, client
@@ -295,7 +319,7 @@ def delete(
 
     async def main() -> int:
         failures = 0
-        async with client(url) as http:
+        async with client(url, api_key=api_key) as http:
             for doc_id in doc_ids:
                 try:
                     await delete_doc(http, doc_id)
@@ -309,6 +333,58 @@ def delete(
         return 1 if failures else 0
 
     _run(main())
+
+
+keys_app = typer.Typer(help="Manage API keys (stored hashed in a JSON keys file).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant the key acts for")],
+    role: Annotated[str, typer.Option(help="reader (GET, search, ask), writer (+ upload, delete) or admin")],
+    file: KeysFileOption = DEFAULT_KEYS_FILE,
+) -> None:
+    """Create a key and print it: this is the only time it is shown (the file keeps only its SHA-256)."""
+    from edge_api.keys import KeysFileError, create_key
+
+    try:
+        entry, key = create_key(file, tenant, role)
+    except (KeysFileError, OSError) as e:
+        _fail(f"mmrag keys create: {e}")
+    err.print(f"created key {entry.id} (tenant {entry.tenant}, role {entry.role}) in {file}; it is shown only once:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(file: KeysFileOption = DEFAULT_KEYS_FILE) -> None:
+    """List the keys: id, tenant, role, created, revoked (never a key or its hash)."""
+    from edge_api.keys import KeysFileError, load_file
+
+    try:
+        entries = load_file(file)
+    except (KeysFileError, OSError) as e:
+        _fail(f"mmrag keys list: {e}")
+    for k in entries:
+        print(f"{k.id}  {k.tenant:<20}  {k.role:<6}  {k.created_at}  {'revoked' if k.revoked else 'active'}")
+    err.print(f"{len(entries)} key{'s' if len(entries) != 1 else ''} in {file}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, as `mmrag keys list` shows it")],
+    file: KeysFileOption = DEFAULT_KEYS_FILE,
+) -> None:
+    """Revoke a key; a running edge API refuses it from its next request (it re-reads the file when it changes)."""
+    from edge_api.keys import KeysFileError, revoke_key
+
+    try:
+        entry = revoke_key(file, key_id)
+    except KeyError:
+        _fail(f"mmrag keys revoke: no key {key_id!r} in {file}")
+    except (KeysFileError, OSError) as e:
+        _fail(f"mmrag keys revoke: {e}")
+    print(f"{entry.id}  revoked")
 
 
 @app.command()

@@ -41,13 +41,17 @@ class EngineUnreachable(EngineError):
     """No HTTP answer at all: connection refused, timed out, or dropped."""
 
 
-def client(base_url: str, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
+def client(
+    base_url: str, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, api_key: str | None = None
+) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` for the engine at `base_url` (use it with `async with`).
 
+    `api_key` (the CLI's `--api-key` / `MMRAG_API_KEY`) goes on every request as ``Authorization: Bearer``.
     `trust_env=False`, like the aiohttp client it replaces: an HTTP(S)_PROXY of the shell must not send
-    requests for a local engine through a proxy.
+    requests for a local engine through a proxy (nor a ~/.netrc replace the key).
     """
-    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, trust_env=False)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, trust_env=False, headers=headers)
 
 
 def _details(details: object) -> str:

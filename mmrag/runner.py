@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ from mmrag.supervisor import ChildSpec, Supervisor
 log = logging.getLogger(__name__)
 
 NATS_HOST = "127.0.0.1"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+KEYS_FILE_NAME = "api-keys.json"
 NATS_SERVER = "nats-server"
 EDGE_API = "edge API"
 
@@ -36,8 +39,14 @@ async def up(
     nats_port: int,
     nats_monitor_port: int = 8222,
     supervisor: Supervisor | None = None,
+    auth: bool = False,
 ) -> None:
-    """Run until SIGINT/SIGTERM. Raises `DataDirInUse`, `StartError` or `GaveUp` with a one-line message."""
+    """Run until SIGINT/SIGTERM. Raises `DataDirInUse`, `StartError` or `GaveUp` with a one-line message.
+
+    Auth is off only in local mode: bound to loopback and without `auth`. Otherwise it is on, with the keys of
+    `MMRAG_API_KEYS_FILE` (or `MMRAG_API_KEYS`) if set, else of ``<data dir>/api-keys.json``; when that holds no
+    key yet, one admin key for the default tenant is created and printed once.
+    """
     data_dir = data_dir.resolve()
     with DataDirLock(data_dir):
         for what, h, p, option in (
@@ -47,14 +56,35 @@ async def up(
         ):
             if port_in_use(h, p):
                 raise StartError(f"port {p} on {h} ({what}) is already in use: stop what runs there or pick another {option}")
+        auth_env = _auth_env(auth or host.lower() not in LOOPBACK_HOSTS, data_dir)
         await _run(
             host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
-            supervisor=supervisor or Supervisor(),
+            supervisor=supervisor or Supervisor(), auth_env=auth_env,
         )  # fmt: skip
 
 
+def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
+    """The edge API's auth settings; creates (and prints, once) a first admin key when auth has none."""
+    from edge_api.keys import create_key, load_file
+
+    if not auth:
+        return {"MMRAG_AUTH": "off"}
+    if os.environ.get("MMRAG_API_KEYS") and not os.environ.get("MMRAG_API_KEYS_FILE"):
+        return {"MMRAG_AUTH": "on"}
+    keys_file = Path(os.environ.get("MMRAG_API_KEYS_FILE") or data_dir / KEYS_FILE_NAME)
+    if not load_file(keys_file):
+        entry, key = create_key(keys_file, "default", "admin")
+        print(
+            f"API key {entry.id} (role admin, tenant default), shown only this once: {key}\n"
+            f"  stored hashed in {keys_file}; use it as MMRAG_API_KEY or --api-key; more with `mmrag keys create`",
+            flush=True,
+        )
+    return {"MMRAG_AUTH": "on", "MMRAG_API_KEYS_FILE": str(keys_file)}
+
+
 async def _run(
-    *, host: str, port: int, data_dir: Path, nats_port: int, nats_monitor_port: int, supervisor: Supervisor
+    *, host: str, port: int, data_dir: Path, nats_port: int, nats_monitor_port: int, supervisor: Supervisor,
+    auth_env: dict[str, str] | None = None,
 ) -> None:
     # Imported here, after the lock: loading the agents (torch, models) takes seconds, refusing must not.
     from agents.runtime.host import run_agents
@@ -79,7 +109,7 @@ async def _run(
     edge = ChildSpec(
         EDGE_API,
         [sys.executable, "-m", "edge_api"],
-        env=child_env(MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url),
+        env=child_env(MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url, **(auth_env or {"MMRAG_AUTH": "off"})),
         listen=(host, port),
     )
     agents: asyncio.Task[None] | None = None
