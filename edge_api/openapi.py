@@ -277,7 +277,9 @@ def _with_auth(paths: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
                 op["security"] = []
                 continue
             op["security"] = SECURITY
-            op["description"] = (op.get("description", "").rstrip() + f"\n\nNeeds an API key of role `{role}` or above.").lstrip()
+            op["description"] = (
+                op.get("description", "").rstrip() + f"\n\nNeeds an API key of role `{role}` or above."
+            ).lstrip()
             op["responses"] = {**op["responses"], "401": ERR_401, "403": _err_403_role(role)}
     return paths
 

@@ -214,7 +214,9 @@ async def first_request(requests: asyncio.Queue, call: asyncio.Task) -> tuple[st
     done, _ = await asyncio.wait({got, call}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
     if got not in done:
         got.cancel()
-        raise AssertionError(f"no QueryRequest published; the call ended with {call.result() if call in done else None}")
+        raise AssertionError(
+            f"no QueryRequest published; the call ended with {call.result() if call in done else None}"
+        )
     return got.result()
 
 
