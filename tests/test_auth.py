@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from edge_api.keys import KEY_PREFIX, KeyRing, create_key, hash_key, load_file, 
 from edge_api.openapi import build_document
 from mmrag import client as engine_client
 from mmrag.runner import _auth_env
-from tests.engine import NatsServer
+from tests.engine import BIN, Engine, NatsServer
 
 WAIT_S = 30.0
 A, B = "tenant-a", "tenant-b"
@@ -336,3 +339,32 @@ def test_openapi_marks_protected_operations() -> None:
                 assert op["security"] == [] and "401" not in op["responses"], (method, path)
             else:
                 assert op["security"] and {"401", "403"} <= op["responses"].keys(), (method, path)
+
+
+@pytest.mark.e2e
+async def test_mmrag_up_with_auth_prints_one_key_and_requires_it(tmp_path: Path) -> None:
+    """`mmrag up --auth` on loopback: the printed admin key works, no key is 401, the key file holds no key."""
+    eng = Engine(tmp_path / "data", tmp_path / "engine.log")
+    log = eng.log_path.open("ab")
+    eng.proc = subprocess.Popen(
+        [str(BIN / "mmrag"), "up", "--auth", "--port", str(eng.port), "--nats-port", str(eng.nats_port),
+         "--nats-monitor-port", str(eng.nats_monitor_port), "--data-dir", str(eng.data_dir)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while b"mmrag is up" not in eng.log_path.read_bytes():
+            assert eng.proc.poll() is None, eng.log_tail()
+            assert time.monotonic() < deadline, eng.log_tail()
+            await asyncio.sleep(0.2)
+        printed = eng.log_path.read_text()
+        keys = [w for w in printed.split() if w.startswith(KEY_PREFIX)]
+        assert len(keys) == 1, printed
+        assert keys[0] not in (eng.data_dir / "api-keys.json").read_text()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{eng.url}/v1/documents") as resp:
+                assert resp.status == 401, await resp.text()
+            async with http.get(f"{eng.url}/v1/documents", headers={"Authorization": f"Bearer {keys[0]}"}) as resp:
+                assert resp.status == 200, await resp.text()
+    finally:
+        assert eng.stop() == 0, eng.log_tail()
