@@ -12,6 +12,9 @@ import pytest
 from tests.engine import Engine, NatsServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Edge apps built directly in tests (EdgeSettings(...)) serve the default tenant with no key, like `mmrag up` on
+# loopback; tests/test_auth.py turns auth on explicitly. (`mmrag up` always tells its edge process the setting.)
+os.environ.setdefault("MMRAG_AUTH", "off")
 
 
 @pytest.fixture
