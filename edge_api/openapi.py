@@ -27,6 +27,7 @@ from contracts.messages import (
     DocumentStatus,
     DoneEvent,
     ErrorEvent,
+    ResetEvent,
     Hit,
     Identifier,
     RetrievalEvent,
@@ -171,6 +172,7 @@ ASK_EVENTS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("retrieval", RetrievalEvent, "`id: 0`; the hits the answer is built from, best first"),
     ("token", TokenEvent, "`id: 1, 2, ...`; the next piece of the answer text"),
     ("citation", CitationEvent, "`id: 1, 2, ...`; a source the answer cites as [n]"),
+    ("reset", ResetEvent, "`id: n`; discard the answer text streamed so far: a new attempt follows from scratch"),
     ("done", DoneEvent, "the last event of a complete answer"),
     ("error", ErrorEvent, "ends the stream; `code` is `timeout`, `backbone_unavailable` or an agent's code"),
 )
@@ -319,11 +321,13 @@ def _ask_stream_schema() -> dict:
 ASK_DESCRIPTION = """\
 Answers the question as a stream of Server-Sent Events. Each event's `event:` is its type, `id:` its sequence
 number (none on `error`), `data:` one JSON object (the schemas `RetrievalData`, `TokenData`, `CitationData`,
-`DoneData`, `ErrorData`):
+`ResetData`, `DoneData`, `ErrorData`):
 
 - `retrieval` (id 0): `{"hits": [<Hit>...]}`
 - `token` (1, 2, ...): `{"text"}`, the next piece of the answer
-- `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text"}`
+- `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text", "image"}`
+- `reset` (n): `{"reason"}`: an LLM provider failed mid-answer; discard the `token` text received so far, the next
+  provider's answer follows from scratch (a client shows the text after the last `reset`)
 - `done` (last): `{"answerer"}`; the stream ends
 - `error`: `{"code", "message"}`; the stream ends. `code` is `timeout` when no event came for
   `MMRAG_QUERY_TIMEOUT_S`, `backbone_unavailable` when NATS went away, or an agent's code

@@ -241,6 +241,12 @@ def ask(
                     sys.stdout.write(data["text"])
                     sys.stdout.flush()
                     wrote = True
+                elif event == "reset":  # a provider failed mid-answer: what was printed is void
+                    if wrote:
+                        print()
+                    err.print(f"[yellow](answer restarted: {data.get('reason', '')})[/yellow]")
+                    citations.clear()
+                    wrote = False
                 elif event == "citation":
                     citations.append(data)
                 elif event == "error":

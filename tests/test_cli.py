@@ -160,6 +160,22 @@ def test_ask_streams_tokens_then_citations(stub: Stub) -> None:
     assert json.loads(stub.calls[0][3]) == {"question": "How hot?", "top_k": 3}
 
 
+def test_ask_reset_voids_what_was_printed_and_keeps_the_new_answer(stub: Stub) -> None:
+    stub.on("POST", "/v1/ask", sse([
+        ("retrieval", {"hits": []}),
+        ("token", {"text": "The reactor runs at 99"}),
+        ("citation", {"n": 2, "doc_id": DOC_ID, "filename": "old.pdf", "page": 9, "bbox": None, "text": "x"}),
+        ("reset", {"reason": "provider 'a' failed mid-answer"}),
+        ("token", {"text": "It runs at 4127 K [1]."}),
+        ("citation", {"n": 1, "doc_id": DOC_ID, "filename": "reactor.pdf", "page": 3, "bbox": None, "text": "x"}),
+        ("done", {}),
+    ]))  # fmt: skip
+    run = mmrag("ask", "How hot?", "--url", stub.url)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-2:] == ["It runs at 4127 K [1].", f"[1] reactor.pdf page 3 (doc {DOC_ID})"]
+    assert "old.pdf" not in run.stdout and "answer restarted: provider 'a' failed mid-answer" in run.stderr
+
+
 def test_ask_error_event_is_one_line_and_exit_1(stub: Stub) -> None:
     stub.on("POST", "/v1/ask", sse([("token", {"text": "partial"}), ("error", {"code": "timeout", "message": "no answer within 30s"})]))
     run = mmrag("ask", "q", "--url", stub.url)
