@@ -38,6 +38,7 @@ from edge_api.auth import API_KEY_HEADER, required_role
 from edge_api.bodies import AskBody, SearchBody
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
 from edge_api.routes.queries import FRAMING_FIELDS
+from edge_api.security import PROBE_PATHS
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
@@ -291,7 +292,7 @@ def _security(method: str, path: str) -> dict:
     out = {}
     if method in ("post", "put", "patch", "delete"):
         out["403"] = ERR_403
-    if path not in ("/health", "/ready"):
+    if path not in PROBE_PATHS:
         out["421"] = ERR_421
     return out
 
@@ -521,7 +522,7 @@ The HTTP API of mmrag, a multi-modal RAG engine (the same content as `docs/api.m
   `X-API-Key`); without a valid key a protected operation is 401 `unauthorized`, with a key whose role may
   not do it 403 `forbidden`. Roles: `reader` (GET, search, ask) < `writer` (+ upload, delete) < `admin`.
 - Browser safety: an unsafe method (POST, DELETE) whose `Origin` is not allowed is 403 `forbidden_origin`;
-  a `Host` this server does not answer to is 421 `forbidden_host` (except on `/health` and `/ready`).
+  a `Host` this server does not answer to is 421 `forbidden_host` (except on `/health`, `/ready` and `/metrics`).
 - JSON bodies must be `application/json`, at most 64 KiB; unknown fields are rejected.
 """
 

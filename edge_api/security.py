@@ -8,6 +8,9 @@
   (curl, the CLI, server-to-server) are not browsers' cross-site requests and pass.
 - JSON endpoints accept only ``application/json`` (415): a cross-site form or ``text/plain`` fetch, which a
   browser sends without a CORS preflight, never reaches a handler.
+- CORS: a browser page from an allowed origin (``MMRAG_ALLOWED_ORIGINS``) gets the ``Access-Control-*``
+  headers it needs, preflights included; any other origin gets none (and its preflight a 403), so its script
+  cannot read our responses.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from edge_api.state import SETTINGS
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Probes (kubelet, load balancers) call these by IP: they reveal and change nothing, so any Host may.
-PROBE_PATHS = frozenset({"/health", "/ready"})
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+CORS_METHODS = "GET, POST, DELETE"
+CORS_HEADERS = "Authorization, X-API-Key, Content-Type, Last-Event-ID, traceparent"
+CORS_EXPOSED = "X-Request-Id, Retry-After, X-RateLimit-Remaining"
+CORS_MAX_AGE_S = 600
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
 
@@ -102,9 +109,22 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
             f"this server does not answer to host {request.host!r}; add it to MMRAG_ALLOWED_HOSTS if it is yours",
         )  # fmt: skip
     origin = request.headers.get("Origin")
-    if request.method in UNSAFE_METHODS and origin is not None and not origin_allowed(request, origin):
+    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    if origin is not None and (request.method in UNSAFE_METHODS or preflight) and not origin_allowed(request, origin):
         raise ApiError(
             403, "forbidden_origin",
             f"requests from origin {origin!r} are not allowed; add it to MMRAG_ALLOWED_ORIGINS if it is yours",
         )  # fmt: skip
-    return await handler(request)
+    if preflight and not isinstance(request.match_info.http_exception, web.HTTPNotFound):  # a route of ours
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+    else:
+        response = await handler(request)
+    if origin is not None and origin_allowed(request, origin):
+        # Only an allowed origin is ever echoed: the browser then lets that page read the response.
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+        response.headers.add("Vary", "Origin")
+    return response
