@@ -12,6 +12,8 @@ client's process and GC metrics (``process_cpu_seconds_total``, ``process_reside
 | ``mmrag_handler_seconds`` | agent, durable | `PullWorker`, per handler call (a batch, or one message of a batch retried alone) |
 | ``mmrag_batch_size`` | agent, durable | `PullWorker`, messages per fetch |
 | ``mmrag_dead_letters_total`` | durable, error_type | `PullWorker`, per dead-letter record stored (poison included) |
+| ``mmrag_ratelimited_total`` | route | edge API rate limit (`edge_api.ratelimit`), per 429 |
+| ``mmrag_ratelimit_failopen_total`` | | edge API rate limit, per request let through because Redis failed |
 | ``mmrag_consumer_pending`` | stream, durable | agent process, from ``consumer_info`` every few seconds |
 | ``mmrag_consumer_ack_pending`` | stream, durable | same |
 
@@ -67,6 +69,10 @@ LLM_FALLBACKS = Counter(
     "mmrag_llm_fallbacks",
     "LLM providers that failed and handed over to the next link, by stage (before_first_token | mid_stream)",
     ("provider", "stage"),
+)
+RATELIMITED = Counter("mmrag_ratelimited", "requests refused with 429 by the edge API's rate limit", ("route",))
+RATELIMIT_FAILOPEN = Counter(
+    "mmrag_ratelimit_failopen", "requests let through unlimited because the rate limit's Redis failed (fail-open)"
 )
 CONSUMER_PENDING = Gauge(
     "mmrag_consumer_pending", "messages of a durable consumer not yet delivered (its backlog)", ("stream", "durable")

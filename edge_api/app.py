@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bus.connection import connect
-from edge_api import metrics
+from edge_api import metrics, ratelimit
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
 from edge_api.routes import docs, documents, health, queries
@@ -48,10 +48,18 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     settings = settings or EdgeSettings()
     # Middlewares run outermost first: every error below, the security checks included, becomes JSON, and the
     # metrics middleware records the status the client got. The tracing middleware (a span per request, current
-    # while the route publishes) sees that status too. Authentication comes after the Host/Origin checks.
+    # while the route publishes) sees that status too. Authentication comes after the Host/Origin checks, and
+    # the rate limit after authentication (its bucket is the API key's; a refused key takes no token).
     keyring = keyring_for(settings)  # an invalid keys file raises here: the API does not start
     app = web.Application(
-        middlewares=[metrics.metrics_middleware, tracing_middleware, error_middleware, security_middleware, auth_middleware],
+        middlewares=[
+            metrics.metrics_middleware,
+            tracing_middleware,
+            error_middleware,
+            security_middleware,
+            auth_middleware,
+            ratelimit.ratelimit_middleware,
+        ],
         client_max_size=MAX_JSON_BODY_BYTES,
     )
     app[SETTINGS] = settings
@@ -59,6 +67,7 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     if keyring is not None:
         app[KEYRING] = keyring
     app.cleanup_ctx.append(backbone_lifecycle)
+    ratelimit.setup(app, settings)  # its Redis client (if any) opens and closes with the app
     health.add_routes(app)
     documents.add_routes(app)
     queries.add_routes(app)

@@ -34,8 +34,9 @@ from contracts.messages import (
     Tenant,
     TokenEvent,
 )
-from edge_api.auth import API_KEY_HEADER, required_role
+from edge_api.auth import API_KEY_HEADER, OPEN_PATHS, required_role
 from edge_api.bodies import AskBody, SearchBody
+from edge_api.ratelimit import REMAINING_HEADER
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
 from edge_api.routes.queries import FRAMING_FIELDS
 from edge_api.security import PROBE_PATHS
@@ -142,6 +143,7 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(default=None, description="`invalid_query`: the query parameter")
     reason: str | None = Field(default=None, description="`query_failed`: the agents' error code")
     doc_id: Identifier | None = Field(default=None, description="`submission_unconfirmed`: the document to check")
+    retry_after_s: int | None = Field(default=None, description="`rate_limited`: seconds to wait, as `Retry-After`")
 
 
 class ErrorBody(_Response):
@@ -284,6 +286,38 @@ def _with_auth(paths: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
                 op.get("description", "").rstrip() + f"\n\nNeeds an API key of role `{role}` or above."
             ).lstrip()
             op["responses"] = {**op["responses"], "401": ERR_401, "403": _err_403_role(role)}
+    return paths
+
+
+ERR_429 = {
+    "description": "`rate_limited`: this API key (or, with `MMRAG_AUTH=off`, this client address) used up its "
+    "token bucket (`MMRAG_RATE_LIMIT_PER_MINUTE`, `MMRAG_RATE_LIMIT_BURST`); retry after `Retry-After` seconds",
+    "headers": {**REQUEST_ID_HEADER, "Retry-After": {**RETRY_AFTER_HEADER["Retry-After"], "required": True}},
+    "content": _json(ErrorBody),
+}
+RATE_LIMIT_REMAINING_HEADER = {
+    REMAINING_HEADER: {
+        "description": "whole requests left in the caller's bucket (only while a rate limit is on and enforced)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def _with_rate_limit(paths: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """The rate limit (`edge_api.ratelimit`) on every `/v1/*` operation but the open ones: 429, and the
+    remaining-requests header on the answers it let through."""
+    for path, item in paths.items():
+        if not path.startswith("/v1/") or path in OPEN_PATHS:
+            continue
+        for method, op in item.items():
+            if method not in METHODS:
+                continue
+            responses = {}
+            for status, response in op["responses"].items():
+                if int(status) < 400:
+                    response = {**response, "headers": {**response.get("headers", {}), **RATE_LIMIT_REMAINING_HEADER}}
+                responses[status] = response
+            op["responses"] = {**responses, "429": ERR_429}
     return paths
 
 
@@ -543,7 +577,7 @@ def _document() -> dict:
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
         ],
-        "paths": _with_auth(_operations()),
+        "paths": _with_rate_limit(_with_auth(_operations())),
         "components": {"schemas": _components(), "securitySchemes": SECURITY_SCHEMES},
     }
 

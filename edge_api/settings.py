@@ -49,6 +49,20 @@ class EdgeSettings(BaseSettings):
         default="", description="the same JSON as the keys file, for a Kubernetes Secret as env (read at start)"
     )
 
+    rate_limit_per_minute: float = Field(
+        default=0.0,
+        ge=0,
+        description="tokens a minute refilled into each caller's bucket (API key, or client IP "
+        "with auth off); 0 = no rate limit",
+    )
+    rate_limit_burst: int = Field(default=30, ge=1, description="tokens a full bucket holds: the largest burst")
+    redis_url: str = Field(
+        default="", description="Redis holding the rate-limit buckets, shared by every edge replica; empty = in-process"
+    )
+    rate_limit_redis_timeout_s: float = Field(
+        default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
+    )
+
     otel_endpoint: str | None = Field(
         default=None,
         description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
