@@ -271,3 +271,29 @@ async def test_redis_down_fails_open_then_limits_again(
     assert_429(*await edge.get())
     assert len(failopen_lines(caplog)) == 1  # one line for the whole outage, not one per request
     assert any("answers again" in r.getMessage() for r in caplog.records if r.name == "edge_api.ratelimit")
+
+
+async def test_a_redis_that_never_answers_fails_open_within_the_timeout(start_edge: StartEdge) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.read()  # accepts, reads, never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        edge = await start_edge(
+            rate_limit_burst=1, rate_limit_per_minute=1, redis_url=f"redis://127.0.0.1:{port}/0",
+            rate_limit_redis_timeout_s=0.2,
+        )  # fmt: skip
+        before = sample("mmrag_ratelimit_failopen_total")
+        for _ in range(3):  # a burst of 1, yet none is refused
+            start = time.monotonic()
+            status, body, headers = await edge.get()
+            assert status == 200 and REMAINING_HEADER not in headers, (status, body, headers)
+            assert time.monotonic() - start < 2.0  # the Redis timeout, not the client's
+        assert sample("mmrag_ratelimit_failopen_total") == before + 3
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
