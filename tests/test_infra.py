@@ -38,10 +38,13 @@ K8S_VERSION = "1.33.0"
 OVERLAYS = ("dev", "staging", "prod")
 # The overlay table of docs/operations.md.
 TABLE = {
-    "dev": {"replicas": 1, "hpa_max": 2, "backend": "torch", "mem_request": "2Gi", "mem_limit": "6Gi"},
-    "staging": {"replicas": 2, "hpa_max": 4, "backend": "torch", "mem_request": "4Gi", "mem_limit": "8Gi"},
-    "prod": {"replicas": 3, "hpa_max": 10, "backend": "onnx", "mem_request": "4Gi", "mem_limit": "8Gi"},
-}
+    "dev": {"replicas": 1, "hpa_max": 2, "backend": "torch", "mem_request": "2Gi", "mem_limit": "6Gi",
+            "auth": "off", "rate_per_minute": "0", "otel_ratio": None},
+    "staging": {"replicas": 2, "hpa_max": 4, "backend": "torch", "mem_request": "4Gi", "mem_limit": "8Gi",
+                "auth": "on", "rate_per_minute": "200", "otel_ratio": "0.5"},
+    "prod": {"replicas": 3, "hpa_max": 10, "backend": "onnx", "mem_request": "4Gi", "mem_limit": "8Gi",
+             "auth": "on", "rate_per_minute": "100", "otel_ratio": "0.1"},
+}  # fmt: skip
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): K8S / "schemas" / "keda.sh_v1alpha1_scaledobject.json",
     ("cert-manager.io/v1", "Issuer"): K8S / "schemas" / "cert-manager.io_v1_issuer.json",
@@ -144,6 +147,17 @@ def test_overlay_table(overlay: str) -> None:
         assert so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"] == want["hpa_max"]
     config = objects(overlay, "ConfigMap")["mmrag-config"]["data"]
     assert config["MMRAG_EMBEDDING_BACKEND"] == want["backend"]
+    assert config["MMRAG_AUTH"] == want["auth"]
+    assert config["MMRAG_RATE_LIMIT_PER_MINUTE"] == want["rate_per_minute"]
+    if want["otel_ratio"] is None:  # OTel off: no exporter endpoint
+        assert config["MMRAG_OTEL_ENDPOINT"] == ""
+    else:
+        assert config["MMRAG_OTEL_ENDPOINT"].startswith("http") and config["MMRAG_OTEL_SAMPLE_RATIO"] == want["otel_ratio"]
+    # API keys come from a Secret, never from the ConfigMap.
+    assert "MMRAG_API_KEYS" not in config
+    edge = app_deployments(overlay)["edge-api"]["spec"]["template"]["spec"]["containers"][0]
+    [keys] = [e for e in edge["env"] if e["name"] == "MMRAG_API_KEYS"]
+    assert keys["valueFrom"]["secretKeyRef"]["name"] == "mmrag-api-keys"
 
 
 def test_overlays_differ_only_where_the_table_says() -> None:
