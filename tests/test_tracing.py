@@ -302,3 +302,48 @@ def test_json_logs_carry_the_trace_and_the_stdlib_lines_keep_their_text(spans: I
     assert first["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert first["span_id"] == format(span.get_span_context().span_id, "016x")
     assert second["event"] == "nats-server (pid 7) was killed by SIGKILL" and "trace_id" not in second
+
+
+async def test_one_upload_and_one_ask_are_each_one_trace_through_the_real_agents(
+    stack: Stack, spans: InMemorySpanExporter, nats_server: NatsServer, tmp_path
+) -> None:
+    """The real parser, embedder, indexer, retriever, reranker and generator, in this process: each hop's span
+    is the child of the previous hop's, all in the trace of the HTTP request that started it."""
+    from agents.runtime.host import run_agents
+    from agents.settings import AgentSettings
+    from mmrag.registry import agent_types
+    from tests.factories import make_pdf
+
+    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path / "data", fetch_batch=1, metrics_port=0)
+    started, stop = asyncio.Event(), asyncio.Event()
+    names = ("parser", "embedder", "indexer", "retriever", "reranker", "generator")
+    host = asyncio.create_task(run_agents(agent_types(names), settings, stop, started=started))
+    try:
+        async with asyncio.timeout(120):
+            await asyncio.wait([host, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+        assert started.is_set(), host.exception() if host.done() else "agents did not start"
+        form = aiohttp.FormData()
+        form.add_field("file", make_pdf(["The heron census counted 311 herons."]), filename="h.pdf",
+                       content_type="application/pdf")  # fmt: skip
+        async with stack.http.post(f"{stack.base}/v1/documents", data=form) as resp:
+            assert resp.status == 202, await resp.text()
+        hops = ["docs.ingest.*.* process", "chunks.parsed.g1.text.interactive.* process", "chunks.embedded.g1.* process"]
+        done = await until_spans(spans, lambda s: all(named(s, h) for h in hops), "ingest hops")
+        [request] = named(done, "POST /v1/documents")
+        chain = [request, *(named(done, h)[0] for h in hops)]
+        for parent, child in zip(chain, chain[1:]):
+            assert is_child(child, parent), (parent.name, child.name)
+
+        spans.clear()
+        async with stack.http.post(f"{stack.base}/v1/ask", json={"question": "How many herons were counted?"}) as resp:
+            assert resp.status == 200
+            assert b"event: done" in await resp.read()
+        hops = ["query.retrieve.* process", "query.rerank.* process", "query.generate.* process"]
+        done = await until_spans(spans, lambda s: all(named(s, h) for h in hops) and named(s, "POST /v1/ask"), "ask hops")
+        [request] = named(done, "POST /v1/ask")
+        chain = [request, *(named(done, h)[0] for h in hops)]
+        for parent, child in zip(chain, chain[1:]):
+            assert is_child(child, parent), (parent.name, child.name)
+    finally:
+        stop.set()
+        await asyncio.wait_for(host, 60)
