@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.test_edge_api import Edge, StartEdge, start_edge  # noqa: F401 - the fixture is used by name
+import tests.test_edge_api as edge_api_tests
+from tests.test_edge_api import Edge, StartEdge
+
+start_edge = edge_api_tests.start_edge  # the edge API fixture of test_edge_api, used here by its name
 
 APP = "https://app.example.com"
 
