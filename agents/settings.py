@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from bus.settings import ProcessSettings
 
 
 def _default_replica_id() -> str:
@@ -29,14 +31,9 @@ class LLMProvider(BaseModel):
     model: str = Field(min_length=1)
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
 
-    nats_url: str = Field(
-        default="nats://127.0.0.1:4222",
-        validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"),
-        description="NATS server(s), comma-separated",
-    )
     data_dir: Path = Field(default=Path(".mmrag-data"), description="where embedded stores keep their files")
     qdrant_url: str | None = Field(
         default=None,
@@ -110,16 +107,6 @@ class AgentSettings(BaseSettings):
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
 
-    otel_endpoint: str | None = Field(
-        default=None,
-        description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
-    )
-    otel_sample_ratio: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
-    )
-    log_format: Literal["", "json", "console"] = Field(
-        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
-    )
 
     @property
     def edge_store_path(self) -> Path:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from bus.settings import ProcessSettings
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
 
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"))
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick a free one)")
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest accepted upload (413 beyond)")
@@ -63,16 +64,6 @@ class EdgeSettings(BaseSettings):
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )
 
-    otel_endpoint: str | None = Field(
-        default=None,
-        description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
-    )
-    otel_sample_ratio: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
-    )
-    log_format: Literal["", "json", "console"] = Field(
-        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
-    )
 
     @property
     def origins(self) -> tuple[str, ...]:

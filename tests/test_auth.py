@@ -344,19 +344,8 @@ def test_openapi_marks_protected_operations() -> None:
 @pytest.mark.e2e
 async def test_mmrag_up_with_auth_prints_one_key_and_requires_it(tmp_path: Path) -> None:
     """`mmrag up --auth` on loopback: the printed admin key works, no key is 401, the key file holds no key."""
-    eng = Engine(tmp_path / "data", tmp_path / "engine.log")
-    log = eng.log_path.open("ab")
-    eng.proc = subprocess.Popen(
-        [str(BIN / "mmrag"), "up", "--auth", "--port", str(eng.port), "--nats-port", str(eng.nats_port),
-         "--nats-monitor-port", str(eng.nats_monitor_port), "--data-dir", str(eng.data_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    eng = await start_auth_engine(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while b"mmrag is up" not in eng.log_path.read_bytes():
-            assert eng.proc.poll() is None, eng.log_tail()
-            assert time.monotonic() < deadline, eng.log_tail()
-            await asyncio.sleep(0.2)
         printed = eng.log_path.read_text()
         keys = [w for w in printed.split() if w.startswith(KEY_PREFIX)]
         assert len(keys) == 1, printed
@@ -376,19 +365,8 @@ async def test_two_tenants_on_a_real_engine_never_see_each_others_documents(tmp_
     from tests.engine import upload_bytes, wait_status
     from tests.factories import make_pdf
 
-    eng = Engine(tmp_path / "data", tmp_path / "engine.log")
-    log = eng.log_path.open("ab")
-    eng.proc = subprocess.Popen(
-        [str(BIN / "mmrag"), "up", "--auth", "--port", str(eng.port), "--nats-port", str(eng.nats_port),
-         "--nats-monitor-port", str(eng.nats_monitor_port), "--data-dir", str(eng.data_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    eng = await start_auth_engine(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while b"mmrag is up" not in eng.log_path.read_bytes():
-            assert eng.proc.poll() is None, eng.log_tail()
-            assert time.monotonic() < deadline, eng.log_tail()
-            await asyncio.sleep(0.2)
         keys = {}
         for tenant in ("alpha", "beta"):
             made = subprocess.run(
@@ -426,3 +404,21 @@ async def test_two_tenants_on_a_real_engine_never_see_each_others_documents(tmp_
                 assert resp.status == 200 and (await resp.json())["status"] == "indexed"
     finally:
         assert eng.stop() == 0, eng.log_tail()
+
+
+async def start_auth_engine(tmp_path: Path) -> Engine:
+    """`mmrag up --auth` on loopback, once it printed that it is up (its log holds the printed admin key)."""
+    eng = Engine(tmp_path / "data", tmp_path / "engine.log")
+    log = eng.log_path.open("ab")
+    eng.proc = subprocess.Popen(
+        [str(BIN / "mmrag"), "up", "--auth", "--port", str(eng.port), "--nats-port", str(eng.nats_port),
+         "--nats-monitor-port", str(eng.nats_monitor_port), "--data-dir", str(eng.data_dir)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while b"mmrag is up" not in eng.log_path.read_bytes():
+        if eng.proc.poll() is not None or time.monotonic() > deadline:
+            eng.stop()
+            pytest.fail(f"mmrag up --auth did not start:\n{eng.log_tail()}")
+        await asyncio.sleep(0.2)
+    return eng

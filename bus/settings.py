@@ -1,0 +1,29 @@
+"""The settings every mmrag process shares (NATS, traces, logs): one definition, inherited by `AgentSettings` and
+`EdgeSettings`, so the two can never disagree on a name, a default or a meaning."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProcessSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMRAG_", env_file=".env", extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"),
+        description="NATS server(s), comma-separated",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
+    )
+    otel_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
+    )
+    log_format: Literal["", "json", "console"] = Field(
+        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
+    )
