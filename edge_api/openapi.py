@@ -90,6 +90,7 @@ class DocumentView(_Response):
     filename: str | None
     status: PublicStatus = Field(description="`failed` comes with `error`")
     pages: int | None = Field(ge=0, description="known once parsing started")
+    pages_parsed: int = Field(ge=0, description="pages parsed so far (progress: pages_parsed / pages)")
     chunks_total: int | None = Field(ge=0, description="known once every batch's size is known")
     chunks_indexed: int = Field(ge=0)
     error: str | None = Field(description="why the document failed, for the user")

@@ -43,7 +43,7 @@ async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp
     pdf, question, phrase = five_page_pdf_with_fact()
     status = await ingest(http, engine, pdf, "reactor.pdf")
     assert status["status"] == "indexed", status
-    assert status["pages"] == 5 and status["chunks_indexed"] == status["chunks_total"] > 0
+    assert status["pages"] == status["pages_parsed"] == 5 and status["chunks_indexed"] == status["chunks_total"] > 0
 
     events = await sse_events(http, engine.url, {"question": question, "top_k": 3})
     kinds = [k for k, _ in events]

@@ -51,6 +51,7 @@ PUBLIC_FIELDS = (
     "filename",
     "status",
     "pages",
+    "pages_parsed",
     "chunks_total",
     "chunks_indexed",
     "error",
