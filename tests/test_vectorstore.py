@@ -661,3 +661,48 @@ def test_client_hot_path_makes_no_existence_checks(monkeypatch: pytest.MonkeyPat
         assert calls == []
     finally:
         store.close()
+
+
+def test_edge_index_build_runs_in_a_child_and_the_process_keeps_running(tmp_path: Path) -> None:
+    """The engine holds the GIL while it builds: in this process a heartbeat thread would not tick at all.
+    Built in a child process, the heartbeat keeps ticking and the index is there after the build."""
+    import random
+    import threading
+    import time
+
+    clock = FakeClock()
+    policy = OptimizePolicy(min_points=1000, idle_seconds=1, indexing_threshold_kb=1)
+    store = EdgeShardStore(tmp_path / "edge", policy, clock=clock)
+    dim = 64
+    rng = random.Random(7)
+    try:
+        store.create_collection(GEN, CollectionSchema(text_dim=dim, sparse=False))
+        for start in range(0, 20_000, 2_000):
+            store.upsert(GEN, [
+                VectorPoint(str(uuid.uuid4()), PointPayload(tenant="a", doc_id="d", revision=1, chunk_id=f"c{i}",
+                            index=i, page=1, modality="text", text="t", filename="f"),
+                            text=[rng.uniform(-1, 1) for _ in range(dim)])
+                for i in range(start, start + 2_000)
+            ])  # fmt: skip
+        clock.now += 5
+        ticks, stop = [], threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.is_set():
+                ticks.append(time.perf_counter())
+                time.sleep(0.01)
+
+        beat = threading.Thread(target=heartbeat)
+        beat.start()
+        started = time.perf_counter()
+        built = store.maintain()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        beat.join()
+        assert built == [GEN]
+        during = [t for t in ticks if started <= t <= started + elapsed]
+        assert len(during) >= 0.5 * elapsed / 0.01, (len(during), elapsed)  # the thread was never frozen
+        assert store.shard_info(GEN).indexed_vectors_count >= 20_000
+        assert len(store.search(GEN, [0.1] * dim, using=TEXT_DENSE, filter=tenant_a(), limit=5)) == 5
+    finally:
+        store.close()

@@ -22,10 +22,15 @@ Qdrant Edge builds HNSW indexes only inside ``EdgeShard.optimize()``; until
 then new points sit in an appendable segment searched by full scan. Measured
 on 2 cores (``bench/vectorstore_optimize.py``): ``optimize()`` *holds the GIL*
 for the whole build (21 000 x 384-d: 8.7 s with not one tick of a 10 ms
-heartbeat thread), so while it runs no Python thread of the process runs: not
-a search, not the event loop. Searches therefore cannot overlap a build; the
-policy bounds how often a build happens instead. :meth:`EdgeShardStore.maintain`
-optimizes a collection only when
+heartbeat thread), so a build in this process would freeze every thread of it:
+the event loop of the agents included. :meth:`EdgeShardStore.maintain` therefore
+builds in a child process: it flushes and closes the collection's shard, runs
+``optimize()`` in ``python -c`` on the same directory (the child dies with us:
+PR_SET_PDEATHSIG), and reopens the shard. Calls on that collection wait for the
+build (they hold its lock), but the process goes on: the event loop answers,
+in-progress acks keep flowing, other collections serve. The policy bounds how
+often a build happens. :meth:`EdgeShardStore.maintain` optimizes a collection
+only when
 
 * at least ``policy.min_points`` points were upserted since its last build
   (counted in memory; at open, the shard's unindexed points count), and
@@ -37,8 +42,7 @@ so a small collection is never rebuilt (``optimize()`` returns at once).
 searched by full scan forever (50 000 x 384-d: 13 ms per search unindexed,
 3.3 ms after a 70 s build). ``policy.segment_number`` (default 8) keeps later
 builds proportional to the new points instead of re-indexing everything.
-Call ``maintain()`` on a timer or after ingest batches, from a process that
-can afford to stall for the build (the indexer, not the query path).
+Call ``maintain()`` on a timer or after ingest batches (the indexer does, every 30 s).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -109,6 +116,28 @@ ALIASES_FILE = "aliases.json"
 SCHEMA_FILE = "schema.json"
 SHARD_DIR = "shard"
 _DROPPED_PREFIX = ".dropped-"
+
+
+# Run by `python -c` in the child that builds an index: load the shard (its stored config), optimize, close.
+_OPTIMIZE_CHILD = """
+import sys
+from qdrant_edge import EdgeShard
+shard = EdgeShard.load(sys.argv[1])
+changed = shard.optimize()
+shard.flush()
+shard.close()
+print(changed)
+"""
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it if this process dies (an orphan build would hold the
+    shard's lock and keep the next engine from opening the collection)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass(eq=False)
@@ -339,8 +368,9 @@ class EdgeShardStore:
         """Optimize each open collection the policy says is due (see the module docstring).
 
         Returns the names of collections whose ``optimize()`` ran. Blocks for
-        as long as those builds take; every other thread of the process is
-        stalled meanwhile (the engine holds the GIL while it builds).
+        as long as those builds take, and so does any call on a collection
+        being built; the build itself runs in a child process, so the rest of
+        this process keeps running.
         """
         if not self._policy.enabled:
             return []
@@ -355,7 +385,7 @@ class EdgeShardStore:
                 if self._clock() - coll.last_write < self._policy.idle_seconds:
                     continue
                 started = time.perf_counter()
-                changed = coll.shard.optimize()
+                changed = self._optimize_in_child(coll)
                 coll.pending = 0
                 built.append(coll.name)
                 log.info(
@@ -365,6 +395,27 @@ class EdgeShardStore:
                     time.perf_counter() - started,
                 )
         return built
+
+    def _optimize_in_child(self, coll: _Collection) -> bool:
+        """Build the HNSW index of `coll` in a child process (see the module docstring); the caller holds
+        `coll.lock`. The shard is reopened whatever happens to the child."""
+        path = self._root / coll.name / SHARD_DIR
+        shard = self._shard(coll)
+        shard.flush()
+        shard.close()
+        coll.shard = None
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path)],
+                capture_output=True, text=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )  # fmt: skip
+        finally:
+            coll.shard = EdgeShard.load(str(path), self._config(coll.schema))
+        if result.returncode != 0:
+            log.error("vector store: the index build of %s failed (%d): %s", coll.name, result.returncode,
+                      result.stderr.strip()[-2000:])  # fmt: skip
+            return False
+        return result.stdout.strip().endswith("True")
 
     def close(self) -> None:
         """Close every open shard and release its lock. Idempotent."""
