@@ -23,7 +23,15 @@ from nats.js.errors import NotFoundError
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
-from agents.vectorstore import CollectionSchema, PointPayload, SparseVector, VectorDimError, VectorPoint, VectorStore
+from agents.vectorstore import (
+    CollectionNotFound,
+    CollectionSchema,
+    PointPayload,
+    SparseVector,
+    VectorDimError,
+    VectorPoint,
+    VectorStore,
+)
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
 from contracts.topology import ConsumerDef, Subjects, ingest_consumers, object_name
@@ -148,7 +156,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
 
     async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
         def delete(store: VectorStore) -> None:
-            if store.resolve(self.collection) is not None:  # no collection yet: nothing to delete
+            with contextlib.suppress(CollectionNotFound):  # no collection yet: nothing to delete
                 store.delete(self.collection, tenant=tenant, doc_id=doc_id, keep_revision=keep_revision)
 
         await self._ctx.shared.in_store(delete)

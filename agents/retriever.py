@@ -16,7 +16,7 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
 from agents.sparse import SparseEncoder
-from agents.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector, VectorHit, VectorStore
+from agents.vectorstore import SPARSE, TEXT_DENSE, CollectionNotFound, SearchFilter, SparseVector, VectorHit, VectorStore
 from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import Hit, QueryRequest, RerankRequest, SparseTerms
@@ -41,13 +41,14 @@ def rrf(rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int) -> lis
 def _search(
     store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, tenant: str, limit: int, k: float
 ) -> list[VectorHit]:
-    if store.resolve(alias) is None:
-        return []  # nothing was ever indexed
     where = SearchFilter(tenant=tenant)
-    rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
-    if sparse is not None:
-        query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
-        rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
+    try:  # no existence check first: on a Qdrant server that would be another round trip per query
+        rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
+        if sparse is not None:
+            query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
+            rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
+    except CollectionNotFound:
+        return []  # nothing was ever indexed
     return rrf(rankings, k=k, limit=limit)
 
 
