@@ -89,6 +89,14 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.St
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _internal_error(request: web.Request, rid: str) -> web.Response:
+    """A 500 with no internals; the traceback (of the exception being handled) goes to the log."""
+    log.exception("request %s: %s %s failed", rid, request.method, request.path)
+    return error_response(
+        request, 500, "internal_error", f"the server failed on this request; quote request id {rid} when reporting it"
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request_id(request)
@@ -102,13 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _from_http_exception(request, exc)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as err:  # NATS down, no ack in time...
         if isinstance(err, nats.js.errors.BadRequestError):  # JetStream rejected what we sent: our bug
-            log.exception("request %s: %s %s failed", rid, request.method, request.path)
-            return error_response(
-                request,
-                500,
-                "internal_error",
-                f"the server failed on this request; quote request id {rid} when reporting it",
-            )
+            return _internal_error(request, rid)
         log.warning("request %s: backbone unavailable for %s %s: %r", rid, request.method, request.path, err)
         reason = "is not connected" if isinstance(err, NotConnected) else f"did not answer ({type(err).__name__})"
         return error_response(
@@ -117,13 +119,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers={"Retry-After": "1"},
         )  # fmt: skip
     except Exception:
-        log.exception("request %s: %s %s failed", rid, request.method, request.path)
-        return error_response(
-            request,
-            500,
-            "internal_error",
-            f"the server failed on this request; quote request id {rid} when reporting it",
-        )
+        return _internal_error(request, rid)
     if not response.prepared:
         response.headers.setdefault(REQUEST_ID_HEADER, rid)
     return response
