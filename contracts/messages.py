@@ -160,10 +160,9 @@ def _check_chunks(tenant: str, doc_id: str, chunks: list[Chunk]) -> None:
             raise ValueError(f"chunk {chunk.chunk_id!r} names an image outside tenant {tenant!r}")
 
 
-class ChunksParsed(Message):
-    """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
-    into bounded batches, published as parsing goes). `revision` says which submission produced it; how many
-    batches the document has is recorded in its progress once parsing ends."""
+class _ChunkBatch(Message):
+    """What `ChunksParsed` and `ChunksEmbedded` share: which batch of which document revision it is, the subject
+    routing, and the rule that every chunk belongs to that document. Subclasses declare `chunks`."""
 
     schema_version: Literal[2] = 2
     doc_id: Identifier
@@ -171,15 +170,22 @@ class ChunksParsed(Message):
     generation: int = Field(ge=1)
     revision: int = Field(ge=1, description="stream sequence of the docs.ingest message that was parsed")
     batch_index: int = Field(ge=0)
-    chunks: list[Chunk] = Field(min_length=1)
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
 
     @model_validator(mode="after")
-    def _chunks_of_this_document(self) -> ChunksParsed:
-        _check_chunks(self.tenant, self.doc_id, self.chunks)
+    def _chunks_of_this_document(self) -> _ChunkBatch:
+        _check_chunks(self.tenant, self.doc_id, self.chunks)  # type: ignore[attr-defined]
         return self
+
+
+class ChunksParsed(_ChunkBatch):
+    """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
+    into bounded batches, published as parsing goes). `revision` says which submission produced it; how many
+    batches the document has is recorded in its progress once parsing ends."""
+
+    chunks: list[Chunk] = Field(min_length=1)
 
 
 class OcrRequest(Message):
@@ -238,26 +244,12 @@ class EmbeddedChunk(Chunk):
     sparse: SparseTerms | None = Field(default=None, description="BM25 term weights, for hybrid search")
 
 
-class ChunksEmbedded(Message):
+class ChunksEmbedded(_ChunkBatch):
     """`chunks.embedded.g<gen>.<tenant>`: the same batch as `ChunksParsed`, each chunk with its dense vector."""
 
-    schema_version: Literal[2] = 2
-    doc_id: Identifier
-    tenant: Tenant
-    generation: int = Field(ge=1)
-    revision: int = Field(ge=1)
-    batch_index: int = Field(ge=0)
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
     chunks: list[EmbeddedChunk] = Field(min_length=1)
-
-    def routing(self) -> tuple[str, ...]:
-        return (self.tenant,)
-
-    @model_validator(mode="after")
-    def _chunks_of_this_document(self) -> ChunksEmbedded:
-        _check_chunks(self.tenant, self.doc_id, self.chunks)
-        return self
 
 
 class DocumentStatus(StrEnum):
