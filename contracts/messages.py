@@ -357,6 +357,47 @@ class Hit(BaseModel):
     image: ImageRef | None = Field(default=None, description="the image an image hit is about")
 
 
+MAX_FILTER_DOC_IDS = 100  # a search scoped to more documents than this is better unscoped
+
+
+class QueryFilters(BaseModel):
+    """What a search or a question may retrieve, beyond its tenant (which comes from the caller's identity only).
+
+    Every field is optional; an unset field does not restrict. Lists are sets: duplicates are dropped and the
+    order is canonical (sorted), so two filters that mean the same compare (and cache) the same. An empty list
+    is rejected rather than read as "match nothing" or "no restriction": it is always a client bug.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    doc_ids: list[Identifier] | None = Field(
+        default=None, min_length=1, max_length=MAX_FILTER_DOC_IDS, description="only these documents"
+    )
+    modalities: list[Modality] | None = Field(
+        default=None, min_length=1, description="only chunks of these kinds (text, table, image)"
+    )
+    page_from: int | None = Field(default=None, ge=1, strict=True, description="first page (1-based, inclusive)")
+    page_to: int | None = Field(default=None, ge=1, strict=True, description="last page (inclusive)")
+
+    @field_validator("doc_ids", "modalities")
+    @classmethod
+    def _as_set(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else sorted(set(values))
+
+    @model_validator(mode="after")
+    def _ordered_pages(self) -> QueryFilters:
+        if self.page_from is not None and self.page_to is not None and self.page_from > self.page_to:
+            raise ValueError(f"page_from ({self.page_from}) must be <= page_to ({self.page_to})")
+        return self
+
+    @property
+    def pages(self) -> tuple[int, int] | None:
+        """The inclusive page range, open ends filled in; None when no page bound is set."""
+        if self.page_from is None and self.page_to is None:
+            return None
+        return (self.page_from or 1, self.page_to if self.page_to is not None else 2**31 - 1)
+
+
 class QueryMode(StrEnum):
     ASK = "ask"  # retrieve -> rerank -> generate, events streamed to answer.<tenant>.<request_id>
     SEARCH = "search"  # retrieve -> rerank, ranked hits sent to answer.<tenant>.<request_id>
@@ -369,12 +410,13 @@ class QueryRequest(Message):
     publisher can make an agent publish anywhere else.
     """
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     request_id: Identifier
     tenant: Tenant
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=50)
     mode: QueryMode = QueryMode.ASK
+    filters: QueryFilters = Field(default_factory=QueryFilters, description="restricts what may be retrieved")
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
@@ -519,6 +561,7 @@ __all__ = [
     "TableData",
     "Message",
     "Modality",
+    "QueryFilters",
     "QueryMode",
     "QueryRequest",
     "RerankRequest",
