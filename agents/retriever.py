@@ -38,10 +38,22 @@ def rrf(rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int) -> lis
     return [VectorHit(i, scores[i] / best, first_seen[i].payload) for i in ordered]
 
 
+def search_filter(request: QueryRequest) -> SearchFilter:
+    """The store filter of a request: its tenant (from the subject the request came on, checked by the runtime)
+    and the request's own filters. Every vector searched for the request uses it."""
+    f = request.filters
+    return SearchFilter(
+        tenant=request.tenant,
+        doc_ids=None if f.doc_ids is None else frozenset(f.doc_ids),
+        modalities=None if f.modalities is None else frozenset(f.modalities),
+        pages=f.pages,
+    )
+
+
 def _search(
-    store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, tenant: str, limit: int, k: float
-) -> list[VectorHit]:
-    where = SearchFilter(tenant=tenant)
+    store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, where: SearchFilter, limit: int,
+    k: float,
+) -> list[VectorHit]:  # fmt: skip
     try:  # no existence check first: on a Qdrant server that would be another round trip per query
         rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
         if sparse is not None:
@@ -84,7 +96,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         for d, request, vector in zip(deliveries, requests, vectors, strict=True):
             limit = max(s.retrieve_candidates, request.top_k)
             sparse = self._sparse.encode_query(request.query)
-            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, request.tenant, limit, s.rrf_k)
+            where = search_filter(request)
+            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, where, limit, s.rrf_k)
             rerank = RerankRequest(request=request, candidates=[to_hit(h) for h in hits])
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",

@@ -39,10 +39,10 @@ def test_sparse_vectors_match_identifiers_and_stemmed_words() -> None:
 
 def test_search_before_anything_was_indexed_finds_nothing(tmp_path) -> None:
     from agents.retriever import _search
-    from agents.vectorstore import open_vector_store
+    from agents.vectorstore import SearchFilter, open_vector_store
 
     store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=tmp_path)
     try:
-        assert _search(store, "mmrag", [0.1] * 8, None, "t", 5, 60.0) == []
+        assert _search(store, "mmrag", [0.1] * 8, None, SearchFilter("t"), 5, 60.0) == []
     finally:
         store.close()
