@@ -12,6 +12,7 @@ from typing import Annotated, TypeVar
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.messages import QueryFilters
 from edge_api.errors import ApiError
 from edge_api.security import require_json
 
@@ -49,14 +50,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
 
+def _filters():  # noqa: ANN202 - a pydantic Field
+    # The contract's model itself: one definition of what a filter may say (the tenant is never one of them).
+    return Field(default_factory=QueryFilters)
+
+
 class AskBody(_Body):
     question: Text
     top_k: int = _top_k(ASK_DEFAULT_TOP_K)
+    filters: QueryFilters = _filters()
 
 
 class SearchBody(_Body):
     query: Text
     top_k: int = _top_k(SEARCH_DEFAULT_TOP_K)
+    filters: QueryFilters = _filters()
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

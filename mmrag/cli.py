@@ -31,6 +31,16 @@ ApiKeyOption = Annotated[
     typer.Option("--api-key", envvar="MMRAG_API_KEY", show_default=False, help="API key (not needed in local mode)"),
 ]
 DEFAULT_KEYS_FILE = Path(".mmrag-data") / "api-keys.json"
+DocOption = Annotated[
+    list[str] | None, typer.Option("--doc", show_default=False, help="only this document (repeat for several)")
+]
+ModalityOption = Annotated[
+    list[str] | None,
+    typer.Option("--modality", show_default=False, help="only text, table or image chunks (repeat for several)"),
+]
+PagesOption = Annotated[
+    str | None, typer.Option("--pages", show_default=False, help="only these pages: 3-5, 4, 3- or -5")
+]
 KeysFileOption = Annotated[
     Path, typer.Option("--file", envvar="MMRAG_API_KEYS_FILE", help="the keys file (JSON, keys stored hashed)")
 ]
@@ -228,15 +238,20 @@ def ask(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(help="how many passages to use")] = 5,
+    doc: DocOption = None,
+    modality: ModalityOption = None,
+    pages: PagesOption = None,
 ) -> None:
     """Ask a running engine; the answer streams to stdout, then its citations."""
     from mmrag.client import ask_events, client
+
+    where = _filters(doc, modality, pages)
 
     async def main() -> int:
         citations = []
         wrote = False
         async with client(url, api_key=api_key) as http:
-            async for event, data in ask_events(http, question, top_k):
+            async for event, data in ask_events(http, question, top_k, where):
                 if event == "token":
                     sys.stdout.write(data["text"])
                     sys.stdout.flush()
@@ -261,6 +276,16 @@ def ask(
     _run(main())
 
 
+def _filters(doc: list[str] | None, modality: list[str] | None, pages: str | None) -> dict[str, Any]:
+    """The `filters` of a search or ask from the command's options; a malformed --pages is one line, exit 1."""
+    from mmrag.client import filters
+
+    try:
+        return filters(doc_ids=doc, modalities=modality, pages=pages)
+    except ValueError as e:
+        _fail(f"--pages: {e}")
+
+
 def _excerpt(text: str, width: int = 100) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -272,14 +297,19 @@ def search(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(help="how many hits")] = 10,
+    doc: DocOption = None,
+    modality: ModalityOption = None,
+    pages: PagesOption = None,
 ) -> None:
     """Search a running engine: ranked hits with score, file, page and an excerpt."""
     from mmrag.client import client
     from mmrag.client import search as search_hits
 
+    where = _filters(doc, modality, pages)
+
     async def main() -> int:
         async with client(url, api_key=api_key) as http:
-            hits = await search_hits(http, query, top_k)
+            hits = await search_hits(http, query, top_k, where)
         if not hits:
             err.print("no hits")
         for n, h in enumerate(hits, 1):

@@ -124,9 +124,51 @@ async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
     return await _request(http, "GET", f"/v1/documents/{doc_id}")
 
 
-async def search(http: httpx.AsyncClient, query: str, top_k: int = 10) -> list[dict[str, Any]]:
-    """POST /v1/search: the ranked hits."""
-    return (await _request(http, "POST", "/v1/search", json={"query": query, "top_k": top_k}))["hits"]
+def parse_pages(text: str) -> tuple[int | None, int | None]:
+    """`"3-5"` -> (3, 5), `"4"` -> (4, 4), `"3-"` -> (3, None), `"-5"` -> (None, 5); `ValueError` otherwise.
+
+    Only the shape is checked here (the engine validates the numbers and says which one is wrong)."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        if not sep:
+            return int(first), int(first)
+        if not first.strip() and not last.strip():
+            raise ValueError
+        return (int(first) if first.strip() else None), (int(last) if last.strip() else None)
+    except ValueError:
+        raise ValueError(f"pages must look like 3-5, 4, 3- or -5, not {text!r}") from None
+
+
+def filters(
+    *, doc_ids: list[str] | None = None, modalities: list[str] | None = None, pages: str | None = None
+) -> dict[str, Any]:
+    """The `filters` object of a search or ask body; only what is given (an empty dict restricts nothing)."""
+    out: dict[str, Any] = {}
+    if doc_ids:
+        out["doc_ids"] = list(doc_ids)
+    if modalities:
+        out["modalities"] = list(modalities)
+    if pages:
+        first, last = parse_pages(pages)
+        if first is not None:
+            out["page_from"] = first
+        if last is not None:
+            out["page_to"] = last
+    return out
+
+
+def _query_body(key: str, text: str, top_k: int, where: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {key: text, "top_k": top_k}
+    if where:
+        body["filters"] = where
+    return body
+
+
+async def search(
+    http: httpx.AsyncClient, query: str, top_k: int = 10, where: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """POST /v1/search: the ranked hits (`where`: a `filters` object, see `filters()`)."""
+    return (await _request(http, "POST", "/v1/search", json=_query_body("query", query, top_k, where)))["hits"]
 
 
 async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
@@ -158,10 +200,12 @@ async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[n
         yield source
 
 
-async def ask_events(http: httpx.AsyncClient, question: str, top_k: int = 5) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def ask_events(
+    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends."""
     with _transport_errors(http):
-        async with _sse(http, {"question": question, "top_k": top_k}) as source:
+        async with _sse(http, _query_body("question", question, top_k, where)) as source:
             try:
                 async for sse in source.aiter_sse():
                     yield sse.event, sse.json()

@@ -21,7 +21,15 @@ from pydantic import ValidationError
 
 from bus.answers import AnswerSequencer
 from bus.publish import Outgoing, publish
-from contracts.messages import AnswerEvent, ErrorEvent, QueryMode, QueryRequest, ResultsEvent, answer_event_adapter
+from contracts.messages import (
+    AnswerEvent,
+    ErrorEvent,
+    QueryFilters,
+    QueryMode,
+    QueryRequest,
+    ResultsEvent,
+    answer_event_adapter,
+)
 from contracts.topology import Subjects
 from edge_api.bodies import AskBody, SearchBody, read_body
 from edge_api.errors import ApiError, request_id
@@ -40,14 +48,16 @@ class QueryTimeout(Exception):
 
 
 @contextlib.asynccontextmanager
-async def _query(bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode) -> AsyncIterator[Subscription]:
+async def _query(
+    bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode, filters: QueryFilters
+) -> AsyncIterator[Subscription]:
     """Subscribe to the request's answer subject, then publish the request; unsubscribe at exit."""
     js = bb.jetstream()
     assert bb.nc is not None
     rid = uuid.uuid4().hex
     sub = await bb.nc.subscribe(Subjects.answer(tenant, rid))
     try:
-        query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode)
+        query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters)
         await publish(
             js,
             Outgoing(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), query, msg_id=rid),
@@ -88,7 +98,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
     bb.jetstream()
     body = await read_body(request, AskBody)
     timeout_s = bb.settings.query_timeout_s
-    async with _query(bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK) as sub:
+    async with _query(bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK, body.filters) as sub:
         # Until here every failure is a JSON error; from here on it can only be an `error` event.
         response = EventSourceResponse(
             ping_interval=bb.settings.sse_ping_s, allow_all_methods=True, headers={"X-Request-Id": request_id(request)}
@@ -125,7 +135,7 @@ async def search(request: web.Request) -> web.Response:
     bb.jetstream()
     body = await read_body(request, SearchBody)
     timeout_s = bb.settings.query_timeout_s
-    async with _query(bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH) as sub:
+    async with _query(bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH, body.filters) as sub:
         try:
             async for event in _events(sub, timeout_s):
                 if isinstance(event, ResultsEvent):
