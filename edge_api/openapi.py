@@ -235,8 +235,9 @@ ERR_413_JSON = _error("`too_large`: the body is over 64 KiB")
 ERR_415_JSON = _error("`unsupported_media_type`: the body was not sent as `application/json`")
 ERR_400_JSON = _error(
     "`invalid_body`: invalid JSON, an unknown field, a `top_k` that is not a JSON integer from 1 to 50, or a text "
-    "that is empty, over 4000 characters, without a letter or digit, or with control characters; `details` "
-    "names each field and its problem"
+    "that is empty, over 4000 characters, without a letter or digit, or with control characters, or `filters` "
+    "that are not valid (an empty list, a bad document id, an unknown modality, `page_from` > `page_to`); "
+    "`details` names each field (e.g. `filters.page_from`) and its problem"
 )
 ERR_404_DOC = _error("`not_found`: no such document (unknown, deleted, or not a valid id)")
 
