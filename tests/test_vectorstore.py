@@ -193,6 +193,35 @@ def test_search_filters_doc_ids_modalities_and_pages(store: VectorStore) -> None
     assert ids(SearchFilter("b", doc_ids={"d1"})) == set()
 
 
+def test_search_filters_combine_and_apply_to_every_vector(store: VectorStore) -> None:
+    """Filters are ANDed with each other and the tenant, for the dense and the sparse vector alike; page ranges
+    are inclusive at both ends and may be open-ended (the retriever fills an open end with 2**31 - 1)."""
+    terms = SparseVector((5,), (1.0,))
+    points = {
+        (doc, page, modality): point(unit(0, 0.01 * page), doc_id=doc, page=page, modality=modality, sparse=terms)
+        for doc in ("d1", "d2") for page in (1, 3, 5, 7) for modality in ("text", "table")
+    }  # fmt: skip
+    other_tenant = point(unit(0), tenant="b", doc_id="d1", page=3, sparse=terms)
+    store.upsert(GEN, [*points.values(), other_tenant])
+
+    def keys(f: SearchFilter) -> set[tuple[str, int, str]]:
+        dense = store.search(GEN, unit(0), using=TEXT_DENSE, filter=f, limit=50)
+        sparse = store.search(GEN, terms, using=SPARSE, filter=f, limit=50)
+        assert {h.id for h in dense} == {h.id for h in sparse}, "dense and sparse disagree on the filter"
+        assert other_tenant.id not in {h.id for h in dense}
+        return {(h.payload.doc_id, h.payload.page, h.payload.modality) for h in dense}
+
+    assert keys(tenant_a(doc_ids={"d2"}, modalities={"table"}, pages=(3, 5))) == {("d2", 3, "table"), ("d2", 5, "table")}
+    assert keys(tenant_a(pages=(7, 7))) == {(d, 7, m) for d in ("d1", "d2") for m in ("text", "table")}
+    assert keys(tenant_a(pages=(5, 2**31 - 1), doc_ids={"d1"}, modalities={"text"})) == {("d1", 5, "text"), ("d1", 7, "text")}
+    assert keys(tenant_a(pages=(1, 2))) == {(d, 1, m) for d in ("d1", "d2") for m in ("text", "table")}
+    assert keys(tenant_a(pages=(8, 9))) == set()
+    assert keys(tenant_a(modalities={"image"})) == set()
+    assert keys(tenant_a(doc_ids={"d1", "d2"}, modalities={"text", "table", "image"})) == set(points)
+    their = store.search(GEN, terms, using=SPARSE, filter=SearchFilter("b", doc_ids={"d1"}, pages=(3, 3)), limit=50)
+    assert [h.id for h in their] == [other_tenant.id]
+
+
 def test_sparse_search_matches_terms(store: VectorStore) -> None:
     hit = point(unit(0), sparse=SparseVector((5,), (1.0,)))
     other = point(unit(1), index=1, sparse=SparseVector((9, 11), (0.5, 2.0)), tenant="b")
@@ -442,6 +471,16 @@ def test_maintain_is_a_no_op_on_a_fresh_store(store: VectorStore) -> None:
 
 
 # ----------------------------------------------------------------------------- edge only
+
+
+def test_edge_every_filtered_field_has_a_payload_index(tmp_path: Path) -> None:
+    """A filter on an unindexed field would scan every point of the tenant: each field SearchFilter can
+    filter on is indexed (keyword for ids and modality, integer for the page range)."""
+    store = EdgeShardStore(tmp_path / "edge")
+    store.create_collection(GEN, SCHEMA)
+    indexed = store.shard_info(GEN).payload_schema
+    store.close()
+    assert {"tenant", "doc_id", "modality", "page"} <= set(indexed)
 
 
 def test_edge_reopen_keeps_points_schema_and_aliases(tmp_path: Path) -> None:
