@@ -1,0 +1,152 @@
+"""Pictures of a tenant's documents for a browser: a page of the stored original, and an image a hit points at.
+
+- ``GET /v1/documents/{doc_id}/pages/{page}?width=N``: page ``page`` (1-based) of the original (a PDF page
+  rendered by PyMuPDF; an uploaded image file is its own page 1) as a PNG ``N`` pixels wide (default
+  `DEFAULT_WIDTH`, clamped to `MIN_WIDTH`..`MAX_WIDTH`). ``X-Page-Width``/``X-Page-Height`` give the page's size
+  in the units of a chunk's bbox (PDF points; pixels for an image file) and ``X-Page-Count`` the pages, so
+  a client scales a bbox by ``picture width / X-Page-Width``.
+- ``GET /v1/documents/{doc_id}/images/{image_id}?width=N``: the image of an image hit (`Hit.image.object_name`
+  is ``<tenant>/<doc_id>/images/<image_id>``) as a PNG at most ``N`` wide.
+
+Tenant check: the object names are built from `tenant_of(request)`, never from the client, and the document's
+progress record must exist for that tenant and not be deleted; anything else is the same 404 as an unknown
+document. Errors: 400 ``invalid_query`` (width not an integer from 1), 404 ``not_found`` (document, page or
+image), 422 ``not_renderable`` (a text document, an encrypted or broken file).
+
+Caching: the renders (and the originals they come from) are kept in bounded in-process LRUs (`ByteLRU`). A
+doc id names one upload's bytes forever, so a render never goes stale: responses carry a strong ``ETag``
+and ``Cache-Control: private, max-age`` (private: they are one tenant's), and ``If-None-Match`` gets 304.
+The tenant check runs before the cache is consulted, so a deleted document's renders are never served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import nats.js.errors
+from aiohttp import web
+
+from contracts.messages import DocumentStatus
+from contracts.topology import TOKEN, object_name
+from edge_api.errors import ApiError
+from edge_api.identity import tenant_of
+from edge_api.page_images import ByteLRU, NotRenderable, PageOutOfRange, Rendered, render_image, render_page
+from edge_api.state import backbone
+
+DEFAULT_WIDTH = 800
+MIN_WIDTH = 64
+MAX_WIDTH = 2000
+RENDER_CACHE_BYTES = 64 * 1024 * 1024
+SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
+CACHE_MAX_AGE_S = 24 * 3600
+MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
+_WIDTH = re.compile(r"^[0-9]{1,6}$")
+_PAGE = re.compile(r"^[0-9]{1,6}$")
+
+RENDERS = web.AppKey("page_renders", ByteLRU)
+SOURCES = web.AppKey("page_sources", ByteLRU)
+RENDER_SLOTS = web.AppKey("page_render_slots", asyncio.Semaphore)
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", what)
+
+
+def requested_width(request: web.Request) -> int:
+    raw = request.query.get("width", str(DEFAULT_WIDTH))
+    if not _WIDTH.match(raw) or int(raw) < 1:
+        raise ApiError(
+            400, "invalid_query", f"width must be a whole number of pixels from 1 (got {raw[:20]!r})", field="width"
+        )
+    return min(MAX_WIDTH, max(MIN_WIDTH, int(raw)))
+
+
+async def _check_document(request: web.Request, tenant: str, doc_id: str) -> None:
+    """404 unless `doc_id` is a live document of `tenant` (the same answer for another tenant's document)."""
+    if not TOKEN.match(doc_id):
+        raise _not_found(f"no document {doc_id[:100]!r}")
+    record = await (await backbone(request).progress()).get(tenant, doc_id)
+    if record is None or record.status == DocumentStatus.DELETED:
+        raise _not_found(f"no document {doc_id!r}")
+
+
+async def _object(request: web.Request, name: str, missing: str) -> bytes:
+    sources = request.app[SOURCES]
+    data = sources.get(name)
+    if data is None:
+        store = await backbone(request).uploads()
+        try:
+            data = (await store.get(name)).data or b""
+        except nats.js.errors.NotFoundError:  # never stored, or deleted
+            raise _not_found(missing) from None
+        sources.put(name, data)
+    return data
+
+
+def _picture(request: web.Request, rendered: Rendered, etag: str) -> web.Response:
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"private, max-age={CACHE_MAX_AGE_S}",
+        "Vary": "Authorization, X-API-Key",
+        "X-Page-Width": f"{rendered.page_width:g}",
+        "X-Page-Height": f"{rendered.page_height:g}",
+        "X-Page-Count": str(rendered.pages),
+    }
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=rendered.png, content_type="image/png", headers=headers)
+
+
+async def _render(request: web.Request, key: tuple, make) -> Rendered:  # noqa: ANN001 - a no-argument callable
+    renders = request.app[RENDERS]
+    rendered = renders.get(key)
+    if rendered is None:
+        async with request.app[RENDER_SLOTS]:
+            try:
+                rendered = await asyncio.to_thread(make)
+            except NotRenderable as err:
+                raise ApiError(422, "not_renderable", str(err)) from None
+            except PageOutOfRange as err:
+                raise _not_found(str(err)) from None
+        renders.put(key, rendered)
+    return rendered
+
+
+async def page_image(request: web.Request) -> web.Response:
+    tenant, doc_id = tenant_of(request), request.match_info["doc_id"]
+    raw_page = request.match_info["page"]
+    width = requested_width(request)
+    await _check_document(request, tenant, doc_id)
+    if not _PAGE.match(raw_page) or int(raw_page) < 1:
+        raise _not_found(f"no page {raw_page[:20]!r}: pages are numbered from 1")
+    page = int(raw_page)
+    key = ("page", tenant, doc_id, page, width)
+    rendered = request.app[RENDERS].get(key)
+    if rendered is None:
+        source = await _object(request, object_name(tenant, doc_id), f"the original of document {doc_id!r} is gone")
+        rendered = await _render(request, key, lambda: render_page(source, page, width))
+    return _picture(request, rendered, f'"p-{doc_id}-{page}-{width}"')
+
+
+async def hit_image(request: web.Request) -> web.Response:
+    tenant, doc_id, image_id = tenant_of(request), request.match_info["doc_id"], request.match_info["image_id"]
+    width = requested_width(request)
+    await _check_document(request, tenant, doc_id)
+    if not TOKEN.match(image_id):
+        raise _not_found(f"no image {image_id[:100]!r} in document {doc_id!r}")
+    key = ("image", tenant, doc_id, image_id, width)
+    rendered = request.app[RENDERS].get(key)
+    if rendered is None:
+        name = f"{object_name(tenant, doc_id)}/images/{image_id}"  # the parser's name for a document's image
+        data = await _object(request, name, f"no image {image_id!r} in document {doc_id!r}")
+        rendered = await _render(request, key, lambda: render_image(data, width))
+    return _picture(request, rendered, f'"i-{doc_id}-{image_id}-{width}"')
+
+
+def add_routes(app: web.Application) -> None:
+    app[RENDERS] = ByteLRU(RENDER_CACHE_BYTES)
+    app[SOURCES] = ByteLRU(SOURCE_CACHE_BYTES)
+    app[RENDER_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
+    app.router.add_get("/v1/documents/{doc_id}/pages/{page}", page_image)
+    app.router.add_get("/v1/documents/{doc_id}/images/{image_id}", hit_image)

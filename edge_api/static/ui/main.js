@@ -1,0 +1,100 @@
+// Start-up: GET /v1/session says who we are. With auth off it answers at once (no sign-in); with auth on and
+// no valid key it is a 401, and the sign-in form asks for a key (kept in sessionStorage for this tab).
+
+import { ApiError, auth, getJSON } from "./api.js";
+import { setupAsk } from "./ask.js";
+import { refresh, setupDocuments } from "./documents.js";
+import { setupSearch } from "./search.js";
+import { setupViewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+let started = false;
+
+function showSignIn(message = "") {
+  $("boot").hidden = true;
+  $("app").hidden = true;
+  $("who").hidden = true;
+  $("sign-out").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = message;
+  $("api-key").focus();
+}
+
+function start(session) {
+  $("boot").hidden = true;
+  $("sign-in").hidden = true;
+  $("app").hidden = false;
+  $("who").hidden = false;
+  $("who").textContent = session.auth === "on"
+    ? `Tenant ${session.tenant} · ${session.role}`
+    : `Local mode · tenant ${session.tenant}`;
+  $("sign-out").hidden = session.auth !== "on";
+  if (!started) {
+    started = true;
+    setupDocuments(session);
+    setupAsk();
+    setupSearch();
+    setupViewer();
+    setupTabs();
+  }
+  refresh();
+}
+
+async function boot() {
+  try {
+    start(await getJSON("/v1/session"));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      const hadKey = Boolean(auth.key);
+      auth.key = null;
+      showSignIn(hadKey ? err.message : "");
+    } else {
+      $("boot").textContent = `The server did not answer: ${err.message}`;
+      $("boot").classList.add("error");
+    }
+  }
+}
+
+function setupTabs() {
+  const tabs = [$("tab-ask"), $("tab-search")];
+  const select = (tab) => {
+    for (const other of tabs) {
+      const selected = other === tab;
+      other.setAttribute("aria-selected", String(selected));
+      other.tabIndex = selected ? 0 : -1;
+      $(other.getAttribute("aria-controls")).hidden = !selected;
+    }
+  };
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => select(tab));
+    tab.addEventListener("keydown", (event) => { // arrow keys move between tabs (WAI-ARIA tabs pattern)
+      if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+      const next = tabs[(i + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+      select(next);
+      next.focus();
+    });
+  });
+}
+
+$("sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) return;
+  auth.key = key;
+  $("api-key").value = "";
+  boot();
+});
+
+$("sign-out").addEventListener("click", () => {
+  auth.key = null;
+  showSignIn();
+});
+
+auth.onUnauthorized = (err) => {
+  if (!$("app").hidden) {
+    auth.key = null;
+    showSignIn(`Signed out: ${err.message}`);
+  }
+};
+
+boot();
