@@ -27,6 +27,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
     name = "embedder"
     model = ChunksParsed
     needs = frozenset({Resource.TEXT_EMBEDDER})
+    per_generation = True
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)

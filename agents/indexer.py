@@ -34,7 +34,7 @@ from agents.vectorstore import (
 )
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
-from contracts.topology import ConsumerDef, Subjects, ingest_consumers, object_name
+from contracts.topology import DOCS_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoin
     return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector), sparse=sparse)
 
 
-def _open_collection(store: VectorStore, collection: str, alias: str, dim: int) -> None:
-    store.create_collection(collection, CollectionSchema(text_dim=dim))
+def _open_collection(store: VectorStore, collection: str, alias: str, dim: int, quantization: bool = False) -> None:
+    store.create_collection(collection, CollectionSchema(text_dim=dim, quantization=quantization))
     if store.resolve(alias) is None:  # the first generation serves as soon as it exists
         store.set_alias(alias, collection)
 
@@ -67,6 +67,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
     name = "indexer"
     model = ChunksEmbedded
     needs = frozenset({Resource.VECTOR_STORE})
+    per_generation = True
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
@@ -110,7 +111,8 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
 
     async def _ensure_collection(self, dim: int) -> None:
         if not self._opened:
-            await self._ctx.shared.in_store(_open_collection, self.collection, self._ctx.settings.collection, dim)
+            s = self._ctx.settings  # the generation's settings: quantization is per generation
+            await self._ctx.shared.in_store(_open_collection, self.collection, s.collection, dim, s.vector_quantization)
             self._opened = True
 
     async def handle(self, deliveries: Sequence[Delivery[ChunksEmbedded]]) -> None:
@@ -179,6 +181,10 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             await self._delete_points(doc.tenant, doc.doc_id)
             with contextlib.suppress(NotFoundError):
                 await self._ctx.uploads.delete(object_name(doc.tenant, doc.doc_id))
+            # The tombstone on the stream: the submissions before this delete leave the ingest subject, so no
+            # later re-index (a replay of docs.ingest) brings the document back. A re-submission after the
+            # delete (a higher sequence) stays.
+            await self._ctx.js.purge_stream(DOCS_STREAM.name, seq=revision, subject=Subjects.ingest(doc.tenant, doc.doc_id))
             log.info("indexer: deleted %s/%s", doc.tenant, doc.doc_id)
 
     async def on_give_up(self, delivery: Delivery[ChunksEmbedded], reason: str) -> None:

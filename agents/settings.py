@@ -74,6 +74,15 @@ class AgentSettings(ProcessSettings):
     # max_payload with these bounds and the model's dimension (bus.limits).
     chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")
     chunks_per_message: int = Field(default=32, ge=1, le=64, description="chunks per chunks.parsed message")
+    chunk_max_tokens: int = Field(
+        default=254, ge=16, le=254, description="largest chunk in the embedding model's word pieces (<= 256 - 2)"
+    )
+    vector_quantization: bool = Field(
+        default=False, description="int8 scalar quantization of a new collection's dense vectors"
+    )
+    reindex_grace_s: float = Field(
+        default=3600.0, ge=0, description="how long a replaced index generation is kept after a re-index flips"
+    )
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
     interactive_max_pages: int = Field(
         default=20,

@@ -10,6 +10,7 @@ from nats.js.errors import BadRequestError
 
 from bus.migrate import migrate_legacy
 from contracts.topology import (
+    INDEX_BUCKET,
     PROGRESS_BUCKET,
     STREAMS,
     UPLOADS_BUCKET,
@@ -83,5 +84,8 @@ async def ensure_topology(
     )
     await js.create_key_value(
         config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE, replicas=replicas)
+    )
+    await js.create_key_value(
+        config=api.KeyValueConfig(bucket=INDEX_BUCKET, history=10, storage=api.StorageType.FILE, replicas=replicas)
     )
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

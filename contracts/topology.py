@@ -263,6 +263,8 @@ def all_consumers(generations: tuple[IndexGeneration, ...]) -> list[ConsumerDef]
 # Raw uploads (Object Store) and per-document progress (KV).
 UPLOADS_BUCKET = "mmrag-uploads"
 PROGRESS_BUCKET = "mmrag-progress"
+# Which index generation serves and how each is built (`contracts.generations`).
+INDEX_BUCKET = "mmrag-index"
 
 
 def object_name(tenant: str, doc_id: str) -> str:
@@ -280,6 +282,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     *(s.name for s in STREAMS),
     f"OBJ_{UPLOADS_BUCKET}",
     f"KV_{PROGRESS_BUCKET}",
+    f"KV_{INDEX_BUCKET}",
 )
 
 # Headers carried on JetStream messages.

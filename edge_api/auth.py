@@ -29,12 +29,16 @@ KEYRING = web.AppKey("keyring", KeyRing)
 API_KEY_HEADER = "X-API-Key"
 # (Literal paths: `edge_api.openapi` imports this module to mark each operation's security.)
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs"})
-# (method, route) -> the least role that may call it; every GET/HEAD is `reader`; anything unlisted is `admin`.
+# (method, route) -> the least role that may call it; an unlisted GET/HEAD is `reader`, anything else unlisted `admin`.
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",
     ("POST", "/v1/ask"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
+    # A re-index spans every tenant: starting and following one is the operator's.
+    ("GET", "/v1/reindex"): "admin",
+    ("GET", "/v1/reindex/{id}"): "admin",
+    ("GET", "/v1/reindex/{id}/events"): "admin",
 }
 _CHALLENGE = 'Bearer realm="mmrag"'
 
@@ -43,6 +47,8 @@ def required_role(method: str, route: str) -> str | None:
     """The least role for an operation; None if it is open to anyone."""
     if route in OPEN_PATHS:
         return None
+    if (method, route) in REQUIRED_ROLE:
+        return REQUIRED_ROLE[(method, route)]
     if method in ("GET", "HEAD"):
         return "reader"
     return REQUIRED_ROLE.get((method, route), "admin")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
+from contracts.generations import ReindexRequest
 from contracts.messages import (
     CitationEvent,
     ContentType,
@@ -38,6 +39,7 @@ from edge_api.auth import API_KEY_HEADER, OPEN_PATHS, required_role
 from edge_api.bodies import AskBody, SearchBody
 from edge_api.ratelimit import REMAINING_HEADER
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
+from edge_api.routes.reindex import REINDEX_EVENTS_PATH, REINDEX_ID_PATH, REINDEX_PATH, GenerationList, GenerationView
 from edge_api.routes.queries import FRAMING_FIELDS
 from edge_api.security import PROBE_PATHS
 
@@ -183,10 +185,11 @@ ASK_EVENTS: tuple[tuple[str, type[BaseModel], str], ...] = (
 EVENT_DATA_MODELS = {name: _event_data_model(model, doc) for name, model, doc in ASK_EVENTS}
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    GenerationView, GenerationList,
     Health, Ready, NotReady, DocumentView, DocumentPage, UploadAccepted, DeleteAccepted, SearchResults, ErrorBody,
     *EVENT_DATA_MODELS.values(),
 )  # fmt: skip
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (AskBody, SearchBody, UploadForm)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (AskBody, SearchBody, UploadForm, ReindexRequest)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -535,6 +538,77 @@ def _operations() -> dict[str, dict[str, dict]]:
     }  # fmt: skip
 
 
+REINDEX_EVENTS_DESCRIPTION = """\
+Follows a re-index as Server-Sent Events, each `data:` one JSON `GenerationView`:
+
+- `progress`: the generation's view, sent at once and then each time it changes (documents rebuilt, messages
+  still pending)
+- `done`: the final view, once the generation is no longer `building` (it serves: the alias flipped); the
+  stream ends
+- `error`: `{"code": "backbone_unavailable", "message"}`: NATS went away; the stream ends (follow again)
+"""
+
+
+def _reindex_operations() -> dict[str, dict[str, dict]]:
+    """Re-index (`edge_api.routes.reindex`): start a new index generation and follow it."""
+    gen_id = {
+        "name": "id", "in": "path", "required": True, "description": "`g<N>`, the `id` the start answered with",
+        "schema": {"type": "string", "minLength": 1},
+    }  # fmt: skip
+    not_found = _error("`not_found`: no such index generation")
+    one_event = {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"enum": ["progress", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"}, "retry": {"type": "integer"},
+    }}  # fmt: skip
+    return {
+        REINDEX_PATH: {
+            "post": {
+                "tags": ["reindex"], "operationId": "startReindex", "summary": "Start a re-index (a new generation)",
+                "description": "Builds index generation N+1 beside the serving one by replaying every stored "
+                "submission through new consumers into a new collection, with the serving generation's settings "
+                "and the requested ones on top. The serving generation keeps answering; when the new one has "
+                "caught up the alias flips, and the old one is dropped after `MMRAG_REINDEX_GRACE_S`.",
+                "requestBody": {"required": True, "content": _json(ReindexRequest)},
+                "responses": {
+                    "202": _ok("started; follow it at `Location`", _json(GenerationView)),
+                    "400": _error("`invalid_body`: an unknown field or a setting out of range; `details` names it"),
+                    "409": _error("`reindex_running`: another generation is being built; `id` names it"),
+                    "413": ERR_413_JSON,
+                    "415": ERR_415_JSON,
+                    "503": ERR_503,
+                    "500": ERR_500,
+                },
+            },
+            "get": {
+                "tags": ["reindex"], "operationId": "listGenerations", "summary": "Every index generation",
+                "responses": {"200": _ok("oldest first", _json(GenerationList)), "503": ERR_503, "500": ERR_500},
+            },
+        },
+        REINDEX_ID_PATH: {
+            "parameters": [gen_id],
+            "get": {
+                "tags": ["reindex"], "operationId": "getGeneration", "summary": "One index generation's state",
+                "responses": {
+                    "200": _ok("its state and progress", _json(GenerationView)),
+                    "404": not_found, "503": ERR_503, "500": ERR_500,
+                },
+            },
+        },
+        REINDEX_EVENTS_PATH: {
+            "parameters": [gen_id],
+            "get": {
+                "tags": ["reindex"], "operationId": "followGeneration", "summary": "Follow a re-index (SSE)",
+                "description": REINDEX_EVENTS_DESCRIPTION,
+                "responses": {
+                    "200": _ok("its progress events", {"text/event-stream": {"schema": one_event}}),
+                    "404": not_found, "503": ERR_503, "500": ERR_500,
+                },
+            },
+        },
+    }
+
+
 def _components() -> dict[str, dict]:
     """Every model's schema, and every definition they reference, under ``components.schemas``."""
     inputs = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
@@ -578,8 +652,9 @@ def _document() -> dict:
             {"name": "documents", "description": "upload, status, list, delete"},
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
+            {"name": "reindex", "description": "re-index by replay into a new index generation (admin)"},
         ],
-        "paths": _with_rate_limit(_with_auth(_operations())),
+        "paths": _with_rate_limit(_with_auth({**_operations(), **_reindex_operations()})),
         "components": {"schemas": _components(), "securitySchemes": SECURITY_SCHEMES},
     }
 

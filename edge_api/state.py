@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import nats.js.errors
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.generations import GenerationStore
 from bus.progress import ProgressStore
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
 from edge_api.errors import NotConnected
@@ -30,6 +32,7 @@ class Backbone:
     js: JetStreamContext | None = None
     _kv: KeyValue | None = None
     _uploads: ObjectStore | None = None
+    _generations: GenerationStore | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -37,7 +40,23 @@ class Backbone:
 
     @property
     def generation(self) -> IndexGeneration:
+        """The configured generation: what serves until the `mmrag-index` bucket records one."""
         return IndexGeneration(self.settings.index_generation)
+
+    async def generations(self) -> GenerationStore:
+        js = self.jetstream()
+        if self._generations is None:
+            self._generations = await GenerationStore.open(js)
+        return self._generations
+
+    async def serving_generation(self) -> IndexGeneration:
+        """The generation document status is served from: the `serving` record (a re-index moves it), else
+        the configured one (the agents have not bootstrapped the record yet)."""
+        try:
+            serving = await (await self.generations()).serving()
+        except nats.js.errors.NotFoundError:  # no bucket yet: agents not started
+            return self.generation
+        return IndexGeneration(serving.generation) if serving is not None else self.generation
 
     def jetstream(self) -> JetStreamContext:
         """JetStream, or `NotConnected` (-> 503 at once) while NATS is unreachable."""
@@ -52,7 +71,7 @@ class Backbone:
         return self._kv
 
     async def progress(self) -> ProgressStore:
-        return ProgressStore(await self.progress_kv(), self.generation)
+        return ProgressStore(await self.progress_kv(), await self.serving_generation())
 
     async def uploads(self) -> ObjectStore:
         js = self.jetstream()

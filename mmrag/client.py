@@ -211,3 +211,29 @@ async def ask_events(
                     yield sse.event, sse.json()
             except SSEError as e:  # not an event stream
                 raise EngineError(f"the engine did not answer with an event stream: {e}") from None
+
+
+async def reindex(http: httpx.AsyncClient, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST /v1/reindex (admin): the new generation's view (`id`, `state`, `settings`, `progress`...).
+
+    409 `reindex_running` (another generation is building) raises `EngineError`."""
+    return await _request(http, "POST", "/v1/reindex", json={"mode": "reparse", "settings": settings or {}})
+
+
+async def reindex_status(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
+    """GET /v1/reindex/{id}: one generation's view."""
+    return await _request(http, "GET", f"/v1/reindex/{generation_id}")
+
+
+async def reindex_events(http: httpx.AsyncClient, generation_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(event, view) pairs of GET /v1/reindex/{id}/events: `progress` as it changes, then `done`."""
+    with _transport_errors(http):
+        async with aconnect_sse(http, "GET", f"/v1/reindex/{generation_id}/events") as source:
+            resp = source.response
+            if resp.status_code >= 400:
+                raise error_from_body(resp.status_code, await resp.aread(), resp.reason_phrase)
+            try:
+                async for sse in source.aiter_sse():
+                    yield sse.event, sse.json()
+            except SSEError as e:
+                raise EngineError(f"the engine did not answer with an event stream: {e}") from None

@@ -7,6 +7,7 @@ from agents.generator import GeneratorAgent
 from agents.indexer import IndexerAgent
 from agents.parser.agent import ParserAgent
 from agents.parser.ocr_agent import OcrAgent
+from agents.reindexer import ReindexCoordinator
 from agents.reranker import RerankerAgent
 from agents.retriever import RetrieverAgent
 from agents.runtime.agent import ConsumerAgent
@@ -27,4 +28,9 @@ def agent_types(names: list[str] | tuple[str, ...]) -> list[type[ConsumerAgent]]
     unknown = [n for n in names if n not in AGENTS]
     if unknown:
         raise ValueError(f"unknown agent(s) {', '.join(unknown)}; choose from {', '.join(AGENT_NAMES)}")
-    return [AGENTS[n] for n in names]
+    types = [AGENTS[n] for n in names]
+    if "indexer" in names:
+        # The re-index coordinator switches the alias of the store the indexer writes, so it runs wherever the
+        # indexer runs (several coordinators are safe: every step is idempotent and compare-and-set).
+        types.append(ReindexCoordinator)
+    return types

@@ -163,6 +163,7 @@ def _table_rows(markdown: str) -> tuple[list[str], list[list[str]]]:
 class ParserAgent(ConsumerAgent[DocumentSubmitted]):
     name = "parser"
     model = DocumentSubmitted
+    per_generation = True
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [ingest_consumers(self._ctx.generation)["parser"]]
@@ -232,7 +233,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             emitter = _Emitter(self, delivery, self.lane(pages))
             await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0))
             contents = iter_pages(pdf)  # no OCR here: the OCR agent does it
-            headings_chunker = _Chunker()
+            headings_chunker = _Chunker(self._ctx.settings.chunk_max_tokens)
             parsed_pages = 0
             while (content := await asyncio.to_thread(next, contents, None)) is not None:
                 for parsed in headings_chunker.feed(content):
@@ -288,7 +289,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         _, blocks = await asyncio.to_thread(extract_text, data, markdown=doc.content_type == "text/markdown")
         emitter = _Emitter(self, delivery, self.lane(1))
         await self._record(self._ctx.progress, doc, delivery.stream_seq, {}, pages=(1, 1))
-        for parsed in _Chunker().feed_text(blocks):
+        for parsed in _Chunker(self._ctx.settings.chunk_max_tokens).feed_text(blocks):
             await emitter.add(parsed)
         await emitter.finish()
         return emitter
@@ -310,12 +311,13 @@ def _render_png(page: pymupdf.Page) -> tuple[bytes, tuple[float, float, float, f
 class _Chunker:
     """The chunker of `agents.parser.chunks`, fed one page at a time; the heading context carries across pages."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
         self._headings: list[tuple[float, str]] = []
         self._count = wordpiece_counter()
+        self._max_tokens = max_tokens  # MMRAG_CHUNK_MAX_TOKENS, or the index generation's override
 
     def feed(self, content: PageContent) -> list[ParsedChunk]:
-        return list(page_chunks(content, self._headings, MAX_TOKENS, self._count))
+        return list(page_chunks(content, self._headings, self._max_tokens, self._count))
 
     def headings(self) -> tuple[str, ...]:
         return tuple(text for _size, text in self._headings)

@@ -36,7 +36,7 @@ from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 log = logging.getLogger(__name__)
 
 
-def read_page(raster: bytes, bbox: tuple[float, float, float, float]) -> list[ParsedChunk]:
+def read_page(raster: bytes, bbox: tuple[float, float, float, float], max_tokens: int = MAX_TOKENS) -> list[ParsedChunk]:
     """OCR a rendered page; chunks in page points."""
     with Image.open(io.BytesIO(raster)) as img:
         img.load()
@@ -47,10 +47,12 @@ def read_page(raster: bytes, bbox: tuple[float, float, float, float]) -> list[Pa
     blocks = tuple(PageBlock(1, box, text, "text", "ocr") for box, text in lines_to_paragraphs(lines))
     content = PageContent(page=1, width=bbox[2], height=bbox[3], blocks=blocks, tables=(), images=(),
                           skipped_images=(), needs_ocr=False)  # fmt: skip
-    return list(page_chunks(content, [], MAX_TOKENS, wordpiece_counter()))
+    return list(page_chunks(content, [], max_tokens, wordpiece_counter()))
 
 
-def read_image(raster: bytes, caption: str | None, nearby: str | None, bbox) -> list[ParsedChunk]:
+def read_image(
+    raster: bytes, caption: str | None, nearby: str | None, bbox, max_tokens: int = MAX_TOKENS
+) -> list[ParsedChunk]:
     """The text an image chunk carries: caption + OCR text, or the nearby text when it has neither."""
     try:
         lines = ocr_image(raster, settings=DEFAULT_OCR)
@@ -62,12 +64,13 @@ def read_image(raster: bytes, caption: str | None, nearby: str | None, bbox) -> 
     if not text.strip():
         return []
     count = wordpiece_counter()
-    return [ParsedChunk(1, bbox, piece, "image") for piece in split_to_tokens(text, MAX_TOKENS, count)]
+    return [ParsedChunk(1, bbox, piece, "image") for piece in split_to_tokens(text, max_tokens, count)]
 
 
 class OcrAgent(ConsumerAgent[OcrRequest]):
     name = "ocr"
     model = OcrRequest
+    per_generation = True
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)
@@ -93,10 +96,11 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         except NotFoundError as err:
             raise PermanentError(f"the raster {req.object_name!r} is gone from the uploads bucket") from err
         if req.kind == "page":
-            parsed = await asyncio.to_thread(read_page, raster, req.bbox)
+            parsed = await asyncio.to_thread(read_page, raster, req.bbox, self._ctx.settings.chunk_max_tokens)
         else:
             caption = req.image.caption if req.image else None
-            parsed = await asyncio.to_thread(read_image, raster, caption, req.nearby_text, req.bbox)
+            parsed = await asyncio.to_thread(read_image, raster, caption, req.nearby_text, req.bbox,
+                                            self._ctx.settings.chunk_max_tokens)
         chunks = [
             Chunk(
                 chunk_id=f"{req.doc_id}-{req.first_index + k}", index=req.first_index + k, doc_id=req.doc_id,

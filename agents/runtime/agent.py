@@ -30,6 +30,9 @@ class ConsumerAgent(Generic[T]):
     name: ClassVar[str]
     model: ClassVar[type[BaseModel]]
     needs: ClassVar[frozenset[Resource]] = frozenset()
+    # True for the ingest agents: the host runs one instance per active index generation (the serving one and
+    # one being built by a re-index), each with that generation's context and settings.
+    per_generation: ClassVar[bool] = False
 
     def __init__(self, ctx: AgentContext) -> None:
         self._ctx = ctx

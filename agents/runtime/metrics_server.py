@@ -85,6 +85,10 @@ class MetricsServer:
         self._last_warning = 0.0
         self.port: int | None = None  # the bound port, once started
 
+    def set_consumers(self, consumers: Iterable[ConsumerDef]) -> None:
+        """Report these consumers from the next refresh on (the host's set changes with index generations)."""
+        self._consumers = sorted({(c.stream, c.durable) for c in consumers})
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", metrics)

@@ -311,13 +311,13 @@ def _list_cursor(request: web.Request) -> str | None:
 
 
 async def _tenant_documents(bb: Backbone, tenant: str) -> list[DocumentProgress]:
-    """Every progress record of the tenant in this generation, via a watch on ``g<gen>.<tenant>.*``.
+    """Every progress record of the tenant in the serving generation, via a watch on ``g<gen>.<tenant>.*``.
 
     (Not ``kv.keys(filters=...)``: nats-py filters those client-side by substring, over every key of every
     tenant.) The watch delivers the current value of each key, then a None marker.
     """
     kv = await bb.progress_kv()
-    pattern = progress_key(bb.generation, tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
+    pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
     watcher = await kv.watch(pattern, ignore_deletes=True)
     records = []
     try:
