@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 KEYRING = web.AppKey("keyring", KeyRing)
 API_KEY_HEADER = "X-API-Key"
 # (Literal paths: `edge_api.openapi` imports this module to mark each operation's security.)
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs"})
+# The web UI's page and static assets ("/", "/ui/{asset}") hold no data: every data request they make needs a key.
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs", "/", "/ui/{asset}"})
 # (method, route) -> the least role that may call it; an unlisted GET/HEAD is `reader`, anything else unlisted `admin`.
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",

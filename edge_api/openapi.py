@@ -40,7 +40,14 @@ from edge_api.bodies import AskBody, SearchBody
 from edge_api.ratelimit import REMAINING_HEADER
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
 from edge_api.routes.reindex import REINDEX_EVENTS_PATH, REINDEX_ID_PATH, REINDEX_PATH, GenerationList, GenerationView
+from edge_api.routes.pages import DEFAULT_WIDTH as PAGE_DEFAULT_WIDTH
+from edge_api.routes.pages import MAX_WIDTH as PAGE_MAX_WIDTH
+from edge_api.routes.pages import MIN_WIDTH as PAGE_MIN_WIDTH
 from edge_api.routes.queries import FRAMING_FIELDS
+from edge_api.routes.ui import ASSET_PATH as UI_ASSET_PATH
+from edge_api.routes.ui import CONTENT_TYPES as _UI_TYPES
+from edge_api.routes.ui import PAGE_PATH as UI_PAGE_PATH
+from edge_api.routes.ui import SESSION_PATH as UI_SESSION_PATH
 from edge_api.security import PROBE_PATHS
 
 OPENAPI_VERSION = "3.1.0"
@@ -51,6 +58,7 @@ DOC_PATH = "/v1/documents/{doc_id}"
 OPENAPI_PATH = "/v1/openapi.json"
 METRICS_PATH = "/metrics"
 DOCS_PAGE_PATH = "/v1/docs"
+UI_CONTENT_TYPES = sorted(set(_UI_TYPES.values()))
 # Statuses a document view can show (a deleted document is a 404, never a view).
 PublicStatus = Literal[tuple(s.value for s in DocumentStatus if s is not DocumentStatus.DELETED)]  # type: ignore[valid-type]
 
@@ -129,6 +137,14 @@ class SearchResults(_Response):
     hits: list[Hit]
 
 
+class Session(_Response):
+    """Who the caller is: the tenant every request of this key acts for, and what its role allows."""
+
+    auth: Literal["on", "off"] = Field(description="`off`: no key needed, every request is the default tenant")
+    tenant: Tenant
+    role: Literal["reader", "writer", "admin"] = Field(description="with auth off: `admin`")
+
+
 class FieldProblem(_Response):
     field: str = Field(description="dotted path of the body field, or `(body)`")
     problem: str
@@ -187,6 +203,7 @@ EVENT_DATA_MODELS = {name: _event_data_model(model, doc) for name, model, doc in
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     GenerationView, GenerationList,
     Health, Ready, NotReady, DocumentView, DocumentPage, UploadAccepted, DeleteAccepted, SearchResults, ErrorBody,
+    Session,
     *EVENT_DATA_MODELS.values(),
 )  # fmt: skip
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (AskBody, SearchBody, UploadForm, ReindexRequest)
@@ -378,6 +395,106 @@ only an `error` event.
 """
 
 
+def _ui_operations(doc_id: dict) -> dict[str, dict[str, dict]]:
+    """The web UI (`edge_api.routes.ui`) and the pictures it shows (`edge_api.routes.pages`)."""
+    width = {
+        "name": "width", "in": "query", "required": False,
+        "description": f"pixels; clamped to {PAGE_MIN_WIDTH}..{PAGE_MAX_WIDTH}",
+        "schema": {"type": "integer", "minimum": 1, "default": PAGE_DEFAULT_WIDTH},
+    }  # fmt: skip
+    page_headers = {
+        **REQUEST_ID_HEADER,
+        "ETag": {"description": "strong: a document's pictures never change", "schema": {"type": "string"}},
+        "X-Page-Width": {
+            "description": "the page's width in the units of a chunk's bbox (PDF points; pixels for an image)",
+            "schema": {"type": "string", "pattern": r"^[0-9.e+-]+$"},
+        },
+        "X-Page-Height": {"description": "the page's height, likewise", "schema": {"type": "string"}},
+        "X-Page-Count": {"description": "pages of the document", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    }
+    png = {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}
+    not_modified = {"description": "`If-None-Match` named this picture's ETag", "headers": REQUEST_ID_HEADER}
+    not_renderable = _error("`not_renderable`: a text document has no page pictures; or the file cannot be drawn")
+    bad_width = _error("`invalid_query`: `width` is not a whole number from 1 (`field` is `width`)")
+    asset = {
+        "name": "asset", "in": "path", "required": True, "description": "a file of the UI, e.g. `app.js`",
+        "schema": {"type": "string", "minLength": 1},
+    }  # fmt: skip
+    page_param = {
+        "name": "page", "in": "path", "required": True, "description": "1-based page number",
+        "schema": {"type": "string", "minLength": 1},
+    }  # fmt: skip
+    image_id = {
+        "name": "image_id", "in": "path", "required": True,
+        "description": "the last segment of a hit's `image.object_name`",
+        "schema": {"type": "string", "minLength": 1},
+    }  # fmt: skip
+    return {
+        UI_PAGE_PATH: {
+            "get": {
+                "tags": ["ui"], "operationId": "uiPage", "summary": "The web UI",
+                "responses": {
+                    "200": _ok("an HTML page (no external resources)", {"text/html": {"schema": {"type": "string"}}}),
+                    "304": not_modified,
+                    "500": ERR_500,
+                },
+            }
+        },
+        UI_ASSET_PATH: {
+            "parameters": [asset],
+            "get": {
+                "tags": ["ui"], "operationId": "uiAsset", "summary": "A module, stylesheet or icon of the web UI",
+                "responses": {
+                    "200": _ok("the file", {t: {"schema": {"type": "string"}} for t in UI_CONTENT_TYPES}),
+                    "304": not_modified,
+                    "404": _error("`not_found`: no such file"),
+                    "500": ERR_500,
+                },
+            }
+        },
+        UI_SESSION_PATH: {
+            "get": {
+                "tags": ["ui"], "operationId": "session", "summary": "Who the caller is (tenant and role)",
+                "responses": {"200": _ok("the caller", _json(Session)), "500": ERR_500},
+            }
+        },
+        DOC_PATH + "/pages/{page}": {
+            "parameters": [doc_id, page_param],
+            "get": {
+                "tags": ["documents"], "operationId": "getPageImage", "summary": "A page of a document as a PNG",
+                "description": "A PDF page rendered at `width` pixels, or an uploaded image (page 1, never "
+                "enlarged). Scale a hit's `bbox` by `picture width / X-Page-Width`. Cached: `ETag`, `If-None-Match`.",
+                "parameters": [width],
+                "responses": {
+                    "200": {"description": "the picture", "headers": page_headers, "content": png},
+                    "304": not_modified,
+                    "400": bad_width,
+                    "404": _error("`not_found`: no such document, or no such page (the message says how many)"),
+                    "422": not_renderable,
+                    "503": ERR_503,
+                    "500": ERR_500,
+                },
+            },
+        },
+        DOC_PATH + "/images/{image_id}": {
+            "parameters": [doc_id, image_id],
+            "get": {
+                "tags": ["documents"], "operationId": "getHitImage", "summary": "The image of an image hit, as a PNG",
+                "parameters": [width],
+                "responses": {
+                    "200": {"description": "the picture", "headers": page_headers, "content": png},
+                    "304": not_modified,
+                    "400": bad_width,
+                    "404": _error("`not_found`: no such document or image"),
+                    "422": not_renderable,
+                    "503": ERR_503,
+                    "500": ERR_500,
+                },
+            },
+        },
+    }  # fmt: skip
+
+
 def _operations() -> dict[str, dict[str, dict]]:
     limit = {
         "name": "limit", "in": "query", "required": False,
@@ -503,6 +620,7 @@ def _operations() -> dict[str, dict[str, dict]]:
                 },
             }
         },
+        **_ui_operations(doc_id),
         METRICS_PATH: {
             "get": {
                 "tags": ["probes"], "operationId": "metrics", "summary": "Prometheus metrics of this process",
@@ -653,6 +771,7 @@ def _document() -> dict:
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
             {"name": "reindex", "description": "re-index by replay into a new index generation (admin)"},
+            {"name": "ui", "description": "the web UI and the session it starts from"},
         ],
         "paths": _with_rate_limit(_with_auth({**_operations(), **_reindex_operations()})),
         "components": {"schemas": _components(), "securitySchemes": SECURITY_SCHEMES},

@@ -58,7 +58,7 @@ function row(doc) {
   } else if (doc.status === "indexed") {
     const text = document.createElement("span");
     text.className = "muted small";
-    text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunks`;
+    text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`;
     li.append(text);
   }
   if (doc.error) {

@@ -45,8 +45,17 @@ export function pageFigure({ url, pageWidth, pageHeight }, bbox, alt) {
 }
 
 // A button showing page `hit.page` of the hit's document small, the hit's region highlighted; opens the viewer.
+// A hit without a bbox is from a text file, which has no page to show: its button says so.
 export function pageThumbnail(hit, width = 220) {
   const button = document.createElement("button");
+  if (!hit.bbox) {
+    button.type = "button";
+    button.className = "thumb text-only";
+    button.textContent = "Text";
+    button.setAttribute("aria-label", `Open the passage from ${hit.filename}`);
+    button.addEventListener("click", () => openPage(hit));
+    return button;
+  }
   button.type = "button";
   button.className = "thumb";
   button.setAttribute("aria-label", `Open page ${hit.page} of ${hit.filename}`);
@@ -87,6 +96,10 @@ async function show() {
   $("viewer-quote").textContent = current.text || "";
   $("viewer-error").textContent = "";
   view.replaceChildren();
+  if (current.textOnly) { // a text file: the quote is all there is to show
+    $("viewer-prev").disabled = $("viewer-next").disabled = true;
+    return;
+  }
   view.setAttribute("aria-busy", "true");
   const width = deviceWidth(Math.min(view.clientWidth || 900, 1000));
   try {
@@ -109,7 +122,7 @@ async function show() {
 export function openPage(source) {
   current = {
     doc_id: source.doc_id, filename: source.filename, page: source.page,
-    bbox: source.bbox || null, text: source.text || "",
+    bbox: source.bbox || null, text: source.text || "", textOnly: !source.bbox,
   };
   const dialog = $("viewer");
   if (!dialog.open) dialog.showModal();
@@ -119,7 +132,7 @@ export function openPage(source) {
 function turn(delta) {
   if (!current) return;
   // Another page than the cited one: no highlight (the bbox belongs to the cited page only).
-  current = { ...current, page: current.page + delta, bbox: null, text: "" };
+  current = { ...current, page: current.page + delta, bbox: null, text: "", textOnly: false };
   show();
 }
 
