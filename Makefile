@@ -21,7 +21,18 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag models
 	touch $@
 
-install: $(VENV)/.installed
+# The browser of the web UI tests (tests/test_webui.py): Debian's Chromium, driven by Playwright through
+# `executable_path` (never `playwright install`, which downloads a browser). Installed when missing and we are
+# root; otherwise a message (`make run` needs no browser; those tests then fail saying how to install it).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "NOTE: $(CHROMIUM) is missing and this is not root: the web UI tests need it (apt-get install -y chromium)"; \
+	fi
+
+install: $(VENV)/.installed $(CHROMIUM)
 
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
