@@ -80,6 +80,16 @@ def up(
     nats_monitor_port: Annotated[
         int, typer.Option(help="loopback port of nats-server's HTTP monitoring (/varz, /jsz: what KEDA reads)")
     ] = 8222,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            show_default=False,
+            help="use this NATS (server or cluster, comma-separated URLs) instead of starting nats-server; the "
+            "topology is created there with MMRAG_STREAM_REPLICAS replicas (3 on a cluster); --nats-port and "
+            "--nats-monitor-port are then unused",
+        ),
+    ] = None,
     auth: Annotated[
         bool,
         typer.Option(
@@ -90,7 +100,7 @@ def up(
     ] = False,
     verbose: bool = False,
 ) -> None:
-    """Run the whole engine on embedded defaults (nats-server, six agents, edge API)."""
+    """Run the whole engine on embedded defaults (nats-server, six agents, edge API), or on an existing NATS."""
     from mmrag.datadir import DataDirInUse
     from mmrag.processes import StartError
     from mmrag.runner import up as run_up
@@ -101,7 +111,7 @@ def up(
         asyncio.run(
             run_up(
                 host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
-                auth=auth,
+                auth=auth, nats_url=nats_url,
             )  # fmt: skip
         )
     except (DataDirInUse, StartError, GaveUp, FileNotFoundError, ValueError) as e:  # ValueError: bad keys file
@@ -367,6 +377,61 @@ def delete(
                     continue
                 print(f"{doc_id}  deleted")
         return 1 if failures else 0
+
+    _run(main())
+
+
+@app.command()
+def reindex(
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    chunk_max_tokens: Annotated[
+        int | None, typer.Option(show_default=False, help="largest chunk in word pieces (16-254) in the new generation")
+    ] = None,
+    chunks_per_message: Annotated[
+        int | None, typer.Option(show_default=False, help="chunks per chunks.parsed message (1-64)")
+    ] = None,
+    quantization: Annotated[
+        bool | None,
+        typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
+) -> None:
+    """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
+    current one keeps answering; the new one serves once it has caught up. Needs an admin key."""
+    from mmrag.client import client, reindex_events
+    from mmrag.client import reindex as start_reindex
+
+    settings = {
+        k: v
+        for k, v in (
+            ("chunk_max_tokens", chunk_max_tokens), ("chunks_per_message", chunks_per_message),
+            ("vector_quantization", quantization),
+        )
+        if v is not None
+    }  # fmt: skip
+
+    async def main() -> int:
+        async with client(url, api_key=api_key) as http:
+            started = await start_reindex(http, settings)
+            gen_id = started["id"]
+            print(f"{gen_id}  building from g{started['source_generation']}  settings {started['settings']}", flush=True)
+            if not wait:
+                return 0
+            columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
+            final = started
+            with Progress(*columns, console=err) as progress:
+                task = progress.add_task(f"{gen_id} documents", total=None, state="building")
+                async for kind, view in reindex_events(http, gen_id):
+                    if kind == "error":
+                        err.print(f"[red]error:[/red] {escape(str(view.get('message')))}")
+                        return 1
+                    p = view["progress"]
+                    progress.update(task, total=p["documents_total"] or None, completed=p["documents_done"],
+                                    state=f"{view['state']}, {p['pending_messages']} messages pending")  # fmt: skip
+                    final = view
+            print(f"{gen_id}  {final['state']}")
+        return 0 if final["state"] == "serving" else 1
 
     _run(main())
 

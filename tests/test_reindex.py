@@ -10,6 +10,7 @@ it came from, and an answer mixing both would show both lengths.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from bus.generations import progress_records
 from contracts.messages import DocumentStatus
 from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects, ingest_consumers
 from mmrag.client import EngineError, client, reindex, reindex_events, reindex_status, search
-from tests.engine import Engine
+from tests.engine import BIN, Engine, NatsServer
 
 GRACE_S = 2
 SMALL = 32  # chunk_max_tokens of the re-index
@@ -190,13 +191,26 @@ async def test_deleted_document_does_not_come_back_in_a_replay(engine: Engine) -
                 assert time.monotonic() < deadline, "the ingest subject of a deleted document was not purged"
                 await asyncio.sleep(0.2)
             serving = (await http.get("/v1/reindex")).json()["generations"][-1]["generation"]
-            started = await reindex(http, {"chunk_max_tokens": SMALL + 8})
-            assert started["source_generation"] == serving
-            final = await wait_state(http, started["id"], {"serving"})
+            # Through the CLI this time: it follows the progress events and exits 0 once the new one serves.
+            cli = await asyncio.create_subprocess_exec(
+                str(BIN / "mmrag"), "reindex", "--url", engine.url, "--chunk-max-tokens", str(SMALL + 8),
+                "--quantization", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, errs = await asyncio.wait_for(cli.communicate(), 300)
+            assert cli.returncode == 0, (out, errs)
+            lines = out.decode().splitlines()
+            gen_id = lines[0].split()[0]
+            assert lines[-1] == f"{gen_id}  serving" and f"building from g{serving}" in lines[0], lines
+            final = await reindex_status(http, gen_id)
+            assert final["settings"] == {"chunk_max_tokens": SMALL + 8, "chunks_per_message": None,
+                                         "vector_quantization": True}  # fmt: skip
             kv = await js.key_value(PROGRESS_BUCKET)
             new = await progress_records(kv, IndexGeneration(final["generation"]))
         finally:
             await nc.close()
+        # The generation's quantization is the new collection's.
+        schema = json.loads((engine.data_dir / "qdrant" / f"mmrag-{gen_id}" / "schema.json").read_text())
+        assert schema["quantization"] is True
         assert new.get(("default", doc)) is None or new[("default", doc)].status is DocumentStatus.DELETED
         assert all(h["doc_id"] != doc for h in await search(http, "snargleweft", top_k=10))
         assert (await http.get(f"/v1/documents/{doc}")).status_code == 404
@@ -252,3 +266,52 @@ def _seconds(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The edge API alone (no agents): who may start and follow a re-index, bad bodies, one at a time."""
+    from aiohttp.test_utils import TestServer
+
+    from bus.generations import GenerationStore
+    from bus.topology import ensure_topology
+    from edge_api.app import create_app
+    from edge_api.keys import create_key
+    from edge_api.settings import EdgeSettings
+
+    keys_file = tmp_path / "keys.json"
+    keys = {role: create_key(keys_file, "acme", role)[1] for role in ("reader", "writer", "admin")}
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_topology(nc.jetstream())
+        await (await GenerationStore.open(nc.jetstream())).bootstrap(1)  # what the agents do at start
+        settings = EdgeSettings(nats_url=nats_server.url, auth="on", api_keys_file=str(keys_file), api_keys="")
+        async with TestServer(create_app(settings)) as server:
+            base = str(server.make_url("")).rstrip("/")
+
+            def as_(role: str) -> httpx.AsyncClient:
+                return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {keys[role]}"})
+
+            for role in ("reader", "writer"):
+                async with as_(role) as http:
+                    assert (await http.post("/v1/reindex", json={})).status_code == 403
+                    assert (await http.get("/v1/reindex")).status_code == 403
+                    assert (await http.get("/v1/reindex/g1")).status_code == 403
+            async with as_("admin") as http:
+                bad = await http.post("/v1/reindex", json={"settings": {"chunk_max_tokens": 9999}})
+                assert bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "settings.chunk_max_tokens"
+                unknown = await http.post("/v1/reindex", json={"settings": {"embedding_model": "x"}})
+                assert unknown.status_code == 400
+                mode = await http.post("/v1/reindex", json={"mode": "reembed"})
+                assert mode.status_code == 400 and mode.json()["error"]["details"][0]["field"] == "mode"
+                ok = await http.post("/v1/reindex", json={"settings": {"chunks_per_message": 8}})
+                assert ok.status_code == 202 and ok.headers["Location"] == "/v1/reindex/g2"
+                assert ok.json()["settings"]["chunks_per_message"] == 8 and ok.json()["state"] == "building"
+                again = await http.post("/v1/reindex", json={})
+                assert again.status_code == 409 and again.json()["error"]["code"] == "reindex_running"
+                assert again.json()["error"]["id"] == "g2"
+                listed = (await http.get("/v1/reindex")).json()["generations"]
+                assert [(g["id"], g["state"]) for g in listed] == [("g1", "serving"), ("g2", "building")]
+                for missing in ("g9", "x", "g0"):
+                    assert (await http.get(f"/v1/reindex/{missing}")).status_code == 404
+    finally:
+        await nc.close()
