@@ -32,6 +32,7 @@ from agents.vectorstore import (
     VectorPoint,
     VectorStore,
 )
+from bus.cache_epochs import EpochInvalidator
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
 from contracts.topology import DOCS_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
@@ -74,6 +75,9 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         self.collection = ctx.generation.collection(ctx.settings.collection)
         self._opened = False
         self._maintenance: asyncio.Task[None] | None = None
+        # The edge API's answer cache (bus.cache_epochs): every change to what a tenant can find retires its
+        # cached answers. A no-op without MMRAG_REDIS_URL; never fails a batch.
+        self._invalidator = EpochInvalidator(ctx.settings.redis_url)
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)
@@ -104,6 +108,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 log.exception("indexer: vector store maintenance failed")
 
     async def close(self) -> None:
+        await self._invalidator.close()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,6 +140,8 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             await self._ctx.shared.in_store(lambda store: store.upsert(self.collection, points))
         except VectorDimError as err:  # retrying cannot change a vector's length
             raise PermanentError(f"cannot index: {err}") from err
+        tenants = {d.payload.tenant for d in current}
+        await self._invalidator.bump(tenants)  # searchable now, before any status says so
         finished = []
         for d in current:
             batch = d.payload
@@ -154,6 +161,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                     Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant), state,
                              f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
                 )  # fmt: skip
+        await self._invalidator.bump(tenants)  # again: the loop may have deleted replaced or stale points
         await publish_all(self._ctx.js, finished)
 
     async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
@@ -179,6 +187,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             if state is not None and state.revision > revision:
                 continue
             await self._delete_points(doc.tenant, doc.doc_id)
+            await self._invalidator.bump([doc.tenant])
             with contextlib.suppress(NotFoundError):
                 await self._ctx.uploads.delete(object_name(doc.tenant, doc.doc_id))
             # The tombstone on the stream: the submissions before this delete leave the ingest subject, so no

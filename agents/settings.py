@@ -96,6 +96,11 @@ class AgentSettings(ProcessSettings):
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
     )
     replica_id: str = Field(default_factory=_default_replica_id, description="names this replica in records")
+    redis_url: str = Field(
+        default="",
+        description="Redis of the edge API's answer cache: the indexer retires a tenant's cached answers after "
+        "each indexed batch and deletion; empty = nothing to retire",
+    )
     metrics_port: int = Field(
         default=9464,
         ge=0,

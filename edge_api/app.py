@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bus.connection import connect
-from edge_api import metrics, ratelimit
+from edge_api import cache, metrics, ratelimit
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
 from edge_api.routes import docs, documents, health, pages, queries, reindex, ui
@@ -68,6 +68,7 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
         app[KEYRING] = keyring
     app.cleanup_ctx.append(backbone_lifecycle)
     ratelimit.setup(app, settings)  # its Redis client (if any) opens and closes with the app
+    cache.setup(app, settings)  # the answer cache (edge_api.cache): the same, with MMRAG_REDIS_URL
     health.add_routes(app)
     documents.add_routes(app)
     queries.add_routes(app)

@@ -80,16 +80,6 @@ def up(
     nats_monitor_port: Annotated[
         int, typer.Option(help="loopback port of nats-server's HTTP monitoring (/varz, /jsz: what KEDA reads)")
     ] = 8222,
-    nats_url: Annotated[
-        str | None,
-        typer.Option(
-            "--nats-url",
-            show_default=False,
-            help="use this NATS (server or cluster, comma-separated URLs) instead of starting nats-server; the "
-            "topology is created there with MMRAG_STREAM_REPLICAS replicas (3 on a cluster); --nats-port and "
-            "--nats-monitor-port are then unused",
-        ),
-    ] = None,
     auth: Annotated[
         bool,
         typer.Option(
@@ -100,7 +90,7 @@ def up(
     ] = False,
     verbose: bool = False,
 ) -> None:
-    """Run the whole engine on embedded defaults (nats-server, six agents, edge API), or on an existing NATS."""
+    """Run the whole engine on embedded defaults (nats-server, six agents, edge API)."""
     from mmrag.datadir import DataDirInUse
     from mmrag.processes import StartError
     from mmrag.runner import up as run_up
@@ -111,7 +101,7 @@ def up(
         asyncio.run(
             run_up(
                 host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
-                auth=auth, nats_url=nats_url,
+                auth=auth,
             )  # fmt: skip
         )
     except (DataDirInUse, StartError, GaveUp, FileNotFoundError, ValueError) as e:  # ValueError: bad keys file

@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import nats.errors
 from aiohttp import web
@@ -32,6 +33,16 @@ from contracts.messages import (
 )
 from contracts.topology import Subjects
 from edge_api.bodies import AskBody, SearchBody, read_body
+from edge_api.cache import (
+    MISS_NO_STORE,
+    AnswerCache,
+    Lookup,
+    SentEvent,
+    answer_cache,
+    cacheable_answer,
+    decode_events,
+    encode_events,
+)
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
 from edge_api.state import Backbone, backbone
@@ -47,10 +58,24 @@ class QueryTimeout(Exception):
     pass
 
 
+ASK_ROUTE, SEARCH_ROUTE = "/v1/ask", "/v1/search"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A request on its way: the subscription to its answer subject, the request, and its cache lookup. When
+    `cached.value` is set the answer came from the answer cache and nothing was published."""
+
+    sub: Subscription
+    query: QueryRequest
+    cached: Lookup
+
+
 @contextlib.asynccontextmanager
 async def _query(
-    bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode, filters: QueryFilters
-) -> AsyncIterator[Subscription]:
+    bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode, filters: QueryFilters,
+    cache: AnswerCache | None = None, route: str = "",
+) -> AsyncIterator[Pending]:
     """Subscribe to the request's answer subject, then publish the request; unsubscribe at exit."""
     js = bb.jetstream()
     assert bb.nc is not None
@@ -58,12 +83,15 @@ async def _query(
     sub = await bb.nc.subscribe(Subjects.answer(tenant, rid))
     try:
         query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters)
-        await publish(
-            js,
-            Outgoing(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), query, msg_id=rid),
-            timeout_s=PUBLISH_TIMEOUT_S,
-        )
-        yield sub
+        # The lookup reads the tenant's cache epoch *before* the request is published (see edge_api.cache).
+        cached = MISS_NO_STORE if cache is None else await cache.lookup(query, route, bb.generation.number)
+        if cached.value is None:
+            await publish(
+                js,
+                Outgoing(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), query, msg_id=rid),
+                timeout_s=PUBLISH_TIMEOUT_S,
+            )
+        yield Pending(sub, query, cached)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -98,7 +126,10 @@ async def ask(request: web.Request) -> web.StreamResponse:
     bb.jetstream()
     body = await read_body(request, AskBody)
     timeout_s = bb.settings.query_timeout_s
-    async with _query(bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK, body.filters) as sub:
+    cache = answer_cache(request)
+    async with _query(
+        bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK, body.filters, cache=cache, route=ASK_ROUTE
+    ) as pending:
         # Until here every failure is a JSON error; from here on it can only be an `error` event.
         response = EventSourceResponse(
             ping_interval=bb.settings.sse_ping_s, allow_all_methods=True, headers={"X-Request-Id": request_id(request)}
@@ -106,7 +137,13 @@ async def ask(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         async with response:
             try:
-                await _stream_answer(request, response, sub, timeout_s)
+                if pending.cached.value is not None:  # the same events, in the same order, as when it was answered
+                    for name, data, sid in decode_events(pending.cached.value):
+                        await response.send(data, event=name, id=sid)
+                else:
+                    sent = await _stream_answer(request, response, pending.sub, timeout_s)
+                    if cacheable_answer(sent):  # never an error, a timeout or a failed-over answer
+                        await cache.store(pending.cached.slot, encode_events(sent))
             except ConnectionResetError:  # the client went away: nothing left to tell it
                 log.info("request %s: client closed the answer stream", request_id(request))
     return response
@@ -114,20 +151,27 @@ async def ask(request: web.Request) -> web.StreamResponse:
 
 async def _stream_answer(
     request: web.Request, response: EventSourceResponse, sub: Subscription, timeout_s: float
-) -> None:
+) -> list[SentEvent]:
+    """Send the request's events as they come; returns what was sent (an `error` it ends with included)."""
+    sent: list[SentEvent] = []
     try:
         async for event in _events(sub, timeout_s):
-            await response.send(event_data(event), event=event.event, id=None if event.seq is None else str(event.seq))
+            data, sid = event_data(event), None if event.seq is None else str(event.seq)
+            await response.send(data, event=event.event, id=sid)
+            sent.append((event.event, data, sid))
     except QueryTimeout:
         await response.send(
             json.dumps({"code": "timeout", "message": f"no answer event within {timeout_s}s"}), event="error"
         )
+        sent.append(("error", "", None))
     except (nats.errors.Error, TimeoutError) as err:
         log.warning("request %s: answer stream lost: %r", request_id(request), err)
         await response.send(
             json.dumps({"code": "backbone_unavailable", "message": "the message backbone went away; ask again"}),
             event="error",
         )
+        sent.append(("error", "", None))
+    return sent
 
 
 async def search(request: web.Request) -> web.Response:
@@ -135,11 +179,19 @@ async def search(request: web.Request) -> web.Response:
     bb.jetstream()
     body = await read_body(request, SearchBody)
     timeout_s = bb.settings.query_timeout_s
-    async with _query(bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH, body.filters) as sub:
+    cache = answer_cache(request)
+    async with _query(
+        bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH, body.filters, cache=cache, route=SEARCH_ROUTE
+    ) as pending:
+        if pending.cached.value is not None:
+            return web.Response(text=pending.cached.value.decode(), content_type="application/json")
         try:
-            async for event in _events(sub, timeout_s):
+            async for event in _events(pending.sub, timeout_s):
                 if isinstance(event, ResultsEvent):
-                    return web.json_response({"hits": [h.model_dump(mode="json") for h in event.hits]})
+                    text = json.dumps({"hits": [h.model_dump(mode="json") for h in event.hits]})
+                    if cache is not None:
+                        await cache.store(pending.cached.slot, text.encode())
+                    return web.Response(text=text, content_type="application/json")
                 if isinstance(event, ErrorEvent):
                     raise ApiError(502, "query_failed", event.message, reason=event.code)
         except QueryTimeout:
