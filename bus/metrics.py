@@ -14,6 +14,7 @@ client's process and GC metrics (``process_cpu_seconds_total``, ``process_reside
 | ``mmrag_dead_letters_total`` | durable, error_type | `PullWorker`, per dead-letter record stored (poison included) |
 | ``mmrag_ratelimited_total`` | route | edge API rate limit (`edge_api.ratelimit`), per 429 |
 | ``mmrag_ratelimit_failopen_total`` | | edge API rate limit, per request let through because Redis failed |
+| ``mmrag_answer_cache_total`` | route, result | edge API answer cache (`edge_api.cache`): hit, miss, unavailable |
 | ``mmrag_consumer_pending`` | stream, durable | agent process, from ``consumer_info`` every few seconds |
 | ``mmrag_consumer_ack_pending`` | stream, durable | same |
 
@@ -73,6 +74,11 @@ LLM_FALLBACKS = Counter(
 RATELIMITED = Counter("mmrag_ratelimited", "requests refused with 429 by the edge API's rate limit", ("route",))
 RATELIMIT_FAILOPEN = Counter(
     "mmrag_ratelimit_failopen", "requests let through unlimited because the rate limit's Redis failed (fail-open)"
+)
+ANSWER_CACHE = Counter(
+    "mmrag_answer_cache",
+    "answer cache lookups of /v1/search and /v1/ask by result (hit | miss | unavailable: Redis failed)",
+    ("route", "result"),
 )
 CONSUMER_PENDING = Gauge(
     "mmrag_consumer_pending", "messages of a durable consumer not yet delivered (its backlog)", ("stream", "durable")

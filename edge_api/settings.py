@@ -58,8 +58,14 @@ class EdgeSettings(ProcessSettings):
     )
     rate_limit_burst: int = Field(default=30, ge=1, description="tokens a full bucket holds: the largest burst")
     redis_url: str = Field(
-        default="", description="Redis holding the rate-limit buckets, shared by every edge replica; empty = in-process"
+        default="",
+        description="Redis holding the rate-limit buckets and the answer cache, shared by every edge replica; "
+        "empty = in-process buckets and no answer cache",
     )
+    cache: Literal["on", "off"] = Field(
+        default="on", description="answer cache of /v1/search and /v1/ask in MMRAG_REDIS_URL (no Redis = no cache)"
+    )
+    cache_ttl_s: int = Field(default=300, ge=1, description="seconds a cached search result or answer is kept")
     rate_limit_redis_timeout_s: float = Field(
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )
