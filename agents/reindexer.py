@@ -138,6 +138,9 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
 
     async def _building(self, generations: GenerationStore, record: GenerationRecord) -> None:
         serving = await generations.serving()
+        if serving is not None and serving.generation == record.generation:
+            await self._flip(generations, record)  # a flip interrupted after the serving record: finish it
+            return
         if serving is None or record.source_generation != serving.generation:
             log.warning("reindexer: generation %d replaces %s, but %s serves; left alone", record.generation,
                         record.source_generation, serving and serving.generation)  # fmt: skip

@@ -315,3 +315,66 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                     assert (await http.get(f"/v1/reindex/{missing}")).status_code == 404
     finally:
         await nc.close()
+
+
+async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The coordinator's steps against a real NATS and embedded store, from the states a crash can leave."""
+    from datetime import timedelta
+
+    from agents.reindexer import ReindexCoordinator
+    from agents.runtime.resources import AgentContext, Resource, SharedResources
+    from agents.settings import AgentSettings
+    from agents.vectorstore import CollectionSchema
+    from bus.generations import GenerationStore
+    from bus.progress import ProgressStore
+    from bus.topology import ensure_consumer, ensure_topology
+    from contracts.generations import GenerationSettings, GenerationState
+    from contracts.messages import utcnow
+    from contracts.topology import UPLOADS_BUCKET
+
+    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, reindex_grace_s=3600)
+    nc = await nats.connect(nats_server.url)
+    shared = SharedResources(settings)
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        store = await GenerationStore.open(js)
+        await store.bootstrap(1)
+        await shared.load({Resource.VECTOR_STORE})
+        for gen in (1, 2):
+            await shared.in_store(lambda s, g=gen: s.create_collection(f"mmrag-g{g}", CollectionSchema(text_dim=4)))
+        await shared.in_store(lambda s: s.set_alias("mmrag", "mmrag-g1"))
+        kv = await js.key_value(PROGRESS_BUCKET)
+        ctx = AgentContext(nc=nc, js=js, settings=settings, generation=IndexGeneration(1),
+                           progress=ProgressStore(kv, IndexGeneration(1)), uploads=await js.object_store(UPLOADS_BUCKET),
+                           shared=shared)  # fmt: skip
+        coordinator = ReindexCoordinator(ctx)
+        await store.start_reindex(GenerationSettings())
+        # Not caught up while generation 2's consumers do not exist (no agent process started them).
+        await coordinator.tick(store)
+        assert (await store.get(2)).state is GenerationState.BUILDING
+        assert not (await store.get(2)).progress.consumers_ready
+        for consumer in ingest_consumers(IndexGeneration(2)).values():
+            await ensure_consumer(js, consumer)
+
+        # A crash after the serving record was written but before the states: the next tick finishes the flip.
+        await store.set_serving(2)
+        await coordinator.tick(store)
+        g1, g2 = await store.get(1), await store.get(2)
+        assert g2.state is GenerationState.SERVING and g1.state is GenerationState.RETIRED
+        assert await shared.in_store(lambda s: s.resolve("mmrag")) == "mmrag-g2"
+        assert (g1.drop_after - g1.retired_at) == timedelta(seconds=3600)
+
+        # Within the grace period nothing is dropped; past it, the collection, consumers and record go.
+        await coordinator.tick(store)
+        assert (await store.get(1)).state is GenerationState.RETIRED
+        assert await shared.in_store(lambda s: s.resolve("mmrag-g1")) == "mmrag-g1"
+        await store.update(1, lambda r: r.model_copy(update={"drop_after": utcnow() - timedelta(seconds=1)}))
+        await coordinator.tick(store)
+        assert (await store.get(1)).state is GenerationState.DROPPED
+        assert await shared.in_store(lambda s: s.resolve("mmrag-g1")) is None
+        with pytest.raises(NotFoundError):
+            await js.consumer_info("DOCS", "parser-g1")
+    finally:
+        await asyncio.to_thread(shared.close)
+        await nc.close()
