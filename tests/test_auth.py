@@ -335,7 +335,7 @@ def test_openapi_marks_protected_operations() -> None:
         for method, op in item.items():
             if method == "parameters":
                 continue
-            if path in ("/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs"):
+            if path in ("/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs", "/", "/ui/{asset}"):
                 assert op["security"] == [] and "401" not in op["responses"], (method, path)
             else:
                 assert op["security"] and {"401", "403"} <= op["responses"].keys(), (method, path)
