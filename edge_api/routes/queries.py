@@ -84,7 +84,7 @@ async def _query(
     try:
         query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters)
         # The lookup reads the tenant's cache epoch *before* the request is published (see edge_api.cache).
-        cached = MISS_NO_STORE if cache is None else await cache.lookup(query, route, bb.generation.number)
+        cached = MISS_NO_STORE if cache is None else await cache.lookup(query, route, (await bb.serving_generation()).number)
         if cached.value is None:
             await publish(
                 js,
