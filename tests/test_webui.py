@@ -358,14 +358,33 @@ async def test_sign_in_reader_view_not_found_and_sign_out(auth_edge, browser: Br
         assert await page.evaluate("sessionStorage.getItem('mmrag.apiKey')") is None
 
 
-async def test_phone_viewport_fits_and_works(auth_edge, browser: Browser) -> None:
+async def test_phone_viewport_fits_and_works(auth_edge, browser: Browser, tmp_path: Path) -> None:
+    """On a phone, with auth on: upload with the file picker, ask, open the citation (pictures fetched with the key)."""
     url, keys = auth_edge
+    pdf, _, _ = five_page_pdf_with_fact()
+    upload = tmp_path / "phone-facts.pdf"
+    upload.write_bytes(pdf)
     async with open_page(browser, url, viewport=PHONE) as (page, watch):
         watch.allow("GET", "/v1/session", 401)
         await page.fill("#api-key", keys["writer"])
         await page.keyboard.press("Enter")
         await expect(page.locator("#who")).to_have_text("Tenant default · writer")
         await expect(page.locator("#drop")).to_be_visible()
+        await page.set_input_files("#files", str(upload))
+        row = doc_row(page, "phone-facts.pdf")
+        await expect(row).to_have_attribute("data-status", "indexed", timeout=INGEST_TIMEOUT_MS)
+        await page.fill("#question", QUESTION)
+        await page.click("#ask-button")
+        await expect(page.locator("#answer")).to_contain_text(FACT_PHRASE, timeout=60_000)
+        # (Other tests of this module may have left copies of the same PDF under other names: any copy will do.)
+        cited = page.locator("#sources button.link", has_text=re.compile(r"\.pdf, page 3$"))
+        await cited.first.click()
+        await expect(page.locator("#viewer-title")).to_have_text(re.compile(r"\.pdf — page 3$"))
+        await expect(page.locator("#viewer .highlight")).to_be_visible()
+        box = await page.locator("#viewer figure.page").bounding_box()
+        assert box is not None and box["width"] <= PHONE["width"], box
+        await shot(page, "phone-citation")
+        await page.click("#viewer-close")
         for control in ("Choose files", "Ask"):
             box = await page.get_by_text(control, exact=True).first.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (control, box)
@@ -374,3 +393,28 @@ async def test_phone_viewport_fits_and_works(auth_edge, browser: Browser) -> Non
         path = await shot(page, "phone")
     assert path.stat().st_size > 0
 
+
+
+async def test_page_and_assets_are_served_self_contained(engine: Engine, http) -> None:
+    """The page and every asset come from this server with their types; nothing refers to another origin."""
+    from edge_api.routes.ui import PAGE_CSP, assets
+
+    async with http.get(f"{engine.url}/") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert resp.headers["Content-Security-Policy"] == PAGE_CSP
+        page = await resp.text()
+    names = set(re.findall(r'(?:src|href)="/ui/([^"]+)"', page))
+    assert {"main.js", "app.css", "icon.svg"} <= names
+    for name, (_, content_type, _) in assets().items():
+        async with http.get(f"{engine.url}/ui/{name}") as resp:
+            assert resp.status == 200 and resp.content_type == content_type, name
+            text = await resp.text()
+            etag = resp.headers["ETag"]
+        for external in ("http://", "https://", "//cdn", "fonts.googleapis", "@import"):
+            assert external not in text.replace("http://www.w3.org/2000/svg", ""), (name, external)
+        async with http.get(f"{engine.url}/ui/{name}", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304, name
+    for missing in ("nope.js", "..%2Fapp.py", "%2E%2E%2Fauth.py", "index.html.bak"):
+        async with http.get(f"{engine.url}/ui/{missing}") as resp:
+            assert resp.status == 404, missing
+            assert (await resp.json())["error"]["code"] == "not_found"

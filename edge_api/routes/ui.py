@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edge_api.errors import ApiError
 from edge_api.identity import identity_of, tenant_of
 from edge_api.state import SETTINGS
 
@@ -55,7 +56,7 @@ def assets() -> dict[str, tuple[bytes, str, str]]:
 def _serve(request: web.Request, name: str) -> web.Response:
     found = assets().get(name)
     if found is None:
-        raise web.HTTPNotFound()
+        raise ApiError(404, "not_found", f"the web UI has no file {name[:100]!r}")
     body, content_type, etag = found
     headers = {
         "ETag": etag,
