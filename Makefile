@@ -47,6 +47,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ingest_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/query_latency.py
+	$(BIN)/python bench/page_render.py
 
 schemas: install
 	$(BIN)/mmrag schemas --out docs/schemas
