@@ -80,6 +80,16 @@ def up(
     nats_monitor_port: Annotated[
         int, typer.Option(help="loopback port of nats-server's HTTP monitoring (/varz, /jsz: what KEDA reads)")
     ] = 8222,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            show_default=False,
+            help="use this NATS (server or cluster, comma-separated URLs) instead of starting nats-server; the "
+            "topology is created there with MMRAG_STREAM_REPLICAS replicas (3 on a cluster); --nats-port and "
+            "--nats-monitor-port are then unused",
+        ),
+    ] = None,
     auth: Annotated[
         bool,
         typer.Option(
@@ -90,7 +100,7 @@ def up(
     ] = False,
     verbose: bool = False,
 ) -> None:
-    """Run the whole engine on embedded defaults (nats-server, six agents, edge API)."""
+    """Run the whole engine on embedded defaults (nats-server, six agents, edge API), or on an existing NATS."""
     from mmrag.datadir import DataDirInUse
     from mmrag.processes import StartError
     from mmrag.runner import up as run_up
@@ -101,7 +111,7 @@ def up(
         asyncio.run(
             run_up(
                 host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
-                auth=auth,
+                auth=auth, nats_url=nats_url,
             )  # fmt: skip
         )
     except (DataDirInUse, StartError, GaveUp, FileNotFoundError, ValueError) as e:  # ValueError: bad keys file

@@ -3,6 +3,11 @@
 One process tree: nats-server (child), the six agents (in this process, which also holds the embedded
 Qdrant store), and the edge API (child process, so HTTP stays responsive while agents use the CPU).
 
+With `nats_url` (``mmrag up --nats-url``) the engine uses that NATS (a server or a cluster) instead: no
+nats-server child, nothing of it supervised or stopped; the topology is ensured there with
+`MMRAG_STREAM_REPLICAS` replicas before the agents start (`mmrag.external_nats`), and an unreachable server or
+one without JetStream stops the start with one line.
+
 The data dir is locked for the life of the process (`mmrag.datadir`): a second engine on it is refused
 before anything starts. The children are supervised (`mmrag.supervisor`): one that dies is reported and
 restarted; one that keeps dying stops the engine with a non-zero exit.
@@ -40,6 +45,7 @@ async def up(
     nats_monitor_port: int = 8222,
     supervisor: Supervisor | None = None,
     auth: bool = False,
+    nats_url: str | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM. Raises `DataDirInUse`, `StartError` or `GaveUp` with a one-line message.
 
@@ -49,18 +55,33 @@ async def up(
     """
     data_dir = data_dir.resolve()
     with DataDirLock(data_dir):
-        for what, h, p, option in (
-            ("HTTP API", host, port, "--port"),
-            ("NATS", NATS_HOST, nats_port, "--nats-port"),
-            ("NATS monitoring", NATS_HOST, nats_monitor_port, "--nats-monitor-port"),
-        ):
+        ports = [("HTTP API", host, port, "--port")]
+        if not nats_url:  # an external NATS: its ports are not ours to check
+            ports += [
+                ("NATS", NATS_HOST, nats_port, "--nats-port"),
+                ("NATS monitoring", NATS_HOST, nats_monitor_port, "--nats-monitor-port"),
+            ]
+        for what, h, p, option in ports:
             if port_in_use(h, p):
                 raise StartError(f"port {p} on {h} ({what}) is already in use: stop what runs there or pick another {option}")
+        if nats_url:
+            await _prepare_external_nats(nats_url)
         auth_env = _auth_env(auth or host.lower() not in LOOPBACK_HOSTS, data_dir)
         await _run(
             host=host, port=port, data_dir=data_dir, nats_port=nats_port, nats_monitor_port=nats_monitor_port,
-            supervisor=supervisor or Supervisor(), auth_env=auth_env,
+            supervisor=supervisor or Supervisor(), auth_env=auth_env, external_nats=nats_url or None,
         )  # fmt: skip
+
+
+async def _prepare_external_nats(nats_url: str) -> None:
+    """Check the external NATS and ensure the topology there, before the agents take seconds to load."""
+    from agents.settings import AgentSettings
+    from contracts.topology import IndexGeneration
+    from mmrag.external_nats import prepare_external_nats
+
+    settings = AgentSettings(nats_url=nats_url)
+    generation = IndexGeneration(settings.index_generation)
+    await prepare_external_nats(nats_url, replicas=settings.stream_replicas, generations=(generation,))
 
 
 def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
@@ -84,15 +105,16 @@ def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
 
 async def _run(
     *, host: str, port: int, data_dir: Path, nats_port: int, nats_monitor_port: int, supervisor: Supervisor,
-    auth_env: dict[str, str] | None = None,
+    auth_env: dict[str, str] | None = None, external_nats: str | None = None,
 ) -> None:
     # Imported here, after the lock: loading the agents (torch, models) takes seconds, refusing must not.
     from agents.runtime.host import run_agents
     from agents.settings import AgentSettings
     from mmrag.registry import AGENT_NAMES, agent_types
 
-    nats_url = f"nats://{NATS_HOST}:{nats_port}"
+    nats_url = external_nats or f"nats://{NATS_HOST}:{nats_port}"
     monitor_url = f"http://{NATS_HOST}:{nats_monitor_port}"
+    nats_where = f"NATS {nats_url} (external)" if external_nats else f"NATS {nats_url} (monitoring {monitor_url})"
     settings = AgentSettings(nats_url=nats_url, data_dir=data_dir)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,7 +122,8 @@ async def _run(
         loop.add_signal_handler(sig, stop_event.set)
 
     store_dir = data_dir / "nats"
-    store_dir.mkdir(parents=True, exist_ok=True)
+    if not external_nats:
+        store_dir.mkdir(parents=True, exist_ok=True)
     nats = ChildSpec(
         NATS_SERVER,
         nats_server_argv(store_dir, host=NATS_HOST, port=nats_port, monitor_port=nats_monitor_port),
@@ -115,7 +138,8 @@ async def _run(
     agents: asyncio.Task[None] | None = None
     helpers: list[asyncio.Task] = []
     try:
-        await supervisor.start(nats)
+        if not external_nats:
+            await supervisor.start(nats)
         started = asyncio.Event()
         agents = asyncio.create_task(run_agents(agent_types(AGENT_NAMES), settings, stop_event, started=started))
         gave_up = asyncio.create_task(supervisor.failed())
@@ -129,7 +153,7 @@ async def _run(
             return
         await supervisor.start(edge)
         print(
-            f"mmrag is up: http://{host}:{port}  NATS {nats_url} (monitoring {monitor_url})  data {data_dir}  Ctrl-C stops",
+            f"mmrag is up: http://{host}:{port}  {nats_where}  data {data_dir}  Ctrl-C stops",
             flush=True,
         )
         await asyncio.wait([agents, gave_up], return_when=asyncio.FIRST_COMPLETED)
@@ -140,7 +164,7 @@ async def _run(
         stop_event.set()
         await supervisor.stop(EDGE_API)
         if agents is not None:
-            await asyncio.wait([agents], timeout=60)  # finish in-flight batches, drain (nats still supervised)
+            await asyncio.wait([agents], timeout=60)  # finish in-flight batches, drain (nats still up)
             if not agents.done():
                 agents.cancel()
             with contextlib.suppress(BaseException):

@@ -55,6 +55,7 @@ class Engine:
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
     nats_monitor_port: int = field(default_factory=free_port)
+    external_nats: str | None = None  # `mmrag up --nats-url`: no nats-server of its own
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,21 +63,26 @@ class Engine:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def own_ports(self) -> tuple[int, ...]:
+        return (self.port,) if self.external_nats else (self.port, self.nats_port, self.nats_monitor_port)
+
+    @property
     def monitor_url(self) -> str:
         return f"http://127.0.0.1:{self.nats_monitor_port}"
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self, timeout_s: float = 120) -> Engine:
-        for port in (self.port, self.nats_port, self.nats_monitor_port):
+        for port in self.own_ports:
             wait_port_free(port)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
-             "--nats-monitor-port", str(self.nats_monitor_port), "--data-dir", str(self.data_dir)],
+             "--nats-monitor-port", str(self.nats_monitor_port), "--data-dir", str(self.data_dir),
+             *(["--nats-url", self.external_nats] if self.external_nats else [])],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -106,7 +112,7 @@ class Engine:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-        for port in (self.port, self.nats_port, self.nats_monitor_port):
+        for port in self.own_ports:
             wait_port_free(port)
 
 
