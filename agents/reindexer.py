@@ -35,6 +35,7 @@ from agents.runtime.host import generation_settings
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
 from agents.vectorstore import CollectionInUse, CollectionSchema, VectorStore
+from bus.cache_epochs import EpochInvalidator
 from bus.generations import GenerationStore, progress_records, purge_progress
 from contracts.generations import GenerationRecord, GenerationState, ReindexProgress
 from contracts.messages import DocumentStatus, utcnow
@@ -77,6 +78,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._task: asyncio.Task[None] | None = None
+        self._invalidator = EpochInvalidator(ctx.settings.redis_url)  # the edge API's answer cache
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return []
@@ -92,6 +94,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._invalidator.close()
 
     async def _run(self) -> None:
         generations = await GenerationStore.open(self._ctx.js)
@@ -163,6 +166,9 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         await self._ctx.shared.in_store(_flip_alias, s.collection, new.collection(s.collection),
                                         old.collection(s.collection), quantization)  # fmt: skip
         await generations.set_serving(new.number)
+        # Every cached answer was read from the old generation: retire them all (bus.cache_epochs), after the
+        # alias switch, so an answer cached from here on was read from the new one. Never fails the flip.
+        await self._invalidator.bump_all()
         now = utcnow()
 
         def serving(r: GenerationRecord | None) -> GenerationRecord | None:

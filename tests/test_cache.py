@@ -432,6 +432,57 @@ async def test_an_invalidation_redis_refuses_is_retried_until_it_lands(
         await client.aclose()
 
 
+async def test_a_reindex_flip_retires_every_cached_answer(
+    nats_server: NatsServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The coordinator's flip to a new index generation replaces the global epoch (every tenant's entries)."""
+    from agents.reindexer import ReindexCoordinator
+    from agents.runtime.resources import AgentContext, Resource, SharedResources
+    from agents.settings import AgentSettings
+    from agents.vectorstore import CollectionSchema
+    from bus.generations import GenerationStore
+    from bus.progress import ProgressStore
+    from bus.topology import ensure_consumer
+    from contracts.generations import GenerationSettings, GenerationState
+    from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, ingest_consumers
+
+    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, redis_url=redis_server.url)
+    nc = await nats.connect(nats_server.url)
+    shared = SharedResources(settings)
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        store = await GenerationStore.open(js)
+        await store.bootstrap(1)
+        await shared.load({Resource.VECTOR_STORE})
+        for gen in (1, 2):
+            await shared.in_store(lambda s, g=gen: s.create_collection(f"mmrag-g{g}", CollectionSchema(text_dim=4)))
+        await shared.in_store(lambda s: s.set_alias("mmrag", "mmrag-g1"))
+        ctx = AgentContext(
+            nc=nc, js=js, settings=settings, generation=IndexGeneration(1),
+            progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1)),
+            uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
+        )  # fmt: skip
+        coordinator = ReindexCoordinator(ctx)
+        await client.set(GLOBAL_EPOCH_KEY, "before")
+        await store.start_reindex(GenerationSettings())
+        await coordinator.tick(store)  # generation 2 not caught up (no consumers yet): no flip, no bump
+        assert await client.get(GLOBAL_EPOCH_KEY) == b"before"
+        for consumer in ingest_consumers(IndexGeneration(2)).values():
+            await ensure_consumer(js, consumer)
+        await coordinator.tick(store)  # caught up (nothing to replay): flips
+        assert (await store.get(2)).state is GenerationState.SERVING
+        assert await client.get(GLOBAL_EPOCH_KEY) not in (None, b"before")
+        await coordinator.close()
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(shared.close)
+        await nc.close()
+
+
 # --------------------------------------------------------------------------- the real agents
 
 
