@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nats.js.errors import NotFoundError
 
+from agents.graph import IndexedChunk, build_facts, tombstone
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
@@ -35,7 +36,7 @@ from agents.vectorstore import (
 from bus.cache_epochs import EpochInvalidator
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
-from contracts.topology import DOCS_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
+from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             raise PermanentError(f"cannot index: {err}") from err
         tenants = {d.payload.tenant for d in current}
         await self._invalidator.bump(tenants)  # searchable now, before any status says so
-        finished = []
+        finished, facts = [], []
         for d in current:
             batch = d.payload
 
@@ -152,6 +153,8 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 return state.with_indexed_batch(batch.batch_index, len(batch.chunks))
 
             state = await progress.update(batch.tenant, batch.doc_id, record)
+            if state is not None and state.revision == batch.revision:
+                facts.append(self._graph_facts(batch, d.trace_headers))
             if state is None or state.revision != batch.revision:
                 # Replaced or deleted while we upserted: take back what this stale batch wrote.
                 await self._delete_points(batch.tenant, batch.doc_id, keep_revision=state.revision if state else None)
@@ -162,7 +165,26 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                              f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
                 )  # fmt: skip
         await self._invalidator.bump(tenants)  # again: the loop may have deleted replaced or stale points
-        await publish_all(self._ctx.js, finished)
+        await publish_all(self._ctx.js, [*facts, *finished])
+
+    def _graph_facts(self, batch: ChunksEmbedded, headers: Mapping[str, str]) -> Outgoing:
+        """The knowledge-graph facts of a durably indexed batch (`agents.graph`), for every retriever's graph."""
+        gen = self._ctx.generation
+        chunks = [IndexedChunk(c.chunk_id, point_id(self.collection, batch.revision, c), c.text) for c in batch.chunks]
+        facts = build_facts(tenant=batch.tenant, doc_id=batch.doc_id, generation=gen.number, revision=batch.revision,
+                            batch_index=batch.batch_index, chunks=chunks)  # fmt: skip
+        return Outgoing(Subjects.graph_facts(gen, batch.tenant, batch.doc_id), facts,
+                        f"{gen.token}:{batch.doc_id}:{batch.revision}:{batch.batch_index}:facts", headers)  # fmt: skip
+
+    async def _retract_graph_facts(self, tenant: str, doc_id: str, revision: int, headers: Mapping[str, str]) -> None:
+        """Remove a deleted document from every graph: purge its facts from stream GRAPH (a replay never sees
+        them again), then publish its tombstone (replicas already holding them drop them; it also outranks any
+        facts of an older revision still in flight)."""
+        gen = self._ctx.generation
+        subject = Subjects.graph_facts(gen, tenant, doc_id)
+        await self._ctx.js.purge_stream(GRAPH_STREAM.name, subject=subject)
+        dead = tombstone(tenant=tenant, doc_id=doc_id, generation=gen.number, revision=revision)
+        await publish_all(self._ctx.js, [Outgoing(subject, dead, f"{gen.token}:{doc_id}:{revision}:graph-deleted", headers)])
 
     async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
         def delete(store: VectorStore) -> None:
@@ -194,6 +216,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             # later re-index (a replay of docs.ingest) brings the document back. A re-submission after the
             # delete (a higher sequence) stays.
             await self._ctx.js.purge_stream(DOCS_STREAM.name, seq=revision, subject=Subjects.ingest(doc.tenant, doc.doc_id))
+            await self._retract_graph_facts(doc.tenant, doc.doc_id, revision, d.trace_headers)
             log.info("indexer: deleted %s/%s", doc.tenant, doc.doc_id)
 
     async def on_give_up(self, delivery: Delivery[ChunksEmbedded], reason: str) -> None:

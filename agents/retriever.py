@@ -5,6 +5,11 @@ Hybrid: the dense text vector (meaning) and the sparse BM25 vector (exact words,
 are searched separately and fused with Reciprocal Rank Fusion (score = sum of 1 / (k + rank), k = 60 as in
 Cormack et al. 2009; note Qdrant's built-in RRF uses a different k). The fused score is scaled so the best
 candidate has 1.0: ranks, not raw similarities, are comparable across the two signals.
+
+Knowledge-graph expansion (`agents.graph`, off unless `graph_expansion`): the chunks linked to the question's
+entities and to their neighbours within `graph_hops` are one more ranking in the fusion, weighted by
+`graph_weight`, so a chunk that shares no word with the question but names an entity the question's entity is
+related to can become a candidate. The graph is built in memory from stream GRAPH by every replica.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from agents.graph import GraphFollower, GraphQuery
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
@@ -23,13 +29,16 @@ from contracts.messages import Hit, QueryRequest, RerankRequest, SparseTerms
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 
 
-def rrf(rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int) -> list[VectorHit]:
-    """Reciprocal Rank Fusion of several rankings; scores scaled to (0, 1], best first."""
+def rrf(
+    rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int, weights: Sequence[float] | None = None
+) -> list[VectorHit]:
+    """Reciprocal Rank Fusion of several rankings (each weighted, 1 by default); scores scaled to (0, 1], best first."""
     scores: dict[str, float] = {}
     first_seen: dict[str, VectorHit] = {}
-    for ranking in rankings:
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
             first_seen.setdefault(hit.id, hit)
     if not scores:
         return []
@@ -52,16 +61,20 @@ def search_filter(request: QueryRequest) -> SearchFilter:
 
 def _search(
     store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, where: SearchFilter, limit: int,
-    k: float,
+    k: float, graph: GraphQuery | None = None,
 ) -> list[VectorHit]:  # fmt: skip
     try:  # no existence check first: on a Qdrant server that would be another round trip per query
         rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
         if sparse is not None:
             query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
             rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
+        weights = [1.0] * len(rankings)
+        if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
+            rankings.append(graph.ranking(store, alias, dense, where))
+            weights.append(graph.weight)
     except CollectionNotFound:
         return []  # nothing was ever indexed
-    return rrf(rankings, k=k, limit=limit)
+    return rrf(rankings, k=k, limit=limit, weights=weights)
 
 
 def to_hit(hit: VectorHit) -> Hit:
@@ -80,12 +93,33 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._sparse = SparseEncoder()
+        self._graph: GraphFollower | None = None
+
+    async def start(self) -> None:
+        await self._start_graph()
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [QUERY_CONSUMERS["retriever"]]
 
     def fetch_batch(self) -> int:
         return 4
+
+    async def _start_graph(self) -> None:
+        """With `graph_expansion` on, fold stream GRAPH into this replica's graph before taking queries."""
+        if self._ctx.settings.graph_expansion:
+            self._graph = GraphFollower(self._ctx.js, self._ctx.generation)
+            await self._graph.start()
+
+    async def close(self) -> None:
+        if self._graph is not None:
+            await self._graph.close()
+
+    def _graph_query(self, tenant: str, text: str | None) -> GraphQuery | None:
+        s = self._ctx.settings
+        if self._graph is None or not text:
+            return None
+        return GraphQuery.of(self._graph.graph, tenant, text, hops=s.graph_hops, limit=s.graph_candidates,
+                             weight=s.graph_weight)  # fmt: skip
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         embedder = self._ctx.shared.embedder
@@ -97,7 +131,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             limit = max(s.retrieve_candidates, request.top_k)
             sparse = self._sparse.encode_query(request.query)
             where = search_filter(request)
-            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, where, limit, s.rrf_k)
+            graph = self._graph_query(request.tenant, request.query)
+            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, where, limit, s.rrf_k, graph)
             rerank = RerankRequest(request=request, candidates=[to_hit(h) for h in hits])
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",

@@ -95,6 +95,16 @@ class AgentSettings(ProcessSettings):
     rrf_k: float = Field(
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
     )
+    graph_expansion: bool = Field(
+        default=False,
+        description="knowledge-graph expansion in the retriever: chunks linked to the question's entities and their "
+        "neighbours join the fusion (each retriever replays stream GRAPH into memory at start)",
+    )
+    graph_hops: int = Field(default=1, ge=0, le=3, description="how far expansion follows relations from the question's entities")
+    graph_weight: float = Field(default=1.0, gt=0, le=10, description="weight of the graph's ranking in the fusion")
+    graph_candidates: int = Field(
+        default=10, ge=1, le=200, description="most chunks graph expansion proposes per question"
+    )
     replica_id: str = Field(default_factory=_default_replica_id, description="names this replica in records")
     redis_url: str = Field(
         default="",

@@ -56,6 +56,9 @@ CHANNELS: tuple[Channel, ...] = (
             "One scanned page or image to read (parser -> ocr); the raster is in the Object Store."),
     Channel("chunksEmbedded", "chunks.embedded.{gen}.{tenant}", (m.ChunksEmbedded,), ("send", "receive"),
             "Embedded batches (embedder -> indexer): dense vector and sparse BM25 terms per chunk."),
+    Channel("graphFacts", "graph.facts.{gen}.{tenant}.{doc_id}", (m.GraphFacts,), ("send", "receive"),
+            "Knowledge-graph facts of a durably indexed batch, or a deleted document's tombstone (indexer -> "
+            "every retriever replica, each replaying stream GRAPH from the start into its in-memory graph)."),
     Channel("queryRetrieve", "query.retrieve.{tenant}", (m.QueryRequest,), ("receive",),
             "An ask or a search (edge API -> retriever). Stream QUERIES (memory, 5 min)."),
     Channel("queryRerank", "query.rerank.{tenant}", (m.RerankRequest,), ("send", "receive"),

@@ -337,6 +337,79 @@ class DocumentProgress(Message):
         )
 
 
+# --------------------------------------------------------------------------- knowledge graph
+
+EntityKey = Annotated[str, Field(min_length=1, max_length=100, description="normalised (case-folded) entity name")]
+
+
+class GraphEntity(BaseModel):
+    """An entity named in a batch: its normalised key, the surface form first seen, and how it was found."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: EntityKey
+    label: str = Field(min_length=1, max_length=200)
+    kind: Literal["name", "acronym", "code", "quoted"]
+
+
+class GraphRelation(BaseModel):
+    """A weighted relation between two entities of the batch (`co_occurs` is undirected: source < target)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: EntityKey
+    target: EntityKey
+    kind: Literal["co_occurs", "is_a", "uses"]
+    weight: FiniteFloat = Field(gt=0)
+
+
+class ChunkEntities(BaseModel):
+    """Which entities one indexed chunk mentions, and the vector-store point that holds the chunk."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: str = Field(min_length=1)
+    point_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    entities: list[EntityKey] = Field(min_length=1)
+
+
+class GraphFacts(Message):
+    """`graph.facts.g<gen>.<tenant>.<doc_id>`: the knowledge-graph facts of one durably indexed batch, or, with
+    `deleted`, the tombstone of a deleted document (then no chunks, entities or relations).
+
+    Every retriever replica folds the stream into the same graph. Per document only the highest `revision` seen
+    counts: facts of an older revision than the document's latest facts or tombstone are ignored, so the order
+    in which a replica reads them, and a replay from the start, give the same graph. Revisions are sequences
+    of the DOCS stream (a submission's docs.ingest message, a tombstone's docs.delete message), so they compare.
+    """
+
+    schema_version: Literal[1] = 1
+    doc_id: Identifier
+    tenant: Tenant
+    generation: int = Field(ge=1)
+    revision: int = Field(ge=1)
+    batch_index: int = Field(default=0, ge=0)
+    deleted: bool = False
+    chunks: list[ChunkEntities] = Field(default_factory=list)
+    entities: list[GraphEntity] = Field(default_factory=list)
+    relations: list[GraphRelation] = Field(default_factory=list)
+
+    def routing(self) -> tuple[str, ...]:
+        return (self.tenant, self.doc_id)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GraphFacts:
+        if self.deleted and (self.chunks or self.entities or self.relations):
+            raise ValueError("a tombstone (deleted=true) carries no chunks, entities or relations")
+        keys = {e.key for e in self.entities}
+        if len(keys) != len(self.entities):
+            raise ValueError("entity keys must be unique within a batch")
+        named = {k for c in self.chunks for k in c.entities} | {k for r in self.relations for k in (r.source, r.target)}
+        if named - keys:
+            raise ValueError(f"chunks and relations name entities the batch does not declare: {sorted(named - keys)[:5]}")
+        return self
+
+
 # --------------------------------------------------------------------------- query
 
 

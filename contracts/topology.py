@@ -14,6 +14,7 @@ replays can be scoped to one tenant; ingest subjects also name their index gener
 | ``chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`` | `ChunksParsed` |
 | ``chunks.ocr.g<gen>.<lane>.<tenant>`` | `OcrRequest` (a scanned page or an image to read) |
 | ``chunks.embedded.g<gen>.<tenant>`` | `ChunksEmbedded` |
+| ``graph.facts.g<gen>.<tenant>.<doc_id>`` | `GraphFacts` (knowledge-graph facts of an indexed batch, or a tombstone) |
 | ``query.retrieve.<tenant>`` / ``query.rerank.<tenant>`` / ``query.generate.<tenant>`` | query requests |
 | ``answer.<tenant>.<request_id>`` (core NATS) | answer events; a function of the request, never a free field |
 | ``deadletter.<durable>`` | `DeadLetter` |
@@ -81,6 +82,7 @@ class Subjects:
     CHUNKS_PARSED = "chunks.parsed"
     CHUNKS_OCR = "chunks.ocr"
     CHUNKS_EMBEDDED = "chunks.embedded"
+    GRAPH_FACTS = "graph.facts"
     QUERY_RETRIEVE = "query.retrieve"
     QUERY_RERANK = "query.rerank"
     QUERY_GENERATE = "query.generate"
@@ -113,6 +115,10 @@ class Subjects:
         return f"{Subjects.CHUNKS_EMBEDDED}.{gen.token}.{tenant}"
 
     @staticmethod
+    def graph_facts(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
+        return f"{Subjects.GRAPH_FACTS}.{gen.token}.{tenant}.{doc_id}"
+
+    @staticmethod
     def query(stage: str, tenant: str) -> str:
         return f"{stage}.{tenant}"
 
@@ -134,6 +140,7 @@ SUBJECT_MODELS: dict[str, type[BaseModel]] = {
     Subjects.CHUNKS_PARSED: m.ChunksParsed,
     Subjects.CHUNKS_OCR: m.OcrRequest,
     Subjects.CHUNKS_EMBEDDED: m.ChunksEmbedded,
+    Subjects.GRAPH_FACTS: m.GraphFacts,
     Subjects.QUERY_RETRIEVE: m.QueryRequest,
     Subjects.QUERY_RERANK: m.RerankRequest,
     Subjects.QUERY_GENERATE: m.GenerateRequest,
@@ -207,7 +214,16 @@ DEADLETTER_STREAM = StreamDef(
     storage="file",
     description="messages an agent gave up on, with the reason",
 )
-STREAMS: tuple[StreamDef, ...] = (DOCS_STREAM, CHUNKS_STREAM, QUERIES_STREAM, DEADLETTER_STREAM)
+# Knowledge-graph facts: every retriever replica replays this stream from the start into its in-memory graph,
+# so it is kept (file storage, no max age); a document's delete purges its subject, so it never grows with
+# deleted documents and a replay never brings their facts back.
+GRAPH_STREAM = StreamDef(
+    name="GRAPH",
+    subjects=("graph.>",),
+    storage="file",
+    description="knowledge-graph facts of indexed batches and tombstones of deleted documents (retrievers replay it)",
+)
+STREAMS: tuple[StreamDef, ...] = (DOCS_STREAM, CHUNKS_STREAM, QUERIES_STREAM, DEADLETTER_STREAM, GRAPH_STREAM)
 
 # Query consumers: a user is waiting, so one quick redelivery and no more.
 _QUERY_BACKOFF = (1.0, 2.0)

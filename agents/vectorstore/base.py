@@ -239,30 +239,36 @@ class SearchFilter:
     """Which points a search may return. ``tenant`` is required and always applied.
 
     ``doc_ids`` / ``modalities``: keep only points whose value is in the set
-    (an empty set matches nothing). ``pages``: inclusive ``(first, last)`` range.
+    (an empty set matches nothing). ``pages``: inclusive ``(first, last)`` range. ``ids``: keep only these
+    point ids (knowledge-graph expansion ranks the chunks it proposes this way).
     """
 
     tenant: str
     doc_ids: frozenset[str] | None = None
     modalities: frozenset[Modality] | None = None
     pages: tuple[int, int] | None = None
+    ids: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tenant, str) or not self.tenant:
             raise ValueError("SearchFilter.tenant must be a non-empty string: every search is scoped to one tenant")
-        for name in ("doc_ids", "modalities"):
+        for name in ("doc_ids", "modalities", "ids"):
             value = getattr(self, name)
             if value is not None:
                 if isinstance(value, str):
                     raise TypeError(f"SearchFilter.{name} must be a collection of strings, not one string")
                 object.__setattr__(self, name, frozenset(value))
+        if self.ids is not None:
+            object.__setattr__(self, "ids", frozenset(canonical_id(i) for i in self.ids))
         if self.pages is not None:
             first, last = self.pages
             object.__setattr__(self, "pages", (int(first), int(last)))
 
     def matches_nothing(self) -> bool:
-        return (self.doc_ids is not None and not self.doc_ids) or (
-            self.modalities is not None and not self.modalities
+        return (
+            (self.doc_ids is not None and not self.doc_ids)
+            or (self.modalities is not None and not self.modalities)
+            or (self.ids is not None and not self.ids)
         )
 
 

@@ -361,4 +361,6 @@ def _search_filter(f: SearchFilter) -> models.Filter:
         must.append(models.FieldCondition(key="modality", match=models.MatchAny(any=sorted(f.modalities))))
     if f.pages is not None:
         must.append(models.FieldCondition(key="page", range=models.Range(gte=f.pages[0], lte=f.pages[1])))
+    if f.ids is not None:
+        must.append(models.HasIdCondition(has_id=sorted(f.ids)))
     return models.Filter(must=must)

@@ -71,6 +71,7 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    HasIdCondition,
     KeywordIndexParams,
     MatchAny,
     MatchValue,
@@ -568,6 +569,8 @@ def _search_filter(f: SearchFilter) -> Filter:
         must.append(FieldCondition("modality", match=MatchAny(sorted(f.modalities))))
     if f.pages is not None:
         must.append(FieldCondition("page", range=RangeFloat(gte=f.pages[0], lte=f.pages[1])))
+    if f.ids is not None:
+        must.append(HasIdCondition(set(f.ids)))
     return Filter(must=must)
 
 

@@ -1,0 +1,308 @@
+"""Knowledge graph: extraction with known ground truth, the graph's revision rules, expansion, the follower on a
+real nats-server, and graph expansion end to end through the real agents (`mmrag agent`)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from pydantic import ValidationError
+
+from agents.graph import GraphFollower, IndexedChunk, KnowledgeGraph, build_facts, expand, tombstone
+from agents.graph.extract import entity_keys, extract, mentions, normalise
+from bus.progress import ProgressStore
+from bus.topology import ensure_topology
+from contracts.messages import (
+    DocumentDeleted,
+    DocumentStatus,
+    DocumentSubmitted,
+    GraphFacts,
+    QueryMode,
+    QueryRequest,
+    RerankRequest,
+)
+from contracts.topology import GRAPH_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from tests.engine import BIN, NatsServer
+
+GEN = IndexGeneration(1)
+
+
+def pid(n: int) -> str:
+    return str(uuid.UUID(int=n))
+
+
+def facts(doc: str, revision: int, texts: list[str], *, tenant: str = "t", batch: int = 0, first: int = 0) -> GraphFacts:
+    chunks = [IndexedChunk(f"{doc}-c{first + i}", pid(hash((tenant, doc, revision, first + i)) % 2**64), text)
+              for i, text in enumerate(texts)]  # fmt: skip
+    return build_facts(tenant=tenant, doc_id=doc, generation=1, revision=revision, batch_index=batch, chunks=chunks)
+
+
+# --------------------------------------------------------------------------- extraction (ground truth)
+
+
+def test_extraction_finds_names_acronyms_identifiers_codes_and_quoted_terms() -> None:
+    text = (
+        "Project Falcon is led by Dana Smith of the Bank of England. "
+        "The indexer calls bus.topology.ensure_topology() and raises E1234 when NATS JetStream is down, e.g. on "
+        "restart. The PullWorker reads max_ack_pending; see \"cold start\" and `fetch_batch`. PDFs cost 4.2 s."
+    )
+    found = {m.key: m.kind for m in mentions(text)}
+    assert found == {
+        "project falcon": "name", "dana smith": "name", "bank of england": "name",
+        "bus.topology.ensure_topology": "code", "ensure_topology": "code", "e1234": "code",
+        "nats jetstream": "name", "nats": "acronym", "jetstream": "code", "pullworker": "code",
+        "max_ack_pending": "code", "cold start": "quoted", "fetch_batch": "code", "pdf": "acronym",
+    }  # fmt: skip
+
+
+def test_what_is_not_an_entity() -> None:
+    # Sentence-initial capitals, function words, numbers, "e.g." and shouted warnings name nothing.
+    assert entity_keys("Who approved the budget? The budget of 4.2 million, e.g. for travel, was approved.") == set()
+    assert entity_keys("WARNING: DO NOT OPEN THE PUMP HOUSING WHILE IT RUNS") == set()
+    assert entity_keys("Dana approved it.") == set()  # one capitalised word opening a sentence
+    assert entity_keys("It was approved by Dana.") == {"dana"}
+
+
+def test_mentions_are_normalised_to_one_key() -> None:
+    assert normalise("Dana Smith's") == normalise("DANA   SMITH") == normalise("“dana smith”") == "dana smith"
+    e = extract("Dana Smith's team met. Later the team of Dana Smith left.")
+    assert list(e.entities) == ["dana smith"] and e.entities["dana smith"] == ("Dana Smith", "name")
+
+
+def test_relations_are_weighted_sentence_co_occurrence_plus_typed_patterns() -> None:
+    e = extract(
+        "Dana Smith leads Project Falcon. Project Falcon hired Dana Smith in Berlin. "
+        "The PullWorker uses NatsClient. Qdrant stores vectors, and Ada Lovelace is a Countess of Lovelace."
+    )
+    assert e.relations[("dana smith", "project falcon", "co_occurs")] == 2.0  # two sentences
+    assert e.relations[("berlin", "dana smith", "co_occurs")] == 1.0
+    assert e.relations[("pullworker", "natsclient", "uses")] == 2.0  # typed relations are directed
+    assert e.relations[("ada lovelace", "countess of lovelace", "is_a")] == 2.0
+    assert ("berlin", "pullworker", "co_occurs") not in e.relations  # different sentences
+
+
+def test_extraction_is_deterministic_and_bounded() -> None:
+    crowded = " ".join(f"Name{i} Person{i}" for i in range(40)) + "."
+    e1, e2 = extract(crowded), extract(crowded)
+    assert e1.entities == e2.entities and e1.relations == e2.relations
+    assert len(e1.relations) <= 12 * 11 // 2  # pairs only among the first 12 entities of a sentence
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_facts_contract_rejects_inconsistent_messages() -> None:
+    f = facts("a", 3, ["Project Falcon is led by Dana Smith."])
+    assert [c.entities for c in f.chunks] == [["project falcon", "dana smith"]]
+    assert Subjects.graph_facts(GEN, *f.routing()) == "graph.facts.g1.t.a"
+    with pytest.raises(ValidationError, match="tombstone"):
+        GraphFacts(doc_id="a", tenant="t", generation=1, revision=4, deleted=True, chunks=f.chunks)
+    with pytest.raises(ValidationError, match="does not declare"):
+        GraphFacts.model_validate({**f.model_dump(), "entities": f.entities[:1]})
+    assert facts("a", 3, ["nothing here at all."]).chunks == []  # a chunk that names no entity is left out
+
+
+# --------------------------------------------------------------------------- graph and expansion
+
+FALCON = ["Project Falcon is led by Dana Smith."]
+BUDGET = ["Dana Smith approved the budget of 4.2 million."]
+
+
+def falcon_graph() -> tuple[KnowledgeGraph, GraphFacts, GraphFacts]:
+    g = KnowledgeGraph()
+    a, b = facts("a", 1, FALCON), facts("b", 2, BUDGET)
+    g.apply(a)
+    g.apply(b)
+    return g, a, b
+
+
+def test_expansion_reaches_a_chunk_only_linked_through_an_entity() -> None:
+    g, a, b = falcon_graph()
+    question = "Who approved the budget for Project Falcon?"
+    [only] = expand(g, "t", question, hops=0, limit=10)
+    assert only.ref.chunk_id == "a-c0"  # hops=0: the chunks naming the question's entity
+    hits = expand(g, "t", question, hops=1, limit=10)
+    assert [h.ref.chunk_id for h in hits] == ["a-c0", "b-c0"]  # B via Dana Smith, ranked below A
+    assert hits[0].score > hits[1].score > 0
+    assert [h.ref.chunk_id for h in expand(g, "t", question.lower(), hops=1, limit=10)] == ["a-c0", "b-c0"]
+    assert expand(g, "t", "What is the weather like?", hops=2, limit=10) == []
+    assert expand(g, "other-tenant", question, hops=2, limit=10) == []  # tenants share nothing
+    assert len(expand(g, "t", question, hops=1, limit=1)) == 1
+
+
+def test_revisions_replace_and_tombstones_remove_whatever_the_order() -> None:
+    a1, a2 = facts("a", 1, FALCON), facts("a", 5, ["Project Falcon moved to Oslo."])
+    b = facts("b", 2, BUDGET)
+    dead_b = tombstone(tenant="t", doc_id="b", generation=1, revision=9)
+    stream = [a1, b, a2, dead_b, facts("c", 3, ["Dana Smith met Ada Lovelace."], tenant="u")]
+    prints = set()
+    for order in itertools.permutations(stream):
+        g = KnowledgeGraph()
+        for message in order:
+            g.apply(message)
+        prints.add(g.fingerprint())
+    assert len(prints) == 1  # the same graph whatever the order
+    g = KnowledgeGraph()
+    for message in stream:
+        g.apply(message)
+    t = g.tenant("t")
+    assert t is not None
+    assert set(t.graph.nodes) == {"project falcon", "oslo"}  # revision 1's Dana Smith and document b are gone
+    assert [h.ref.chunk_id for h in expand(g, "t", "Who approved the budget of Dana Smith?", hops=2, limit=9)] == []
+    assert g.apply(b) is False  # facts older than the tombstone never come back
+    before = g.fingerprint()
+    g.apply(a2)  # a redelivered batch changes nothing
+    assert g.fingerprint() == before
+
+
+# --------------------------------------------------------------------------- follower on a real nats-server
+
+
+async def test_followers_build_identical_graphs_and_skip_bad_messages(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_topology(js, [GEN])
+    a, b = facts("a", 1, FALCON), facts("b", 2, BUDGET, tenant="u")
+    for f in (a, b):
+        await js.publish(Subjects.graph_facts(GEN, f.tenant, f.doc_id), f.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(GEN, "t", "x"), b"not json")
+    await js.publish(Subjects.graph_facts(GEN, "t", "zz"), a.model_dump_json().encode())  # subject disagrees
+    first = GraphFollower(js, GEN)
+    await first.start(catch_up_s=30)
+    assert first.caught_up and first.skipped == 2
+    assert first.graph.tenant("t") is not None and first.graph.tenant("u") is not None
+    # Live: a tombstone reaches a running follower; a replica started later replays to the same graph.
+    dead = tombstone(tenant="t", doc_id="a", generation=1, revision=7)
+    await js.publish(Subjects.graph_facts(GEN, "t", "a"), dead.model_dump_json().encode())
+    async with asyncio.timeout(30):
+        while first.graph.tenant("t").graph.number_of_nodes():  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+    second = GraphFollower(js, GEN)
+    await second.start(catch_up_s=30)
+    assert second.graph.fingerprint() == first.graph.fingerprint()
+    empty = GraphFollower(js, IndexGeneration(2))  # another generation's facts are not this graph's
+    await empty.start(catch_up_s=30)
+    assert empty.caught_up and empty.graph.applied == 0
+    for follower in (first, second, empty):
+        await follower.close()
+    await nc.close()
+
+
+# --------------------------------------------------------------------------- end to end through the agents
+
+TENANT = "acme"
+DOCS = {
+    "falcon": "Project Falcon is led by Dana Smith.",
+    "budget": "Dana Smith approved the budget of 4.2 million.",
+    **{
+        f"heron{i}": f"Who approved the budget for Project {name}? The budget for Project {name} was approved by "
+        f"the {name} board, which approved the budget for Project {name} in March."
+        for i, name in enumerate(["Heron", "Osprey", "Kestrel", "Harrier", "Merlin", "Condor"])
+    },
+}
+QUESTION = "Who approved the budget for Project Falcon?"
+
+
+class Agents:
+    """`mmrag agent parser embedder indexer retriever` (no reranker: the retriever's candidates stay readable)."""
+
+    def __init__(self, server: NatsServer, root: Path, **env: str) -> None:
+        self.log = root / "agents.log"
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = subprocess.Popen(
+            [str(BIN / "mmrag"), "agent", "parser", "embedder", "indexer", "retriever"],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "NATS_URL": server.url, "MMRAG_DATA_DIR": str(root / "data"),
+                 "MMRAG_METRICS_PORT": "0", "MMRAG_RETRIEVE_CANDIDATES": "3", **env},
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while b"agents running" not in self.log.read_bytes()[offset:]:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "agents did not start"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(90) == 0, self.log.read_text()[-3000:]
+
+
+@pytest.fixture
+def pipeline(tmp_path) -> Iterator[tuple[NatsServer, Path]]:
+    server = NatsServer(tmp_path / "nats").start()
+    yield server, tmp_path
+    server.stop()
+
+
+async def candidates(nc, question: str) -> list[str]:
+    """The doc ids of the candidates the retriever hands to the reranker for `question`."""
+    request_id = uuid.uuid4().hex
+    sub = await nc.subscribe(Subjects.query(Subjects.QUERY_RERANK, TENANT))
+    try:
+        req = QueryRequest(request_id=request_id, tenant=TENANT, query=question, top_k=3, mode=QueryMode.SEARCH)
+        await nc.jetstream().publish(Subjects.query(Subjects.QUERY_RETRIEVE, TENANT), req.model_dump_json().encode())
+        async with asyncio.timeout(60):
+            while True:
+                rerank = RerankRequest.model_validate_json((await sub.next_msg(timeout=60)).data)
+                if rerank.request.request_id == request_id:
+                    return [c.doc_id for c in rerank.candidates]
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.mark.e2e
+async def test_graph_expansion_end_to_end_through_the_agents(pipeline) -> None:
+    server, root = pipeline
+    agents = Agents(server, root)  # expansion off (the default)
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    try:
+        uploads = await js.object_store(UPLOADS_BUCKET)
+        progress = ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN)
+        for doc_id, text in DOCS.items():
+            await uploads.put(object_name(TENANT, doc_id), text.encode())
+            msg = DocumentSubmitted(doc_id=doc_id, tenant=TENANT, filename=f"{doc_id}.txt", content_type="text/plain",
+                                    object_name=object_name(TENANT, doc_id), size=len(text))  # fmt: skip
+            await js.publish(Subjects.ingest(TENANT, doc_id), msg.model_dump_json().encode())
+        async with asyncio.timeout(180):
+            for doc_id in DOCS:
+                while (p := await progress.get(TENANT, doc_id)) is None or p.status is not DocumentStatus.INDEXED:
+                    await asyncio.sleep(0.1)
+        off = await candidates(nc, QUESTION)
+        assert "falcon" in off and "budget" not in off, off  # the budget chunk shares no entity with the question
+        agents.stop()
+
+        # A retriever with expansion on replays stream GRAPH (written by the indexer) before taking queries.
+        agents = Agents(server, root, MMRAG_GRAPH_EXPANSION="true", MMRAG_GRAPH_HOPS="1", MMRAG_GRAPH_WEIGHT="3")
+        on = await candidates(nc, QUESTION)
+        assert "falcon" in on and "budget" in on, on  # reached through Dana Smith
+        assert len(on) == len(off) == 3  # the same number of candidates: expansion changed which ones
+
+        # Deleting the document that links the two removes its facts from the running graph and from the stream.
+        await js.publish(Subjects.delete(TENANT, "falcon"), DocumentDeleted(doc_id="falcon", tenant=TENANT)
+                         .model_dump_json().encode())  # fmt: skip
+        async with asyncio.timeout(120):
+            while "budget" in (now := await candidates(nc, QUESTION)) or "falcon" in now:
+                await asyncio.sleep(0.2)
+        replicas = [GraphFollower(js, GEN), GraphFollower(js, GEN)]
+        for replica in replicas:
+            await replica.start(catch_up_s=60)
+        assert replicas[0].graph.fingerprint() == replicas[1].graph.fingerprint()
+        graph = replicas[0].graph.tenant(TENANT)
+        assert graph is not None and "project falcon" not in graph.graph and "dana smith" in graph.graph
+        assert graph.docs["falcon"].deleted and not graph.docs["falcon"].batches
+        info = await js.stream_info(GRAPH_STREAM.name, subjects_filter=Subjects.graph_facts(GEN, TENANT, "falcon"))
+        assert info.state.subjects == {Subjects.graph_facts(GEN, TENANT, "falcon"): 1}  # only the tombstone is left
+        for replica in replicas:
+            await replica.close()
+    finally:
+        await nc.close()
+        agents.stop()
