@@ -287,10 +287,26 @@ async def test_search_groups_by_document_with_highlights_filters_and_image(engin
             modalities = await page.locator("#results .hit").evaluate_all("els => els.map(e => e.dataset.modality)")
             assert modalities and set(modalities) == {"image"}, modalities
             assert await groups.locator("h3").all_inner_texts() == ["pumps.pdf"]
+            # A page range: only page 3 of reactor.pdf (where the fact is).
+            await page.check("input[name=modality][value=text]")
+            await page.select_option("#filter-doc", label="reactor.pdf")
+            await page.fill("#page-from", "3")
+            await page.fill("#page-to", "3")
+            await page.click("#search-button")
+            await expect(page.locator("#results .hit").first).to_contain_text(FACT_PHRASE)
+            pages = await page.locator("#results .hit").evaluate_all("els => els.map(e => e.dataset.page)")
+            assert set(pages) == {"3"}, pages
         else:  # a server without filters: the UI says what the API answered
             watch.allow("POST", "/v1/search", status)
             await page.click("#search-button")
             await expect(page.locator("#search-status")).to_contain_text(message[:60])
+        # An empty page range is refused before anything is sent.
+        await page.fill("#page-from", "4")
+        await page.fill("#page-to", "2")
+        await page.click("#search-button")
+        await expect(page.locator("#search-status")).to_have_text("the page range 4–2 is empty")
+        await page.fill("#page-from", "")
+        await page.fill("#page-to", "")
         await page.check("input[name=modality][value=text]")
         await page.check("input[name=modality][value=table]")
         await page.select_option("#filter-doc", label="All documents")
@@ -310,6 +326,17 @@ async def test_search_groups_by_document_with_highlights_filters_and_image(engin
             await shot(page, "image-search")
         else:
             await expect(page.locator("#search-status")).to_contain_text(message[:60])
+
+        # Ask about a figure: the images on the cited page show as thumbnails beside the answer.
+        await page.click("#tab-ask")
+        await page.fill("#question", "What does Figure 1 show about the pressure gauge on the inlet valve?")
+        await page.click("#ask-button")
+        await expect(page.locator("#answer-status")).to_have_text(re.compile("Answered by"), timeout=60_000)
+        await expect(page.locator("#sources li").first).to_contain_text("pumps.pdf, page 1")
+        thumbs = page.locator("#answer-images .thumb.image-hit img")
+        await expect(thumbs.first).to_be_visible()
+        assert await thumbs.first.evaluate("img => img.naturalWidth > 0")
+        await shot(page, "answer-images")
     assert facts_id != figures_id
 
 
@@ -418,3 +445,71 @@ async def test_page_and_assets_are_served_self_contained(engine: Engine, http) -
         async with http.get(f"{engine.url}/ui/{missing}") as resp:
             assert resp.status == 404, missing
             assert (await resp.json())["error"]["code"] == "not_found"
+
+
+MARKDOWN_CASES = r"""async () => {
+    const { renderMarkdown } = await import("/ui/markdown.js");
+    const out = {};
+    const cases = {
+        hostile: '<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> **bold** and *it* [2]',
+        blocks: "# Title\n- a\n- b\n\n1. x\n2. y\n```\n<b>code</b> **x**\n```\nafter",
+        code: "use `**not bold** <i>` here [1, 3]",
+    };
+    for (const [name, text] of Object.entries(cases)) {
+        const div = document.createElement("div");
+        div.innerHTML = renderMarkdown(text);
+        document.body.append(div);
+        out[name] = {
+            html: div.innerHTML,
+            text: div.textContent,
+            tags: [...div.querySelectorAll("*")].map((e) => e.tagName.toLowerCase()),
+            attrs: [...div.querySelectorAll("*")].flatMap((e) => e.getAttributeNames()),
+            cites: [...div.querySelectorAll("button.cite")].map((b) => b.dataset.cite),
+        };
+        div.remove();
+    }
+    out.pwned = window.pwned ?? null;
+    return out;
+}"""
+
+SSE_CASE = r"""async () => {
+    const { readEvents } = await import("/ui/sse.js");
+    // Chunk boundaries in awkward places: inside a CRLF, inside a field name, a comment, a multi-line data.
+    const chunks = ['event: token\r', '\ndata: {"text": "a"}\r\n\r\n: ping\r\n\r\nevent: done\r\nda',
+                    'ta: line1\r\ndata:line2\r\nid: 7\r\n\r\n', 'data: no blank line at the end'];
+    const body = new ReadableStream({
+        start(controller) {
+            for (const c of chunks) controller.enqueue(new TextEncoder().encode(c));
+            controller.close();
+        },
+    });
+    const events = [];
+    for await (const e of readEvents(new Response(body))) events.push(e);
+    return events;
+}"""
+
+
+async def test_markdown_is_safe_and_the_sse_reader_follows_the_format(engine: Engine, browser: Browser) -> None:
+    """The page's own modules, run in the browser: the Markdown renderer escapes before it formats, and the
+    event-stream reader copes with any chunking."""
+    async with open_page(browser, engine.url) as (page, _):
+        out = await page.evaluate(MARKDOWN_CASES)
+        hostile = out["hostile"]
+        assert out["pwned"] is None, "nothing in an answer runs"
+        assert set(hostile["tags"]) == {"p", "strong", "em", "button"}, hostile
+        assert set(hostile["attrs"]) <= {"type", "class", "data-cite", "aria-label"}, hostile
+        assert '<img src=x onerror="window.pwned=1">' in hostile["text"], "shown as text"
+        assert "<strong>bold</strong>" in hostile["html"] and "<em>it</em>" in hostile["html"]
+        assert hostile["cites"] == ["2"]
+        blocks = out["blocks"]
+        assert blocks["tags"] == ["h4", "ul", "li", "li", "ol", "li", "li", "pre", "code", "p"], blocks
+        assert "<b>code</b> **x**" in blocks["text"], "a code block is verbatim"
+        code = out["code"]
+        assert code["tags"] == ["p", "code", "button", "button"], code
+        assert "**not bold** <i>" in code["text"] and code["cites"] == ["1", "3"]
+
+        events = await page.evaluate(SSE_CASE)
+        assert events == [
+            {"event": "token", "data": '{"text": "a"}', "id": None},
+            {"event": "done", "data": "line1\nline2", "id": "7"},
+        ], events

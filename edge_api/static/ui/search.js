@@ -11,6 +11,14 @@ const $ = (id) => document.getElementById(id);
 const ALL_MODALITIES = ["text", "table", "image"];
 const MODALITY_NAMES = { text: "text", table: "table", image: "image" };
 
+function pageNumber(id, name) {
+  const raw = $(id).value.trim();
+  if (raw === "") return null;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`pages ${name}: a whole number from 1`);
+  return value;
+}
+
 function filters() {
   const out = {};
   const doc = $("filter-doc").value;
@@ -18,6 +26,11 @@ function filters() {
   const kinds = [...document.querySelectorAll("input[name=modality]:checked")].map((box) => box.value);
   if (kinds.length === 0) throw new Error("choose at least one kind of content (text, tables or images)");
   if (kinds.length < ALL_MODALITIES.length) out.modalities = kinds;
+  const from = pageNumber("page-from", "from");
+  const to = pageNumber("page-to", "to");
+  if (from !== null && to !== null && from > to) throw new Error(`the page range ${from}–${to} is empty`);
+  if (from !== null) out.page_from = from;
+  if (to !== null) out.page_to = to;
   return Object.keys(out).length ? out : null;
 }
 
