@@ -111,6 +111,15 @@ def test_facts_contract_rejects_inconsistent_messages() -> None:
     assert facts("a", 3, ["nothing here at all."]).chunks == []  # a chunk that names no entity is left out
 
 
+def test_facts_of_a_crowded_batch_fit_a_nats_message() -> None:
+    def chunk(c: int) -> str:  # 1,000 characters of identifiers, 12 a sentence: 66 pairs per sentence
+        return ". ".join(", ".join(f"c{c}_s{s}_i{i}" for i in range(12)) for s in range(20))[:1000]
+
+    f = facts("big", 1, [chunk(c) for c in range(32)])
+    assert len(f.relations) == 2000 and len(f.entities) > 1000  # the strongest relations are kept
+    assert len(f.model_dump_json()) < 1024 * 1024 // 2
+
+
 # --------------------------------------------------------------------------- graph and expansion
 
 FALCON = ["Project Falcon is led by Dana Smith."]

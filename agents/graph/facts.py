@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from agents.graph.extract import RelationKind, extract
 from contracts.messages import ChunkEntities, GraphEntity, GraphFacts, GraphRelation
 
-# Bounds that keep one facts message small whatever a chunk contains (the extractor itself bounds the pairs).
+# Bounds that keep one facts message well under NATS' 1 MiB payload whatever the chunks contain (the extractor
+# bounds the pairs per sentence; a batch keeps its strongest relations).
 MAX_ENTITIES_PER_CHUNK = 48
+MAX_RELATIONS_PER_BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +47,11 @@ def build_facts(
             if a in kept and b in kept:
                 relations[(a, b, kind)] = relations.get((a, b, kind), 0.0) + weight
         chunk_entities.append(ChunkEntities(chunk_id=chunk.chunk_id, point_id=chunk.point_id, entities=keys))
+    strongest = sorted(relations.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_RELATIONS_PER_BATCH]
     return GraphFacts(
         doc_id=doc_id, tenant=tenant, generation=generation, revision=revision, batch_index=batch_index,
         chunks=chunk_entities, entities=sorted(labels.values(), key=lambda e: e.key),
-        relations=[GraphRelation(source=a, target=b, kind=k, weight=w) for (a, b, k), w in sorted(relations.items())],
+        relations=[GraphRelation(source=a, target=b, kind=k, weight=w) for (a, b, k), w in sorted(strongest)],
     )  # fmt: skip
 
 
