@@ -173,6 +173,32 @@ def test_revisions_replace_and_tombstones_remove_whatever_the_order() -> None:
     assert g.fingerprint() == before
 
 
+def test_graph_ranking_stays_inside_the_requests_tenant_and_filters(tmp_path) -> None:
+    """The chunks expansion proposes are fetched under the request's filter: another tenant's point that the
+    graph names (a forged or stale fact) is never returned, nor a filtered-out document or a deleted point."""
+    from agents.graph import GraphQuery
+    from agents.vectorstore import CollectionSchema, PointPayload, SearchFilter, VectorPoint, open_vector_store
+
+    g, a, b = falcon_graph()
+    points = {c.chunk_id: c.point_id for f in (a, b) for c in f.chunks}
+    store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=tmp_path)
+    try:
+        store.create_collection("c", CollectionSchema(text_dim=2))
+        stored = [("a-c0", "t", "a", [1.0, 0.0]), ("b-c0", "u", "b", [0.9, 0.1])]  # b's point lies in tenant u
+        store.upsert("c", [VectorPoint(id=points[cid], text=vec, payload=PointPayload(
+            tenant=tenant, doc_id=doc, revision=1, chunk_id=cid, index=0, page=1, modality="text", text=cid,
+            filename="f")) for cid, tenant, doc, vec in stored])  # fmt: skip
+        query = GraphQuery.of(g, "t", "Who approved the budget for Project Falcon?", hops=1, limit=5, weight=1.0)
+        assert [h.ref.chunk_id for h in query.hits] == ["a-c0", "b-c0"]
+        assert [h.payload.chunk_id for h in query.ranking(store, "c", [1.0, 0.0], SearchFilter(tenant="t"))] == ["a-c0"]
+        only_b = SearchFilter(tenant="t", doc_ids=frozenset({"b"}))
+        assert query.ranking(store, "c", [1.0, 0.0], only_b) == []
+        store.delete("c", tenant="t", doc_id="a")
+        assert query.ranking(store, "c", [1.0, 0.0], SearchFilter(tenant="t")) == []
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- follower on a real nats-server
 
 
