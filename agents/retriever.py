@@ -61,10 +61,14 @@ def search_filter(request: QueryRequest) -> SearchFilter:
 
 def _search(
     store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, where: SearchFilter, limit: int,
-    k: float, graph: GraphQuery | None = None,
+    k: float, graph: GraphQuery | None = None, cosines: dict[str, float] | None = None,
 ) -> list[VectorHit]:  # fmt: skip
+    """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
+    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0)."""
     try:  # no existence check first: on a Qdrant server that would be another round trip per query
         rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
+        if cosines is not None:
+            cosines.update((h.id, h.score) for h in rankings[0])
         if sparse is not None:
             query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
             rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
@@ -77,11 +81,12 @@ def _search(
     return rrf(rankings, k=k, limit=limit, weights=weights)
 
 
-def to_hit(hit: VectorHit) -> Hit:
+def to_hit(hit: VectorHit, dense_score: float | None = None) -> Hit:
     p = hit.payload
     return Hit(
         chunk_id=p.chunk_id, doc_id=p.doc_id, filename=p.filename, page=p.page, bbox=p.bbox,
         modality=p.modality, text=p.text, score=hit.score, headings=list(p.headings), image=p.image,
+        dense_score=dense_score,
     )  # fmt: skip
 
 
@@ -132,8 +137,11 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             sparse = self._sparse.encode_query(request.query)
             where = search_filter(request)
             graph = self._graph_query(request.tenant, request.query)
-            hits = await self._ctx.shared.in_store(_search, s.collection, vector, sparse, where, limit, s.rrf_k, graph)
-            rerank = RerankRequest(request=request, candidates=[to_hit(h) for h in hits])
+            cosines: dict[str, float] = {}
+            hits = await self._ctx.shared.in_store(
+                _search, s.collection, vector, sparse, where, limit, s.rrf_k, graph, cosines
+            )
+            rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits])
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",
                          d.trace_headers)

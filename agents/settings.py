@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
@@ -130,6 +130,24 @@ class AgentSettings(ProcessSettings):
         default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
+    reranker_model_path: Path | None = Field(
+        default=None,
+        description="sentence-transformers CrossEncoder checkpoint folder; unset = the offline lexical+dense scorer",
+    )
+
+    @field_validator("reranker_model_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`MMRAG_RERANKER_MODEL_PATH=` (as in .env.example) means no checkpoint, not the current directory."""
+        return None if value == "" else value
+
+    abstain_threshold: float = Field(
+        default=0.38,
+        ge=0.0,
+        le=1.0,
+        description="answers decline ('not found in your documents') when the best reranked score is below this; "
+        "0 = never. Calibrated for the offline scorer on bench/quality: recalibrate for a cross-encoder",
+    )
 
 
     @property

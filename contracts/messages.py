@@ -428,6 +428,11 @@ class Hit(BaseModel):
     score: float
     headings: list[str] = Field(default_factory=list)
     image: ImageRef | None = Field(default=None, description="the image an image hit is about")
+    dense_score: float | None = Field(
+        default=None,
+        description="cosine of the question's and the chunk's text vectors, when the dense search found the chunk "
+        "(an absolute signal for the reranker; `score` is the rank-based fused or reranked score)",
+    )
 
 
 MAX_FILTER_DOC_IDS = 100  # a search scoped to more documents than this is better unscoped
@@ -564,6 +569,10 @@ class ResultsEvent(_AnswerEventBase):
 class DoneEvent(_AnswerEventBase):
     event: Literal["done"] = "done"
     answerer: str = Field(description="which generator produced the answer, e.g. 'extractive'")
+    abstained: bool = Field(
+        default=False,
+        description="true when nothing in the documents answered the question and the answer says so",
+    )
 
 
 class ErrorEvent(_AnswerEventBase):

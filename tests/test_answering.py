@@ -1,44 +1,69 @@
-"""The reranker's scoring and the extractive answerer, as pure functions."""
+"""The offline extractive answerer and abstention: pure functions, the generator's `answer` with a recording
+connection, and a real engine asked an answerable and an unanswerable question."""
 
 from __future__ import annotations
 
-from agents.generator import NOTHING_FOUND, extractive_answer
-from agents.reranker import rerank
-from contracts.messages import Hit
+import aiohttp
+
+from agents.generator import ABSTAINED, NOT_FOUND, NOTHING_FOUND, answer, extractive_answer
+from bus.answers import AnswerEmitter
+from contracts.messages import AnswerEvent, Hit, ImageRef, answer_event_adapter
+from tests.engine import Engine, sse_events, upload_bytes, wait_status
+from tests.factories import five_page_pdf_with_fact
 
 
-def hit(n: int, text: str, score: float, page: int = 1) -> Hit:
-    return Hit(chunk_id=f"d-{n}", doc_id="d", filename="f.pdf", page=page, bbox=(0, 0, 1, 1), text=text, score=score)
+def hit(n: int, text: str, score: float, page: int = 1, **kw) -> Hit:
+    return Hit(chunk_id=f"d-{n}", doc_id="d", filename="f.pdf", page=page, bbox=(0, 0, 1, 1), text=text, score=score,
+               **kw)  # fmt: skip
 
 
-def test_rerank_promotes_the_chunk_with_the_query_terms() -> None:
-    candidates = [
-        hit(0, "Reactors are large machines used in many plants.", 0.62),
-        hit(1, "The Zorblax-7 reactor core operates at 4127 degrees Kelvin.", 0.55),
-        hit(2, "Weather today is mild.", 0.10),
-    ]
-    ranked = rerank("What temperature does the Zorblax-7 reactor core run at?", candidates, top_k=2)
-    assert [h.chunk_id for h in ranked] == ["d-1", "d-0"]
-    assert all(0 <= h.score <= 1 for h in ranked)
-    assert ranked[0].score > ranked[1].score
+TABLE = ("|Part|Material|Supplier|\n|---|---|---|\n|Flange|Steel|Arden Works|\n|Gasket|Rubber|Belmont Seals|\n"
+         "|Impeller|Bronze|Corvin Foundry|")  # fmt: skip
 
 
-def test_answer_quotes_the_matching_sentence_with_its_citation() -> None:
+def test_answer_quotes_the_sentence_that_holds_the_fact_not_the_first_lines() -> None:
+    page = ("Engineering Notes on the Zorblax Programme. The programme built a series of experimental plants. "
+            "Each plant tested a different cooling arrangement. The Zorblax-7 reactor core operates at 4127 degrees "
+            "Kelvin. Maintenance crews inspect the shielding every quarter.")  # fmt: skip
+    hits = [hit(0, page, 0.9, page=3), hit(1, "Unrelated page about gardening and soil.", 0.5)]
+    result = extractive_answer("At what temperature does the Zorblax-7 reactor core operate?", hits)
+    assert result.text == "The Zorblax-7 reactor core operates at 4127 degrees Kelvin. [1]"
+    assert result.cited == [hits[0]]
+
+
+def test_a_second_quote_must_match_too_and_citations_are_numbered_in_order_of_use() -> None:
     hits = [
-        hit(0, "Intro text about plants. The Zorblax-7 reactor core operates at 4127 degrees Kelvin. Outro.", 0.9, page=3),
-        hit(1, "Unrelated page about gardening and soil.", 0.5, page=1),
+        hit(0, "Dogs sleep a lot. Dogs and cats play in the yard.", 0.9),
+        hit(1, "Dogs and cats play in the garden.", 0.8),
     ]
-    answer = extractive_answer("At what temperature does the Zorblax-7 reactor core operate?", hits)
-    assert answer.text == "The Zorblax-7 reactor core operates at 4127 degrees Kelvin. [1]"
-    assert answer.cited == [hits[0]]
+    result = extractive_answer("Do dogs and cats play in the garden?", hits)
+    assert result.text == "Dogs and cats play in the garden. [1] Dogs and cats play in the yard. [2]"
+    assert result.cited == [hits[1], hits[0]]
+    assert "sleep" not in result.text  # a sentence without the asked-for words is never quoted
 
 
-def test_answer_numbers_citations_in_order_of_use() -> None:
-    hits = [hit(0, "Cats and dogs sleep a lot.", 0.9), hit(1, "Dogs bark at cats and dogs play.", 0.8)]
-    answer = extractive_answer("Do dogs and cats play?", hits)
-    assert answer.text.startswith("Dogs bark at cats and dogs play. [1]")
-    assert answer.cited[0] is hits[1]
-    assert "[2]" in answer.text and answer.cited[1] is hits[0]
+def test_a_table_hit_is_answered_with_the_matching_row_under_its_header() -> None:
+    table = hit(0, TABLE, 0.9, page=2, modality="table")
+    result = extractive_answer("Which supplier provides the gaskets?", [table])
+    assert result.text == "|Part|Material|Supplier|\n|Gasket|Rubber|Belmont Seals|\n[1]"
+    assert result.cited == [table]
+    # Column names are words of the question too: "material" + "impeller" picks the impeller's row.
+    assert "|Impeller|Bronze|Corvin Foundry|" in extractive_answer("What material is the impeller?", [table]).text
+
+
+def test_an_image_hit_is_answered_with_its_ocr_text() -> None:
+    image = hit(0, "NAMEPLATE AQUAFLOW P-200\nMAX PRESSURE 6 BAR\nSERIAL 48217", 0.7, page=11, modality="image",
+                image=ImageRef(object_name="img", mime="image/png", width=10, height=10))  # fmt: skip
+    prose = hit(1, "The pictures below show the display and the label on the housing.", 0.6, page=11)
+    result = extractive_answer("What maximum pressure is printed on the nameplate?", [prose, image])
+    assert result.text == "NAMEPLATE AQUAFLOW P-200 / MAX PRESSURE 6 BAR / SERIAL 48217 [1]"
+    assert result.cited == [image]
+
+
+def test_the_unit_naming_the_identifier_beats_a_heading_with_the_other_words() -> None:
+    page = "Fault finding: error codes E-101 to E-105\nE-102: motor too hot.\nE-103: rotor blocked; turn the shaft."
+    result = extractive_answer("What does error code E-103 mean?", [hit(0, page, 0.9)])
+    assert result.text.startswith("E-103: rotor blocked; turn the shaft. [1]")
 
 
 def test_answer_without_hits_or_matches() -> None:
@@ -47,17 +72,76 @@ def test_answer_without_hits_or_matches() -> None:
     assert fallback.text == "The closest passage I found: Nothing relevant here. [1]"
 
 
-def test_a_table_hit_is_answered_with_the_matching_row_under_its_header() -> None:
-    table = Hit(chunk_id="t-0", doc_id="t", filename="parts.pdf", page=2, bbox=(0, 0, 1, 1), modality="table",
-                text="|Part|Material|Supplier|\n|---|---|---|\n|Flange|Steel|Arden Works|\n|Gasket|Rubber|Belmont Seals|",
-                score=0.9)  # fmt: skip
-    answer = extractive_answer("Which supplier provides the gaskets?", [table])
-    assert answer.text.startswith("|Part|Material|Supplier|\n|Gasket|Rubber|Belmont Seals|\n[1]")
-    assert "Flange" not in answer.text and answer.cited == [table]
-
-
 def test_the_same_sentence_on_two_pages_is_quoted_once() -> None:
     text = "Replace the filter cartridge every six months."
     hits = [hit(0, text, 0.9, page=1), hit(1, text, 0.8, page=2)]
-    answer = extractive_answer("How often is the filter cartridge replaced?", hits)
-    assert answer.text == f"{text} [1]" and answer.cited == [hits[0]]
+    result = extractive_answer("How often is the filter cartridge replaced?", hits)
+    assert result.text == f"{text} [1]" and result.cited == [hits[0]]
+
+
+# --------------------------------------------------------------------------- abstention in `answer`
+
+
+class RecordingNats:
+    """Stands in for the NATS connection of an `AnswerEmitter`: keeps what would be published, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[AnswerEvent] = []
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.events.append(answer_event_adapter.validate_json(data))
+
+    async def flush(self) -> None:
+        pass
+
+
+async def _answer(hits: list[Hit], threshold: float) -> tuple[str, list[AnswerEvent]]:
+    nats = RecordingNats()
+    emitter = AnswerEmitter(nats, tenant="t", request_id="r1")  # type: ignore[arg-type]
+    answerer = await answer("How often is the filter replaced?", hits, emitter, abstain_threshold=threshold)
+    return answerer, nats.events
+
+
+async def test_below_the_threshold_the_answer_says_not_found_and_done_is_abstained() -> None:
+    hits = [hit(0, "Replace the filter cartridge every six months.", 0.30)]
+    answerer, events = await _answer(hits, threshold=0.38)
+    assert answerer == ABSTAINED
+    assert [e.event for e in events][-1] == "done" and "citation" not in {e.event for e in events}
+    assert "".join(e.text for e in events if e.event == "token") == NOT_FOUND
+    assert "not found in your documents" in NOT_FOUND.lower()
+    assert events[-1].abstained is True and events[-1].answerer == ABSTAINED
+    # No hit at all is declined the same way, whatever the threshold.
+    assert (await _answer([], threshold=0.0))[1][-1].abstained is True
+
+
+async def test_at_or_above_the_threshold_the_extractive_answer_is_given() -> None:
+    hits = [hit(0, "Replace the filter cartridge every six months.", 0.38)]
+    answerer, events = await _answer(hits, threshold=0.38)
+    assert answerer == "extractive" and events[-1].abstained is False
+    assert "every six months. [1]" in "".join(e.text for e in events if e.event == "token")
+    assert [e.page for e in events if e.event == "citation"] == [1]
+
+
+# --------------------------------------------------------------------------- through a real engine
+
+
+async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engine) -> None:
+    pdf, question, phrase = five_page_pdf_with_fact()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        resp = await upload_bytes(http, engine.url, pdf, "reactor.pdf")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
+
+        answered = await sse_events(http, engine.url, {"question": question, "top_k": 3})
+        assert answered[-1][0] == "done" and answered[-1][1]["abstained"] is False
+        assert phrase.split()[0] in "".join(d["text"] for k, d in answered if k == "token")
+        assert any(k == "citation" and d["page"] == 3 for k, d in answered)
+
+        declined = await sse_events(http, engine.url, {"question": "Who won the football world cup in 1998?"})
+        kinds = [k for k, _ in declined]
+        assert kinds[0] == "retrieval" and kinds[-1] == "done" and "citation" not in kinds
+        assert declined[-1][1]["abstained"] is True
+        assert "".join(d["text"] for k, d in declined if k == "token") == NOT_FOUND
+        # Search is not filtered by the threshold: the same question still lists what was retrieved.
+        async with http.post(f"{engine.url}/v1/search", json={"query": "Who won the football world cup in 1998?"}) as r:
+            assert r.status == 200 and len((await r.json())["hits"]) >= 1

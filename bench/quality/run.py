@@ -1,0 +1,306 @@
+"""Quality bench: retrieval and answer quality on the fixed evaluation set of `bench/quality/corpus.py`.
+
+    .venv/bin/python -m bench.quality            # ingest (about a minute on 2 cores), then print every table
+    .venv/bin/python -m bench.quality --store /tmp/qb   # keep the ingested store there; a rerun reuses it
+
+Ingests the documents in-process with the agents' own functions (parser layout + chunking, OCR of scans and
+images, the embedding model, BM25 sparse vectors, the embedded Qdrant engine: `bench/ingest_common.InProcess`),
+then asks every question through each retrieval mode:
+
+- dense: the text vector alone; sparse: BM25 alone; hybrid: both fused by the retriever's RRF;
+- hybrid + rerank: the reranker (`agents.reranker.rerank`) over the hybrid candidates;
+- + graph: the knowledge-graph expansion, when `agents.graph` is importable (a row that says why otherwise).
+
+Retrieval metrics per mode and per kind: recall@1, recall@10, MRR and nDCG@10, with a hit relevant when it lies
+on an answer page of the question's document (each answer page counts once). Answer metrics (offline
+extractive answerer on the reranked top 5, after the abstention check): right page cited, expected fact
+present, unanswerable declined, answerable wrongly declined. Figures, not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from agents.generator import extractive_answer  # noqa: E402
+from agents.reranker import LexicalScorer, abstains, rerank  # noqa: E402
+from agents.retriever import rrf, to_hit  # noqa: E402
+from agents.settings import AgentSettings  # noqa: E402
+from agents.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
+from bench.quality.corpus import KINDS, Question, build, fact_found  # noqa: E402
+from contracts.messages import Hit  # noqa: E402
+
+COLLECTION = "bench"
+ANSWER_TOP_K = 5  # QueryRequest's default top_k
+
+
+def relevant(q: Question, hit: Hit) -> bool:
+    return q.doc is not None and hit.doc_id == q.doc and hit.page in q.pages
+
+
+def retrieval_metrics(q: Question, ranked: Sequence[Hit]) -> dict[str, float]:
+    """recall@1/@10 (an answer page in the top 1/10), MRR (1 / rank of the first), nDCG@10 over answer pages."""
+    seen: set[tuple[str, int]] = set()
+    gains = []
+    for hit in ranked[:10]:
+        key = (hit.doc_id, hit.page)
+        gains.append(1.0 if relevant(q, hit) and key not in seen else 0.0)
+        seen.add(key)
+    first = next((i for i, h in enumerate(ranked) if relevant(q, h)), None)
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(len(q.pages), 10)))
+    return {
+        "r@1": float(first == 0),
+        "r@10": float(first is not None and first < 10),
+        "mrr": 0.0 if first is None else 1.0 / (first + 1),
+        "ndcg@10": dcg / ideal,
+    }
+
+
+class Bench:
+    """The ingested set and one function per retrieval mode (question index -> ranked hits)."""
+
+    def __init__(self, store_dir: Path) -> None:
+        from ingest_common import InProcess, StageClock
+
+        self.settings = AgentSettings()
+        self.docs, self.questions, self.digest = build()
+        marker = store_dir / f"ingested-{self.digest}.json"
+        self.ingest_s = 0.0
+        if marker.exists():  # reuse: the same set was ingested there before
+            from agents.embedding import TextEmbedder  # noqa: F401  (InProcess loads the model and OCR)
+        pipeline = InProcess(store_dir, batch=32) if not marker.exists() else None
+        if pipeline is not None:
+            t0 = time.perf_counter()
+            clock = StageClock()
+            counts = {d.doc_id: pipeline.ingest(d.pdf, d.doc_id, clock) for d in self.docs}
+            self.ingest_s = time.perf_counter() - t0
+            marker.write_text(json.dumps(counts))
+            pipeline.close()
+        self.chunks = json.loads(marker.read_text())
+        from agents.runtime.resources import text_embedder
+        from agents.sparse import SparseEncoder
+        from agents.vectorstore import EdgeShardStore
+
+        self.store = EdgeShardStore(store_dir / "inproc-qdrant")
+        embedder = text_embedder(self.settings)
+        texts = [q.question for q in self.questions]
+        self.dense_q = embedder.embed(texts)
+        sparse = SparseEncoder()
+        self.sparse_q = [sparse.encode_query(t) for t in texts]
+        self.limit = self.settings.retrieve_candidates
+        self._where = SearchFilter(tenant="default")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def dense(self, i: int) -> list:
+        return self.store.search(COLLECTION, self.dense_q[i], using=TEXT_DENSE, filter=self._where, limit=self.limit)
+
+    def sparse(self, i: int) -> list:
+        s = self.sparse_q[i]
+        if s is None:
+            return []
+        vector = SparseVector(tuple(s.indices), tuple(s.values))
+        return self.store.search(COLLECTION, vector, using=SPARSE, filter=self._where, limit=self.limit)
+
+    def hybrid(self, i: int, extra: Sequence[tuple[list, float]] = ()) -> list[Hit]:
+        """What the retriever hands the reranker: the dense and sparse rankings (and `extra` (ranking, weight)
+        pairs) fused by its RRF, each hit carrying the cosine the dense search measured (`Hit.dense_score`)."""
+        dense = self.dense(i)
+        rankings, weights = [dense, self.sparse(i)], [1.0, 1.0]
+        for ranking, weight in extra:
+            rankings.append(ranking)
+            weights.append(weight)
+        kw = {"weights": weights} if extra else {}  # weighted fusion only where the retriever has it
+        fused = rrf(rankings, k=self.settings.rrf_k, limit=self.limit, **kw)
+        cosine = {h.id: h.score for h in dense}
+        return [to_hit(h).model_copy(update={"dense_score": cosine.get(h.id)}) for h in fused]
+
+    def modes(self) -> dict[str, Callable[[int], list[Hit]]]:
+        scorer = LexicalScorer()
+        modes: dict[str, Callable[[int], list[Hit]]] = {
+            "dense": lambda i: [to_hit(h) for h in self.dense(i)],
+            "sparse": lambda i: [to_hit(h) for h in self.sparse(i)],
+            "hybrid": self.hybrid,
+            "hybrid + rerank": lambda i: rerank(self.questions[i].question, self.hybrid(i), 10, scorer=scorer),
+        }
+        return modes
+
+
+def graph_mode(bench: Bench) -> tuple[Callable[[int], list[Hit]] | None, str]:
+    """The '+ graph' row: hybrid with the knowledge-graph expansion's ranking fused in (`GraphQuery.ranking`, with
+    the settings' hops, candidates and weight, as the retriever does), then reranked; the graph is built in-process from
+    the indexed chunks with the indexer's own fact extraction. None and the reason when that cannot be done."""
+    try:
+        from agents.graph.facts import IndexedChunk, build_facts
+        from agents.graph.graph import KnowledgeGraph
+        from agents.graph.retrieval import GraphQuery
+
+        graph = KnowledgeGraph()
+        for n, doc in enumerate(bench.docs):
+            records, offset = [], None
+            while True:
+                page, offset = bench.store.scroll(COLLECTION, tenant="default", doc_id=doc.doc_id, offset=offset)
+                records += page
+                if offset is None:
+                    break
+            chunks = [IndexedChunk(r.payload.chunk_id, r.id, " ".join([*r.payload.headings, r.payload.text]))
+                      for r in records]  # fmt: skip
+            graph.apply(build_facts(tenant="default", doc_id=doc.doc_id, generation=1, revision=n + 1,
+                                    batch_index=0, chunks=chunks))  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - the row is optional: say why it is missing
+        return None, f"agents.graph could not be used ({type(err).__name__}: {err})"
+    s = bench.settings
+    hops = max(s.graph_hops, 1)
+    scorer = LexicalScorer()
+
+    def run(i: int) -> list[Hit]:
+        q = bench.questions[i]
+        query = GraphQuery.of(graph, "default", q.question, hops=hops, limit=s.graph_candidates, weight=s.graph_weight)
+        ranking = query.ranking(bench.store, COLLECTION, bench.dense_q[i], bench._where)
+        return rerank(q.question, bench.hybrid(i, [(ranking, query.weight)]), 10, scorer=scorer)
+
+    return run, f"hops {hops}, {s.graph_candidates} candidates, weight {s.graph_weight}"
+
+
+def fmt_row(name: str, values: dict[str, float], keys: Sequence[str], n: int) -> str:
+    return f"{name:<18}" + "".join(f"{values[k]:>9.3f}" for k in keys) + f"{n:>6}"
+
+
+def evaluate(bench: Bench) -> dict:
+    answerable = [i for i, q in enumerate(bench.questions) if q.kind != "unanswerable"]
+    keys = ("r@1", "r@10", "mrr", "ndcg@10")
+    modes = bench.modes()
+    graph, graph_note = graph_mode(bench)
+    if graph is not None:
+        modes["+ graph + rerank"] = graph
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    timings: dict[str, float] = {}
+    for name, fn in modes.items():
+        per_kind: dict[str, list[dict[str, float]]] = defaultdict(list)
+        t0 = time.perf_counter()
+        for i in answerable:
+            q = bench.questions[i]
+            m = retrieval_metrics(q, fn(i))
+            per_kind[q.kind].append(m)
+            per_kind["all"].append(m)
+        timings[name] = (time.perf_counter() - t0) / len(answerable) * 1000
+        results[name] = {kind: {k: sum(m[k] for m in ms) / len(ms) for k in keys} | {"n": len(ms)}
+                         for kind, ms in per_kind.items()}  # fmt: skip
+
+    print(f"\nRetrieval over {len(answerable)} answerable questions (candidates: {bench.limit})")
+    print(f"{'mode':<18}" + "".join(f"{k:>9}" for k in keys) + f"{'n':>6}{'ms/q':>8}")
+    for name in results:
+        print(fmt_row(name, results[name]["all"], keys, int(results[name]["all"]["n"])) + f"{timings[name]:>8.1f}")
+    if graph is None:
+        print(f"{'+ graph':<18}  (not measured: {graph_note})")
+    else:
+        print(f"  (graph expansion: {graph_note})")
+    for kind in KINDS:
+        if kind == "unanswerable":
+            continue
+        print(f"\n  kind {kind}")
+        for name in results:
+            if kind in results[name]:
+                print("  " + fmt_row(name, results[name][kind], keys, int(results[name][kind]["n"])))
+
+    answers = answer_metrics(bench)
+    return {"digest": bench.digest, "retrieval": results, "answers": answers, "graph": graph_note}
+
+
+def answer_metrics(bench: Bench) -> dict:
+    """The offline answerer on the reranked top 5, after the abstention check, per kind."""
+    scorer = LexicalScorer()
+    per_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    rows = []
+    for i, q in enumerate(bench.questions):
+        hits = rerank(q.question, bench.hybrid(i), ANSWER_TOP_K, scorer=scorer)
+        declined = abstains(hits, bench.settings.abstain_threshold)
+        answer = None if declined else extractive_answer(q.question, hits)
+        stats = per_kind[q.kind]
+        if q.kind == "unanswerable":
+            stats["declined"].append(float(declined))
+        else:
+            stats["wrongly declined"].append(float(declined))
+            stats["page cited"].append(float(answer is not None and any(relevant(q, h) for h in answer.cited)))
+            stats["fact present"].append(float(answer is not None and all(fact_found(f, answer.text) for f in q.facts)))
+        top = hits[0].score if hits else 0.0
+        rows.append((q.qid, q.kind, top, declined, "" if answer is None else answer.text.replace("\n", " ")[:110]))
+    print("\nAnswers (offline extractive answerer, reranked top 5, abstention on)")
+    cols = ("page cited", "fact present", "wrongly declined", "declined")
+    print(f"{'kind':<14}" + "".join(f"{c:>18}" for c in cols) + f"{'n':>5}")
+    total: dict[str, list[float]] = defaultdict(list)
+    for kind in KINDS:
+        stats = per_kind.get(kind)
+        if not stats:
+            continue
+        for c, v in stats.items():
+            total[c] += v
+        n = len(next(iter(stats.values())))
+        print(f"{kind:<14}" + "".join(f"{_share(stats.get(c)):>18}" for c in cols) + f"{n:>5}")
+    print(f"{'all':<14}" + "".join(f"{_share(total.get(c)):>18}" for c in cols))
+    calibration(rows, bench)
+    return {"per_kind": {k: {c: sum(v) / len(v) for c, v in s.items()} for k, s in per_kind.items()}, "rows": rows}
+
+
+def calibration(rows: list[tuple], bench: Bench) -> None:
+    """How the abstention threshold trades unanswerable declined against answerable refused (the curve the
+    default `abstain_threshold` was picked from: the middle of the widest gap meeting both targets)."""
+    answerable = sorted(r[2] for r in rows if r[1] != "unanswerable")
+    unanswerable = sorted(r[2] for r in rows if r[1] == "unanswerable")
+    print(f"\nAbstention threshold (now {bench.settings.abstain_threshold:.2f}; best reranked score of each question)")
+    print(f"  unanswerable top scores: {' '.join(f'{x:.3f}' for x in unanswerable)}")
+    print(f"  lowest answerable:       {' '.join(f'{x:.3f}' for x in answerable[:6])}")
+    for t in (0.30, 0.35, 0.38, 0.40, 0.42, 0.45, 0.50):
+        declined = sum(x < t for x in unanswerable)
+        refused = sum(x < t for x in answerable)
+        print(
+            f"  threshold {t:.2f}: unanswerable declined {declined}/{len(unanswerable)}, "
+            f"answerable refused {refused}/{len(answerable)} ({refused / len(answerable):.1%})"
+        )
+
+
+def _share(values: list[float] | None) -> str:
+    if not values:
+        return "-"
+    return f"{sum(values) / len(values):.2f} ({int(sum(values))}/{len(values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, help="keep the ingested store here and reuse it on the next run")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--verbose", action="store_true", help="print each question's top score and answer")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store_dir = args.store or Path(tmp)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(store_dir)
+        try:
+            print(f"evaluation set {bench.digest}: {len(bench.docs)} documents, {sum(bench.chunks.values())} chunks, "
+                  f"{len(bench.questions)} questions" + (f"; ingested in {bench.ingest_s:.0f} s" if bench.ingest_s else ""))  # fmt: skip
+            out = evaluate(bench)
+            if args.verbose:
+                print()
+                for qid, kind, top, declined, text in out["answers"]["rows"]:
+                    print(f"{qid} {kind:<12} top={top:.3f} {'DECLINED' if declined else ''} {text}")
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=1))
+        finally:
+            bench.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The reranker's scorers: the offline lexical + dense scorer, and a real CrossEncoder checkpoint built in the test."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from agents.reranker import (
+    CrossEncoderScorer,
+    LexicalScorer,
+    abstains,
+    build_scorer,
+    rerank,
+)
+from agents.settings import AgentSettings
+from contracts.messages import Hit, ImageRef
+
+
+def hit(n: int, text: str, score: float = 0.5, *, cosine: float | None = None, modality: str = "text") -> Hit:
+    image = ImageRef(object_name=f"img-{n}", mime="image/png", width=10, height=10) if modality == "image" else None
+    return Hit(chunk_id=f"d-{n}", doc_id="d", filename="f.pdf", page=n + 1, text=text, score=score,
+               dense_score=cosine, modality=modality, image=image)  # fmt: skip
+
+
+def test_scores_lie_in_0_1_and_the_chunk_that_answers_wins() -> None:
+    candidates = [
+        hit(0, "Reactors are large machines used in many plants.", 1.0, cosine=0.45),
+        hit(1, "The Zorblax-7 reactor core operates at 4127 degrees Kelvin.", 0.9, cosine=0.62),
+        hit(2, "Weather today is mild.", 0.5, cosine=0.05),
+    ]
+    ranked = rerank("What temperature does the Zorblax-7 reactor core run at?", candidates, top_k=3)
+    assert [h.chunk_id for h in ranked] == ["d-1", "d-0", "d-2"]
+    assert all(0.0 <= h.score <= 1.0 for h in ranked)
+    assert ranked[0].score > ranked[1].score > ranked[2].score
+
+
+def test_the_exact_identifier_wins_over_a_near_twin() -> None:
+    candidates = [
+        hit(0, "E-105: dry running detected by the power monitor; stop the pump.", 1.0, cosine=0.60),
+        hit(1, "E-103: rotor blocked; turn the shaft by hand.", 0.8, cosine=0.55),
+    ]
+    ranked = rerank("What does error code E-103 mean?", candidates, top_k=2)
+    assert ranked[0].chunk_id == "d-1"
+    assert ranked[1].score < 0.5 * ranked[0].score  # the twin lacks the identifier asked for
+
+
+def test_an_identifier_nobody_has_scores_below_the_default_threshold() -> None:
+    candidates = [hit(n, f"Error code E-10{n}: a fault of the pump; check the supply.", 1.0, cosine=0.6) for n in range(1, 5)]
+    ranked = rerank("What does error code E-150 mean?", candidates, top_k=3)
+    assert abstains(ranked, AgentSettings().abstain_threshold)
+    assert not abstains(rerank("What does error code E-103 mean?", candidates, top_k=3), AgentSettings().abstain_threshold)
+
+
+def test_the_cosine_is_an_absolute_signal_and_fused_rank_only_a_fallback() -> None:
+    same_words = "The pump housing is cast iron."
+    strong = rerank("pump housing material", [hit(0, same_words, 1.0, cosine=0.7)], top_k=1)[0].score
+    weak = rerank("pump housing material", [hit(0, same_words, 1.0, cosine=0.1)], top_k=1)[0].score
+    assert strong > weak  # same text, same fused rank: the cosine decides how relevant it is
+    # Without any cosine (an old retriever, an image-only query) the fused score stands in for it.
+    assert rerank("pump housing material", [hit(0, same_words, 0.2)], top_k=1)[0].score < strong
+
+
+def test_a_sparse_only_candidate_counts_the_lowest_cosine_seen() -> None:
+    scorer = LexicalScorer()
+    a, b = scorer.scores("gasket supplier", [hit(0, "Gasket supplier list.", 1.0, cosine=0.3),
+                                             hit(1, "Gasket supplier list.", 0.9)])  # fmt: skip
+    assert a == pytest.approx(b)
+
+
+def test_an_image_hit_is_not_crowded_out_by_text() -> None:
+    texts = [hit(n, f"Pump controller manual section {n}: the controller menu and its settings.", 1.0 - n / 20,
+                 cosine=0.55) for n in range(6)]  # fmt: skip
+    image = hit(9, "CONTROLLER MENU\nFLOW LIMIT 45 L/MIN", 0.4, cosine=0.5, modality="image")
+    ranked = rerank("controller menu", [*texts, image], top_k=3)
+    assert ranked[-1].chunk_id == "d-9" and sum(h.modality == "image" for h in ranked) == 1
+    # ...but an image that does not match is not forced in.
+    junk = hit(8, "A red square.", 0.4, cosine=0.0, modality="image")
+    assert all(h.modality == "text" for h in rerank("controller menu", [*texts, junk], top_k=3))
+
+
+def test_no_hits_always_abstains() -> None:
+    assert abstains([], 0.0) and abstains([], 0.5)
+    assert not abstains([hit(0, "x", 0.1)], 0.0)
+
+
+# --------------------------------------------------------------------------- cross-encoder
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised BERT cross-encoder (one relevance logit) with its own word-piece vocabulary,
+    saved as a checkpoint folder: what a deployment points MMRAG_RERANKER_MODEL_PATH at."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("cross-encoder")
+    words = "the pump housing is cast iron gasket supplier rubber what material of a weather today mild".split()
+    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(root / "vocab.txt")).save_pretrained(root)
+    torch.manual_seed(7)
+    config = BertConfig(vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).eval().save_pretrained(root)
+    return root
+
+
+def test_a_cross_encoder_checkpoint_is_loaded_and_scores_through_a_sigmoid(cross_encoder_dir: Path, monkeypatch) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    monkeypatch.setenv("MMRAG_RERANKER_MODEL_PATH", str(cross_encoder_dir))
+    scorer = build_scorer(AgentSettings().reranker_model_path)
+    assert isinstance(scorer, CrossEncoderScorer)
+    assert isinstance(build_scorer(None), LexicalScorer)
+
+    query = "what material is the pump housing"
+    candidates = [hit(0, "weather today is mild"), hit(1, "the pump housing is cast iron"), hit(2, "gasket supplier rubber")]
+    scores = scorer.scores(query, candidates)
+    # The same checkpoint read directly with transformers gives the same logits: the sigmoid of them is the score.
+    tokenizer = AutoTokenizer.from_pretrained(cross_encoder_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(cross_encoder_dir).eval()
+    with torch.no_grad():
+        batch = tokenizer([query] * 3, [c.text for c in candidates], padding=True, return_tensors="pt")
+        logits = model(**batch).logits.reshape(-1).tolist()
+    assert scores == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
+    assert all(0.0 < s < 1.0 for s in scores)
+
+    ranked = rerank(query, candidates, top_k=3, scorer=scorer)
+    assert [h.chunk_id for h in ranked] == [candidates[i].chunk_id for i in sorted(range(3), key=lambda i: -scores[i])]
+    assert [h.score for h in ranked] == pytest.approx(sorted(scores, reverse=True))
