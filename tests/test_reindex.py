@@ -276,6 +276,7 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
 
     from bus.generations import GenerationStore
     from bus.topology import ensure_topology
+    from contracts.generations import GenerationState
     from edge_api.app import create_app
     from edge_api.keys import create_key
     from edge_api.settings import EdgeSettings
@@ -315,8 +316,27 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                 assert [(g["id"], g["state"]) for g in listed] == [("g1", "serving"), ("g2", "building")]
                 for missing in ("g9", "x", "g0"):
                     assert (await http.get(f"/v1/reindex/{missing}")).status_code == 404
+                # Once g2 serves, the next re-index carries its settings forward and applies the new ones on top.
+                store = await GenerationStore.open(nc.jetstream())
+                await store.set_serving(2)
+                await store.update(2, lambda r: r.model_copy(update={"state": GenerationState.SERVING}))
+                g3 = (await http.post("/v1/reindex", json={"settings": {"vector_quantization": True}})).json()
+                assert g3["id"] == "g3" and g3["source_generation"] == 2
+                assert g3["settings"] == {"chunk_max_tokens": None, "chunks_per_message": 8, "vector_quantization": True}
     finally:
         await nc.close()
+
+
+def test_generation_settings_override_the_process_settings() -> None:
+    from agents.runtime.host import generation_settings
+    from agents.settings import AgentSettings
+    from contracts.generations import GenerationRecord, GenerationSettings
+
+    base = AgentSettings(chunk_max_tokens=254, chunks_per_message=32)
+    record = GenerationRecord(generation=2, state="building", settings=GenerationSettings(chunk_max_tokens=64))
+    applied = generation_settings(base, record)
+    assert (applied.chunk_max_tokens, applied.chunks_per_message, applied.vector_quantization) == (64, 32, False)
+    assert generation_settings(base, None) is base
 
 
 async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(nats_server: NatsServer, tmp_path: Path) -> None:
