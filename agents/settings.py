@@ -43,6 +43,22 @@ class AgentSettings(ProcessSettings):
     qdrant_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "MMRAG_QDRANT_API_KEY")
     )
+    qdrant_shard_number: int | None = Field(
+        default=None, ge=1, description="shards of each new collection on a Qdrant server/cluster; unset = server default"
+    )
+    qdrant_replication_factor: int | None = Field(
+        default=None, ge=1, description="copies of each shard on a Qdrant cluster; unset = server default (1)"
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        default=None, ge=1, description="replicas that must apply a write before it is acknowledged (<= replication)"
+    )
+
+    @field_validator("qdrant_shard_number", "qdrant_replication_factor", "qdrant_write_consistency_factor", mode="before")
+    @classmethod
+    def _empty_is_server_default(cls, value: object) -> object:
+        """`MMRAG_QDRANT_SHARD_NUMBER=` (as in .env.example) means the server's default, not a parse error."""
+        return None if value == "" else value
+
     collection: str = Field(
         default="mmrag",
         pattern=r"^[A-Za-z0-9_-]{1,48}$",

@@ -20,7 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from agents.embedding import TextEmbedder
 from agents.settings import AgentSettings
-from agents.vectorstore import VectorStore, open_vector_store
+from agents.vectorstore import ClusterLayout, VectorStore, open_vector_store
 from bus.progress import ProgressStore
 from contracts.topology import IndexGeneration
 
@@ -60,7 +60,13 @@ class SharedResources:
             loop = asyncio.get_running_loop()
             self._store = await loop.run_in_executor(
                 self._store_thread,
-                lambda: open_vector_store(qdrant_url=s.qdrant_url, qdrant_api_key=s.qdrant_api_key, edge_root=s.edge_store_path),
+                lambda: open_vector_store(
+                    qdrant_url=s.qdrant_url, qdrant_api_key=s.qdrant_api_key, edge_root=s.edge_store_path,
+                    layout=ClusterLayout(
+                        shard_number=s.qdrant_shard_number, replication_factor=s.qdrant_replication_factor,
+                        write_consistency_factor=s.qdrant_write_consistency_factor,
+                    ),
+                ),  # fmt: skip
             )
 
     @property

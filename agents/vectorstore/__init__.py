@@ -27,6 +27,7 @@ from agents.vectorstore.base import (
     VectorRecord,
     VectorStore,
 )
+from agents.vectorstore.cluster import ClusterLayout
 
 if TYPE_CHECKING:
     from agents.vectorstore.client import QdrantClientStore
@@ -38,6 +39,7 @@ __all__ = [
     "TEXT_DENSE",
     "CollectionInUse",
     "CollectionNotFound",
+    "ClusterLayout",
     "CollectionSchema",
     "EdgeShardStore",
     "OptimizePolicy",
@@ -61,12 +63,14 @@ def open_vector_store(
     qdrant_api_key: str | None,
     edge_root: Path,
     optimize_policy: OptimizePolicy | None = None,
+    layout: ClusterLayout | None = None,
 ) -> VectorStore:
     """Build the store the settings ask for; the caller closes it.
 
     With ``qdrant_url`` set: a :class:`QdrantClientStore` on a new client for
     that server (the store owns and closes the client; ``optimize_policy`` is
-    ignored, the server optimizes on its own). Otherwise: an
+    ignored, the server optimizes on its own; ``layout`` lays out the collections
+    it creates on a Qdrant cluster). Otherwise: an
     :class:`EdgeShardStore` with its collections under ``edge_root``.
     No collection is created: call :meth:`VectorStore.create_collection` once
     at start-up (or when building a new generation).
@@ -76,7 +80,7 @@ def open_vector_store(
 
         from agents.vectorstore.client import QdrantClientStore
 
-        return QdrantClientStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key))
+        return QdrantClientStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key), layout)
     from agents.vectorstore.edge import EdgeShardStore
 
     return EdgeShardStore(edge_root, optimize_policy)

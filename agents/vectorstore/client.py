@@ -17,6 +17,11 @@ what has no effect there: payload indexes (its warning is silenced) and
 quantization (accepted, not applied, and not reported back by
 ``get_collection``). The server optimizes on its own, so :meth:`maintain`
 does nothing.
+
+On a Qdrant cluster, a new collection is laid out by the store's
+:class:`~agents.vectorstore.cluster.ClusterLayout` (shards, replication
+factor, write consistency factor; :func:`create_collection_params`). Local
+mode accepts these parameters and ignores them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from qdrant_client import QdrantClient, models
 
@@ -49,6 +55,7 @@ from agents.vectorstore.base import (
     check_points,
     check_query,
 )
+from agents.vectorstore.cluster import ClusterLayout
 
 
 class QdrantClientStore:
@@ -62,7 +69,8 @@ class QdrantClientStore:
     its arrays), so there every client call is serialised by a lock.
     """
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(self, client: QdrantClient, layout: ClusterLayout | None = None) -> None:
+        self._layout = layout or ClusterLayout()
         options = getattr(client, "init_options", None) or {}
         local = options.get("location") == ":memory:" or options.get("path") is not None
         self._client: QdrantClient = _Serialized(client) if local else client  # type: ignore[assignment]
@@ -84,25 +92,7 @@ class QdrantClientStore:
                     "create a new collection (generation) for the new schema and re-point the alias"
                 )
         else:
-            vectors = {TEXT_DENSE: models.VectorParams(size=schema.text_dim, distance=models.Distance.COSINE)}
-            if schema.image_dim is not None:
-                vectors[IMAGE_DENSE] = models.VectorParams(size=schema.image_dim, distance=models.Distance.COSINE)
-            self._client.create_collection(
-                name,
-                vectors_config=vectors,
-                sparse_vectors_config=(
-                    {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)} if schema.sparse else None
-                ),
-                quantization_config=(
-                    models.ScalarQuantization(
-                        scalar=models.ScalarQuantizationConfig(
-                            type=models.ScalarType.INT8, quantile=0.99, always_ram=True
-                        )
-                    )
-                    if schema.quantization
-                    else None
-                ),
-            )
+            self._client.create_collection(name, **create_collection_params(schema, self._layout))
             existing = schema
         self._create_payload_indexes(name)
         with self._lock:
@@ -301,6 +291,28 @@ class QdrantClientStore:
 
     def _dim_errors(self, collection: str) -> _DimErrors:
         return _DimErrors(self, collection)
+
+
+def create_collection_params(schema: CollectionSchema, layout: ClusterLayout) -> dict[str, Any]:
+    """The keyword arguments of ``QdrantClient.create_collection`` (after the name) for ``schema`` on ``layout``:
+    named cosine vectors, the IDF sparse vector, int8 quantization, and the layout's cluster parameters."""
+    vectors = {TEXT_DENSE: models.VectorParams(size=schema.text_dim, distance=models.Distance.COSINE)}
+    if schema.image_dim is not None:
+        vectors[IMAGE_DENSE] = models.VectorParams(size=schema.image_dim, distance=models.Distance.COSINE)
+    return {
+        "vectors_config": vectors,
+        "sparse_vectors_config": (
+            {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)} if schema.sparse else None
+        ),
+        "quantization_config": (
+            models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+            if schema.quantization
+            else None
+        ),
+        **layout.create_params(),
+    }
 
 
 class _Serialized:
