@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from agents.graph import GraphFollower, GraphQuery
+from agents.graph import GraphQuery, ServingGraph
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
@@ -98,7 +98,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._sparse = SparseEncoder()
-        self._graph: GraphFollower | None = None
+        self._graph: ServingGraph | None = None
 
     async def start(self) -> None:
         await self._start_graph()
@@ -110,9 +110,10 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         return 4
 
     async def _start_graph(self) -> None:
-        """With `graph_expansion` on, fold stream GRAPH into this replica's graph before taking queries."""
+        """With `graph_expansion` on, fold stream GRAPH into this replica's graph before taking queries (the
+        serving generation's facts, followed across re-index flips)."""
         if self._ctx.settings.graph_expansion:
-            self._graph = GraphFollower(self._ctx.js, self._ctx.generation)
+            self._graph = ServingGraph(self._ctx.js, self._ctx.generation)
             await self._graph.start()
 
     async def close(self) -> None:

@@ -232,6 +232,33 @@ async def test_followers_build_identical_graphs_and_skip_bad_messages(nats_serve
     await nc.close()
 
 
+async def test_the_graph_follows_the_serving_generation_across_a_reindex_flip(nats_server) -> None:
+    from agents.graph.serving import ServingGraph
+    from bus.generations import GenerationStore
+
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_topology(js, [GEN])
+    g2 = IndexGeneration(2)
+    old = facts("a", 1, FALCON)
+    new = build_facts(tenant="t", doc_id="a", generation=2, revision=1, batch_index=0,
+                      chunks=[IndexedChunk("a-c0", pid(7), "Project Falcon moved to Oslo.")])  # fmt: skip
+    await js.publish(Subjects.graph_facts(GEN, "t", "a"), old.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(g2, "t", "a"), new.model_dump_json().encode())
+    store = await GenerationStore.open(js)
+    await store.bootstrap(1)
+    serving = ServingGraph(js, GEN, poll_s=0.1, catch_up_s=30)
+    await serving.start()
+    assert set(serving.graph.tenant("t").graph.nodes) == {"project falcon", "dana smith"}  # type: ignore[union-attr]
+    await store.set_serving(2)
+    async with asyncio.timeout(30):
+        while serving.generation != g2:
+            await asyncio.sleep(0.05)
+    assert set(serving.graph.tenant("t").graph.nodes) == {"project falcon", "oslo"}  # type: ignore[union-attr]
+    await serving.close()
+    await nc.close()
+
+
 # --------------------------------------------------------------------------- end to end through the agents
 
 TENANT = "acme"

@@ -6,7 +6,9 @@ from agents.graph.facts import IndexedChunk, build_facts, tombstone
 from agents.graph.follower import GraphFollower
 from agents.graph.graph import ChunkRef, GraphHit, KnowledgeGraph, expand
 from agents.graph.retrieval import GraphQuery
+from agents.graph.serving import ServingGraph
 
 __all__ = [
-    "ChunkRef", "GraphFollower", "GraphHit", "GraphQuery", "IndexedChunk", "KnowledgeGraph", "build_facts", "expand", "tombstone",
+    "ChunkRef", "GraphFollower", "GraphHit", "GraphQuery", "IndexedChunk", "KnowledgeGraph", "ServingGraph",
+    "build_facts", "expand", "tombstone",
 ]  # fmt: skip
