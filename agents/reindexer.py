@@ -4,10 +4,10 @@ records (`contracts.generations`) and moves them along:
 - a ``building`` generation: measure it (its consumers' unacked messages, and how many documents of the
   generation it replaces it has finished) into the record's `progress`; once it has *caught up* it becomes
   the serving one: the collection alias is pointed at its collection (one atomic alias switch in the store),
-  then the ``serving`` record, then the states (new ``serving``, old ``retired`` with ``drop_after`` = now +
-  `MMRAG_REINDEX_GRACE_S`);
+  then the ``serving`` record, then the states (old ``retired`` with ``drop_after`` = now +
+  `MMRAG_REINDEX_GRACE_S`, then new ``serving``);
 - a ``retired`` generation past its ``drop_after``: its durable consumers, collection, progress keys and
-  subjects (parsed, OCR, embedded chunks, indexed events) are removed, and it is ``dropped``.
+  subjects (parsed, OCR, embedded chunks, indexed events, graph facts) are removed, and it is ``dropped``.
 
 Caught up = every consumer of the new generation exists and has nothing pending or unacked (read upstream
 first: each stage publishes before it acks, so work cannot slip past the reading), and every document of
@@ -42,6 +42,7 @@ from contracts.messages import DocumentStatus, utcnow
 from contracts.topology import (
     CHUNKS_STREAM,
     DOCS_STREAM,
+    GRAPH_STREAM,
     PROGRESS_BUCKET,
     ConsumerDef,
     IndexGeneration,
@@ -215,6 +216,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
             (CHUNKS_STREAM.name, f"{Subjects.CHUNKS_OCR}.{gen.token}.>"),
             (CHUNKS_STREAM.name, f"{Subjects.CHUNKS_EMBEDDED}.{gen.token}.>"),
             (DOCS_STREAM.name, f"{Subjects.DOCS_INDEXED}.{gen.token}.>"),
+            (GRAPH_STREAM.name, f"{Subjects.GRAPH_FACTS}.{gen.token}.>"),
         ):
             await js.purge_stream(stream, subject=subject)
 
