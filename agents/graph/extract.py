@@ -60,6 +60,8 @@ _CALL = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\(\)")
 _CAMEL = re.compile(r"\b[A-Za-z][A-Za-z0-9]*[a-z][A-Z][A-Za-z0-9]*\b")
 _CODE = re.compile(r"\b[A-Z]{1,5}-?\d{2,}(?:-\d+)*[A-Z]?\b")
 _ACRONYM = re.compile(r"\b[A-Z][A-Z0-9&]*[A-Z][A-Z0-9]*(?:s\b)?")
+_UPPER = re.compile(r"[A-Z]")
+_LOWER = re.compile(r"[a-z]")
 _CAP_WORD = re.compile(r"^[A-Z][A-Za-z0-9'’-]*$")
 _IS_A = re.compile(r"^\s*(?:is|are|was|were)\s+(?:(?:a|an|the|one|kind|type|sort|of)\s+)*$", re.IGNORECASE)
 _USES = re.compile(
@@ -157,8 +159,8 @@ def _mentions(sentence: str) -> list[Mention]:
             if pattern is _DOTTED and all(len(p) <= 1 for p in surface.rstrip("()").split(".")):
                 continue  # "e.g", "i.e"
             found.append(Mention(normalise(surface), surface, "code", m.start(), m.end()))
-    letters = [c for c in sentence if c.isalpha()]
-    shouting = len(letters) >= 12 and sum(c.isupper() for c in letters) > 0.6 * len(letters)
+    upper, lower = len(_UPPER.findall(sentence)), len(_LOWER.findall(sentence))
+    shouting = upper + lower >= 12 and upper > 0.6 * (upper + lower)  # a sentence in capitals names no acronym
     if not shouting:
         for m in _ACRONYM.finditer(sentence):
             surface = m.group()
