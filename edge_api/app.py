@@ -17,7 +17,7 @@ from bus.connection import connect
 from edge_api import cache, metrics, ratelimit
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
-from edge_api.routes import docs, documents, health, pages, queries, reindex, ui
+from edge_api.routes import docs, documents, health, pages, progress, queries, reindex, ui
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
 from edge_api.tracing import tracing_middleware
@@ -75,6 +75,7 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     metrics.add_routes(app)
     docs.add_routes(app)
     pages.add_routes(app)
+    progress.add_routes(app)
     ui.add_routes(app)
     reindex.add_routes(app)
     return app

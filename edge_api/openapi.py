@@ -43,6 +43,8 @@ from edge_api.routes.reindex import REINDEX_EVENTS_PATH, REINDEX_ID_PATH, REINDE
 from edge_api.routes.pages import DEFAULT_WIDTH as PAGE_DEFAULT_WIDTH
 from edge_api.routes.pages import MAX_WIDTH as PAGE_MAX_WIDTH
 from edge_api.routes.pages import MIN_WIDTH as PAGE_MIN_WIDTH
+from edge_api.routes.progress import MAX_STREAM_S as PROGRESS_MAX_STREAM_S
+from edge_api.routes.progress import PROGRESS_PATH
 from edge_api.routes.queries import FRAMING_FIELDS
 from edge_api.routes.ui import ASSET_PATH as UI_ASSET_PATH
 from edge_api.routes.ui import CONTENT_TYPES as _UI_TYPES
@@ -395,6 +397,45 @@ only an `error` event.
 """
 
 
+PROGRESS_DESCRIPTION = f"""\
+Follows the tenant's documents while they are ingested. Events (`data:` is one JSON object):
+
+- `document`: a `DocumentView`; first one for every document still in progress, then one per change (the last
+  one of a document says `indexed` or `failed`)
+- `deleted`: `{{"doc_id"}}`, a document in progress was deleted
+- `idle`: `{{}}`, no document is in progress; the stream ends
+- `error`: `{{"code", "message"}}`; the stream ends
+
+A stream also ends after {PROGRESS_MAX_STREAM_S:g} s; connect again while documents are still in progress.
+"""
+
+
+def _progress_stream_schema() -> dict:
+    data = {
+        "document": _ref(DocumentView),
+        "deleted": {
+            "type": "object", "required": ["doc_id"], "additionalProperties": False,
+            "properties": {"doc_id": {"type": "string"}},
+        },
+        "idle": {"type": "object", "maxProperties": 0},
+        "error": _ref(EVENT_DATA_MODELS["error"]),
+    }  # fmt: skip
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema},
+                    "retry": {"type": "integer"},
+                },
+            }
+            for name, schema in data.items()
+        ]
+    }
+
+
 def _ui_operations(doc_id: dict) -> dict[str, dict[str, dict]]:
     """The web UI (`edge_api.routes.ui`) and the pictures it shows (`edge_api.routes.pages`)."""
     width = {
@@ -430,6 +471,18 @@ def _ui_operations(doc_id: dict) -> dict[str, dict[str, dict]]:
         "schema": {"type": "string", "minLength": 1},
     }  # fmt: skip
     return {
+        PROGRESS_PATH: {
+            "get": {
+                "tags": ["documents"], "operationId": "followProgress",
+                "summary": "The progress of the tenant's documents while they are ingested (SSE)",
+                "description": PROGRESS_DESCRIPTION,
+                "responses": {
+                    "200": _ok("the progress events", {"text/event-stream": {"schema": _progress_stream_schema()}}),
+                    "503": ERR_503,
+                    "500": ERR_500,
+                },
+            }
+        },
         UI_PAGE_PATH: {
             "get": {
                 "tags": ["ui"], "operationId": "uiPage", "summary": "The web UI",

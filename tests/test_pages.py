@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from PIL import Image
 from edge_api.app import create_app
 from edge_api.keys import create_key
 from edge_api.page_images import ByteLRU
+from edge_api.routes.documents import PUBLIC_FIELDS
 from edge_api.settings import EdgeSettings
 from tests.engine import Engine, upload_bytes, wait_status
 from tests.factories import FACT_PHRASE, five_page_pdf_with_fact, make_figures_pdf, render_text_image
@@ -233,3 +235,32 @@ def test_byte_lru_keeps_its_budget_and_evicts_the_least_recently_used() -> None:
     assert lru.get("big") is None and len(lru) == 4
     lru.put("a", b"y" * 5)  # replacing a value charges its new size only
     assert lru.get("a") == b"y" * 5 and lru.size == 5 + 20 + 25 + 25
+
+
+async def _progress_events(url: str) -> list[tuple[str, dict]]:
+    """Every event of one `GET /v1/progress`, read by an independent SSE client (httpx-sse)."""
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    async with httpx.AsyncClient(timeout=60) as client, aconnect_sse(client, "GET", f"{url}/v1/progress") as source:
+        assert source.response.status_code == 200
+        return [(e.event, json.loads(e.data)) async for e in source.aiter_sse()]
+
+
+async def test_progress_stream_follows_an_ingest_and_ends_idle(engine, docs, http) -> None:
+    assert await _progress_events(engine.url) == [("idle", {})], "nothing in progress: it ends at once"
+    pdf, _, _ = five_page_pdf_with_fact()
+    resp = await upload_bytes(http, engine.url, pdf, "followed.pdf", "application/pdf")
+    doc_id = (await resp.json())["doc_id"]
+    events = await _progress_events(engine.url)
+    assert events[-1] == ("idle", {}), events
+    mine = [data for event, data in events if event == "document" and data["doc_id"] == doc_id]
+    if not mine:  # indexed before the stream started: then it must say so, and be idle at once
+        assert events == [("idle", {})]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed"}))["status"] == "indexed"
+        return
+    assert mine[-1]["status"] == "indexed" and mine[-1]["chunks_indexed"] == mine[-1]["chunks_total"] > 0, mine
+    assert all(view["status"] != "indexed" for view in mine[:-1]), "indexed is the last word"
+    parsed = [view["pages_parsed"] for view in mine]
+    assert parsed == sorted(parsed), parsed
+    assert set(mine[0]) == set(PUBLIC_FIELDS), "each event is the document view of the status endpoint"

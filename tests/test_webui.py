@@ -54,6 +54,7 @@ class Watch:
     problems: list[str] = field(default_factory=list)
     expected: set[tuple[str, str, int]] = field(default_factory=set)
     seen_expected: set[tuple[str, str, int]] = field(default_factory=set)
+    requested: list[str] = field(default_factory=list)  # "METHOD /path" of every request, in order
     _failed_loads: list[str] = field(default_factory=list)
 
     def allow(self, method: str, path: str, status: int) -> None:
@@ -80,9 +81,6 @@ class Watch:
     def on_failed(self, request: Request) -> None:
         self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
 
-    def check(self) -> None:
-        assert not self.problems, "\n".join(self.problems)
-
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
@@ -103,12 +101,14 @@ async def open_page(browser: Browser, url: str, viewport: dict = DESKTOP) -> Asy
     page.on("pageerror", lambda err: watch.problems.append(f"uncaught error in the page: {err}"))
     page.on("requestfailed", watch.on_failed)
     page.on("response", watch.on_response)
+    page.on("request", lambda r: watch.requested.append(f"{r.method} {urlsplit(r.url).path}"))
     await page.goto(url)
     try:
         yield page, watch
+        problems = list(watch.problems)  # (closing the page aborts what is still open: that is no problem)
     finally:
         await context.close()
-    watch.check()
+    assert not problems, "\n".join(problems)
 
 
 async def shot(page: Page, name: str) -> Path:
@@ -181,6 +181,7 @@ async def test_upload_ask_open_citation_and_delete(engine: Engine, browser: Brow
         await expect(doc_row(page, "facts.pdf")).to_have_attribute("data-status", "indexed", timeout=INGEST_TIMEOUT_MS)
         await expect(doc_row(page, "notes.md")).to_have_attribute("data-status", "indexed", timeout=INGEST_TIMEOUT_MS)
         await expect(doc_row(page, "facts.pdf")).to_contain_text("5 pages")
+        assert "GET /v1/progress" in watch.requested, "the list followed the ingest as an event stream"
         await expect(doc_row(page, "broken.pdf")).to_have_count(0)
 
         await page.fill("#question", QUESTION)

@@ -1,7 +1,9 @@
-// The tenant's documents: the list with live status (polled every POLL_MS while any document is still being
-// ingested), uploads by drag and drop or the file picker (several at once, one request each), and delete.
+// The tenant's documents: the list with live status (while any document is being ingested, the page follows
+// GET /v1/progress, an event stream of their changes; it falls back to polling the list if the stream fails),
+// uploads by drag and drop or the file picker (several at once, one request each), and delete.
 
 import { ApiError, getJSON, request } from "./api.js";
+import { readEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
@@ -10,6 +12,8 @@ const DONE = new Set(["indexed", "failed"]);
 let timer = null;
 let listeners = [];
 let canWrite = true;
+let documents = []; // as last shown, newest first
+let following = false;
 
 // Calls `fn(documents)` after every refresh of the list (the search filter lists the documents).
 export function onDocuments(fn) {
@@ -103,19 +107,8 @@ function confirmDelete(button, doc) {
   );
 }
 
-export async function refresh() {
-  clearTimeout(timer);
-  let documents;
-  try {
-    documents = (await getJSON("/v1/documents?limit=200")).documents;
-    $("docs-error").textContent = "";
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return; // signed out: the sign-in form is shown
-    $("docs-error").textContent = `The document list could not be loaded: ${err.message}`;
-    timer = setTimeout(refresh, POLL_MS * 5);
-    return;
-  }
-  // Keep a button that is waiting for its second click.
+function show() {
+  // Keep a delete button that is waiting for its second click.
   const armed = [...$("doc-list").querySelectorAll("button[data-armed='yes']")]
     .map((b) => b.closest("li").dataset.docId);
   $("doc-list").replaceChildren(...documents.map((doc) => {
@@ -125,7 +118,52 @@ export async function refresh() {
   }));
   $("docs-empty").hidden = documents.length > 0;
   for (const fn of listeners) fn(documents);
-  if (documents.some((doc) => !DONE.has(doc.status))) timer = setTimeout(refresh, POLL_MS);
+}
+
+// Follows the progress stream until nothing is in progress (or it ends), then reloads the list.
+async function follow() {
+  if (following) return;
+  following = true;
+  let wait = 0;
+  try {
+    const response = await request("/v1/progress", { accept: "text/event-stream" });
+    for await (const { event, data } of readEvents(response)) {
+      const body = JSON.parse(data);
+      if (event === "document") {
+        const i = documents.findIndex((doc) => doc.doc_id === body.doc_id);
+        if (i === -1) documents.unshift(body);
+        else documents[i] = body;
+        show();
+      } else if (event === "deleted") {
+        documents = documents.filter((doc) => doc.doc_id !== body.doc_id);
+        show();
+      } else if (event === "error") {
+        wait = POLL_MS;
+      }
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return;
+    wait = POLL_MS; // no stream: poll the list instead
+  } finally {
+    following = false;
+  }
+  clearTimeout(timer);
+  timer = setTimeout(refresh, Math.max(wait, 250)); // never a tight loop, whatever the stream did
+}
+
+export async function refresh() {
+  clearTimeout(timer);
+  try {
+    documents = (await getJSON("/v1/documents?limit=200")).documents;
+    $("docs-error").textContent = "";
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return; // signed out: the sign-in form is shown
+    $("docs-error").textContent = `The document list could not be loaded: ${err.message}`;
+    timer = setTimeout(refresh, POLL_MS * 5);
+    return;
+  }
+  show();
+  if (documents.some((doc) => !DONE.has(doc.status))) follow();
 }
 
 function message(text, kind) {
