@@ -70,8 +70,12 @@ class GenerationStore:
         records = []
         try:
             while (entry := await watcher.updates(timeout=5.0)) is not None:
-                if entry.value:
+                if not entry.value:
+                    continue
+                try:
                     records.append(GenerationRecord.model_validate_json(entry.value))
+                except ValueError:  # written by hand or by a newer version: never take every agent down for it
+                    log.warning("generation record %s is not readable; ignored", entry.key)
         finally:
             await watcher.stop()
         return sorted(records, key=lambda r: r.generation)

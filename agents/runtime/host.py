@@ -18,6 +18,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import nats.errors
+
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.metrics_server import MetricsServer
 from agents.runtime.resources import AgentContext, Resource, SharedResources
@@ -171,11 +173,12 @@ async def run_agents(
             await asyncio.wait(watched, timeout=GENERATION_POLL_S, return_when=asyncio.FIRST_COMPLETED)
             for task in (base_task, *(r.task for r in runs.values())):
                 if task.done():
-                    task.result()  # a worker crashed (raises); or ended because `stop` was set
+                    task.result()  # a worker crashed: raise, so the process exits non-zero
+                    stop.set()  # a worker ended on its own: stop the others too
             if per_generation and not stop.is_set():
                 try:
                     await reconcile()
-                except Exception as err:  # noqa: BLE001 - NATS unreachable for a while: keep what runs
+                except (nats.errors.Error, TimeoutError) as err:  # NATS unreachable for a while: keep what runs
                     log.warning("index generations not re-read: %r", err)
     finally:
         stop.set()
