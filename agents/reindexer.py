@@ -58,9 +58,7 @@ _STAGES = ("parser", "deleter", "ocr-interactive", "ocr-bulk", "embedder-text-in
            "indexer")  # fmt: skip
 
 
-def _flip_alias(
-    store: VectorStore, alias: str, new: str, old: str, quantization: bool
-) -> None:
+def _flip_alias(store: VectorStore, alias: str, new: str, old: str, quantization: bool) -> None:
     """Point `alias` at `new`; if `new` has no collection yet (nothing indexed in it), create it like `old`."""
     if store.resolve(new) is None:
         if store.resolve(old) is None:
@@ -153,7 +151,9 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         if progress != record.progress:
 
             def measured(r: GenerationRecord | None) -> GenerationRecord | None:
-                return r.model_copy(update={"progress": progress}) if r and r.state is GenerationState.BUILDING else None
+                return (
+                    r.model_copy(update={"progress": progress}) if r and r.state is GenerationState.BUILDING else None
+                )
 
             await generations.update(record.generation, measured)
         caught_up = progress.consumers_ready and progress.pending_messages == 0

@@ -81,7 +81,9 @@ async def main(docs: int, pages: int) -> None:
             engine.stop()
     total = docs * pages
     print(f"corpus: {docs} documents x {pages} pages = {total} pages (generated text PDFs)")
-    print(f"first ingest: {ingest_s:.1f} s = {total / ingest_s:.2f} pages/s = {1000 * ingest_s / total:.0f} s per 1,000 pages")
+    print(
+        f"first ingest: {ingest_s:.1f} s = {total / ingest_s:.2f} pages/s = {1000 * ingest_s / total:.0f} s per 1,000 pages"
+    )
     print(f"re-index (re-parse, chunk 128): {replay_s:.1f} s = {total / replay_s:.2f} pages/s = "
           f"{1000 * replay_s / total:.0f} s per 1,000 pages; replay/ingest {replay_s / ingest_s:.2f}x; "
           f"flipped with {view['progress']['documents_done']}/{view['progress']['documents_total']} documents")  # fmt: skip

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.messages import utcnow
 from contracts.topology import IndexGeneration
+
 SERVING_KEY = "serving"
 
 

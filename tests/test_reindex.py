@@ -301,7 +301,9 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                     assert (await http.get("/v1/reindex/g1")).status_code == 403
             async with as_("admin") as http:
                 bad = await http.post("/v1/reindex", json={"settings": {"chunk_max_tokens": 9999}})
-                assert bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "settings.chunk_max_tokens"
+                assert (
+                    bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "settings.chunk_max_tokens"
+                )
                 unknown = await http.post("/v1/reindex", json={"settings": {"embedding_model": "x"}})
                 assert unknown.status_code == 400
                 mode = await http.post("/v1/reindex", json={"mode": "reembed"})
@@ -322,7 +324,11 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                 await store.update(2, lambda r: r.model_copy(update={"state": GenerationState.SERVING}))
                 g3 = (await http.post("/v1/reindex", json={"settings": {"vector_quantization": True}})).json()
                 assert g3["id"] == "g3" and g3["source_generation"] == 2
-                assert g3["settings"] == {"chunk_max_tokens": None, "chunks_per_message": 8, "vector_quantization": True}
+                assert g3["settings"] == {
+                    "chunk_max_tokens": None,
+                    "chunks_per_message": 8,
+                    "vector_quantization": True,
+                }
     finally:
         await nc.close()
 
@@ -339,7 +345,9 @@ def test_generation_settings_override_the_process_settings() -> None:
     assert generation_settings(base, None) is base
 
 
-async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     """The coordinator's steps against a real NATS and embedded store, from the states a crash can leave."""
     from datetime import timedelta
 

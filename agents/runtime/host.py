@@ -43,7 +43,9 @@ async def _run_workers(agents: Sequence[ConsumerAgent], stop: asyncio.Event) -> 
     try:
         for agent in agents:
             await agent.start()
-        tasks = [asyncio.create_task(w.run(stop), name=f"{a.name}:{w.consumer.durable}") for a in agents for w in a.workers()]
+        tasks = [
+            asyncio.create_task(w.run(stop), name=f"{a.name}:{w.consumer.durable}") for a in agents for w in a.workers()
+        ]
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # if a worker ended on its own, stop the others too
