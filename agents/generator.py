@@ -207,7 +207,10 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
     async def handle(self, deliveries: Sequence[Delivery[GenerateRequest]]) -> None:
         for d in deliveries:
             request = d.payload.request
-            stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
+            # A redelivery numbers its events from 1 again: `attempt` lets the edge API replace what an earlier
+            # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
+            stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
+                                   attempt=d.num_delivered)  # fmt: skip
             await answer(request.query, d.payload.hits, stream, self._chain,
                          abstain_threshold=self._ctx.settings.abstain_threshold)  # fmt: skip
 

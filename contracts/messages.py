@@ -536,6 +536,12 @@ class _AnswerEventBase(Message):
 
     request_id: Identifier
     seq: int = Field(ge=0, description="per-request sequence number; lets the edge API order and dedupe")
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        description="delivery of the generation that emitted it (a redelivered generate message numbers from 1 "
+        "again; the edge API replaces an earlier attempt's events with a later one's)",
+    )
 
 
 class RetrievalEvent(_AnswerEventBase):

@@ -145,3 +145,53 @@ async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engi
         # Search is not filtered by the threshold: the same question still lists what was retrieved.
         async with http.post(f"{engine.url}/v1/search", json={"query": "Who won the football world cup in 1998?"}) as r:
             assert r.status == 200 and len((await r.json())["hits"]) >= 1
+
+
+# --------------------------------------------------------------------------- a redelivered generation
+
+
+async def test_a_redelivered_generation_replaces_the_partial_one_and_the_client_never_mixes_them() -> None:
+    """Delivery 1 streams part of an answer and dies; delivery 2 (numbered from 1 again) answers differently.
+    The client sees the first part, a reset, then only the second answer, with ids that only grow."""
+    from bus.answers import AnswerSequencer
+    from contracts.messages import RetrievalEvent
+
+    first, second = RecordingNats(), RecordingNats()
+    one = AnswerEmitter(first, tenant="t", request_id="r1", attempt=1)  # type: ignore[arg-type]
+    await one.token("The pump runs at ")
+    await one.token("4000 rpm, ")
+    two = AnswerEmitter(second, tenant="t", request_id="r1", attempt=2)  # type: ignore[arg-type]
+    for piece in ("It turns at ", "2800 rpm. [1]"):
+        await two.token(piece)
+    await two.citation(n=1, doc_id="d", filename="f.pdf", page=2, bbox=None, text="2800 rpm")
+    await two.done(answerer="llm")
+
+    sequencer = AnswerSequencer()
+    seen = sequencer.push(RetrievalEvent(request_id="r1", seq=0, hits=[]))
+    # Attempt 1's events, then attempt 2's interleaved with a late straggler of attempt 1 and a duplicate.
+    arrivals = [*first.events, second.events[1], first.events[1], *second.events, second.events[0]]
+    for event in arrivals:
+        seen += sequencer.push(event)
+    assert [e.event for e in seen] == ["retrieval", "token", "token", "reset", "token", "token", "citation", "done"]
+    assert [e.seq for e in seen] == list(range(8))  # ids only grow: attempt 2 is renumbered after the reset
+    text = ""
+    for e in seen:  # what a client shows: the text after the last reset
+        text = "" if e.event == "reset" else text + (e.text if e.event == "token" else "")
+    assert text == "It turns at 2800 rpm. [1]" and sequencer.finished
+
+
+async def test_a_newer_attempt_before_anything_was_shown_needs_no_reset() -> None:
+    from bus.answers import AnswerSequencer
+    from contracts.messages import RetrievalEvent
+
+    old, new = RecordingNats(), RecordingNats()
+    await AnswerEmitter(old, tenant="t", request_id="r1", attempt=1).token("stale ")  # type: ignore[arg-type]
+    two = AnswerEmitter(new, tenant="t", request_id="r1", attempt=2)  # type: ignore[arg-type]
+    await two.token("fresh answer")
+    await two.done(answerer="extractive")
+    sequencer = AnswerSequencer()
+    seen = [e for event in [*old.events, *new.events] for e in sequencer.push(event)]  # retrieval not there yet
+    assert seen == []
+    seen = sequencer.push(RetrievalEvent(request_id="r1", seq=0, hits=[]))
+    assert [(e.event, e.seq) for e in seen] == [("retrieval", 0), ("token", 1), ("done", 2)]
+    assert seen[1].text == "fresh answer"

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
 # Fields of an event that are the stream's framing, not its data (the SSE event name and id carry them).
-FRAMING_FIELDS = {"schema_version", "request_id", "seq", "event"}
+FRAMING_FIELDS = {"schema_version", "request_id", "seq", "event", "attempt"}
 
 
 class QueryTimeout(Exception):
