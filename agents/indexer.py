@@ -161,6 +161,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 await self._delete_points(batch.tenant, batch.doc_id, keep_revision=state.revision if state else None)
             elif state.status is DocumentStatus.INDEXED:
                 await self._delete_points(batch.tenant, batch.doc_id, keep_revision=batch.revision)
+                await self._purge_graph_facts(batch.tenant, batch.doc_id, before=batch.revision)
                 finished.append(
                     Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant), state,
                              f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
@@ -174,18 +175,26 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         chunks = [IndexedChunk(c.chunk_id, point_id(self.collection, batch.revision, c), c.text) for c in batch.chunks]
         facts = build_facts(tenant=batch.tenant, doc_id=batch.doc_id, generation=gen.number, revision=batch.revision,
                             batch_index=batch.batch_index, chunks=chunks)  # fmt: skip
-        return Outgoing(Subjects.graph_facts(gen, batch.tenant, batch.doc_id), facts,
+        return Outgoing(Subjects.graph_facts(gen, batch.tenant, batch.doc_id, batch.revision), facts,
                         f"{gen.token}:{batch.doc_id}:{batch.revision}:{batch.batch_index}:facts", headers)  # fmt: skip
 
     async def _retract_graph_facts(self, tenant: str, doc_id: str, revision: int, headers: Mapping[str, str]) -> None:
-        """Remove a deleted document from every graph: purge its facts from stream GRAPH (a replay never sees
-        them again), then publish its tombstone (replicas already holding them drop them; it also outranks any
-        facts of an older revision still in flight)."""
+        """Remove a deleted document from every graph: purge its older revisions' facts from stream GRAPH (a replay
+        never sees them again), then publish its tombstone (replicas already holding them drop them; it also
+        outranks any facts of an older revision still in flight)."""
         gen = self._ctx.generation
-        subject = Subjects.graph_facts(gen, tenant, doc_id)
-        await self._ctx.js.purge_stream(GRAPH_STREAM.name, subject=subject)
+        await self._purge_graph_facts(tenant, doc_id, before=revision)
+        subject = Subjects.graph_facts(gen, tenant, doc_id, revision)
         dead = tombstone(tenant=tenant, doc_id=doc_id, generation=gen.number, revision=revision)
         await publish_all(self._ctx.js, [Outgoing(subject, dead, f"{gen.token}:{doc_id}:{revision}:graph-deleted", headers)])
+
+    async def _purge_graph_facts(self, tenant: str, doc_id: str, *, before: int) -> None:
+        """Purge a document's facts and tombstones of revisions older than `before` from stream GRAPH."""
+        pattern = Subjects.graph_facts(self._ctx.generation, tenant, doc_id, "*")
+        info = await self._ctx.js.stream_info(GRAPH_STREAM.name, subjects_filter=pattern)
+        for subject in info.state.subjects or {}:
+            if int(subject.rsplit(".", 1)[1]) < before:
+                await self._ctx.js.purge_stream(GRAPH_STREAM.name, subject=subject)
 
     async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
         def delete(store: VectorStore) -> None:

@@ -38,6 +38,7 @@ _PARAMETERS = {
     "modality": "text (the text embedder's input)",
     "request_id": "id of one ask/search request",
     "durable": "the durable consumer that gave up on the message",
+    "revision": "the document's revision (the DOCS stream sequence of its submission, or of its delete)",
 }
 _EVENTS = (m.RetrievalEvent, m.TokenEvent, m.CitationEvent, m.ResultsEvent, m.DoneEvent, m.ErrorEvent, m.ResetEvent)
 
@@ -56,7 +57,7 @@ CHANNELS: tuple[Channel, ...] = (
             "One scanned page or image to read (parser -> ocr); the raster is in the Object Store."),
     Channel("chunksEmbedded", "chunks.embedded.{gen}.{tenant}", (m.ChunksEmbedded,), ("send", "receive"),
             "Embedded batches (embedder -> indexer): dense vector and sparse BM25 terms per chunk."),
-    Channel("graphFacts", "graph.facts.{gen}.{tenant}.{doc_id}", (m.GraphFacts,), ("send", "receive"),
+    Channel("graphFacts", "graph.facts.{gen}.{tenant}.{doc_id}.{revision}", (m.GraphFacts,), ("send", "receive"),
             "Knowledge-graph facts of a durably indexed batch, or a deleted document's tombstone (indexer -> "
             "every retriever replica, each replaying stream GRAPH from the start into its in-memory graph)."),
     Channel("queryRetrieve", "query.retrieve.{tenant}", (m.QueryRequest,), ("receive",),

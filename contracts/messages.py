@@ -374,7 +374,7 @@ class ChunkEntities(BaseModel):
 
 
 class GraphFacts(Message):
-    """`graph.facts.g<gen>.<tenant>.<doc_id>`: the knowledge-graph facts of one durably indexed batch, or, with
+    """`graph.facts.g<gen>.<tenant>.<doc_id>.<revision>`: the knowledge-graph facts of one durably indexed batch, or, with
     `deleted`, the tombstone of a deleted document (then no chunks, entities or relations).
 
     Every retriever replica folds the stream into the same graph. Per document only the highest `revision` seen
@@ -395,7 +395,7 @@ class GraphFacts(Message):
     relations: list[GraphRelation] = Field(default_factory=list)
 
     def routing(self) -> tuple[str, ...]:
-        return (self.tenant, self.doc_id)
+        return (self.tenant, self.doc_id, str(self.revision))
 
     @model_validator(mode="after")
     def _consistent(self) -> GraphFacts:

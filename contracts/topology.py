@@ -14,7 +14,7 @@ replays can be scoped to one tenant; ingest subjects also name their index gener
 | ``chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`` | `ChunksParsed` |
 | ``chunks.ocr.g<gen>.<lane>.<tenant>`` | `OcrRequest` (a scanned page or an image to read) |
 | ``chunks.embedded.g<gen>.<tenant>`` | `ChunksEmbedded` |
-| ``graph.facts.g<gen>.<tenant>.<doc_id>`` | `GraphFacts` (knowledge-graph facts of an indexed batch, or a tombstone) |
+| ``graph.facts.g<gen>.<tenant>.<doc_id>.<revision>`` | `GraphFacts` (knowledge-graph facts of an indexed batch, or a tombstone) |
 | ``query.retrieve.<tenant>`` / ``query.rerank.<tenant>`` / ``query.generate.<tenant>`` | query requests |
 | ``answer.<tenant>.<request_id>`` (core NATS) | answer events; a function of the request, never a free field |
 | ``deadletter.<durable>`` | `DeadLetter` |
@@ -115,8 +115,8 @@ class Subjects:
         return f"{Subjects.CHUNKS_EMBEDDED}.{gen.token}.{tenant}"
 
     @staticmethod
-    def graph_facts(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
-        return f"{Subjects.GRAPH_FACTS}.{gen.token}.{tenant}.{doc_id}"
+    def graph_facts(gen: IndexGeneration, tenant: str, doc_id: str, revision: int | str) -> str:
+        return f"{Subjects.GRAPH_FACTS}.{gen.token}.{tenant}.{doc_id}.{revision}"
 
     @staticmethod
     def query(stage: str, tenant: str) -> str:
@@ -215,8 +215,9 @@ DEADLETTER_STREAM = StreamDef(
     description="messages an agent gave up on, with the reason",
 )
 # Knowledge-graph facts: every retriever replica replays this stream from the start into its in-memory graph,
-# so it is kept (file storage, no max age); a document's delete purges its subject, so it never grows with
-# deleted documents and a replay never brings their facts back.
+# so it is kept (file storage, no max age). When a revision of a document is fully indexed, or the document is
+# deleted, the subjects of its older revisions are purged: the stream holds each document's current facts (or its
+# tombstone), and a replay never brings old facts back.
 GRAPH_STREAM = StreamDef(
     name="GRAPH",
     subjects=("graph.>",),

@@ -103,7 +103,7 @@ def test_extraction_is_deterministic_and_bounded() -> None:
 def test_facts_contract_rejects_inconsistent_messages() -> None:
     f = facts("a", 3, ["Project Falcon is led by Dana Smith."])
     assert [c.entities for c in f.chunks] == [["project falcon", "dana smith"]]
-    assert Subjects.graph_facts(GEN, *f.routing()) == "graph.facts.g1.t.a"
+    assert Subjects.graph_facts(GEN, *f.routing()) == "graph.facts.g1.t.a.3"
     with pytest.raises(ValidationError, match="tombstone"):
         GraphFacts(doc_id="a", tenant="t", generation=1, revision=4, deleted=True, chunks=f.chunks)
     with pytest.raises(ValidationError, match="does not declare"):
@@ -208,16 +208,16 @@ async def test_followers_build_identical_graphs_and_skip_bad_messages(nats_serve
     await ensure_topology(js, [GEN])
     a, b = facts("a", 1, FALCON), facts("b", 2, BUDGET, tenant="u")
     for f in (a, b):
-        await js.publish(Subjects.graph_facts(GEN, f.tenant, f.doc_id), f.model_dump_json().encode())
-    await js.publish(Subjects.graph_facts(GEN, "t", "x"), b"not json")
-    await js.publish(Subjects.graph_facts(GEN, "t", "zz"), a.model_dump_json().encode())  # subject disagrees
+        await js.publish(Subjects.graph_facts(GEN, *f.routing()), f.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(GEN, "t", "x", 1), b"not json")
+    await js.publish(Subjects.graph_facts(GEN, "t", "a", 2), a.model_dump_json().encode())  # subject disagrees
     first = GraphFollower(js, GEN)
     await first.start(catch_up_s=30)
     assert first.caught_up and first.skipped == 2
     assert first.graph.tenant("t") is not None and first.graph.tenant("u") is not None
     # Live: a tombstone reaches a running follower; a replica started later replays to the same graph.
     dead = tombstone(tenant="t", doc_id="a", generation=1, revision=7)
-    await js.publish(Subjects.graph_facts(GEN, "t", "a"), dead.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(GEN, *dead.routing()), dead.model_dump_json().encode())
     async with asyncio.timeout(30):
         while first.graph.tenant("t").graph.number_of_nodes():  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
@@ -243,8 +243,8 @@ async def test_the_graph_follows_the_serving_generation_across_a_reindex_flip(na
     old = facts("a", 1, FALCON)
     new = build_facts(tenant="t", doc_id="a", generation=2, revision=1, batch_index=0,
                       chunks=[IndexedChunk("a-c0", pid(7), "Project Falcon moved to Oslo.")])  # fmt: skip
-    await js.publish(Subjects.graph_facts(GEN, "t", "a"), old.model_dump_json().encode())
-    await js.publish(Subjects.graph_facts(g2, "t", "a"), new.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(GEN, *old.routing()), old.model_dump_json().encode())
+    await js.publish(Subjects.graph_facts(g2, *new.routing()), new.model_dump_json().encode())
     store = await GenerationStore.open(js)
     await store.bootstrap(1)
     serving = ServingGraph(js, GEN, poll_s=0.1, catch_up_s=30)
@@ -320,6 +320,12 @@ async def candidates(nc, question: str) -> list[str]:
         await sub.unsubscribe()
 
 
+async def graph_subjects(js, doc_id: str) -> dict[str, int]:
+    """The subjects of stream GRAPH that hold a document's facts, with their message counts."""
+    info = await js.stream_info(GRAPH_STREAM.name, subjects_filter=Subjects.graph_facts(GEN, TENANT, doc_id, "*"))
+    return info.state.subjects or {}
+
+
 @pytest.mark.e2e
 async def test_graph_expansion_end_to_end_through_the_agents(pipeline) -> None:
     server, root = pipeline
@@ -349,8 +355,8 @@ async def test_graph_expansion_end_to_end_through_the_agents(pipeline) -> None:
         assert len(on) == len(off) == 3  # the same number of candidates: expansion changed which ones
 
         # Deleting the document that links the two removes its facts from the running graph and from the stream.
-        await js.publish(Subjects.delete(TENANT, "falcon"), DocumentDeleted(doc_id="falcon", tenant=TENANT)
-                         .model_dump_json().encode())  # fmt: skip
+        deleted = await js.publish(Subjects.delete(TENANT, "falcon"), DocumentDeleted(doc_id="falcon", tenant=TENANT)
+                                   .model_dump_json().encode())  # fmt: skip
         async with asyncio.timeout(120):
             while "budget" in (now := await candidates(nc, QUESTION)) or "falcon" in now:
                 await asyncio.sleep(0.2)
@@ -361,10 +367,27 @@ async def test_graph_expansion_end_to_end_through_the_agents(pipeline) -> None:
         graph = replicas[0].graph.tenant(TENANT)
         assert graph is not None and "project falcon" not in graph.graph and "dana smith" in graph.graph
         assert graph.docs["falcon"].deleted and not graph.docs["falcon"].batches
-        info = await js.stream_info(GRAPH_STREAM.name, subjects_filter=Subjects.graph_facts(GEN, TENANT, "falcon"))
-        assert info.state.subjects == {Subjects.graph_facts(GEN, TENANT, "falcon"): 1}  # only the tombstone is left
+        assert await graph_subjects(js, "falcon") == {Subjects.graph_facts(GEN, TENANT, "falcon", deleted.seq): 1}
         for replica in replicas:
             await replica.close()
+
+        # A re-submitted document, once indexed, leaves only its new revision's facts in the stream.
+        [old_subject] = await graph_subjects(js, "budget")
+        text = b"Dana Smith approved the revised budget of 5.1 million."
+        await uploads.put(object_name(TENANT, "budget"), text)
+        msg = DocumentSubmitted(doc_id="budget", tenant=TENANT, filename="budget.txt", content_type="text/plain",
+                                object_name=object_name(TENANT, "budget"), size=len(text))  # fmt: skip
+        resubmitted = await js.publish(Subjects.ingest(TENANT, "budget"), msg.model_dump_json().encode())
+        async with asyncio.timeout(120):
+            while (p := await progress.get(TENANT, "budget")) is None or p.revision != resubmitted.seq or (
+                p.status is not DocumentStatus.INDEXED
+            ):
+                await asyncio.sleep(0.1)
+        new_subject = Subjects.graph_facts(GEN, TENANT, "budget", resubmitted.seq)
+        assert old_subject != new_subject
+        async with asyncio.timeout(60):  # the facts are published, and the old ones purged, just after the progress
+            while await graph_subjects(js, "budget") != {new_subject: 1}:
+                await asyncio.sleep(0.1)
     finally:
         await nc.close()
         agents.stop()

@@ -1,5 +1,5 @@
 """Knowledge graph: deterministic entity/relation extraction per chunk (`extract`), facts per indexed batch
-(`facts`, published by the indexer on `graph.facts.g<gen>.<tenant>.<doc_id>`), one networkx graph per tenant
+(`facts`, published by the indexer on `graph.facts.g<gen>.<tenant>.<doc_id>.<revision>`), one networkx graph per tenant
 folded from that stream (`graph`, `follower`), and expansion of a question over it (`expand`)."""
 
 from agents.graph.facts import IndexedChunk, build_facts, tombstone

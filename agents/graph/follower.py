@@ -64,8 +64,8 @@ class GraphFollower:
         try:
             facts = GraphFacts.model_validate_json(msg.data)
             tokens = msg.subject.split(".")
-            if tokens[2:] != [self._generation.token, facts.tenant, facts.doc_id]:
-                raise ValueError(f"subject {msg.subject} does not match the payload's generation/tenant/doc_id")
+            if tokens[2:] != [self._generation.token, *facts.routing()]:
+                raise ValueError(f"subject {msg.subject} does not match the payload's generation/tenant/doc/revision")
             if facts.generation != self._generation.number:
                 raise ValueError(f"facts of generation {facts.generation} on {msg.subject}")
         except (ValidationError, ValueError) as err:
