@@ -97,4 +97,7 @@ auth.onUnauthorized = (err) => {
   }
 };
 
+// A file dropped anywhere but on a drop zone must not make the browser leave the page to open it.
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+
 boot();

@@ -7,6 +7,8 @@ import { imagePath, pagePath, picture } from "./api.js";
 const $ = (id) => document.getElementById(id);
 
 // Object URLs are kept per API path: a page shown twice is fetched once (and the HTTP cache does the rest).
+// At most KEPT_PICTURES are kept; the oldest URL is released (a picture already shown stays on screen).
+const KEPT_PICTURES = 300;
 const pictures = new Map();
 
 function load(path) {
@@ -14,6 +16,11 @@ function load(path) {
     const pending = picture(path);
     pending.catch(() => pictures.delete(path));
     pictures.set(path, pending);
+    if (pictures.size > KEPT_PICTURES) {
+      const [oldest, released] = pictures.entries().next().value;
+      pictures.delete(oldest);
+      released.then((pic) => setTimeout(() => URL.revokeObjectURL(pic.url), 60_000), () => {});
+    }
   }
   return pictures.get(path);
 }
