@@ -1,5 +1,9 @@
 """embedder: `chunks.parsed.g<gen>.text.<lane>.<tenant>` -> `chunks.embedded.g<gen>.<tenant>`.
 
+Image chunks (modality `image`, with an `ImageRef`) also get their image's vector (`agents.image_vectors`: CLIP
+when configured, else the perceptual hash), read from the uploads Object Store, once per distinct image of the
+fetch; an image that cannot be read keeps its text vector only (logged), never failing the batch.
+
 Micro-batches: one fetch takes up to `fetch_batch` messages and embeds their chunks in model calls of at most
 `MMRAG_EMBEDDING_BATCH_SIZE` chunks (sorted by token length inside a call, so padding is small). Two lanes share the one model: each call waits on a `PriorityLock`, and the
 interactive lane goes first, so a small document overtakes a big one at the next call boundary.
@@ -8,8 +12,14 @@ interactive lane goes first, so a small document overtakes a big one at the next
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
+from nats.js.errors import NotFoundError
+from PIL import Image
+
+from agents.image_vectors import decode as decode_image
+from agents.parser.images import ImageRejected
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.priority import PriorityLock
 from agents.runtime.resources import Resource
@@ -20,13 +30,15 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 
+log = logging.getLogger(__name__)
+
 LANE_PRIORITY = {"interactive": 0, "bulk": 1}
 
 
 class EmbedderAgent(ConsumerAgent[ChunksParsed]):
     name = "embedder"
     model = ChunksParsed
-    needs = frozenset({Resource.TEXT_EMBEDDER})
+    needs = frozenset({Resource.TEXT_EMBEDDER, Resource.IMAGE_ENCODER})
     per_generation = True
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +70,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         s = self._ctx.settings
         check_embedded_fits(
             max_payload=self._ctx.nc.max_payload, chunks_per_message=s.chunks_per_message,
-            chunk_max_chars=s.chunk_max_chars, dim=self._ctx.shared.embedder.dim,
+            chunk_max_chars=s.chunk_max_chars, dim=self._ctx.shared.embedder.dim + self._ctx.shared.image_encoder.dim,
         )  # fmt: skip
 
     async def embed(self, texts: list[str], priority: int) -> list[list[float]]:
@@ -70,6 +82,21 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 vectors += await asyncio.to_thread(embedder.embed, texts[start : start + size])
         return vectors
 
+    async def embed_images(self, names: list[str], priority: int) -> dict[str, list[float]]:
+        """The image vector of each distinct stored image; images that cannot be read are left out."""
+        images: dict[str, Image.Image] = {}
+        for name in dict.fromkeys(names):
+            try:
+                data = (await self._ctx.uploads.get(name)).data or b""
+                images[name] = await asyncio.to_thread(decode_image, data)
+            except (NotFoundError, ImageRejected) as err:
+                log.warning("embedder: no image vector for %s: %s", name, err)
+        if not images:
+            return {}
+        async with self._model_lock.hold(priority):
+            vectors = await asyncio.to_thread(self._ctx.shared.image_encoder.embed_images, list(images.values()))
+        return dict(zip(images, vectors, strict=True))
+
     async def embed_and_publish(self, deliveries: Sequence[Delivery[ChunksParsed]], priority: int) -> None:
         gen = self._ctx.generation
         for d in deliveries:
@@ -78,6 +105,10 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         texts = [chunk.embed_text for d in deliveries for chunk in d.payload.chunks]
         vectors = iter(await self.embed(texts, priority))
         sparse = iter(await asyncio.to_thread(self._sparse.encode_documents, texts))
+        image_vectors = await self.embed_images(
+            [c.image.object_name for d in deliveries for c in d.payload.chunks if c.modality == "image" and c.image],
+            priority,
+        )
         model_name = self._ctx.shared.embedder.name
         out = []
         for d in deliveries:
@@ -91,7 +122,9 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 model=model_name,
                 embedded_by=self._ctx.settings.replica_id,
                 chunks=[
-                    EmbeddedChunk(**chunk.model_dump(), vector=next(vectors), sparse=next(sparse)) for chunk in batch.chunks
+                    EmbeddedChunk(**chunk.model_dump(), vector=next(vectors), sparse=next(sparse),
+                                  image_vector=image_vectors.get(chunk.image.object_name) if chunk.image else None)
+                    for chunk in batch.chunks
                 ],
             )
             msg_id = f"{gen.token}:{batch.doc_id}:{batch.revision}:embedded:{batch.batch_index}"

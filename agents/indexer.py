@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from nats.js.errors import NotFoundError
 
+from agents.image_vectors import image_vector_dim
 from agents.graph import IndexedChunk, build_facts, tombstone
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
@@ -56,11 +57,15 @@ def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoin
         headings=tuple(chunk.headings), source=chunk.source, image=chunk.image, table=chunk.table,
     )  # fmt: skip
     sparse = SparseVector(tuple(chunk.sparse.indices), tuple(chunk.sparse.values)) if chunk.sparse else None
-    return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector), sparse=sparse)
+    image = list(chunk.image_vector) if chunk.image_vector else None
+    return VectorPoint(id=point_id(collection, revision, chunk), payload=payload, text=list(chunk.vector), sparse=sparse,
+                       image=image)  # fmt: skip
 
 
-def _open_collection(store: VectorStore, collection: str, alias: str, dim: int, quantization: bool = False) -> None:
-    store.create_collection(collection, CollectionSchema(text_dim=dim, quantization=quantization))
+def _open_collection(
+    store: VectorStore, collection: str, alias: str, dim: int, quantization: bool = False, image_dim: int | None = None
+) -> None:
+    store.create_collection(collection, CollectionSchema(text_dim=dim, image_dim=image_dim, quantization=quantization))
     if store.resolve(alias) is None:  # the first generation serves as soon as it exists
         store.set_alias(alias, collection)
 
@@ -118,7 +123,11 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
     async def _ensure_collection(self, dim: int) -> None:
         if not self._opened:
             s = self._ctx.settings  # the generation's settings: quantization is per generation
-            await self._ctx.shared.in_store(_open_collection, self.collection, s.collection, dim, s.vector_quantization)
+            # The image vector's size follows the configured image encoder (CLIP's, or the 64-bit perceptual hash).
+            image_dim = image_vector_dim(s.clip_model)
+            await self._ctx.shared.in_store(
+                _open_collection, self.collection, s.collection, dim, s.vector_quantization, image_dim
+            )
             self._opened = True
 
     async def handle(self, deliveries: Sequence[Delivery[ChunksEmbedded]]) -> None:

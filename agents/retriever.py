@@ -10,6 +10,10 @@ Knowledge-graph expansion (`agents.graph`, off unless `graph_expansion`): the ch
 entities and to their neighbours within `graph_hops` are one more ranking in the fusion, weighted by
 `graph_weight`, so a chunk that shares no word with the question but names an entity the question's entity is
 related to can become a candidate. The graph is built in memory from stream GRAPH by every replica.
+
+Cross-modal (`agents.query_images`): the ``image`` vector is searched too, with a query image's vector (image ->
+image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
+fusion. An image query without text searches with the text OCR reads in the image.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from agents.query_images import CrossModalQueries, ImageQuery, image_ranking
 from agents.graph import GraphQuery, ServingGraph
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
@@ -60,22 +65,30 @@ def search_filter(request: QueryRequest) -> SearchFilter:
 
 
 def _search(
-    store: VectorStore, alias: str, dense: list[float], sparse: SparseTerms | None, where: SearchFilter, limit: int,
-    k: float, graph: GraphQuery | None = None, cosines: dict[str, float] | None = None,
+    store: VectorStore, alias: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
+    limit: int, k: float, images: Sequence[ImageQuery] = (), graph: GraphQuery | None = None,
+    cosines: dict[str, float] | None = None,
 ) -> list[VectorHit]:  # fmt: skip
     """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
     found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0)."""
     try:  # no existence check first: on a Qdrant server that would be another round trip per query
-        rankings = [store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit)]
-        if cosines is not None:
-            cosines.update((h.id, h.score) for h in rankings[0])
+        rankings = []
+        if dense is not None:  # None: an image query with no text (agents.query_images)
+            rankings.append(store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit))
+            if cosines is not None:
+                cosines.update((h.id, h.score) for h in rankings[-1])
         if sparse is not None:
             query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
             rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
+        first_image = len(rankings)
+        rankings += [image_ranking(store, alias, image, where, limit) for image in images]
         weights = [1.0] * len(rankings)
         if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
             rankings.append(graph.ranking(store, alias, dense, where))
             weights.append(graph.weight)
+        for i, image in enumerate(images, start=first_image):
+            if image.min_score is not None:  # a same-picture match outweighs every other ranking together
+                weights[i] = 1.0 + sum(weights) - weights[i]
     except CollectionNotFound:
         return []  # nothing was ever indexed
     return rrf(rankings, k=k, limit=limit, weights=weights)
@@ -93,14 +106,18 @@ def to_hit(hit: VectorHit, dense_score: float | None = None) -> Hit:
 class RetrieverAgent(ConsumerAgent[QueryRequest]):
     name = "retriever"
     model = QueryRequest
-    needs = frozenset({Resource.TEXT_EMBEDDER, Resource.VECTOR_STORE})
+    needs = frozenset({Resource.TEXT_EMBEDDER, Resource.VECTOR_STORE, Resource.IMAGE_ENCODER})
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._sparse = SparseEncoder()
         self._graph: ServingGraph | None = None
+        self._cross_modal: CrossModalQueries | None = None
 
     async def start(self) -> None:
+        self._cross_modal = CrossModalQueries(
+            self._ctx.js, self._ctx.shared.image_encoder, ocr=self._ctx.settings.query_image_ocr
+        )
         await self._start_graph()
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
@@ -130,18 +147,23 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         embedder = self._ctx.shared.embedder
         requests = [d.payload for d in deliveries]
-        vectors = await asyncio.to_thread(embedder.embed, [r.query for r in requests])
+        assert self._cross_modal is not None
+        cross = [await self._cross_modal.prepare(r) for r in requests]
+        embedded = iter(await asyncio.to_thread(embedder.embed, [c.text for c in cross if c.text]))
         s = self._ctx.settings
         out = []
-        for d, request, vector in zip(deliveries, requests, vectors, strict=True):
+        for d, request, modal in zip(deliveries, requests, cross, strict=True):
             limit = max(s.retrieve_candidates, request.top_k)
-            sparse = self._sparse.encode_query(request.query)
+            vector = next(embedded) if modal.text else None
+            sparse = self._sparse.encode_query(modal.text) if modal.text else None
             where = search_filter(request)
-            graph = self._graph_query(request.tenant, request.query)
+            graph = self._graph_query(request.tenant, modal.text)
             cosines: dict[str, float] = {}
             hits = await self._ctx.shared.in_store(
-                _search, s.collection, vector, sparse, where, limit, s.rrf_k, graph, cosines
+                _search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines
             )
+            if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
+                request = request.model_copy(update={"query": modal.text})
             rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits])
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",

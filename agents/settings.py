@@ -86,6 +86,14 @@ class AgentSettings(ProcessSettings):
         default=32, ge=1, le=256, description="texts per model call (the embedder's lanes take turns per call)"
     )
     embedding_threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads; unset = all cores")
+    clip_model: Path | None = Field(
+        default=None,
+        description="local CLIP checkpoint folder (transformers format) for image vectors and text -> image "
+        "search; unset = image vectors are perceptual hashes (same-picture search only)",
+    )
+    query_image_ocr: bool = Field(
+        default=True, description="search with the text OCR reads in a query image (image -> text search)"
+    )
     # The embedder checks at start-up that a chunks.embedded message (texts + vectors) fits the server's
     # max_payload with these bounds and the model's dimension (bus.limits).
     chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")

@@ -12,6 +12,8 @@ from bus.migrate import migrate_legacy
 from contracts.topology import (
     INDEX_BUCKET,
     PROGRESS_BUCKET,
+    QUERY_IMAGES_BUCKET,
+    QUERY_IMAGES_TTL_S,
     STREAMS,
     UPLOADS_BUCKET,
     ConsumerDef,
@@ -87,5 +89,9 @@ async def ensure_topology(
     )
     await js.create_key_value(
         config=api.KeyValueConfig(bucket=INDEX_BUCKET, history=10, storage=api.StorageType.FILE, replicas=replicas)
+    )
+    await js.create_object_store(
+        QUERY_IMAGES_BUCKET,
+        config=api.ObjectStoreConfig(ttl=QUERY_IMAGES_TTL_S, storage=api.StorageType.FILE, replicas=replicas),
     )
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

@@ -242,11 +242,16 @@ class EmbeddedChunk(Chunk):
     # NaN or infinity would poison every similarity computed with it: a payload carrying one is invalid.
     vector: list[FiniteFloat] = Field(min_length=1)
     sparse: SparseTerms | None = Field(default=None, description="BM25 term weights, for hybrid search")
+    image_vector: list[FiniteFloat] | None = Field(
+        default=None, min_length=1, description="image chunks: the image's vector (CLIP, or its perceptual hash)"
+    )
 
 
 class ChunksEmbedded(_ChunkBatch):
-    """`chunks.embedded.g<gen>.<tenant>`: the same batch as `ChunksParsed`, each chunk with its dense vector."""
+    """`chunks.embedded.g<gen>.<tenant>`: the same batch as `ChunksParsed`, each chunk with its dense vector
+    (v3: and image chunks with their image vector)."""
 
+    schema_version: Literal[3] = 3  # type: ignore[assignment]
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
     chunks: list[EmbeddedChunk] = Field(min_length=1)
@@ -481,30 +486,53 @@ class QueryMode(StrEnum):
     SEARCH = "search"  # retrieve -> rerank, ranked hits sent to answer.<tenant>.<request_id>
 
 
+class QueryImage(BaseModel):
+    """An image to search with (`/v1/search` with an upload): its bytes wait in the query-images Object Store
+    bucket (``QUERY_IMAGES_BUCKET``, short TTL) under ``<tenant>/<request_id>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object_name: str = Field(min_length=1, max_length=255)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of the bytes: the same image gives the same key")
+    size: int = Field(ge=1)
+
+
 class QueryRequest(Message):
     """`query.retrieve.<tenant>`: what the edge API publishes for `/v1/ask` and `/v1/search`.
 
     There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
-    publisher can make an agent publish anywhere else.
+    publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
+    beside) its `query` text; a question (mode ask) always has its text.
     """
 
-    schema_version: Literal[3] = 3
+    schema_version: Literal[4] = 4
     request_id: Identifier
     tenant: Tenant
-    query: str = Field(min_length=1, max_length=4000)
+    query: str | None = Field(default=None, min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=50)
     mode: QueryMode = QueryMode.ASK
     filters: QueryFilters = Field(default_factory=QueryFilters, description="restricts what may be retrieved")
+    image: QueryImage | None = Field(default=None, description="search with this image (mode search only)")
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
 
     @field_validator("query")
     @classmethod
-    def _a_real_question(cls, query: str) -> str:
-        if "\x00" in query or not any(ch.isalnum() for ch in query):
+    def _a_real_question(cls, query: str | None) -> str | None:
+        if query is not None and ("\x00" in query or not any(ch.isalnum() for ch in query)):
             raise ValueError("query must contain a letter or digit and no NUL character")
         return query
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> QueryRequest:
+        if self.query is None and self.image is None:
+            raise ValueError("a request needs query text, an image, or both")
+        if self.image is not None and self.mode is not QueryMode.SEARCH:
+            raise ValueError("only a search (mode 'search') can carry an image")
+        if self.image is not None and self.image.object_name != f"{self.tenant}/{self.request_id}":
+            raise ValueError("the query image must be stored as '<tenant>/<request_id>' (the request's own)")
+        return self
 
 
 class RerankRequest(Message):
@@ -650,6 +678,7 @@ __all__ = [
     "Message",
     "Modality",
     "QueryFilters",
+    "QueryImage",
     "QueryMode",
     "QueryRequest",
     "RerankRequest",

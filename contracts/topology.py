@@ -282,6 +282,10 @@ UPLOADS_BUCKET = "mmrag-uploads"
 PROGRESS_BUCKET = "mmrag-progress"
 # Which index generation serves and how each is built (`contracts.generations`).
 INDEX_BUCKET = "mmrag-index"
+# Images uploaded to search with (`QueryImage`): kept only while the search runs (the edge API deletes each
+# when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
+QUERY_IMAGES_BUCKET = "mmrag-query-images"
+QUERY_IMAGES_TTL_S = 600.0
 
 
 def object_name(tenant: str, doc_id: str) -> str:
@@ -300,6 +304,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"OBJ_{UPLOADS_BUCKET}",
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
+    f"OBJ_{QUERY_IMAGES_BUCKET}",
 )
 
 # Headers carried on JetStream messages.

@@ -182,6 +182,19 @@ class UploadForm(BaseModel):
     )
 
 
+class SearchImageForm(BaseModel):
+    """`multipart/form-data`: search with an image (what is in it, or the same picture), optionally with text."""
+
+    image: bytes = Field(
+        json_schema_extra={"format": "binary", "contentMediaType": "application/octet-stream"},
+        description="PNG, JPEG, WebP or TIFF (the type is read from the bytes), at most MMRAG_MAX_QUERY_IMAGE_BYTES "
+        "and 40 megapixels",
+    )
+    query: str | None = Field(default=None, description="text searched together with the image")
+    top_k: str | None = Field(default=None, description="decimal integer 1..50 (default 10)")
+    filters: str | None = Field(default=None, description="the JSON of a search body's `filters`")
+
+
 def _event_data_model(event: type[BaseModel], description: str) -> type[BaseModel]:
     """The `data:` of an SSE event: the contract event without its framing fields (as `queries.event_data`)."""
     fields: dict[str, Any] = {
@@ -208,7 +221,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Session,
     *EVENT_DATA_MODELS.values(),
 )  # fmt: skip
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (AskBody, SearchBody, UploadForm, ReindexRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (AskBody, SearchBody, SearchImageForm, UploadForm, ReindexRequest)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -660,12 +673,22 @@ def _operations() -> dict[str, dict[str, dict]]:
         "/v1/search": {
             "post": {
                 "tags": ["queries"], "operationId": "search", "summary": "The best chunks for a query",
-                "requestBody": {"required": True, "content": _json(SearchBody)},
+                "description": "JSON searches with text; `multipart/form-data` with an `image` field searches with "
+                "an image: the same picture in a document (CLIP, or its perceptual hash), and the text read in it.",
+                "requestBody": {"required": True, "content": {
+                    **_json(SearchBody), "multipart/form-data": {"schema": _ref(SearchImageForm)},
+                }},  # fmt: skip
                 "responses": {
                     "200": _ok("the hits, best first", _json(SearchResults)),
-                    "400": ERR_400_JSON,
-                    "413": ERR_413_JSON,
-                    "415": ERR_415_JSON,
+                    "400": _error(
+                        "`invalid_body` as for JSON (a form's fields too); for a form also `missing_field` (no "
+                        "`image`), `invalid_field` (unknown or repeated field), `invalid_multipart`, `empty_image`, "
+                        "`invalid_image` (unreadable header, 0-pixel side)"
+                    ),
+                    "413": _error("`too_large`: a JSON body over 64 KiB, an image over MMRAG_MAX_QUERY_IMAGE_BYTES; "
+                                  "`image_too_large`: an image of more than 40 megapixels (an image bomb)"),
+                    "415": _error("`unsupported_media_type`: neither JSON nor multipart/form-data, or an `image` that "
+                                  "is not a PNG, JPEG, WebP or TIFF by its content"),
                     "502": _error("`query_failed`: the agents failed the query; `reason` is their error code"),
                     "503": ERR_503,
                     "504": _error("`timeout`: no results within `MMRAG_QUERY_TIMEOUT_S`"),

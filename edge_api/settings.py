@@ -20,6 +20,9 @@ class EdgeSettings(ProcessSettings):
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick a free one)")
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest accepted upload (413 beyond)")
+    max_query_image_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="largest image accepted by /v1/search (413 beyond)"
+    )
     default_tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="tenant of requests")
     query_timeout_s: float = Field(
         default=30.0, gt=0, description="longest wait for the next event of an ask/search before giving up"

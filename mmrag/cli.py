@@ -303,23 +303,34 @@ def _excerpt(text: str, width: int = 100) -> str:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="what to look for")],
+    query: Annotated[str | None, typer.Argument(help="what to look for (optional with --image)")] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(help="how many hits")] = 10,
     doc: DocOption = None,
     modality: ModalityOption = None,
     pages: PagesOption = None,
+    image: Annotated[
+        Path | None, typer.Option(help="search with this image (PNG, JPEG, WebP, TIFF): the same picture, its text")
+    ] = None,
 ) -> None:
     """Search a running engine: ranked hits with score, file, page and an excerpt."""
-    from mmrag.client import client
+    from mmrag.client import client, search_image
     from mmrag.client import search as search_hits
 
     where = _filters(doc, modality, pages)
+    if query is None and image is None:
+        _fail("give a query, an --image, or both")
+    if image is not None and not image.is_file():
+        _fail(f"no such image file: {image}")
 
     async def main() -> int:
         async with client(url, api_key=api_key) as http:
-            hits = await search_hits(http, query, top_k, where)
+            if image is not None:
+                hits = await search_image(http, image, query, top_k, where)
+            else:
+                assert query is not None
+                hits = await search_hits(http, query, top_k, where)
         if not hits:
             err.print("no hits")
         for n, h in enumerate(hits, 1):

@@ -171,6 +171,20 @@ async def search(
     return (await _request(http, "POST", "/v1/search", json=_query_body("query", query, top_k, where)))["hits"]
 
 
+async def search_image(
+    http: httpx.AsyncClient, image: Path, query: str | None = None, top_k: int = 10, where: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """POST /v1/search as multipart/form-data: the hits for an image (and optional text)."""
+    data: dict[str, str] = {"top_k": str(top_k)}
+    if query:
+        data["query"] = query
+    if where:
+        data["filters"] = json.dumps(where)
+    ctype = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
+    with image.open("rb") as f:
+        return (await _request(http, "POST", "/v1/search", data=data, files={"image": (image.name, f, ctype)}))["hits"]
+
+
 async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
     """GET /v1/documents, following `next_cursor` to the end."""
     cursor: str | None = None
@@ -237,3 +251,8 @@ async def reindex_events(http: httpx.AsyncClient, generation_id: str) -> AsyncIt
                     yield sse.event, sse.json()
             except SSEError as e:
                 raise EngineError(f"the engine did not answer with an event stream: {e}") from None
+
+
+async def cancel_reindex(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
+    """DELETE /v1/reindex/{id}: cancel a building generation; 409 `not_cancellable` raises `EngineError`."""
+    return await _request(http, "DELETE", f"/v1/reindex/{generation_id}")

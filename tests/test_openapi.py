@@ -226,7 +226,9 @@ def test_document_lifecycle_conforms(engine: Engine) -> None:
     assert first.status_code == 200 and first.json()["next_cursor"] is not None, first.text
     rest = schema["/v1/documents"]["GET"].Case(query={"limit": 200, "cursor": first.json()["next_cursor"]})
     assert rest.call_and_validate(base_url=engine.url, checks=CHECKS).json()["documents"]
-    search = schema["/v1/search"]["POST"].Case(body={"query": "how often is the seal replaced?", "top_k": 3})
+    search = schema["/v1/search"]["POST"].Case(
+        body={"query": "how often is the seal replaced?", "top_k": 3}, media_type="application/json"
+    )
     hits = search.call_and_validate(base_url=engine.url, checks=CHECKS, timeout=60).json()["hits"]
     assert any(hit["filename"] == "pumps.md" for hit in hits), hits
     ask = schema["/v1/ask"]["POST"].Case(body={"question": "How often is the seal of P-101 replaced?"})

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from agents.embedding import TextEmbedder
+from agents.image_vectors import ImageEncoder, load_image_encoder
 from agents.settings import AgentSettings
 from agents.vectorstore import ClusterLayout, VectorStore, open_vector_store
 from bus.progress import ProgressStore
@@ -39,6 +40,7 @@ class Resource(Enum):
     """What an agent may declare in `needs`; the host loads each once per process, before work starts."""
 
     TEXT_EMBEDDER = "text embedding model"
+    IMAGE_ENCODER = "image vector encoder"  # CLIP when configured, else the perceptual hash (agents.image_vectors)
     VECTOR_STORE = "vector store"
 
 
@@ -48,6 +50,7 @@ class SharedResources:
     def __init__(self, settings: AgentSettings) -> None:
         self._settings = settings
         self._embedder: TextEmbedder | None = None
+        self._image_encoder: ImageEncoder | None = None
         self._store: VectorStore | None = None
         # The vector store is used from one thread only: calls are serialised and never block the loop.
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-store")
@@ -56,6 +59,10 @@ class SharedResources:
         s = self._settings
         if Resource.TEXT_EMBEDDER in needs and self._embedder is None:
             self._embedder = await asyncio.to_thread(text_embedder, s)
+        if Resource.IMAGE_ENCODER in needs and self._image_encoder is None:
+            self._image_encoder = await asyncio.to_thread(
+                load_image_encoder, s.clip_model, device=s.embedding_device, batch_size=s.embedding_batch_size
+            )
         if Resource.VECTOR_STORE in needs and self._store is None:
             loop = asyncio.get_running_loop()
             self._store = await loop.run_in_executor(
@@ -74,6 +81,12 @@ class SharedResources:
         if self._embedder is None:
             raise RuntimeError("the text embedder was not loaded: declare Resource.TEXT_EMBEDDER in the agent's needs")
         return self._embedder
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        if self._image_encoder is None:
+            raise RuntimeError("the image encoder was not loaded: declare Resource.IMAGE_ENCODER in the agent's needs")
+        return self._image_encoder
 
     async def in_store(self, fn: Callable[..., R], *args: Any) -> R:
         """Run `fn(store, *args)` on the vector-store thread."""

@@ -45,6 +45,7 @@ from edge_api.cache import (
 )
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
+from edge_api.query_images import delete_query_image, read_image_search, store_query_image
 from edge_api.state import Backbone, backbone
 
 log = logging.getLogger(__name__)
@@ -73,16 +74,21 @@ class Pending:
 
 @contextlib.asynccontextmanager
 async def _query(
-    bb: Backbone, tenant: str, text: str, top_k: int, mode: QueryMode, filters: QueryFilters,
+    bb: Backbone, tenant: str, text: str | None, top_k: int, mode: QueryMode, filters: QueryFilters,
+    image: bytes | None = None,
     cache: AnswerCache | None = None, route: str = "",
-) -> AsyncIterator[Pending]:
-    """Subscribe to the request's answer subject, then publish the request; unsubscribe at exit."""
+) -> AsyncIterator[Pending]:  # fmt: skip
+    """Subscribe to the request's answer subject, then publish the request; unsubscribe (and delete the query
+    image, if any) at exit."""
     js = bb.jetstream()
     assert bb.nc is not None
     rid = uuid.uuid4().hex
     sub = await bb.nc.subscribe(Subjects.answer(tenant, rid))
+    stored = None
     try:
-        query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters)
+        stored = await store_query_image(js, tenant, rid, image) if image is not None else None
+        query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters,
+                             image=stored)  # fmt: skip
         # The lookup reads the tenant's cache epoch *before* the request is published (see edge_api.cache).
         cached = MISS_NO_STORE if cache is None else await cache.lookup(query, route, (await bb.serving_generation()).number)
         if cached.value is None:
@@ -95,6 +101,9 @@ async def _query(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+        if stored is not None:
+            with contextlib.suppress(Exception):  # else the bucket's TTL removes it
+                await delete_query_image(js, stored)
 
 
 async def _events(sub: Subscription, timeout_s: float) -> AsyncIterator[AnswerEvent]:
@@ -177,11 +186,17 @@ async def _stream_answer(
 async def search(request: web.Request) -> web.Response:
     bb = backbone(request)
     bb.jetstream()
-    body = await read_body(request, SearchBody)
+    image = None
+    if request.content_type == "multipart/form-data":  # an image search (edge_api.query_images)
+        form = await read_image_search(request, max_bytes=bb.settings.max_query_image_bytes)
+        text, top_k, filters, image = form.query, form.top_k, form.filters, form.image
+    else:
+        body = await read_body(request, SearchBody)
+        text, top_k, filters = body.query, body.top_k, body.filters
     timeout_s = bb.settings.query_timeout_s
-    cache = answer_cache(request)
+    cache = None if image is not None else answer_cache(request)  # an image search is never the same twice
     async with _query(
-        bb, tenant_of(request), body.query, body.top_k, QueryMode.SEARCH, body.filters, cache=cache, route=SEARCH_ROUTE
+        bb, tenant_of(request), text, top_k, QueryMode.SEARCH, filters, image, cache=cache, route=SEARCH_ROUTE
     ) as pending:
         if pending.cached.value is not None:
             return web.Response(text=pending.cached.value.decode(), content_type="application/json")
