@@ -384,6 +384,13 @@ async def test_sign_in_reader_view_not_found_and_sign_out(auth_edge, browser: Br
         await page.click("#sign-out")
         await expect(page.locator("#sign-in")).to_be_visible()
         assert await page.evaluate("sessionStorage.getItem('mmrag.apiKey')") is None
+        await expect(page.locator("#answer")).to_be_empty()  # nothing of that tenant stays in the page
+
+        # Another key, another tenant and role: the writer may upload.
+        await page.fill("#api-key", keys["writer"])
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#who")).to_have_text("Tenant default · writer")
+        await expect(page.locator("#drop")).to_be_visible()
 
 
 async def test_phone_viewport_fits_and_works(auth_edge, browser: Browser, tmp_path: Path) -> None:

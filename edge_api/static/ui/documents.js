@@ -190,13 +190,14 @@ export async function uploadAll(files) {
   refresh();
 }
 
-export function setupDocuments(session) {
+// What the signed-in role may do: a reader sees no upload zone and no delete buttons.
+export function setRole(session) {
   canWrite = session.role !== "reader";
+  $("drop").hidden = !canWrite;
+}
+
+export function setupDocuments() {
   const drop = $("drop");
-  if (!canWrite) {
-    drop.hidden = true;
-    return;
-  }
   $("files").addEventListener("change", (event) => {
     uploadAll(event.target.files);
     event.target.value = "";

@@ -3,7 +3,7 @@
 
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
-import { refresh, setupDocuments } from "./documents.js";
+import { refresh, setRole, setupDocuments } from "./documents.js";
 import { setupSearch } from "./search.js";
 import { setupViewer } from "./viewer.js";
 
@@ -29,9 +29,10 @@ function start(session) {
     ? `Tenant ${session.tenant} · ${session.role}`
     : `Local mode · tenant ${session.tenant}`;
   $("sign-out").hidden = session.auth !== "on";
+  setRole(session);
   if (!started) {
     started = true;
-    setupDocuments(session);
+    setupDocuments();
     setupAsk();
     setupSearch();
     setupViewer();
@@ -87,6 +88,10 @@ $("sign-in-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => {
   auth.key = null;
+  for (const id of ["answer", "sources", "answer-images", "results", "doc-list", "upload-messages"]) {
+    $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
+  }
+  $("answer-area").hidden = true;
   showSignIn();
 });
 
