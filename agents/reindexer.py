@@ -53,6 +53,7 @@ from contracts.topology import (
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+_DROPPABLE = (GenerationState.RETIRED, GenerationState.CANCELLED)
 # Read order of a generation's consumers: upstream first (see the module docstring).
 _STAGES = ("parser", "deleter", "ocr-interactive", "ocr-bulk", "embedder-text-interactive", "embedder-text-bulk",
            "indexer")  # fmt: skip
@@ -108,7 +109,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         for record in await generations.all():
             if record.state is GenerationState.BUILDING:
                 await self._building(generations, record)
-            elif record.state is GenerationState.RETIRED and record.drop_after and utcnow() >= record.drop_after:
+            elif record.state in _DROPPABLE and record.drop_after and utcnow() >= record.drop_after:
                 await self._drop(generations, record)
 
     # ------------------------------------------------------------------ building -> serving
@@ -163,6 +164,18 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
     async def _flip(self, generations: GenerationStore, record: GenerationRecord) -> None:
         s = self._ctx.settings
         new, old = record.index_generation, IndexGeneration(record.source_generation or record.generation)
+
+        # First the marker, compare-and-set against a cancel (`GenerationStore.cancel`): once it is written the
+        # generation cannot be cancelled, and a cancel that came first stops the flip here.
+        def flipping(r: GenerationRecord | None) -> GenerationRecord | None:
+            if r is None or r.state is not GenerationState.BUILDING or r.flipping_since is not None:
+                return None
+            return r.model_copy(update={"flipping_since": utcnow()})
+
+        current = await generations.update(new.number, flipping)
+        if current is None or current.state is not GenerationState.BUILDING:
+            log.info("reindexer: generation %d was cancelled before its flip", new.number)
+            return
         quantization = generation_settings(s, record).vector_quantization
         await self._ctx.shared.in_store(_flip_alias, s.collection, new.collection(s.collection),
                                         old.collection(s.collection), quantization)  # fmt: skip
@@ -221,7 +234,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
             await js.purge_stream(stream, subject=subject)
 
         def dropped(r: GenerationRecord | None) -> GenerationRecord | None:
-            if r is None or r.state is not GenerationState.RETIRED:
+            if r is None or r.state not in _DROPPABLE:
                 return None
             return r.model_copy(update={"state": GenerationState.DROPPED, "dropped_at": utcnow()})
 

@@ -22,7 +22,7 @@ from contracts.generations import (
     ServingRecord,
     generation_key,
 )
-from contracts.messages import DocumentProgress
+from contracts.messages import DocumentProgress, utcnow
 from contracts.topology import INDEX_BUCKET, PROGRESS_BUCKET, IndexGeneration
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,15 @@ class ReindexConflict(RuntimeError):
     def __init__(self, building: GenerationRecord) -> None:
         super().__init__(f"generation {building.generation} is already being built")
         self.building = building
+
+
+class NotCancellable(RuntimeError):
+    """Only a `building` generation whose flip has not begun can be cancelled."""
+
+    def __init__(self, record: GenerationRecord) -> None:
+        why = "its switch to serving has begun" if record.flipping_since else f"it is {record.state.value}"
+        super().__init__(f"generation {record.generation} cannot be cancelled: {why}")
+        self.record = record
 
 
 class GenerationStore:
@@ -122,6 +131,21 @@ class GenerationStore:
             except KeyWrongLastSequenceError:
                 continue
         raise RuntimeError(f"generation record {key} kept changing under {attempts} attempts")
+
+    async def cancel(self, number: int) -> GenerationRecord | None:
+        """Cancel a building generation (None if there is no such generation; `NotCancellable` if it is not
+        building or its flip has begun). The coordinator drops it at its next tick; the agents stop its
+        consumers. Compare-and-set against the coordinator's flip marker: exactly one of the two wins."""
+
+        def cancelled(r: GenerationRecord | None) -> GenerationRecord | None:
+            if r is None:
+                return None
+            if r.state is not GenerationState.BUILDING or r.flipping_since is not None:
+                raise NotCancellable(r)
+            now = utcnow()
+            return r.model_copy(update={"state": GenerationState.CANCELLED, "cancelled_at": now, "drop_after": now})
+
+        return await self.update(number, cancelled)
 
     async def start_reindex(self, settings: GenerationSettings) -> GenerationRecord:
         """Create the next generation, `building`, from the serving one (its settings carried forward).

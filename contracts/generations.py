@@ -16,7 +16,8 @@ requested ones on top.
 Lifecycle of a generation built by a re-index: ``building`` (its consumers replay the streams beside the
 serving generation) -> ``serving`` (the alias points at its collection) ; the generation it replaced goes
 ``retired`` (no consumers, collection kept for the grace period) -> ``dropped`` (collection, durables and
-progress keys removed). The first generation of a deployment starts ``serving``.
+progress keys removed). A ``building`` generation may be ``cancelled`` instead (until its flip begins): it is
+dropped at once. The first generation of a deployment starts ``serving``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class GenerationState(StrEnum):
     BUILDING = "building"
     SERVING = "serving"
     RETIRED = "retired"
+    CANCELLED = "cancelled"
     DROPPED = "dropped"
 
 
@@ -103,6 +105,10 @@ class GenerationRecord(BaseModel):
     settings: GenerationSettings = Field(default_factory=GenerationSettings)
     progress: ReindexProgress = Field(default_factory=ReindexProgress)
     created_at: datetime = Field(default_factory=utcnow)
+    flipping_since: datetime | None = Field(
+        default=None, description="when the coordinator began switching to it; from then on it cannot be cancelled"
+    )
+    cancelled_at: datetime | None = None
     serving_since: datetime | None = None
     retired_at: datetime | None = None
     drop_after: datetime | None = Field(default=None, description="when a retired generation is removed")

@@ -788,6 +788,17 @@ def _reindex_operations() -> dict[str, dict[str, dict]]:
                     "404": not_found, "503": ERR_503, "500": ERR_500,
                 },
             },
+            "delete": {
+                "tags": ["reindex"], "operationId": "cancelReindex", "summary": "Cancel a building generation",
+                "description": "Its consumers stop and it is dropped (collection, durables, progress keys) at once; "
+                "the serving generation is untouched.",
+                "responses": {
+                    "202": _ok("cancelled", _json(GenerationView)),
+                    "404": not_found,
+                    "409": _error("`not_cancellable`: it is not building, or its switch to serving has begun"),
+                    "503": ERR_503, "500": ERR_500,
+                },
+            },
         },
         REINDEX_EVENTS_PATH: {
             "parameters": [gen_id],

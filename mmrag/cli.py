@@ -407,10 +407,13 @@ def reindex(
         typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
     ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
+    cancel: Annotated[
+        str | None, typer.Option(show_default=False, help="cancel this building generation (e.g. g2) instead")
+    ] = None,
 ) -> None:
     """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
     current one keeps answering; the new one serves once it has caught up. Needs an admin key."""
-    from mmrag.client import client, reindex_events
+    from mmrag.client import cancel_reindex, client, reindex_events
     from mmrag.client import reindex as start_reindex
 
     settings = {
@@ -424,6 +427,9 @@ def reindex(
 
     async def main() -> int:
         async with client(url, api_key=api_key) as http:
+            if cancel is not None:
+                print(f"{cancel}  {(await cancel_reindex(http, cancel))['state']}")
+                return 0
             started = await start_reindex(http, settings)
             gen_id = started["id"]
             print(f"{gen_id}  building from g{started['source_generation']}  settings {started['settings']}", flush=True)

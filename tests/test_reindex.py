@@ -318,17 +318,30 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                 assert [(g["id"], g["state"]) for g in listed] == [("g1", "serving"), ("g2", "building")]
                 for missing in ("g9", "x", "g0"):
                     assert (await http.get(f"/v1/reindex/{missing}")).status_code == 404
-                # Once g2 serves, the next re-index carries its settings forward and applies the new ones on top.
+                # Cancel: a building generation goes (the coordinator drops it), and the next re-index may start.
+                cancelled = await http.delete("/v1/reindex/g2")
+                assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled"
+                assert cancelled.json()["drop_after"] == cancelled.json()["cancelled_at"]
+                again = await http.delete("/v1/reindex/g2")
+                assert again.status_code == 409 and again.json()["error"]["code"] == "not_cancellable"
+                assert (await http.delete("/v1/reindex/g1")).status_code == 409  # serving: never
+                assert (await http.delete("/v1/reindex/g7")).status_code == 404
+                g3 = await http.post("/v1/reindex", json={"settings": {"chunks_per_message": 8}})
+                assert g3.status_code == 202 and g3.json()["id"] == "g3" and g3.json()["source_generation"] == 1
+                # Once g3 serves, the next re-index carries its settings forward and applies the new ones on top.
                 store = await GenerationStore.open(nc.jetstream())
-                await store.set_serving(2)
-                await store.update(2, lambda r: r.model_copy(update={"state": GenerationState.SERVING}))
-                g3 = (await http.post("/v1/reindex", json={"settings": {"vector_quantization": True}})).json()
-                assert g3["id"] == "g3" and g3["source_generation"] == 2
-                assert g3["settings"] == {
-                    "chunk_max_tokens": None,
-                    "chunks_per_message": 8,
-                    "vector_quantization": True,
-                }
+                await store.set_serving(3)
+                await store.update(3, lambda r: r.model_copy(update={"state": GenerationState.SERVING}))
+                g4 = (await http.post("/v1/reindex", json={"settings": {"vector_quantization": True}})).json()
+                assert g4["id"] == "g4" and g4["source_generation"] == 3
+                assert g4["settings"] == {"chunk_max_tokens": None, "chunks_per_message": 8, "vector_quantization": True}
+                # The CLI cancels too (with the admin key).
+                cli = await asyncio.create_subprocess_exec(
+                    str(BIN / "mmrag"), "reindex", "--url", base, "--api-key", keys["admin"], "--cancel", "g4",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, errs = await asyncio.wait_for(cli.communicate(), 60)
+                assert cli.returncode == 0 and out.decode().strip() == "g4  cancelled", (out, errs)
     finally:
         await nc.close()
 
@@ -355,7 +368,7 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
     from agents.runtime.resources import AgentContext, Resource, SharedResources
     from agents.settings import AgentSettings
     from agents.vectorstore import CollectionSchema
-    from bus.generations import GenerationStore
+    from bus.generations import GenerationStore, NotCancellable
     from bus.progress import ProgressStore
     from bus.topology import ensure_consumer, ensure_topology
     from contracts.generations import GenerationSettings, GenerationState
@@ -387,12 +400,31 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
         for consumer in ingest_consumers(IndexGeneration(2)).values():
             await ensure_consumer(js, consumer)
 
-        # A crash after the serving record was written but before the states: the next tick finishes the flip.
-        await store.set_serving(2)
+        # A cancelled generation never flips, and is dropped at the next tick.
+        await store.cancel(2)
         await coordinator.tick(store)
-        g1, g2 = await store.get(1), await store.get(2)
-        assert g2.state is GenerationState.SERVING and g1.state is GenerationState.RETIRED
-        assert await shared.in_store(lambda s: s.resolve("mmrag")) == "mmrag-g2"
+        assert (await store.get(2)).state is GenerationState.DROPPED
+        assert (await store.serving()).generation == 1
+        assert await shared.in_store(lambda s: s.resolve("mmrag")) == "mmrag-g1"
+        assert await shared.in_store(lambda s: s.resolve("mmrag-g2")) is None
+        with pytest.raises(NotFoundError):
+            await js.consumer_info("DOCS", "parser-g2")
+
+        # Generation 3: once its flip has begun it cannot be cancelled.
+        await store.start_reindex(GenerationSettings())
+        await shared.in_store(lambda s: s.create_collection("mmrag-g3", CollectionSchema(text_dim=4)))
+        for consumer in ingest_consumers(IndexGeneration(3)).values():
+            await ensure_consumer(js, consumer)
+        await store.update(3, lambda r: r.model_copy(update={"flipping_since": utcnow()}))
+        with pytest.raises(NotCancellable):
+            await store.cancel(3)
+
+        # A crash after the serving record was written but before the states: the next tick finishes the flip.
+        await store.set_serving(3)
+        await coordinator.tick(store)
+        g1, g3 = await store.get(1), await store.get(3)
+        assert g3.state is GenerationState.SERVING and g1.state is GenerationState.RETIRED
+        assert await shared.in_store(lambda s: s.resolve("mmrag")) == "mmrag-g3"
         assert (g1.drop_after - g1.retired_at) == timedelta(seconds=3600)
 
         # Within the grace period nothing is dropped; past it, the collection, consumers and record go.

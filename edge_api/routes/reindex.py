@@ -6,6 +6,8 @@
   the ingest stream; the coordinator (`agents.reindexer`) flips the alias when it has caught up. 409
   ``reindex_running`` while another generation is building.
 - ``GET /v1/reindex``: every generation, oldest first. ``GET /v1/reindex/{id}`` (``id`` = ``g<N>``): one.
+- ``DELETE /v1/reindex/{id}``: cancel a building generation (409 ``not_cancellable`` once its flip began, or
+  when it is not building): its consumers stop and the coordinator drops it at once.
 - ``GET /v1/reindex/{id}/events``: Server-Sent Events ``progress`` (the view, each time it changes) until the
   generation serves (or is retired/dropped), then ``done`` with the final view.
 
@@ -23,7 +25,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus.generations import ReindexConflict
+from bus.generations import NotCancellable, ReindexConflict
 from contracts.generations import GenerationRecord, GenerationState, ReindexRequest
 from edge_api.bodies import read_body
 from edge_api.errors import ApiError, request_id
@@ -96,6 +98,18 @@ async def get_generation(request: web.Request) -> web.Response:
     return web.json_response(view(await _record(request)))
 
 
+async def cancel_generation(request: web.Request) -> web.Response:
+    bb = backbone(request)
+    bb.jetstream()
+    record = await _record(request)
+    try:
+        cancelled = await (await bb.generations()).cancel(record.generation)
+    except NotCancellable as err:
+        raise ApiError(409, "not_cancellable", str(err)) from None
+    assert cancelled is not None  # _record found it, and records are never deleted
+    return web.json_response(view(cancelled), status=202)
+
+
 async def generation_events(request: web.Request) -> web.StreamResponse:
     bb = backbone(request)
     bb.jetstream()
@@ -128,4 +142,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(REINDEX_PATH, start_reindex)
     app.router.add_get(REINDEX_PATH, list_generations)
     app.router.add_get(REINDEX_ID_PATH, get_generation)
+    app.router.add_delete(REINDEX_ID_PATH, cancel_generation)
     app.router.add_get(REINDEX_EVENTS_PATH, generation_events)
