@@ -398,9 +398,11 @@ number (none on `error`), `data:` one JSON object (the schemas `RetrievalData`, 
 - `retrieval` (id 0): `{"hits": [<Hit>...]}`
 - `token` (1, 2, ...): `{"text"}`, the next piece of the answer
 - `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text", "image"}`
-- `reset` (n): `{"reason"}`: an LLM provider failed mid-answer; discard the `token` text received so far, the next
-  provider's answer follows from scratch (a client shows the text after the last `reset`)
-- `done` (last): `{"answerer"}`; the stream ends
+- `reset` (n): `{"reason"}`: an LLM provider failed mid-answer, or the generation was redelivered after a partial
+  answer; discard the `token` text received so far, a new answer follows from scratch (a client shows the text
+  after the last `reset`)
+- `done` (last): `{"answerer", "abstained"}`; the stream ends. `abstained` is true when nothing retrieved scored
+  above `MMRAG_ABSTAIN_THRESHOLD`: the answer says it was not found in your documents, without citations
 - `error`: `{"code", "message"}`; the stream ends. `code` is `timeout` when no event came for
   `MMRAG_QUERY_TIMEOUT_S`, `backbone_unavailable` when NATS went away, or an agent's code
 
