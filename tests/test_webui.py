@@ -321,6 +321,7 @@ async def test_search_groups_by_document_with_highlights_filters_and_image(engin
             watch.allow("POST", "/v1/search", status)
         await drop_files(page, "#image-drop", [("probe.png", probe, "image/png")])
         await expect(page.locator("#image-drop-text")).to_have_text("Search by image: probe.png")
+        await expect(page.locator("#image-preview")).to_be_visible()
         if status == 200:
             await expect(page.locator("#search-status")).to_have_text(re.compile("match"))
             await expect(groups.first.locator("h3")).to_have_text("pumps.pdf")

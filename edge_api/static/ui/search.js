@@ -120,6 +120,11 @@ function searchImage(file) {
     return;
   }
   $("image-drop-text").textContent = `Search by image: ${file.name}`;
+  const preview = $("image-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.alt = `The image searched for: ${file.name}`;
+  preview.hidden = false;
   const form = new FormData();
   form.append("image", file, file.name);
   run(() => request("/v1/search", { method: "POST", body: form }));
