@@ -363,10 +363,12 @@ def test_generation_settings_override_the_process_settings() -> None:
     assert generation_settings(base, None) is base
 
 
+@pytest.mark.parametrize("adapter", ["edge", "qdrant-client"])
 async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, adapter: str
 ) -> None:
-    """The coordinator's steps against a real NATS and embedded store, from the states a crash can leave."""
+    """The coordinator's steps against a real NATS and both store adapters (Qdrant's embedded engine, and
+    qdrant-client's local mode: the code path of a Qdrant server), from the states a crash can leave."""
     from datetime import timedelta
 
     from agents.reindexer import ReindexCoordinator
@@ -388,7 +390,14 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
         await ensure_topology(js)
         store = await GenerationStore.open(js)
         await store.bootstrap(1)
-        await shared.load({Resource.VECTOR_STORE})
+        if adapter == "edge":
+            await shared.load({Resource.VECTOR_STORE})
+        else:  # what open_vector_store builds for QDRANT_URL, on qdrant-client's local mode
+            from qdrant_client import QdrantClient
+
+            from agents.vectorstore import QdrantClientStore
+
+            shared._store = QdrantClientStore(QdrantClient(location=":memory:"))
         for gen in (1, 2):
             await shared.in_store(lambda s, g=gen: s.create_collection(f"mmrag-g{g}", CollectionSchema(text_dim=4)))
         await shared.in_store(lambda s: s.set_alias("mmrag", "mmrag-g1"))
