@@ -199,6 +199,20 @@ def test_graph_ranking_stays_inside_the_requests_tenant_and_filters(tmp_path) ->
         store.close()
 
 
+def test_expansion_skips_hub_entities_and_sees_changed_neighbours(monkeypatch) -> None:
+    import agents.graph.graph as graph_module
+
+    g = KnowledgeGraph()
+    g.apply(facts("a", 1, ["Acme Pumps made it with Dana Smith.", "Acme Pumps made it.", "Acme Pumps sold it."]))
+    monkeypatch.setattr(graph_module, "MAX_ENTITY_CHUNKS", 2)  # Acme Pumps is named by 3 chunks: a hub now
+    assert [h.ref.chunk_id for h in expand(g, "t", "Did Acme Pumps hire Dana Smith?", hops=0, limit=9)] == ["a-c0"]
+    monkeypatch.undo()
+    assert [h.ref.chunk_id for h in expand(g, "t", "Dana Smith?", hops=1, limit=1)] == ["a-c0"]
+    assert g.tenant("t").strongest_neighbours("dana smith") == ["acme pumps"]  # type: ignore[union-attr]
+    g.apply(facts("a", 2, ["Dana Smith joined Orbit Labs."]))  # the cached neighbours change with the graph
+    assert g.tenant("t").strongest_neighbours("dana smith") == ["orbit labs"]  # type: ignore[union-attr]
+
+
 # --------------------------------------------------------------------------- follower on a real nats-server
 
 

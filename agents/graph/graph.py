@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
@@ -29,6 +30,11 @@ from contracts.messages import GraphFacts
 HOP_DECAY = 0.5
 MAX_NEIGHBOURS = 16
 MAX_QUESTION_NGRAM = 5
+# Bounds on the work of one expansion, whatever the corpus: an entity more chunks name than this says as little as
+# a stop word (a product name on every page) and is not scored; at most this many entities are scored (the
+# strongest first).
+MAX_ENTITY_CHUNKS = 1000
+MAX_SCORED_ENTITIES = 64
 _EPS = 1e-9
 
 
@@ -63,6 +69,7 @@ class TenantGraph:
         self.graph = nx.Graph()
         self.chunks: dict[str, dict[str, ChunkRef]] = {}  # entity key -> point id -> chunk
         self.docs: dict[str, _DocState] = {}
+        self._strongest: dict[str, list[str]] = {}  # cache: entity -> its MAX_NEIGHBOURS strongest neighbours
 
     def apply(self, facts: GraphFacts) -> bool:
         """Fold one message in; False when it was stale (an older revision than the document's latest)."""
@@ -92,6 +99,8 @@ class TenantGraph:
                 g.nodes[entity.key]["refs"] += 1
         for rel in facts.relations:
             a, b = rel.source, rel.target
+            self._strongest.pop(a, None)  # their strongest neighbours may change
+            self._strongest.pop(b, None)
             if sign > 0:
                 if not g.has_edge(a, b):
                     g.add_edge(a, b, weight=0.0, kinds={})
@@ -135,6 +144,15 @@ class TenantGraph:
                     found.add(key)
         return found
 
+    def strongest_neighbours(self, node: str) -> list[str]:
+        """The MAX_NEIGHBOURS neighbours of an entity with the heaviest edges (ties by key), cached until one of
+        its edges changes."""
+        cached = self._strongest.get(node)
+        if cached is None:
+            edges = heapq.nsmallest(MAX_NEIGHBOURS, self.graph[node].items(), key=lambda kv: (-kv[1]["weight"], kv[0]))
+            cached = self._strongest[node] = [neighbour for neighbour, _ in edges]
+        return cached
+
     def neighbourhood(self, seeds: set[str], hops: int) -> dict[str, float]:
         """Entities within `hops` of the seeds with their strength (1 for a seed, HOP_DECAY per hop)."""
         strength = dict.fromkeys(seeds, 1.0)
@@ -142,8 +160,7 @@ class TenantGraph:
         for _ in range(hops):
             nxt: list[str] = []
             for node in frontier:
-                edges = sorted(self.graph[node].items(), key=lambda kv: (-kv[1]["weight"], kv[0]))[:MAX_NEIGHBOURS]
-                for neighbour, _data in edges:
+                for neighbour in self.strongest_neighbours(node):
                     if neighbour not in strength:
                         strength[neighbour] = strength[node] * HOP_DECAY
                         nxt.append(neighbour)
@@ -188,7 +205,8 @@ def expand(graph: KnowledgeGraph, tenant: str, question: str, *, hops: int, limi
 
     A chunk's score sums, over the entities it mentions, the entity's strength (1 for an entity the question
     names, halved per hop) divided by 1 + ln(number of chunks that mention it), so a rare entity counts more
-    than one that every chunk names. Ties are broken by point id, so the order is deterministic.
+    than one that every chunk names; an entity named by more than `MAX_ENTITY_CHUNKS` chunks is not scored, and
+    at most `MAX_SCORED_ENTITIES` are (the strongest). Ties are broken by point id, so the order is deterministic.
     """
     tg = graph.tenant(tenant)
     if tg is None or limit < 1:
@@ -196,13 +214,19 @@ def expand(graph: KnowledgeGraph, tenant: str, question: str, *, hops: int, limi
     seeds = tg.question_entities(question)
     if not seeds:
         return []
-    scores: dict[ChunkRef, float] = {}
-    for key, strength in tg.neighbourhood(seeds, max(hops, 0)).items():
-        links = tg.chunks.get(key, {})
-        if not links:
-            continue
+    informative = [
+        (key, strength, links)
+        for key, strength in tg.neighbourhood(seeds, max(hops, 0)).items()
+        if 0 < len(links := tg.chunks.get(key, {})) <= MAX_ENTITY_CHUNKS
+    ]
+    scores: dict[str, float] = {}  # by point id (hashing a string is cheaper than hashing a ChunkRef)
+    refs: dict[str, ChunkRef] = {}
+    for _key, strength, links in heapq.nsmallest(
+        MAX_SCORED_ENTITIES, informative, key=lambda e: (-e[1], len(e[2]), e[0])
+    ):
         weight = strength / (1.0 + math.log(len(links)))
-        for ref in links.values():
-            scores[ref] = scores.get(ref, 0.0) + weight
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0].point_id))[:limit]
-    return [GraphHit(ref, score) for ref, score in ranked]
+        for point, ref in links.items():
+            scores[point] = scores.get(point, 0.0) + weight
+            refs[point] = ref
+    ranked = heapq.nsmallest(limit, scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [GraphHit(refs[point], score) for point, score in ranked]
