@@ -31,19 +31,15 @@ def _stem(word: str) -> str:
     return _STEMMER.stemWord(word)
 
 
-def terms(text: str) -> set[str]:
-    """Lower-cased content words (stopwords removed, plurals stemmed); hyphenated words are kept whole and split."""
+@functools.lru_cache(maxsize=32768)
+def terms(text: str) -> frozenset[str]:
+    """Lower-cased content words (stopwords removed, stemmed); hyphenated words are kept whole and split.
+
+    Cached: the reranker and the answerer meet the same chunks and sentences again and again."""
     words = _WORD.findall(text.lower())
     out = {_stem(w) for w in words if w not in STOPWORDS}
     out.update(_stem(part) for w in words if "-" in w for part in w.split("-") if part and part not in STOPWORDS)
-    return out
-
-
-def overlap(query_terms: set[str], text: str) -> float:
-    """Share of the query's terms that appear in `text` (0..1)."""
-    if not query_terms:
-        return 0.0
-    return len(query_terms & terms(text)) / len(query_terms)
+    return frozenset(out)
 
 
 def sentences(text: str) -> list[str]:
