@@ -4,6 +4,7 @@ what an image search costs through a running engine.
     .venv/bin/python bench/image_search.py              # hash robustness only (seconds)
     .venv/bin/python bench/image_search.py --engine     # and /v1/search latency, image vs text (a minute)
     .venv/bin/python bench/image_search.py --engine --no-ocr   # the same without OCR of the query image
+    .venv/bin/python bench/image_search.py --clip-speed # CLIP towers' CPU speed at ViT-B/32 size (random weights)
 
 Pictures: the two photographs scikit-learn ships (china.jpg, flower.jpg), 40 crops of them (different pictures
 that share colours and texture: the hard negatives) and 20 generated drawings. Each is transformed the ways an
@@ -126,13 +127,43 @@ async def engine_latency(queries: int, ocr: bool) -> None:
         engine.stop()
 
 
+def clip_speed(batch: int = 32) -> None:
+    """CLIP towers' CPU cost at ViT-B/32 size (transformers' default CLIPConfig, random weights: speed, not quality)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from agents.clip import ClipEncoder
+    from tests.tiny_clip import make_tiny_clip
+
+    folder = make_tiny_clip(Path(tempfile.mkdtemp(prefix="mmrag-clip-")) / "vit-b-32")  # its tokenizer and files
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"vocab_size": 200, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1})
+    CLIPModel(config).save_pretrained(folder)  # ViT-B/32 towers (224 px, 512-d) over the tiny vocabulary
+    (folder / "preprocessor_config.json").unlink()
+    encoder = ClipEncoder(folder, batch_size=batch)
+    images = [picture(i, (640, 480)) for i in range(batch)]
+    texts = [f"overview photo of pump station {i} with its pressure gauge" for i in range(batch)]
+    encoder.embed_images(images[:2])  # warm-up
+    for name, run in (("image tower", lambda: encoder.embed_images(images)), ("text tower", lambda: encoder.embed_texts(texts))):
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run()
+            runs.append(time.perf_counter() - t0)
+        print(f"CLIP ViT-B/32 {name}: {batch / statistics.median(runs):6.1f} items/s (batch {batch}, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads, median of 3)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", action="store_true", help="also time /v1/search through mmrag up")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--no-ocr", action="store_true", help="engine with MMRAG_QUERY_IMAGE_OCR=false")
+    parser.add_argument("--clip-speed", action="store_true", help="also time CLIP's towers at ViT-B/32 size")
     args = parser.parse_args()
     hash_robustness()
+    if args.clip_speed:
+        clip_speed()
     if args.engine:
         asyncio.run(engine_latency(args.queries, ocr=not args.no_ocr))
 
