@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+import nats.errors
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
@@ -101,7 +102,9 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         while True:
             try:
                 await self.tick(generations)
-            except Exception:  # noqa: BLE001 - NATS away for a while: try again next tick
+            except (nats.errors.Error, TimeoutError) as err:  # NATS away for a while: one line, try again
+                log.warning("reindexer: NATS did not answer (%r); trying again", err)
+            except Exception:  # noqa: BLE001 - a bug: logged with its traceback, the agents keep running
                 log.exception("reindexer: tick failed")
             await asyncio.sleep(TICK_S)
 
