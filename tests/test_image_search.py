@@ -20,6 +20,7 @@ from PIL import Image
 
 from agents.clip import ClipEncoder
 from agents.image_vectors import PerceptualHashEncoder
+from agents.parser.ocr_agent import NO_TEXT
 from agents.query_images import CrossModalQueries, ImageQuery, image_ranking
 from agents.retriever import _search
 from agents.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint
@@ -151,6 +152,20 @@ async def test_an_image_finds_the_page_that_shows_it_without_clip(plain_engine: 
         assert left == []
     finally:
         await nc.close()
+
+
+async def test_an_uploaded_picture_without_any_text_is_indexed_and_found_by_picture(plain_engine: Engine, http) -> None:
+    photo = picture(77, (500, 375))
+    resp = await upload_bytes(http, plain_engine.url, png(photo), "holiday.png", "image/png")
+    assert resp.status == 202, await resp.text()
+    doc_id = (await resp.json())["doc_id"]
+    status = await wait_status(http, plain_engine.url, doc_id, {"indexed", "failed"}, timeout_s=120)
+    assert status["status"] == "indexed" and status["chunks_total"] == 1, status
+    status, result = await image_search(http, plain_engine.url, jpeg(photo.resize((250, 188))), content_type="image/jpeg")
+    assert status == 200, result
+    top = result["hits"][0]
+    assert (top["doc_id"], top["modality"], top["text"]) == (doc_id, "image", NO_TEXT), result["hits"][:2]
+    assert top["image"]["width"] == 500
 
 
 async def test_the_text_in_a_query_image_finds_the_page_that_says_it(plain_engine: Engine, http) -> None:

@@ -6,7 +6,8 @@ models shipped in the `rapidocr` wheel, and publishes what it read as the batch 
 - a page: OCR lines in page points, grouped into paragraphs and chunked like text (`source="ocr"`), so a
   sentence of a scan is a `text` hit on its page with its bbox;
 - an image: one `image` chunk (or a few, if long) whose text is the caption, the OCR text and, when the image
-  has neither, the text near it; its bbox is the image's on the page and it carries the image's reference.
+  has neither, the text near it (a picture with none of them still gets one chunk, `NO_TEXT`, so its image vector
+  makes it findable by picture); its bbox is the image's on the page and it carries the image's reference.
 
 A raster with nothing readable yields an empty batch, recorded as indexed with no chunks. This agent lives in
 the parser package because it shares the parser's document library (chunking, OCR); it is its own agent and
@@ -50,19 +51,26 @@ def read_page(raster: bytes, bbox: tuple[float, float, float, float], max_tokens
     return list(page_chunks(content, [], max_tokens, wordpiece_counter()))
 
 
+# The text of an image chunk whose image holds no words and has no caption or nearby text (what a hit shows).
+NO_TEXT = "(a picture with no text)"
+
+
 def read_image(
     raster: bytes, caption: str | None, nearby: str | None, bbox, max_tokens: int = MAX_TOKENS
 ) -> list[ParsedChunk]:
     """The text an image chunk carries: caption + OCR text, or the nearby text when it has neither."""
+    readable = True
     try:
         lines = ocr_image(raster, settings=DEFAULT_OCR)
         ocr_text = "\n".join(line.text for line in lines if sum(ch.isalnum() for ch in line.text) >= 2)
     except ImageRejected as err:
         log.info("ocr: image not readable (%s); indexing its caption only", err)
-        ocr_text = ""
+        ocr_text, readable = "", False
     text = "\n".join(t for t in (caption, ocr_text) if t) or (nearby or "")
     if not text.strip():
-        return []
+        # A readable picture with no words around or in it is still found by its image vector (the embedder's:
+        # CLIP, or its perceptual hash): it gets a chunk saying so; an unreadable one has nothing to index.
+        return [ParsedChunk(1, bbox, NO_TEXT, "image")] if readable else []
     count = wordpiece_counter()
     return [ParsedChunk(1, bbox, piece, "image") for piece in split_to_tokens(text, max_tokens, count)]
 
