@@ -211,7 +211,7 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
             # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
             stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
                                    attempt=d.num_delivered)  # fmt: skip
-            await answer(request.query, d.payload.hits, stream, self._chain,
+            await answer(request.query or "", d.payload.hits, stream, self._chain,
                          abstain_threshold=self._ctx.settings.abstain_threshold)  # fmt: skip
 
     async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
