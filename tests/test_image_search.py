@@ -5,6 +5,8 @@ retriever's fused search over a real Qdrant Edge store with image vectors (text 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import json
 import subprocess
@@ -24,10 +26,12 @@ from agents.parser.ocr_agent import NO_TEXT
 from agents.query_images import CrossModalQueries, ImageQuery, image_ranking
 from agents.retriever import _search
 from agents.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint
-from contracts.messages import ImageRef, QueryImage, QueryMode, QueryRequest
-from contracts.topology import QUERY_IMAGES_BUCKET
+from contracts.messages import ImageRef, QueryImage, QueryMode, QueryRequest, ResultsEvent
+from contracts.topology import QUERY_IMAGES_BUCKET, Subjects
 from tests.engine import BIN, Engine, upload_bytes, wait_status
 from tests.factories import png_bomb, render_text_image
+from tests.test_auth import A, WAIT_S, first_request, requests_seen
+from tests.test_auth import auth_edge  # noqa: F401 - the fixture: an edge app with auth on and four keys
 from tests.test_clip import jpeg, picture
 from tests.tiny_clip import PROJECTION_DIM, make_tiny_clip
 
@@ -252,6 +256,36 @@ async def test_with_clip_an_image_finds_its_page_through_the_image_tower(clip_en
             assert status == 200, (name, result)
             assert_top_is_page(result, doc_id, page)
     assert "clip:tiny-clip" in clip_engine.log_tail(200_000)  # the engine loaded the configured checkpoint
+
+
+# --------------------------------------------------------------------------- the edge API alone, auth on
+
+
+async def test_an_image_search_goes_out_for_the_keys_tenant_with_its_image_and_leaves_none(auth_edge) -> None:  # noqa: F811
+    nc = auth_edge.nc
+    data = png(picture(5))
+    form = aiohttp.FormData()
+    form.add_field("image", data, filename="q.png", content_type="image/png")
+    form.add_field("query", "pump")
+    bucket = await nc.jetstream().object_store(QUERY_IMAGES_BUCKET)
+    async with requests_seen(nc) as requests:
+        search = asyncio.create_task(auth_edge.call("POST", "/v1/search", auth_edge.keys["a_reader"], data=form))
+        subject, request = await first_request(requests, search)
+        assert subject == f"query.retrieve.{A}" and request.tenant == A  # the key's tenant, never the form's
+        assert request.image is not None and request.image.object_name == f"{A}/{request.request_id}"
+        assert (request.query, request.mode) == ("pump", QueryMode.SEARCH)
+        assert (await bucket.get(request.image.object_name)).data == data  # what the retriever will read
+        assert request.image.sha256 == hashlib.sha256(data).hexdigest() and request.image.size == len(data)
+        results = ResultsEvent(request_id=request.request_id, seq=0, hits=[])
+        await nc.publish(Subjects.answer(A, request.request_id), results.model_dump_json().encode())
+        status, body, _ = await asyncio.wait_for(search, WAIT_S)
+        assert (status, body) == (200, {"hits": []})
+    with pytest.raises(nats.js.errors.NotFoundError):  # removed when the search ended
+        await bucket.get(request.image.object_name)
+    no_key = aiohttp.FormData()
+    no_key.add_field("image", data, filename="q.png", content_type="image/png")
+    status, body, _ = await auth_edge.call("POST", "/v1/search", None, data=no_key)
+    assert status == 401
 
 
 # --------------------------------------------------------------------------- below the engine
