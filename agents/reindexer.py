@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -54,6 +55,7 @@ from contracts.topology import (
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+COUNT_EVERY_S = 5.0
 _DROPPABLE = (GenerationState.RETIRED, GenerationState.CANCELLED)
 # Read order of a generation's consumers: upstream first (see the module docstring).
 _STAGES = ("parser", "deleter", "ocr-interactive", "ocr-bulk", "embedder-text-interactive", "embedder-text-bulk",
@@ -79,6 +81,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self._task: asyncio.Task[None] | None = None
+        self._counted_at: dict[int, float] = {}  # generation -> when its documents were last counted
         self._invalidator = EpochInvalidator(ctx.settings.redis_url)  # the edge API's answer cache
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
@@ -129,6 +132,12 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
                 ready = False  # no agent process has started this generation's consumers yet
                 continue
             pending += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        # Counting documents reads every progress key of both generations: while messages are still pending
+        # (the flip cannot happen yet) it is done every COUNT_EVERY_S only; once nothing is pending, every tick.
+        now = time.monotonic()
+        if ready and pending and now - self._counted_at.get(record.generation, -COUNT_EVERY_S) < COUNT_EVERY_S:
+            return record.progress.model_copy(update={"pending_messages": pending, "consumers_ready": ready})
+        self._counted_at[record.generation] = now
         kv = await js.key_value(PROGRESS_BUCKET)
         assert record.source_generation is not None
         old = await progress_records(kv, IndexGeneration(record.source_generation))

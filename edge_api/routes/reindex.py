@@ -9,7 +9,7 @@
 - ``DELETE /v1/reindex/{id}``: cancel a building generation (409 ``not_cancellable`` once its flip began, or
   when it is not building): its consumers stop and the coordinator drops it at once.
 - ``GET /v1/reindex/{id}/events``: Server-Sent Events ``progress`` (the view, each time it changes) until the
-  generation serves (or is retired/dropped), then ``done`` with the final view.
+  generation is no longer building (it serves, or was cancelled), then ``done`` with the final view.
 
 The edge API never touches the vector store or the consumers: it writes and reads records; the agents act.
 """
