@@ -7,15 +7,15 @@ during a burst of document ingests.
 
 Everything runs as real processes against a nats-server started here (no engine, no HTTP):
 
-1. Embedding stage alone. For each setup (1 replica; 2 replicas each with ONNX Runtime on all cores; 2 replicas
-   with one thread each), the replicas are started as `mmrag agent embedder` processes sharing the embedder's
+1. Embedding stage alone. For each setup (1 replica; 2 replicas each with ONNX Runtime on all cores; 1 replica
+   with one thread; 2 replicas with one thread each), the replicas are started as `mmrag agent embedder` processes sharing the embedder's
    durable consumers; once every replica serves /health (its workers are pulling), `--batches` pre-parsed batches
    of `--chunks` chunks are published at once to ``chunks.parsed.g1.text.bulk.<tenant>``. The clock runs from
    the first publish to the last ``chunks.embedded`` stored. Printed: chunks/s, the ratio to 1 replica, and the
    replicas' CPU seconds per 1,000 chunks (on a machine with few cores, replicas compete for the same cores:
    the CPU cost tells oversubscription from a real gain).
 2. A burst of document ingests through the pipeline: one process runs the parser and the indexer (embedded
-   Qdrant), two run the embedder. `--docs` text PDFs of `--pages` pages are submitted at once (upload in the
+   Qdrant), `--embedders` (2) run the embedder (one ONNX Runtime thread each when more than one). `--docs` text PDFs of `--pages` pages are submitted at once (upload in the
    Object Store + ``docs.ingest``, as the edge API does). Every `--sample-s` the server's pending + ack-pending
    of each ingest durable is read (the numbers behind ``mmrag_consumer_pending`` / ``_ack_pending``, which the
    replicas export every 5 s; the last column is that gauge as scraped from the replicas, max over them, as an
@@ -126,8 +126,8 @@ class Agent:
 
 
 def parsed_batch(tenant: str, n: int, chunks: int) -> ChunksParsed:
-    # The document id names the tenant too: the embedder's Nats-Msg-Id (`g1:<doc>:<rev>:embedded:<batch>`) does
-    # not, so the same doc id under two tenants within the 2-minute duplicate window would be dropped as a dup.
+    # Unique per setup: the embedder's Nats-Msg-Id is `g1:<doc>:<revision>:embedded:<batch>`. In the pipeline the
+    # revision is the docs.ingest stream sequence (unique); these synthetic batches all say revision 1.
     doc_id = f"{tenant}-doc{n:05d}"
     return ChunksParsed(
         doc_id=doc_id, tenant=tenant, generation=GEN.number, revision=1, batch_index=0,
@@ -314,8 +314,10 @@ async def main(args: argparse.Namespace) -> None:
             await ensure_topology(js)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 if not args.skip_stage:
+                    # 1 replica with 1 thread is the control: it tells the gain of a second replica from the
+                    # gain of giving ONNX Runtime fewer threads on a busy machine.
                     setups = [("1 replica, all cores", 1, None), ("2 replicas, all cores each", 2, None),
-                              ("2 replicas, 1 thread each", 2, 1)]  # fmt: skip
+                              ("1 replica, 1 thread", 1, 1), ("2 replicas, 1 thread each", 2, 1)]  # fmt: skip
                     rows = []
                     for n, (label, replicas, threads) in enumerate(setups):
                         rows.append(await embedding_stage(
