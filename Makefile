@@ -23,7 +23,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 # The browser of the web UI tests (tests/test_webui.py): Debian's Chromium, driven by Playwright through
 # `executable_path` (never `playwright install`, which downloads a browser). Installed when missing and we are
-# root; otherwise a message (`make run` needs no browser; those tests then fail saying how to install it).
+# root; otherwise a message (those tests then fail saying how to install it). Only `make test` needs it: `make run`
+# never installs a browser.
 CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -32,14 +33,12 @@ $(CHROMIUM):
 		echo "NOTE: $(CHROMIUM) is missing and this is not root: the web UI tests need it (apt-get install -y chromium)"; \
 	fi
 
-install: $(VENV)/.installed $(CHROMIUM)
+install: $(VENV)/.installed
 
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-# The renderer of the Kubernetes tests (kubectl kustomize, else kustomize): skipped when one already works.
-
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
