@@ -120,13 +120,24 @@ async def agents_node(http: aiohttp.ClientSession, nodes: list[Node]) -> Node | 
 
 
 async def upload_until_accepted(http: aiohttp.ClientSession, url: str, data: bytes, filename: str) -> str:
-    """Upload; a 503 while the cluster elects new leaders is retried (the edge API says nothing was stored)."""
+    """Upload as a careful client does while the cluster elects new leaders: 503 ``backbone_unavailable`` (nothing
+    was stored) is retried; 503 ``submission_unconfirmed`` is settled by the document's status first (200: it
+    was stored, keep that id; 404: it was not, upload again), so a retry never submits a document twice."""
     async with asyncio.timeout(180):
         while True:
             resp = await upload_bytes(http, url, data, filename)
             if resp.status == 202:
                 return (await resp.json())["doc_id"]
             assert resp.status == 503, (resp.status, await resp.text())
+            error = (await resp.json())["error"]
+            if error["code"] == "submission_unconfirmed":
+                while True:
+                    async with http.get(f"{url}/v1/documents/{error['doc_id']}") as status:
+                        if status.status == 200:
+                            return error["doc_id"]
+                        if status.status == 404:
+                            break
+                    await asyncio.sleep(0.5)
             await asyncio.sleep(0.5)
 
 

@@ -12,8 +12,10 @@ each), so what is asserted is what the adapter sends:
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -106,7 +108,7 @@ async def qdrant_stand_in() -> AsyncIterator[tuple[str, list[tuple[str, str, dic
         requests.append((request.method, request.path, body))
         path = request.path
         if path == "/":  # the client's version check
-            return web.json_response({"title": "qdrant - vector search engine", "version": "1.15.0"})
+            return web.json_response({"title": "qdrant - vector search engine", "version": version("qdrant-client")})
         if path == "/aliases" or path.endswith("/aliases"):
             return ok({"aliases": []})
         if path.endswith("/exists"):
@@ -135,6 +137,9 @@ async def test_the_settings_reach_the_create_collection_request(
     try:
         await shared.load({Resource.VECTOR_STORE})  # as the host does for the indexer and the retriever
         await shared.in_store(lambda store: store.create_collection("mmrag-g1", SCHEMA))
+        async with asyncio.timeout(30):  # qdrant-client checks the server's version from a thread of its own:
+            while not any(r[:2] == ("GET", "/") for r in requests):  # let it finish before the stand-in stops
+                await asyncio.sleep(0.05)
     finally:
         shared.close()
     [(_, _, body)] = [r for r in requests if r[0] == "PUT" and r[1] == "/collections/mmrag-g1"]
