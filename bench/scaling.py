@@ -180,7 +180,10 @@ async def scraped_gauge(http: aiohttp.ClientSession, agents: list[Agent], durabl
         total, found = 0.0, False
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name in ("mmrag_consumer_pending", "mmrag_consumer_ack_pending") and s.labels.get("durable") in durables:
+                if (
+                    s.name in ("mmrag_consumer_pending", "mmrag_consumer_ack_pending")
+                    and s.labels.get("durable") in durables
+                ):
                     total += s.value
                     found = True
         if found:
@@ -198,8 +201,7 @@ async def embedding_stage(
     tenant = f"stage{setup}-{os.getpid()}"
     env = {"MMRAG_FETCH_BATCH": "1", **({"MMRAG_EMBEDDING_THREADS": str(threads)} if threads else {})}
     agents = [
-        Agent(["embedder"], f"embedder-s{setup}-{i}", env, work / f"embedder-s{setup}-{i}.log")
-        for i in range(replicas)
+        Agent(["embedder"], f"embedder-s{setup}-{i}", env, work / f"embedder-s{setup}-{i}.log") for i in range(replicas)
     ]
     try:
         for agent in agents:
@@ -223,7 +225,13 @@ async def embedding_stage(
         for agent in agents:
             agent.stop()
     n = batches * chunks
-    return {"setup": label, "chunks": n, "seconds": elapsed, "chunks/s": n / elapsed, "cpu s / 1k chunks": cpu / n * 1000}
+    return {
+        "setup": label,
+        "chunks": n,
+        "seconds": elapsed,
+        "chunks/s": n / elapsed,
+        "cpu s / 1k chunks": cpu / n * 1000,
+    }
 
 
 # --------------------------------------------------------------------------- part 2: a burst of ingests
@@ -302,7 +310,9 @@ def print_rows(title: str, rows: list[dict]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"cores: {os.cpu_count()}  load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"cores: {os.cpu_count()}  load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True
+    )
     with tempfile.TemporaryDirectory(prefix="mmrag-scaling-") as tmp:
         work = Path(tmp)
         port = free_port()
@@ -325,7 +335,9 @@ async def main(args: argparse.Namespace) -> None:
                             batches=args.batches, chunks=args.chunks,
                         ))  # fmt: skip
                         print(f"  {label}: {rows[-1]['chunks/s']:.1f} chunks/s", flush=True)
-                    print_rows(f"embedding stage: {args.batches} batches x {args.chunks} chunks published at once", rows)
+                    print_rows(
+                        f"embedding stage: {args.batches} batches x {args.chunks} chunks published at once", rows
+                    )
                 if not args.skip_burst:
                     await burst(js, http, nats_url, work, docs=args.docs, pages=args.pages, embedders=args.embedders,
                                 sample_s=args.sample_s)  # fmt: skip

@@ -186,7 +186,9 @@ async def test_engine_on_a_cluster_indexes_every_document_once_through_the_loss_
         async with aiohttp.ClientSession(timeout=timeout) as http:
             victim = await agents_node(http, cluster)
             assert victim is not None, "the agents' connection is on no node"
-            pdfs = [make_pdf([f"Cluster document {i}. The otter number of this page is {1000 + i}."]) for i in range(DOCS)]
+            pdfs = [
+                make_pdf([f"Cluster document {i}. The otter number of this page is {1000 + i}."]) for i in range(DOCS)
+            ]
             for i, pdf in enumerate(pdfs):
                 if i == DOCS // 2:  # half submitted, the first ones being parsed, embedded, indexed
                     victim.proc.kill()
@@ -218,6 +220,12 @@ async def test_engine_on_a_cluster_indexes_every_document_once_through_the_loss_
             js = nc.jetstream()
             assert (await js.stream_info(DOCS_STREAM.name)).config.num_replicas == 3
             submitted = await per_document(js, "docs.ingest.>")
+            # The indexer records `indexed` in the progress KV first, then publishes the event: it may still be
+            # on its way (a publish retried through the failover).
+            async with asyncio.timeout(120):
+                while sum(((await js.stream_info(DOCS_STREAM.name, subjects_filter="docs.indexed.>")).state.subjects
+                           or {}).values()) < DOCS:  # fmt: skip
+                    await asyncio.sleep(0.5)
             indexed = await per_document(js, "docs.indexed.>")
         finally:
             await nc.close()

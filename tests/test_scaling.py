@@ -82,7 +82,9 @@ def replicas(nats_server: NatsServer, tmp_path: Path) -> Iterator[list[tuple[str
             "MMRAG_EMBEDDING_THREADS": "1",
         }  # fmt: skip
         log = (tmp_path / f"{name}.log").open("ab")
-        proc = subprocess.Popen([str(BIN / "mmrag"), "agent", "embedder"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(BIN / "mmrag"), "agent", "embedder"], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         started.append((name, port, proc))
     yield started
     for _, _, proc in started:
@@ -161,7 +163,9 @@ async def test_two_embedder_processes_share_the_work_and_handle_each_batch_once(
             samples = [await scrape(http, port) for _, port, _ in replicas]
             gauges = [
                 {
-                    durable: s.get(("mmrag_consumer_pending", frozenset({"stream": "CHUNKS", "durable": durable}.items())))
+                    durable: s.get(
+                        ("mmrag_consumer_pending", frozenset({"stream": "CHUNKS", "durable": durable}.items()))
+                    )
                     for durable in (BULK, INTERACTIVE)
                 }
                 for s in samples

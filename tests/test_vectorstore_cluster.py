@@ -52,7 +52,11 @@ def test_the_layout_refuses_what_a_cluster_could_never_do() -> None:
 
 def test_the_builder_carries_the_layout_and_nothing_for_the_default() -> None:
     params = create_collection_params(SCHEMA, LAYOUT)
-    assert {k: params[k] for k in CLUSTER_KEYS} == {"shard_number": 6, "replication_factor": 3, "write_consistency_factor": 2}
+    assert {k: params[k] for k in CLUSTER_KEYS} == {
+        "shard_number": 6,
+        "replication_factor": 3,
+        "write_consistency_factor": 2,
+    }
     assert params["vectors_config"][TEXT_DENSE].size == 4 and params["sparse_vectors_config"] is not None
     default = create_collection_params(SCHEMA, ClusterLayout())
     assert not set(CLUSTER_KEYS) & set(default)  # the server decides
@@ -79,14 +83,20 @@ def test_the_store_creates_collections_with_its_layout_in_local_mode() -> None:
         store.create_collection("mmrag-g1", SCHEMA)  # idempotent: not created twice
         [created] = client.created
         assert created["name"] == "mmrag-g1"
-        assert {k: created[k] for k in CLUSTER_KEYS} == {"shard_number": 6, "replication_factor": 3, "write_consistency_factor": 2}
+        assert {k: created[k] for k in CLUSTER_KEYS} == {
+            "shard_number": 6,
+            "replication_factor": 3,
+            "write_consistency_factor": 2,
+        }
         # Local mode accepted the layout; the collection works as any other.
         payload = PointPayload(
             tenant="a", doc_id="d", revision=1, chunk_id="d:1:0", index=0, page=1, bbox=None, modality="text",
             text="otters", filename="f.pdf",
         )  # fmt: skip
         store.upsert("mmrag-g1", [VectorPoint(id=str(uuid.uuid4()), payload=payload, text=[1.0, 0.0, 0.0, 0.0])])
-        hits = store.search("mmrag-g1", [1.0, 0.0, 0.0, 0.0], using=TEXT_DENSE, filter=SearchFilter(tenant="a"), limit=3)
+        hits = store.search(
+            "mmrag-g1", [1.0, 0.0, 0.0, 0.0], using=TEXT_DENSE, filter=SearchFilter(tenant="a"), limit=3
+        )
         assert [h.payload.text for h in hits] == ["otters"]
     finally:
         store.close()
@@ -143,7 +153,11 @@ async def test_the_settings_reach_the_create_collection_request(
     finally:
         shared.close()
     [(_, _, body)] = [r for r in requests if r[0] == "PUT" and r[1] == "/collections/mmrag-g1"]
-    assert {k: body.get(k) for k in CLUSTER_KEYS} == {"shard_number": 6, "replication_factor": 3, "write_consistency_factor": 2}
+    assert {k: body.get(k) for k in CLUSTER_KEYS} == {
+        "shard_number": 6,
+        "replication_factor": 3,
+        "write_consistency_factor": 2,
+    }
     assert body["vectors"][TEXT_DENSE]["size"] == 4
     assert not (tmp_path / "qdrant").exists()  # the embedded engine was not opened
 

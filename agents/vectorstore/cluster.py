@@ -35,10 +35,7 @@ class ClusterLayout:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if (
-            self.write_consistency_factor is not None
-            and self.write_consistency_factor > (self.replication_factor or 1)
-        ):
+        if self.write_consistency_factor is not None and self.write_consistency_factor > (self.replication_factor or 1):
             raise ValueError(
                 f"write_consistency_factor {self.write_consistency_factor} exceeds replication_factor "
                 f"{self.replication_factor or 1}: a write could never be acknowledged"
