@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from bus.kv import compare_and_set, current_values
 from contracts.generations import (
     SERVING_KEY,
     GenerationRecord,
@@ -28,6 +29,10 @@ from contracts.topology import INDEX_BUCKET, PROGRESS_BUCKET, IndexGeneration
 log = logging.getLogger(__name__)
 
 RecordUpdate = Callable[[GenerationRecord | None], GenerationRecord | None]
+
+
+def _decode_record(value: bytes | None) -> GenerationRecord | None:
+    return GenerationRecord.model_validate_json(value) if value else None
 
 
 class ReindexConflict(RuntimeError):
@@ -75,18 +80,12 @@ class GenerationStore:
 
     async def all(self) -> list[GenerationRecord]:
         """Every generation record, oldest first (one watch of ``gen.*``: the current value of each key)."""
-        watcher = await self._kv.watch("gen.*", ignore_deletes=True)
         records = []
-        try:
-            while (entry := await watcher.updates(timeout=5.0)) is not None:
-                if not entry.value:
-                    continue
-                try:
-                    records.append(GenerationRecord.model_validate_json(entry.value))
-                except ValueError:  # written by hand or by a newer version: never take every agent down for it
-                    log.warning("generation record %s is not readable; ignored", entry.key)
-        finally:
-            await watcher.stop()
+        for key, value in await current_values(self._kv, "gen.*"):
+            try:
+                records.append(GenerationRecord.model_validate_json(value))
+            except ValueError:  # written by hand or by a newer version: never take every agent down for it
+                log.warning("generation record %s is not readable; ignored", key)
         return sorted(records, key=lambda r: r.generation)
 
     # ------------------------------------------------------------------ changes
@@ -111,26 +110,7 @@ class GenerationStore:
     async def update(self, number: int, change: RecordUpdate, *, attempts: int = 50) -> GenerationRecord | None:
         """Apply `change` to generation `number`'s record atomically; None/unchanged writes nothing."""
         key = generation_key(IndexGeneration(number))
-        for _ in range(attempts):
-            try:
-                entry = await self._kv.get(key)
-                current = GenerationRecord.model_validate_json(entry.value) if entry.value else None
-                revision: int | None = entry.revision
-            except KeyNotFoundError:
-                current, revision = None, None
-            new = change(current)
-            if new is None or new == current:
-                return current
-            payload = new.model_dump_json().encode()
-            try:
-                if revision is None:
-                    await self._kv.create(key, payload)
-                else:
-                    await self._kv.update(key, payload, last=revision)
-                return new
-            except KeyWrongLastSequenceError:
-                continue
-        raise RuntimeError(f"generation record {key} kept changing under {attempts} attempts")
+        return await compare_and_set(self._kv, key, _decode_record, change, attempts=attempts)
 
     async def cancel(self, number: int) -> GenerationRecord | None:
         """Cancel a building generation (None if there is no such generation; `NotCancellable` if it is not
@@ -180,20 +160,14 @@ class GenerationStore:
 
 async def progress_records(kv: KeyValue, gen: IndexGeneration) -> dict[tuple[str, str], DocumentProgress]:
     """Every progress record of a generation, by (tenant, doc_id): one watch of ``g<N>.>``."""
-    watcher = await kv.watch(f"{gen.token}.>", ignore_deletes=True)
     records: dict[tuple[str, str], DocumentProgress] = {}
-    try:
-        while (entry := await watcher.updates(timeout=5.0)) is not None:
-            if not entry.value:
-                continue
-            try:
-                record = DocumentProgress.model_validate_json(entry.value)
-            except ValueError:
-                log.warning("progress record %s is not readable; not counted", entry.key)
-                continue
-            records[(record.tenant, record.doc_id)] = record
-    finally:
-        await watcher.stop()
+    for key, value in await current_values(kv, f"{gen.token}.>"):
+        try:
+            record = DocumentProgress.model_validate_json(value)
+        except ValueError:
+            log.warning("progress record %s is not readable; not counted", key)
+            continue
+        records[(record.tenant, record.doc_id)] = record
     return records
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from bus.kv import compare_and_set
 from contracts.messages import DocumentProgress, DocumentStatus, utcnow
 from contracts.topology import IndexGeneration, progress_key
 
@@ -41,28 +42,9 @@ class ProgressStore:
     async def update(self, tenant: str, doc_id: str, change: Update, *, attempts: int = 50) -> DocumentProgress | None:
         """Apply `change` to the current value (None if absent) atomically; returns the stored value.
 
-        `change` returning its argument unchanged (the same object), or None, writes nothing.
+        `change` returning None, its argument or an equal value writes nothing.
         """
-        key = self.key(tenant, doc_id)
-        for _ in range(attempts):
-            try:
-                entry = await self._kv.get(key)
-                current, revision = decode(entry.value), entry.revision
-            except KeyNotFoundError:
-                current, revision = None, None
-            new = change(current)
-            if new is None or new is current:
-                return current
-            payload = new.model_dump_json().encode()
-            try:
-                if revision is None:
-                    await self._kv.create(key, payload)
-                else:
-                    await self._kv.update(key, payload, last=revision)
-                return new
-            except KeyWrongLastSequenceError:
-                continue  # someone else updated it first: re-read and re-apply
-        raise RuntimeError(f"progress of {key} kept changing under {attempts} attempts")
+        return await compare_and_set(self._kv, self.key(tenant, doc_id), decode, change, attempts=attempts)
 
     def new(self, tenant: str, doc_id: str, revision: int, status: DocumentStatus, **fields: object) -> DocumentProgress:
         return DocumentProgress(

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
 
+from bus.kv import current_values
 from bus.objects import UploadTooLarge, put_stream
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish
@@ -313,23 +314,16 @@ def _list_cursor(request: web.Request) -> str | None:
 async def _tenant_documents(bb: Backbone, tenant: str) -> list[DocumentProgress]:
     """Every progress record of the tenant in the serving generation, via a watch on ``g<gen>.<tenant>.*``.
 
-    (Not ``kv.keys(filters=...)``: nats-py filters those client-side by substring, over every key of every
-    tenant.) The watch delivers the current value of each key, then a None marker.
+    (Not ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of every tenant.)
     """
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
-    watcher = await kv.watch(pattern, ignore_deletes=True)
     records = []
-    try:
-        while (entry := await watcher.updates(timeout=5.0)) is not None:
-            if not entry.value:
-                continue
-            try:
-                records.append(DocumentProgress.model_validate_json(entry.value))
-            except ValueError:
-                log.warning("progress record %s is not readable; skipped in the list", entry.key)
-    finally:
-        await watcher.stop()
+    for key, value in await current_values(kv, pattern):
+        try:
+            records.append(DocumentProgress.model_validate_json(value))
+        except ValueError:
+            log.warning("progress record %s is not readable; skipped in the list", key)
     return records
 
 

@@ -1,0 +1,61 @@
+"""Two JetStream KV patterns used by every record kind we keep in a bucket (progress, generations).
+
+- :func:`compare_and_set`: a read-modify-write on one key, retried on a revision conflict, so concurrent writers
+  (N indexers, the parser, the coordinator) never lose an update nor apply one to a stale value;
+- :func:`current_values`: the current value of every key matching a pattern, through one watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+T = TypeVar("T")
+
+
+async def compare_and_set(kv: KeyValue, key: str, decode: Callable[[bytes | None], T | None],
+                          change: Callable[[T | None], T | None], *, attempts: int = 50) -> T | None:  # fmt: skip
+    """Apply ``change`` to the decoded current value of ``key`` (None if absent) atomically; return what is stored.
+
+    ``change`` returning None, its argument, or an equal value writes nothing (and returns the current value).
+    Raises RuntimeError when the key kept changing under ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        try:
+            entry = await kv.get(key)
+            current, revision = decode(entry.value), entry.revision
+        except KeyNotFoundError:
+            current, revision = None, None
+        new = change(current)
+        if new is None or new is current or new == current:
+            return current
+        payload = new.model_dump_json().encode()  # type: ignore[attr-defined]  (a pydantic model)
+        try:
+            if revision is None:
+                await kv.create(key, payload)
+            else:
+                await kv.update(key, payload, last=revision)
+            return new
+        except KeyWrongLastSequenceError:
+            continue  # someone else wrote first: re-read and re-apply
+    raise RuntimeError(f"{key} kept changing under {attempts} attempts")
+
+
+async def current_values(kv: KeyValue, pattern: str, *, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:
+    """(key, value) of every live key matching ``pattern`` (deleted and empty values left out).
+
+    One watch, which delivers the current value of each key and then a None marker. (Not
+    ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of the bucket.)
+    """
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    found = []
+    try:
+        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
+            if entry.value:
+                found.append((entry.key, entry.value))
+    finally:
+        await watcher.stop()
+    return found
