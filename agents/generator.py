@@ -153,13 +153,16 @@ async def answer(
     chain: ProviderChain | None = None,
     *,
     abstain_threshold: float = 0.0,
+    paraphrase: float | None = None,
+    paraphrase_threshold: float = 0.0,
 ) -> str:
     """Stream the answer to `question` from `hits` (reranked, best first) as events; returns the answerer's name.
 
-    When the reranker says nothing matches (`abstains`: no hit, or the best score below `abstain_threshold`),
-    no answerer runs: the answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`.
+    When the reranker says nothing matches (`abstains`: no hit, or the best score below `abstain_threshold` and
+    the question's `paraphrase` cosine, when measured, below `paraphrase_threshold`), no answerer runs: the
+    answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`.
     """
-    if abstains(hits, abstain_threshold):
+    if abstains(hits, abstain_threshold, paraphrase=paraphrase, paraphrase_threshold=paraphrase_threshold):
         for piece in stream_pieces(NOT_FOUND):
             await stream.token(piece)
         await stream.done(answerer=ABSTAINED, abstained=True)
@@ -211,8 +214,10 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
             # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
             stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
                                    attempt=d.num_delivered)  # fmt: skip
+            s = self._ctx.settings
             await answer(request.query or "", d.payload.hits, stream, self._chain,
-                         abstain_threshold=self._ctx.settings.abstain_threshold)  # fmt: skip
+                         abstain_threshold=s.abstain_threshold, paraphrase=d.payload.paraphrase,
+                         paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
 
     async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
         request = delivery.payload.request

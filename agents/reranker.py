@@ -13,6 +13,10 @@ image's OCR text and a paragraph compete on one scale. Two scorers:
   codes, part numbers, function names): a candidate missing every identifier of the question keeps 30% of its score.
   Chosen and weighed on the quality bench (`bench/quality`, docs/decisions.md).
 
+Abstention reads two signals and declines only when both are weak: the best score, and (offline scorer only) the
+question's `paraphrase_cosine`, the best cosine between the question and one sentence of the top hits, which the
+agent measures with the text embedder only when the score alone would decline and hands on with the hits.
+
 Ordering: by score; ties by the retriever's fused rank. Images are not crowded out: when the top `top_k` hold no
 image hit but a candidate image scores at least `IMAGE_SHARE` of the best, it takes the last place.
 """
@@ -22,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from agents.lexical import contains_identifier, identifiers, terms, units
 from agents.runtime.agent import ConsumerAgent
+from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
 from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
@@ -46,6 +53,9 @@ COSINE_FLOOR = 0.1
 COSINE_CEILING = 0.8
 MISSING_IDENTIFIER_FACTOR = 0.3  # a candidate that has none of the question's identifiers
 IMAGE_SHARE = 0.7  # an image hit at least this share of the best score keeps a place in the top k
+# At most this many sentences/rows are embedded for `paraphrase_cosine`, the best-ranked hits' first (a page of a
+# ledger has 15 rows): bounds the query's extra embedding work to one small batch.
+PARAPHRASE_MAX_UNITS = 32
 
 
 class Scorer(Protocol):
@@ -138,14 +148,39 @@ def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer 
     return top
 
 
-def abstains(hits: Sequence[Hit], threshold: float) -> bool:
-    """Whether nothing in `hits` (reranked) answers the question: no hit, or the best score below `threshold`."""
-    return not hits or hits[0].score < threshold
+def paraphrase_cosine(query: str, hits: Sequence[Hit], embed: Callable[[list[str]], np.ndarray]) -> float | None:
+    """The best cosine between `query` and one sentence or table row (`units`, the first `PARAPHRASE_MAX_UNITS`)
+    of `hits`, counting only hits that hold every identifier of the question (an embedding barely tells E-150 from E-105, so a code nobody has is
+    never rescued); None when no unit qualifies. `embed` is the text embedder (rows in input order).
+
+    The semantic half of abstention: the reranked score is mostly lexical, so a question reworded away from the
+    document's words scores low although one sentence says what it asks in other words."""
+    wanted = identifiers(query)
+    texts = [m for h in hits if all(contains_identifier(" ".join([*h.headings, h.text]), i) for i in wanted)
+             for m, _ in units(h.text, h.modality)][:PARAPHRASE_MAX_UNITS]  # fmt: skip
+    if not query.strip() or not texts:
+        return None
+    vectors = np.asarray(embed([query, *texts]), dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return min(max(float((vectors[1:] @ vectors[0]).max()), -1.0), 1.0)  # rounding can pass 1 for an exact match
+
+
+def abstains(hits: Sequence[Hit], threshold: float, *, paraphrase: float | None = None,
+             paraphrase_threshold: float = 0.0) -> bool:  # fmt: skip
+    """Whether nothing in `hits` (reranked) answers the question: no hit, or both signals weak: the best score
+    is below `threshold` and the question's `paraphrase_cosine` (None: not measured) is below
+    `paraphrase_threshold` (0 = that signal is off)."""
+    if not hits:
+        return True
+    if hits[0].score >= threshold:
+        return False
+    return not (paraphrase_threshold > 0 and paraphrase is not None and paraphrase >= paraphrase_threshold)
 
 
 class RerankerAgent(ConsumerAgent[RerankRequest]):
     name = "reranker"
     model = RerankRequest
+    needs = frozenset({Resource.TEXT_EMBEDDER})  # the paraphrase signal of abstention (`paraphrase_cosine`)
 
     _scorer: Scorer | None = None
 
@@ -174,12 +209,22 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                 await answer.results(hits)
             else:
                 await answer.retrieval(hits)
+                paraphrase = await self._paraphrase(query, hits)
                 generate.append(
                     Outgoing(Subjects.query(Subjects.QUERY_GENERATE, request.tenant),
-                             GenerateRequest(request=request, hits=hits), f"{request.request_id}:generate",
-                             d.trace_headers)
+                             GenerateRequest(request=request, hits=hits, paraphrase=paraphrase),
+                             f"{request.request_id}:generate", d.trace_headers)
                 )  # fmt: skip
         await publish_all(self._ctx.js, generate)
+
+    async def _paraphrase(self, query: str, hits: Sequence[Hit]) -> float | None:
+        """The question's `paraphrase_cosine`, measured only where it can change the decision: the offline scorer
+        (a cross-encoder reads meaning itself), the signal on, and the best score alone below the threshold."""
+        s = self._ctx.settings
+        if (not isinstance(self._scorer, LexicalScorer) or s.abstain_paraphrase_cosine <= 0
+                or not abstains(hits, s.abstain_threshold)):  # fmt: skip
+            return None
+        return await asyncio.to_thread(paraphrase_cosine, query, hits, self._ctx.shared.embedder.embed_array)
 
     async def on_give_up(self, delivery: Delivery[RerankRequest], reason: str) -> None:
         request = delivery.payload.request

@@ -172,6 +172,14 @@ class AgentSettings(ProcessSettings):
         description="answers decline ('not found in your documents') when the best reranked score is below this; "
         "0 = never. Calibrated for the offline scorer on bench/quality: recalibrate for a cross-encoder",
     )
+    abstain_paraphrase_cosine: float = Field(
+        default=0.54,
+        ge=0.0,
+        le=1.0,
+        description="a question below abstain_threshold is still answered when one sentence or table row of the "
+        "reranked hits (holding the question's identifiers) has at least this cosine with it (the reranker embeds "
+        "them; offline scorer only); 0 = off. Calibrated on bench/quality",
+    )
 
 
     @property

@@ -550,6 +550,14 @@ class GenerateRequest(Message):
 
     request: QueryRequest
     hits: list[Hit]
+    paraphrase: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="best cosine between the question and one sentence or table row of the hits that hold its "
+        "identifiers, measured by the reranker only when the best score alone would decline (the second "
+        "abstention signal); None = not measured",
+    )
 
     def routing(self) -> tuple[str, ...]:
         return (self.request.tenant,)

@@ -9,7 +9,7 @@ from agents.generator import ABSTAINED, NOT_FOUND, NOTHING_FOUND, answer, extrac
 from bus.answers import AnswerEmitter
 from contracts.messages import AnswerEvent, Hit, ImageRef, answer_event_adapter
 from tests.engine import Engine, sse_events, upload_bytes, wait_status
-from tests.factories import five_page_pdf_with_fact
+from tests.factories import five_page_pdf_with_fact, make_pdf
 
 
 def hit(n: int, text: str, score: float, page: int = 1, **kw) -> Hit:
@@ -122,6 +122,19 @@ async def test_at_or_above_the_threshold_the_extractive_answer_is_given() -> Non
     assert [e.page for e in events if e.event == "citation"] == [1]
 
 
+async def test_a_paraphrase_the_reranker_measured_keeps_a_low_scored_answer() -> None:
+    hits = [hit(0, "Replace the filter cartridge every six months.", 0.30)]
+    emitter_nats = RecordingNats()
+    emitter = AnswerEmitter(emitter_nats, tenant="t", request_id="r1")  # type: ignore[arg-type]
+    answerer = await answer("How often is the filter replaced?", hits, emitter, abstain_threshold=0.38,
+                            paraphrase=0.6, paraphrase_threshold=0.54)  # fmt: skip
+    assert answerer == "extractive" and emitter_nats.events[-1].abstained is False
+    weak = RecordingNats()
+    answerer = await answer("How often is the filter replaced?", hits, AnswerEmitter(weak, tenant="t", request_id="r2"),  # type: ignore[arg-type]
+                            abstain_threshold=0.38, paraphrase=0.5, paraphrase_threshold=0.54)  # fmt: skip
+    assert answerer == ABSTAINED and weak.events[-1].abstained is True
+
+
 # --------------------------------------------------------------------------- through a real engine
 
 
@@ -145,6 +158,28 @@ async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engi
         # Search is not filtered by the threshold: the same question still lists what was retrieved.
         async with http.post(f"{engine.url}/v1/search", json={"query": "Who won the football world cup in 1998?"}) as r:
             assert r.status == 200 and len((await r.json())["hits"]) >= 1
+
+
+MAINTENANCE = (
+    "Maintenance schedule\n\nInspect the impeller for deposits every 2000 operating hours. Limescale on the impeller "
+    "blades lowers the flow rate long before the motor shows any sign of strain.\n\nRegrease the motor bearings once "
+    "a year with lithium complex grease of consistency class NLGI 2. Do not mix greases of different soap types."
+)
+
+
+async def test_the_engine_answers_a_reworded_question_its_lexical_score_alone_would_decline(engine: Engine) -> None:
+    """MMRAG_ABSTAIN_PARAPHRASE_COSINE end to end: the reranker measures the paraphrase, the generator answers."""
+    from agents.settings import AgentSettings
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        resp = await upload_bytes(http, engine.url, make_pdf([MAINTENANCE]), "maintenance.pdf")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
+        events = await sse_events(http, engine.url, {"question": "What lubricant does the manual recommend for the bearings?"})
+        retrieval = events[0][1]["hits"]
+        assert retrieval[0]["doc_id"] == doc_id and retrieval[0]["score"] < AgentSettings().abstain_threshold
+        assert events[-1][0] == "done" and events[-1][1]["abstained"] is False
+        assert "NLGI 2" in "".join(d["text"] for k, d in events if k == "token")
 
 
 # --------------------------------------------------------------------------- a redelivered generation

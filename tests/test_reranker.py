@@ -12,6 +12,7 @@ from agents.reranker import (
     LexicalScorer,
     abstains,
     build_scorer,
+    paraphrase_cosine,
     rerank,
 )
 from agents.settings import AgentSettings
@@ -83,6 +84,45 @@ def test_an_image_hit_is_not_crowded_out_by_text() -> None:
 def test_no_hits_always_abstains() -> None:
     assert abstains([], 0.0) and abstains([], 0.5)
     assert not abstains([hit(0, "x", 0.1)], 0.0)
+
+
+def test_abstention_needs_both_signals_weak() -> None:
+    low = [hit(0, "x", 0.2)]
+    assert abstains(low, 0.38) and abstains(low, 0.38, paraphrase=0.5, paraphrase_threshold=0.54)
+    assert not abstains(low, 0.38, paraphrase=0.6, paraphrase_threshold=0.54)  # a sentence says it in other words
+    assert abstains(low, 0.38, paraphrase=0.9, paraphrase_threshold=0.0)  # 0 = the paraphrase signal is off
+    assert abstains(low, 0.38, paraphrase=None, paraphrase_threshold=0.54)  # not measured: the score decides
+    assert not abstains([hit(0, "x", 0.4)], 0.38, paraphrase=0.1, paraphrase_threshold=0.54)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """The real embedding model (all-MiniLM-L6-v2 from its wheel), on torch: no ONNX export in this test."""
+    from agents.embedding import TextEmbedder
+
+    return TextEmbedder(backend="torch")
+
+
+def test_a_reworded_question_is_rescued_by_one_sentence_and_an_unrelated_one_is_not(embedder) -> None:
+    grease = hit(0, "Maintenance schedule. Regrease the motor bearings once a year with lithium complex grease of "
+                    "consistency class NLGI 2. Do not mix greases of different soap types.", 0.9, cosine=0.42)  # fmt: skip
+    reworded = "What lubricant does the manual recommend for the bearings?"
+    ranked = rerank(reworded, [grease], top_k=1)
+    default = AgentSettings()
+    assert abstains(ranked, default.abstain_threshold)  # the words differ: the lexical score alone declines
+    cosine = paraphrase_cosine(reworded, ranked, embedder.embed_array)
+    assert cosine is not None and cosine >= default.abstain_paraphrase_cosine
+    assert not abstains(ranked, default.abstain_threshold, paraphrase=cosine,
+                        paraphrase_threshold=default.abstain_paraphrase_cosine)  # fmt: skip
+    unrelated = paraphrase_cosine("Who won the football world cup in 1998?", ranked, embedder.embed_array)
+    assert unrelated is not None and unrelated < default.abstain_paraphrase_cosine
+
+
+def test_a_code_no_hit_holds_is_never_rescued_by_meaning(embedder) -> None:
+    codes = [hit(n, f"E-10{n}: a fault of the pump; check the supply.", 0.9, cosine=0.6) for n in range(1, 5)]
+    assert paraphrase_cosine("What does error code E-150 mean?", codes, embedder.embed_array) is None
+    assert paraphrase_cosine("What does error code E-103 mean?", codes, embedder.embed_array) is not None
+    assert paraphrase_cosine("", codes, embedder.embed_array) is None
 
 
 # --------------------------------------------------------------------------- cross-encoder

@@ -13,8 +13,9 @@ then asks every question through each retrieval mode:
 
 Retrieval metrics per mode and per kind: recall@1, recall@10, MRR and nDCG@10, with a hit relevant when it lies
 on an answer page of the question's document (each answer page counts once). Answer metrics (offline
-extractive answerer on the reranked top 5, after the abstention check): right page cited, expected fact
-present, unanswerable declined, answerable wrongly declined. Figures, not a pass/fail test.
+extractive answerer on the reranked top 5, after the abstention check on both signals, score and paraphrase
+cosine): right page cited, expected fact present, unanswerable declined, answerable wrongly declined, and the
+sweep of both thresholds. Figures, not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from agents.generator import extractive_answer  # noqa: E402
-from agents.reranker import LexicalScorer, abstains, rerank  # noqa: E402
+from agents.reranker import LexicalScorer, abstains, paraphrase_cosine, rerank  # noqa: E402
 from agents.retriever import rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from agents.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
@@ -94,7 +95,7 @@ class Bench:
         from agents.vectorstore import EdgeShardStore
 
         self.store = EdgeShardStore(store_dir / "inproc-qdrant")
-        embedder = text_embedder(self.settings)
+        self.embedder = embedder = text_embedder(self.settings)
         texts = [q.question for q in self.questions]
         self.dense_q = embedder.embed(texts)
         sparse = SparseEncoder()
@@ -232,7 +233,10 @@ def answer_metrics(bench: Bench) -> dict:
     rows = []
     for i, q in enumerate(bench.questions):
         hits = rerank(q.question, bench.hybrid(i), ANSWER_TOP_K, scorer=scorer)
-        declined = abstains(hits, bench.settings.abstain_threshold)
+        # Measured for every question (the reranker agent only embeds when the score alone would decline).
+        paraphrase = paraphrase_cosine(q.question, hits, bench.embedder.embed_array)
+        declined = abstains(hits, bench.settings.abstain_threshold, paraphrase=paraphrase,
+                            paraphrase_threshold=bench.settings.abstain_paraphrase_cosine)  # fmt: skip
         answer = None if declined else extractive_answer(q.question, hits)
         stats = per_kind[q.kind]
         if q.kind == "unanswerable":
@@ -242,7 +246,8 @@ def answer_metrics(bench: Bench) -> dict:
             stats["page cited"].append(float(answer is not None and any(relevant(q, h) for h in answer.cited)))
             stats["fact present"].append(float(answer is not None and all(fact_found(f, answer.text) for f in q.facts)))
         top = hits[0].score if hits else 0.0
-        rows.append((q.qid, q.kind, top, declined, "" if answer is None else answer.text.replace("\n", " ")[:110]))
+        rows.append((q.qid, q.kind, top, declined, "" if answer is None else answer.text.replace("\n", " ")[:110],
+                     paraphrase))  # fmt: skip
     print("\nAnswers (offline extractive answerer, reranked top 5, abstention on)")
     cols = ("page cited", "fact present", "wrongly declined", "declined")
     print(f"{'kind':<14}" + "".join(f"{c:>18}" for c in cols) + f"{'n':>5}")
@@ -261,20 +266,37 @@ def answer_metrics(bench: Bench) -> dict:
 
 
 def calibration(rows: list[tuple], bench: Bench) -> None:
-    """How the abstention threshold trades unanswerable declined against answerable refused (the curve the
-    default `abstain_threshold` was picked from: the middle of the widest gap meeting both targets)."""
-    answerable = sorted(r[2] for r in rows if r[1] != "unanswerable")
-    unanswerable = sorted(r[2] for r in rows if r[1] == "unanswerable")
-    print(f"\nAbstention threshold (now {bench.settings.abstain_threshold:.2f}; best reranked score of each question)")
-    print(f"  unanswerable top scores: {' '.join(f'{x:.3f}' for x in unanswerable)}")
-    print(f"  lowest answerable:       {' '.join(f'{x:.3f}' for x in answerable[:6])}")
-    for t in (0.30, 0.35, 0.38, 0.40, 0.42, 0.45, 0.50):
-        declined = sum(x < t for x in unanswerable)
-        refused = sum(x < t for x in answerable)
-        print(
-            f"  threshold {t:.2f}: unanswerable declined {declined}/{len(unanswerable)}, "
-            f"answerable refused {refused}/{len(answerable)} ({refused / len(answerable):.1%})"
-        )
+    """How the two abstention signals trade unanswerable declined against answerable refused (the curves the
+    defaults were picked from: the middle of the widest gap meeting both targets). A question is declined when
+    its best reranked score is below `abstain_threshold` and its paraphrase cosine (None: no sentence of a hit
+    holding its identifiers) is below `abstain_paraphrase_cosine`."""
+    s = bench.settings
+    answerable = [r for r in rows if r[1] != "unanswerable"]
+    unanswerable = [r for r in rows if r[1] == "unanswerable"]
+
+    def cos(r: tuple) -> str:
+        return "-" if r[5] is None else f"{r[5]:.3f}"
+
+    print(f"\nAbstention (score threshold {s.abstain_threshold:.2f}, paraphrase cosine {s.abstain_paraphrase_cosine:.2f})")
+    print("  unanswerable (score/cosine): " + " ".join(f"{r[0]} {r[2]:.3f}/{cos(r)}" for r in sorted(unanswerable, key=lambda r: -r[2])))
+    low = sorted(answerable, key=lambda r: r[2])[:6]
+    print("  lowest answerable:           " + " ".join(f"{r[0]} {r[2]:.3f}/{cos(r)}" for r in low))
+    for p in (0.0, s.abstain_paraphrase_cosine):
+        for t in (0.30, 0.35, 0.38, 0.40, 0.42, 0.45, 0.50):
+            declined = sum(abstains([_top(r)], t, paraphrase=r[5], paraphrase_threshold=p) for r in unanswerable)
+            refused = sum(abstains([_top(r)], t, paraphrase=r[5], paraphrase_threshold=p) for r in answerable)
+            print(f"  score {t:.2f}, paraphrase {'off ' if p == 0 else f'{p:.2f}'}: unanswerable declined "
+                  f"{declined}/{len(unanswerable)}, answerable refused {refused}/{len(answerable)} ({refused / len(answerable):.1%})")  # fmt: skip
+    for p in (0.45, 0.50, 0.54, 0.58, 0.62):
+        declined = sum(abstains([_top(r)], s.abstain_threshold, paraphrase=r[5], paraphrase_threshold=p) for r in unanswerable)
+        refused = sum(abstains([_top(r)], s.abstain_threshold, paraphrase=r[5], paraphrase_threshold=p) for r in answerable)
+        print(f"  score {s.abstain_threshold:.2f}, paraphrase {p:.2f}: unanswerable declined {declined}/{len(unanswerable)}, "
+              f"answerable refused {refused}/{len(answerable)} ({refused / len(answerable):.1%})")  # fmt: skip
+
+
+def _top(row: tuple) -> Hit:
+    """A stand-in for a question's best hit: only its score matters to `abstains`."""
+    return Hit(chunk_id="c", doc_id="d", filename="f", page=1, text="", score=row[2])
 
 
 def _share(values: list[float] | None) -> str:
@@ -299,8 +321,9 @@ def main() -> None:
             out = evaluate(bench)
             if args.verbose:
                 print()
-                for qid, kind, top, declined, text in out["answers"]["rows"]:
-                    print(f"{qid} {kind:<12} top={top:.3f} {'DECLINED' if declined else ''} {text}")
+                for qid, kind, top, declined, text, paraphrase in out["answers"]["rows"]:
+                    cosine = "-" if paraphrase is None else f"{paraphrase:.3f}"
+                    print(f"{qid} {kind:<12} top={top:.3f} cos={cosine} {'DECLINED' if declined else ''} {text}")
             if args.json:
                 args.json.write_text(json.dumps(out, indent=1))
         finally:
