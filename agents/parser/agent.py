@@ -43,6 +43,7 @@ from contracts.messages import (
     ImageRef,
     OcrRequest,
     TableData,
+    utcnow,
 )
 from contracts.topology import ConsumerDef, Lane, Subjects, ingest_consumers, object_name
 
@@ -61,7 +62,13 @@ def image_object(tenant: str, doc_id: str, digest: str) -> str:
 
 @dataclass
 class _Emitter:
-    """Turns a document's chunks into batches and OCR requests, publishing as it goes; numbers batches."""
+    """Turns a document's chunks into batches and OCR requests, publishing as it goes; numbers batches.
+
+    Invariant: the LAST outgoing message (batch or OCR request) is held back until `release()`, which the
+    parser calls only after recording `batches_total`. So the last batch can be indexed only once the total is
+    known, and the write that completes the document is always the indexer's (which then publishes
+    `docs.indexed` and removes older revisions), never the parser's batch count.
+    """
 
     agent: ParserAgent
     delivery: Delivery[DocumentSubmitted]
@@ -74,6 +81,8 @@ class _Emitter:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     ocr_requests: int = 0
     chunks: int = 0
+    pages: tuple[int, int] | None = None  # (pages, pages parsed), recorded with the batch count
+    outgoing: Outgoing | None = None  # the message held back (see the invariant above)
 
     @property
     def doc(self) -> DocumentSubmitted:
@@ -114,10 +123,22 @@ class _Emitter:
         doc, gen = self.doc, self.agent._ctx.generation
         message = ChunksParsed(doc_id=doc.doc_id, tenant=doc.tenant, generation=gen.number,
                                revision=self.delivery.stream_seq, batch_index=index, chunks=batch)  # fmt: skip
-        await publish_all(self.agent._ctx.js, [Outgoing(
+        await self._send(Outgoing(
             Subjects.parsed(gen, "text", self.lane, doc.tenant), message,
             f"{gen.token}:{doc.doc_id}:{self.delivery.stream_seq}:parsed:{index}", self.delivery.trace_headers,
-        )])  # fmt: skip
+        ))  # fmt: skip
+
+    async def _send(self, outgoing: Outgoing) -> None:
+        """Publish the message held so far and hold this one: the last one waits for `release()`."""
+        held, self.outgoing = self.outgoing, outgoing
+        if held is not None:
+            await publish_all(self.agent._ctx.js, [held])
+
+    async def release(self) -> None:
+        """Publish the held-back last message; call only once `batches_total` is recorded."""
+        held, self.outgoing = self.outgoing, None
+        if held is not None:
+            await publish_all(self.agent._ctx.js, [held])
 
     async def ocr(self, *, kind: str, page: int, raster: bytes, object_name: str, bbox, headings=(),
                   image: ImageRef | None = None, nearby_text: str | None = None) -> None:  # fmt: skip
@@ -132,10 +153,10 @@ class _Emitter:
             kind=kind, page=page, object_name=object_name, bbox=bbox, headings=list(headings), image=image,
             nearby_text=nearby_text,
         )  # fmt: skip
-        await publish_all(self.agent._ctx.js, [Outgoing(
+        await self._send(Outgoing(
             Subjects.ocr(gen, self.lane, doc.tenant), request,
             f"{gen.token}:{doc.doc_id}:{self.delivery.stream_seq}:ocr:{index}", self.delivery.trace_headers,
-        )])  # fmt: skip
+        ))  # fmt: skip
 
     async def finish(self) -> None:
         if self.held is not None:
@@ -185,10 +206,12 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             if current is not None and current.revision > revision:
                 stale = True  # re-submitted or deleted since: this revision is history
                 return None
-            if current is not None and current.revision == revision and current.status not in (
-                DocumentStatus.QUEUED, DocumentStatus.PARSING
-            ):
-                return None  # a redelivery after batches went out: parse again, the msg ids dedupe
+            if current is not None and current.revision == revision:
+                # This revision's record is kept whatever its status: a redelivery parses again and its msg ids
+                # dedupe, so the batches already indexed (recorded nowhere else) must stay recorded.
+                if current.status is not DocumentStatus.QUEUED:
+                    return None
+                return current.model_copy(update={"status": DocumentStatus.PARSING, "updated_at": utcnow()})
             return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename)
 
         await progress.update(doc.tenant, doc.doc_id, started)
@@ -211,7 +234,11 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             log.info("parser: %s rejected: %s", doc.doc_id, err)
             await progress.mark_failed(doc.tenant, doc.doc_id, revision, str(err))
             return
-        await self._record(progress, doc, revision, emitter.batch_sizes, batches_total=emitter.next_batch)
+        # Sizes, batch count and pages first, then the held-back last message (see `_Emitter`): the count is
+        # recorded before the last batch can be indexed, so this write never completes the document.
+        await self._record(progress, doc, revision, emitter.batch_sizes, batches_total=emitter.next_batch,
+                           pages=emitter.pages)  # fmt: skip
+        await emitter.release()
         log.info("parser: %s -> %d chunks in %d batches, %d OCR requests (%s lane)", doc.doc_id, emitter.chunks,
                  len(emitter.batch_sizes), emitter.ocr_requests, emitter.lane)  # fmt: skip
 
@@ -249,8 +276,9 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 if parsed_pages % PROGRESS_EVERY_PAGES == 0:
                     await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
             await emitter.finish()
-            await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
+            emitter.pages = (pages, parsed_pages)  # recorded by parse() with the batch count
             if emitter.next_batch == 0:
+                await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, parsed_pages))
                 raise DocumentRejected(
                     f"no extractable text: the document has {pages} page(s) but no text, table or image to index"
                 )

@@ -130,6 +130,10 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
             )])  # fmt: skip
 
         def record(current: DocumentProgress | None) -> DocumentProgress | None:
+            # Recording a size never completes a document (it changes neither the batch count nor the indexed
+            # batches), so the indexer's write does and announces it. The empty batch below is the exception:
+            # if it is the last one outstanding, this write completes the document and no event goes out
+            # (docs/scaling.md, limits).
             if current is None or current.revision != req.revision:
                 return None
             if not chunks:  # nothing to embed or index: this batch is done
