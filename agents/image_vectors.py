@@ -49,7 +49,7 @@ class PerceptualHashEncoder:
     min_score = perceptual.MIN_COSINE
 
     def embed_images(self, images: Sequence[Image.Image]) -> list[list[float]]:
-        return [perceptual.bits_vector(perceptual.phash_bits(img)) for img in images]
+        return [perceptual.bits_vector(perceptual.image_bits(img)) for img in images]
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
         raise TypeError("a perceptual hash has no text side: there is no text -> image search without CLIP")

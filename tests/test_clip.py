@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pymupdf
 import pytest
 from PIL import Image, ImageDraw
 
@@ -16,6 +17,7 @@ from agents import perceptual
 from agents.clip import ClipEncoder, ClipPreprocess, clip_dim
 from agents.image_vectors import PerceptualHashEncoder, decode, image_vector_dim, load_image_encoder
 from agents.parser.images import ImageRejected
+from tests.factories import make_figures_pdf
 from tests.tiny_clip import IMAGE_SIZE, PROJECTION_DIM, TEXT_TOKENS, make_tiny_clip
 
 
@@ -118,6 +120,24 @@ def test_perceptual_hash_finds_copies_and_tells_pictures_apart() -> None:
     others = [perceptual.hamming(bits, perceptual.phash_bits(picture(seed))) for seed in range(1, 21)]
     assert min(others) > perceptual.MAX_HAMMING, others
     assert len(perceptual.phash_hex(original)) == 16
+
+
+def test_flat_drawings_match_only_their_own_pixels_never_each_other() -> None:
+    """Two different flat figures (a few lines on one colour) have near-empty, equal pHashes; searched by those,
+    each would find the other. They are searched by their exact content instead."""
+    pdf, _ = make_figures_pdf()
+    doc = pymupdf.open(stream=pdf, filetype="pdf")
+    figures = [decode(doc.extract_image(xref)["image"]) for xref, *_ in doc[0].get_images()]
+    doc.close()
+    first, second, blank = figures  # two 400 x 300 drawings and an 8 x 8 decoration
+    assert perceptual.hamming(perceptual.phash_bits(first), perceptual.phash_bits(second)) <= perceptual.MAX_HAMMING
+    encoder = PerceptualHashEncoder()
+    v1, v2, v3, again = (np.array(v) for v in encoder.embed_images([first, second, blank, first.copy()]))
+    assert float(v1 @ again) == pytest.approx(1.0)  # the same pixels: the same picture
+    for a, b in ((v1, v2), (v1, v3), (v2, v3)):
+        assert float(a @ b) < perceptual.MIN_COSINE  # different drawings: no match
+    # A picture with texture keeps its perceptual hash, so its rescaled copies still match.
+    assert np.array_equal(perceptual.image_bits(picture(5)), perceptual.phash_bits(picture(5)))
 
 
 def test_hash_vectors_turn_hamming_distance_into_cosine() -> None:
