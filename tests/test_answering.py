@@ -7,7 +7,8 @@ import aiohttp
 
 from agents.generator import ABSTAINED, NOT_FOUND, NOTHING_FOUND, answer, extractive_answer
 from bus.answers import AnswerEmitter
-from contracts.messages import AnswerEvent, Hit, ImageRef, answer_event_adapter
+from contracts.messages import AnswerEvent, Hit, ImageRef
+from tests.doubles import RecordingNats
 from tests.engine import Engine, sse_events, upload_bytes, wait_status
 from tests.factories import five_page_pdf_with_fact, make_pdf
 
@@ -80,19 +81,6 @@ def test_the_same_sentence_on_two_pages_is_quoted_once() -> None:
 
 
 # --------------------------------------------------------------------------- abstention in `answer`
-
-
-class RecordingNats:
-    """Stands in for the NATS connection of an `AnswerEmitter`: keeps what would be published, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[AnswerEvent] = []
-
-    async def publish(self, subject: str, data: bytes) -> None:
-        self.events.append(answer_event_adapter.validate_json(data))
-
-    async def flush(self) -> None:
-        pass
 
 
 async def _answer(hits: list[Hit], threshold: float) -> tuple[str, list[AnswerEvent]]:

@@ -36,6 +36,7 @@ from contracts.topology import Subjects
 from edge_api import EdgeSettings, cache, create_app
 from edge_api.cache import cacheable_answer, digest
 from edge_api.keys import create_key
+from tests.doubles import silent_tcp_server
 from tests.engine import Engine, NatsServer, upload_bytes, wait_status
 from tests.factories import make_pdf
 from tests.test_ratelimit import RedisServer
@@ -383,24 +384,13 @@ async def test_redis_stopped_mid_run_answers_keep_coming_then_the_cache_is_back(
 
 
 async def test_a_redis_that_never_answers_is_a_miss_not_a_failure(start_edge: StartEdge, agents: Agents) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await reader.read()  # accepts, reads, never answers
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with silent_tcp_server() as port:  # accepts, reads, never answers
         edge = await start_edge(redis_url=f"redis://127.0.0.1:{port}/0")
         unavailable = sample("/v1/ask", "unavailable")
         for _ in range(3):
             status, raw = await edge.ask()
             assert status == 200 and sse_names(raw)[-1] == "done"
         assert len(agents.requests) == 3 and sample("/v1/ask", "unavailable") == unavailable + 3
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2)
 
 
 async def test_an_invalidation_redis_refuses_is_retried_until_it_lands(

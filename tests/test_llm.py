@@ -23,7 +23,8 @@ from agents.generator import answer, extractive_answer
 from agents.llm import FALLBACKS, CitationTracker, ProviderChain, build_messages, format_source
 from agents.settings import AgentSettings, LLMProvider
 from bus.answers import AnswerEmitter, AnswerSequencer
-from contracts.messages import AnswerEvent, Hit, ImageRef, RetrievalEvent, answer_event_adapter
+from contracts.messages import AnswerEvent, Hit, ImageRef, RetrievalEvent
+from tests.doubles import RecordingNats
 
 API_KEY = "sk-test-Zq81secretKEYvalue"
 READ_TIMEOUT_S = 0.5
@@ -102,19 +103,6 @@ async def llm() -> AsyncIterator[tuple[FakeLLM, str]]:
     yield fake, str(server.make_url("")).rstrip("/")
     fake.release.set()
     await server.close()
-
-
-class RecordingNats:
-    """Stands in for the NATS connection of an `AnswerEmitter`: keeps what would be published, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[AnswerEvent] = []
-
-    async def publish(self, subject: str, data: bytes) -> None:
-        self.events.append(answer_event_adapter.validate_json(data))
-
-    async def flush(self) -> None:
-        pass
 
 
 def provider(base: str, mode: str, name: str | None = None) -> LLMProvider:

@@ -27,6 +27,7 @@ from bus.topology import ensure_topology
 from edge_api import EdgeSettings, create_app, ratelimit
 from edge_api.keys import create_key
 from edge_api.ratelimit import KEY_PREFIX, REMAINING_HEADER, LocalBuckets
+from tests.doubles import silent_tcp_server
 from tests.engine import NatsServer
 
 WAIT_S = 15.0
@@ -274,14 +275,7 @@ async def test_redis_down_fails_open_then_limits_again(
 
 
 async def test_a_redis_that_never_answers_fails_open_within_the_timeout(start_edge: StartEdge) -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await reader.read()  # accepts, reads, never answers
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with silent_tcp_server() as port:  # accepts, reads, never answers
         edge = await start_edge(
             rate_limit_burst=1, rate_limit_per_minute=1, redis_url=f"redis://127.0.0.1:{port}/0",
             rate_limit_redis_timeout_s=0.2,
@@ -293,7 +287,3 @@ async def test_a_redis_that_never_answers_fails_open_within_the_timeout(start_ed
             assert status == 200 and REMAINING_HEADER not in headers, (status, body, headers)
             assert time.monotonic() - start < 2.0  # the Redis timeout, not the client's
         assert sample("mmrag_ratelimit_failopen_total") == before + 3
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2)
