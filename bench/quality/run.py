@@ -1,7 +1,7 @@
 """Quality bench: retrieval and answer quality on the fixed evaluation set of `bench/quality/corpus.py`.
 
     .venv/bin/python -m bench.quality            # ingest (about a minute on 2 cores), then print every table
-    .venv/bin/python -m bench.quality --store /tmp/qb   # keep the ingested store there; a rerun reuses it
+    .venv/bin/python -m bench.quality --store DIR   # keep the ingested store there; a rerun reuses it
 
 Ingests the documents in-process with the agents' own functions (parser layout + chunking, OCR of scans and
 images, the embedding model, BM25 sparse vectors, the embedded Qdrant engine: `bench/ingest_common.InProcess`),
