@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -166,6 +167,7 @@ async def _run(
         if agents is not None:
             await asyncio.wait([agents], timeout=60)  # finish in-flight batches, drain (nats still up)
             if not agents.done():
+                log.error("agents did not stop within 60 s; cancelling them. Still running:\n%s", _task_stacks())
                 agents.cancel()
             with contextlib.suppress(BaseException):
                 await agents  # its error, if any, was raised above
@@ -173,3 +175,12 @@ async def _run(
         for task in helpers:
             task.cancel()
         log.info("mmrag stopped")
+
+
+def _task_stacks() -> str:
+    """Where every other task of this loop is waiting: what a hung shutdown needs in its log to be diagnosed."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task() and not task.done():
+            task.print_stack(limit=6, file=out)
+    return out.getvalue()
