@@ -48,14 +48,17 @@ async def current_values(kv: KeyValue, pattern: str, *, timeout_s: float = 5.0) 
     """(key, value) of every live key matching ``pattern`` (deleted and empty values left out).
 
     One watch, which delivers the current value of each key and then a None marker. (Not
-    ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of the bucket.)
+    ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of the bucket.) A key written
+    while the watch delivers comes twice before the marker: each key is returned once, with its latest value.
     """
     watcher = await kv.watch(pattern, ignore_deletes=True)
-    found = []
+    found: dict[str, bytes] = {}
     try:
         while (entry := await watcher.updates(timeout=timeout_s)) is not None:
             if entry.value:
-                found.append((entry.key, entry.value))
+                found[entry.key] = entry.value
+            else:
+                found.pop(entry.key, None)
     finally:
         await watcher.stop()
-    return found
+    return list(found.items())
