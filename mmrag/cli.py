@@ -103,6 +103,7 @@ def up(
     """Run the whole engine on embedded defaults (nats-server, six agents, edge API), or on an existing NATS."""
     from mmrag.datadir import DataDirInUse
     from mmrag.processes import StartError
+    from mmrag.runner import ShutdownHung
     from mmrag.runner import up as run_up
     from mmrag.supervisor import GaveUp
 
@@ -114,7 +115,7 @@ def up(
                 auth=auth, nats_url=nats_url,
             )  # fmt: skip
         )
-    except (DataDirInUse, StartError, GaveUp, FileNotFoundError, ValueError) as e:  # ValueError: bad keys file
+    except (DataDirInUse, StartError, GaveUp, ShutdownHung, FileNotFoundError, ValueError) as e:  # ValueError: keys
         _fail(f"mmrag up: {e}")
 
 

@@ -35,6 +35,12 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 KEYS_FILE_NAME = "api-keys.json"
 NATS_SERVER = "nats-server"
 EDGE_API = "edge API"
+# How long the agents get to finish in-flight batches after Ctrl-C before they are cancelled.
+AGENTS_STOP_S = 60
+
+
+class ShutdownHung(RuntimeError):
+    """The agents had to be cancelled after the signal: stopped, but an in-flight batch may have been cut."""
 
 
 async def up(
@@ -138,6 +144,7 @@ async def _run(
     )
     agents: asyncio.Task[None] | None = None
     helpers: list[asyncio.Task] = []
+    hung = False
     try:
         if not external_nats:
             await supervisor.start(nats)
@@ -157,24 +164,36 @@ async def _run(
             f"mmrag is up: http://{host}:{port}  {nats_where}  data {data_dir}  Ctrl-C stops",
             flush=True,
         )
-        await asyncio.wait([agents, gave_up], return_when=asyncio.FIRST_COMPLETED)
+        # Wait for the signal too, not only for the agents: their shutdown is bounded below, in `finally` (where
+        # a stuck task's stack is logged; a blocked loop is reported by the agents' `LoopWatchdog`).
+        signalled = asyncio.create_task(stop_event.wait())
+        helpers.append(signalled)
+        await asyncio.wait([agents, gave_up, signalled], return_when=asyncio.FIRST_COMPLETED)
         if gave_up.done():
             raise gave_up.result()
-        agents.result()
+        if agents.done():
+            agents.result()
     finally:
+        log.info("mmrag stopping: the agents finish their in-flight work (at most %d s)", AGENTS_STOP_S)
         stop_event.set()
         await supervisor.stop(EDGE_API)
         if agents is not None:
-            await asyncio.wait([agents], timeout=60)  # finish in-flight batches, drain (nats still up)
+            await asyncio.wait([agents], timeout=AGENTS_STOP_S)  # finish in-flight batches, drain (nats still up)
             if not agents.done():
-                log.error("agents did not stop within 60 s; cancelling them. Still running:\n%s", _task_stacks())
+                log.error(
+                    "agents did not stop within %d s; cancelling them. Still running:\n%s", AGENTS_STOP_S,
+                    _task_stacks(),
+                )  # fmt: skip
                 agents.cancel()
+                hung = True
             with contextlib.suppress(BaseException):
                 await agents  # its error, if any, was raised above
         await supervisor.stop_all()
         for task in helpers:
             task.cancel()
         log.info("mmrag stopped")
+    if hung:  # stopped, but not cleanly: exit non-zero so that supervisors and tests notice
+        raise ShutdownHung(f"the agents did not stop within {AGENTS_STOP_S} s of the signal; see the log above")
 
 
 def _task_stacks() -> str:

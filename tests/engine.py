@@ -104,6 +104,8 @@ class Engine:
         try:
             return self.proc.wait(90)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # every thread's stack into the log, for the failure message
+            time.sleep(2)
             self.proc.kill()
             return self.proc.wait()
 

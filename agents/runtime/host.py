@@ -14,13 +14,16 @@ retired generation's workers stop (finishing their in-flight batches). The other
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
 
 from agents.runtime.agent import ConsumerAgent
+from agents.runtime.loop_watchdog import LoopWatchdog
 from agents.runtime.metrics_server import MetricsServer
 from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.settings import AgentSettings
@@ -93,6 +96,9 @@ async def run_agents(
     if settings.log_format or not logging_configured():  # keeps the level `mmrag agent` chose
         configure_logging(logging.getLogger().level if logging_configured() else logging.INFO, settings.log_format)
     configure_tracing(f"mmrag-{names}", endpoint=settings.otel_endpoint, sample_ratio=settings.otel_sample_ratio)
+    # A stuck process must say where it is stuck: on its own (the watchdog) and on request (kill -USR1).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    watchdog = LoopWatchdog()
     runs: dict[int, _GenerationRun] = {}
     # A restarted server has lost its memory streams (QUERIES): re-bootstrap on every reconnection.
     nc = await connect(
@@ -108,6 +114,7 @@ async def run_agents(
     base_stop = asyncio.Event()
     base_task: asyncio.Task[None] | None = None
     try:
+        watchdog.start()
         await ensure_topology(js, [], replicas=settings.stream_replicas)
         generations = await GenerationStore.open(js)
         serving = await generations.bootstrap(settings.index_generation)
@@ -197,3 +204,4 @@ async def run_agents(
             await nc.close()
         await asyncio.to_thread(shared.close)
         await asyncio.to_thread(flush_tracing)
+        await watchdog.stop()
