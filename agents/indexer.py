@@ -145,11 +145,12 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         if not current:
             return
         points = [to_point(self.collection, d.payload.revision, c) for d in current for c in d.payload.chunks]
-        await self._ensure_collection(len(points[0].text or []))
-        try:
-            await self._ctx.shared.in_store(lambda store: store.upsert(self.collection, points))
-        except VectorDimError as err:  # retrying cannot change a vector's length
-            raise PermanentError(f"cannot index: {err}") from err
+        if points:  # (an OCR batch that read nothing has none, and is recorded below all the same)
+            await self._ensure_collection(len(points[0].text or []))
+            try:
+                await self._ctx.shared.in_store(lambda store: store.upsert(self.collection, points))
+            except VectorDimError as err:  # retrying cannot change a vector's length
+                raise PermanentError(f"cannot index: {err}") from err
         tenants = {d.payload.tenant for d in current}
         await self._invalidator.bump(tenants)  # searchable now, before any status says so
         finished, facts = [], []

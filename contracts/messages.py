@@ -183,9 +183,13 @@ class _ChunkBatch(Message):
 class ChunksParsed(_ChunkBatch):
     """`chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`: one batch of a document's chunks (a document is split
     into bounded batches, published as parsing goes). `revision` says which submission produced it; how many
-    batches the document has is recorded in its progress once parsing ends."""
+    batches the document has is recorded in its progress once parsing ends.
 
-    chunks: list[Chunk] = Field(min_length=1)
+    A batch may be empty: the OCR agent's, for a raster where nothing was readable. It still travels to the
+    indexer, whose write records it and so completes the document like any other batch (event, older revision
+    removed)."""
+
+    chunks: list[Chunk] = Field(description="the batch's chunks; empty only for an OCR request that read nothing")
 
 
 class OcrRequest(Message):
@@ -254,7 +258,7 @@ class ChunksEmbedded(_ChunkBatch):
     schema_version: Literal[3] = 3  # type: ignore[assignment]
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
-    chunks: list[EmbeddedChunk] = Field(min_length=1)
+    chunks: list[EmbeddedChunk] = Field(description="the parsed batch's chunks, embedded; empty when it was empty")
 
 
 class DocumentStatus(StrEnum):

@@ -104,7 +104,7 @@ def test_invariants_are_validated() -> None:
     with pytest.raises(ValidationError, match="bbox"):
         CHUNK.model_validate({**CHUNK.model_dump(), "bbox": (10, 0, 5, 5)})
     with pytest.raises(ValidationError, match="chunks"):
-        m.ChunksParsed(doc_id="d", tenant="t", generation=1, revision=1, batch_index=2, chunks=[])
+        m.ChunksParsed(doc_id="d", tenant="t", generation=1, revision=1, batch_index=2)  # empty, but never absent
     with pytest.raises(ValidationError, match="page"):
         m.Hit.model_validate({**HIT.model_dump(), "page": 0})
     with pytest.raises(ValidationError, match="top_k"):

@@ -139,6 +139,44 @@ async def test_resubmitting_a_doc_id_replaces_the_document_cleanly(js) -> None:
     assert len(hits) == 1
 
 
+def text_then_unreadable_scan(text: str) -> bytes:
+    """Page 1 with a text layer, page 2 a scan where OCR reads nothing (a lone dot is not text)."""
+    import pymupdf
+
+    doc = pymupdf.open(stream=make_pdf([text]))
+    try:
+        doc.insert_pdf(pymupdf.open(stream=make_scanned_pdf(["."])))
+        return doc.tobytes(deflate=True)
+    finally:
+        doc.close()
+
+
+async def test_a_replacement_completed_by_an_empty_ocr_batch_is_announced_and_replaces_the_old(js) -> None:
+    """The scan's empty batch goes through the indexer like any batch. OCR (about 0.3 s a page) usually ends after
+    the text batch is indexed, so it is the write that completes the document: the event must still go out and
+    the old revision's points must still go."""
+    doc_id = uuid.uuid4().hex
+    first = await submit(js, doc_id, make_pdf(["The heron census counted 311 herons."]))
+    await wait_progress(js, doc_id, indexed(first))
+    announced = await js._nc.subscribe(Subjects.indexed(GEN, TENANT))
+    try:
+        second = await submit(js, doc_id, text_then_unreadable_scan("The otter census counted 58 otters."))
+        new = await wait_progress(js, doc_id, indexed(second))
+        assert new.status is DocumentStatus.INDEXED and new.pages == 2
+        assert new.batch_chunks == {0: 0, 1: 1}, "batch 0 is the scan's (empty), batch 1 the text page's"
+        assert new.chunks_indexed == new.chunks_total == 1
+        async with asyncio.timeout(30):
+            while True:
+                event = DocumentProgress.model_validate_json((await announced.next_msg(timeout=30)).data)
+                if event.doc_id == doc_id:
+                    break
+        assert event.revision == second and event.status is DocumentStatus.INDEXED
+    finally:
+        await announced.unsubscribe()
+    hits = [h for h in await search(js, "How many herons did the census count?") if h.doc_id == doc_id]
+    assert hits and all("otter" in h.text for h in hits), "the old revision's points are gone"
+
+
 async def test_delete_removes_points_upload_and_status_and_a_stale_resubmission_stays_deleted(js) -> None:
     doc_id = uuid.uuid4().hex
     seq = await submit(js, doc_id, make_pdf(["Zebra crossings number 4242 in the old town."]))

@@ -9,7 +9,7 @@ models shipped in the `rapidocr` wheel, and publishes what it read as the batch 
   has neither, the text near it (a picture with none of them still gets one chunk, `NO_TEXT`, so its image vector
   makes it findable by picture); its bbox is the image's on the page and it carries the image's reference.
 
-A raster with nothing readable yields an empty batch, recorded as indexed with no chunks. This agent lives in
+A raster with nothing readable yields an empty batch, which travels to the indexer like any other. This agent lives in
 the parser package because it shares the parser's document library (chunking, OCR); it is its own agent and
 subject because OCR costs seconds a page and must scale apart from text parsing.
 """
@@ -121,23 +121,20 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         ]
         gen = self._ctx.generation
         lane = delivery.msg.subject.split(".")[-2]
-        if chunks:
-            batch = ChunksParsed(doc_id=req.doc_id, tenant=req.tenant, generation=gen.number, revision=req.revision,
-                                 batch_index=req.batch_index, chunks=chunks)  # fmt: skip
-            await publish_all(self._ctx.js, [Outgoing(
-                Subjects.parsed(gen, "text", lane, req.tenant), batch,
-                f"{gen.token}:{req.doc_id}:{req.revision}:parsed:{req.batch_index}", delivery.trace_headers,
-            )])  # fmt: skip
+        # Published even when empty (nothing readable): the indexer's write of this batch may be the one that
+        # completes the document, and only the indexer announces completion and removes an older revision.
+        batch = ChunksParsed(doc_id=req.doc_id, tenant=req.tenant, generation=gen.number, revision=req.revision,
+                             batch_index=req.batch_index, chunks=chunks)  # fmt: skip
+        await publish_all(self._ctx.js, [Outgoing(
+            Subjects.parsed(gen, "text", lane, req.tenant), batch,
+            f"{gen.token}:{req.doc_id}:{req.revision}:parsed:{req.batch_index}", delivery.trace_headers,
+        )])  # fmt: skip
 
         def record(current: DocumentProgress | None) -> DocumentProgress | None:
             # Recording a size never completes a document (it changes neither the batch count nor the indexed
-            # batches), so the indexer's write does and announces it. The empty batch below is the exception:
-            # if it is the last one outstanding, this write completes the document and no event goes out
-            # (docs/scaling.md, limits).
+            # batches), so the indexer's write does and announces it.
             if current is None or current.revision != req.revision:
                 return None
-            if not chunks:  # nothing to embed or index: this batch is done
-                return current.with_indexed_batch(req.batch_index, 0)
             return current.with_batches({req.batch_index: len(chunks)})
 
         await self._ctx.progress.update(req.tenant, req.doc_id, record)
