@@ -19,6 +19,7 @@ fusion. An image query without text searches with the text OCR reads in the imag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from agents.query_images import CrossModalQueries, ImageQuery, image_ranking
@@ -70,27 +71,43 @@ def _search(
     cosines: dict[str, float] | None = None,
 ) -> list[VectorHit]:  # fmt: skip
     """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
-    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0)."""
-    try:  # no existence check first: on a Qdrant server that would be another round trip per query
-        rankings = []
-        if dense is not None:  # None: an image query with no text (agents.query_images)
-            rankings.append(store.search(alias, dense, using=TEXT_DENSE, filter=where, limit=limit))
-            if cosines is not None:
-                cosines.update((h.id, h.score) for h in rankings[-1])
-        if sparse is not None:
-            query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
-            rankings.append(store.search(alias, query, using=SPARSE, filter=where, limit=limit))
-        first_image = len(rankings)
-        rankings += [image_ranking(store, alias, image, where, limit) for image in images]
-        weights = [1.0] * len(rankings)
-        if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
-            rankings.append(graph.ranking(store, alias, dense, where))
-            weights.append(graph.weight)
-        for i, image in enumerate(images, start=first_image):
-            if image.min_score is not None:  # a same-picture match outweighs every other ranking together
-                weights[i] = 1.0 + sum(weights) - weights[i]
-    except CollectionNotFound:
-        return []  # nothing was ever indexed
+    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0).
+
+    The alias is resolved once, and every search of the query goes to that collection: a re-index flip between
+    two of them (another process re-points the alias on a Qdrant server) must not fuse two generations. That is
+    one more round trip per query on a server; the embedded store answers it in memory.
+    """
+    for _ in range(2):  # twice: the resolved generation may be dropped right after the resolve (grace 0)
+        collection = store.resolve(alias)
+        if collection is None:
+            return []  # nothing was ever indexed
+        with contextlib.suppress(CollectionNotFound):
+            return _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines)
+    return []
+
+
+def _search_collection(
+    store: VectorStore, collection: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
+    limit: int, k: float, images: Sequence[ImageQuery], graph: GraphQuery | None, cosines: dict[str, float] | None,
+) -> list[VectorHit]:  # fmt: skip
+    """`_search` on one collection; raises `CollectionNotFound` (a generation dropped after the resolve)."""
+    rankings = []
+    if dense is not None:  # None: an image query with no text (agents.query_images)
+        rankings.append(store.search(collection, dense, using=TEXT_DENSE, filter=where, limit=limit))
+        if cosines is not None:
+            cosines.update((h.id, h.score) for h in rankings[-1])
+    if sparse is not None:
+        query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
+        rankings.append(store.search(collection, query, using=SPARSE, filter=where, limit=limit))
+    first_image = len(rankings)
+    rankings += [image_ranking(store, collection, image, where, limit) for image in images]
+    weights = [1.0] * len(rankings)
+    if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
+        rankings.append(graph.ranking(store, collection, dense, where))
+        weights.append(graph.weight)
+    for i, image in enumerate(images, start=first_image):
+        if image.min_score is not None:  # a same-picture match outweighs every other ranking together
+            weights[i] = 1.0 + sum(weights) - weights[i]
     return rrf(rankings, k=k, limit=limit, weights=weights)
 
 

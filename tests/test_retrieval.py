@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agents.retriever import rrf
 from agents.sparse import SparseEncoder
 from agents.vectorstore import PointPayload, VectorHit
+from tests.test_vectorstore import SCHEMA, _edge, _memory_client, point, unit
 
 
 def hit(point_id: str, score: float = 0.5) -> VectorHit:
@@ -44,5 +47,45 @@ def test_search_before_anything_was_indexed_finds_nothing(tmp_path) -> None:
     store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=tmp_path)
     try:
         assert _search(store, "mmrag", [0.1] * 8, None, SearchFilter("t"), 5, 60.0) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("factory", [_edge, _memory_client], ids=["edge", "qdrant-client"])
+def test_a_flip_between_the_searches_of_one_query_never_mixes_generations(tmp_path, factory) -> None:
+    """On a Qdrant server another process re-points the alias whenever it likes: here it does so right after the
+    query's dense search. The query's sparse search must still read the generation its dense search read."""
+    from agents.retriever import _search
+    from agents.vectorstore import SearchFilter, SparseVector
+    from contracts.messages import SparseTerms
+
+    store = factory(tmp_path)
+    try:
+        for gen, name in (("chunks-g1", "old"), ("chunks-g2", "new")):
+            store.create_collection(gen, SCHEMA)
+            store.upsert(gen, [point(unit(0), sparse=SparseVector((7,), (1.0,)), doc_id=f"{name}-doc")])
+        store.set_alias("chunks", "chunks-g1")
+
+        class FlipsAfterTheFirstSearch:
+            """The real store; its first search is followed by the flip another process would make."""
+
+            searches: list[str] = []
+
+            def __getattr__(self, name: str):
+                return getattr(store, name)
+
+            def search(self, collection: str, *args, **kwargs):
+                found = store.search(collection, *args, **kwargs)
+                self.searches.append(collection)
+                if len(self.searches) == 1:
+                    store.set_alias("chunks", "chunks-g2")
+                return found
+
+        query = (unit(0), SparseTerms(indices=[7], values=[1.0]), SearchFilter("a"), 10, 60.0)
+        flipping = FlipsAfterTheFirstSearch()
+        hits = _search(flipping, "chunks", *query)  # type: ignore[arg-type]
+        assert len(flipping.searches) == 2, "a dense and a sparse search"
+        assert {h.payload.doc_id for h in hits} == {"old-doc"}, "both searches read the generation resolved first"
+        assert {h.payload.doc_id for h in _search(store, "chunks", *query)} == {"new-doc"}, "the next query: the new"
     finally:
         store.close()
