@@ -38,6 +38,7 @@ from bus.cache_epochs import EpochInvalidator
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
 from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
 
     async def close(self) -> None:
         await self._invalidator.close()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        await cancel_and_wait(self._maintenance)
 
     async def _ensure_collection(self, dim: int) -> None:
         if not self._opened:

@@ -41,6 +41,7 @@ from bus.cache_epochs import EpochInvalidator
 from bus.generations import GenerationStore, progress_records, purge_progress
 from contracts.generations import GenerationRecord, GenerationState, ReindexProgress
 from contracts.messages import DocumentStatus, utcnow
+from bus.tasks import cancel_and_wait
 from contracts.topology import (
     CHUNKS_STREAM,
     DOCS_STREAM,
@@ -94,10 +95,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         self._task = asyncio.create_task(self._run(), name="reindexer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._invalidator.close()
 
     async def _run(self) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ class EpochInvalidator:
             await self._flush()
 
     async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
+        await cancel_and_wait(self._retry)
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()

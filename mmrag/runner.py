@@ -24,6 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bus.tasks import cancel_and_wait
 from mmrag.datadir import DataDirLock
 from mmrag.processes import StartError, child_env, nats_server_argv, port_in_use
 from mmrag.supervisor import ChildSpec, Supervisor
@@ -184,10 +185,9 @@ async def _run(
                     "agents did not stop within %d s; cancelling them. Still running:\n%s", AGENTS_STOP_S,
                     _task_stacks(),
                 )  # fmt: skip
-                agents.cancel()
                 hung = True
-            with contextlib.suppress(BaseException):
-                await agents  # its error, if any, was raised above
+            with contextlib.suppress(BaseException):  # its error, if any, was raised above
+                await cancel_and_wait(agents)
         await supervisor.stop_all()
         for task in helpers:
             task.cancel()

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import subprocess
 from dataclasses import dataclass, field
 
 from mmrag.processes import StartError, describe_exit, spawn, stop, wait_listening
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger("mmrag.supervisor")
 
@@ -92,9 +94,8 @@ class Supervisor:
         child = self._children.pop(name, None)
         if child is None:
             return
-        if child.watcher is not None:
-            child.watcher.cancel()
-            await asyncio.gather(child.watcher, return_exceptions=True)
+        with contextlib.suppress(Exception):  # a watcher's own error was reported when it happened
+            await cancel_and_wait(child.watcher)
         if child.proc is not None:
             await asyncio.to_thread(stop, child.proc)
 

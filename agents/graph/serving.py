@@ -9,7 +9,6 @@ graph from its stream before swapping it in, so a query always sees one complete
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.js import JetStreamContext
@@ -18,6 +17,7 @@ from agents.graph.follower import GraphFollower
 from agents.graph.graph import KnowledgeGraph
 from bus.generations import GenerationStore
 from contracts.topology import IndexGeneration
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,5 @@ class ServingGraph:
                 log.exception("graph: could not switch to the serving index generation")
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await cancel_and_wait(self._watch)
         await self._follower.close()

@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ class LoopWatchdog:
 
     async def stop(self) -> None:
         self._stopped.set()
-        if self._beat is not None:
-            self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
+        await cancel_and_wait(self._beat)
 
     async def _beat_forever(self) -> None:
         while True:

@@ -20,7 +20,6 @@ endpoint: metrics are never worth an outage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from nats.js import JetStreamContext
 
 from bus.metrics import exposition, forget_consumer_state, set_consumer_state
 from contracts.topology import ConsumerDef
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,8 @@ class MetricsServer:
         log.info("metrics on :%d/metrics", self.port)
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        await cancel_and_wait(self._refresher)
+        self._refresher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

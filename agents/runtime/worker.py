@@ -55,6 +55,7 @@ from bus import tracing
 from bus.metrics import WorkerMetrics
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
+from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +352,4 @@ class PullWorker(Generic[T]):
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
