@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 
 from nats.js.errors import NotFoundError
 
-from agents.image_vectors import image_vector_dim
 from agents.graph import IndexedChunk, build_facts, tombstone
+from agents.image_vectors import image_vector_dim
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
@@ -36,9 +36,9 @@ from agents.vectorstore import (
 )
 from bus.cache_epochs import EpochInvalidator
 from bus.publish import Outgoing, publish_all
+from bus.tasks import cancel_and_wait
 from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
 from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
-from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

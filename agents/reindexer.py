@@ -39,9 +39,9 @@ from agents.runtime.worker import Delivery
 from agents.vectorstore import CollectionInUse, CollectionSchema, VectorStore
 from bus.cache_epochs import EpochInvalidator
 from bus.generations import GenerationStore, progress_records, purge_progress
+from bus.tasks import cancel_and_wait
 from contracts.generations import GenerationRecord, GenerationState, ReindexProgress
 from contracts.messages import DocumentStatus, utcnow
-from bus.tasks import cancel_and_wait
 from contracts.topology import (
     CHUNKS_STREAM,
     DOCS_STREAM,

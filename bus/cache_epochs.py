@@ -26,6 +26,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
+
 from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

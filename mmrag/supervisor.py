@@ -21,8 +21,8 @@ import logging
 import subprocess
 from dataclasses import dataclass, field
 
-from mmrag.processes import StartError, describe_exit, spawn, stop, wait_listening
 from bus.tasks import cancel_and_wait
+from mmrag.processes import StartError, describe_exit, spawn, stop, wait_listening
 
 log = logging.getLogger("mmrag.supervisor")
 

@@ -16,8 +16,8 @@ from nats.js import JetStreamContext
 from agents.graph.follower import GraphFollower
 from agents.graph.graph import KnowledgeGraph
 from bus.generations import GenerationStore
-from contracts.topology import IndexGeneration
 from bus.tasks import cancel_and_wait
+from contracts.topology import IndexGeneration
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+
 from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from aiohttp import web
 from nats.js import JetStreamContext
 
 from bus.metrics import exposition, forget_consumer_state, set_consumer_state
-from contracts.topology import ConsumerDef
 from bus.tasks import cancel_and_wait
+from contracts.topology import ConsumerDef
 
 log = logging.getLogger(__name__)
 

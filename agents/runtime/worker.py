@@ -43,9 +43,9 @@ from typing import Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -53,9 +53,9 @@ from pydantic import BaseModel, ValidationError
 
 from bus import tracing
 from bus.metrics import WorkerMetrics
+from bus.tasks import cancel_and_wait
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
-from bus.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
