@@ -75,6 +75,12 @@ class IndexGeneration:
         return f"{base}-{self.token}"
 
 
+def durable_role(durable: str) -> str:
+    """A durable's name without its generation suffix (``embedder-text-bulk-g3`` -> ``embedder-text-bulk``):
+    what an autoscaler follows across re-indexes. Names without a suffix (the query durables) are returned as is."""
+    return re.sub(r"-g[0-9]+$", "", durable)
+
+
 class Subjects:
     DOCS_INGEST = "docs.ingest"
     DOCS_DELETE = "docs.delete"

@@ -3,7 +3,8 @@
 * Kubernetes: every overlay rendered with `kubectl kustomize`; every object validated with
   `kubernetes-validate` (strict: unknown fields fail), KEDA ScaledObjects and cert-manager Issuers against the
   schemas in infra/k8s/schemas/; the overlay table (replicas, HPA max, embedding backend, memory) asserted; every
-  KEDA trigger names a durable consumer of `contracts.topology`, so renaming a consumer breaks this test.
+  KEDA trigger names a durable role of `contracts.topology` (per-generation ones through the agent's `/lag`), so
+  renaming a consumer breaks this test.
 * Compose: docker-compose.yml validated against the compose-spec JSON schema vendored by check-jsonschema;
   every mmrag service runs a real `mmrag` command / agent name; the memory budget; Prometheus targets and alert
   rules name metrics that bus/metrics.py defines.
@@ -27,7 +28,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from contracts.topology import IndexGeneration, all_consumers
+from contracts.topology import IndexGeneration, all_consumers, durable_role
 from mmrag.registry import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def test_every_object_validates(overlay: str) -> None:
 
 def test_crd_schemas_reject_mistakes() -> None:
     """The vendored schemas are not vacuous: a typo'd field and a numeric lag threshold fail."""
-    so = next(o for o in render("dev") if o["kind"] == "ScaledObject")
+    so = next(o for o in render("dev") if o["kind"] == "ScaledObject" and o["spec"]["triggers"][0]["type"] == "nats-jetstream")
     schema = json.loads(CRD_SCHEMAS[("keda.sh/v1alpha1", "ScaledObject")].read_text())
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(so)
@@ -125,6 +126,11 @@ def test_crd_schemas_reject_mistakes() -> None:
     assert not validator.is_valid(bad)
     bad = json.loads(json.dumps(so))
     bad["spec"]["maxReplicas"] = 3
+    assert not validator.is_valid(bad)
+    lag = next(o for o in render("dev") if o["kind"] == "ScaledObject" and o["spec"]["triggers"][0]["type"] == "metrics-api")
+    assert validator.is_valid(lag)
+    bad = json.loads(json.dumps(lag))
+    bad["spec"]["triggers"][0]["metadata"]["valueLocaton"] = bad["spec"]["triggers"][0]["metadata"].pop("valueLocation")
     assert not validator.is_valid(bad)
 
 
@@ -167,29 +173,58 @@ def test_overlays_differ_only_where_the_table_says() -> None:
     assert names["dev"] == names["staging"] == names["prod"]
 
 
+def consumers_by_agent() -> dict[str, list[tuple[str, str, bool]]]:
+    """(stream, durable role, per generation) of each agent's consumers, from the agent classes themselves."""
+    from types import SimpleNamespace
+
+    from agents.settings import AgentSettings
+    from mmrag.registry import AGENTS
+
+    ctx = SimpleNamespace(generation=IndexGeneration(1), settings=AgentSettings())
+    return {
+        name: [(c.stream, durable_role(c.durable), cls.per_generation) for c in cls(ctx).consumer_defs()]  # type: ignore[arg-type]
+        for name, cls in AGENTS.items()
+    }
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_keda_triggers_name_real_durables(overlay: str) -> None:
-    """Every agent scales on exactly the durables of contracts.topology, for the configured index generation."""
-    gen = int(objects(overlay, "ConfigMap")["mmrag-config"]["data"]["MMRAG_INDEX_GENERATION"])
-    want = {(c.stream, c.durable) for c in all_consumers((IndexGeneration(gen),))}
+def test_keda_triggers_follow_every_durable_across_generations(overlay: str) -> None:
+    """Every agent scales on exactly its own consumers (as `contracts.topology` names them). Per-generation ones
+    are read from the agent's own `/lag` by durable role, so a re-index (`parser-g1` -> `parser-g2`) changes
+    nothing here; the query durables, which never change name, from NATS monitoring."""
     deployments = app_deployments(overlay)
-    seen: list[tuple[str, str]] = []
-    scaled_agents = set()
+    services = objects(overlay, "Service")
+    owned = consumers_by_agent()
+    assert {(stream, role) for agent in owned.values() for stream, role, _ in agent} == {
+        (c.stream, durable_role(c.durable)) for c in all_consumers((IndexGeneration(1),))
+    }, "the agents run exactly the durables of contracts.topology"
+    scaled: dict[str, list[str]] = {}
     for so in objects(overlay, "ScaledObject").values():
         target = so["spec"]["scaleTargetRef"]["name"]
         assert target in deployments, f"ScaledObject {so['metadata']['name']} targets a missing Deployment {target}"
-        scaled_agents.add(agent_of(command_of(deployments[target])))
+        agent = agent_of(command_of(deployments[target]))
+        assert agent is not None
         for trigger in so["spec"]["triggers"]:
-            assert trigger["type"] == "nats-jetstream"
             meta = trigger["metadata"]
-            assert meta["account"] == "$G"
-            assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
-            assert (meta["stream"], meta["consumer"]) in want, (
-                f"{target}: no durable {meta['consumer']} on {meta['stream']}"
-            )
-            seen.append((meta["stream"], meta["consumer"]))
-    assert sorted(seen) == sorted(want), "each durable consumer must drive exactly one agent's autoscaling"
-    assert scaled_agents == set(AGENT_NAMES)
+            if trigger["type"] == "metrics-api":
+                service, port = re.fullmatch(r"http://([a-z0-9-]+)\.mmrag\.svc\.cluster\.local:([0-9]+)/lag",
+                                             meta["url"]).groups()  # type: ignore[union-attr]  # fmt: skip
+                assert service in services and services[service]["spec"]["selector"] == deployments[target]["spec"][
+                    "selector"]["matchLabels"], f"{target}: {meta['url']} is not this agent's own Service"  # fmt: skip
+                assert int(port) in [p["port"] for p in services[service]["spec"]["ports"]]
+                assert meta["format"] == "json" and meta["valueLocation"].startswith("by_role.")
+                scaled.setdefault(agent, []).append(meta["valueLocation"].removeprefix("by_role."))
+            else:
+                assert trigger["type"] == "nats-jetstream"
+                assert meta["account"] == "$G" and meta["natsServerMonitoringEndpoint"].endswith(":8222")
+                assert durable_role(meta["consumer"]) == meta["consumer"], "a generation's durable changes name"
+                scaled.setdefault(agent, []).append(meta["consumer"])
+    assert {a: sorted(r) for a, r in scaled.items()} == {a: sorted(r for _, r, _ in c) for a, c in owned.items()}
+    for agent, consumers in owned.items():
+        kinds = {t["type"] for so in objects(overlay, "ScaledObject").values() for t in so["spec"]["triggers"]
+                 if agent_of(command_of(deployments[so["spec"]["scaleTargetRef"]["name"]])) == agent}  # fmt: skip
+        per_generation = {pg for _, _, pg in consumers}
+        assert kinds == ({"metrics-api"} if per_generation == {True} else {"nats-jetstream"}), agent
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

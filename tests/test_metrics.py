@@ -180,6 +180,43 @@ async def test_consumer_gauges_follow_pending_and_ack_pending(nc: nats.NATS, htt
         await server.stop()
 
 
+async def test_lag_endpoint_sums_each_role_over_generations(nc: nats.NATS, http: aiohttp.ClientSession) -> None:
+    """What KEDA's metrics-api trigger reads: a role's backlog is the same query before and after a re-index."""
+    tag = uuid.uuid4().hex[:6]
+    js = nc.jetstream()
+    await js.add_stream(name="LAGTEST", subjects=["lagtest.>"])
+    consumers = [
+        ConsumerDef(stream="LAGTEST", durable=f"work{tag}-g1", filter_subject="lagtest.g1"),
+        ConsumerDef(stream="LAGTEST", durable=f"work{tag}-g2", filter_subject="lagtest.g2"),
+        ConsumerDef(stream="LAGTEST", durable=f"other{tag}", filter_subject="lagtest.other"),
+    ]
+    for consumer in consumers:
+        await js.add_consumer("LAGTEST", consumer_config(consumer))
+    for subject, n in (("lagtest.g1", 3), ("lagtest.g2", 4), ("lagtest.other", 1)):
+        for i in range(n):
+            await js.publish(subject, Job(n=i).model_dump_json().encode())
+
+    missing = MetricsServer(0, js, [ConsumerDef(stream="LAGTEST", durable="nobody", filter_subject="lagtest.x")],
+                            host="127.0.0.1", refresh_s=0.1)  # fmt: skip
+    server = MetricsServer(0, js, consumers, host="127.0.0.1", refresh_s=0.1)
+    await missing.start()
+    await server.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                async with http.get(f"http://127.0.0.1:{server.port}/lag") as resp:
+                    if resp.status == 200 and (body := await resp.json())["pending"] == 8:
+                        break
+                await asyncio.sleep(0.1)
+        assert body["by_role"] == {f"work{tag}": 7, f"other{tag}": 1}
+        assert body["consumers"][f"LAGTEST/work{tag}-g2"] == {"pending": 4, "ack_pending": 0}
+        async with http.get(f"http://127.0.0.1:{missing.port}/lag") as resp:
+            assert resp.status == 503, "nothing read: no number an autoscaler could mistake for an empty backlog"
+    finally:
+        await server.stop()
+        await missing.stop()
+
+
 async def test_edge_requests_are_labelled_by_route_template(nats_server: NatsServer, http: aiohttp.ClientSession):
     await ensure_topology((nc := await nats.connect(nats_server.url)).jetstream())
     await nc.close()

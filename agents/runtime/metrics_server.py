@@ -10,6 +10,11 @@ autoscaling signal) of the durable consumers this process runs. They are refresh
   JetStream API is one request per consumer per interval, whatever scrapes;
 - a few seconds of staleness is nothing to an autoscaler that averages over a minute.
 
+The same numbers are served as JSON on ``/lag`` (total, per durable *role* summed over index generations, per
+consumer): KEDA's `metrics-api` trigger scales the ingest agents on it, because its `nats-jetstream` trigger
+needs one exact durable name and the ingest durables change name with every re-index (``parser-g1`` ->
+``parser-g2``).
+
 A consumer whose state cannot be read (NATS down, consumer deleted) loses its series until it can again:
 an absent series is honest, a frozen backlog would keep scaling on a number that is no longer true.
 
@@ -29,7 +34,7 @@ from nats.js import JetStreamContext
 
 from bus.metrics import exposition, forget_consumer_state, set_consumer_state
 from bus.tasks import cancel_and_wait
-from contracts.topology import ConsumerDef
+from contracts.topology import ConsumerDef, durable_role
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +51,40 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def refresh_consumer_gauges(js: JetStreamContext, consumers: Iterable[tuple[str, str]]) -> None:
-    """Read each (stream, durable)'s state from the server and set its gauges; forget those that fail."""
+async def refresh_consumer_gauges(
+    js: JetStreamContext, consumers: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Read each (stream, durable)'s state from the server and set its gauges; forget those that fail.
+
+    Returns (pending, ack pending) of each consumer that could be read."""
     consumers = list(consumers)
     infos = await asyncio.gather(
         *(js.consumer_info(stream, durable, timeout=_INFO_TIMEOUT_S) for stream, durable in consumers),
         return_exceptions=True,
     )
+    read: dict[tuple[str, str], tuple[int, int]] = {}
     for (stream, durable), info in zip(consumers, infos, strict=True):
         if isinstance(info, BaseException):
             forget_consumer_state(stream, durable)
         else:
-            set_consumer_state(stream, durable, info.num_pending or 0, info.num_ack_pending or 0)
+            read[(stream, durable)] = (info.num_pending or 0, info.num_ack_pending or 0)
+            set_consumer_state(stream, durable, *read[(stream, durable)])
+    return read
+
+
+def lag_view(read: dict[tuple[str, str], tuple[int, int]]) -> dict[str, object]:
+    """The body of ``GET /lag``: backlog (not yet delivered) in total and per durable role, summed over index
+    generations, so that an autoscaler's query names no generation and keeps working after a re-index."""
+    by_role: dict[str, int] = {}
+    for (_, durable), (pending, _) in sorted(read.items()):
+        by_role[durable_role(durable)] = by_role.get(durable_role(durable), 0) + pending
+    return {
+        "pending": sum(p for p, _ in read.values()),
+        "ack_pending": sum(a for _, a in read.values()),
+        "by_role": by_role,
+        "consumers": {f"{stream}/{durable}": {"pending": p, "ack_pending": a} for (stream, durable), (p, a) in
+                      sorted(read.items())},
+    }  # fmt: skip
 
 
 class MetricsServer:
@@ -84,6 +111,7 @@ class MetricsServer:
         self._refresher: asyncio.Task[None] | None = None
         self._last_warning = 0.0
         self.port: int | None = None  # the bound port, once started
+        self._read: dict[tuple[str, str], tuple[int, int]] = {}  # the last refresh's (pending, ack pending)
 
     def set_consumers(self, consumers: Iterable[ConsumerDef]) -> None:
         """Report these consumers from the next refresh on (the host's set changes with index generations)."""
@@ -93,6 +121,7 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/health", health)
+        app.router.add_get("/lag", self._lag_endpoint)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
@@ -107,6 +136,13 @@ class MetricsServer:
         self._refresher = asyncio.create_task(self._refresh_forever(), name="metrics:consumer-gauges")
         log.info("metrics on :%d/metrics", self.port)
 
+    async def _lag_endpoint(self, request: web.Request) -> web.Response:
+        """The consumers' backlog as JSON, for KEDA's `metrics-api` trigger (`valueLocation: by_role.<role>`).
+        503 until a refresh has read at least one consumer: an autoscaler must not read "no backlog" then."""
+        if not self._read:
+            return web.json_response({"error": "no consumer state read yet (NATS unreachable?)"}, status=503)
+        return web.json_response(lag_view(self._read))
+
     async def stop(self) -> None:
         await cancel_and_wait(self._refresher)
         self._refresher = None
@@ -117,7 +153,7 @@ class MetricsServer:
     async def _refresh_forever(self) -> None:
         while True:
             try:
-                await refresh_consumer_gauges(self._js, self._consumers)
+                self._read = await refresh_consumer_gauges(self._js, self._consumers)
             except Exception as err:  # noqa: BLE001 - a gauge refresh must never take the agents down
                 if time.monotonic() - self._last_warning >= 60:
                     self._last_warning = time.monotonic()
