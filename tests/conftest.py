@@ -38,7 +38,7 @@ def engine(tmp_path_factory) -> Iterator[Engine]:
     eng = Engine(root / "data", root / "engine.log", env={"MMRAG_MAX_UPLOAD_BYTES": str(1024 * 1024)}).start()
     yield eng
     code = eng.stop()
-    assert code == 0, f"mmrag up did not stop cleanly ({code}):\n{eng.log_tail(20000)}"
+    assert code == 0, f"mmrag up did not stop cleanly ({code}):\n{eng.log_tail()}"
 
 
 @pytest.fixture

@@ -94,7 +94,8 @@ class Engine:
             time.sleep(0.2)
         return self
 
-    def log_tail(self, n: int = 4000) -> str:
+    def log_tail(self, n: int = 20000) -> str:
+        """The end of the log: long enough for the thread and task stacks a hung stop writes (`Engine.stop`)."""
         return self.log_path.read_bytes()[-n:].decode(errors="replace")
 
     def stop(self) -> int | None:
