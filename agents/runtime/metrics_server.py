@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -75,13 +76,13 @@ async def refresh_consumer_gauges(
 def lag_view(read: dict[tuple[str, str], tuple[int, int]]) -> dict[str, object]:
     """The body of ``GET /lag``: backlog (not yet delivered) in total and per durable role, summed over index
     generations, so that an autoscaler's query names no generation and keeps working after a re-index."""
-    by_role: dict[str, int] = {}
+    by_role: Counter[str] = Counter()
     for (_, durable), (pending, _) in sorted(read.items()):
-        by_role[durable_role(durable)] = by_role.get(durable_role(durable), 0) + pending
+        by_role[durable_role(durable)] += pending
     return {
         "pending": sum(p for p, _ in read.values()),
         "ack_pending": sum(a for _, a in read.values()),
-        "by_role": by_role,
+        "by_role": dict(by_role),
         "consumers": {f"{stream}/{durable}": {"pending": p, "ack_pending": a} for (stream, durable), (p, a) in
                       sorted(read.items())},
     }  # fmt: skip
