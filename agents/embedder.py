@@ -1,6 +1,6 @@
 """embedder: `chunks.parsed.g<gen>.text.<lane>.<tenant>` -> `chunks.embedded.g<gen>.<tenant>`.
 
-Image chunks (modality `image`, with an `ImageRef`) also get their image's vector (`agents.image_vectors`: CLIP
+Image chunks (modality `image`, with an `ImageRef`) also get their image's vector (`models.image_vectors`: CLIP
 when configured, else the perceptual hash), read from the uploads Object Store, once per distinct image of the
 fetch; an image that cannot be read keeps its text vector only (logged), never failing the batch.
 
@@ -18,17 +18,17 @@ from collections.abc import Sequence
 from nats.js.errors import NotFoundError
 from PIL import Image
 
-from agents.image_vectors import decode as decode_image
-from agents.parser.images import ImageRejected
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.priority import PriorityLock
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
-from agents.sparse import SparseEncoder
 from bus.limits import check_embedded_fits
 from bus.publish import Outgoing, publish_all
 from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
+from documents.images import ImageRejected
+from models.image_vectors import decode as decode_image
+from models.sparse import SparseEncoder
 
 log = logging.getLogger(__name__)
 

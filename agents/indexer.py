@@ -20,12 +20,17 @@ from collections.abc import Mapping, Sequence
 
 from nats.js.errors import NotFoundError
 
-from agents.graph import IndexedChunk, build_facts, tombstone
-from agents.image_vectors import image_vector_dim
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
-from agents.vectorstore import (
+from bus.cache_epochs import EpochInvalidator
+from bus.publish import Outgoing, publish_all
+from bus.tasks import cancel_and_wait
+from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
+from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
+from models.image_vectors import image_vector_dim
+from search.graph import IndexedChunk, build_facts, tombstone
+from search.vectorstore import (
     CollectionNotFound,
     CollectionSchema,
     PointPayload,
@@ -34,11 +39,6 @@ from agents.vectorstore import (
     VectorPoint,
     VectorStore,
 )
-from bus.cache_epochs import EpochInvalidator
-from bus.publish import Outgoing, publish_all
-from bus.tasks import cancel_and_wait
-from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
-from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         await publish_all(self._ctx.js, [*facts, *finished])
 
     def _graph_facts(self, batch: ChunksEmbedded, headers: Mapping[str, str]) -> Outgoing:
-        """The knowledge-graph facts of a durably indexed batch (`agents.graph`), for every retriever's graph."""
+        """The knowledge-graph facts of a durably indexed batch (`search.graph`), for every retriever's graph."""
         gen = self._ctx.generation
         chunks = [IndexedChunk(c.chunk_id, point_id(self.collection, batch.revision, c), c.text) for c in batch.chunks]
         facts = build_facts(tenant=batch.tenant, doc_id=batch.doc_id, generation=gen.number, revision=batch.revision,

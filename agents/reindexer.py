@@ -36,7 +36,6 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.host import generation_settings
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery
-from agents.vectorstore import CollectionInUse, CollectionSchema, VectorStore
 from bus.cache_epochs import EpochInvalidator
 from bus.generations import GenerationStore, progress_records, purge_progress
 from bus.tasks import cancel_and_wait
@@ -52,6 +51,7 @@ from contracts.topology import (
     Subjects,
     ingest_consumers,
 )
+from search.vectorstore import CollectionInUse, CollectionSchema, VectorStore
 
 log = logging.getLogger(__name__)
 

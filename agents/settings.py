@@ -10,25 +10,15 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
+from models.llm.client import LLMProvider
 
 
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class LLMProvider(BaseModel):
-    """One OpenAI-compatible chat-completions endpoint of the generator's provider chain."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=64, description="names the provider in logs and `done.answerer`")
-    base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.groq.com/openai/v1")
-    api_key: SecretStr | None = Field(default=None, description="sent as a Bearer token; never logged")
-    model: str = Field(min_length=1)
 
 
 class AgentSettings(ProcessSettings):

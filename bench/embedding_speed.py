@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from agents.embedding import TextEmbedder, default_model_path  # noqa: E402
+from models.embedding import TextEmbedder, default_model_path  # noqa: E402
 
 PDFS = ("/usr/share/doc/libtasn1-doc/libtasn1.pdf", "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
 BATCH = 32

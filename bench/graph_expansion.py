@@ -4,7 +4,7 @@
 
 Builds a deliberately hub-heavy synthetic corpus (every chunk names people, projects, error codes and module
 names drawn from small pools, so entities are named by hundreds or thousands of chunks and the graph is dense),
-extracts the facts of every batch as the indexer does (`agents.graph.build_facts`), folds them into a graph
+extracts the facts of every batch as the indexer does (`search.graph.build_facts`), folds them into a graph
 (`KnowledgeGraph.apply`, as every retriever replica does), and times `expand` for a few questions at hops 1 and
 2. Prints figures; asserts nothing.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.graph import IndexedChunk, KnowledgeGraph, build_facts, expand  # noqa: E402
+from search.graph import IndexedChunk, KnowledgeGraph, build_facts, expand  # noqa: E402
 
 FIRST = ["Dana", "Ada", "Alan", "Grace", "Linus", "Guido", "Ken", "Barbara", "Edsger", "Donald"]
 LAST = ["Smith", "Lovelace", "Turing", "Hopper", "Torvalds", "Rossum", "Thompson", "Liskov", "Dijkstra", "Knuth"]

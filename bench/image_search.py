@@ -10,7 +10,7 @@ Pictures: the two photographs scikit-learn ships (china.jpg, flower.jpg), 40 cro
 that share colours and texture: the hard negatives) and 20 generated drawings. Each is transformed the ways an
 uploaded copy differs from the embedded original; the Hamming distance to the original is printed per
 transform, and the distances between different pictures, with the share on each side of the cut-off
-(`agents.perceptual.MAX_HAMMING`). Figures, not a pass/fail test.
+(`models.perceptual.MAX_HAMMING`). Figures, not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import perceptual  # noqa: E402
-from agents.image_vectors import decode  # noqa: E402
+from models import perceptual  # noqa: E402
+from models.image_vectors import decode  # noqa: E402
 from tests.test_clip import picture  # noqa: E402
 
 
@@ -132,7 +132,7 @@ def clip_speed(batch: int = 32) -> None:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from agents.clip import ClipEncoder
+    from models.clip import ClipEncoder
     from tests.tiny_clip import make_tiny_clip
 
     folder = make_tiny_clip(Path(tempfile.mkdtemp(prefix="mmrag-clip-")) / "vit-b-32")  # its tokenizer and files

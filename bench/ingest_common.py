@@ -20,10 +20,10 @@ import pymupdf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.parser.agent import _Chunker, _render_png, _table_rows  # noqa: E402
-from agents.parser.extract import open_checked_pdf  # noqa: E402
-from agents.parser.layout import iter_pages  # noqa: E402
-from agents.parser.ocr_agent import read_image, read_page  # noqa: E402
+from agents.parser import _Chunker, _render_png, _table_rows  # noqa: E402
+from documents.extract import open_checked_pdf  # noqa: E402
+from documents.layout import iter_pages  # noqa: E402
+from agents.ocr import read_image, read_page  # noqa: E402
 from contracts.messages import Chunk, EmbeddedChunk, TableData  # noqa: E402
 from tests.factories import SCAN_SENTENCES, make_image_pages_pdf, make_scanned_pdf, synthetic_pdf  # noqa: E402
 
@@ -107,11 +107,11 @@ class InProcess:
 
     def __init__(self, workdir: Path, *, batch: int = 32) -> None:
         from agents.indexer import to_point
-        from agents.parser.ocr import DEFAULT_OCR, _engine
+        from documents.ocr import DEFAULT_OCR, _engine
         from agents.runtime.resources import text_embedder
         from agents.settings import AgentSettings
-        from agents.sparse import SparseEncoder
-        from agents.vectorstore import CollectionSchema, EdgeShardStore
+        from models.sparse import SparseEncoder
+        from search.vectorstore import CollectionSchema, EdgeShardStore
 
         self.embedder = text_embedder(AgentSettings())  # as the engine builds it
         self.sparse = SparseEncoder()

@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.indexer import POINT_NAMESPACE  # noqa: E402
-from agents.reranker import rerank  # noqa: E402
-from agents.retriever import rrf, to_hit  # noqa: E402
+from search.rerank import rerank  # noqa: E402
+from search.hybrid import rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
-from agents.sparse import SparseEncoder  # noqa: E402
-from agents.vectorstore import SPARSE, TEXT_DENSE, PointPayload, SearchFilter, SparseVector, VectorPoint  # noqa: E402
+from models.sparse import SparseEncoder  # noqa: E402
+from search.vectorstore import SPARSE, TEXT_DENSE, PointPayload, SearchFilter, SparseVector, VectorPoint  # noqa: E402
 from bench.quality.corpus import build  # noqa: E402
 from tests.engine import Engine, upload_bytes, wait_status  # noqa: E402
 
@@ -85,7 +85,7 @@ async def ingest_real(engine: Engine) -> int:
 def fill(edge_root: Path, alias: str, total: int, have: int, dim: int) -> tuple[str, float, float]:
     """Add generated points until the collection behind `alias` holds `total`; returns (collection, upsert s,
     HNSW build s)."""
-    from agents.vectorstore import EdgeShardStore, OptimizePolicy
+    from search.vectorstore import EdgeShardStore, OptimizePolicy
 
     store = EdgeShardStore(edge_root, OptimizePolicy(min_points=1, idle_seconds=0))
     try:
@@ -128,7 +128,7 @@ def fill(edge_root: Path, alias: str, total: int, have: int, dim: int) -> tuple[
 def in_process(edge_root: Path, alias: str, questions: list[str], limit: int) -> dict[str, list[float]]:
     """The retriever + reranker path without NATS or HTTP, each stage timed per question."""
     from agents.runtime.resources import text_embedder
-    from agents.vectorstore import EdgeShardStore
+    from search.vectorstore import EdgeShardStore
 
     settings = AgentSettings()
     embedder = text_embedder(settings)

@@ -26,9 +26,9 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.parser.extract import extract_pdf  # noqa: E402
-from agents.parser.layout import iter_pages  # noqa: E402
-from agents.parser.ocr import OcrSettings, ocr_page  # noqa: E402
+from documents.extract import extract_pdf  # noqa: E402
+from documents.layout import iter_pages  # noqa: E402
+from documents.ocr import OcrSettings, ocr_page  # noqa: E402
 from tests.factories import (  # noqa: E402
     A4,
     make_image_pages_pdf,

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from agents.vectorstore import (
+from search.vectorstore import (
     TEXT_DENSE,
     CollectionSchema,
     EdgeShardStore,

@@ -10,8 +10,8 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
-from bus.tracing import has_trace_context, inject
 from contracts.topology import HEADER_MSG_ID
+from telemetry.tracing import has_trace_context, inject
 
 
 @dataclass(frozen=True)

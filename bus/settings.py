@@ -25,5 +25,5 @@ class ProcessSettings(BaseSettings):
         default=1.0, ge=0.0, le=1.0, description="share of new traces recorded; a hop follows its parent's decision"
     )
     log_format: Literal["", "json", "console"] = Field(
-        default="", description="json or console; empty = console on a terminal, json otherwise (bus.logs)"
+        default="", description="json or console; empty = console on a terminal, json otherwise (telemetry.logs)"
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bus.logs import configure_logging
-from bus.tracing import configure_tracing
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
+from telemetry.logs import configure_logging
+from telemetry.tracing import configure_tracing
 
 
 def main() -> None:

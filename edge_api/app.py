@@ -20,8 +20,8 @@ from edge_api.errors import error_middleware
 from edge_api.routes import docs, documents, health, pages, progress, queries, reindex, ui
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
-from edge_api.tracing import tracing_middleware
 from edge_api.state import BACKBONE, SETTINGS, Backbone
+from edge_api.tracing import tracing_middleware
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bus.cache_epochs import ENTRY_PREFIX, GLOBAL_EPOCH_KEY, new_epoch, redis_client, tenant_epoch_key
-from bus.metrics import ANSWER_CACHE
 from contracts.messages import QueryRequest
 from edge_api.settings import EdgeSettings
+from telemetry.metrics import ANSWER_CACHE
 
 log = logging.getLogger(__name__)
 

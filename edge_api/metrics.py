@@ -1,4 +1,4 @@
-"""Request metrics of the edge API (`bus.metrics`): a middleware that times every request, and ``GET /metrics``.
+"""Request metrics of the edge API (`telemetry.metrics`): a middleware that times every request, and ``GET /metrics``.
 
 The ``route`` label is the matched route's canonical path (``/v1/documents/{doc_id}``), so a label set is
 per endpoint, never per document; a request no route matched (404, 405) is ``other``. The middleware is the
@@ -11,8 +11,8 @@ import time
 
 from aiohttp import web
 
-from bus.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, exposition
 from edge_api.errors import Handler
+from telemetry.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, exposition
 
 UNMATCHED_ROUTE = "other"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -28,9 +28,9 @@ from contracts.messages import (
     DocumentStatus,
     DoneEvent,
     ErrorEvent,
-    ResetEvent,
     Hit,
     Identifier,
+    ResetEvent,
     RetrievalEvent,
     Tenant,
     TokenEvent,
@@ -39,13 +39,13 @@ from edge_api.auth import API_KEY_HEADER, OPEN_PATHS, required_role
 from edge_api.bodies import AskBody, SearchBody
 from edge_api.ratelimit import REMAINING_HEADER
 from edge_api.routes.documents import LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT
-from edge_api.routes.reindex import REINDEX_EVENTS_PATH, REINDEX_ID_PATH, REINDEX_PATH, GenerationList, GenerationView
 from edge_api.routes.pages import DEFAULT_WIDTH as PAGE_DEFAULT_WIDTH
 from edge_api.routes.pages import MAX_WIDTH as PAGE_MAX_WIDTH
 from edge_api.routes.pages import MIN_WIDTH as PAGE_MIN_WIDTH
 from edge_api.routes.progress import MAX_STREAM_S as PROGRESS_MAX_STREAM_S
 from edge_api.routes.progress import PROGRESS_PATH
 from edge_api.routes.queries import FRAMING_FIELDS
+from edge_api.routes.reindex import REINDEX_EVENTS_PATH, REINDEX_ID_PATH, REINDEX_PATH, GenerationList, GenerationView
 from edge_api.routes.ui import ASSET_PATH as UI_ASSET_PATH
 from edge_api.routes.ui import CONTENT_TYPES as _UI_TYPES
 from edge_api.routes.ui import PAGE_PATH as UI_PAGE_PATH

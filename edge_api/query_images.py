@@ -31,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.messages import QueryFilters, QueryImage
 from contracts.topology import QUERY_IMAGES_BUCKET
+from documents.filetypes import sniff_image
 from edge_api.bodies import MAX_TOP_K, MIN_TOP_K, SEARCH_DEFAULT_TOP_K, Text
 from edge_api.errors import ApiError
-from edge_api.filetypes import sniff_image
 
-# The parser's budget (agents.parser.images.MAX_IMAGE_PIXELS): 40 megapixels.
+# The parser's budget (documents.images.MAX_IMAGE_PIXELS): 40 megapixels.
 MAX_PIXELS = 40_000_000
 MAX_FIELD_BYTES = 64 * 1024  # query, top_k, filters
 READ_CHUNK = 64 * 1024

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bus.metrics import RATELIMIT_FAILOPEN, RATELIMITED
 from edge_api.auth import OPEN_PATHS
 from edge_api.errors import ApiError, Handler
 from edge_api.identity import IDENTITY
 from edge_api.settings import EdgeSettings
 from edge_api.state import SETTINGS
+from telemetry.metrics import RATELIMIT_FAILOPEN, RATELIMITED
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The span is current while the route runs, so what it publishes (`bus.publish` injects the current context)
 carries its ``traceparent``, and every agent's span of that ask or upload is in this trace. A client that
 sends a ``traceparent`` itself gets its trace continued. Log lines written meanwhile carry ``request_id`` and
-``tenant`` (`bus.logs`).
+``tenant`` (`telemetry.logs`).
 
 Span name: method and route template (``POST /v1/ask``, ``GET /v1/documents/{doc_id}``), never the raw path;
 attributes: method, route, status code, ``mmrag.request_id``, ``mmrag.tenant``. A 5xx marks it as an error.
@@ -15,9 +15,9 @@ import structlog
 from aiohttp import web
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from bus import tracing
 from edge_api.errors import request_id
 from edge_api.identity import tenant_of
+from telemetry import tracing
 
 
 def route_template(request: web.Request) -> str | None:

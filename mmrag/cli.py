@@ -47,8 +47,8 @@ KeysFileOption = Annotated[
 
 
 def _logging(verbose: bool) -> None:
-    """structlog JSON lines, or a console rendering on a terminal (`MMRAG_LOG_FORMAT`, `bus.logs`)."""
-    from bus.logs import configure_logging
+    """structlog JSON lines, or a console rendering on a terminal (`MMRAG_LOG_FORMAT`, `telemetry.logs`)."""
+    from telemetry.logs import configure_logging
 
     configure_logging(logging.DEBUG if verbose else logging.INFO)
 
@@ -157,9 +157,9 @@ def models() -> None:
 
     `make install` runs it, so no engine start waits for an export; safe to run again (it reuses the cache).
     """
-    from agents.parser.ocr import DEFAULT_OCR, _engine
     from agents.runtime.resources import text_embedder
     from agents.settings import AgentSettings
+    from documents.ocr import DEFAULT_OCR, _engine
 
     _logging(False)
     embedder = text_embedder(AgentSettings())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from agents.embedder import EmbedderAgent
 from agents.generator import GeneratorAgent
 from agents.indexer import IndexerAgent
-from agents.parser.agent import ParserAgent
-from agents.parser.ocr_agent import OcrAgent
+from agents.ocr import OcrAgent
+from agents.parser import ParserAgent
 from agents.reindexer import ReindexCoordinator
 from agents.reranker import RerankerAgent
 from agents.retriever import RetrieverAgent
@@ -22,6 +22,8 @@ AGENTS: dict[str, type[ConsumerAgent]] = {
     "generator": GeneratorAgent,
 }
 AGENT_NAMES = tuple(AGENTS)
+# Runs beside the agents it serves, never alone: the re-index coordinator with the indexer (see `agent_types`).
+COMPANIONS: tuple[type[ConsumerAgent], ...] = (ReindexCoordinator,)
 
 
 def agent_types(names: list[str] | tuple[str, ...]) -> list[type[ConsumerAgent]]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import aiohttp
 
-from agents.generator import ABSTAINED, NOT_FOUND, NOTHING_FOUND, answer, extractive_answer
+from agents.generator import ABSTAINED, NOT_FOUND, answer
 from bus.answers import AnswerEmitter
 from contracts.messages import AnswerEvent, Hit, ImageRef
+from models.extractive import NOTHING_FOUND, extractive_answer
 from tests.doubles import RecordingNats
 from tests.engine import Engine, sse_events, upload_bytes, wait_status
 from tests.factories import five_page_pdf_with_fact, make_pdf

@@ -429,7 +429,7 @@ async def test_a_reindex_flip_retires_every_cached_answer(
     from agents.reindexer import ReindexCoordinator
     from agents.runtime.resources import AgentContext, Resource, SharedResources
     from agents.settings import AgentSettings
-    from agents.vectorstore import CollectionSchema
+    from search.vectorstore import CollectionSchema
     from bus.generations import GenerationStore
     from bus.progress import ProgressStore
     from bus.topology import ensure_consumer

@@ -13,10 +13,10 @@ import pymupdf
 import pytest
 from PIL import Image, ImageDraw
 
-from agents import perceptual
-from agents.clip import ClipEncoder, ClipPreprocess, clip_dim
-from agents.image_vectors import PerceptualHashEncoder, decode, image_vector_dim, load_image_encoder
-from agents.parser.images import ImageRejected
+from models import perceptual
+from models.clip import ClipEncoder, ClipPreprocess, clip_dim
+from models.image_vectors import PerceptualHashEncoder, decode, image_vector_dim, load_image_encoder
+from documents.images import ImageRejected
 from tests.factories import make_figures_pdf
 from tests.tiny_clip import IMAGE_SIZE, PROJECTION_DIM, TEXT_TOKENS, make_tiny_clip
 

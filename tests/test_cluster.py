@@ -241,7 +241,7 @@ async def test_engine_on_a_cluster_indexes_every_document_once_through_the_loss_
     assert code == 0, engine.log_tail()
     assert all(node.proc.poll() is None for node in cluster if node is not victim)  # not ours to stop
 
-    from agents.vectorstore import open_vector_store
+    from search.vectorstore import open_vector_store
 
     store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=engine.data_dir / "qdrant")
     try:

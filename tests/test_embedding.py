@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import embedding_onnx
-from agents.embedding import TextEmbedder, default_model_path
+from models import embedding_onnx
+from models.embedding import TextEmbedder, default_model_path
 
 LONG_EN = (
     "The embedder agent consumes parsed chunks from the bus, embeds them in micro-batches and publishes the "

@@ -17,8 +17,8 @@ import nats
 import pytest
 from pydantic import ValidationError
 
-from agents.graph import GraphFollower, IndexedChunk, KnowledgeGraph, build_facts, expand, tombstone
-from agents.graph.extract import entity_keys, extract, mentions, normalise
+from search.graph import GraphFollower, IndexedChunk, KnowledgeGraph, build_facts, expand, tombstone
+from search.graph.extract import entity_keys, extract, mentions, normalise
 from bus.progress import ProgressStore
 from bus.topology import ensure_topology
 from contracts.messages import (
@@ -176,8 +176,8 @@ def test_revisions_replace_and_tombstones_remove_whatever_the_order() -> None:
 def test_graph_ranking_stays_inside_the_requests_tenant_and_filters(tmp_path) -> None:
     """The chunks expansion proposes are fetched under the request's filter: another tenant's point that the
     graph names (a forged or stale fact) is never returned, nor a filtered-out document or a deleted point."""
-    from agents.graph import GraphQuery
-    from agents.vectorstore import CollectionSchema, PointPayload, SearchFilter, VectorPoint, open_vector_store
+    from search.graph import GraphQuery
+    from search.vectorstore import CollectionSchema, PointPayload, SearchFilter, VectorPoint, open_vector_store
 
     g, a, b = falcon_graph()
     points = {c.chunk_id: c.point_id for f in (a, b) for c in f.chunks}
@@ -200,7 +200,7 @@ def test_graph_ranking_stays_inside_the_requests_tenant_and_filters(tmp_path) ->
 
 
 def test_expansion_skips_hub_entities_and_sees_changed_neighbours(monkeypatch) -> None:
-    import agents.graph.graph as graph_module
+    import search.graph.graph as graph_module
 
     g = KnowledgeGraph()
     g.apply(facts("a", 1, ["Acme Pumps made it with Dana Smith.", "Acme Pumps made it.", "Acme Pumps sold it."]))
@@ -247,7 +247,7 @@ async def test_followers_build_identical_graphs_and_skip_bad_messages(nats_serve
 
 
 async def test_the_graph_follows_the_serving_generation_across_a_reindex_flip(nats_server) -> None:
-    from agents.graph.serving import ServingGraph
+    from search.graph.serving import ServingGraph
     from bus.generations import GenerationStore
 
     nc = await nats.connect(nats_server.url)

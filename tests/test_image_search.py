@@ -20,12 +20,12 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from agents.clip import ClipEncoder
-from agents.image_vectors import PerceptualHashEncoder
-from agents.parser.ocr_agent import NO_TEXT
-from agents.query_images import CrossModalQueries, ImageQuery, image_ranking
-from agents.retriever import _search
-from agents.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint
+from models.clip import ClipEncoder
+from models.image_vectors import PerceptualHashEncoder
+from agents.ocr import NO_TEXT
+from search.query_images import CrossModalQueries, ImageQuery, image_ranking
+from search.hybrid import hybrid_search as _search
+from search.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint
 from contracts.messages import ImageRef, QueryImage, QueryMode, QueryRequest, ResultsEvent
 from contracts.topology import QUERY_IMAGES_BUCKET, Subjects
 from tests.engine import BIN, Engine, upload_bytes, wait_status

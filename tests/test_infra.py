@@ -7,7 +7,7 @@
   renaming a consumer breaks this test.
 * Compose: docker-compose.yml validated against the compose-spec JSON schema vendored by check-jsonschema;
   every mmrag service runs a real `mmrag` command / agent name; the memory budget; Prometheus targets and alert
-  rules name metrics that bus/metrics.py defines.
+  rules name metrics that telemetry/metrics.py defines.
 * Dockerfile: the settings and stages the deployment files rely on.
 """
 
@@ -347,7 +347,7 @@ def test_compose_resources() -> None:
 
 
 def defined_metrics() -> set[str]:
-    import bus.metrics as metrics
+    import telemetry.metrics as metrics
     from prometheus_client.metrics import MetricWrapperBase
 
     names = set()
@@ -376,7 +376,7 @@ def test_prometheus_scrapes_and_alert_metrics_exist() -> None:
     for text in (alerts, dashboard):
         for used in set(re.findall(r"\bmmrag_[a-z_]+", text)):
             base = re.sub(r"_(total|bucket|sum|count)$", "", used)
-            assert base in defined, f"{used} is not a metric of bus/metrics.py"
+            assert base in defined, f"{used} is not a metric of telemetry/metrics.py"
     for needed in ("mmrag_consumer_pending", "mmrag_dead_letters_total", "mmrag_http_request_seconds_bucket"):
         assert needed in alerts
 

@@ -19,11 +19,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agents.generator import answer, extractive_answer
-from agents.llm import FALLBACKS, CitationTracker, ProviderChain, build_messages, format_source
+from agents.generator import answer, provider_chain
 from agents.settings import AgentSettings, LLMProvider
 from bus.answers import AnswerEmitter, AnswerSequencer
 from contracts.messages import AnswerEvent, Hit, ImageRef, RetrievalEvent
+from models.extractive import extractive_answer
+from models.llm import FALLBACKS, CitationTracker, ProviderChain, build_messages, format_source
 from tests.doubles import RecordingNats
 
 API_KEY = "sk-test-Zq81secretKEYvalue"
@@ -270,7 +271,7 @@ def test_providers_come_from_the_environment_and_the_key_stays_secret(monkeypatc
     ]))  # fmt: skip
     monkeypatch.setenv("MMRAG_LLM_READ_TIMEOUT_S", "7")
     settings = AgentSettings()
-    chain = ProviderChain.from_settings(settings)
+    chain = provider_chain(settings)
     assert [p.name for p in chain.providers] == ["cerebras", "ollama"] and chain.timeout.read == 7
     assert settings.llm_providers[1].api_key is None
     assert API_KEY not in repr(settings) and API_KEY not in str(settings.llm_providers)

@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from agents.parser.agent import ParserAgent
+from agents.parser import ParserAgent
 from agents.runtime.resources import AgentContext, SharedResources
 from agents.runtime.worker import Delivery
 from agents.settings import AgentSettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pymupdf
 import pytest
 
-from agents.parser import DocumentRejected, TextBlock, chunk_blocks, extract_pdf, extract_text
-from agents.parser.chunking import batched
+from documents.chunking import batched, chunk_blocks
+from documents.extract import DocumentRejected, TextBlock, extract_pdf, extract_text
 from tests.factories import (
     A4,
     FACT,

@@ -12,11 +12,12 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from agents.parser.chunks import MAX_TOKENS, chunk_pages, wordpiece_counter
-from agents.parser.images import ImageRejected, probe_image, sniff_image_format
-from agents.parser.layout import ImageFileRejected, PageContent, extract_image_file, extract_page, iter_pages
-from agents.parser.ocr import OcrSettings, ocr_image, ocr_page
-from agents.parser.tables import table_chunks
+from documents.chunks import MAX_TOKENS, chunk_pages, wordpiece_counter
+from documents.filetypes import sniff_image_format
+from documents.images import ImageRejected, probe_image
+from documents.layout import ImageFileRejected, PageContent, extract_image_file, extract_page, iter_pages
+from documents.ocr import OcrSettings, ocr_image, ocr_page
+from documents.tables import table_chunks
 from tests.factories import (
     A4,
     BROKEN_IMAGE_PAGE_TEXT,
@@ -349,7 +350,7 @@ def test_pages_are_processed_lazily_with_memory_bounded_by_a_page_not_the_docume
 
 
 def test_iter_pages_is_lazy_with_one_page_of_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.parser.layout as layout
+    import documents.layout as layout
 
     extracted: list[int] = []
     real = layout.extract_page

@@ -374,7 +374,7 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
     from agents.reindexer import ReindexCoordinator
     from agents.runtime.resources import AgentContext, Resource, SharedResources
     from agents.settings import AgentSettings
-    from agents.vectorstore import CollectionSchema
+    from search.vectorstore import CollectionSchema
     from bus.generations import GenerationStore, NotCancellable
     from bus.progress import ProgressStore
     from bus.topology import ensure_consumer, ensure_topology
@@ -395,7 +395,7 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
         else:  # what open_vector_store builds for QDRANT_URL, on qdrant-client's local mode
             from qdrant_client import QdrantClient
 
-            from agents.vectorstore import QdrantClientStore
+            from search.vectorstore import QdrantClientStore
 
             shared._store = QdrantClientStore(QdrantClient(location=":memory:"))
         for gen in (1, 2):

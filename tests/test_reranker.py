@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.reranker import (
-    CrossEncoderScorer,
-    LexicalScorer,
-    abstains,
-    build_scorer,
-    paraphrase_cosine,
-    rerank,
-)
 from agents.settings import AgentSettings
 from contracts.messages import Hit, ImageRef
+from search.abstention import abstains, paraphrase_cosine
+from search.rerank import CrossEncoderScorer, LexicalScorer, build_scorer, rerank
 
 
 def hit(n: int, text: str, score: float = 0.5, *, cosine: float | None = None, modality: str = "text") -> Hit:
@@ -98,7 +92,7 @@ def test_abstention_needs_both_signals_weak() -> None:
 @pytest.fixture(scope="module")
 def embedder():
     """The real embedding model (all-MiniLM-L6-v2 from its wheel), on torch: no ONNX export in this test."""
-    from agents.embedding import TextEmbedder
+    from models.embedding import TextEmbedder
 
     return TextEmbedder(backend="torch")
 

@@ -14,7 +14,7 @@ import aiohttp
 import nats
 import pytest
 
-from agents.vectorstore import open_vector_store
+from search.vectorstore import open_vector_store
 from bus.progress import ProgressStore
 from contracts.messages import ChunksEmbedded, DocumentStatus, DocumentSubmitted
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.retriever import rrf
-from agents.sparse import SparseEncoder
-from agents.vectorstore import PointPayload, VectorHit
+from search.hybrid import rrf
+from models.sparse import SparseEncoder
+from search.vectorstore import PointPayload, VectorHit
 from tests.test_vectorstore import SCHEMA, _edge, _memory_client, point, unit
 
 
@@ -41,8 +41,8 @@ def test_sparse_vectors_match_identifiers_and_stemmed_words() -> None:
 
 
 def test_search_before_anything_was_indexed_finds_nothing(tmp_path) -> None:
-    from agents.retriever import _search
-    from agents.vectorstore import SearchFilter, open_vector_store
+    from search.hybrid import hybrid_search as _search
+    from search.vectorstore import SearchFilter, open_vector_store
 
     store = open_vector_store(qdrant_url=None, qdrant_api_key=None, edge_root=tmp_path)
     try:
@@ -55,8 +55,8 @@ def test_search_before_anything_was_indexed_finds_nothing(tmp_path) -> None:
 def test_a_flip_between_the_searches_of_one_query_never_mixes_generations(tmp_path, factory) -> None:
     """On a Qdrant server another process re-points the alias whenever it likes: here it does so right after the
     query's dense search. The query's sparse search must still read the generation its dense search read."""
-    from agents.retriever import _search
-    from agents.vectorstore import SearchFilter, SparseVector
+    from search.hybrid import hybrid_search as _search
+    from search.vectorstore import SearchFilter, SparseVector
     from contracts.messages import SparseTerms
 
     store = factory(tmp_path)

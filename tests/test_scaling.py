@@ -3,7 +3,7 @@
 Against a real nats-server, two replica processes (as two pods of one Deployment) take the `chunks.parsed` batches
 from the same durables: both do some of the work, no batch is handled twice (acks counted by each process's own
 metrics, redeliveries counted by the server), and each process reports the consumer lag of every durable it
-consumes, labelled by that durable (the autoscaling signal, `bus.metrics`).
+consumes, labelled by that durable (the autoscaling signal, `telemetry.metrics`).
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from agents.runtime.worker import Delivery, PullWorker
-from bus import logs
+from telemetry import logs
 from bus.publish import Outgoing, headers_for, publish
 from bus.topology import consumer_config, ensure_topology
-from bus.tracing import configure_tracing, tracer
+from telemetry.tracing import configure_tracing, tracer
 from contracts.messages import DocumentSubmitted, DoneEvent, Message, QueryRequest, RetrievalEvent
 from contracts.topology import (
     HEADER_MSG_ID,

@@ -17,7 +17,7 @@ import pytest
 import qdrant_client
 from qdrant_client import QdrantClient
 
-from agents.vectorstore import (
+from search.vectorstore import (
     IMAGE_DENSE,
     SPARSE,
     TEXT_DENSE,
@@ -536,7 +536,7 @@ def test_edge_upsert_survives_sigkill(tmp_path: Path) -> None:
         f"""
         import sys, time, uuid
         from pathlib import Path
-        from agents.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, VectorPoint
+        from search.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, VectorPoint
 
         store = EdgeShardStore(Path({str(root)!r}))
         store.create_collection("g1", CollectionSchema(text_dim={DIM}))

@@ -25,7 +25,7 @@ from qdrant_client import QdrantClient
 
 from agents.runtime.resources import Resource, SharedResources
 from agents.settings import AgentSettings
-from agents.vectorstore import (
+from search.vectorstore import (
     TEXT_DENSE,
     ClusterLayout,
     CollectionSchema,
@@ -34,7 +34,7 @@ from agents.vectorstore import (
     SearchFilter,
     VectorPoint,
 )
-from agents.vectorstore.client import create_collection_params
+from search.vectorstore.client import create_collection_params
 
 SCHEMA = CollectionSchema(text_dim=4, sparse=True)
 LAYOUT = ClusterLayout(shard_number=6, replication_factor=3, write_consistency_factor=2)

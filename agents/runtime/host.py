@@ -29,12 +29,12 @@ from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.settings import AgentSettings
 from bus.connection import connect
 from bus.generations import GenerationStore
-from bus.logs import configure_logging, logging_configured
 from bus.progress import ProgressStore
 from bus.topology import ensure_consumer, ensure_topology
-from bus.tracing import configure_tracing, flush_tracing
 from contracts.generations import GenerationRecord
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, ConsumerDef, IndexGeneration
+from telemetry.logs import configure_logging, logging_configured
+from telemetry.tracing import configure_tracing, flush_tracing
 
 log = logging.getLogger(__name__)
 

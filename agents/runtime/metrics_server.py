@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from aiohttp import web
 from nats.js import JetStreamContext
 
-from bus.metrics import exposition, forget_consumer_state, set_consumer_state
 from bus.tasks import cancel_and_wait
 from contracts.topology import ConsumerDef, durable_role
+from telemetry.metrics import exposition, forget_consumer_state, set_consumer_state
 
 log = logging.getLogger(__name__)
 

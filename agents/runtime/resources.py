@@ -18,12 +18,12 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from agents.embedding import TextEmbedder
-from agents.image_vectors import ImageEncoder, load_image_encoder
 from agents.settings import AgentSettings
-from agents.vectorstore import ClusterLayout, VectorStore, open_vector_store
 from bus.progress import ProgressStore
 from contracts.topology import IndexGeneration
+from models.embedding import TextEmbedder
+from models.image_vectors import ImageEncoder, load_image_encoder
+from search.vectorstore import ClusterLayout, VectorStore, open_vector_store
 
 R = TypeVar("R")
 
@@ -40,7 +40,7 @@ class Resource(Enum):
     """What an agent may declare in `needs`; the host loads each once per process, before work starts."""
 
     TEXT_EMBEDDER = "text embedding model"
-    IMAGE_ENCODER = "image vector encoder"  # CLIP when configured, else the perceptual hash (agents.image_vectors)
+    IMAGE_ENCODER = "image vector encoder"  # CLIP when configured, else the perceptual hash (models.image_vectors)
     VECTOR_STORE = "vector store"
 
 

@@ -21,9 +21,9 @@ The worker survives the bus: an ack, term or dead-letter publish that fails duri
 logged and left to redelivery (handlers are idempotent), and fetch errors while reconnecting are retried.
 Only `stop` ends `run`.
 
-Each outcome is counted (`bus.metrics`: messages by outcome, dead letters, handler time, batch size).
+Each outcome is counted (`telemetry.metrics`: messages by outcome, dead letters, handler time, batch size).
 
-Each handling is traced (`bus.tracing`): one CONSUMER span per message, a child of the context its
+Each handling is traced (`telemetry.tracing`): one CONSUMER span per message, a child of the context its
 ``traceparent`` carries, so a document's or a question's hops are one trace; a batch of several messages is
 one span with a link to each message's context (and each message's own context is what its outputs carry
 on, `Delivery.trace_headers`). The span's attributes: agent, durable, subject, batch size, outcome. Log
@@ -51,11 +51,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from bus import tracing
-from bus.metrics import WorkerMetrics
 from bus.tasks import cancel_and_wait
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
+from telemetry import tracing
+from telemetry.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

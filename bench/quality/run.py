@@ -8,8 +8,8 @@ images, the embedding model, BM25 sparse vectors, the embedded Qdrant engine: `b
 then asks every question through each retrieval mode:
 
 - dense: the text vector alone; sparse: BM25 alone; hybrid: both fused by the retriever's RRF;
-- hybrid + rerank: the reranker (`agents.reranker.rerank`) over the hybrid candidates;
-- + graph: the knowledge-graph expansion, when `agents.graph` is importable (a row that says why otherwise).
+- hybrid + rerank: the reranker (`search.rerank.rerank`) over the hybrid candidates;
+- + graph: the knowledge-graph expansion, when `search.graph` is importable (a row that says why otherwise).
 
 Retrieval metrics per mode and per kind: recall@1, recall@10, MRR and nDCG@10, with a hit relevant when it lies
 on an answer page of the question's document (each answer page counts once). Answer metrics (offline
@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from agents.generator import extractive_answer  # noqa: E402
-from agents.reranker import LexicalScorer, abstains, paraphrase_cosine, rerank  # noqa: E402
-from agents.retriever import rrf, to_hit  # noqa: E402
+from models.extractive import extractive_answer  # noqa: E402
+from search.abstention import abstains, paraphrase_cosine  # noqa: E402
+from search.rerank import LexicalScorer, rerank  # noqa: E402
+from search.hybrid import rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
-from agents.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
+from search.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
 from bench.quality.corpus import KINDS, Question, build, fact_found  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
 
@@ -80,7 +81,7 @@ class Bench:
         marker = store_dir / f"ingested-{self.digest}.json"
         self.ingest_s = 0.0
         if marker.exists():  # reuse: the same set was ingested there before
-            from agents.embedding import TextEmbedder  # noqa: F401  (InProcess loads the model and OCR)
+            from models.embedding import TextEmbedder  # noqa: F401  (InProcess loads the model and OCR)
         pipeline = InProcess(store_dir, batch=32) if not marker.exists() else None
         if pipeline is not None:
             t0 = time.perf_counter()
@@ -91,8 +92,8 @@ class Bench:
             pipeline.close()
         self.chunks = json.loads(marker.read_text())
         from agents.runtime.resources import text_embedder
-        from agents.sparse import SparseEncoder
-        from agents.vectorstore import EdgeShardStore
+        from models.sparse import SparseEncoder
+        from search.vectorstore import EdgeShardStore
 
         self.store = EdgeShardStore(store_dir / "inproc-qdrant")
         self.embedder = embedder = text_embedder(self.settings)
@@ -145,9 +146,9 @@ def graph_mode(bench: Bench) -> tuple[Callable[[int], list[Hit]] | None, str]:
     the settings' hops, candidates and weight, as the retriever does), then reranked; the graph is built in-process from
     the indexed chunks with the indexer's own fact extraction. None and the reason when that cannot be done."""
     try:
-        from agents.graph.facts import IndexedChunk, build_facts
-        from agents.graph.graph import KnowledgeGraph
-        from agents.graph.retrieval import GraphQuery
+        from search.graph.facts import IndexedChunk, build_facts
+        from search.graph.graph import KnowledgeGraph
+        from search.graph.retrieval import GraphQuery
 
         graph = KnowledgeGraph()
         for n, doc in enumerate(bench.docs):
@@ -162,7 +163,7 @@ def graph_mode(bench: Bench) -> tuple[Callable[[int], list[Hit]] | None, str]:
             graph.apply(build_facts(tenant="default", doc_id=doc.doc_id, generation=1, revision=n + 1,
                                     batch_index=0, chunks=chunks))  # fmt: skip
     except Exception as err:  # noqa: BLE001 - the row is optional: say why it is missing
-        return None, f"agents.graph could not be used ({type(err).__name__}: {err})"
+        return None, f"search.graph could not be used ({type(err).__name__}: {err})"
     s = bench.settings
     hops = max(s.graph_hops, 1)
     scorer = LexicalScorer()

@@ -28,8 +28,8 @@ from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish
 from contracts.messages import DocumentDeleted, DocumentProgress, DocumentStatus, DocumentSubmitted, utcnow
 from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
+from documents.filetypes import UnsupportedFile, detect_content_type
 from edge_api.errors import ApiError, request_id
-from edge_api.filetypes import UnsupportedFile, detect_content_type
 from edge_api.identity import tenant_of
 from edge_api.state import Backbone, backbone
 

@@ -1,0 +1,596 @@
+"""One PDF page -> :class:`PageContent` (text blocks, headings, tables, images, captions, OCR). Pure, synchronous.
+
+Entry points:
+
+- :func:`extract_page` (page, ...) -> PageContent: one page, no state beyond what the caller passes;
+- :func:`iter_pages` (doc, ...) -> Iterator[PageContent]: every page in order with cross-page state (table
+  continuations, repeated-image detection), holding at most two pages' content at a time: a 1,000-page PDF
+  is never materialised (PyMuPDF loads a page's objects only when the page is loaded, and we drop it after);
+- :func:`extract_image_file` (data, content_type) -> ImageFileContent: an image uploaded on its own.
+
+Coordinates are PDF points of the *displayed* page (rotation applied), top-left origin, as in extract.py.
+
+Rules (also the answer to "why was my image / text missing"):
+
+Text blocks: PyMuPDF's blocks in reading order (``sort=True``: top-to-bottom, then left-to-right), ligatures
+  expanded and hyphenation joined as in extract.py; lines whose centre lies inside a table are removed (the
+  table carries that text). A block is a *heading* when it has at most 3 lines and 150 characters, does not
+  end with a period, and its largest font is >= 1.15x the page's body size (the size with most characters),
+  or it is entirely bold, <= 80 characters and not smaller than the body size. A block is a *caption* when it
+  starts with "Figure N", "Fig. N", "Table N", "Image N", "Chart N", "Diagram N", "Photo N" or "Plate N".
+Images (placements from ``page.get_image_info``), skipped with a :class:`SkippedImage` reason when:
+  - "decoration": smaller than 32 px on a side (intrinsic), or displayed on < 1% of the page area;
+  - "repeat": the same image (same xref, or the same bytes by sha256) was already emitted on an earlier page
+    (logos, letterheads, backgrounds): stored once, on its first page;
+  - "too large": more than MAX_IMAGE_PIXELS by its PDF dictionary, checked before decoding (image bombs);
+    such an XObject is replaced by a 1x1 stand-in *in the opened document* (not saved) so that MuPDF can
+    report its placement without decoding it: pass a document opened for parsing only;
+  - "undecodable" / "empty": the stream cannot be decoded (corrupt, truncated, 0x0); the page's text is kept;
+  - "inline": inline images (``BI ... EI`` in the content stream) are not extracted;
+  - "off page": placed outside the visible page;
+  - "scan": on a page that needs OCR, an image covering >= 50% of the page is the scan itself: the page's
+    OCR text stands for it;
+  - "background": on a page with a text layer, an image covering >= 90% of the page (a searchable scan's
+    page image, or a page background): storing one per page would store the document again as pixels.
+  MuPDF's warnings and its object store are process-wide: the damage check resets the former and empties
+  the latter around each extraction (one document at a time per process, as the agent runs).
+Captions: each caption block is linked to at most one image (or table, for "Table N" captions), the nearest
+  one whose bbox overlaps it horizontally and whose vertical gap to it is <= 36 pt, preferring a caption
+  below the image over one above at equal distance (ties at +6 pt). ``nearby_text`` of an image is the
+  closest other body block within 72 pt (any side), truncated to 500 characters.
+OCR need: a page *needs OCR* when its text layer has fewer than 50 non-space characters *and* it has
+  content: images covering >= 10% of the page, or vector drawings. With an ``ocr`` setting, such a page is
+  rendered and OCR'd (its blocks are then the OCR paragraphs, ``source="ocr"``), and every kept image of at
+  least 48 px on both sides on other pages is OCR'd too (``PageImage.ocr_lines``, in page coordinates).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import pymupdf
+
+from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
+from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, digest, probe_image, to_storable
+from .ocr import OcrLine, OcrSettings, lines_to_paragraphs, ocr_page, ocr_pixels
+from .tables import Table, body_band, find_tables, link_continuation, mark_continued
+
+BBox = tuple[float, float, float, float]
+
+_PDF_TEXT_FLAGS = (pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES & ~pymupdf.TEXT_PRESERVE_IMAGES) | (
+    pymupdf.TEXT_DEHYPHENATE
+)
+_WORD_FLAGS = pymupdf.TEXTFLAGS_WORDS & ~pymupdf.TEXT_PRESERVE_LIGATURES
+
+MIN_IMAGE_SIDE_PX = 32
+MIN_IMAGE_PAGE_FRACTION = 0.01
+CAPTION_MAX_GAP = 36.0
+NEARBY_MAX_GAP = 72.0
+NEEDS_OCR_MAX_CHARS = 50
+NEEDS_OCR_MIN_IMAGE_FRACTION = 0.10
+SCAN_IMAGE_FRACTION = 0.50
+BACKGROUND_IMAGE_FRACTION = 0.90
+OCR_IMAGE_MIN_SIDE_PX = 48
+_BOLD = 16  # span flag bit
+_STREAM_DAMAGE = re.compile(r"error|truncated|premature|corrupt|invalid|unexpected", re.IGNORECASE)
+CAPTION = re.compile(r"^(Figure|Fig\.?|Table|Image|Chart|Diagram|Photo|Plate)\s*\d+[A-Za-z]?\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PageBlock:
+    """A paragraph-like block. ``kind``: "text", "heading" or "caption"; ``source``: "text" (text layer) or
+    "ocr"; ``font_size``: the largest size in the block (None for OCR)."""
+
+    page: int
+    bbox: BBox
+    text: str
+    kind: Literal["text", "heading", "caption"] = "text"
+    source: Literal["text", "ocr"] = "text"
+    font_size: float | None = None
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """An image worth storing. ``width``/``height``: intrinsic pixels; ``data``: PNG or JPEG bytes
+    (``mime``); ``digest``: sha256 of ``data`` (first 32 hex chars); ``xref``: the PDF object (0 for an
+    uploaded file); ``index``: its position among the page's kept images. ``ocr_lines`` in page points."""
+
+    page: int
+    index: int
+    bbox: BBox
+    width: int
+    height: int
+    xref: int
+    digest: str
+    mime: str
+    data: bytes = field(repr=False)
+    caption: str | None = None
+    nearby_text: str | None = None
+    ocr_lines: tuple[OcrLine, ...] = ()
+
+    @property
+    def ocr_text(self) -> str:
+        return "\n".join(line.text for line in self.ocr_lines)
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image placement that was not kept, and why (see the module docstring for the rule names)."""
+
+    page: int
+    bbox: BBox | None  # None when refused before its placement was computed (by its dictionary)
+    xref: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PageContent:
+    page: int
+    width: float
+    height: float
+    blocks: tuple[PageBlock, ...]
+    tables: tuple[Table, ...]
+    images: tuple[PageImage, ...]
+    skipped_images: tuple[SkippedImage, ...]
+    needs_ocr: bool
+    ocr_lines: tuple[OcrLine, ...] = ()  # the page's OCR lines when it was OCR'd
+
+
+@dataclass
+class DocumentState:
+    """What :func:`iter_pages` carries from page to page (small: ids and digests, never page content)."""
+
+    seen_xrefs: dict[int, int] = field(default_factory=dict)  # xref -> first page
+    seen_digests: dict[str, int] = field(default_factory=dict)  # digest -> first page
+    last_table: Table | None = None
+    last_table_body_below: bool = True
+    last_page_height: float = 0.0
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def iter_pages(doc: pymupdf.Document, *, ocr: OcrSettings | None = None) -> Iterator[PageContent]:
+    """Every page's content in order, with table continuations linked both ways and repeated images skipped.
+
+    Holds the previous page's content until the next page is extracted (to set ``continued_by``), so at
+    most two pages are in memory; each page object is released after extraction.
+    """
+    state = DocumentState()
+    pending: PageContent | None = None
+    for number in range(doc.page_count):
+        page = doc.load_page(number)
+        try:
+            content = extract_page(page, ocr=ocr, state=state)
+        finally:
+            del page
+        if pending is not None:
+            yield _forward_links(pending, content)
+        pending = content
+    if pending is not None:
+        yield pending
+
+
+def _forward_links(previous: PageContent, current: PageContent) -> PageContent:
+    first = current.tables[0] if current.tables else None
+    if first is None or first.continues is None or not previous.tables:
+        return previous
+    tables = list(previous.tables)
+    tables[-1] = mark_continued(tables[-1], first)
+    return replace(previous, tables=tuple(tables))
+
+
+def extract_page(page: pymupdf.Page, *, ocr: OcrSettings | None = None, state: DocumentState | None = None) -> PageContent:
+    """The content of one page; see the module docstring for the rules. ``state`` (optional) links tables
+    to the previous page and skips images already seen; ``ocr`` enables OCR of scanned pages and images."""
+    number = page.number + 1
+    rect = page.rect
+    words = page.get_text("words", flags=_WORD_FLAGS, sort=True)
+    drawings = _has_drawings(page)
+    # The finder's "lines" strategy needs vector lines; without any drawing it cannot find a table, and it
+    # costs ~50 ms a page (it builds a Python object per character), 30x the rest of a text page.
+    tables = find_tables(page, words) if drawings else []
+    blocks = _text_blocks(page, [t.bbox for t in tables])
+    text_chars = sum(len(w[4]) for w in words)  # the whole text layer, tables included
+    placements, refused = _image_placements(page)
+    image_area = sum(_area(_clip(b, rect)) for b, _info in placements)
+    needs_ocr = text_chars < NEEDS_OCR_MAX_CHARS and (
+        image_area >= NEEDS_OCR_MIN_IMAGE_FRACTION * _area(rect) or drawings
+    )
+    images, skipped = _images(page, placements, needs_ocr, state, has_text=text_chars >= NEEDS_OCR_MAX_CHARS)
+    skipped = refused + skipped
+
+    ocr_lines: tuple[OcrLine, ...] = ()
+    if ocr is not None and needs_ocr:
+        ocr_lines = tuple(ocr_page(page, settings=ocr))
+        blocks = [PageBlock(number, bbox, text, _kind_of(text), "ocr") for bbox, text in lines_to_paragraphs(list(ocr_lines))]
+    elif ocr is not None:
+        images = [_ocr_image(image, ocr) for image in images]
+
+    tables, blocks, images = _link_captions(tables, blocks, images)
+    if state is not None:
+        tables = _link_tables(tables, blocks, rect.height, state)
+    return PageContent(
+        page=number, width=rect.width, height=rect.height, blocks=tuple(blocks), tables=tuple(tables),
+        images=tuple(images), skipped_images=tuple(skipped), needs_ocr=needs_ocr, ocr_lines=ocr_lines,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _text_blocks(page: pymupdf.Page, table_boxes: list[BBox]) -> list[PageBlock]:
+    number = page.number + 1
+    raw = page.get_text("dict", flags=_PDF_TEXT_FLAGS, sort=True)["blocks"]
+    matrix = page.rotation_matrix
+    unrotated_tables = [pymupdf.Rect(b) * ~matrix for b in table_boxes]
+    sizes: dict[float, int] = {}
+    kept: list[tuple[pymupdf.Rect, list[str], float, bool]] = []
+    for block in raw:
+        if block.get("type", 0) != 0:
+            continue
+        lines, bbox, max_size, all_bold = [], pymupdf.Rect(), 0.0, True
+        for line in block["lines"]:
+            lrect = pymupdf.Rect(line["bbox"])
+            centre = (lrect.tl + lrect.br) / 2
+            if any(centre in t for t in unrotated_tables):
+                continue
+            text = " ".join("".join(span["text"] for span in line["spans"]).split())
+            if not text:
+                continue
+            for span in line["spans"]:
+                chars = len(span["text"].strip())
+                if chars:
+                    size = round(span["size"], 1)
+                    sizes[size] = sizes.get(size, 0) + chars
+                    max_size = max(max_size, span["size"])
+                    all_bold = all_bold and bool(span["flags"] & _BOLD)
+            lines.append(text)
+            bbox |= lrect
+        if lines:
+            kept.append((bbox, lines, max_size, all_bold))
+    body = max(sizes, key=lambda s: sizes[s]) if sizes else 0.0
+    blocks = []
+    for bbox, lines, max_size, all_bold in kept:
+        text = " ".join(lines)
+        r = bbox * matrix
+        kind = _kind_of(text)
+        if kind == "text" and _is_heading(text, len(lines), max_size, all_bold, body):
+            kind = "heading"
+        blocks.append(PageBlock(number, (r.x0, r.y0, r.x1, r.y1), text, kind, "text", round(max_size, 1)))
+    return blocks
+
+
+def _kind_of(text: str) -> Literal["text", "caption"]:
+    return "caption" if CAPTION.match(text) else "text"
+
+
+def _is_heading(text: str, n_lines: int, size: float, bold: bool, body: float) -> bool:
+    if n_lines > 3 or len(text) > 150 or text.endswith(".") or not any(c.isalpha() for c in text):
+        return False
+    return size >= 1.15 * body or (bold and len(text) <= 80 and size >= body * 0.99)
+
+
+def _has_drawings(page: pymupdf.Page) -> bool:
+    try:
+        return bool(page.get_cdrawings())
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_placements(page: pymupdf.Page) -> tuple[list[tuple[BBox, dict]], list[SkippedImage]]:
+    """Placements (displayed bbox, info with xref/width/height) of the page's images, and refusals.
+
+    The dictionary sizes (``get_images(full=True)``: no decoding) are checked first: an XObject claiming
+    more than MAX_IMAGE_PIXELS, or 0 on a side, is refused before MuPDF touches its pixels.
+    ``get_image_info`` decodes every image of the page to report placements; when MuPDF refuses (its own
+    limits, e.g. "Overly large image"), the page's other images are reported as skipped, its text is kept.
+    """
+    number = page.number + 1
+    skipped: list[SkippedImage] = []
+    refused: set[int] = set()
+    try:
+        items = page.get_images(full=True)
+    except Exception:
+        items = []
+    for item in items:
+        xref, width, height = item[0], item[2], item[3]
+        if width <= 0 or height <= 0:
+            refused.add(xref)
+            skipped.append(SkippedImage(number, None, xref, f"empty: {width}x{height} pixels"))
+        elif width * height > MAX_IMAGE_PIXELS:
+            refused.add(xref)
+            skipped.append(SkippedImage(number, None, xref, f"too large: {width}x{height} pixels is over the limit "
+                                        f"of {MAX_IMAGE_PIXELS:,} (refused from its dictionary, not decoded)"))  # fmt: skip
+    doc = page.parent
+    for xref in refused:  # MuPDF would decode them to report placements: swap in a 1x1 stand-in first
+        _neutralise(doc, xref)
+    try:
+        infos = page.get_image_info(xrefs=True)
+    except Exception as exc:
+        for item in items:
+            if item[0] not in refused:
+                skipped.append(SkippedImage(number, None, item[0], f"undecodable: the page's images cannot be read ({exc})"))
+        return [], skipped
+    out = []
+    for info in infos:
+        r = pymupdf.Rect(info["bbox"]) * page.rotation_matrix
+        bbox = (r.x0, r.y0, r.x1, r.y1)
+        if info.get("xref", 0) in refused:  # now we know where it was
+            skipped = [replace(s, bbox=bbox) if s.xref == info["xref"] and s.bbox is None else s for s in skipped]
+            continue
+        out.append((bbox, info))
+    return out, skipped
+
+
+def _neutralise(doc: pymupdf.Document, xref: int) -> None:
+    """Replace an refused image XObject by a 1x1 grey pixel *in the opened document only* (never saved), so
+    that MuPDF reports its placement without decoding the original."""
+    try:
+        for key in ("Filter", "DecodeParms", "SMask", "Mask", "Decode"):
+            doc.xref_set_key(xref, key, "null")
+        doc.xref_set_key(xref, "Width", "1")
+        doc.xref_set_key(xref, "Height", "1")
+        doc.xref_set_key(xref, "BitsPerComponent", "8")
+        doc.xref_set_key(xref, "ColorSpace", "/DeviceGray")
+        doc.update_stream(xref, b"\x80", compress=False)
+    except Exception:  # not a stream we can touch: get_image_info's own limits then decide
+        pass
+
+
+def _images(
+    page: pymupdf.Page, placements: list[tuple[BBox, dict]], needs_ocr: bool, state: DocumentState | None,
+    *, has_text: bool,
+) -> tuple[list[PageImage], list[SkippedImage]]:
+    number, rect = page.number + 1, page.rect
+    page_area = _area(rect)
+    images: list[PageImage] = []
+    skipped: list[SkippedImage] = []
+    seen_here: dict[int, int] = {}
+    for bbox, info in placements:
+        xref, width, height = info.get("xref", 0), info.get("width", 0), info.get("height", 0)
+
+        def skip(reason: str) -> None:
+            skipped.append(SkippedImage(number, bbox, xref, reason))
+
+        shown = _area(_clip(bbox, rect))
+        if shown <= 0:
+            skip("off page: placed outside the visible page")
+            continue
+        if width <= 0 or height <= 0:
+            skip(f"empty: {width}x{height} pixels")
+            continue
+        if width < MIN_IMAGE_SIDE_PX or height < MIN_IMAGE_SIDE_PX or shown < MIN_IMAGE_PAGE_FRACTION * page_area:
+            skip(f"decoration: {width}x{height} px shown on {shown / page_area:.2%} of the page "
+                 f"(< {MIN_IMAGE_SIDE_PX} px on a side or < {MIN_IMAGE_PAGE_FRACTION:.0%} of the page)")  # fmt: skip
+            continue
+        if width * height > MAX_IMAGE_PIXELS:
+            skip(f"too large: {width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS:,} (not decoded)")
+            continue
+        if needs_ocr and shown >= SCAN_IMAGE_FRACTION * page_area:
+            skip("scan: the image is the scanned page; its text comes from OCR of the page")
+            continue
+        if not needs_ocr and shown >= BACKGROUND_IMAGE_FRACTION * page_area and has_text:
+            skip("background: a full-page image behind a text layer (a searchable scan or a page background)")
+            continue
+        if xref == 0:
+            skip("inline: inline images in the content stream are not extracted")
+            continue
+        first = seen_here.get(xref) or (state.seen_xrefs.get(xref) if state else None)
+        if first is not None:
+            skip(f"repeat: the same image was kept on page {first}")
+            continue
+        try:
+            data, mime, header = _extract_xref(page.parent, xref)
+        except ImageRejected as exc:
+            skip(str(exc))
+            continue
+        sha = digest(data)
+        first = state.seen_digests.get(sha) if state else None
+        if first is not None:
+            skip(f"repeat: the same image was kept on page {first}")
+            continue
+        seen_here[xref] = number
+        if state is not None:
+            state.seen_xrefs[xref] = number
+            state.seen_digests[sha] = number
+        images.append(PageImage(number, len(images), bbox, header.width, header.height, xref, sha, mime, data))
+    return images, skipped
+
+
+def _extract_xref(doc: pymupdf.Document, xref: int):
+    """(bytes, mime, header) of an image XObject, decoded once to prove the stream is sound."""
+    # MuPDF repairs broken streams silently (a zlib error becomes "treating as end of file", the rest padded)
+    # and only says so in its warnings; decode afresh (empty store) and read the warnings of this image alone.
+    pymupdf.TOOLS.mupdf_warnings(reset=True)
+    pymupdf.TOOLS.store_shrink(100)
+    try:
+        extracted = doc.extract_image(xref)
+    except Exception as exc:  # MuPDF raises RuntimeError/ValueError subclasses for broken streams
+        raise ImageRejected(f"undecodable: the image stream cannot be decoded ({exc})") from exc
+    warnings = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    damage = [w for w in warnings.splitlines() if _STREAM_DAMAGE.search(w)]
+    if damage:
+        raise ImageRejected(f"undecodable: the image stream is damaged ({'; '.join(damage[:3])})")
+    if not extracted or not extracted.get("image"):
+        raise ImageRejected("undecodable: the image stream is empty or cannot be decoded")
+    data, ext = extracted["image"], extracted.get("ext", "")
+    if ext not in ("png", "jpeg", "jpg"):
+        try:  # JPX, JBIG2, CCITT, ...: re-encode as PNG
+            pix = pymupdf.Pixmap(doc, xref)
+            if pix.alpha or pix.colorspace is None or pix.colorspace.n not in (1, 3):
+                pix = pymupdf.Pixmap(pymupdf.csRGB, pix)
+            data = pix.tobytes("png")
+        except Exception as exc:
+            raise ImageRejected(f"undecodable: the {ext or 'image'} stream cannot be decoded ({exc})") from exc
+    try:
+        header = probe_image(data)
+        decode_image(data).close()  # full decode: a corrupt JPEG/PNG payload is found here, not downstream
+    except ImageRejected as exc:
+        raise ImageRejected(f"undecodable: {exc}") from exc
+    return data, "image/png" if header.format == "PNG" else "image/jpeg", header
+
+
+def _ocr_image(image: PageImage, settings: OcrSettings) -> PageImage:
+    if image.width < OCR_IMAGE_MIN_SIDE_PX or image.height < OCR_IMAGE_MIN_SIDE_PX:
+        return image
+    try:
+        pixels = decode_image(image.data, target_pixels=settings.max_pixels)
+    except ImageRejected:
+        return image
+    x0, y0, x1, y1 = image.bbox
+    # Pixel -> page: a placement without rotation/shear (the common case) maps linearly onto its bbox.
+    lines = ocr_pixels(pixels, scale=1.0, settings=settings)
+    sx, sy = (x1 - x0) / pixels.width, (y1 - y0) / pixels.height
+    mapped = tuple(
+        replace(l, bbox=(x0 + l.bbox[0] * sx, y0 + l.bbox[1] * sy, x0 + l.bbox[2] * sx, y0 + l.bbox[3] * sy))
+        for l in lines
+    )
+    return replace(image, ocr_lines=mapped)
+
+
+# --------------------------------------------------------------------------- captions and links
+
+
+def _link_captions(
+    tables: list[Table], blocks: list[PageBlock], images: list[PageImage]
+) -> tuple[list[Table], list[PageBlock], list[PageImage]]:
+    candidates = []  # (score, caption index, "image"/"table", target index)
+    captions = [i for i, b in enumerate(blocks) if b.kind == "caption"]
+    for ci in captions:
+        cap = blocks[ci]
+        is_table_caption = cap.text.lower().startswith("table")
+        targets = [("table", ti, t.bbox) for ti, t in enumerate(tables)] if is_table_caption else []
+        targets += [("image", ii, im.bbox) for ii, im in enumerate(images)]
+        for kind, ti, bbox in targets:
+            if not _h_overlap(cap.bbox, bbox):
+                continue
+            below_gap = cap.bbox[1] - bbox[3]
+            above_gap = bbox[1] - cap.bbox[3]
+            gap, penalty = (below_gap, 0.0) if below_gap >= -2 else (above_gap, 6.0)
+            if -2 <= gap <= CAPTION_MAX_GAP:
+                candidates.append((max(gap, 0.0) + penalty, ci, kind, ti))
+    used_captions, used_targets = set(), set()
+    image_captions: dict[int, str] = {}
+    table_captions: dict[int, str] = {}
+    for _score, ci, kind, ti in sorted(candidates):
+        if ci in used_captions or (kind, ti) in used_targets:
+            continue
+        used_captions.add(ci)
+        used_targets.add((kind, ti))
+        (image_captions if kind == "image" else table_captions)[ti] = blocks[ci].text
+    images = [
+        replace(im, caption=image_captions.get(ii), nearby_text=_nearby(im.bbox, blocks, used_captions))
+        for ii, im in enumerate(images)
+    ]
+    tables = [replace(t, caption=table_captions[ti]) if ti in table_captions else t for ti, t in enumerate(tables)]
+    return tables, blocks, images
+
+
+def _nearby(bbox: BBox, blocks: list[PageBlock], caption_indices: set[int]) -> str | None:
+    best, best_gap = None, NEARBY_MAX_GAP
+    for i, b in enumerate(blocks):
+        if i in caption_indices or b.kind == "heading":
+            continue
+        gap = _gap(bbox, b.bbox)
+        if gap <= best_gap:
+            best, best_gap = b, gap
+    return best.text[:500] if best else None
+
+
+def _link_tables(tables: list[Table], blocks: list[PageBlock], height: float, state: DocumentState) -> list[Table]:
+    top, bottom = body_band(height)
+    body = [b for b in blocks if b.bbox[3] > top and b.bbox[1] < bottom and b.kind != "caption"]
+    if tables:
+        first = tables[0]
+        body_above = any(b.bbox[3] <= first.bbox[1] for b in body)
+        tables[0] = link_continuation(
+            state.last_table, state.last_page_height, state.last_table_body_below, first, height, body_above
+        )
+        last = tables[-1]
+        state.last_table = last
+        state.last_table_body_below = any(b.bbox[1] >= last.bbox[3] for b in body)
+    else:
+        state.last_table = None
+    state.last_page_height = height
+    return tables
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _area(r) -> float:
+    x0, y0, x1, y1 = tuple(r)
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+def _clip(b: BBox, rect: pymupdf.Rect) -> BBox:
+    return (max(b[0], rect.x0), max(b[1], rect.y0), min(b[2], rect.x1), min(b[3], rect.y1))
+
+
+def _h_overlap(a: BBox, b: BBox) -> bool:
+    return min(a[2], b[2]) - max(a[0], b[0]) > 0
+
+
+def _gap(a: BBox, b: BBox) -> float:
+    dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    return (dx * dx + dy * dy) ** 0.5
+
+
+# --------------------------------------------------------------------------- uploaded image files
+
+
+class ImageFileRejected(Exception):
+    """An uploaded image that cannot be ingested; ``str(exc)`` is meant for the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class ImageFileContent:
+    """An uploaded image: ``image`` to store (page 1, bbox = the whole image in pixels), its OCR lines (pixel
+    coordinates) and the OCR text as paragraph blocks (``source="ocr"``) for chunking."""
+
+    image: PageImage
+    ocr_lines: tuple[OcrLine, ...]
+    blocks: tuple[PageBlock, ...]
+
+
+def extract_image_file(data: bytes, content_type: str, *, ocr: OcrSettings | None = OcrSettings()) -> ImageFileContent:
+    """An uploaded PNG/JPEG/WebP/TIFF: the real type is sniffed from the bytes and must match ``content_type``.
+
+    Raises ImageFileRejected for unsupported or mismatched types, empty/0x0, over-budget (image bombs:
+    refused from the header, before decoding) and undecodable images. ``ocr=None`` skips OCR.
+    """
+    expected = IMAGE_CONTENT_TYPES.get(content_type)
+    if expected is None:
+        raise ImageFileRejected(
+            f"unsupported image type {content_type!r}: upload PNG, JPEG, WebP or TIFF ({', '.join(IMAGE_CONTENT_TYPES)})"
+        )
+    if not data:
+        raise ImageFileRejected("empty file: the upload has 0 bytes; upload the image again")
+    real = sniff_image_format(data)
+    if real != expected:
+        raise ImageFileRejected(
+            f"not {describe_format(expected)}: the file was sent as {content_type} but its bytes are "
+            f"{describe_format(real)}; upload it with the right type or extension"
+        )
+    try:
+        header = probe_image(data)
+        pixels = decode_image(data, target_pixels=(ocr or OcrSettings()).max_pixels)
+        stored, mime = to_storable(data, header)
+    except ImageRejected as exc:
+        raise ImageFileRejected(f"{exc}; upload a valid image") from exc
+    lines: tuple[OcrLine, ...] = ()
+    if ocr is not None:
+        lines = tuple(ocr_pixels(pixels, scale=header.width / pixels.width, settings=ocr))
+    image = PageImage(1, 0, (0.0, 0.0, float(header.width), float(header.height)), header.width, header.height, 0,
+                      digest(stored), mime, stored)  # fmt: skip
+    blocks = tuple(PageBlock(1, bbox, text, _kind_of(text), "ocr") for bbox, text in lines_to_paragraphs(list(lines)))
+    return ImageFileContent(image=replace(image, ocr_lines=lines), ocr_lines=lines, blocks=blocks)
+

@@ -1,0 +1,165 @@
+"""Offline OCR with the PP-OCR models that ship inside the ``rapidocr`` wheel (no download, no model hub).
+
+- :func:`ocr_image` reads image bytes (PNG/JPEG/WebP/TIFF) and returns lines in *image pixel* coordinates;
+- :func:`ocr_page` renders a PDF page and returns lines in *page points* (displayed page, top-left origin),
+  the same coordinate system as the text blocks of :mod:`documents.layout`;
+- :func:`ocr_pixels` is the shared core (a PIL image -> lines, scaled by a factor).
+
+Only rapidocr's default models are used (PP-OCRv6 small detection/recognition); the configuration never names
+another language or model, because those would be downloaded. Settings are in :class:`OcrSettings`; the
+engine is built once per settings value and reused (building it loads three ONNX sessions, ~0.5 s).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pymupdf
+from PIL import Image
+
+from .images import MAX_IMAGE_PIXELS, decode_image, probe_image
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    """One recognised line. ``bbox`` is the axis-aligned hull of the detected (possibly slanted) quadrilateral,
+    in page points for :func:`ocr_page` and in pixels for :func:`ocr_image`; ``confidence`` in 0..1."""
+
+    text: str
+    bbox: BBox
+    confidence: float
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    """OCR speed/quality levers (see bench/parse_speed.py for their measured effect).
+
+    dpi: page render resolution for :func:`ocr_page`. Recognition works on 48-px-high line crops whatever the
+      dpi, so dpi mostly changes detection cost and the legibility of small print.
+    det_limit_side_len / det_limit_type: detection input size; "max" caps the longer side (faster on big
+      renders), rapidocr's default "min" 736 upscales the shorter side to >= 736. An A4 page at 150 dpi
+      (1240 x 1754) detected at max 960 took 0.28-0.30 s vs 0.73-0.77 s at max 1280, with the same word
+      recall (1.0) on 7-pt and 8.5-pt dense pages; on a page of few lines detection is most of the time.
+    use_cls: the 0/180-degree line classifier; scans are upright, so it is off by default.
+    rec_batch_num: line crops per recognition batch (sorted by width, so padding stays small); larger batches
+      were slower here (per 1920-px line: 102 ms at 1, 104 at 6, 124 at 16, 145 at 32: cache-bound).
+    threads: ONNX Runtime intra-op threads per session (0 = ORT's default, all cores).
+    max_pixels: images above this are downscaled before OCR (bounded memory and time).
+    """
+
+    dpi: int = 150
+    det_limit_side_len: int = 960
+    det_limit_type: str = "max"
+    use_cls: bool = False
+    rec_batch_num: int = 6
+    threads: int = 0
+    text_score: float = 0.5
+    max_pixels: int = 4_000_000
+
+
+DEFAULT_OCR = OcrSettings()
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _engine(settings: OcrSettings):  # -> rapidocr.RapidOCR
+    from rapidocr import RapidOCR  # imported lazily: ~1 s of imports (cv2, omegaconf) only when OCR is used
+
+    params = {
+        "Global.log_level": "error",
+        "Global.use_cls": settings.use_cls,
+        "Global.text_score": settings.text_score,
+        # Our own guard rails decide the input size; rapidocr's would silently shrink to 2000 px.
+        "Global.max_side_len": 4096,
+        "Det.limit_side_len": settings.det_limit_side_len,
+        "Det.limit_type": settings.det_limit_type,
+        "Rec.rec_batch_num": settings.rec_batch_num,
+    }
+    if settings.threads > 0:
+        params["EngineConfig.onnxruntime.intra_op_num_threads"] = settings.threads
+        params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
+    engine = RapidOCR(params=params)
+    logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+    return engine
+
+
+def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
+               settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:  # fmt: skip
+    """Lines of a decoded image; pixel (x, y) maps to (offset_x + x * scale, offset_y + y * scale).
+
+    Images over ``settings.max_pixels`` are downscaled first (the scale is adjusted, so coordinates stay right).
+    """
+    if img.width * img.height > settings.max_pixels:
+        shrink = (settings.max_pixels / (img.width * img.height)) ** 0.5
+        size = (max(1, int(img.width * shrink)), max(1, int(img.height * shrink)))
+        scale *= img.width / size[0]
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    if img.width < 8 or img.height < 8:
+        return []
+    array = np.asarray(img.convert("RGB"))[:, :, ::-1]  # RapidOCR wants BGR like OpenCV
+    with _lock:  # ORT sessions are thread-safe, but two pages at once on 2 cores only thrash
+        result = _engine(settings)(np.ascontiguousarray(array))
+    if result.boxes is None or result.txts is None:
+        return []
+    lines = []
+    ox, oy = offset
+    for box, text, score in zip(result.boxes, result.txts, result.scores):
+        text = " ".join(str(text).split())
+        if not text:
+            continue
+        xs = [float(p[0]) for p in box]
+        ys = [float(p[1]) for p in box]
+        bbox = (ox + min(xs) * scale, oy + min(ys) * scale, ox + max(xs) * scale, oy + max(ys) * scale)
+        lines.append(OcrLine(text=text, bbox=bbox, confidence=round(float(score), 4)))
+    return lines
+
+
+def ocr_image(data: bytes, *, settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:
+    """Lines of an image file's bytes, bboxes in the image's pixel coordinates.
+
+    Raises :class:`~documents.images.ImageRejected` for empty, 0x0, over-budget or undecodable images.
+    """
+    full_width = probe_image(data).width  # header only: the size before any downscale
+    img = decode_image(data, max_pixels=MAX_IMAGE_PIXELS, target_pixels=settings.max_pixels)
+    return ocr_pixels(img, scale=full_width / img.width, settings=settings)
+
+
+def render_page(page: pymupdf.Page, dpi: int, max_pixels: int) -> tuple[Image.Image, float]:
+    """(grey image of the displayed page, points per pixel); the dpi is lowered for huge pages so the render
+    stays within ``max_pixels``."""
+    rect = page.rect  # displayed (rotation applied) size in points
+    pixels_at_dpi = (rect.width * dpi / 72) * (rect.height * dpi / 72)
+    if pixels_at_dpi > max_pixels:
+        dpi = max(1, int(dpi * (max_pixels / pixels_at_dpi) ** 0.5))
+    zoom = dpi / 72
+    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
+    img = Image.frombytes("L", (pix.width, pix.height), pix.samples)
+    return img, rect.width / pix.width
+
+
+def ocr_page(page: pymupdf.Page, *, dpi: int | None = None, settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:
+    """Render ``page`` at ``dpi`` (default ``settings.dpi``) and OCR it; bboxes in displayed-page points."""
+    img, points_per_pixel = render_page(page, dpi or settings.dpi, settings.max_pixels)
+    return ocr_pixels(img, scale=points_per_pixel, settings=settings)
+
+
+def lines_to_paragraphs(lines: list[OcrLine], *, gap_factor: float = 0.9) -> list[tuple[BBox, str]]:
+    """Group OCR lines (in reading order) into paragraphs: a line joins the previous paragraph when the vertical
+    gap is under ``gap_factor`` line heights and the two overlap horizontally."""
+    paragraphs: list[tuple[BBox, list[str]]] = []
+    for line in sorted(lines, key=lambda l: (round(l.bbox[1] / 4), l.bbox[0])):
+        x0, y0, x1, y1 = line.bbox
+        if paragraphs:
+            (px0, py0, px1, py1), texts = paragraphs[-1]
+            height = max(1.0, y1 - y0)
+            if y0 - py1 < gap_factor * height and y0 >= py0 and min(x1, px1) > max(x0, px0):
+                paragraphs[-1] = ((min(px0, x0), py0, max(px1, x1), max(py1, y1)), [*texts, line.text])
+                continue
+        paragraphs.append(((x0, y0, x1, y1), [line.text]))
+    return [(bbox, " ".join(texts)) for bbox, texts in paragraphs]

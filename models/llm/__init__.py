@@ -1,0 +1,22 @@
+"""LLM answering: an OpenAI-compatible streaming client, the ordered provider chain, the prompt and citations.
+
+The generator (`agents.generator`) drives it; the offline extractive answerer stays the chain's last link.
+"""
+
+from models.llm.chain import FALLBACKS, Completed, Failed, ProviderChain, Text
+from models.llm.client import ProviderError, stream_chat
+from models.llm.prompt import SYSTEM_PROMPT, CitationTracker, build_messages, format_source
+
+__all__ = [
+    "FALLBACKS",
+    "SYSTEM_PROMPT",
+    "CitationTracker",
+    "Completed",
+    "Failed",
+    "ProviderChain",
+    "ProviderError",
+    "Text",
+    "build_messages",
+    "format_source",
+    "stream_chat",
+]

@@ -1,0 +1,111 @@
+"""Hybrid search of one index alias: the dense text vector (meaning) and the sparse BM25 vector (exact words,
+identifiers, error codes) are searched separately and fused with Reciprocal Rank Fusion (score = sum of
+1 / (k + rank), k = 60 as in Cormack et al. 2009; note Qdrant's built-in RRF uses a different k). The fused score
+is scaled so the best candidate has 1.0: ranks, not raw similarities, are comparable across the signals.
+
+Knowledge-graph expansion (`search.graph`) and the cross-modal rankings (`search.query_images`) are more
+rankings in the same fusion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from contracts.messages import Hit, QueryRequest, SparseTerms
+from search.graph import GraphQuery
+from search.query_images import ImageQuery, image_ranking
+from search.vectorstore import (
+    SPARSE,
+    TEXT_DENSE,
+    CollectionNotFound,
+    SearchFilter,
+    SparseVector,
+    VectorHit,
+    VectorStore,
+)
+
+
+def rrf(
+    rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int, weights: Sequence[float] | None = None
+) -> list[VectorHit]:
+    """Reciprocal Rank Fusion of several rankings (each weighted, 1 by default); scores scaled to (0, 1], best first."""
+    scores: dict[str, float] = {}
+    first_seen: dict[str, VectorHit] = {}
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
+            first_seen.setdefault(hit.id, hit)
+    if not scores:
+        return []
+    best = max(scores.values())
+    ordered = sorted(scores, key=lambda i: scores[i], reverse=True)[:limit]
+    return [VectorHit(i, scores[i] / best, first_seen[i].payload) for i in ordered]
+
+
+def search_filter(request: QueryRequest) -> SearchFilter:
+    """The store filter of a request: its tenant (from the subject the request came on, checked by the runtime)
+    and the request's own filters. Every vector searched for the request uses it."""
+    f = request.filters
+    return SearchFilter(
+        tenant=request.tenant,
+        doc_ids=None if f.doc_ids is None else frozenset(f.doc_ids),
+        modalities=None if f.modalities is None else frozenset(f.modalities),
+        pages=f.pages,
+    )
+
+
+def hybrid_search(
+    store: VectorStore, alias: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
+    limit: int, k: float, images: Sequence[ImageQuery] = (), graph: GraphQuery | None = None,
+    cosines: dict[str, float] | None = None,
+) -> list[VectorHit]:  # fmt: skip
+    """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
+    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0).
+
+    The alias is resolved once, and every search of the query goes to that collection: a re-index flip between
+    two of them (another process re-points the alias on a Qdrant server) must not fuse two generations. That is
+    one more round trip per query on a server; the embedded store answers it in memory.
+    """
+    for _ in range(2):  # twice: the resolved generation may be dropped right after the resolve (grace 0)
+        collection = store.resolve(alias)
+        if collection is None:
+            return []  # nothing was ever indexed
+        with contextlib.suppress(CollectionNotFound):
+            return _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines)
+    return []
+
+
+def _search_collection(
+    store: VectorStore, collection: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
+    limit: int, k: float, images: Sequence[ImageQuery], graph: GraphQuery | None, cosines: dict[str, float] | None,
+) -> list[VectorHit]:  # fmt: skip
+    """`hybrid_search` on one collection; raises `CollectionNotFound` (a generation dropped after the resolve)."""
+    rankings = []
+    if dense is not None:  # None: an image query with no text (search.query_images)
+        rankings.append(store.search(collection, dense, using=TEXT_DENSE, filter=where, limit=limit))
+        if cosines is not None:
+            cosines.update((h.id, h.score) for h in rankings[-1])
+    if sparse is not None:
+        query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
+        rankings.append(store.search(collection, query, using=SPARSE, filter=where, limit=limit))
+    first_image = len(rankings)
+    rankings += [image_ranking(store, collection, image, where, limit) for image in images]
+    weights = [1.0] * len(rankings)
+    if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
+        rankings.append(graph.ranking(store, collection, dense, where))
+        weights.append(graph.weight)
+    for i, image in enumerate(images, start=first_image):
+        if image.min_score is not None:  # a same-picture match outweighs every other ranking together
+            weights[i] = 1.0 + sum(weights) - weights[i]
+    return rrf(rankings, k=k, limit=limit, weights=weights)
+
+
+def to_hit(hit: VectorHit, dense_score: float | None = None) -> Hit:
+    p = hit.payload
+    return Hit(
+        chunk_id=p.chunk_id, doc_id=p.doc_id, filename=p.filename, page=p.page, bbox=p.bbox,
+        modality=p.modality, text=p.text, score=hit.score, headings=list(p.headings), image=p.image,
+        dense_score=dense_score,
+    )  # fmt: skip

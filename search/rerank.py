@@ -1,0 +1,127 @@
+"""Reranking: a relevance score in [0, 1] per candidate that means the same thing for every query and modality,
+so that one threshold can tell "nothing here answers it" (`search.abstention`) and a table row, an image's OCR
+text and a paragraph compete on one scale. Two scorers:
+
+- `CrossEncoderScorer`: a sentence-transformers `CrossEncoder` checkpoint (`MMRAG_RERANKER_MODEL_PATH`), its
+  logit through a sigmoid. For deployments that have one; none ships in a package here.
+- `LexicalScorer` (the offline default): a blend of the dense cosine the retriever measured (`Hit.dense_score`,
+  an absolute signal, mapped to [0, 1]) and lexical evidence computed inside the candidate set: query-term
+  coverage weighted by IDF over the candidates (a word every candidate has decides nothing), the same for the
+  best single sentence or table row (proximity: the fact sits in one place), and exact identifiers (error
+  codes, part numbers, function names): a candidate missing every identifier of the question keeps 30% of its score.
+  Chosen and weighed on the quality bench (`bench/quality`, docs/decisions.md).
+
+Ordering (`rerank`): by score; ties by the retriever's fused rank. Images are not crowded out: when the top
+`top_k` hold no image hit but a candidate image scores at least `IMAGE_SHARE` of the best, it takes the last place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from contracts.messages import Hit
+from models.lexical import contains_identifier, identifiers, terms, units
+
+# LexicalScorer weights (sum 1): dense cosine, IDF coverage of the whole chunk, of its best sentence or row.
+DENSE_WEIGHT = 0.4
+CHUNK_WEIGHT = 0.36
+UNIT_WEIGHT = 0.24
+# The cosine of all-MiniLM-L6-v2 between a question and a chunk that answers it lies mostly in 0.35..0.75 and
+# rarely above 0.8; unrelated text stays below 0.2. Mapped linearly to [0, 1] between these two points.
+COSINE_FLOOR = 0.1
+COSINE_CEILING = 0.8
+MISSING_IDENTIFIER_FACTOR = 0.3  # a candidate that has none of the question's identifiers
+IMAGE_SHARE = 0.7  # an image hit at least this share of the best score keeps a place in the top k
+
+
+class Scorer(Protocol):
+    def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
+        """One relevance score in [0, 1] per candidate, in the candidates' order."""
+        ...
+
+
+def _idf(query_terms: set[str], docs: Sequence[set[str]]) -> dict[str, float]:
+    """BM25's IDF over the candidate set, kept positive: ln(1 + (N - df + 0.5) / (df + 0.5))."""
+    n = len(docs)
+    return {t: math.log(1 + (n - (df := sum(t in d for d in docs)) + 0.5) / (df + 0.5)) for t in query_terms}
+
+
+def _coverage(weights: dict[str, float], have: set[str]) -> float:
+    total = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in have) / total if total else 0.0
+
+
+class LexicalScorer:
+    """The offline scorer (see the module docstring). Stateless and cheap: well under a millisecond a candidate."""
+
+    def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
+        if not candidates:
+            return []
+        wanted = identifiers(query)
+        # The identifiers name the subject; the other words say what is asked about it. A chunk that only
+        # names the subject ("the P-200 manual" for "warranty of the P-200") does not answer, so coverage
+        # counts the other words; identifiers act through the factor below.
+        asked = terms(query) - {t for i in wanted for t in terms(i)}
+        texts = [" ".join([*h.headings, h.text]) for h in candidates]
+        chunk_terms = [terms(t) for t in texts]
+        weights = _idf(asked, chunk_terms)
+        known = [h.dense_score for h in candidates if h.dense_score is not None]
+        # A candidate only the sparse search found ranked below every dense hit: its cosine is at most theirs.
+        unseen = min(known) if known else None
+        out = []
+        for hit, text, have in zip(candidates, texts, chunk_terms, strict=True):
+            cosine = hit.dense_score if hit.dense_score is not None else unseen
+            dense = hit.score if cosine is None else (cosine - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR)
+            if asked:
+                chunk_cov = _coverage(weights, have)
+                unit_cov = max((_coverage(weights, terms(m)) for m, _ in units(hit.text, hit.modality)), default=0.0)
+            else:  # the question is its identifiers: having them is full coverage
+                chunk_cov = unit_cov = 1.0
+            score = DENSE_WEIGHT * min(max(dense, 0.0), 1.0) + CHUNK_WEIGHT * chunk_cov + UNIT_WEIGHT * unit_cov
+            if wanted and not any(contains_identifier(text, i) for i in wanted):
+                score *= MISSING_IDENTIFIER_FACTOR
+            out.append(score)
+        return out
+
+
+class CrossEncoderScorer:
+    """A sentence-transformers CrossEncoder checkpoint (one relevance logit per pair), scores = sigmoid(logit)."""
+
+    def __init__(self, model_path: Path, *, device: str = "cpu", max_length: int = 512) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.model = CrossEncoder(str(model_path), device=device, max_length=max_length)
+
+    def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
+        if not candidates:
+            return []
+        pairs = [(query, " ".join([*h.headings, h.text])) for h in candidates]
+        logits = self.model.predict(pairs, activation_fn=_identity, convert_to_numpy=True, show_progress_bar=False)
+        return [1.0 / (1.0 + math.exp(-float(x))) for x in logits.reshape(-1)]
+
+
+def _identity(x):  # noqa: ANN001, ANN202 - torch tensor in, same out: the sigmoid is applied above, once
+    return x
+
+
+def build_scorer(model_path: Path | None, *, device: str = "cpu") -> Scorer:
+    """The cross-encoder when a checkpoint is configured, else the offline scorer."""
+    if model_path is None:
+        return LexicalScorer()
+    return CrossEncoderScorer(model_path, device=device)
+
+
+def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None) -> list[Hit]:
+    """The best `top_k` candidates (given best first by the retriever), best first, with scores in [0, 1]."""
+    scores = (scorer or LexicalScorer()).scores(query, candidates)
+    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))  # ties: the retriever's order
+    ranked = [candidates[i].model_copy(update={"score": min(max(scores[i], 0.0), 1.0)}) for i in order]
+    top = ranked[:top_k]
+    if top and all(h.modality != "image" for h in top):
+        image = next((h for h in ranked[top_k:] if h.modality == "image"), None)
+        if image is not None and image.score >= IMAGE_SHARE * top[0].score:
+            top[-1] = image
+    return top
