@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import tests.test_edge_api as edge_api_tests
-from tests.test_edge_api import Edge, StartEdge
+import tests.bus.test_edge_api as edge_api_tests
+from tests.bus.test_edge_api import Edge, StartEdge
 
 start_edge = edge_api_tests.start_edge  # the edge API fixture of test_edge_api, used here by its name
 

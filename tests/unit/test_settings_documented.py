@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings
 from agents.settings import AgentSettings
 from edge_api.settings import EdgeSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def env_names(settings: type[BaseSettings]) -> list[str]:

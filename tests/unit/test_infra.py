@@ -31,7 +31,7 @@ import yaml
 from contracts.topology import IndexGeneration, all_consumers, durable_role
 from mmrag.registry import AGENT_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 COMPOSE = ROOT / "infra" / "compose"
 # The Kubernetes version the manifests target (kubernetes-validate ships its schemas).

@@ -34,7 +34,7 @@ from contracts.topology import (
 )
 from tests.engine import NatsServer
 from tests.factories import synthetic_pdf
-from tests.test_resilience import interrupt, spawn_agents, wait_for_line
+from tests.e2e.test_resilience import interrupt, spawn_agents, wait_for_line
 
 pytestmark = pytest.mark.e2e
 GEN = IndexGeneration(1)

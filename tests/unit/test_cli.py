@@ -1,12 +1,13 @@
 """The `mmrag` console script against a port where nothing listens and against a small aiohttp stub of the
 edge API (real HTTP over loopback, the real script as a subprocess): every ordinary error is one line on
 stderr with a non-zero exit, ingest rides out a restarting engine, and search/docs/delete print what the
-API answered."""
+API answered. Against a real `mmrag up`: tests/e2e/test_cli_engine.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -79,8 +80,11 @@ def stub() -> Iterator[Stub]:
         yield s
 
 
-def mmrag(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mmrag"), *args], capture_output=True, text=True, timeout=timeout)
+def mmrag(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `mmrag` script; `env` adds variables (a tenant's `MMRAG_API_KEY`) to this process's environment."""
+    return subprocess.run(
+        [str(BIN / "mmrag"), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -322,34 +326,3 @@ def test_delete_of_existing_only_exits_0(stub: Stub) -> None:
     run = mmrag("delete", DOC_ID, "--url", stub.url)
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"{DOC_ID}  deleted\n"
-
-
-# --------------------------------------------------------------------------- against a real `mmrag up`
-
-
-@pytest.mark.e2e
-def test_search_docs_delete_against_the_engine(engine, tmp_path) -> None:
-    doc = tmp_path / "otters.md"
-    doc.write_text("# Otters\n\nThe sea otter raft in Monterey Bay counts 212 otters.\n")
-    ingest = mmrag("ingest", str(doc), "--url", engine.url, timeout=180)
-    assert ingest.returncode == 0, ingest.stderr
-    doc_id = ingest.stdout.split()[0]
-
-    search = mmrag("search", "How many otters are in the raft?", "--url", engine.url, "--top-k", "3")
-    assert search.returncode == 0, search.stderr
-    first = search.stdout.splitlines()[0]
-    assert "otters.md  page 1" in first and "212 otters" in first
-
-    listing = mmrag("docs", "--url", engine.url, "--limit", "1")  # one per page: follows next_cursor
-    assert listing.returncode == 0, listing.stderr
-    rows = {line.split()[0]: line for line in listing.stdout.splitlines()}
-    assert doc_id in rows and "indexed" in rows[doc_id] and rows[doc_id].endswith("otters.md")
-
-    delete = mmrag("delete", doc_id, "--url", engine.url)
-    assert delete.returncode == 0, delete.stderr
-    assert delete.stdout == f"{doc_id}  deleted\n"
-    again = mmrag("delete", doc_id, "--url", engine.url)
-    assert again.returncode == 1
-    assert one_line(again.stderr) == f"error: {doc_id}: HTTP 404: no document '{doc_id}'"
-    listing = mmrag("docs", "--url", engine.url)
-    assert listing.returncode == 0 and doc_id not in listing.stdout

@@ -7,7 +7,7 @@ import pytest
 from search.hybrid import rrf
 from models.sparse import SparseEncoder
 from search.vectorstore import PointPayload, VectorHit
-from tests.test_vectorstore import SCHEMA, _edge, _memory_client, point, unit
+from tests.unit.test_vectorstore import SCHEMA, _edge, _memory_client, point, unit
 
 
 def hit(point_id: str, score: float = 0.5) -> VectorHit:

@@ -29,7 +29,6 @@ from contracts.topology import CHUNKS_STREAM, IndexGeneration, Subjects, ingest_
 from mmrag.processes import free_port
 from tests.engine import NatsServer
 
-pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 GEN = IndexGeneration(1)
 TENANT = "scale"

@@ -41,7 +41,7 @@ DIM = 8
 IMAGE_DIM = 4
 SCHEMA = CollectionSchema(text_dim=DIM, image_dim=IMAGE_DIM, sparse=True)
 GEN = "chunks-g1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def unit(axis: int, tilt: float = 0.0, dim: int = DIM) -> list[float]:

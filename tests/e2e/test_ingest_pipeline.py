@@ -45,7 +45,6 @@ from tests.factories import (
     synthetic_pdf,
 )
 
-pytestmark = pytest.mark.e2e
 TENANT = "acme"
 GEN = IndexGeneration(1)
 

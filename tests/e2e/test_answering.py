@@ -129,7 +129,7 @@ async def test_a_paraphrase_the_reranker_measured_keeps_a_low_scored_answer() ->
 
 async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engine) -> None:
     pdf, question, phrase = five_page_pdf_with_fact()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
         resp = await upload_bytes(http, engine.url, pdf, "reactor.pdf")
         doc_id = (await resp.json())["doc_id"]
         assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
@@ -160,7 +160,7 @@ async def test_the_engine_answers_a_reworded_question_its_lexical_score_alone_wo
     """MMRAG_ABSTAIN_PARAPHRASE_COSINE end to end: the reranker measures the paraphrase, the generator answers."""
     from agents.settings import AgentSettings
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
         resp = await upload_bytes(http, engine.url, make_pdf([MAINTENANCE]), "maintenance.pdf")
         doc_id = (await resp.json())["doc_id"]
         assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"

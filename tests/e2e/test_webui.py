@@ -34,14 +34,12 @@ from edge_api.settings import EdgeSettings
 from tests.engine import Engine, upload_bytes, wait_status
 from tests.factories import FACT_PHRASE, QUESTION, five_page_pdf_with_fact, make_figures_pdf, make_png
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "webui"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "webui"
 INGEST_TIMEOUT_MS = 120_000
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
@@ -80,6 +78,12 @@ class Watch:
 
     def on_failed(self, request: Request) -> None:
         self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
+
+
+@pytest.fixture(scope="module")
+def engine(private_engine: Engine) -> Engine:
+    """The web UI in local mode (no key, no sign-in) needs an engine with auth off: a private one."""
+    return private_engine
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@
   unknown image are 404s that say what is missing; a text document is a 422.
 - ETag and Cache-Control are set, and ``If-None-Match`` is a 304.
 - An uploaded image is its own page 1 (bbox units are its pixels); an image hit's picture is served.
-- Tenant check: an edge API with auth on, on the engine's NATS: another tenant's key gets 404 for the same
-  document and image, the owner's key gets the picture.
+- Tenant check: an edge API with keys of its own, on the engine's NATS: another tenant's key gets 404 for the
+  same document and image, the owner's key gets the picture.
+
+On the shared engine, in this module's tenant (tests/e2e/conftest.py).
 - `ByteLRU` keeps at most its byte budget, least recently used out first.
 """
 
@@ -30,10 +32,8 @@ from edge_api.keys import create_key
 from edge_api.page_images import ByteLRU
 from edge_api.routes.documents import PUBLIC_FIELDS
 from edge_api.settings import EdgeSettings
-from tests.engine import Engine, upload_bytes, wait_status
+from tests.engine import TenantEngine, upload_bytes, wait_status
 from tests.factories import FACT_PHRASE, five_page_pdf_with_fact, make_figures_pdf, render_text_image
-
-pytestmark = pytest.mark.e2e
 
 IMAGE_LINES = ["Invoice total is 512 euros", "Payment due in thirty days"]
 
@@ -47,12 +47,12 @@ async def _upload(http: aiohttp.ClientSession, url: str, data: bytes, name: str,
 
 
 @pytest.fixture(scope="module")
-def docs(engine: Engine) -> dict[str, str]:
+def docs(engine: TenantEngine) -> dict[str, str]:
     """The module's documents, uploaded once: name -> doc_id."""
     import asyncio
 
     async def upload_all() -> dict[str, str]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
             pdf, _, _ = five_page_pdf_with_fact()
             figures, _ = make_figures_pdf()
             png = render_text_image(IMAGE_LINES, fontsize=20)
@@ -183,10 +183,10 @@ async def test_an_image_hit_is_served_as_a_png(engine, docs, http) -> None:
 
 
 @pytest.fixture
-async def auth_edge(engine: Engine, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    """An edge API with auth on, on the engine's NATS (whose documents are tenant `default`'s)."""
+async def auth_edge(engine: TenantEngine, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """An edge API with keys of its own, on the engine's NATS: `owner` reads the module's tenant, `other` another."""
     keys_file = tmp_path / "keys.json"
-    keys = {tenant: create_key(keys_file, tenant, "reader")[1] for tenant in ("default", "other")}
+    keys = {name: create_key(keys_file, tenant, "reader")[1] for name, tenant in (("owner", engine.tenant), ("other", "other"))}
     settings = EdgeSettings(nats_url=engine.nats_url, auth="on", api_keys_file=str(keys_file), api_keys="")
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(TestServer(create_app(settings)))
@@ -198,17 +198,18 @@ async def test_another_tenant_gets_404_for_pages_and_images(engine, docs, http, 
     hit = await _hit(http, engine.url, "pressure gauge on the inlet valve", doc_id=docs["figures"], modality="image")
     image_id = hit["image"]["object_name"].rsplit("/", 1)[-1]
     paths = [f"/v1/documents/{docs['facts']}/pages/1", f"/v1/documents/{docs['figures']}/images/{image_id}"]
-    for path in paths:
-        async with http.get(f"{base}{path}") as resp:
-            assert resp.status == 401, "no key"
-        async with http.get(f"{base}{path}", headers={"Authorization": f"Bearer {keys['other']}"}) as resp:
-            assert resp.status == 404, path
-            assert "no document" in (await resp.json())["error"]["message"]
-        async with http.get(f"{base}{path}", headers={"Authorization": f"Bearer {keys['default']}"}) as resp:
-            assert resp.status == 200, path
-            assert resp.headers["Content-Type"] == "image/png"
-    async with http.get(f"{base}/v1/session", headers={"Authorization": f"Bearer {keys['other']}"}) as resp:
-        assert await resp.json() == {"auth": "on", "tenant": "other", "role": "reader"}
+    async with aiohttp.ClientSession() as bare:  # no default key: each request below says which key it sends
+        for path in paths:
+            async with bare.get(f"{base}{path}") as resp:
+                assert resp.status == 401, "no key"
+            async with bare.get(f"{base}{path}", headers={"Authorization": f"Bearer {keys['other']}"}) as resp:
+                assert resp.status == 404, path
+                assert "no document" in (await resp.json())["error"]["message"]
+            async with bare.get(f"{base}{path}", headers={"Authorization": f"Bearer {keys['owner']}"}) as resp:
+                assert resp.status == 200, path
+                assert resp.headers["Content-Type"] == "image/png"
+        async with bare.get(f"{base}/v1/session", headers={"Authorization": f"Bearer {keys['other']}"}) as resp:
+            assert await resp.json() == {"auth": "on", "tenant": "other", "role": "reader"}
 
 
 async def test_a_deleted_documents_pictures_are_gone(engine, http) -> None:
@@ -237,22 +238,25 @@ def test_byte_lru_keeps_its_budget_and_evicts_the_least_recently_used() -> None:
     assert lru.get("a") == b"y" * 5 and lru.size == 5 + 20 + 25 + 25
 
 
-async def _progress_events(url: str) -> list[tuple[str, dict]]:
-    """Every event of one `GET /v1/progress`, read by an independent SSE client (httpx-sse)."""
+async def _progress_events(engine: TenantEngine) -> list[tuple[str, dict]]:
+    """Every event of one `GET /v1/progress` of the module's tenant, read by an independent SSE client (httpx-sse)."""
     import httpx
     from httpx_sse import aconnect_sse
 
-    async with httpx.AsyncClient(timeout=60) as client, aconnect_sse(client, "GET", f"{url}/v1/progress") as source:
+    async with (
+        httpx.AsyncClient(timeout=60, headers=engine.headers) as client,
+        aconnect_sse(client, "GET", f"{engine.url}/v1/progress") as source,
+    ):
         assert source.response.status_code == 200
         return [(e.event, json.loads(e.data)) async for e in source.aiter_sse()]
 
 
 async def test_progress_stream_follows_an_ingest_and_ends_idle(engine, docs, http) -> None:
-    assert await _progress_events(engine.url) == [("idle", {})], "nothing in progress: it ends at once"
+    assert await _progress_events(engine) == [("idle", {})], "nothing in progress: it ends at once"
     pdf, _, _ = five_page_pdf_with_fact()
     resp = await upload_bytes(http, engine.url, pdf, "followed.pdf", "application/pdf")
     doc_id = (await resp.json())["doc_id"]
-    events = await _progress_events(engine.url)
+    events = await _progress_events(engine)
     assert events[-1] == ("idle", {}), events
     mine = [data for event, data in events if event == "document" and data["doc_id"] == doc_id]
     if not mine:  # indexed before the stream started: then it must say so, and be idle at once

@@ -1,88 +1,27 @@
-"""Search filters (document ids, modalities, page range): the contract, the HTTP body, and a real `mmrag up`
-where `/v1/search`, `/v1/ask` and the CLI only ever return what the filters allow.
-
-The vector store's translation of the filters is tested against both adapters in `tests/test_vectorstore.py`.
+"""Search filters on the shared `mmrag up` (this module's tenant): `/v1/search`, `/v1/ask` and the CLI only ever
+return what the filters allow. The contract: tests/unit/test_filters.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import subprocess
 
 import aiohttp
 import pytest
-from pydantic import ValidationError
 
-from contracts.messages import MAX_FILTER_DOC_IDS, QueryFilters, QueryRequest
-from mmrag.client import filters, parse_pages
-from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
+from tests.engine import BIN, TenantEngine, sse_events, upload_bytes, wait_status
 from tests.factories import make_table_pdf, synthetic_pdf
-
-# --------------------------------------------------------------------------- the contract
-
-
-def test_lists_are_canonical_sets_so_equal_filters_are_equal() -> None:
-    a = QueryFilters(doc_ids=["d2", "d1", "d2"], modalities=["table", "text"])
-    b = QueryFilters(doc_ids=["d1", "d2"], modalities=["text", "table", "text"])
-    assert a == b and a.doc_ids == ["d1", "d2"] and a.modalities == ["table", "text"]
-    assert a.model_dump_json() == b.model_dump_json()
-
-
-def test_page_range_open_ends_and_order() -> None:
-    assert QueryFilters().pages is None
-    assert QueryFilters(page_from=3, page_to=5).pages == (3, 5)
-    assert QueryFilters(page_from=4, page_to=4).pages == (4, 4)
-    assert QueryFilters(page_from=3).pages == (3, 2**31 - 1)
-    assert QueryFilters(page_to=5).pages == (1, 5)
-    with pytest.raises(ValidationError, match=r"page_from \(6\) must be <= page_to \(5\)"):
-        QueryFilters(page_from=6, page_to=5)
-
-
-@pytest.mark.parametrize(
-    ("data", "field"),
-    [
-        ({"doc_ids": []}, "doc_ids"),
-        ({"doc_ids": ["not a valid id!"]}, "doc_ids.0"),
-        ({"doc_ids": [f"d{i}" for i in range(MAX_FILTER_DOC_IDS + 1)]}, "doc_ids"),
-        ({"modalities": []}, "modalities"),
-        ({"modalities": ["video"]}, "modalities.0"),
-        ({"page_from": 0}, "page_from"),
-        ({"page_to": "5"}, "page_to"),
-        ({"page_from": 2.0}, "page_from"),
-        ({"tenant": "other"}, "tenant"),
-    ],
-)
-def test_invalid_filters_name_the_field(data: dict, field: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        QueryFilters.model_validate_json(json.dumps(data))
-    assert field in {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
-
-
-def test_a_request_without_filters_restricts_nothing() -> None:
-    request = QueryRequest(request_id="r", tenant="t", query="what?")
-    assert request.filters == QueryFilters() and request.filters.pages is None
-    assert request.schema_version >= 3  # v3 brought filters
-
-
-def test_cli_filters_from_options() -> None:
-    assert filters() == {}
-    assert filters(doc_ids=["a", "b"], modalities=["table"], pages="3-5") == {
-        "doc_ids": ["a", "b"], "modalities": ["table"], "page_from": 3, "page_to": 5,
-    }  # fmt: skip
-    assert parse_pages("4") == (4, 4) and parse_pages("3-") == (3, None) and parse_pages("-5") == (None, 5)
-    for bad in ("", "-", "a-b", "3-5-7", "x"):
-        with pytest.raises(ValueError, match="pages must look like"):
-            parse_pages(bad)
-
 
 # --------------------------------------------------------------------------- a real engine
 
 
-async def ingest_all(url: str, docs: dict[str, bytes]) -> dict[str, str]:
+async def ingest_all(engine: TenantEngine, docs: dict[str, bytes]) -> dict[str, str]:
     """Upload every document (name -> PDF bytes) and wait until each is indexed; name -> doc_id."""
     ids: dict[str, str] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+    url = engine.url
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
         for name, data in docs.items():
             resp = await upload_bytes(http, url, data, f"{name}.pdf")
             assert resp.status == 202, await resp.text()
@@ -94,13 +33,13 @@ async def ingest_all(url: str, docs: dict[str, bytes]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def corpus(engine: Engine) -> dict[str, str]:
+def corpus(engine: TenantEngine) -> dict[str, str]:
     """Three indexed documents: two six-page ledgers (text) and one page with a parts table."""
     docs = {"ledger1": synthetic_pdf(1, pages=6), "ledger2": synthetic_pdf(2, pages=6), "parts": make_table_pdf()}
-    return asyncio.run(ingest_all(engine.url, docs))
+    return asyncio.run(ingest_all(engine, docs))
 
 
-async def search(http: aiohttp.ClientSession, engine: Engine, query: str, top_k: int = 20, **where) -> list[dict]:
+async def search(http: aiohttp.ClientSession, engine: TenantEngine, query: str, top_k: int = 20, **where) -> list[dict]:
     body: dict = {"query": query, "top_k": top_k}
     if where:
         body["filters"] = where
@@ -109,8 +48,7 @@ async def search(http: aiohttp.ClientSession, engine: Engine, query: str, top_k:
         return (await resp.json())["hits"]
 
 
-@pytest.mark.e2e
-async def test_search_filters_by_document(engine: Engine, http: aiohttp.ClientSession, corpus: dict) -> None:
+async def test_search_filters_by_document(engine: TenantEngine, http: aiohttp.ClientSession, corpus: dict) -> None:
     query = "Ledger entry records crates"
     unfiltered = {h["doc_id"] for h in await search(http, engine, query)}
     assert {corpus["ledger1"], corpus["ledger2"]} <= unfiltered  # both ledgers match without a filter
@@ -122,8 +60,7 @@ async def test_search_filters_by_document(engine: Engine, http: aiohttp.ClientSe
     assert await search(http, engine, query, doc_ids=["0" * 32]) == []  # a well-formed id nobody has
 
 
-@pytest.mark.e2e
-async def test_search_filters_by_modality(engine: Engine, http: aiohttp.ClientSession, corpus: dict) -> None:
+async def test_search_filters_by_modality(engine: TenantEngine, http: aiohttp.ClientSession, corpus: dict) -> None:
     query = "Flange steel gasket rubber supplier weight"
     tables = await search(http, engine, query, modalities=["table"])
     assert tables and {(h["doc_id"], h["modality"]) for h in tables} == {(corpus["parts"], "table")}
@@ -133,8 +70,7 @@ async def test_search_filters_by_modality(engine: Engine, http: aiohttp.ClientSe
     assert not [h for h in await search(http, engine, query, modalities=["image"])]
 
 
-@pytest.mark.e2e
-async def test_search_filters_by_page_range(engine: Engine, http: aiohttp.ClientSession, corpus: dict) -> None:
+async def test_search_filters_by_page_range(engine: TenantEngine, http: aiohttp.ClientSession, corpus: dict) -> None:
     # The fact sits on page 4 of ledger 1; restricted to pages 1-3 it cannot be found, 3-5 finds it first.
     query = "Ledger entry D1P4 records crates"
     in_range = await search(http, engine, query, doc_ids=[corpus["ledger1"]], page_from=3, page_to=5)
@@ -147,14 +83,13 @@ async def test_search_filters_by_page_range(engine: Engine, http: aiohttp.Client
     assert after and all(h["page"] >= 5 for h in after)
 
 
-@pytest.mark.e2e
 async def test_ask_retrieves_and_cites_only_what_the_filters_allow(
-    engine: Engine, http: aiohttp.ClientSession, corpus: dict
+    engine: TenantEngine, http: aiohttp.ClientSession, corpus: dict
 ) -> None:
     from mmrag.client import ask_events, client
 
     where = {"doc_ids": [corpus["ledger2"]], "page_from": 2, "page_to": 3}
-    async with client(engine.url) as h:
+    async with client(engine.url, api_key=engine.key) as h:
         events = [e async for e in ask_events(h, "How many crates does the ledger entry record?", 5, where)]
     kinds = [k for k, _ in events]
     assert kinds[0] == "retrieval" and kinds[-1] == "done", kinds
@@ -165,7 +100,6 @@ async def test_ask_retrieves_and_cites_only_what_the_filters_allow(
             assert data["doc_id"] == corpus["ledger2"] and data["page"] in (2, 3)
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("filters_", "field"),
     [
@@ -179,7 +113,7 @@ async def test_ask_retrieves_and_cites_only_what_the_filters_allow(
     ],
 )
 async def test_invalid_filters_are_400_naming_the_field(
-    engine: Engine, http: aiohttp.ClientSession, filters_: object, field: str
+    engine: TenantEngine, http: aiohttp.ClientSession, filters_: object, field: str
 ) -> None:
     for path, key in (("/v1/search", "query"), ("/v1/ask", "question")):
         async with http.post(f"{engine.url}{path}", json={key: "crates", "filters": filters_}) as resp:
@@ -189,39 +123,37 @@ async def test_invalid_filters_are_400_naming_the_field(
         assert field in [d["field"] for d in error["details"]], error
 
 
-@pytest.mark.e2e
-async def test_the_tenant_never_comes_from_the_body(engine: Engine, http: aiohttp.ClientSession) -> None:
+async def test_the_tenant_never_comes_from_the_body(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     async with http.post(f"{engine.url}/v1/search", json={"query": "crates", "tenant": "other"}) as resp:
         assert resp.status == 400
         assert [d["field"] for d in (await resp.json())["error"]["details"]] == ["tenant"]
 
 
-@pytest.mark.e2e
-async def test_ask_without_filters_still_sees_everything(engine: Engine, http: aiohttp.ClientSession, corpus: dict) -> None:
+async def test_ask_without_filters_still_sees_everything(engine: TenantEngine, http: aiohttp.ClientSession, corpus: dict) -> None:
     events = await sse_events(http, engine.url, {"question": "Flange gasket supplier table", "top_k": 10})
     assert events[0][0] == "retrieval"
     assert len({h["doc_id"] for h in events[0][1]["hits"]}) >= 2
 
 
-def mmrag(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mmrag"), *args], capture_output=True, text=True, timeout=120)
+def mmrag(engine: TenantEngine, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **engine.client_env}
+    return subprocess.run([str(BIN / "mmrag"), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
-@pytest.mark.e2e
-def test_cli_search_and_ask_pass_the_filters(engine: Engine, corpus: dict) -> None:
-    found = mmrag("search", "Ledger entry D1P4 records crates", "--url", engine.url, "--doc", corpus["ledger1"],
+def test_cli_search_and_ask_pass_the_filters(engine: TenantEngine, corpus: dict) -> None:
+    found = mmrag(engine, "search", "Ledger entry D1P4 records crates", "--url", engine.url, "--doc", corpus["ledger1"],
                   "--modality", "text", "--pages", "3-5")  # fmt: skip
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert lines and "ledger1.pdf  page 4" in lines[0]
     assert all("ledger1.pdf" in line and any(f"page {p} " in line for p in (3, 4, 5)) for line in lines)
 
-    asked = mmrag("ask", "How many crates?", "--url", engine.url, "--doc", corpus["ledger2"], "--pages", "2")
+    asked = mmrag(engine, "ask", "How many crates?", "--url", engine.url, "--doc", corpus["ledger2"], "--pages", "2")
     assert asked.returncode == 0, asked.stderr
     cited = [line for line in asked.stdout.splitlines() if line.startswith("[")]
     assert cited and all("ledger2.pdf page 2 " in line for line in cited)
 
-    bad = mmrag("search", "crates", "--url", engine.url, "--pages", "5-3")
+    bad = mmrag(engine, "search", "crates", "--url", engine.url, "--pages", "5-3")
     assert bad.returncode == 1 and "filters" in bad.stderr and "page_from (5) must be <= page_to (3)" in bad.stderr
-    malformed = mmrag("search", "crates", "--url", engine.url, "--pages", "three")
+    malformed = mmrag(engine, "search", "crates", "--url", engine.url, "--pages", "three")
     assert malformed.returncode == 1 and "--pages" in malformed.stderr

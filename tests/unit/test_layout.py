@@ -19,7 +19,7 @@ import pytest
 
 from mmrag.registry import AGENTS, COMPANIONS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("contracts", "telemetry", "bus", "documents", "models", "search", "agents", "edge_api", "mmrag")
 LIBRARIES = {"documents", "models", "search"}
 BELOW_LIBRARIES = {"contracts", "telemetry", "bus"}
@@ -95,3 +95,93 @@ def test_the_runtime_knows_no_agent_by_name() -> None:
         names = imports(path)
         assert "mmrag" not in project_imports(path), f"{path.name} imports the registry"
         assert not names & agent_modules, f"{path.name} imports an agent: {sorted(names & agent_modules)}"
+
+
+# --------------------------------------------------------------------------- the test tiers (tests/conftest.py)
+
+TESTS = ROOT / "tests"
+ENGINE_NAMES = {"Engine", "TenantEngine"}  # tests.engine's `mmrag up`
+SERVER_NAMES = {"NatsServer", "RedisServer", "start_nats_server", "nats_server_binary"}
+SERVER_FIXTURES = {"nats_server", "nc", "redis_server", "cluster"}
+
+
+def _parameters(tree: ast.AST) -> set[str]:
+    return {
+        arg.arg
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    }
+
+
+def _names(tree: ast.AST) -> set[str]:
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    imported = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names}
+    return used | imported
+
+
+def starts_an_engine(path: Path) -> list[str]:
+    """What in a test module starts `mmrag up`: tests.engine's Engine, or an engine fixture (`engine`, `*_engine`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = sorted(_names(tree) & ENGINE_NAMES)
+    found += sorted(p for p in _parameters(tree) if p == "engine" or p.endswith("_engine"))
+    return found
+
+
+def starts_a_server(path: Path) -> list[str]:
+    """What in a test module starts a server process (nats-server, redis-server) or takes one as a fixture."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return sorted(_names(tree) & SERVER_NAMES) + sorted(_parameters(tree) & SERVER_FIXTURES)
+
+
+def test_every_test_module_is_in_a_tier() -> None:
+    stray = sorted(p.name for p in TESTS.glob("test_*.py"))
+    assert not stray, f"tests/{stray}: move each into tests/unit, tests/bus or tests/e2e (see tests/conftest.py)"
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert folders == {"unit", "bus", "e2e"}, f"tests/ holds the three tiers and nothing else: {sorted(folders)}"
+    for tier in folders:
+        assert (TESTS / tier / "__init__.py").exists(), f"tests/{tier}/__init__.py: a tier is a package (imports)"
+
+
+@pytest.mark.parametrize("tier", ["unit", "bus"])
+def test_only_the_e2e_tier_starts_an_engine(tier: str) -> None:
+    for path in sorted((TESTS / tier).glob("test_*.py")):
+        engine = starts_an_engine(path)
+        assert not engine, f"{path.relative_to(ROOT)} starts an engine ({engine}): move those tests to tests/e2e"
+
+
+def test_the_unit_tier_starts_no_server() -> None:
+    for path in sorted((TESTS / "unit").glob("test_*.py")):
+        server = starts_a_server(path)
+        assert not server, f"{path.relative_to(ROOT)} starts a server ({server}): move those tests to tests/bus"
+
+
+def test_the_tier_checkers_catch_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "test_bad.py"
+    bad.write_text(
+        "from tests.engine import Engine, NatsServer\n"
+        "async def test_x(engine, nats_server): ...\n"
+        "def test_y(plain_engine, redis_server): ...\n"
+    )
+    assert starts_an_engine(bad) == ["Engine", "engine", "plain_engine"]
+    assert starts_a_server(bad) == ["NatsServer", "nats_server", "redis_server"]
+    good = tmp_path / "test_good.py"
+    good.write_text("from tests.engine import BIN\ndef test_z(tmp_path, http): ...\n")
+    assert starts_an_engine(good) == [] and starts_a_server(good) == []
+
+
+def test_every_test_is_marked_with_its_tier_and_a_stray_module_is_refused() -> None:
+    from tests.conftest import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, path: Path) -> None:
+            self.path, self.markers = path, []
+
+        def add_marker(self, marker: str) -> None:
+            self.markers.append(marker)
+
+    items = [Item(TESTS / tier / "test_x.py") for tier in ("unit", "bus", "e2e")]
+    pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
+    assert [item.markers for item in items] == [["unit"], ["bus"], ["e2e"]]
+    with pytest.raises(pytest.UsageError, match=r"tests/test_x.py is in no tier: move it to tests/unit"):
+        pytest_collection_modifyitems(None, [Item(TESTS / "test_x.py")])  # type: ignore[arg-type]
