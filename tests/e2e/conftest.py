@@ -1,11 +1,11 @@
 """The engines of the end-to-end tier.
 
-`engine`: a tenant of ONE `mmrag up --auth` shared by the whole session (`shared_engine`), its own API key for
-each module that asks for it (modules already share an engine among their tests; now the modules share one
-engine, each in its own tenant, so no module sees another's documents). What a test reads of an engine (`url`,
-`nats_url`, `data_dir`, `log_tail()`) is there; `headers` go on its requests (the `http` fixture and
-`tests.engine.sse_events` send them), `client_env` on the `mmrag` CLI. Starting `mmrag up` costs seconds of both
-cores; a module that only adds documents and asks about them takes this one.
+`engine`: a tenant of ONE `mmrag up --auth` shared by the whole session (`shared_engine`), with its own API key,
+a new one for each test: tests share the engine, never each other's documents. A module whose tests read one
+corpus uploaded once (a module fixture) binds `engine` to `module_tenant`, one tenant for the module. What a test
+reads of an engine (`url`, `nats_url`, `data_dir`, `log_tail()`) is there; `headers` go on its requests (the
+`http` fixture and `tests.engine.sse_events` send them), `client_env` on the `mmrag` CLI. Starting `mmrag up`
+costs seconds of both cores; a test that only adds documents and asks about them takes this one.
 
 `private_engine`: a `mmrag up` of the module's own, in local mode (auth off, no key), for what must not touch the
 shared one: killing or restarting its processes, other settings, the web UI's local mode. A module that needs one
@@ -48,9 +48,15 @@ def new_tenant(shared: Engine, name: str, role: str = "writer") -> TenantEngine:
     return TenantEngine(shared, tenant, key)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(shared_engine: Engine, request: pytest.FixtureRequest) -> TenantEngine:
-    """The module's tenant of the shared engine."""
+    """The test's own tenant of the shared engine."""
+    return new_tenant(shared_engine, request.node.name)
+
+
+@pytest.fixture(scope="module")
+def module_tenant(shared_engine: Engine, request: pytest.FixtureRequest) -> TenantEngine:
+    """One tenant of the shared engine for a whole module (its module fixtures upload a corpus once)."""
     return new_tenant(shared_engine, request.module.__name__.rsplit(".", 1)[-1])
 
 
@@ -66,7 +72,8 @@ def private_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]
 
 @pytest.fixture
 async def http(request: pytest.FixtureRequest) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP session that sends the key of the test's `engine` (none for a private engine)."""
-    headers = request.getfixturevalue("engine").headers if "engine" in request.fixturenames else {}
+    """An HTTP session that sends the key of the test's tenant (none for a private engine)."""
+    names = [name for name in ("engine", "module_tenant") if name in request.fixturenames]
+    headers = request.getfixturevalue(names[0]).headers if names else {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=headers) as session:
         yield session

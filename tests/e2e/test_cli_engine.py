@@ -1,4 +1,4 @@
-"""The `mmrag` console script against the shared `mmrag up` (this module's tenant): ingest, search, docs, delete.
+"""The `mmrag` console script against the shared `mmrag up` (a tenant of its own): ingest, search, docs, delete.
 
 Against a stub of the edge API: tests/unit/test_cli.py.
 """

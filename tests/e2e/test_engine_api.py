@@ -1,6 +1,6 @@
 """The edge API of a real `mmrag up`: the first real answer, search, and every kind of bad input.
 
-On the shared engine, in this module's tenant (tests/e2e/conftest.py).
+On the shared engine, each test in a tenant of its own (tests/e2e/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Search filters on the shared `mmrag up` (this module's tenant): `/v1/search`, `/v1/ask` and the CLI only ever
+"""Search filters on the shared `mmrag up` (one tenant for the module): `/v1/search`, `/v1/ask` and the CLI only ever
 return what the filters allow. The contract: tests/unit/test_filters.py.
 """
 
@@ -15,6 +15,12 @@ from tests.engine import BIN, TenantEngine, sse_events, upload_bytes, wait_statu
 from tests.factories import make_table_pdf, synthetic_pdf
 
 # --------------------------------------------------------------------------- a real engine
+
+
+@pytest.fixture(scope="module")
+def engine(module_tenant: TenantEngine) -> TenantEngine:
+    """One tenant for the module: its tests read the corpus a module fixture uploads once."""
+    return module_tenant
 
 
 async def ingest_all(engine: TenantEngine, docs: dict[str, bytes]) -> dict[str, str]:

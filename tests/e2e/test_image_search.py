@@ -88,11 +88,11 @@ def clip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain_engine(engine: TenantEngine) -> TenantEngine:
-    """No CLIP configured: image vectors are perceptual hashes. The shared engine (this module's tenant), whose
-    `MMRAG_MAX_QUERY_IMAGE_BYTES` is QUERY_IMAGE_CAP (tests/e2e/conftest.py)."""
+def plain_engine(module_tenant: TenantEngine) -> TenantEngine:
+    """No CLIP configured: image vectors are perceptual hashes. The shared engine (one tenant for the module: the
+    album is ingested once), whose `MMRAG_MAX_QUERY_IMAGE_BYTES` is QUERY_IMAGE_CAP (tests/e2e/conftest.py)."""
     assert SHARED_ENV["MMRAG_MAX_QUERY_IMAGE_BYTES"] == str(QUERY_IMAGE_CAP)
-    return engine
+    return module_tenant
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@
 - An uploaded image is its own page 1 (bbox units are its pixels); an image hit's picture is served.
 - Tenant check: an edge API with keys of its own, on the engine's NATS: another tenant's key gets 404 for the
   same document and image, the owner's key gets the picture.
-
-On the shared engine, in this module's tenant (tests/e2e/conftest.py).
 - `ByteLRU` keeps at most its byte budget, least recently used out first.
+
+On the shared engine, in one tenant for the module (tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ from tests.engine import TenantEngine, upload_bytes, wait_status
 from tests.factories import FACT_PHRASE, five_page_pdf_with_fact, make_figures_pdf, render_text_image
 
 IMAGE_LINES = ["Invoice total is 512 euros", "Payment due in thirty days"]
+
+
+@pytest.fixture(scope="module")
+def engine(module_tenant: TenantEngine) -> TenantEngine:
+    """One tenant for the module: its tests read the corpus a module fixture uploads once."""
+    return module_tenant
 
 
 async def _upload(http: aiohttp.ClientSession, url: str, data: bytes, name: str, ctype: str) -> str:
