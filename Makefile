@@ -38,15 +38,20 @@ install: $(VENV)/.installed
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay on one worker, so a module's
+# engine starts once): the end-to-end tests mostly wait on engine processes. 2 = the CI machine's cores.
+TEST_WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # Every tier (tests/unit, tests/bus, tests/e2e; tests/conftest.py says what each may start), as CI runs it.
 test: install $(CHROMIUM)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # unit + bus: no engine, no browser; the loop while changing code.
 test-fast: install
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/unit tests/bus $(PYTEST_ARGS)
+	$(PYTEST) tests/unit tests/bus $(PYTEST_ARGS)
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding_speed.py
