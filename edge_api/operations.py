@@ -41,7 +41,7 @@ class Reply:
 
 
 HandlerResult = BaseModel | Reply | web.StreamResponse
-Handler = Callable[[web.Request], Awaitable[HandlerResult]]
+RouteHandler = Callable[[web.Request], Awaitable[HandlerResult]]
 
 
 # --------------------------------------------------------------------------- response specs
@@ -142,7 +142,7 @@ Response = Json | Err | Media | Empty | Stream
 class Operation:
     method: str
     path: str  # as aiohttp registers it; a path parameter is {name}, as in OpenAPI
-    handler: Handler
+    handler: RouteHandler
     operation_id: str
     tag: str
     summary: str
@@ -178,8 +178,9 @@ def _wrap(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse
                 request.transport.close()
             raise
         if isinstance(result, web.StreamResponse):
-            if result.status not in op.responses:
-                raise UndeclaredReply(f"{op} answered {result.status}; declared: {sorted(op.responses)}")
+            spec = op.responses.get(result.status)
+            if spec is None or isinstance(spec, Json):  # a JSON answer must be its model, serialised here
+                raise UndeclaredReply(f"{op} answered {result.status} with a {type(result).__name__}; declared: {spec}")
             return result
         return _json(op, result)
 

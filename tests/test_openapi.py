@@ -213,6 +213,9 @@ async def test_an_undeclared_body_status_or_event_is_a_500(caplog: pytest.LogCap
     async def other_status(request: web.Request) -> Reply:
         return Reply(NotReady(status="not ready", nats="disconnected"), status=503)
 
+    async def raw_json(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "nats": "connected"})  # right shape, but not through the model
+
     async def other_event(request: web.Request) -> web.StreamResponse:
         response = EventSourceResponse()
         await response.prepare(request)
@@ -224,18 +227,18 @@ async def test_an_undeclared_body_status_or_event_is_a_500(caplog: pytest.LogCap
     ops = [
         Operation("GET", f"/{handler.__name__}", handler, handler.__name__, "t", "s", role=None,
                   responses={200: Json("ok", Health)} if handler is not other_event else {200: Stream("s", EVENTS)})
-        for handler in (declared, other_model, other_status, other_event)
+        for handler in (declared, other_model, other_status, raw_json, other_event)
     ]  # fmt: skip
     answers = await _answers(*ops)
     assert answers["/declared"] == (200, '{"status":"ok","nats":"connected"}')
-    for path in ("/other_model", "/other_status"):
+    for path in ("/other_model", "/other_status", "/raw_json"):
         status, text = answers[path]
         assert status == 500 and json.loads(text)["error"]["code"] == "internal_error", (path, text)
     # A stream has begun when its event is refused: the connection is cut there, without the undeclared data.
     assert answers["/other_event"] == (200, "<cut>")
     logged = "\n".join(r.getMessage() + str(r.exc_info and r.exc_info[1]) for r in caplog.records)
     for wanted in ("GET /other_model answered 200 with Other", "GET /other_status answered 503 with NotReady",
-                   "event 'health' sent a Other"):  # fmt: skip
+                   "GET /raw_json answered 200 with a Response", "event 'health' sent a Other"):  # fmt: skip
         assert wanted in logged, logged
 
 
