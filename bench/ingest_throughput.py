@@ -298,4 +298,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.results import recorded
+
+    with recorded("ingest_throughput"):
+        main()
