@@ -60,8 +60,18 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _command(argv: list[str]) -> str:
+    """The command line as typed from the repository root: `python -m bench.quality`, `python bench/latency.py`."""
+    script = Path(argv[0]).resolve()
+    if script.name == "__main__.py":
+        head = ["-m", ".".join(script.parent.relative_to(ROOT).parts)]
+    else:
+        head = [str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else argv[0]]
+    return shlex.join(["python", *head, *argv[1:]])
+
+
 def header(name: str, argv: list[str]) -> str:
-    command = shlex.join([Path(sys.executable).name, *argv])
+    command = _command(argv)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"# bench `{name}`: results of the last run\n\n"
