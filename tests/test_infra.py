@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from contracts.topology import IndexGeneration, all_consumers, durable_role
+from edge_api.settings import EdgeSettings
 from mmrag.registry import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ OVERLAYS = ("dev", "staging", "prod")
 # The overlay table of docs/operations.md.
 TABLE = {
     "dev": {"replicas": 1, "hpa_max": 2, "backend": "torch", "mem_request": "2Gi", "mem_limit": "6Gi",
-            "auth": "off", "rate_per_minute": "0", "otel_ratio": None},
+            "auth": "on", "rate_per_minute": "0", "otel_ratio": None},
     "staging": {"replicas": 2, "hpa_max": 4, "backend": "torch", "mem_request": "4Gi", "mem_limit": "8Gi",
                 "auth": "on", "rate_per_minute": "200", "otel_ratio": "0.5"},
     "prod": {"replicas": 3, "hpa_max": 10, "backend": "onnx", "mem_request": "4Gi", "mem_limit": "8Gi",
@@ -154,6 +155,8 @@ def test_overlay_table(overlay: str) -> None:
     config = objects(overlay, "ConfigMap")["mmrag-config"]["data"]
     assert config["MMRAG_EMBEDDING_BACKEND"] == want["backend"]
     assert config["MMRAG_AUTH"] == want["auth"]
+    # The edge API binds MMRAG_HOST (0.0.0.0 in a pod): its settings must accept this overlay's configuration.
+    EdgeSettings(auth=config["MMRAG_AUTH"], host=config["MMRAG_HOST"])
     assert config["MMRAG_RATE_LIMIT_PER_MINUTE"] == want["rate_per_minute"]
     if want["otel_ratio"] is None:  # OTel off: no exporter endpoint
         assert config["MMRAG_OTEL_ENDPOINT"] == ""
