@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from contracts import messages as m
 
 # Tokens that end up in subjects and KV keys: no dots, no wildcards, no whitespace.
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 # Ingest lanes: documents with few chunks take the interactive lane, big ones the bulk lane, so a small
 # upload is never queued behind the thousand batches of a large one (the embedder serves the interactive

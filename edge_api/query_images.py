@@ -40,7 +40,7 @@ MAX_PIXELS = 40_000_000
 MAX_FIELD_BYTES = 64 * 1024  # query, top_k, filters
 READ_CHUNK = 64 * 1024
 FIELDS = ("image", "query", "top_k", "filters")
-_INT = re.compile(r"^\s*[0-9]{1,6}\s*$")
+_INT = re.compile(r"^\s*[0-9]{1,6}\s*\Z")
 _MULTIPART_ERRORS = (ValueError, HttpProcessingError)
 
 

@@ -42,7 +42,7 @@ PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submiss
 PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
-_LIMIT = re.compile(r"^[0-9]{1,4}$")
+_LIMIT = re.compile(r"^[0-9]{1,4}\Z")
 _FILENAME_PARAM = re.compile(r"(?i)(^|;)\s*filename\*?\s*=")
 
 # The fields of a progress record a client sees (not: schema_version, generation, revision, batches).

@@ -41,8 +41,8 @@ RENDER_CACHE_BYTES = 64 * 1024 * 1024
 SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
 CACHE_MAX_AGE_S = 24 * 3600
 MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
-_WIDTH = re.compile(r"^[0-9]{1,6}$")
-_PAGE = re.compile(r"^[0-9]{1,6}$")
+_WIDTH = re.compile(r"^[0-9]{1,6}\Z")
+_PAGE = re.compile(r"^[0-9]{1,6}\Z")
 
 RENDERS = web.AppKey("page_renders", ByteLRU)
 SOURCES = web.AppKey("page_sources", ByteLRU)
