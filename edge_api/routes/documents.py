@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import nats.errors
@@ -359,10 +360,12 @@ async def delete_document(request: web.Request) -> web.Response:
     else:
         filename = current.filename
 
-    ack = await publish(
-        js, Outgoing(Subjects.delete(tenant, doc_id), DocumentDeleted(doc_id=doc_id, tenant=tenant), msg_id=f"delete-{doc_id}"),
-        timeout_s=PUBLISH_TIMEOUT_S,
-    )  # fmt: skip
+    # One message id per deleted revision: a retried request is deduplicated, but a delete after a re-submission is a
+    # new message (`delete-<doc_id>` alone was dropped as a duplicate within the stream's window: 202, nothing deleted).
+    revision = current.revision if current is not None else uuid.uuid4().hex
+    tombstone = Outgoing(Subjects.delete(tenant, doc_id), DocumentDeleted(doc_id=doc_id, tenant=tenant),
+                         msg_id=f"delete-{doc_id}-{revision}")  # fmt: skip
+    ack = await publish(js, tombstone, timeout_s=PUBLISH_TIMEOUT_S)
 
     def change(record: DocumentProgress | None) -> DocumentProgress:
         if record is None:
