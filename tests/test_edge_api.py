@@ -349,6 +349,17 @@ async def test_delete_hides_the_document_and_publishes_a_tombstone(edge: Edge) -
     assert_error(*await call(edge, "DELETE", f"/v1/documents/{'e' * 32}"), 404, "not_found")
 
 
+async def test_a_filename_of_ten_thousand_characters_is_a_400_that_says_to_rename(edge: Edge) -> None:
+    """Valid UTF-8, just long: the answer must not call it "not UTF-8" (it did), and nothing is stored."""
+    before = await uploads_state(edge)
+    form = multipart(b"hello world\n", filename="\u00e9" * 10_000 + ".txt")
+    async with edge.http.post(f"{edge.base}/v1/documents", data=form) as resp:
+        status, body = resp.status, await resp.json()
+    err = assert_error(status, body, 400, "invalid_multipart")
+    assert "rename the file" in err["message"] and "UTF-8" not in err["message"]
+    assert await uploads_state(edge) == before
+
+
 async def test_a_delete_after_a_resubmission_is_never_dropped_as_a_duplicate(edge: Edge) -> None:
     """Delete, re-submit the same doc_id (as an external publisher may), delete again within the dedup window: the
     second delete must reach the stream and the record (before, its message id repeated the first one's)."""

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import nats.errors
 import nats.js.errors
 from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
@@ -129,6 +129,9 @@ async def _file_part(request: web.Request) -> BodyPartReader:
                 _check_filename(part)
                 return part
             await part.release()
+    except LineTooLong:  # aiohttp reads a part's header lines up to 8,190 bytes
+        raise ApiError(400, "invalid_multipart", "a header line of the 'file' part is over 8,190 bytes (a file name "
+                       f"of thousands of characters?): rename the file to at most {MAX_FILENAME_CHARS} characters") from None
     except _MULTIPART_ERRORS:
         raise _invalid_multipart() from None
     raise ApiError(400, "missing_field", "the multipart body has no 'file' field")
