@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -394,6 +395,10 @@ def test_dockerfile() -> None:
     assert "MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx" in text
     assert re.search(r"^USER 10001", text, re.M) and "HEALTHCHECK" in text
     assert "ARG BAKE_MODELS" in text and "mmrag models" in text
-    # Every package the image runs must be copied in (pyproject's package list).
-    for package in ("contracts", "bus", "agents", "edge_api", "mmrag"):
-        assert f"COPY {package} {package}" in text, package
+    # Every package the image runs must be copied in: read from pyproject's package list, so a new package that is
+    # not copied fails here rather than in a container.
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [pattern.rstrip("*") for pattern in include]
+    assert {"contracts", "documents", "models", "search", "telemetry", "agents", "edge_api", "mmrag"} <= set(packages)
+    for package in packages:
+        assert f"COPY {package} {package}" in text, f"the Dockerfile does not copy {package}/"
