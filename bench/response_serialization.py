@@ -1,4 +1,4 @@
-"""What answering through the declared models costs (decision 52): a `/v1/search` body of 50 hits of about
+"""What answering through the declared models costs (decision 54): a `/v1/search` body of 50 hits of about
 1,000 characters, serialised as before (`json.dumps` of each hit's `model_dump`), through `SearchResults`, and
 on an answer-cache hit (the stored JSON validated into `SearchResults`, then serialised).
 
