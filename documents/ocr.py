@@ -89,6 +89,11 @@ def _engine(settings: OcrSettings):  # -> rapidocr.RapidOCR
     return engine
 
 
+def warm_up(settings: OcrSettings = DEFAULT_OCR) -> None:
+    """Build the engine for ``settings`` now (loads three ONNX sessions, ~0.5 s), not on the first page."""
+    _engine(settings)
+
+
 def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
                settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:  # fmt: skip
     """Lines of a decoded image; pixel (x, y) maps to (offset_x + x * scale, offset_y + y * scale).
