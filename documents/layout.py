@@ -137,7 +137,6 @@ class DocumentState:
     seen_digests: dict[str, int] = field(default_factory=dict)  # digest -> first page
     last_table: Table | None = None
     last_table_body_below: bool = True
-    last_page_height: float = 0.0
 
 
 # --------------------------------------------------------------------------- entry points
@@ -477,15 +476,12 @@ def _link_tables(tables: list[Table], blocks: list[PageBlock], height: float, st
     if tables:
         first = tables[0]
         body_above = any(b.bbox[3] <= first.bbox[1] for b in body)
-        tables[0] = link_continuation(
-            state.last_table, state.last_page_height, state.last_table_body_below, first, height, body_above
-        )
+        tables[0] = link_continuation(state.last_table, state.last_table_body_below, first, body_above)
         last = tables[-1]
         state.last_table = last
         state.last_table_body_below = any(b.bbox[1] >= last.bbox[3] for b in body)
     else:
         state.last_table = None
-    state.last_page_height = height
     return tables
 
 

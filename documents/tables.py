@@ -157,10 +157,7 @@ def _md_row(row: tuple[str, ...]) -> str:
     return "|" + "|".join(_md_cell(c) for c in row) + "|"
 
 
-def link_continuation(
-    previous: Table | None, previous_page_height: float, previous_body_below: bool,
-    table: Table, page_height: float, body_above: bool,
-) -> Table:  # fmt: skip
+def link_continuation(previous: Table | None, previous_body_below: bool, table: Table, body_above: bool) -> Table:
     """``table`` linked to ``previous`` when it continues it (see the module docstring), else unchanged.
 
     ``previous_body_below``: body text (outside the footer band) lies below ``previous`` on its page;

@@ -165,8 +165,8 @@ def test_a_third_part_without_a_header_still_shows_the_groups_header() -> None:
         return Table(page, (72, 100, 292, 700), f"p{page}-t0", rows, rows[0], to_markdown(rows), 2, edges)
 
     first = part(1, (header, ("R1", "alpha")))
-    second = link_continuation(first, 842, False, part(2, (("R2", "beta"),)), 842, False)
-    third = link_continuation(second, 842, False, part(3, (("R3", "gamma"),)), 842, False)
+    second = link_continuation(first, False, part(2, (("R2", "beta"),)), False)
+    third = link_continuation(second, False, part(3, (("R3", "gamma"),)), False)
 
     assert third.continues == second.table_id and third.group_id == first.table_id and third.header is None
     assert third.markdown.splitlines()[0] == "|Code|Name|" and third.cells().rows == (("R3", "gamma"),)
