@@ -11,7 +11,8 @@ Pure functions (no NATS, no aiohttp): `edge_api.routes.pages` fetches the bytes 
   wide: what a browser can show for an image hit.
 
 Every picture is at most `MAX_PIXELS` pixels, whatever the page's aspect ratio: a 1 x 10000 pt page cannot
-make a 2000-pixel-wide render allocate gigabytes.
+make a 2000-pixel-wide render allocate gigabytes. An image is never decoded when its header claims more pixels
+than the parser's limit (`documents.images.probe_image`): the same image-bomb rule on both sides.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 
 import pymupdf
 from PIL import Image, UnidentifiedImageError
+
+from documents.images import ImageRejected, probe_image
 
 MAX_PIXELS = 2048 * 3072
 PDF_SNIFF_BYTES = 1024
@@ -92,6 +95,12 @@ def _render_pdf_page(source: bytes, page: int, width: int) -> Rendered:
 
 
 def _open_image(data: bytes) -> Image.Image:
+    """The image's header, checked against the parser's image-bomb limit before a pixel is decoded (a 21 KB PNG
+    claiming 13,300 x 13,300 pixels, refused by the parser, took 1-2 GB here per render)."""
+    try:
+        probe_image(data)
+    except ImageRejected as err:
+        raise NotRenderable(str(err)) from None
     try:
         image = Image.open(io.BytesIO(data))
         image.size  # noqa: B018 - the header is read: an unknown format has failed by now

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from bus.tasks import cancel_and_wait
+from edge_api.settings import LOOPBACK_HOSTS
 from mmrag.datadir import DataDirLock
 from mmrag.processes import StartError, child_env, nats_server_argv, port_in_use
 from mmrag.supervisor import ChildSpec, Supervisor
@@ -32,7 +33,6 @@ from mmrag.supervisor import ChildSpec, Supervisor
 log = logging.getLogger(__name__)
 
 NATS_HOST = "127.0.0.1"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 KEYS_FILE_NAME = "api-keys.json"
 NATS_SERVER = "nats-server"
 EDGE_API = "edge API"

@@ -75,6 +75,16 @@ def test_an_image_hit_is_not_crowded_out_by_text() -> None:
     assert all(h.modality == "text" for h in rerank("controller menu", [*texts, junk], top_k=3))
 
 
+def test_with_one_place_the_best_hit_keeps_it_over_an_image() -> None:
+    """top_k 1: the image rule must never replace the only hit (a question was answered from an unrelated picture)."""
+    texts = [hit(n, f"Pump controller manual section {n}: the controller menu and its settings.", 1.0 - n / 20,
+                 cosine=0.55) for n in range(6)]  # fmt: skip
+    image = hit(9, "CONTROLLER MENU\nFLOW LIMIT 45 L/MIN", 0.4, cosine=0.5, modality="image")
+    best = rerank("controller menu", [*texts, image], top_k=3)[0]
+    [only] = rerank("controller menu", [*texts, image], top_k=1)
+    assert only.modality == "text" and only.chunk_id == best.chunk_id
+
+
 def test_no_hits_always_abstains() -> None:
     assert abstains([], 0.0) and abstains([], 0.5)
     assert not abstains([hit(0, "x", 0.1)], 0.0)

@@ -12,12 +12,13 @@ import logging
 import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import nats.errors
 import nats.js.errors
 from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
@@ -42,7 +43,7 @@ PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submiss
 PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
-_LIMIT = re.compile(r"^[0-9]{1,4}$")
+_LIMIT = re.compile(r"^[0-9]{1,4}\Z")
 _FILENAME_PARAM = re.compile(r"(?i)(^|;)\s*filename\*?\s*=")
 
 # The fields of a progress record a client sees (not: schema_version, generation, revision, batches).
@@ -128,6 +129,9 @@ async def _file_part(request: web.Request) -> BodyPartReader:
                 _check_filename(part)
                 return part
             await part.release()
+    except LineTooLong:  # aiohttp reads a part's header lines up to 8,190 bytes
+        raise ApiError(400, "invalid_multipart", "a header line of the 'file' part is over 8,190 bytes (a file name "
+                       f"of thousands of characters?): rename the file to at most {MAX_FILENAME_CHARS} characters") from None
     except _MULTIPART_ERRORS:
         raise _invalid_multipart() from None
     raise ApiError(400, "missing_field", "the multipart body has no 'file' field")
@@ -359,10 +363,12 @@ async def delete_document(request: web.Request) -> web.Response:
     else:
         filename = current.filename
 
-    ack = await publish(
-        js, Outgoing(Subjects.delete(tenant, doc_id), DocumentDeleted(doc_id=doc_id, tenant=tenant), msg_id=f"delete-{doc_id}"),
-        timeout_s=PUBLISH_TIMEOUT_S,
-    )  # fmt: skip
+    # One message id per deleted revision: a retried request is deduplicated, but a delete after a re-submission is a
+    # new message (`delete-<doc_id>` alone was dropped as a duplicate within the stream's window: 202, nothing deleted).
+    revision = current.revision if current is not None else uuid.uuid4().hex
+    tombstone = Outgoing(Subjects.delete(tenant, doc_id), DocumentDeleted(doc_id=doc_id, tenant=tenant),
+                         msg_id=f"delete-{doc_id}-{revision}")  # fmt: skip
+    ack = await publish(js, tombstone, timeout_s=PUBLISH_TIMEOUT_S)
 
     def change(record: DocumentProgress | None) -> DocumentProgress:
         if record is None:

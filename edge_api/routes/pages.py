@@ -41,8 +41,8 @@ RENDER_CACHE_BYTES = 64 * 1024 * 1024
 SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
 CACHE_MAX_AGE_S = 24 * 3600
 MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
-_WIDTH = re.compile(r"^[0-9]{1,6}$")
-_PAGE = re.compile(r"^[0-9]{1,6}$")
+_WIDTH = re.compile(r"^[0-9]{1,6}\Z")
+_PAGE = re.compile(r"^[0-9]{1,6}\Z")
 
 RENDERS = web.AppKey("page_renders", ByteLRU)
 SOURCES = web.AppKey("page_sources", ByteLRU)
@@ -69,6 +69,9 @@ async def _check_document(request: web.Request, tenant: str, doc_id: str) -> Non
     record = await (await backbone(request).progress()).get(tenant, doc_id)
     if record is None or record.status == DocumentStatus.DELETED:
         raise _not_found(f"no document {doc_id!r}")
+    if record.status == DocumentStatus.FAILED:  # refused by the parser (a bomb, a broken file): never decoded here
+        raise ApiError(422, "not_renderable", f"document {doc_id!r} failed to ingest, so it has no pages to show: "
+                       f"{record.error or 'see its status'}")  # fmt: skip
 
 
 async def _object(request: web.Request, name: str, missing: str) -> bytes:
@@ -98,13 +101,16 @@ def _picture(request: web.Request, rendered: Rendered, etag: str) -> web.Respons
     return web.Response(body=rendered.png, content_type="image/png", headers=headers)
 
 
-async def _render(request: web.Request, key: tuple, make) -> Rendered:  # noqa: ANN001 - a no-argument callable
+async def _render(request: web.Request, key: tuple, name: str, missing: str, make) -> Rendered:  # noqa: ANN001
+    """The cached picture `key`, or `make(original)` of the object `name`: fetched and rendered inside one render
+    slot, so that concurrent requests never hold more originals in memory than there are slots."""
     renders = request.app[RENDERS]
     rendered = renders.get(key)
     if rendered is None:
         async with request.app[RENDER_SLOTS]:
+            source = await _object(request, name, missing)
             try:
-                rendered = await asyncio.to_thread(make)
+                rendered = await asyncio.to_thread(make, source)
             except NotRenderable as err:
                 raise ApiError(422, "not_renderable", str(err)) from None
             except PageOutOfRange as err:
@@ -124,8 +130,9 @@ async def page_image(request: web.Request) -> web.Response:
     key = ("page", tenant, doc_id, page, width)
     rendered = request.app[RENDERS].get(key)
     if rendered is None:
-        source = await _object(request, object_name(tenant, doc_id), f"the original of document {doc_id!r} is gone")
-        rendered = await _render(request, key, lambda: render_page(source, page, width))
+        rendered = await _render(request, key, object_name(tenant, doc_id),
+                                 f"the original of document {doc_id!r} is gone",
+                                 lambda source: render_page(source, page, width))  # fmt: skip
     return _picture(request, rendered, f'"p-{doc_id}-{page}-{width}"')
 
 
@@ -139,8 +146,8 @@ async def hit_image(request: web.Request) -> web.Response:
     rendered = request.app[RENDERS].get(key)
     if rendered is None:
         name = f"{object_name(tenant, doc_id)}/images/{image_id}"  # the parser's name for a document's image
-        data = await _object(request, name, f"no image {image_id!r} in document {doc_id!r}")
-        rendered = await _render(request, key, lambda: render_image(data, width))
+        rendered = await _render(request, key, name, f"no image {image_id!r} in document {doc_id!r}",
+                                 lambda data: render_image(data, width))  # fmt: skip
     return _picture(request, rendered, f'"i-{doc_id}-{image_id}-{width}"')
 
 

@@ -35,7 +35,7 @@ REINDEX_PATH = "/v1/reindex"
 REINDEX_ID_PATH = "/v1/reindex/{id}"
 REINDEX_EVENTS_PATH = "/v1/reindex/{id}/events"
 EVENTS_POLL_S = 0.5
-_ID = re.compile(r"^g([1-9][0-9]{0,8})$")
+_ID = re.compile(r"^g([1-9][0-9]{0,8})\Z")
 
 
 class GenerationView(GenerationRecord):

@@ -39,7 +39,7 @@ CONTENT_TYPES = {
     ".css": "text/css",
     ".svg": "image/svg+xml",
 }
-_ASSET_NAME = re.compile(r"^[a-z0-9_-]{1,64}\.[a-z]{2,4}$")
+_ASSET_NAME = re.compile(r"^[a-z0-9_-]{1,64}\.[a-z]{2,4}\Z")
 
 
 @functools.cache
