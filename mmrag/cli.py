@@ -100,7 +100,7 @@ def up(
     ] = False,
     verbose: bool = False,
 ) -> None:
-    """Run the whole engine on embedded defaults (nats-server, six agents, edge API), or on an existing NATS."""
+    """Run the whole engine on embedded defaults (nats-server, the eight agents, edge API), or on an existing NATS."""
     from mmrag.datadir import DataDirInUse
     from mmrag.processes import StartError
     from mmrag.runner import ShutdownHung
@@ -341,8 +341,8 @@ def search(
     _run(main())
 
 
-@app.command()
-def docs(
+@app.command("documents")
+def list_documents(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,

@@ -45,7 +45,7 @@ from edge_api.cache import (
 )
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
-from edge_api.query_images import delete_query_image, read_image_search, store_query_image
+from edge_api.query_image_upload import delete_query_image, read_image_search, store_query_image
 from edge_api.state import Backbone, backbone
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ async def search(request: web.Request) -> web.Response:
     bb = backbone(request)
     bb.jetstream()
     image = None
-    if request.content_type == "multipart/form-data":  # an image search (edge_api.query_images)
+    if request.content_type == "multipart/form-data":  # an image search (edge_api.query_image_upload)
         form = await read_image_search(request, max_bytes=bb.settings.max_query_image_bytes)
         text, top_k, filters, image = form.query, form.top_k, form.filters, form.image
     else:
