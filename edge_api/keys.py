@@ -38,8 +38,8 @@ Role = Literal["reader", "writer", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 # A role may do what the roles before it may (reader < writer < admin).
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
-TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class KeysFileError(ValueError):

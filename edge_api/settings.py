@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
+
+
+# The addresses where "auth off" is allowed: only this machine can reach a server bound there.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -42,7 +46,8 @@ class EdgeSettings(ProcessSettings):
     auth: Literal["on", "off"] = Field(
         default="on",
         description="on: every request but the probes, /metrics and the API description needs an API key "
-        "(401/403); off: every request is the default tenant (what `mmrag up` uses on loopback without --auth)",
+        "(401/403); off: every request is the default tenant's admin (what `mmrag up` uses on loopback without "
+        "--auth); refused unless MMRAG_HOST is a loopback address",
     )
     api_keys_file: str = Field(
         default="",
@@ -73,6 +78,15 @@ class EdgeSettings(ProcessSettings):
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )
 
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> EdgeSettings:
+        """Auth off makes every caller the default tenant's admin: never on an address another machine can reach."""
+        if self.auth == "off" and self.host.lower() not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"MMRAG_AUTH=off with MMRAG_HOST={self.host} would serve every caller on the network as admin: "
+                "set MMRAG_AUTH=on (API keys: `mmrag keys create`) or bind MMRAG_HOST to 127.0.0.1"
+            )
+        return self
 
     @property
     def origins(self) -> tuple[str, ...]:

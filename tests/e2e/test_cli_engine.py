@@ -1,4 +1,4 @@
-"""The `mmrag` console script against the shared `mmrag up` (a tenant of its own): ingest, search, docs, delete.
+"""The `mmrag` console script against the shared `mmrag up` (a tenant of its own): ingest, search, documents, delete.
 
 Against a stub of the edge API: tests/unit/test_cli.py.
 """
@@ -11,7 +11,7 @@ from tests.engine import TenantEngine
 from tests.unit.test_cli import mmrag, one_line
 
 
-def test_search_docs_delete_against_the_engine(engine: TenantEngine, tmp_path: Path) -> None:
+def test_search_documents_delete_against_the_engine(engine: TenantEngine, tmp_path: Path) -> None:
     key = engine.client_env
     doc = tmp_path / "otters.md"
     doc.write_text("# Otters\n\nThe sea otter raft in Monterey Bay counts 212 otters.\n")
@@ -24,7 +24,7 @@ def test_search_docs_delete_against_the_engine(engine: TenantEngine, tmp_path: P
     first = search.stdout.splitlines()[0]
     assert "otters.md  page 1" in first and "212 otters" in first
 
-    listing = mmrag("docs", "--url", engine.url, "--limit", "1", env=key)  # one per page: follows next_cursor
+    listing = mmrag("documents", "--url", engine.url, "--limit", "1", env=key)  # one per page: follows next_cursor
     assert listing.returncode == 0, listing.stderr
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()}
     assert doc_id in rows and "indexed" in rows[doc_id] and rows[doc_id].endswith("otters.md")
@@ -35,5 +35,5 @@ def test_search_docs_delete_against_the_engine(engine: TenantEngine, tmp_path: P
     again = mmrag("delete", doc_id, "--url", engine.url, env=key)
     assert again.returncode == 1
     assert one_line(again.stderr) == f"error: {doc_id}: HTTP 404: no document '{doc_id}'"
-    listing = mmrag("docs", "--url", engine.url, env=key)
+    listing = mmrag("documents", "--url", engine.url, env=key)
     assert listing.returncode == 0 and doc_id not in listing.stdout

@@ -116,7 +116,7 @@ def sse(events: list[tuple[str, dict]]) -> Handler:
 # --------------------------------------------------------------------------- no engine at the URL
 
 
-@pytest.mark.parametrize("command", [["ask", "what?"], ["search", "what?"], ["docs"], ["delete", DOC_ID]])
+@pytest.mark.parametrize("command", [["ask", "what?"], ["search", "what?"], ["documents"], ["delete", DOC_ID]])
 def test_no_engine_is_one_line_naming_the_url(command: list[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # bound and released: nothing listens there
     run = mmrag(*command, "--url", url)
@@ -286,7 +286,7 @@ def test_search_bad_top_k_is_the_field_detail(stub: Stub) -> None:
     assert "top_k: Input should be less than or equal to 50" in one_line(run.stderr)
 
 
-def test_docs_follows_next_cursor(stub: Stub) -> None:
+def test_documents_follows_next_cursor(stub: Stub) -> None:
     def doc(n: int, **kw: object) -> dict:
         return {"doc_id": f"{n:032x}", "status": "indexed", "filename": f"f{n}.pdf", "pages": n, "chunks_total": 2 * n,
                 "chunks_indexed": 2 * n, "updated_at": "2026-01-01T00:00:00Z", **kw}  # fmt: skip
@@ -299,7 +299,7 @@ def test_docs_follows_next_cursor(stub: Stub) -> None:
                                   "next_cursor": None})  # fmt: skip
 
     stub.on("GET", "/v1/documents", listing)
-    run = mmrag("docs", "--url", stub.url, "--limit", "2")
+    run = mmrag("documents", "--url", stub.url, "--limit", "2")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert [line.split()[0] for line in lines] == [f"{3:032x}", f"{2:032x}", f"{1:032x}"]
