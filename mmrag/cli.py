@@ -159,14 +159,14 @@ def models() -> None:
     """
     from agents.runtime.resources import text_embedder
     from agents.settings import AgentSettings
-    from documents.ocr import DEFAULT_OCR, _engine
+    from documents.ocr import warm_up
 
     _logging(False)
     embedder = text_embedder(AgentSettings())
     files = getattr(embedder, "onnx_files", None)
     where = f" ({files.directory})" if files is not None else ""
     print(f"text embedder: {embedder.name}, {embedder.dim}-d, backend {embedder.backend}{where}")
-    _engine(DEFAULT_OCR)
+    warm_up()
     print("OCR: PP-OCR models from the rapidocr wheel loaded")
 
 
