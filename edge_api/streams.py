@@ -46,6 +46,7 @@ class OpenRequest:
     streaming: bool
     task: asyncio.Task
     response: EventSourceResponse | None = None  # set when its SSE response is prepared
+    ended: bool = False  # its key was found revoked and it was told to end (once)
 
 
 @dataclass
@@ -112,6 +113,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 async def end_request(entry: OpenRequest) -> None:
     """End an open request of a key that is no longer valid: an `error` event on its stream, then cancel it."""
+    entry.ended = True
     if entry.response is not None and entry.response.prepared and not entry.task.done():
         data = ErrorData(code="unauthorized", message="the API key was revoked; this stream ends").model_dump_json()
         with contextlib.suppress(Exception):
@@ -126,14 +128,14 @@ async def revoke_watch(app: web.Application) -> None:
     while True:
         await asyncio.sleep(REVOKE_CHECK_S)
         try:
-            open_now = [r for r in requests.all() if r.key_id is not None]
+            open_now = [r for r in requests.all() if r.key_id is not None and not r.ended]
             if not open_now:
                 continue
             valid = ring.valid_ids()
-            for entry in open_now:
-                if entry.key_id not in valid:
-                    log.info("ending an open request of a revoked API key (caller %s)", entry.caller)
-                    await end_request(entry)
+            revoked = [entry for entry in open_now if entry.key_id not in valid]
+            if revoked:
+                log.info("ending %d open requests of revoked API keys", len(revoked))
+                await asyncio.gather(*(end_request(entry) for entry in revoked))
         except Exception:  # a bug must not end the watch: log it and look again
             log.exception("the revoked-key watch failed; retrying")
 
