@@ -90,6 +90,14 @@ ERR_429 = {
 }
 
 
+# A stream (edge_api.streams) is also refused when its caller holds MMRAG_MAX_STREAMS_PER_CALLER streams open.
+ERR_429_STREAM = {
+    **ERR_429,
+    "description": ERR_429["description"] + "; or `too_many_streams`: this caller already holds "
+    "`MMRAG_MAX_STREAMS_PER_CALLER` streams open (close one, or retry after `Retry-After` seconds)",
+}
+
+
 def _err_403_role(role: str) -> Err:
     return Err(
         f"`forbidden`: the API key's role may not do this (it needs `{role}` or above; roles: reader < writer < admin < operator)"
@@ -164,7 +172,8 @@ def _operation(op: Operation) -> dict:
         out["security"] = SECURITY
         out["responses"]["401"] = ERR_401
     if limited:
-        out["responses"]["429"] = ERR_429
+        streams = any(isinstance(spec, Stream) for spec in op.responses.values())
+        out["responses"]["429"] = ERR_429_STREAM if streams else ERR_429
     return out
 
 
