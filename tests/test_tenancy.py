@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import pytest
 from aiohttp.test_utils import TestServer
 
 from bus.generations import GenerationStore
@@ -155,21 +156,32 @@ async def test_revoking_a_key_ends_its_open_streams(nats_server: NatsServer, tmp
 
         # The reader's progress and ask streams (no answer ever comes: the ask would wait 60 s), and another
         # key's progress stream, which must go on.
+        async def search() -> int:
+            async with edge.http.post(edge.base + "/v1/search", headers=edge.auth("acme_reader"),
+                                      json={"query": "pumps"}) as resp:  # fmt: skip
+                return resp.status
+
+        assert (await edge.call("POST", "/v1/reindex", "ops", json={}))[0] == 202  # g2 builds (no agent runs)
         progress = asyncio.create_task(follow("acme_reader", "GET", "/v1/progress"))
         ask = asyncio.create_task(follow("acme_reader", "POST", "/v1/ask", json={"question": "pumps?"}))
+        reindex = asyncio.create_task(follow("ops", "GET", "/v1/reindex/g2/events"))
+        waiting = asyncio.create_task(search())  # no results ever come: it would wait 60 s
         other = asyncio.create_task(follow("acme_reader2", "GET", "/v1/progress"))
         deadline = time.monotonic() + 10
-        while len(started) < 3:
+        while len(started) < 4:
             assert time.monotonic() < deadline, started
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        assert not progress.done() and not ask.done()
+        assert not any(t.done() for t in (progress, ask, reindex, waiting))
         revoke_key(edge.keys_file, edge.ids["acme_reader"])
+        revoke_key(edge.keys_file, edge.ids["ops"])
         revoked_at = time.monotonic()
-        for stream in (progress, ask):
+        for stream in (progress, ask, reindex):
             events = await asyncio.wait_for(stream, ENDS_WITHIN_S)
             assert events and events[-1][0] == "error", events
             assert json.loads(events[-1][1])["code"] == "unauthorized", events
+        with pytest.raises(aiohttp.ClientError):  # a search waiting for its results is cut
+            await asyncio.wait_for(waiting, ENDS_WITHIN_S)
         assert time.monotonic() - revoked_at < ENDS_WITHIN_S
         assert not other.done()  # another key's stream is untouched
         other.cancel()
