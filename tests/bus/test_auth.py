@@ -315,7 +315,7 @@ def test_mmrag_up_auth_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert env["MMRAG_AUTH"] == "on" and keys_file == tmp_path / "api-keys.json"
     printed = capsys.readouterr().out
     (entry,) = load_file(keys_file)
-    assert (entry.tenant, entry.role) == ("default", "admin")
+    assert (entry.tenant, entry.role) == ("default", "operator")  # the engine's owner runs it, re-index included
     key = next(word for word in printed.split() if word.startswith(KEY_PREFIX))
     assert KeyRing(keys_file).lookup(key) == entry
     # A second start reuses the file: no new key, nothing printed.

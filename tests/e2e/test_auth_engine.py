@@ -15,7 +15,7 @@ from tests.factories import make_pdf
 
 
 async def test_mmrag_up_with_auth_prints_one_key_and_requires_it(shared_engine: Engine) -> None:
-    """`mmrag up --auth` on loopback: the admin key it printed at start works, no key is 401, the key file holds no key."""
+    """`mmrag up --auth` on loopback: the operator key it printed at start works, no key is 401, the key file holds no key."""
     eng = shared_engine
     printed = eng.log_path.read_text().split("mmrag is up")[0]  # what it printed while starting
     keys = [w for w in printed.split() if w.startswith(KEY_PREFIX)]
