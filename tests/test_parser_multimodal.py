@@ -16,7 +16,7 @@ from documents.chunks import MAX_TOKENS, chunk_pages, wordpiece_counter
 from documents.filetypes import sniff_image_format
 from documents.images import ImageRejected, probe_image
 from documents.layout import ImageFileRejected, PageContent, extract_image_file, extract_page, iter_pages
-from documents.ocr import OcrSettings, ocr_image, ocr_page
+from documents.ocr import ENGINES, OcrSettings, _engine, ocr_image, ocr_page
 from documents.tables import table_chunks
 from tests.factories import (
     A4,
@@ -218,6 +218,24 @@ def test_scanned_page_is_ocrd_and_recovers_the_sentences_with_page_coordinates()
         assert 55 <= x0 < x1 <= A4.width and 60 <= y0 < y1 <= 250 and 0.5 <= line.confidence <= 1
     assert all(b.source == "ocr" for b in page.blocks)
     assert SCAN_SENTENCES[0].split()[1] in " ".join(b.text for b in page.blocks)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_ocr_engine_reads_a_scan_with_the_shipped_models(engine: str) -> None:
+    settings = OcrSettings(engine=engine)
+    doc = pymupdf.open(stream=make_scanned_pdf(), filetype="pdf")
+
+    lines = [line.text for line in ocr_page(doc[0], settings=settings)]
+
+    for sentence in SCAN_SENTENCES:
+        assert _best_ratio(sentence, lines) >= 0.9, (engine, sentence, lines)
+    ocr = _engine(settings)  # the runtime asked for is the one that ran (no silent fallback to another)
+    assert {type(model.session).__module__.split(".")[2] for model in (ocr.text_det, ocr.text_rec)} == {engine}
+
+
+def test_an_unknown_ocr_engine_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="onnxruntime"):
+        _engine(OcrSettings(engine="tesseract"))
 
 
 def test_scanned_page_without_ocr_settings_is_flagged_but_not_ocrd() -> None:
