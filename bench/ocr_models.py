@@ -1,9 +1,13 @@
 """OCR models and knobs on dense scanned pages of a real manual: pages/s and word recall side by side.
 
-    .venv/bin/pip install --no-deps rapidocr-onnxruntime==1.4.4 rapidocr-openvino==1.4.4 openvino==2024.0.0 \\
-        openvino-telemetry                              # the candidates (a variant whose package is missing is skipped)
-    .venv/bin/python bench/ocr_models.py               # 4 pages x every variant, ~15-20 minutes on 2 busy cores
-    .venv/bin/python bench/ocr_models.py --pages 2 --only today   # smoke run
+    .venv/bin/pip install --no-deps rapidocr-onnxruntime==1.4.4 rapidocr-openvino==1.4.4   # the PP-OCRv4 wheels
+    .venv/bin/python bench/ocr_models.py                  # 4 pages x every variant: ~35 min at load 13-23 on 2 cores
+    .venv/bin/python bench/ocr_models.py --memory-only    # model load time and peak RSS per runtime
+    .venv/bin/python bench/ocr_models.py --pages 2 --only "1 thread x 2"   # smoke run
+
+Figures go to bench/results/ocr_models.md (and ocr_models_memory.md) through bench/results.py. A variant whose
+package is missing is listed as not installed: rapidocr-openvino 1.4.4 imports `openvino.runtime`, which
+openvino 2026 removed (the recorded run used openvino 2025.4.1).
 
 Corpus: bash's own PDF manuals (`bash.pdf`, `bashref.pdf`) from Debian's `bash-doc`, fetched once with
 `apt-get download` into ``--cache`` (no root needed). The densest pages (>= 3,000 characters of text layer) are
@@ -29,7 +33,6 @@ import contextlib
 import importlib.metadata
 import multiprocessing
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -49,7 +52,6 @@ from documents.ocr import ENGINES, OcrSettings, _engine, render_page  # noqa: E4
 
 PACKAGE = "bash-doc"
 MANUALS = ("usr/share/doc/bash/bash.pdf", "usr/share/doc/bash/bashref.pdf")
-RESULTS = Path(__file__).resolve().parent / "results" / "ocr_models.md"
 TODAY = OcrSettings()  # documents/ocr.py's defaults: what the ocr agent runs
 
 
@@ -342,30 +344,19 @@ def main() -> None:
     ap.add_argument("--scan-dpi", type=int, default=200, help="resolution of the simulated scan")
     ap.add_argument("--only", default="", help="run only variants whose name holds this text (case-insensitive)")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mmrag" / "bench" / PACKAGE)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="results file (markdown); '-' prints only")
     ap.add_argument("--memory-only", action="store_true",
-                    help="only the load time and peak RSS per runtime, appended to the results file")  # fmt: skip
+                    help="only the load time and peak RSS per runtime (bench/results/ocr_models_memory.md)")  # fmt: skip
     args = ap.parse_args()
     pages = dense_pages(fetch_manuals(args.cache), max(1, args.pages // 2), args.scan_dpi)
     if args.memory_only:
-        command = " ".join([".venv/bin/python bench/ocr_models.py", *sys.argv[1:]])
-        line = f"{peak_rss(pages[0])} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `{command}`)"
-        print(line)
-        if str(args.out) != "-":
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        print(peak_rss(pages[0]))
         return
     chosen = [v for v in variants() if args.only.lower() in v.name.lower()]
     load_before = os.getloadavg()[0]
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     run(pages, chosen)
     chars = [sum(len(w) for w in p.truth.elements()) for p in pages]
-    report = "\n".join([
-        f"# OCR models and knobs on dense scanned pages ({started})",
-        "",
-        "Command: `" + " ".join([".venv/bin/python bench/ocr_models.py", *sys.argv[1:]]) + "`",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average"
-        f" {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (a shared machine: compare rows).",
+    print("\n".join([
+        f"Load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (a shared machine).",
         "Packages: " + ", ".join(f"{p} {_version(p)}" for p in ("rapidocr", "onnxruntime", "openvino",
                                  "rapidocr-onnxruntime", "rapidocr-openvino")) + f"; documents/ocr.py default: {TODAY}.",
         f"Pages: {len(pages)} dense pages of {PACKAGE}'s manuals ({', '.join(p.name for p in pages)}),"
@@ -373,14 +364,10 @@ def main() -> None:
         " ground truth = the source page's text layer.",
         "",
         table(chosen),
-        "",
-    ])  # fmt: skip
-    print(report)
-    if str(args.out) != "-":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"written to {args.out}", file=sys.stderr)
-
+    ]))  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    from bench.results import recorded
+
+    with recorded("ocr_models_memory" if "--memory-only" in sys.argv else "ocr_models"):
+        main()
