@@ -19,6 +19,11 @@ variant's dpi, then the model); the render is not timed (a few ms), the model ca
 the page's words (a multiset; NFKC, punctuation at a word's ends stripped, case kept) that the OCR text holds:
 a word OCR splits or merges counts as missed, as it would be for a keyword search.
 
+Columns: wall s/page (what this machine gave, other jobs included; parallel rows: a pair's wall time / 2), CPU
+s/page (the process's CPU time for the model call, every thread counted, spinning ones too), 2 / CPU s (the
+pages/s two idle cores would give if each read its own page at that cost: an upper bound, comparable across a
+loaded run), recognition share (of rapidocr's det + cls + rec time), word recall (mean, and the worst page).
+
 Variants run interleaved page by page (page 1 through every variant, then page 2, ...), after one warm-up page
 each, so load from other jobs on this shared machine falls on all of them alike; "2 pages in parallel" runs two
 worker processes with one intra-op thread each on a pair of pages and counts the pair's wall time. Figures are
