@@ -68,12 +68,20 @@ class StartTimeout(StartError, TimeoutError):
     """A child did not listen on its port in time."""
 
 
-def nats_server_argv(store_dir: Path, *, host: str, port: int, monitor_port: int | None = None) -> list[str]:
+def nats_server_argv(
+    store_dir: Path, *, host: str, port: int, monitor_port: int | None = None, config: Path | None = None,
+    pid_file: Path | None = None,
+) -> list[str]:
     """JetStream with file storage under `store_dir`, logging to `store_dir/nats-server.log`.
 
     `monitor_port`: the HTTP monitoring endpoint (`/varz`, `/jsz`: what KEDA reads consumer lag from), on `host`.
+    `config`: a config file (`mmrag.natsauth`: users and permissions); the options given here win over it.
+    `pid_file`: where nats-server writes its pid (`mmrag nats-user create` signals it to reload the config).
     """
-    argv = [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)]
+    argv = [nats_server_binary(), *(["-c", str(config)] if config else []), "-js", "-sd", str(store_dir),
+            "-a", host, "-p", str(port)]
+    if pid_file is not None:
+        argv += ["-P", str(pid_file)]
     if monitor_port is not None:
         argv += ["-m", str(monitor_port)]
     return [*argv, "-l", str(store_dir / "nats-server.log")]
