@@ -129,11 +129,23 @@ def _object_write(bucket: str) -> Permissions:
     return _object_read(bucket) | _pub(f"$O.{bucket}.>") | _purge(f"OBJ_{bucket}")
 
 
-def _ingest(*roles: str) -> Permissions:
-    consumers = ingest_consumers(_ANY_GENERATION)
+_GEN_CONSUMERS = ingest_consumers(_ANY_GENERATION)
+# The durable consumers each agent role pulls from (its generation-1 names; every generation's are allowed).
+ROLE_CONSUMERS: dict[str, tuple[ConsumerDef, ...]] = {
+    "parser": (_GEN_CONSUMERS["parser"],),
+    "ocr": tuple(_GEN_CONSUMERS[f"ocr-{lane}"] for lane in LANES),
+    "embedder": tuple(_GEN_CONSUMERS[f"embedder-text-{lane}"] for lane in LANES),
+    "indexer": (_GEN_CONSUMERS["indexer"], _GEN_CONSUMERS["deleter"]),
+    "retriever": (QUERY_CONSUMERS["retriever"],),
+    "reranker": (QUERY_CONSUMERS["reranker"],),
+    "generator": (QUERY_CONSUMERS["generator"],),
+}
+
+
+def _consumes(role: str) -> Permissions:
     out = Permissions()
-    for role in roles:
-        out |= _consume(consumers[role])
+    for consumer in ROLE_CONSUMERS[role]:
+        out |= _consume(consumer)
     return out
 
 
@@ -149,27 +161,27 @@ _BOOTSTRAP = (
     | _stream_read(f"OBJ_{UPLOADS_BUCKET}")
 )
 
-_ALL_INGEST_STREAMS = sorted({c.stream for c in ingest_consumers(_ANY_GENERATION).values()})
+_ALL_INGEST_STREAMS = sorted({c.stream for c in _GEN_CONSUMERS.values()})
 
 # What each role does on the bus (`agents/<role>.py`, `edge_api/`).
 _ROLES: dict[str, Permissions] = {
     "parser": _BOOTSTRAP
-    | _ingest("parser")
+    | _consumes("parser")
     | _pub(f"{Subjects.CHUNKS_PARSED}.>", f"{Subjects.CHUNKS_OCR}.>")
     | _object_write(UPLOADS_BUCKET)  # extracted images
     | _kv_write(PROGRESS_BUCKET),
     "ocr": _BOOTSTRAP
-    | _ingest(*(f"ocr-{lane}" for lane in LANES))
+    | _consumes("ocr")
     | _pub(f"{Subjects.CHUNKS_PARSED}.>")
     | _object_read(UPLOADS_BUCKET)
     | _kv_write(PROGRESS_BUCKET),
     "embedder": _BOOTSTRAP
-    | _ingest(*(f"embedder-text-{lane}" for lane in LANES))
+    | _consumes("embedder")
     | _pub(f"{Subjects.CHUNKS_EMBEDDED}.>")
     | _object_read(UPLOADS_BUCKET)
     | _kv_write(PROGRESS_BUCKET),
     "indexer": _BOOTSTRAP
-    | _ingest("indexer", "deleter")
+    | _consumes("indexer")
     | _pub(f"{Subjects.DOCS_INDEXED}.>", f"{Subjects.GRAPH_FACTS}.>")
     | _stream_read(GRAPH_STREAM.name)
     | _purge(DOCS_STREAM.name)
@@ -177,12 +189,12 @@ _ROLES: dict[str, Permissions] = {
     | _object_write(UPLOADS_BUCKET)  # a deleted document's upload and images
     | _kv_write(PROGRESS_BUCKET),
     "retriever": _BOOTSTRAP
-    | _consume(QUERY_CONSUMERS["retriever"])
+    | _consumes("retriever")
     | _pub(f"{Subjects.QUERY_RERANK}.*")
     | _ephemeral_reader(GRAPH_STREAM.name)
     | _object_read(QUERY_IMAGES_BUCKET),
-    "reranker": _BOOTSTRAP | _consume(QUERY_CONSUMERS["reranker"]) | _pub(f"{Subjects.QUERY_GENERATE}.*"),
-    "generator": _BOOTSTRAP | _consume(QUERY_CONSUMERS["generator"]) | _pub(f"{Subjects.ANSWER_PREFIX}.>"),
+    "reranker": _BOOTSTRAP | _consumes("reranker") | _pub(f"{Subjects.QUERY_GENERATE}.*"),
+    "generator": _BOOTSTRAP | _consumes("generator") | _pub(f"{Subjects.ANSWER_PREFIX}.>"),
     # The re-index coordinator (runs beside the indexer): watches every ingest durable's lag, drops a retired
     # generation's durables, chunks, progress keys and graph facts.
     "reindexer": _BOOTSTRAP

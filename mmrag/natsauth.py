@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,13 +114,20 @@ def _user_entry(cred: Credential, perms: Permissions | None) -> dict[str, object
     return entry
 
 
+def authorization(users: Iterable[tuple[Credential, Permissions | None]]) -> dict[str, object]:
+    """nats-server's ``authorization`` block for these users (permissions None: full access)."""
+    return {"authorization": {"users": [_user_entry(cred, perms) for cred, perms in users]}}
+
+
 def server_config(data_dir: Path) -> dict[str, object]:
-    """nats-server's ``authorization`` with every identity of this data dir and its permissions."""
+    """nats-server's config with every identity of this data dir and its permissions."""
     creds = local_credentials(data_dir)
-    users = [_user_entry(creds[name], identity_permissions(name, roles)) for name, roles in LOCAL_IDENTITIES.items()]
-    users.append(_user_entry(creds[ADMIN], None))
-    users += [_user_entry(cred, tenant_permissions(tenant)) for tenant, cred in _tenants(data_dir).items()]
-    return {"authorization": {"users": users}}
+    users: list[tuple[Credential, Permissions | None]] = [
+        (creds[name], identity_permissions(name, roles)) for name, roles in LOCAL_IDENTITIES.items()
+    ]
+    users.append((creds[ADMIN], None))
+    users += [(cred, tenant_permissions(tenant)) for tenant, cred in _tenants(data_dir).items()]
+    return authorization(users)
 
 
 def write_server_config(data_dir: Path) -> Path:

@@ -88,13 +88,16 @@ def nats_server_argv(
 
 
 def start_nats_server(
-    store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, monitor_port: int | None = None
+    store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, monitor_port: int | None = None,
+    config: Path | None = None, pid_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start nats-server (see `nats_server_argv`); returns once it accepts connections."""
     if port_in_use(host, port):
         raise StartError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
     store_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn(nats_server_argv(store_dir, host=host, port=port, monitor_port=monitor_port))
+    proc = spawn(
+        nats_server_argv(store_dir, host=host, port=port, monitor_port=monitor_port, config=config, pid_file=pid_file)
+    )
     wait_for_port(host, port, proc=proc, what="nats-server")
     return proc
 

@@ -33,13 +33,15 @@ class NatsServer:
     store_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    config: Path | None = None  # e.g. users and permissions (`mmrag.natsauth`)
+    pid_file: Path | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        self.proc = start_nats_server(self.store_dir, port=self.port)
+        self.proc = start_nats_server(self.store_dir, port=self.port, config=self.config, pid_file=self.pid_file)
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,174 @@
+"""The locked bus: a real nats-server with the users and permissions `mmrag.natsauth` writes (issue 16).
+
+Each role's identity does what its agent does and is refused what it must not (another role's consumer, a purge,
+another identity's inbox); a wrong or missing password is refused. The whole pipeline under these permissions runs
+in every e2e test (`mmrag up` starts its nats-server with them).
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+
+import pytest
+from nats.js import api
+
+from bus.connection import CredentialsRefused, connect
+from bus.identities import ADMIN, ROLE_CONSUMERS, ROLES, identity_permissions, inbox_prefix
+from bus.topology import ensure_consumer, ensure_topology
+from contracts.topology import (
+    PROGRESS_BUCKET,
+    QUERY_CONSUMERS,
+    UPLOADS_BUCKET,
+    IndexGeneration,
+    Subjects,
+    ingest_consumers,
+)
+from mmrag import natsauth
+from mmrag.natsauth import Credential
+from mmrag.processes import nats_server_binary
+from tests.security.nats_probe import Probe, locked_server
+
+G1 = IndexGeneration(1)
+
+
+def cred(name: str) -> Credential:
+    return Credential(name, f"pw-{name}-0123456789")
+
+
+@pytest.fixture
+def server(tmp_path):
+    users = [(cred(role), identity_permissions(role, (role,))) for role in ROLES] + [(cred(ADMIN), None)]
+    srv = locked_server(tmp_path, users).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def admin(server):
+    probe = await Probe.connect(server.url, ADMIN, cred(ADMIN).password)
+    await ensure_topology(probe.js, [G1])
+    yield probe
+    await probe.close()
+
+
+async def as_role(server, role: str) -> Probe:
+    return await Probe.connect(server.url, role, cred(role).password)
+
+
+async def test_a_wrong_or_missing_password_is_refused_at_once(server):
+    start = time.monotonic()
+    with pytest.raises(CredentialsRefused, match="MMRAG_NATS_USER"):
+        await connect(server.url, name="t", user="edge", password="wrong", connect_within_s=20)
+    with pytest.raises(CredentialsRefused):
+        await connect(server.url, name="t", connect_within_s=20)
+    assert time.monotonic() - start < 10  # not retried for connect_within_s
+    nc = await connect(server.url, name="t", user="edge", password=cred("edge").password)
+    await nc.close()
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "edge"])
+async def test_every_agent_role_bootstraps_and_pulls_only_its_own_consumers(server, admin, role):
+    probe = await as_role(server, role)
+    try:
+        await probe.allowed(lambda: ensure_topology(probe.js, []), f"{role}: bootstrap the topology")
+        await probe.allowed(lambda: probe.js.stream_info("DOCS"), f"{role}: stream info")
+        for consumer in ROLE_CONSUMERS.get(role, ()):
+            await probe.allowed(lambda c=consumer: ensure_consumer(probe.js, c), f"{role}: create {consumer.durable}")
+            sub = await probe.js.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
+            await probe.allowed(lambda s=sub: _fetch_nothing(s), f"{role}: fetch from {consumer.durable}")
+        # A consumer of another role, on a stream this role does not read (or, on the same stream, another name).
+        own_streams = {c.stream for c in ROLE_CONSUMERS.get(role, ())}
+        others = [c for c in _all_consumers() if c.stream not in own_streams]
+        other = others[0] if others else next(c for c in QUERY_CONSUMERS.values() if c not in ROLE_CONSUMERS[role])
+        sub = await probe.js.pull_subscribe_bind(durable=other.durable, stream=other.stream)
+        await probe.refused(lambda: sub.fetch(1, timeout=0.5), f"{role}: fetch from {other.durable}")
+        await probe.refused(lambda: probe.js.delete_stream("DOCS"), f"{role}: delete DOCS")
+        await probe.refused(lambda: probe.nc.subscribe(f"{inbox_prefix('edge')}.>"), f"{role}: the edge's inbox")
+        await probe.refused(lambda: probe.nc.subscribe("_INBOX.>"), f"{role}: the shared inbox space")
+    finally:
+        await probe.close()
+
+
+async def _fetch_nothing(sub) -> None:
+    try:
+        await sub.fetch(1, timeout=0.3)
+    except TimeoutError:
+        pass
+
+
+def _all_consumers():
+    return [*ingest_consumers(G1).values(), *QUERY_CONSUMERS.values()]
+
+
+async def test_agents_publish_only_their_outputs(server, admin):
+    parser = await as_role(server, "parser")
+    generator = await as_role(server, "generator")
+    try:
+        await parser.allowed(
+            lambda: parser.js.publish(Subjects.parsed(G1, "text", "interactive", "acme"), b"{}"), "parser: its chunks"
+        )
+        uploads = await parser.js.object_store(UPLOADS_BUCKET)
+        await parser.allowed(lambda: uploads.put("acme/d1/images/x", b"png"), "parser: an extracted image")
+        kv = await parser.js.key_value(PROGRESS_BUCKET)
+        await parser.allowed(lambda: kv.put("g1.acme.d1", b"{}"), "parser: progress")
+        await parser.refused(lambda: parser.js.publish(Subjects.embedded(G1, "acme"), b"{}"), "parser: embedded chunks")
+        await parser.refused(lambda: parser.nc.publish("answer.acme.r1", b"x"), "parser: an answer")
+        await parser.refused(lambda: parser.js.purge_stream("DOCS"), "parser: purge DOCS")
+        await generator.allowed(lambda: generator.nc.publish("answer.acme.r1", b"x"), "generator: an answer")
+        await generator.refused(lambda: generator.nc.subscribe("answer.>"), "generator: read answers")
+        await generator.refused(lambda: generator.js.publish(Subjects.ingest("acme", "d"), b"{}"), "generator: submit")
+    finally:
+        await parser.close()
+        await generator.close()
+
+
+async def test_the_edge_api_submits_reads_and_answers_but_cannot_purge_or_consume(server, admin):
+    edge = await as_role(server, "edge")
+    try:
+        ack = await edge.allowed(lambda: edge.js.publish(Subjects.ingest("acme", "d1"), b"{}"), "edge: submit")
+        msg = await edge.allowed(lambda: edge.js.get_last_msg("DOCS", Subjects.ingest("acme", "d1")), "edge: read DOCS")
+        assert msg.seq == ack.seq
+        await edge.allowed(lambda: edge.js.publish(Subjects.delete("acme", "d1"), b"{}"), "edge: delete")
+        await edge.allowed(lambda: edge.nc.subscribe("answer.acme.r1"), "edge: an answer stream")
+        kv = await edge.js.key_value(PROGRESS_BUCKET)
+        await edge.allowed(lambda: kv.put("g1.acme.d1", b"{}"), "edge: progress")
+        await edge.allowed(lambda: kv.get("g1.acme.d1"), "edge: read progress")
+        uploads = await edge.js.object_store(UPLOADS_BUCKET)
+        await edge.allowed(lambda: uploads.put("acme/d1", b"%PDF"), "edge: upload")
+        await edge.allowed(lambda: uploads.get("acme/d1"), "edge: read an upload")
+        for stream in ("DOCS", "CHUNKS", "GRAPH", "DEADLETTER"):
+            await edge.refused(lambda s=stream: edge.js.purge_stream(s), f"edge: purge {stream}")
+        await edge.refused(lambda: edge.js.delete_stream("QUERIES"), "edge: delete QUERIES")
+        await edge.refused(
+            lambda: edge.js.update_stream(api.StreamConfig(name="DOCS", subjects=["docs.>"], max_msgs=1)),
+            "edge: shrink DOCS",
+        )
+        sub = await edge.js.pull_subscribe_bind(durable="parser-g1", stream="DOCS")
+        await edge.refused(lambda: sub.fetch(1, timeout=0.5), "edge: the parser's consumer")
+        await edge.refused(lambda: edge.nc.subscribe("chunks.>"), "edge: chunks")
+        await edge.refused(lambda: edge.js.publish(Subjects.embedded(G1, "acme"), b"{}"), "edge: embedded chunks")
+        await edge.refused(lambda: edge.nc.subscribe(f"{inbox_prefix('indexer')}.>"), "edge: the indexer's inbox")
+    finally:
+        await edge.close()
+
+
+def test_mmrag_up_writes_private_credentials_and_a_valid_config(tmp_path):
+    data = tmp_path / "data"
+    config = natsauth.write_server_config(data)
+    folder = natsauth.auth_dir(data)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for path in [config, *folder.glob("*.json")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    creds = natsauth.local_credentials(data)
+    assert set(creds) == {"agents", "edge", ADMIN} and len({c.password for c in creds.values()}) == 3
+    assert natsauth.local_credentials(data) == creds  # written once, the same at the next start
+    users = {u["user"]: u for u in json.loads(config.read_text())["authorization"]["users"]}
+    agents = identity_permissions("agents", natsauth.LOCAL_IDENTITIES["agents"])
+    assert set(users["agents"]["permissions"]["publish"]["allow"]) == agents.publish
+    assert "permissions" not in users[ADMIN]
+    assert "docs.ingest.*.*" not in users["agents"]["permissions"]["publish"]["allow"]  # only the edge submits
+    check = subprocess.run([nats_server_binary(), "-c", str(config), "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr + check.stdout
