@@ -8,6 +8,7 @@ in every e2e test (`mmrag up` starts its nats-server with them).
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import time
@@ -28,7 +29,8 @@ from contracts.topology import (
 )
 from mmrag import natsauth
 from mmrag.natsauth import Credential
-from mmrag.processes import nats_server_binary
+from mmrag.processes import free_port, nats_server_binary
+from tests.engine import BIN
 from tests.security.nats_probe import Probe, locked_server
 
 G1 = IndexGeneration(1)
@@ -172,3 +174,15 @@ def test_mmrag_up_writes_private_credentials_and_a_valid_config(tmp_path):
     assert "docs.ingest.*.*" not in users["agents"]["permissions"]["publish"]["allow"]  # only the edge submits
     check = subprocess.run([nats_server_binary(), "-c", str(config), "-t"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_mmrag_up_on_a_locked_external_nats_with_a_wrong_password_is_refused_in_one_line(server, tmp_path):
+    url = f"nats://edge:not-the-password@127.0.0.1:{server.port}"
+    run = subprocess.run(
+        [str(BIN / "mmrag"), "up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()), "--nats-url", url],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "MMRAG_NATS_USER": "", "MMRAG_NATS_PASSWORD": ""},
+    )  # fmt: skip
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert "refused the credentials" in lines[0] and "MMRAG_NATS_USER" in lines[0]
+    assert "not-the-password" not in run.stderr + run.stdout  # the URL is shown without its password
