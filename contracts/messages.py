@@ -554,21 +554,27 @@ class RerankRequest(Message):
 
 
 class GenerateRequest(Message):
-    """`query.generate`: the reranked hits, best first, cut to top_k."""
+    """`query.generate`: the reranked hits, best first, cut to top_k, and the reranker's abstention decision.
 
+    v2: `abstain` carries the decision (`search.abstention.decide`, made once by the reranker with its settings)
+    instead of v1's `paraphrase` cosine, from which the generator decided again with its own threshold."""
+
+    schema_version: Literal[2] = 2
     request: QueryRequest
     hits: list[Hit]
-    paraphrase: float | None = Field(
-        default=None,
-        ge=-1.0,
-        le=1.0,
-        description="best cosine between the question and one sentence or table row of the hits that hold its "
-        "identifiers, measured by the reranker only when the best score alone would decline (the second "
-        "abstention signal); None = not measured",
+    abstain: bool = Field(
+        description="the reranker decided that nothing in `hits` answers the question: the generator says so "
+        "(`done.abstained`) without running an answerer; always true when `hits` is empty",
     )
 
     def routing(self) -> tuple[str, ...]:
         return (self.request.tenant,)
+
+    @model_validator(mode="after")
+    def _no_hits_abstain(self) -> GenerateRequest:
+        if not self.hits and not self.abstain:
+            raise ValueError("abstain must be true when there are no hits (nothing can answer the question)")
+        return self
 
 
 # --------------------------------------------------------------------------- answer events (core NATS)
@@ -589,6 +595,10 @@ class _AnswerEventBase(Message):
 
 
 class RetrievalEvent(_AnswerEventBase):
+    """Seq 0 of an ask: the sources the answer is built from, i.e. the reranked hits (best first, cut to top_k)
+    that the reranker hands to the generator, sent by the reranker. The name (and the SSE event `retrieval`)
+    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays."""
+
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
 

@@ -17,7 +17,9 @@ from bus.connection import connect
 from edge_api import cache, metrics, ratelimit
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
-from edge_api.routes import docs, documents, health, pages, progress, queries, reindex, ui
+from edge_api.openapi import build_document
+from edge_api.operations import register
+from edge_api.routes import OPERATIONS, api_reference, pages
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
 from edge_api.state import BACKBONE, SETTINGS, Backbone
@@ -70,13 +72,7 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(backbone_lifecycle)
     ratelimit.setup(app, settings)  # its Redis client (if any) opens and closes with the app
     cache.setup(app, settings)  # the answer cache (edge_api.cache): the same, with MMRAG_REDIS_URL
-    health.add_routes(app)
-    documents.add_routes(app)
-    queries.add_routes(app)
-    metrics.add_routes(app)
-    docs.add_routes(app)
-    pages.add_routes(app)
-    progress.add_routes(app)
-    ui.add_routes(app)
-    reindex.add_routes(app)
+    pages.setup(app)  # the page pictures' render caches
+    api_reference.setup(app, build_document())
+    register(app, OPERATIONS)  # every route, as its module declares it (edge_api.operations)
     return app

@@ -1,7 +1,8 @@
 """`mmrag up`: the whole engine on one machine, on embedded defaults.
 
-One process tree: nats-server (child), the six agents (in this process, which also holds the embedded
-Qdrant store), and the edge API (child process, so HTTP stays responsive while agents use the CPU).
+One process tree: nats-server (child), the eight agents (seven of the pipeline and the re-index coordinator: in
+this process, which also holds the embedded Qdrant store), and the edge API (child process, so HTTP stays
+responsive while agents use the CPU).
 
 With `nats_url` (``mmrag up --nats-url``) the engine uses that NATS (a server or a cluster) instead: no
 nats-server child, nothing of it supervised or stopped; the topology is ensured there with

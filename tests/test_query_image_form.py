@@ -1,4 +1,4 @@
-"""The image-search form (`edge_api.query_images.read_image_search`) over real HTTP: hostile fields are a 400."""
+"""The image-search form (`edge_api.query_image_upload.read_image_search`) over real HTTP: hostile fields are a 400."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from edge_api.errors import ApiError
-from edge_api.query_images import read_image_search
+from edge_api.query_image_upload import read_image_search
 
 
 def png() -> bytes:
