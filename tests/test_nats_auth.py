@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from nats.js import api
@@ -186,3 +187,24 @@ def test_mmrag_up_on_a_locked_external_nats_with_a_wrong_password_is_refused_in_
     assert run.returncode == 1 and len(lines) == 1, run.stderr
     assert "refused the credentials" in lines[0] and "MMRAG_NATS_USER" in lines[0]
     assert "not-the-password" not in run.stderr + run.stdout  # the URL is shown without its password
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.e2e
+async def test_mmrag_up_gives_each_child_only_its_own_credential(engine):
+    creds = {name: engine.nats_credential(name) for name in ("agents", "edge", ADMIN)}
+    environ = {pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in _children(engine.proc.pid)}
+    edge = [pid for pid, env in environ.items() if b"\0MMRAG_NATS_USER=edge\0" in b"\0" + env]
+    assert len(edge) == 1, environ.keys()
+    assert f"\0MMRAG_NATS_PASSWORD={creds['edge'].password}\0".encode() in b"\0" + environ[edge[0]]
+    for pid, env in environ.items():
+        for name in ("agents", ADMIN):  # the agents' credential stays in `mmrag up`'s memory, admin's on disk
+            assert creds[name].password.encode() not in env, (pid, name)
+        if pid not in edge:  # nats-server
+            assert b"MMRAG_NATS_PASSWORD" not in env
+            assert str(natsauth.auth_dir(engine.data_dir) / natsauth.CONFIG_NAME) in Path(f"/proc/{pid}/cmdline").read_text()
+    with pytest.raises(CredentialsRefused):  # anonymous clients are refused
+        await connect(f"nats://127.0.0.1:{engine.nats_port}", name="anonymous", connect_within_s=5)
