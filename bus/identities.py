@@ -245,9 +245,10 @@ def tenant_permissions(tenant: str) -> Permissions:
     """
     check_token(tenant, "tenant")
     progress = f"KV_{PROGRESS_BUCKET}"
+    # No stream info, not even of the progress bucket: its message and subject counts are every tenant's together.
+    # A key is read with a direct get that names it: nats-py ``js.get_msg(stream, subject=key_subject, direct=True)``.
     return (
         _pub(Subjects.ingest(tenant, "*"), Subjects.delete(tenant, "*"))
-        | _pub(f"{API}.STREAM.INFO.{progress}")
         | _pub(f"{API}.DIRECT.GET.{progress}.$KV.{PROGRESS_BUCKET}.*.{tenant}.*")
         | _inbox(tenant_user(tenant))
     )

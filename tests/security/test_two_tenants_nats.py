@@ -63,13 +63,15 @@ async def test_tenant_a_reaches_only_its_own_documents(engine_bus):
         ack = await a.allowed(lambda: a.js.publish(Subjects.ingest("A", "doc2"), b"{}"), "A: submit for A")
         assert ack.stream == "DOCS"
         await a.allowed(lambda: a.js.publish(Subjects.delete("A", "doc2"), b"{}"), "A: delete A's document")
-        kv = await a.allowed(lambda: a.js.key_value(PROGRESS_BUCKET), "A: open the progress bucket")
-        entry = await a.allowed(lambda: kv.get("g1.A.doc1"), "A: read A's progress")
-        assert entry.value == b'{"status": "indexed"}'
+        stream, key = f"KV_{PROGRESS_BUCKET}", f"$KV.{PROGRESS_BUCKET}"
+        entry = await a.allowed(lambda: a.js.get_msg(stream, subject=f"{key}.g1.A.doc1", direct=True), "A: A's progress")
+        assert entry.data == b'{"status": "indexed"}'
 
-        await a.refused(lambda: kv.get("g1.B.doc1"), "A: read B's progress")
-        await a.refused(lambda: kv.watch("g1.B.*"), "A: watch B's progress")
-        await a.refused(lambda: kv.put("g1.A.doc1", b"{}"), "A: write progress")
+        await a.refused(lambda: a.js.get_msg(stream, subject=f"{key}.g1.B.doc1", direct=True), "A: B's progress")
+        await a.refused(lambda: a.js.get_msg(stream, subject=f"{key}.g1.B.doc1"), "A: B's progress, not direct")
+        await a.refused(lambda: a.js.key_value(PROGRESS_BUCKET), "A: the progress bucket's counts (all tenants)")
+        await a.refused(lambda: a.js.subscribe(f"{key}.g1.B.*", stream=stream), "A: watch B's progress")
+        await a.refused(lambda: a.nc.publish(f"{key}.g1.A.doc1", b"{}"), "A: write progress")
         await a.refused(lambda: a.js.publish(Subjects.delete("B", "doc1"), b"{}"), "A: delete B's document")
         await a.refused(lambda: a.js.publish(Subjects.ingest("B", "x"), b"{}"), "A: submit for B")
         await a.refused(lambda: a.js.publish(Subjects.query("query.retrieve", "A"), b"{}"), "A: ask on the bus")
