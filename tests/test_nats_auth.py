@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from nats.js import api
 
-from bus.connection import CredentialsRefused, connect
+from bus.connection import CredentialsRefused, connect, connect_options, redacted
 from bus.identities import ADMIN, ROLE_CONSUMERS, ROLES, identity_permissions, inbox_prefix
 from bus.topology import ensure_consumer, ensure_topology
 from contracts.topology import (
@@ -208,3 +208,12 @@ async def test_mmrag_up_gives_each_child_only_its_own_credential(engine):
             assert str(natsauth.auth_dir(engine.data_dir) / natsauth.CONFIG_NAME) in Path(f"/proc/{pid}/cmdline").read_text()
     with pytest.raises(CredentialsRefused):  # anonymous clients are refused
         await connect(f"nats://127.0.0.1:{engine.nats_port}", name="anonymous", connect_within_s=5)
+
+
+def test_connect_options_take_the_identity_from_settings_or_the_url():
+    assert connect_options("nats://a:1, nats://b:2") == {"servers": ["nats://a:1", "nats://b:2"]}
+    from_url = connect_options("nats://edge:secret@a:1")
+    assert from_url == {"servers": ["nats://edge:secret@a:1"], "inbox_prefix": inbox_prefix("edge")}
+    given = connect_options("nats://edge:secret@a:1", user="parser", password="pw")
+    assert given["user"] == "parser" and given["password"] == "pw" and given["inbox_prefix"] == "_INBOX_parser"
+    assert redacted("nats://edge:secret@a:1,nats://b:2") == "nats://edge:***@a:1,nats://b:2"
