@@ -66,6 +66,12 @@ def auth_dir(data_dir: Path) -> Path:
     return data_dir / AUTH_DIR
 
 
+def _ensure_auth_dir(data_dir: Path) -> Path:
+    if not data_dir.exists():  # a new data dir is this user's only, like `mmrag up` makes it (mmrag.datadir)
+        data_dir.mkdir(parents=True, mode=0o700)
+    return _private_dir(auth_dir(data_dir))
+
+
 def _credential(path: Path, user: str) -> Credential:
     """The credential stored at `path`, created with a random password if there is none."""
     if path.exists():
@@ -87,13 +93,13 @@ def stored_credential(data_dir: Path, name: str) -> Credential | None:
 
 def local_credentials(data_dir: Path) -> dict[str, Credential]:
     """The credentials of `mmrag up`'s identities (agents, edge, admin), created on first use."""
-    folder = _private_dir(auth_dir(data_dir))
+    folder = _ensure_auth_dir(data_dir)
     return {name: _credential(folder / f"{name}.json", name) for name in (*LOCAL_IDENTITIES, ADMIN)}
 
 
 def tenant_credential(data_dir: Path, tenant: str) -> Credential:
     """Tenant `tenant`'s external-publisher credential (created on first use; the same one afterwards)."""
-    folder = _private_dir(_private_dir(auth_dir(data_dir)) / TENANTS_DIR)
+    folder = _private_dir(_ensure_auth_dir(data_dir) / TENANTS_DIR)
     return _credential(folder / f"{check_token(tenant, 'tenant')}.json", tenant_user(tenant))
 
 
@@ -132,7 +138,7 @@ def server_config(data_dir: Path) -> dict[str, object]:
 
 def write_server_config(data_dir: Path) -> Path:
     """(Re)write ``nats-auth/nats-server.conf`` for nats-server's ``-c``; returns its path."""
-    path = _private_dir(auth_dir(data_dir)) / CONFIG_NAME
+    path = _ensure_auth_dir(data_dir) / CONFIG_NAME
     _write_private(path, json.dumps(server_config(data_dir), indent=1) + "\n")
     return path
 

@@ -162,7 +162,7 @@ def test_mmrag_up_writes_private_credentials_and_a_valid_config(tmp_path):
     data = tmp_path / "data"
     config = natsauth.write_server_config(data)
     folder = natsauth.auth_dir(data)
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_IMODE(data.stat().st_mode) == 0o700
     for path in [config, *folder.glob("*.json")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     creds = natsauth.local_credentials(data)
