@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from bus.identities import inbox_prefix
 from contracts.topology import TOKEN
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 log = logging.getLogger(__name__)
 
