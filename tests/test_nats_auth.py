@@ -20,6 +20,7 @@ from nats.js import api
 from bus.connection import CredentialsRefused, connect, connect_options, redacted
 from bus.identities import ADMIN, ROLE_CONSUMERS, ROLES, identity_permissions, inbox_prefix
 from bus.topology import ensure_consumer, ensure_topology
+from edge_api.quotas import submitted_bytes
 from contracts.topology import (
     PROGRESS_BUCKET,
     QUERY_CONSUMERS,
@@ -149,8 +150,14 @@ async def test_the_edge_api_submits_reads_and_answers_but_cannot_purge_or_consum
             lambda: edge.js.update_stream(api.StreamConfig(name="DOCS", subjects=["docs.>"], max_msgs=1)),
             "edge: shrink DOCS",
         )
-        sub = await edge.js.pull_subscribe_bind(durable="parser-g1", stream="DOCS")
-        await edge.refused(lambda: sub.fetch(1, timeout=0.5), "edge: the parser's consumer")
+        # The byte quota's consumer (a random name, the ingest filter) works; other consumers do not.
+        assert await edge.allowed(lambda: submitted_bytes(edge.js, "acme", {"d1"}), "edge: the byte quota") == 0
+        await edge.refused(
+            lambda: edge.js.add_consumer("DOCS", api.ConsumerConfig(name="spy", filter_subject="docs.delete.*.*")),
+            "edge: a DOCS consumer of another filter",
+        )
+        sub = await edge.js.pull_subscribe_bind(durable="indexer-g1", stream="CHUNKS")
+        await edge.refused(lambda: sub.fetch(1, timeout=0.5), "edge: the indexer's consumer")
         await edge.refused(lambda: edge.nc.subscribe("chunks.>"), "edge: chunks")
         await edge.refused(lambda: edge.js.publish(Subjects.embedded(G1, "acme"), b"{}"), "edge: embedded chunks")
         await edge.refused(lambda: edge.nc.subscribe(f"{inbox_prefix('indexer')}.>"), "edge: the indexer's inbox")
