@@ -101,7 +101,8 @@ class AgentSettings(ProcessSettings):
     interactive_max_pages: int = Field(
         default=20,
         ge=0,
-        description="documents with at most this many pages take the interactive ingest lane, served first",
+        description="documents whose expected work is at most this many pages take the interactive ingest lane, "
+        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file)",
     )
     work_processes: int | None = Field(
         default=None,
@@ -109,6 +110,13 @@ class AgentSettings(ProcessSettings):
         description="worker processes that parse and OCR (bulk work uses at most this many; one more is kept for "
         "the interactive lane); unset = the machine's cores",
     )
+
+    @field_validator("work_processes", mode="before")
+    @classmethod
+    def _empty_is_cores(cls, value: object) -> object:
+        """`MMRAG_WORK_PROCESSES=` (as in .env.example) means the machine's cores, not a parse error."""
+        return None if value == "" else value
+
     parse_unit_pages: int = Field(
         default=8,
         ge=1,

@@ -65,6 +65,11 @@ T = TypeVar("T", bound=BaseModel)
 BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
+# How long a worker with concurrency > 1 lets its messages in hand finish after `stop` (well inside the 60 s that
+# `mmrag up` gives the agents to stop).
+DRAIN_S = 20.0
+
+
 class PermanentError(Exception):
     """Retrying cannot help (bad input, unsupported document): the message is dead-lettered."""
 
@@ -199,7 +204,12 @@ class PullWorker(Generic[T]):
                 # A batch in hand is finished even if stop is set meanwhile: graceful shutdown drains.
                 await self.process(msgs)
         finally:
-            if in_flight:  # graceful shutdown drains: the messages in hand are finished
+            if in_flight:
+                # Graceful shutdown drains for a while; what is still in hand then (documents waiting for their
+                # turn) is abandoned unacked, and redelivered to the next replica or process.
+                _, late = await asyncio.wait(in_flight, timeout=DRAIN_S)
+                for task in late:
+                    task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
             if sub is not None:
                 with contextlib.suppress(Exception):
