@@ -65,7 +65,7 @@ async def _upload(http: aiohttp.ClientSession, engine: Engine, data: bytes, name
     return (await resp.json())["doc_id"]
 
 
-async def _race(engine: Engine, http: aiohttp.ClientSession) -> tuple[dict, list[tuple[int, float]]]:
+async def _race(engine: Engine, http: aiohttp.ClientSession) -> tuple[str, dict, list[tuple[int, float]]]:
     """Upload the big text, then the small one; search every 0.3 s while the big one is being parsed. Returns the
     big document's view when the small one was indexed, and each search's (status, seconds)."""
     big = await _upload(http, engine, one_long_line(8), "big.txt", "text/plain")
@@ -95,30 +95,32 @@ async def _race(engine: Engine, http: aiohttp.ClientSession) -> tuple[dict, list
     await asyncio.wait_for(searching, 300)
     async with http.delete(f"{engine.url}/v1/documents/{big}") as resp:  # its embedding is not what we test
         assert resp.status in (200, 202, 204), await resp.text()
-    return big_then, searches
+    return big, big_then, searches
 
 
-async def _redelivered(engine: Engine) -> int:
+async def _parser_deliveries(engine: Engine) -> int:
+    """How many times the parser's consumer delivered a docs.ingest message (redeliveries included)."""
     nc = await nats.connect(engine.nats_url)
     try:
         durable = ingest_consumers(IndexGeneration(1))["parser"].durable
         info = await nc.jetstream().consumer_info(DOCS_STREAM.name, durable)
-        return info.num_redelivered
+        return info.delivered.consumer_seq
     finally:
         await nc.close()
 
 
 async def test_a_small_upload_overtakes_a_big_one_and_searches_answer_meanwhile(fair_engine: Engine) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-        big_then, searches = await _race(fair_engine, http)
+        big, big_then, searches = await _race(fair_engine, http)
     assert big_then["status"] == "parsing", f"the small upload was indexed only after the big one was parsed: {big_then}"
     # The big text is parsed in a worker process: the agents' loop serves every search meanwhile.
     assert len(searches) >= 3, searches
     assert all(status == 200 for status, _ in searches), searches
-    assert await _redelivered(fair_engine) == 0, "a docs.ingest message was delivered to the parser twice"
+    assert await _parser_deliveries(fair_engine) == 2, "a docs.ingest message was delivered to the parser twice"
+    assert fair_engine.log_path.read_text().count(f"parser: {big} -> ") == 1, "the big text was parsed twice"
 
 
 async def test_without_the_fairness_the_small_upload_waits_for_the_big_one(unfair_engine: Engine) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-        big_then, _ = await _race(unfair_engine, http)
+        _, big_then, _ = await _race(unfair_engine, http)
     assert big_then["status"] != "parsing", big_then

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from agents.runtime.units import warm
 from agents.runtime.work_pool import WorkPool
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
@@ -69,6 +70,7 @@ class SharedResources:
             )
         if Resource.WORK_POOL in needs and self._work_pool is None:
             self._work_pool = WorkPool(s.work_processes or os.cpu_count() or 1)
+            self._work_pool.start(warm)
         if Resource.VECTOR_STORE in needs and self._store is None:
             loop = asyncio.get_running_loop()
             self._store = await loop.run_in_executor(

@@ -7,8 +7,10 @@ embedding model or the vector store).
 from __future__ import annotations
 
 import itertools
+import os
 
 from documents import ParsedPage, ParseSettings, parse
+from documents.chunks import wordpiece_counter
 
 
 def parse_unit(data: bytes, content_type: str, settings: ParseSettings, start: int, size: int,
@@ -21,3 +23,9 @@ def parse_unit(data: bytes, content_type: str, settings: ParseSettings, start: i
     with parse(data, content_type, settings, pages=pages) as document:
         taken = itertools.islice(document, size) if pdf and pages is None else document
         return document.page_count, list(taken)
+
+
+def warm() -> int:
+    """Load what every parse needs (PyMuPDF, the tokenizer) in a fresh worker process; its pid."""
+    wordpiece_counter()
+    return os.getpid()

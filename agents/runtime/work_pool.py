@@ -29,7 +29,7 @@ import logging
 import multiprocessing
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -153,6 +153,17 @@ class WorkPool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.scheduler.slots, mp_context=multiprocessing.get_context("spawn"))
+
+    def start(self, warm: Callable[[], object]) -> None:
+        """Start every worker process now and run ``warm`` in each, in the background: the first units do not pay
+        for a process start (seconds: the document library's imports), and the agents' start-up does not wait."""
+
+        def failed(future: Future[object]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("warming a worker process failed: %r", future.exception())
+
+        for _ in range(self.scheduler.slots):  # each submit finds no idle process yet, so each starts one
+            self._executor.submit(warm).add_done_callback(failed)
 
     def slot(self, priority: Priority) -> contextlib.AbstractAsyncContextManager[None]:
         return self.scheduler.slot(priority)
