@@ -58,7 +58,11 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(default=None, description="`invalid_query`: the query parameter")
     reason: str | None = Field(default=None, description="`query_failed`: the agents' error code")
     doc_id: Identifier | None = Field(default=None, description="`submission_unconfirmed`: the document to check")
-    retry_after_s: int | None = Field(default=None, description="`rate_limited`: seconds to wait, as `Retry-After`")
+    retry_after_s: int | None = Field(
+        default=None, description="`rate_limited`, `too_many_streams`: seconds to wait, as `Retry-After`"
+    )
+    quota: int | None = Field(default=None, description="`quota_exceeded`: the tenant's quota (documents or bytes)")
+    usage: int | None = Field(default=None, description="`quota_exceeded`: what the tenant holds, in the same unit")
 
 
 class ErrorBody(BaseModel):

@@ -90,9 +90,17 @@ ERR_429 = {
 }
 
 
+# A stream (edge_api.streams) is also refused when its caller holds MMRAG_MAX_STREAMS_PER_CALLER streams open.
+ERR_429_STREAM = {
+    **ERR_429,
+    "description": ERR_429["description"] + "; or `too_many_streams`: this caller already holds "
+    "`MMRAG_MAX_STREAMS_PER_CALLER` streams open (close one, or retry after `Retry-After` seconds)",
+}
+
+
 def _err_403_role(role: str) -> Err:
     return Err(
-        f"`forbidden`: the API key's role may not do this (it needs `{role}` or above; roles: reader < writer < admin)"
+        f"`forbidden`: the API key's role may not do this (it needs `{role}` or above; roles: reader < writer < admin < operator)"
     )
 
 
@@ -164,7 +172,8 @@ def _operation(op: Operation) -> dict:
         out["security"] = SECURITY
         out["responses"]["401"] = ERR_401
     if limited:
-        out["responses"]["429"] = ERR_429
+        streams = any(isinstance(spec, Stream) for spec in op.responses.values())
+        out["responses"]["429"] = ERR_429_STREAM if streams else ERR_429
     return out
 
 
@@ -221,7 +230,7 @@ The HTTP API of mmrag, a multi-modal RAG engine (the same content as `docs/api.m
 - Every request acts for one tenant, decided by the server; no body or path names a tenant. With
   `MMRAG_AUTH=on` (the default) it is the tenant of the request's API key (`Authorization: Bearer <key>` or
   `X-API-Key`); without a valid key a protected operation is 401 `unauthorized`, with a key whose role may
-  not do it 403 `forbidden`. Roles: `reader` (GET, search, ask) < `writer` (+ upload, delete) < `admin`.
+  not do it 403 `forbidden`. Roles: `reader` (GET, search, ask) < `writer` (+ upload, delete) < `admin` (its tenant) < `operator` (the deployment: re-index).
 - Browser safety: an unsafe method (POST, DELETE) whose `Origin` is not allowed is 403 `forbidden_origin`;
   a `Host` this server does not answer to is 421 `forbidden_host` (except on `/health`, `/ready` and `/metrics`).
 - JSON bodies must be `application/json`, at most 64 KiB; unknown fields are rejected.
@@ -239,7 +248,7 @@ def _document() -> dict:
             {"name": "documents", "description": "upload, status, list, delete"},
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
-            {"name": "reindex", "description": "re-index by replay into a new index generation (admin)"},
+            {"name": "reindex", "description": "re-index by replay into a new index generation (operator)"},
             {"name": "ui", "description": "the web UI and the session it starts from"},
         ],
         "paths": _paths(OPERATIONS),

@@ -461,7 +461,8 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="the tenant the key acts for")],
-    role: Annotated[str, typer.Option(help="reader (GET, search, ask), writer (+ upload, delete) or admin")],
+    role: Annotated[str, typer.Option(help="reader (GET, search, ask), writer (+ upload, delete), admin (its tenant) or operator "
+                     "(+ re-index, which spans every tenant: give it to the deployment's operators only)")],
     file: KeysFileOption = DEFAULT_KEYS_FILE,
 ) -> None:
     """Create a key and print it: this is the only time it is shown (the file keeps only its SHA-256)."""
@@ -485,7 +486,7 @@ def keys_list(file: KeysFileOption = DEFAULT_KEYS_FILE) -> None:
     except (KeysFileError, OSError) as e:
         _fail(f"mmrag keys list: {e}")
     for k in entries:
-        print(f"{k.id}  {k.tenant:<20}  {k.role:<6}  {k.created_at}  {'revoked' if k.revoked else 'active'}")
+        print(f"{k.id}  {k.tenant:<20}  {k.role:<8}  {k.created_at}  {'revoked' if k.revoked else 'active'}")
     err.print(f"{len(entries)} key{'s' if len(entries) != 1 else ''} in {file}")
 
 

@@ -42,9 +42,11 @@ from contracts.messages import (
 )
 from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
 from documents.filetypes import UnsupportedFile, detect_content_type
+from edge_api import quotas
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
 from edge_api.operations import ERR_503, Err, Json, Operation, Reply
+from edge_api.settings import EdgeSettings
 from edge_api.state import Backbone, backbone
 
 log = logging.getLogger(__name__)
@@ -277,11 +279,21 @@ async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, 
     await progress.update(submitted.tenant, submitted.doc_id, change)
 
 
+def _too_large(settings: EdgeSettings, tenant: str, used: quotas.Usage | None, max_bytes: int) -> ApiError:
+    """An upload over `max_bytes`: the tenant's byte quota when that is the smaller limit, else the upload limit."""
+    if used is not None and max_bytes < settings.max_upload_bytes:
+        return quotas.bytes_exceeded(settings, tenant, used)
+    return ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes (MMRAG_MAX_UPLOAD_BYTES)")
+
+
 async def upload_document(request: web.Request) -> Reply:
     bb = backbone(request)
     js = bb.jetstream()
     settings = bb.settings
     tenant = tenant_of(request)
+    used = await quotas.usage(bb, tenant)  # None: no quota set
+    bytes_left = quotas.check_before_upload(settings, tenant, used)  # refused here: nothing read, nothing stored
+    max_bytes = settings.max_upload_bytes if bytes_left is None else min(settings.max_upload_bytes, bytes_left)
     part = await _file_part(request)
     filename = _clean_filename(part.filename)
     head = bytearray()
@@ -292,8 +304,8 @@ async def upload_document(request: web.Request) -> Reply:
         raise _invalid_multipart() from None
     if not head:
         raise ApiError(400, "empty_file", f"{filename!r} is empty")
-    if len(head) > settings.max_upload_bytes:
-        raise ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    if len(head) > max_bytes:
+        raise _too_large(settings, tenant, used, max_bytes)
     try:
         content_type = detect_content_type(filename, part.headers.get("Content-Type"), bytes(head))
     except UnsupportedFile as err:
@@ -304,10 +316,10 @@ async def upload_document(request: web.Request) -> Reply:
     await bb.uploads()  # bind the bucket before streaming: a missing bucket fails here, with nothing written
     try:
         info = await put_stream(
-            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=settings.max_upload_bytes
+            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=max_bytes
         )
-    except UploadTooLarge as err:
-        raise ApiError(413, "too_large", str(err)) from None
+    except UploadTooLarge:
+        raise _too_large(settings, tenant, used, max_bytes) from None
     except _MULTIPART_ERRORS:  # put_stream purged what it wrote
         raise _invalid_multipart() from None
 
@@ -454,7 +466,11 @@ OPERATIONS = (
                 "`empty_file`, `missing_field` (no `file` field) or `invalid_multipart` (a malformed body, "
                 "or a filename that is not UTF-8)"
             ),
-            413: Err("`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`"),
+            413: Err(
+                "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
+                "`MMRAG_TENANT_MAX_DOCUMENTS` documents, or this file would take it over `MMRAG_TENANT_MAX_BYTES` "
+                "(`quota` and `usage` say which numbers; delete documents or have the quota raised)"
+            ),
             415: Err(
                 "`unsupported_file` (not a PDF, a supported image or UTF-8 text; or named/declared as one "
                 "type while its bytes are another) or `unsupported_media_type` (not multipart/form-data)"

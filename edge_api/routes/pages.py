@@ -43,7 +43,8 @@ RENDER_CACHE_BYTES = 64 * 1024 * 1024
 SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
 CACHE_MAX_AGE_S = 24 * 3600
 MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
-_WIDTH = re.compile(r"^[0-9]{1,6}\Z")
+MAX_PAGE_NUMBER = 999_999  # a page path segment is at most 6 digits (a bigger number is a 404, never parsed)
+_WIDTH = re.compile(r"^[0-9]{1,6}\Z")  # a bigger width is a 400; up to this it is clamped to MAX_WIDTH
 _PAGE = re.compile(r"^[0-9]{1,6}\Z")
 
 RENDERS = web.AppKey("page_renders", ByteLRU)
@@ -162,12 +163,12 @@ def setup(app: web.Application) -> None:
 
 WIDTH = {
     "name": "width", "in": "query", "required": False,
-    "description": f"pixels; clamped to {MIN_WIDTH}..{MAX_WIDTH}",
-    "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_WIDTH},
+    "description": f"pixels; clamped to {MIN_WIDTH}..{MAX_WIDTH} (a value of more than 6 digits is a 400)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH, "default": DEFAULT_WIDTH},
 }  # fmt: skip
 PAGE = {
     "name": "page", "in": "path", "required": True, "description": "1-based page number",
-    "schema": {"type": "string", "minLength": 1},
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
 }  # fmt: skip
 IMAGE_ID = {
     "name": "image_id", "in": "path", "required": True,

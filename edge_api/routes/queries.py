@@ -37,7 +37,7 @@ from contracts.messages import (
     answer_event_adapter,
 )
 from contracts.topology import Subjects
-from edge_api.bodies import JSON_BODY_ERRORS, AskBody, SearchBody, read_body
+from edge_api.bodies import JSON_BODY_ERRORS, MAX_TOP_K, MIN_TOP_K, AskBody, SearchBody, read_body
 from edge_api.cache import (
     MISS_NO_STORE,
     AnswerCache,
@@ -95,7 +95,7 @@ class SearchImageForm(BaseModel):
         "and 40 megapixels",
     )
     query: str | None = Field(default=None, description="text searched together with the image")
-    top_k: str | None = Field(default=None, description="decimal integer 1..50 (default 10)")
+    top_k: int | None = Field(default=None, ge=MIN_TOP_K, le=MAX_TOP_K, description="decimal integer (default 10)")
     filters: str | None = Field(default=None, description="the JSON of a search body's `filters`")
 
 

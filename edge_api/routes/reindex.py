@@ -1,4 +1,4 @@
-"""Re-index (admin): start a new index generation, and follow it.
+"""Re-index (the `operator` role: it spans every tenant): start a new index generation, and follow it.
 
 - ``POST /v1/reindex`` (body `contracts.generations.ReindexRequest`): creates generation N+1 ``building`` in
   the `mmrag-index` bucket, with the serving generation's settings plus the requested ones, and answers 202
@@ -165,7 +165,7 @@ ERR_404_GEN = Err("`not_found`: no such index generation")
 OPERATIONS = (
     Operation(
         "POST", REINDEX_PATH, start_reindex, "startReindex", "reindex", "Start a re-index (a new generation)",
-        role="admin",
+        role="operator",
         description="Builds index generation N+1 beside the serving one by replaying every stored submission "
         "through new consumers into a new collection, with the serving generation's settings and the requested "
         "ones on top. The serving generation keeps answering; when the new one has caught up the alias flips, "
@@ -181,17 +181,17 @@ OPERATIONS = (
     ),
     Operation(
         "GET", REINDEX_PATH, list_generations, "listGenerations", "reindex", "Every index generation",
-        role="admin",
+        role="operator",
         responses={200: Json("oldest first", GenerationList), 503: ERR_503},
     ),
     Operation(
         "GET", REINDEX_ID_PATH, get_generation, "getGeneration", "reindex", "One index generation's state",
-        role="admin", parameters=(GEN_ID,),
+        role="operator", parameters=(GEN_ID,),
         responses={200: Json("its state and progress", GenerationView), 404: ERR_404_GEN, 503: ERR_503},
     ),
     Operation(
         "DELETE", REINDEX_ID_PATH, cancel_generation, "cancelReindex", "reindex", "Cancel a building generation",
-        role="admin", parameters=(GEN_ID,),
+        role="operator", parameters=(GEN_ID,),
         description="Its consumers stop and it is dropped (collection, durables, progress keys) at once; the "
         "serving generation is untouched.",
         responses={
@@ -203,7 +203,7 @@ OPERATIONS = (
     ),
     Operation(
         "GET", REINDEX_EVENTS_PATH, generation_events, "followGeneration", "reindex", "Follow a re-index (SSE)",
-        role="admin", parameters=(GEN_ID,),
+        role="operator", parameters=(GEN_ID,),
         description=EVENTS_DESCRIPTION,
         responses={200: Stream("its progress events", EVENTS), 404: ERR_404_GEN, 503: ERR_503},
     ),

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.messages import Tenant
 from edge_api.errors import ApiError
 from edge_api.identity import identity_of, tenant_of
+from edge_api.keys import Role
 from edge_api.operations import Empty, Err, Json, Media, Operation
 from edge_api.state import SETTINGS
 
@@ -53,7 +54,7 @@ class Session(BaseModel):
 
     auth: Literal["on", "off"] = Field(description="`off`: no key needed, every request is the default tenant")
     tenant: Tenant
-    role: Literal["reader", "writer", "admin"] = Field(description="with auth off: `admin`")
+    role: Role = Field(description="with auth off: `operator` (the one local user may do everything)")
 
 
 @functools.cache
@@ -95,7 +96,7 @@ async def asset(request: web.Request) -> web.Response:
 async def session(request: web.Request) -> Session:
     settings = request.app[SETTINGS]
     identity = identity_of(request)
-    role = identity.role if identity is not None else "admin"  # auth off: every request may do everything
+    role = identity.role if identity is not None else "operator"  # auth off: every request may do everything
     return Session(auth=settings.auth, tenant=tenant_of(request), role=role)
 
 
