@@ -27,6 +27,7 @@ import heapq
 import itertools
 import logging
 import multiprocessing
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,6 +38,15 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+
+# Worker processes run at a lower CPU priority than the agents' process: when the cores are busy, a search (the
+# query path lives in the agents' process) goes before another page of parsing.
+WORKER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    os.nice(WORKER_NICENESS)
 
 
 class WorkerCrashed(RuntimeError):
@@ -152,7 +162,8 @@ class WorkPool:
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.scheduler.slots, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.scheduler.slots, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_lower_priority)  # fmt: skip
 
     def start(self, warm: Callable[[], object]) -> None:
         """Start every worker process now and run ``warm`` in each, in the background: the first units do not pay
