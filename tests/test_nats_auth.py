@@ -207,12 +207,17 @@ async def test_mmrag_up_gives_each_child_only_its_own_credential(engine):
     edge = [pid for pid, env in environ.items() if b"\0MMRAG_NATS_USER=edge\0" in b"\0" + env]
     assert len(edge) == 1, environ.keys()
     assert f"\0MMRAG_NATS_PASSWORD={creds['edge'].password}\0".encode() in b"\0" + environ[edge[0]]
-    for pid, env in environ.items():
+    servers = []
+    for pid, env in environ.items():  # nats-server, the edge API, the agents' work-pool processes
         for name in ("agents", ADMIN):  # the agents' credential stays in `mmrag up`'s memory, admin's on disk
             assert creds[name].password.encode() not in env, (pid, name)
-        if pid not in edge:  # nats-server
-            assert b"MMRAG_NATS_PASSWORD" not in env
-            assert str(natsauth.auth_dir(engine.data_dir) / natsauth.CONFIG_NAME) in Path(f"/proc/{pid}/cmdline").read_text()
+        if pid not in edge:
+            assert b"MMRAG_NATS_PASSWORD" not in env, pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+        if "nats-server" in cmdline:
+            servers.append(pid)
+            assert str(natsauth.auth_dir(engine.data_dir) / natsauth.CONFIG_NAME) in cmdline
+    assert len(servers) == 1, environ.keys()
     with pytest.raises(CredentialsRefused):  # anonymous clients are refused
         await connect(f"nats://127.0.0.1:{engine.nats_port}", name="anonymous", connect_within_s=5)
 
