@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -49,21 +50,26 @@ class Table:
     caption: str | None = None  # a "Table N: ..." text block next to it
 
 
-def find_tables(page: pymupdf.Page, words: list[tuple] | None = None) -> list[Table]:
-    """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped."""
-    try:
-        # use_layout=False: with pymupdf-layout installed, PyMuPDF 2 would first run its layout GNN on every
-        # page (~0.5 s a page on 2 cores) to gate the finder; ruled tables are found from the lines alone.
-        found = page.find_tables(use_layout=False)
-    except TypeError:  # PyMuPDF < 2 has no use_layout
-        found = page.find_tables()
-    except Exception:  # the finder works on drawings; a malformed content stream must not lose the page
-        return []
+def find_tables(
+    page: pymupdf.Page, words: list[tuple] | None = None, *, drawings: list[dict] | None = None,
+    everywhere: bool = False,
+) -> list[Table]:  # fmt: skip
+    """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped.
+
+    PyMuPDF's finder runs only on the :func:`table_regions` of the page, clipped to each (``everywhere``: on
+    the whole page, as before the pre-check; kept for ``bench/parse_manuals.py``). ``drawings``: the page's
+    ``get_cdrawings()`` when the caller has them; ``words``: its ``get_text("words")`` in any order.
+    """
     if words is None:
-        words = page.get_text("words", sort=True)
+        words = page.get_text("words")
+    if everywhere or page.rotation:  # a rotated page: the finder works unrotated; no pre-check (rare)
+        found = _finder(page)
+    else:
+        regions = table_regions(page, words, drawings)
+        found = [tab for clip in regions for tab in _finder(page, clip)]
     tables: list[Table] = []
     number = page.number + 1
-    for index, tab in enumerate(sorted(found.tables, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
+    for index, tab in enumerate(sorted(found, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
         rows = _cells_text(tab, words)
         if not rows or not any(any(cell for cell in row) for row in rows):
             continue
@@ -85,6 +91,255 @@ def find_tables(page: pymupdf.Page, words: list[tuple] | None = None) -> list[Ta
             )
         )
     return tables
+
+
+def _finder(page: pymupdf.Page, clip: pymupdf.Rect | None = None) -> list:
+    """PyMuPDF's tables of ``page`` (within ``clip``); none when its finder fails on the page's drawings."""
+    try:
+        # use_layout=False: with pymupdf-layout installed, PyMuPDF 2 would first run its layout GNN on every
+        # page (~0.5 s a page on 2 cores) to gate the finder; ruled tables are found from the lines alone.
+        found = page.find_tables(clip=clip, use_layout=False)
+    except TypeError:  # PyMuPDF < 2 has no use_layout
+        found = page.find_tables(clip=clip)
+    except Exception:  # the finder works on drawings; a malformed content stream must not lose the page
+        return []
+    return list(found.tables) if found is not None else []  # PyMuPDF 2 returns None when it fails inside
+
+
+# --------------------------------------------------------------------------- where a table can be
+# PyMuPDF's finder builds a Python object per character of the page before it looks at a single line (~0.1 s a
+# page of a manual); most pages with drawings (plots, boxes, diagrams) hold no ruled grid at all. The pre-check
+# applies the finder's own rules for lines to the page's drawings, on plain tuples, to find where a table can be.
+
+_TOLERANCE = 3.0  # PyMuPDF's snap, join and intersection tolerances and its minimum edge length (its defaults)
+_MARGIN = 5.0  # a region's clip reaches this far past its lines, more than any tolerance above
+MAX_PRECHECK_PATHS = 3000  # more drawings than this (its grouping is quadratic): the finder sees the whole page
+
+HEdge = tuple[float, float, float]  # y, x0, x1
+VEdge = tuple[float, float, float]  # x, top, bottom
+
+
+def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] | None = None) -> list[pymupdf.Rect]:
+    """Clips of ``page`` (unrotated coordinates) where PyMuPDF's ruled-table finder can find a table.
+
+    A superset of where its "lines" strategy finds one, from the same rules: edges are the axis-parallel
+    lines, rectangle sides and thin filled rectangles of the drawings, plus the border of every group of
+    touching drawings (the finder adds it when the group holds text: here always); edges on one line within
+    3 pt are snapped together and joined across gaps of up to 3 pt, and edges under 3 pt are dropped. A
+    table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
+    meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
+    group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
+    whose cells do not start and end at 2 different x each) and a word overlaps it. Each region's clip
+    also covers its mirror image in y (see below); clips that overlap are merged.
+    """
+    if drawings is None:
+        drawings = page.get_cdrawings()
+    if not drawings:
+        return []
+    if len(drawings) > MAX_PRECHECK_PATHS:
+        return [pymupdf.Rect(page.rect)]
+    h_raw, v_raw = _edges(drawings)
+    h, v = _merge(h_raw), _merge(v_raw)
+    regions = []
+    for hs, vs in _grids(h, v):
+        if len({e[0] for e in hs}) < 2 or len({e[0] for e in vs}) < 3:
+            continue
+        x0 = min(min(e[1] for e in hs), min(e[0] for e in vs)) - _MARGIN
+        x1 = max(max(e[2] for e in hs), max(e[0] for e in vs)) + _MARGIN
+        y0 = min(min(e[0] for e in hs), min(e[1] for e in vs)) - _MARGIN
+        y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
+        if any(w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0 for w in words):
+            regions.append((x0, y0, x1, y1))
+    # The finder adds a group's border only when it "holds text", tested on the characters' y in PDF space
+    # (bottom-up): text at the mirror image of the group. A clip without it would lose those tables.
+    # It also snaps edges within 3 pt of each other across the whole page (chained): a clip spans the page's
+    # width so that horizontal edges side by side (another table, a figure) are snapped as without it.
+    unflip = ~page.transformation_matrix
+    left, right = page.rect.x0, page.rect.x1
+    clips = []
+    for x0, y0, x1, y1 in regions:
+        mirror = pymupdf.Rect(x0, y0, x1, y1) * unflip
+        clips.append((min(left, x0), min(y0, mirror.y0), max(right, x1), max(y1, mirror.y1)))
+    return [pymupdf.Rect(r) for r in _merge_boxes(clips)]
+
+
+def _edges(drawings: list[dict]) -> tuple[list[HEdge], list[VEdge]]:
+    """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, as it keeps them (an edge is
+    horizontal only when exactly so, else vertical at its left x), and the borders of touching groups."""
+    h: list[HEdge] = []
+    v: list[VEdge] = []
+
+    def line(a, b) -> None:
+        ax, ay = a
+        bx, by = b
+        if abs(ax - bx) > _TOLERANCE and abs(ay - by) > _TOLERANCE:
+            return
+        x0, x1 = (ax, bx) if ax <= bx else (bx, ax)
+        y0, y1 = (ay, by) if ay <= by else (by, ay)
+        if y0 == y1:
+            if x0 != x1:
+                h.append((y0, x0, x1))
+        else:
+            v.append((x0, y0, y1))
+
+    rects = []
+    for path in drawings:
+        rects.append(path["rect"])
+        items = path["items"]
+        if path.get("closePath") and items and items[0][0] == "l" and items[-1][0] == "l":
+            items = [*items, ("l", items[-1][2], items[0][1])]
+        for item in items:
+            kind = item[0]
+            if kind == "l":
+                line(item[1], item[2])
+            elif kind == "re":
+                ax, ay, bx, by = item[1]
+                x0, x1 = min(ax, bx), max(ax, bx)
+                y0, y1 = min(ay, by), max(ay, by)
+                width, height = x1 - x0, y1 - y0
+                if width <= _TOLERANCE and width < height:  # a filled rectangle standing for a vertical line
+                    line(((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1))
+                elif height <= _TOLERANCE and height < width:  # ... for a horizontal line
+                    line((x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2))
+                else:
+                    _box(line, (x0, y0, x1, y1))
+            elif kind == "qu":
+                ul, ur, ll, lr = item[1]
+                line(ul, ll), line(ll, lr), line(lr, ur), line(ur, ul)
+    for box in _touching_groups(rects):
+        _box(line, box)
+    return h, v
+
+
+def _box(line, box) -> None:
+    x0, y0, x1, y1 = box
+    line((x0, y0), (x0, y1)), line((x0, y1), (x1, y1)), line((x1, y1), (x1, y0)), line((x1, y0), (x0, y0))
+
+
+def _touching_groups(rects: list) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes of groups of drawings, grown as the finder grows them (``clean_graphics``): the first
+    box in (bottom, left) order absorbs every box whose corner coordinates come within 3 pt of its own, until
+    none does."""
+    pending = sorted(set(map(tuple, rects)), key=lambda r: (r[3], r[0]))
+    out = []
+    t = _TOLERANCE
+    while pending:
+        x0, y0, x1, y1 = pending[0]
+        grown = True
+        while grown:
+            grown = False
+            for i in range(len(pending) - 1, 0, -1):
+                a0, b0, a1, b1 = pending[i]
+                if (
+                    (x0 - t <= a0 <= x1 + t or x0 - t <= a1 <= x1 + t) and (y0 - t <= b0 <= y1 + t or y0 - t <= b1 <= y1 + t)
+                ) or (
+                    (a0 - t <= x0 <= a1 + t or a0 - t <= x1 <= a1 + t) and (b0 - t <= y0 <= b1 + t or b0 - t <= y1 <= b1 + t)
+                ):
+                    x0, x1 = min(x0, a0, a1), max(x1, a0, a1)
+                    y0, y1 = min(y0, b0, b1), max(y1, b0, b1)
+                    del pending[i]
+                    grown = True
+        out.append((x0, y0, x1, y1))
+        del pending[0]
+    return out
+
+
+def _merge(edges: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """The finder's ``merge_edges`` on (position, start, end) edges of one orientation: positions within 3 pt
+    of the next (chained) snap to their group's mean; edges at one position join across gaps of <= 3 pt; then
+    edges shorter than 3 pt are dropped."""
+    if not edges:
+        return []
+    edges = sorted(edges)
+    snapped: list[tuple[float, float, float]] = []
+    group = [edges[0]]
+    for e in edges[1:]:
+        if e[0] <= group[-1][0] + _TOLERANCE:
+            group.append(e)
+        else:
+            snapped.extend(_snap(group))
+            group = [e]
+    snapped.extend(_snap(group))
+    snapped.sort()
+    out: list[tuple[float, float, float]] = []
+    for pos, start, end in snapped:
+        if out and out[-1][0] == pos and start <= out[-1][2] + _TOLERANCE:
+            if end > out[-1][2]:
+                out[-1] = (pos, out[-1][1], end)
+        else:
+            out.append((pos, start, end))
+    return [e for e in out if e[2] - e[1] >= _TOLERANCE]
+
+
+def _snap(group: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    mean = sum(e[0] for e in group) / len(group)
+    return [(mean, start, end) for _pos, start, end in group]
+
+
+def _grids(h: list[HEdge], v: list[VEdge]) -> list[tuple[list[HEdge], list[VEdge]]]:
+    """Groups of edges that can hold cells: each edge meets at least 2 edges across it (within 3 pt), edges
+    of a group meet each other (transitively)."""
+    h = sorted(h)
+    ys = [e[0] for e in h]
+    t = _TOLERANCE
+    meets_v: list[list[int]] = [[] for _ in v]
+    meets_h: list[list[int]] = [[] for _ in h]
+    for j, (x, top, bottom) in enumerate(v):
+        for i in range(bisect_left(ys, top - t), bisect_right(ys, bottom + t)):
+            if h[i][1] - t <= x <= h[i][2] + t:
+                meets_v[j].append(i)
+                meets_h[i].append(j)
+    alive_h = [len(m) >= 2 for m in meets_h]
+    alive_v = [len(m) >= 2 for m in meets_v]
+    changed = True
+    while changed:  # an edge left meeting fewer than 2 live edges cannot be a side of a cell
+        changed = False
+        for i, m in enumerate(meets_h):
+            if alive_h[i] and sum(alive_v[j] for j in m) < 2:
+                alive_h[i], changed = False, True
+        for j, m in enumerate(meets_v):
+            if alive_v[j] and sum(alive_h[i] for i in m) < 2:
+                alive_v[j], changed = False, True
+    parent = list(range(len(h) + len(v)))  # union-find: h edges first, then v edges
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for j, m in enumerate(meets_v):
+        if alive_v[j]:
+            for i in m:
+                if alive_h[i]:
+                    parent[root(len(h) + j)] = root(i)
+    groups: dict[int, tuple[list[HEdge], list[VEdge]]] = {}
+    for i, e in enumerate(h):
+        if alive_h[i]:
+            groups.setdefault(root(i), ([], []))[0].append(e)
+    for j, e in enumerate(v):
+        if alive_v[j]:
+            groups.setdefault(root(len(h) + j), ([], []))[1].append(e)
+    return list(groups.values())
+
+
+def _merge_boxes(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+    """Boxes with overlapping ones replaced by their union, until none overlaps."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
 
 
 def _cells_text(tab, words: list[tuple]) -> list[tuple[str, ...]]:
