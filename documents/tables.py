@@ -113,7 +113,7 @@ def _finder(page: pymupdf.Page, clip: pymupdf.Rect | None = None) -> list:
 
 _TOLERANCE = 3.0  # PyMuPDF's snap, join and intersection tolerances and its minimum edge length (its defaults)
 _MARGIN = 5.0  # a region's clip reaches this far past its lines, more than any tolerance above
-MAX_PRECHECK_PATHS = 3000  # more drawings than this (its grouping is quadratic): the finder sees the whole page
+GROUPING_BUDGET = 3_000_000  # box comparisons; a page needing more (its grouping is quadratic): no pre-check
 
 HEdge = tuple[float, float, float]  # y, x0, x1
 VEdge = tuple[float, float, float]  # x, top, bottom
@@ -136,9 +136,10 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
         drawings = page.get_cdrawings()
     if not drawings:
         return []
-    if len(drawings) > MAX_PRECHECK_PATHS:
+    try:
+        h_raw, v_raw = _edges(drawings)
+    except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the whole page, as before
         return [pymupdf.Rect(page.rect)]
-    h_raw, v_raw = _edges(drawings)
     h, v = _merge(h_raw), _merge(v_raw)
     regions = []
     for hs, vs in _grids(h, v):
@@ -211,6 +212,10 @@ def _edges(drawings: list[dict]) -> tuple[list[HEdge], list[VEdge]]:
     return h, v
 
 
+class _OverBudget(Exception):
+    pass
+
+
 def _box(line, box) -> None:
     x0, y0, x1, y1 = box
     line((x0, y0), (x0, y1)), line((x0, y1), (x1, y1)), line((x1, y1), (x1, y0)), line((x1, y0), (x0, y0))
@@ -223,11 +228,15 @@ def _touching_groups(rects: list) -> list[tuple[float, float, float, float]]:
     pending = sorted(set(map(tuple, rects)), key=lambda r: (r[3], r[0]))
     out = []
     t = _TOLERANCE
+    budget = GROUPING_BUDGET
     while pending:
         x0, y0, x1, y1 = pending[0]
         grown = True
         while grown:
             grown = False
+            budget -= len(pending)
+            if budget < 0:
+                raise _OverBudget
             for i in range(len(pending) - 1, 0, -1):
                 a0, b0, a1, b1 = pending[i]
                 if (
@@ -245,12 +254,12 @@ def _touching_groups(rects: list) -> list[tuple[float, float, float, float]]:
 
 
 def _merge(edges: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
-    """The finder's ``merge_edges`` on (position, start, end) edges of one orientation: positions within 3 pt
-    of the next (chained) snap to their group's mean; edges at one position join across gaps of <= 3 pt; then
+    """The finder's ``merge_edges`` on (position, start, end) edges of one orientation, from those of at least
+    1 pt: positions within 3 pt of the next (chained) snap to their group's mean; edges at one position join across gaps of <= 3 pt; then
     edges shorter than 3 pt are dropped."""
+    edges = sorted(e for e in edges if e[2] - e[1] >= 1)  # the finder takes edges of at least 1 pt
     if not edges:
         return []
-    edges = sorted(edges)
     snapped: list[tuple[float, float, float]] = []
     group = [edges[0]]
     for e in edges[1:]:
