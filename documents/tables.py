@@ -137,7 +137,7 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     if not drawings:
         return []
     try:
-        h_raw, v_raw = _edges(drawings)
+        h_raw, v_raw = _edges(drawings, page.rect)
     except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the whole page, as before
         return [pymupdf.Rect(page.rect)]
     h, v = _merge(h_raw), _merge(v_raw)
@@ -155,20 +155,23 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     # (bottom-up): text at the mirror image of the group. A clip without it would lose those tables.
     # It also snaps edges within 3 pt of each other across the whole page (chained): a clip spans the page's
     # width so that horizontal edges side by side (another table, a figure) are snapped as without it.
+    # Clips stay on the page: without one, the finder cuts lines to the page.
     unflip = ~page.transformation_matrix
-    left, right = page.rect.x0, page.rect.x1
+    left, top, right, bottom = page.rect
     clips = []
     for x0, y0, x1, y1 in regions:
         mirror = pymupdf.Rect(x0, y0, x1, y1) * unflip
-        clips.append((min(left, x0), min(y0, mirror.y0), max(right, x1), max(y1, mirror.y1)))
+        clips.append((left, max(top, min(y0, mirror.y0)), right, min(bottom, max(y1, mirror.y1))))
     return [pymupdf.Rect(r) for r in _merge_boxes(clips)]
 
 
-def _edges(drawings: list[dict]) -> tuple[list[HEdge], list[VEdge]]:
-    """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, as it keeps them (an edge is
-    horizontal only when exactly so, else vertical at its left x), and the borders of touching groups."""
+def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge]]:
+    """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, cut to the page, as it keeps
+    them (an edge is horizontal only when exactly so, else vertical at its left x), and the borders of
+    touching groups."""
     h: list[HEdge] = []
     v: list[VEdge] = []
+    left, top, right, bottom = page_rect
 
     def line(a, b) -> None:
         ax, ay = a
@@ -177,6 +180,9 @@ def _edges(drawings: list[dict]) -> tuple[list[HEdge], list[VEdge]]:
             return
         x0, x1 = (ax, bx) if ax <= bx else (bx, ax)
         y0, y1 = (ay, by) if ay <= by else (by, ay)
+        if x0 > right or x1 < left or y0 > bottom or y1 < top:
+            return
+        x0, x1, y0, y1 = max(x0, left), min(x1, right), max(y0, top), min(y1, bottom)
         if y0 == y1:
             if x0 != x1:
                 h.append((y0, x0, x1))
