@@ -107,6 +107,32 @@ def kinds_of(path: Path, pages: int | None, before: list[list[tuple]]) -> list[s
         doc.close()
 
 
+STAGES = {  # what extract_page does on a page, by the calls it makes (private helpers: a bench may look inside)
+    "words": lambda page, words, paths: page.get_text("words", flags=layout._WORD_FLAGS),
+    "drawings": lambda page, words, paths: page.get_cdrawings(),
+    "table pre-check": lambda page, words, paths: tables.table_regions(page, words, paths) if paths else [],
+    "text blocks": lambda page, words, paths: layout._text_blocks(page, []),
+    "image placements": lambda page, words, paths: layout._image_placements(page),
+}
+
+
+def stage_costs(path: Path, kinds: list[str], kind: str, limit: int = 60) -> dict[str, float]:
+    """Mean CPU ms of each stage on up to ``limit`` pages of ``kind``."""
+    doc = pymupdf.open(path)
+    try:
+        pages = [doc[i] for i, k in enumerate(kinds) if k == kind][:limit]
+        inputs = [(page, page.get_text("words", flags=layout._WORD_FLAGS), page.get_cdrawings()) for page in pages]
+        out = {}
+        for name, stage in STAGES.items():
+            begin = time.process_time()
+            for page, words, paths in inputs:
+                stage(page, words, paths)
+            out[name] = 1e3 * (time.process_time() - begin) / max(1, len(pages))
+        return out
+    finally:
+        doc.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, help="only the first N pages of each manual")
@@ -122,6 +148,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     totals = {"pages": 0, "before": 0.0, "after": 0.0, "wall before": 0.0, "wall after": 0.0, "tb": 0, "ta": 0}
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # pages, before s, after s
+    stages: dict[str, list[dict[str, float]]] = defaultdict(list)
     diffs: list[str] = []
     for package, member in CORPUS:
         path = fetch(package, member)
@@ -131,7 +158,11 @@ def main() -> None:
         t_before, c_before, pp_before, before = parse(path, args.pages, everywhere=True)
         n = len(before)
         tb, ta = sum(map(len, before)), sum(map(len, after))
-        for i, kind in enumerate(kinds_of(path, args.pages, before)):
+        kinds = kinds_of(path, args.pages, before)
+        for kind in ("plain", "drawings"):
+            if kind in kinds:
+                stages[kind].append(stage_costs(path, kinds, kind))
+        for i, kind in enumerate(kinds):
             by_kind[kind][0] += 1
             by_kind[kind][1] += pp_before[i]
             by_kind[kind][2] += pp_after[i]
@@ -162,9 +193,14 @@ def main() -> None:
         pages, sb, sa = by_kind[kind]
         if pages:
             lines.append(f"| {kind} | {pages} | {pages / sb:.1f} | {pages / sa:.1f} |")
+    lines += ["", "Where a page's time goes (mean CPU ms of each call of extract_page, up to 60 pages of the kind per "
+              "manual, averaged over the manuals; the pre-check runs only on pages with drawings):",
+              "", "| kind | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]  # fmt: skip
+    for kind, rows in stages.items():
+        lines.append(f"| {kind} | " + " | ".join(f"{sum(r[n] for r in rows) / len(rows):.2f}" for n in STAGES) + " |")
     lines += ["", f"Pages whose tables differ before/after: {len(diffs)}", *diffs]
     text = "\n".join(lines) + "\n"
-    print("\n".join(lines[-(len(KINDS) + len(diffs) + 6):]))
+    print("\n".join(lines[-(len(KINDS) + len(stages) + len(diffs) + 11):]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"written to {args.out}")
