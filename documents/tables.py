@@ -129,15 +129,15 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
     group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
-    whose cells do not start and end at 2 different x each) and a word overlaps it. Each region's clip
-    also covers its mirror image in y (see below); clips that overlap are merged.
+    whose cells do not start and end at 2 different x each) and a word overlaps it. The clips returned are
+    bands of the page around the regions (:func:`_bands`).
     """
     if drawings is None:
         drawings = page.get_cdrawings()
     if not drawings:
         return []
     try:
-        h_raw, v_raw = _edges(drawings, page.rect)
+        h_raw, v_raw, groups = _edges(drawings, page.rect)
     except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the whole page, as before
         return [pymupdf.Rect(page.rect)]
     h, v = _merge(h_raw), _merge(v_raw)
@@ -151,24 +151,64 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
         y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
         if any(w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0 for w in words):
             regions.append((x0, y0, x1, y1))
-    # The finder adds a group's border only when it "holds text", tested on the characters' y in PDF space
-    # (bottom-up): text at the mirror image of the group. A clip without it would lose those tables.
-    # It also snaps edges within 3 pt of each other across the whole page (chained): a clip spans the page's
-    # width so that horizontal edges side by side (another table, a figure) are snapped as without it.
-    # Clips stay on the page: without one, the finder cuts lines to the page.
+    bands = _bands(page, regions, v_raw + v, groups)  # raw and joined: a join across a band's edge is a crossing
+    return [pymupdf.Rect(page.rect.x0, y0, page.rect.x1, y1) for y0, y1 in bands]
+
+
+def _bands(page: pymupdf.Page, regions: list, v_raw: list[VEdge], groups: list) -> list[tuple[float, float]]:
+    """Horizontal bands of the page (y0, y1) to clip the finder to, so that it finds in each what it finds
+    there on the whole page, as far as a clip allows:
+
+    - full width: the finder snaps edges within 3 pt of each other across the page (chained), so horizontal
+      edges side by side (another table, a figure beside) are snapped as without a clip;
+    - no edge crosses a band's top or bottom: a clip cuts lines, and a cut line ends elsewhere (joins,
+      intersections and cells change); nor does a group of touching drawings, whose border the finder adds;
+    - a band covers the mirror image in y of its regions and of the groups in it: the finder adds a group's
+      border only when it "holds text", tested on the characters' y in PDF space (bottom-up), so the text
+      it tests lies at the mirror image of the group;
+    - bands stay on the page (without a clip the finder cuts lines to the page).
+    Grown until nothing changes; what remains different is snapping to edges in other bands (in the same
+    columns), which the clip keeps out: on the whole page a table's rules can be pulled onto a plot's.
+    """
     unflip = ~page.transformation_matrix
-    left, top, right, bottom = page.rect
-    clips = []
-    for x0, y0, x1, y1 in regions:
-        mirror = pymupdf.Rect(x0, y0, x1, y1) * unflip
-        clips.append((left, max(top, min(y0, mirror.y0)), right, min(bottom, max(y1, mirror.y1))))
-    return [pymupdf.Rect(r) for r in _merge_boxes(clips)]
+    top, bottom = page.rect.y0, page.rect.y1
+
+    def mirrored(y0: float, y1: float, x0: float = 0.0, x1: float = 1.0) -> tuple[float, float]:
+        m = pymupdf.Rect(x0, y0, x1, y1) * unflip
+        return min(y0, m.y0), max(y1, m.y1)
+
+    bands = [mirrored(r[1], r[3], r[0], r[2]) for r in regions]
+    changed = True
+    while changed:
+        changed = False
+        bands.sort()
+        joined: list[tuple[float, float]] = []
+        for a, b in bands:
+            if joined and a <= joined[-1][1]:
+                joined[-1] = (joined[-1][0], max(joined[-1][1], b))
+                changed = True
+            else:
+                joined.append((a, b))
+        bands = []
+        for a, b in joined:
+            a0, b0 = a, b
+            for _x, y0, y1 in v_raw:
+                if y0 <= b and y1 >= a and (y0 < a or y1 > b):
+                    a, b = min(a, y0 - _MARGIN), max(b, y1 + _MARGIN)
+            for gx0, gy0, gx1, gy1 in groups:
+                if gy0 <= b and gy1 >= a:
+                    m0, m1 = mirrored(gy0, gy1, gx0, gx1)
+                    a, b = min(a, m0 - _MARGIN), max(b, m1 + _MARGIN)
+            a, b = max(a, top), min(b, bottom)
+            changed = changed or (a, b) != (a0, b0)
+            bands.append((a, b))
+    return bands
 
 
-def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge]]:
+def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge], list]:
     """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, cut to the page, as it keeps
-    them (an edge is horizontal only when exactly so, else vertical at its left x), and the borders of
-    touching groups."""
+    them (an edge is horizontal only when exactly so, else vertical at its left x), the borders of touching
+    groups among them; and the groups' boxes."""
     h: list[HEdge] = []
     v: list[VEdge] = []
     left, top, right, bottom = page_rect
@@ -213,9 +253,10 @@ def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], 
             elif kind == "qu":
                 ul, ur, ll, lr = item[1]
                 line(ul, ll), line(ll, lr), line(lr, ur), line(ur, ul)
-    for box in _touching_groups(rects):
+    groups = _touching_groups(rects)
+    for box in groups:
         _box(line, box)
-    return h, v
+    return h, v, groups
 
 
 class _OverBudget(Exception):
@@ -336,25 +377,6 @@ def _grids(h: list[HEdge], v: list[VEdge]) -> list[tuple[list[HEdge], list[VEdge
         if alive_v[j]:
             groups.setdefault(root(len(h) + j), ([], []))[1].append(e)
     return list(groups.values())
-
-
-def _merge_boxes(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
-    """Boxes with overlapping ones replaced by their union, until none overlaps."""
-    boxes = list(boxes)
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                a, b = boxes[i], boxes[j]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del boxes[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return boxes
 
 
 def _cells_text(tab, words: list[tuple]) -> list[tuple[str, ...]]:
