@@ -56,17 +56,14 @@ def find_tables(
 ) -> list[Table]:  # fmt: skip
     """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped.
 
-    PyMuPDF's finder runs only on the :func:`table_regions` of the page, clipped to each (``everywhere``: on
-    the whole page, as before the pre-check; kept for ``bench/parse_manuals.py``). ``drawings``: the page's
+    PyMuPDF's finder runs (on the whole page) only when the page has :func:`table_regions` (``everywhere``:
+    always, as before the pre-check; kept for ``bench/parse_manuals.py``). ``drawings``: the page's
     ``get_cdrawings()`` when the caller has them; ``words``: its ``get_text("words")`` in any order.
     """
     if words is None:
         words = page.get_text("words")
-    if everywhere or page.rotation:  # a rotated page: the finder works unrotated; no pre-check (rare)
-        found = _finder(page)
-    else:
-        regions = table_regions(page, words, drawings)
-        found = [tab for clip in regions for tab in _finder(page, clip)]
+    # A rotated page (rare) goes to the finder as it is: the finder works on it unrotated.
+    found = _finder(page) if everywhere or page.rotation or table_regions(page, words, drawings) else []
     tables: list[Table] = []
     number = page.number + 1
     for index, tab in enumerate(sorted(found, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
@@ -93,14 +90,14 @@ def find_tables(
     return tables
 
 
-def _finder(page: pymupdf.Page, clip: pymupdf.Rect | None = None) -> list:
-    """PyMuPDF's tables of ``page`` (within ``clip``); none when its finder fails on the page's drawings."""
+def _finder(page: pymupdf.Page) -> list:
+    """PyMuPDF's tables of ``page``; none when its finder fails on the page's drawings."""
     try:
         # use_layout=False: with pymupdf-layout installed, PyMuPDF 2 would first run its layout GNN on every
         # page (~0.5 s a page on 2 cores) to gate the finder; ruled tables are found from the lines alone.
-        found = page.find_tables(clip=clip, use_layout=False)
+        found = page.find_tables(use_layout=False)
     except TypeError:  # PyMuPDF < 2 has no use_layout
-        found = page.find_tables(clip=clip)
+        found = page.find_tables()
     except Exception:  # the finder works on drawings; a malformed content stream must not lose the page
         return []
     return list(found.tables) if found is not None else []  # PyMuPDF 2 returns None when it fails inside
@@ -112,7 +109,7 @@ def _finder(page: pymupdf.Page, clip: pymupdf.Rect | None = None) -> list:
 # applies the finder's own rules for lines to the page's drawings, on plain tuples, to find where a table can be.
 
 _TOLERANCE = 3.0  # PyMuPDF's snap, join and intersection tolerances and its minimum edge length (its defaults)
-_MARGIN = 5.0  # a region's clip reaches this far past its lines, more than any tolerance above
+_MARGIN = 5.0  # a region reaches this far past its lines, more than any tolerance above
 GROUPING_BUDGET = 3_000_000  # box comparisons; a page needing more (its grouping is quadratic): no pre-check
 
 HEdge = tuple[float, float, float]  # y, x0, x1
@@ -120,7 +117,7 @@ VEdge = tuple[float, float, float]  # x, top, bottom
 
 
 def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] | None = None) -> list[pymupdf.Rect]:
-    """Clips of ``page`` (unrotated coordinates) where PyMuPDF's ruled-table finder can find a table.
+    """Where on ``page`` (unrotated coordinates) PyMuPDF's ruled-table finder can find a table.
 
     A superset of where its "lines" strategy finds one, from the same rules: edges are the axis-parallel
     lines, rectangle sides and thin filled rectangles of the drawings, plus the border of every group of
@@ -129,16 +126,16 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
     group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
-    whose cells do not start and end at 2 different x each) and a word overlaps it. The clips returned are
-    bands of the page around the regions (:func:`_bands`).
+    whose cells do not start and end at 2 different x each) and a word overlaps it (each region is returned
+    with a margin of 5 pt).
     """
     if drawings is None:
         drawings = page.get_cdrawings()
     if not drawings:
         return []
     try:
-        h_raw, v_raw, groups = _edges(drawings, page.rect)
-    except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the whole page, as before
+        h_raw, v_raw = _edges(drawings, page.rect)
+    except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the page, as before
         return [pymupdf.Rect(page.rect)]
     h, v = _merge(h_raw), _merge(v_raw)
     regions = []
@@ -151,64 +148,13 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
         y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
         if any(w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0 for w in words):
             regions.append((x0, y0, x1, y1))
-    bands = _bands(page, regions, v_raw + v, groups)  # raw and joined: a join across a band's edge is a crossing
-    return [pymupdf.Rect(page.rect.x0, y0, page.rect.x1, y1) for y0, y1 in bands]
+    return [pymupdf.Rect(r) for r in regions]
 
 
-def _bands(page: pymupdf.Page, regions: list, v_raw: list[VEdge], groups: list) -> list[tuple[float, float]]:
-    """Horizontal bands of the page (y0, y1) to clip the finder to, so that it finds in each what it finds
-    there on the whole page, as far as a clip allows:
-
-    - full width: the finder snaps edges within 3 pt of each other across the page (chained), so horizontal
-      edges side by side (another table, a figure beside) are snapped as without a clip;
-    - no edge crosses a band's top or bottom: a clip cuts lines, and a cut line ends elsewhere (joins,
-      intersections and cells change); nor does a group of touching drawings, whose border the finder adds;
-    - a band covers the mirror image in y of its regions and of the groups in it: the finder adds a group's
-      border only when it "holds text", tested on the characters' y in PDF space (bottom-up), so the text
-      it tests lies at the mirror image of the group;
-    - bands stay on the page (without a clip the finder cuts lines to the page).
-    Grown until nothing changes; what remains different is snapping to edges in other bands (in the same
-    columns), which the clip keeps out: on the whole page a table's rules can be pulled onto a plot's.
-    """
-    unflip = ~page.transformation_matrix
-    top, bottom = page.rect.y0, page.rect.y1
-
-    def mirrored(y0: float, y1: float, x0: float = 0.0, x1: float = 1.0) -> tuple[float, float]:
-        m = pymupdf.Rect(x0, y0, x1, y1) * unflip
-        return min(y0, m.y0), max(y1, m.y1)
-
-    bands = [mirrored(r[1], r[3], r[0], r[2]) for r in regions]
-    changed = True
-    while changed:
-        changed = False
-        bands.sort()
-        joined: list[tuple[float, float]] = []
-        for a, b in bands:
-            if joined and a <= joined[-1][1]:
-                joined[-1] = (joined[-1][0], max(joined[-1][1], b))
-                changed = True
-            else:
-                joined.append((a, b))
-        bands = []
-        for a, b in joined:
-            a0, b0 = a, b
-            for _x, y0, y1 in v_raw:
-                if y0 <= b and y1 >= a and (y0 < a or y1 > b):
-                    a, b = min(a, y0 - _MARGIN), max(b, y1 + _MARGIN)
-            for gx0, gy0, gx1, gy1 in groups:
-                if gy0 <= b and gy1 >= a:
-                    m0, m1 = mirrored(gy0, gy1, gx0, gx1)
-                    a, b = min(a, m0 - _MARGIN), max(b, m1 + _MARGIN)
-            a, b = max(a, top), min(b, bottom)
-            changed = changed or (a, b) != (a0, b0)
-            bands.append((a, b))
-    return bands
-
-
-def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge], list]:
+def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge]]:
     """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, cut to the page, as it keeps
-    them (an edge is horizontal only when exactly so, else vertical at its left x), the borders of touching
-    groups among them; and the groups' boxes."""
+    them (an edge is horizontal only when exactly so, else vertical at its left x), and the borders of
+    touching groups."""
     h: list[HEdge] = []
     v: list[VEdge] = []
     left, top, right, bottom = page_rect
@@ -253,10 +199,9 @@ def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], 
             elif kind == "qu":
                 ul, ur, ll, lr = item[1]
                 line(ul, ll), line(ll, lr), line(lr, ur), line(ur, ul)
-    groups = _touching_groups(rects)
-    for box in groups:
+    for box in _touching_groups(rects):
         _box(line, box)
-    return h, v, groups
+    return h, v
 
 
 class _OverBudget(Exception):
