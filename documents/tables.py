@@ -121,7 +121,7 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
 
     A superset of where its "lines" strategy finds one, from the same rules: edges are the axis-parallel
     lines, rectangle sides and thin filled rectangles of the drawings, plus the border of every group of
-    touching drawings (the finder adds it when the group holds text: here always); edges on one line within
+    touching drawings that may hold text as the finder tests it (:func:`_text_test`); edges on one line within
     3 pt are snapped together and joined across gaps of up to 3 pt, and edges under 3 pt are dropped. A
     table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
@@ -134,7 +134,7 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     if not drawings:
         return []
     try:
-        h_raw, v_raw = _edges(drawings, page.rect)
+        h_raw, v_raw = _edges(drawings, page.rect, _text_test(page, words))
     except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the page, as before
         return [pymupdf.Rect(page.rect)]
     h, v = _merge(h_raw), _merge(v_raw)
@@ -151,10 +151,10 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     return [pymupdf.Rect(r) for r in regions]
 
 
-def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], list[VEdge]]:
+def _edges(drawings: list[dict], page_rect: pymupdf.Rect, holds_text) -> tuple[list[HEdge], list[VEdge]]:
     """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, cut to the page, as it keeps
     them (an edge is horizontal only when exactly so, else vertical at its left x), and the borders of
-    touching groups."""
+    touching groups that may hold text (``holds_text``)."""
     h: list[HEdge] = []
     v: list[VEdge] = []
     left, top, right, bottom = page_rect
@@ -200,8 +200,34 @@ def _edges(drawings: list[dict], page_rect: pymupdf.Rect) -> tuple[list[HEdge], 
                 ul, ur, ll, lr = item[1]
                 line(ul, ll), line(ll, lr), line(lr, ur), line(ur, ul)
     for box in _touching_groups(rects):
-        _box(line, box)
+        if holds_text(box):
+            _box(line, box)
     return h, v
+
+
+def _text_test(page: pymupdf.Page, words: list[tuple]):
+    """Whether a group's box may "hold text" as the finder tests it (``chars_in_rect``): a character inside
+    the box in x, and inside it in y *in PDF space* (bottom-up; the finder compares those y with the box's
+    top-down y, so the text it finds lies at the box's mirror image). Tested on words, 1 pt looser: a word
+    reaching into the box in x, and in PDF-space y (a word's box holds its characters' boxes). Without the
+    page's usual matrix (flip, shift), every box may."""
+    a, b, c, d, e, f = page.transformation_matrix
+    if b or c:
+        return lambda box: True
+    spans = sorted(
+        (min(d * w[1] + f, d * w[3] + f), max(d * w[1] + f, d * w[3] + f), w[0], w[2]) for w in words
+    )
+    starts = [s[0] for s in spans]
+
+    def holds_text(box) -> bool:
+        x0, y0, x1, y1 = box
+        for k in range(bisect_right(starts, y1 + 1)):
+            py0, py1, wx0, wx1 = spans[k]
+            if py1 >= y0 - 1 and wx1 >= x0 - 1 and wx0 <= x1 + 1:
+                return True
+        return False
+
+    return holds_text
 
 
 class _OverBudget(Exception):
