@@ -30,7 +30,11 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     && pip install --no-index --find-links /wheels "$TORCH_SPEC"
 COPY pyproject.toml README.md ./
 COPY contracts contracts
+COPY telemetry telemetry
 COPY bus bus
+COPY documents documents
+COPY models models
+COPY search search
 COPY agents agents
 COPY edge_api edge_api
 COPY mmrag mmrag

@@ -1,7 +1,8 @@
-"""generator: `query.generate` -> answer events (tokens, citations, done) on the request's reply subject.
+"""generator: `query.generate` -> answer events (tokens, citations, done) on `answer.<tenant>.<request_id>`.
 
-When the reranker's best score is below `MMRAG_ABSTAIN_THRESHOLD`, nothing answers: the answer says the question
-was not found in the documents and `done` carries `abstained: true`. Otherwise answers come from a chain: the
+When the reranker decided to abstain (`GenerateRequest.abstain`: the generator has no threshold of its own),
+nothing answers: the answer says the question was not found in the documents and `done` carries
+`abstained: true`. Otherwise answers come from a chain: the
 LLM providers of `MMRAG_LLM_PROVIDERS` in order (`models.llm`), then the offline extractive answerer, which
 quotes the units of the reranked hits that hold what is asked (sentences; a table's matching row under its
 header; an image's caption and OCR text), each followed by its citation number. It needs no model and no API
@@ -22,7 +23,6 @@ from contracts.messages import GenerateRequest, Hit
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef
 from models.extractive import extractive_answer
 from models.llm import CitationTracker, Completed, Failed, ProviderChain, Text, build_messages
-from search.abstention import abstains
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,14 @@ async def answer(
     stream: AnswerEmitter,
     chain: ProviderChain | None = None,
     *,
-    abstain_threshold: float = 0.0,
-    paraphrase: float | None = None,
-    paraphrase_threshold: float = 0.0,
+    abstain: bool = False,
 ) -> str:
     """Stream the answer to `question` from `hits` (reranked, best first) as events; returns the answerer's name.
 
-    When the reranker says nothing matches (`abstains`: no hit, or the best score below `abstain_threshold` and
-    the question's `paraphrase` cosine, when measured, below `paraphrase_threshold`), no answerer runs: the
-    answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`.
+    When the reranker decided that nothing matches (`abstain`, from `GenerateRequest.abstain`), no answerer
+    runs: the answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`.
     """
-    if abstains(hits, abstain_threshold, paraphrase=paraphrase, paraphrase_threshold=paraphrase_threshold):
+    if abstain:
         for piece in stream_pieces(NOT_FOUND):
             await stream.token(piece)
         await stream.done(answerer=ABSTAINED, abstained=True)
@@ -145,10 +142,7 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
             # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
             stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
                                    attempt=d.num_delivered)  # fmt: skip
-            s = self._ctx.settings
-            await answer(request.query or "", d.payload.hits, stream, self._chain,
-                         abstain_threshold=s.abstain_threshold, paraphrase=d.payload.paraphrase,
-                         paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
+            await answer(request.query or "", d.payload.hits, stream, self._chain, abstain=d.payload.abstain)
 
     async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
         request = delivery.payload.request

@@ -1,8 +1,10 @@
 """reranker: `query.rerank` -> ordered hits -> `query.generate` (ask) or the results event (search).
 
-Scores the retriever's candidates with the configured scorer (`search.rerank`) and decides abstention
-(`search.abstention`): the question's paraphrase cosine is measured with the text embedder only when the score
-alone would decline, and handed on with the hits.
+Scores the retriever's candidates with the configured scorer (`search.rerank`), sends them as the answer's
+`retrieval` event (seq 0), and makes the abstention decision (`search.abstention.decide`, with this process's
+`MMRAG_ABSTAIN_THRESHOLD` and `MMRAG_ABSTAIN_PARAPHRASE_COSINE`; the paraphrase cosine is measured with the text
+embedder only when the score alone would decline). The decision travels on `GenerateRequest.abstain`: the
+generator follows it and decides nothing itself.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
-from search.abstention import abstains, paraphrase_cosine
-from search.rerank import CrossEncoderScorer, LexicalScorer, Scorer, build_scorer, rerank
+from search.abstention import decide
+from search.rerank import CrossEncoderScorer, LexicalScorer, Scorer, above_floor, build_scorer, rerank
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +55,24 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                 hits = rerank(query, d.payload.candidates, request.top_k, scorer=self._scorer)
             answer = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
             if request.mode is QueryMode.SEARCH:
-                await answer.results(hits)
+                await answer.results(above_floor(hits, self._ctx.settings.search_min_score))
             else:
                 await answer.retrieval(hits)
-                paraphrase = await self._paraphrase(query, hits)
+                abstain = await self._abstain(query, hits)
                 generate.append(
                     Outgoing(Subjects.query(Subjects.QUERY_GENERATE, request.tenant),
-                             GenerateRequest(request=request, hits=hits, paraphrase=paraphrase),
+                             GenerateRequest(request=request, hits=hits, abstain=abstain),
                              f"{request.request_id}:generate", d.trace_headers)
                 )  # fmt: skip
         await publish_all(self._ctx.js, generate)
 
-    async def _paraphrase(self, query: str, hits: Sequence[Hit]) -> float | None:
-        """The question's `paraphrase_cosine`, measured only where it can change the decision: the offline scorer
-        (a cross-encoder reads meaning itself), the signal on, and the best score alone below the threshold."""
+    async def _abstain(self, query: str, hits: Sequence[Hit]) -> bool:
+        """The abstention decision for these hits. The paraphrase signal needs the offline scorer (a
+        cross-encoder reads meaning itself); measuring it embeds sentences, so it runs off the event loop."""
         s = self._ctx.settings
-        if (not isinstance(self._scorer, LexicalScorer) or s.abstain_paraphrase_cosine <= 0
-                or not abstains(hits, s.abstain_threshold)):  # fmt: skip
-            return None
-        return await asyncio.to_thread(paraphrase_cosine, query, hits, self._ctx.shared.embedder.embed_array)
+        embed = self._ctx.shared.embedder.embed_array if isinstance(self._scorer, LexicalScorer) else None
+        return await asyncio.to_thread(decide, query, hits, threshold=s.abstain_threshold,
+                                       paraphrase_threshold=s.abstain_paraphrase_cosine, embed=embed)  # fmt: skip
 
     async def on_give_up(self, delivery: Delivery[RerankRequest], reason: str) -> None:
         request = delivery.payload.request

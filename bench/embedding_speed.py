@@ -140,4 +140,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.results import recorded
+
+    with recorded("embedding_speed"):
+        main()

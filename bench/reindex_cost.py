@@ -97,4 +97,7 @@ if __name__ == "__main__":
     parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--pages", type=int, default=10)
     args = parser.parse_args()
-    asyncio.run(main(args.docs, args.pages))
+    from bench.results import recorded
+
+    with recorded("reindex_cost"):
+        asyncio.run(main(args.docs, args.pages))

@@ -357,4 +357,7 @@ if __name__ == "__main__":
     parser.add_argument("--sample-s", type=float, default=1.0, help="seconds between lag samples")
     parser.add_argument("--skip-stage", action="store_true", help="skip part 1 (embedding stage alone)")
     parser.add_argument("--skip-burst", action="store_true", help="skip part 2 (burst through the pipeline)")
-    asyncio.run(main(parser.parse_args()))
+    from bench.results import recorded
+
+    with recorded("scaling"):
+        asyncio.run(main(parser.parse_args()))

@@ -1,9 +1,11 @@
 """Streaming bytes into the JetStream Object Store while they are read, with a size limit.
 
-nats-py's `ObjectStore.put` wants the whole payload or a synchronous reader; an HTTP upload is an async
-stream we must not buffer in memory. `put_stream` writes the same on-the-wire layout as nats-py (chunks on
-`$O.<bucket>.C.<nuid>`, then one rolled-up meta message on `$O.<bucket>.M.<name>`), so any NATS client
-reads the object back with a normal `get`.
+nats-py's `ObjectStore.put` wants the whole payload or a synchronous reader (it calls `readinto` in an executor
+thread since nats-io/nats.py#453); an HTTP upload is an async stream we must not buffer in memory. No upstream
+issue asking `put` to take an async iterator was found (GitHub issues searched 2026-12); nats-io/nats.py#936
+(open) adds a new Object Store package: check whether its `put` streams before keeping this writer.
+`put_stream` writes the same on-the-wire layout as nats-py (chunks on `$O.<bucket>.C.<nuid>`, then one
+rolled-up meta message on `$O.<bucket>.M.<name>`), so any NATS client reads the object back with a normal `get`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hashlib import sha256
 import nats.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import MSG_ROLLUP_SUBJECT
+from nats.nuid import NUID
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
     OBJ_DEFAULT_CHUNK_SIZE,
@@ -26,6 +29,10 @@ from nats.js.object_store import (
     OBJ_META_PRE_TEMPLATE,
     OBJ_STREAM_TEMPLATE,
 )
+
+# A NUID generator of our own (nats-py's public `nats.nuid`), not the connection's private `_nuid`: chunk subjects
+# only need to be unique, which NUID's random prefix guarantees per generator.
+_NUID = NUID()
 
 
 class UploadTooLarge(Exception):
@@ -42,7 +49,7 @@ async def put_stream(
     Raises `UploadTooLarge` as soon as more than `max_bytes` arrive, without reading further; whatever was
     written is purged, so a failed upload leaves nothing behind. The caller owns `chunks`.
     """
-    nuid = js._nc._nuid.next().decode()  # same id source nats-py's own `put` uses
+    nuid = _NUID.next().decode()  # the id scheme nats-py's own `put` uses (it reads the connection's private one)
     chunk_subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid)
     digest = sha256()
     pending: list[asyncio.Future] = []

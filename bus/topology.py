@@ -37,6 +37,8 @@ def stream_config(stream: StreamDef, replicas: int = 1) -> api.StreamConfig:
         storage=api.StorageType.FILE if stream.storage == "file" else api.StorageType.MEMORY,
         retention=api.RetentionPolicy.LIMITS,
         max_age=stream.max_age_s or None,
+        max_bytes=stream.max_bytes or None,
+        discard=api.DiscardPolicy.NEW if stream.discard == "new" else api.DiscardPolicy.OLD,
         duplicate_window=stream.duplicate_window_s,
     )
 

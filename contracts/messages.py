@@ -21,6 +21,7 @@ SCHEMA_VERSION = 1  # the version of every model that has not needed a second on
 # Ids are used as NATS subject tokens and KV keys, so they are restricted to a safe alphabet.
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Tenant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MAX_PAGE = 2**31 - 1  # the largest page number a filter may name (an open page range ends here)
 # (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
 BBox = tuple[float, float, float, float]
 
@@ -463,8 +464,11 @@ class QueryFilters(BaseModel):
     modalities: list[Modality] | None = Field(
         default=None, min_length=1, description="only chunks of these kinds (text, table, image)"
     )
-    page_from: int | None = Field(default=None, ge=1, strict=True, description="first page (1-based, inclusive)")
-    page_to: int | None = Field(default=None, ge=1, strict=True, description="last page (inclusive)")
+    # Bounded above: an unbounded integer (a caller sent 4,300 digits) overflowed the vector store's float filter.
+    page_from: int | None = Field(
+        default=None, ge=1, le=MAX_PAGE, strict=True, description="first page (1-based, inclusive)"
+    )
+    page_to: int | None = Field(default=None, ge=1, le=MAX_PAGE, strict=True, description="last page (inclusive)")
 
     @field_validator("doc_ids", "modalities")
     @classmethod
@@ -482,7 +486,7 @@ class QueryFilters(BaseModel):
         """The inclusive page range, open ends filled in; None when no page bound is set."""
         if self.page_from is None and self.page_to is None:
             return None
-        return (self.page_from or 1, self.page_to if self.page_to is not None else 2**31 - 1)
+        return (self.page_from or 1, self.page_to if self.page_to is not None else MAX_PAGE)
 
 
 class QueryMode(StrEnum):
@@ -550,21 +554,27 @@ class RerankRequest(Message):
 
 
 class GenerateRequest(Message):
-    """`query.generate`: the reranked hits, best first, cut to top_k."""
+    """`query.generate`: the reranked hits, best first, cut to top_k, and the reranker's abstention decision.
 
+    v2: `abstain` carries the decision (`search.abstention.decide`, made once by the reranker with its settings)
+    instead of v1's `paraphrase` cosine, from which the generator decided again with its own threshold."""
+
+    schema_version: Literal[2] = 2
     request: QueryRequest
     hits: list[Hit]
-    paraphrase: float | None = Field(
-        default=None,
-        ge=-1.0,
-        le=1.0,
-        description="best cosine between the question and one sentence or table row of the hits that hold its "
-        "identifiers, measured by the reranker only when the best score alone would decline (the second "
-        "abstention signal); None = not measured",
+    abstain: bool = Field(
+        description="the reranker decided that nothing in `hits` answers the question: the generator says so "
+        "(`done.abstained`) without running an answerer; always true when `hits` is empty",
     )
 
     def routing(self) -> tuple[str, ...]:
         return (self.request.tenant,)
+
+    @model_validator(mode="after")
+    def _no_hits_abstain(self) -> GenerateRequest:
+        if not self.hits and not self.abstain:
+            raise ValueError("abstain must be true when there are no hits (nothing can answer the question)")
+        return self
 
 
 # --------------------------------------------------------------------------- answer events (core NATS)
@@ -585,6 +595,10 @@ class _AnswerEventBase(Message):
 
 
 class RetrievalEvent(_AnswerEventBase):
+    """Seq 0 of an ask: the sources the answer is built from, i.e. the reranked hits (best first, cut to top_k)
+    that the reranker hands to the generator, sent by the reranker. The name (and the SSE event `retrieval`)
+    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays."""
+
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from contracts import messages as m
 
 # Tokens that end up in subjects and KV keys: no dots, no wildcards, no whitespace.
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 # Ingest lanes: documents with few chunks take the interactive lane, big ones the bulk lane, so a small
 # upload is never queued behind the thousand batches of a large one (the embedder serves the interactive
@@ -161,6 +161,9 @@ class StreamDef:
     max_age_s: float = 0  # 0 = keep forever
     duplicate_window_s: float = 120
     description: str = ""
+    max_bytes: int = 0  # 0 = no size bound (the replayable sources of truth: an acknowledged document is kept)
+    # When a bounded stream is full: "old" drops its oldest messages, "new" refuses the publish (the caller sees it).
+    discard: Literal["old", "new"] = "old"
 
 
 @dataclass(frozen=True)
@@ -212,13 +215,22 @@ QUERIES_STREAM = StreamDef(
     storage="memory",
     max_age_s=300,
     duplicate_window_s=60,
+    # Callers fill it (about 40 KB an ask at top_k 50): full, a new query is refused (the edge answers 503) rather
+    # than an in-flight one dropped.
+    max_bytes=256 * 1024 * 1024,
+    discard="new",
     description="retrieve/rerank/generate requests; short-lived",
 )
 DEADLETTER_STREAM = StreamDef(
     name="DEADLETTER",
     subjects=("deadletter.>",),
     storage="file",
-    description="messages an agent gave up on, with the reason",
+    # Any caller can make a message fail (malformed input is dead-lettered): bounded, the oldest go first. A dead
+    # letter is a diagnosis; the document it concerns is marked failed in progress, which does not expire.
+    max_age_s=30 * 24 * 3600,
+    max_bytes=512 * 1024 * 1024,
+    discard="old",
+    description="messages an agent gave up on, with the reason (30 days, 512 MiB, oldest dropped first)",
 )
 # Knowledge-graph facts: every retriever replica replays this stream from the start into its in-memory graph,
 # so it is kept (file storage, no max age). When a revision of a document is fully indexed, or the document is

@@ -1,8 +1,8 @@
 """Offline OCR with the PP-OCR models that ship inside the ``rapidocr`` wheel (no download, no model hub).
 
 - :func:`ocr_image` reads image bytes (PNG/JPEG/WebP/TIFF) and returns lines in *image pixel* coordinates;
-- :func:`ocr_page` renders a PDF page and returns lines in *page points* (displayed page, top-left origin),
-  the same coordinate system as the text blocks of :mod:`documents.layout`;
+- :func:`render_page` renders a PDF page (grey) for OCR; :func:`documents.reader.read_page` reads it in *page
+  points* (displayed page, top-left origin), the coordinates of the text blocks of :mod:`documents.layout`;
 - :func:`ocr_pixels` is the shared core (a PIL image -> lines, scaled by a factor).
 
 Only rapidocr's default models are used (PP-OCRv6 small detection/recognition); the configuration never names
@@ -29,7 +29,7 @@ BBox = tuple[float, float, float, float]
 @dataclass(frozen=True)
 class OcrLine:
     """One recognised line. ``bbox`` is the axis-aligned hull of the detected (possibly slanted) quadrilateral,
-    in page points for :func:`ocr_page` and in pixels for :func:`ocr_image`; ``confidence`` in 0..1."""
+    in page points for a rendered page and in pixels for :func:`ocr_image`; ``confidence`` in 0..1."""
 
     text: str
     bbox: BBox
@@ -40,7 +40,7 @@ class OcrLine:
 class OcrSettings:
     """OCR speed/quality levers (see bench/parse_speed.py for their measured effect).
 
-    dpi: page render resolution for :func:`ocr_page`. Recognition works on 48-px-high line crops whatever the
+    dpi: page render resolution for OCR of a scanned page. Recognition works on 48-px-high line crops whatever the
       dpi, so dpi mostly changes detection cost and the legibility of small print.
     det_limit_side_len / det_limit_type: detection input size; "max" caps the longer side (faster on big
       renders), rapidocr's default "min" 736 upscales the shorter side to >= 736. An A4 page at 150 dpi
@@ -87,6 +87,11 @@ def _engine(settings: OcrSettings):  # -> rapidocr.RapidOCR
     engine = RapidOCR(params=params)
     logging.getLogger("RapidOCR").setLevel(logging.ERROR)
     return engine
+
+
+def warm_up(settings: OcrSettings = DEFAULT_OCR) -> None:
+    """Build the engine for ``settings`` now (loads three ONNX sessions, ~0.5 s), not on the first page."""
+    _engine(settings)
 
 
 def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
@@ -141,12 +146,6 @@ def render_page(page: pymupdf.Page, dpi: int, max_pixels: int) -> tuple[Image.Im
     pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
     img = Image.frombytes("L", (pix.width, pix.height), pix.samples)
     return img, rect.width / pix.width
-
-
-def ocr_page(page: pymupdf.Page, *, dpi: int | None = None, settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:
-    """Render ``page`` at ``dpi`` (default ``settings.dpi``) and OCR it; bboxes in displayed-page points."""
-    img, points_per_pixel = render_page(page, dpi or settings.dpi, settings.max_pixels)
-    return ocr_pixels(img, scale=points_per_pixel, settings=settings)
 
 
 def lines_to_paragraphs(lines: list[OcrLine], *, gap_factor: float = 0.9) -> list[tuple[BBox, str]]:

@@ -37,8 +37,10 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> DataDirLock:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not self.data_dir.exists():  # uploads, indexes and API keys: this user's only (not the umask's 0755)
+            self.data_dir.mkdir(parents=True, mode=0o700)
+            self.data_dir.chmod(0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,7 +1,8 @@
 """`mmrag up`: the whole engine on one machine, on embedded defaults.
 
-One process tree: nats-server (child), the six agents (in this process, which also holds the embedded
-Qdrant store), and the edge API (child process, so HTTP stays responsive while agents use the CPU).
+One process tree: nats-server (child), the eight agents (seven of the pipeline and the re-index coordinator: in
+this process, which also holds the embedded Qdrant store), and the edge API (child process, so HTTP stays
+responsive while agents use the CPU).
 
 With `nats_url` (``mmrag up --nats-url``) the engine uses that NATS (a server or a cluster) instead: no
 nats-server child, nothing of it supervised or stopped; the topology is ensured there with
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 
 from bus.tasks import cancel_and_wait
+from edge_api.settings import LOOPBACK_HOSTS
 from mmrag.datadir import DataDirLock
 from mmrag.processes import StartError, child_env, nats_server_argv, port_in_use
 from mmrag.supervisor import ChildSpec, Supervisor
@@ -32,7 +34,6 @@ from mmrag.supervisor import ChildSpec, Supervisor
 log = logging.getLogger(__name__)
 
 NATS_HOST = "127.0.0.1"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 KEYS_FILE_NAME = "api-keys.json"
 NATS_SERVER = "nats-server"
 EDGE_API = "edge API"

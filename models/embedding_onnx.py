@@ -237,7 +237,12 @@ def _export(model_path: Path, out: Path) -> None:
 
 
 def _patch_for_attention_fusion(path: Path) -> None:
-    """Split the merged mask Unsqueeze(axes=[1,2]) and turn the QK `Mul(scale)` into `Div(1/scale)`."""
+    """Split the merged mask Unsqueeze(axes=[1,2]) and turn the QK `Mul(scale)` into `Div(1/scale)`.
+
+    A workaround for ONNX Runtime's pattern-matching BERT attention fusion, which expects the TorchScript
+    exporter's graph: the closest upstream report is microsoft/onnxruntime#19423 (ORT's optimizers miss patterns
+    in dynamo-exported graphs); no upstream issue for these two exact patterns was found (searched 2026-12).
+    Drop the patch when the optimizer fuses the unpatched export (`meta.json`'s `fused` says whether it did)."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper

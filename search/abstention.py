@@ -1,8 +1,10 @@
 """Abstention: whether the reranked hits answer the question at all ("not found in your documents").
 
-It reads two signals and declines only when both are weak: the best reranked score, and (offline scorer only) the
-question's `paraphrase_cosine`, the best cosine between the question and one sentence of the top hits, which the
-reranker agent measures with the text embedder only when the score alone would decline.
+The one place this is decided (`decide`), called by the reranker agent only; the generator reads the outcome from
+`GenerateRequest.abstain` and has no threshold of its own, so two processes can never disagree. It reads two
+signals and declines only when both are weak: the best reranked score, and (offline scorer only) the question's
+`paraphrase_cosine`, the best cosine between the question and one sentence of the top hits, measured with the
+text embedder only when the score alone would decline.
 """
 
 from __future__ import annotations
@@ -46,3 +48,19 @@ def abstains(hits: Sequence[Hit], threshold: float, *, paraphrase: float | None 
     if hits[0].score >= threshold:
         return False
     return not (paraphrase_threshold > 0 and paraphrase is not None and paraphrase >= paraphrase_threshold)
+
+
+def decide(query: str, hits: Sequence[Hit], *, threshold: float, paraphrase_threshold: float = 0.0,
+           embed: Callable[[list[str]], np.ndarray] | None = None) -> bool:  # fmt: skip
+    """The abstention decision, made once, by the reranker, and carried to the generator on
+    `GenerateRequest.abstain`: whether nothing in `hits` (reranked, best first) answers `query`.
+
+    The question's `paraphrase_cosine` is measured (with `embed`, the text embedder) only where it can change the
+    outcome: the best score alone below `threshold`, the signal on (`paraphrase_threshold` > 0) and an embedder
+    given (None: a cross-encoder scored the hits, and it reads meaning itself)."""
+    if not abstains(hits, threshold):
+        return False
+    if not hits or embed is None or paraphrase_threshold <= 0:
+        return True
+    paraphrase = paraphrase_cosine(query, hits, embed)
+    return abstains(hits, threshold, paraphrase=paraphrase, paraphrase_threshold=paraphrase_threshold)

@@ -12,7 +12,8 @@ text and a paragraph compete on one scale. Two scorers:
   Chosen and weighed on the quality bench (`bench/quality`, docs/decisions.md).
 
 Ordering (`rerank`): by score; ties by the retriever's fused rank. Images are not crowded out: when the top
-`top_k` hold no image hit but a candidate image scores at least `IMAGE_SHARE` of the best, it takes the last place.
+`top_k` (two or more) hold no image hit but a candidate image scores at least `IMAGE_SHARE` of the best, it takes
+the last place; with one place the best hit keeps it.
 """
 
 from __future__ import annotations
@@ -120,8 +121,14 @@ def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer 
     order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))  # ties: the retriever's order
     ranked = [candidates[i].model_copy(update={"score": min(max(scores[i], 0.0), 1.0)}) for i in order]
     top = ranked[:top_k]
-    if top and all(h.modality != "image" for h in top):
+    if len(top) > 1 and all(h.modality != "image" for h in top):  # the best hit's place is never given away
         image = next((h for h in ranked[top_k:] if h.modality == "image"), None)
         if image is not None and image.score >= IMAGE_SHARE * top[0].score:
             top[-1] = image
     return top
+
+
+def above_floor(hits: Sequence[Hit], floor: float) -> list[Hit]:
+    """The reranked `hits` that score at least `floor` (0 keeps all): a search shows what is relevant, not
+    `top_k` hits whatever their score."""
+    return [h for h in hits if h.score >= floor]

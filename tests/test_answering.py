@@ -1,22 +1,37 @@
 """The offline extractive answerer and abstention: pure functions, the generator's `answer` with a recording
-connection, and a real engine asked an answerable and an unanswerable question."""
+connection, the reranker and the generator as two differently configured hosts on a real nats-server, and a real
+engine asked an answerable and an unanswerable question."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+import nats
+import pytest
+from pydantic import ValidationError
 
 from agents.generator import ABSTAINED, NOT_FOUND, answer
 from bus.answers import AnswerEmitter
-from contracts.messages import AnswerEvent, Hit, ImageRef
+from contracts.messages import (
+    AnswerEvent,
+    GenerateRequest,
+    Hit,
+    ImageRef,
+    QueryRequest,
+    RerankRequest,
+    answer_event_adapter,
+)
+from contracts.topology import Subjects
 from models.extractive import NOTHING_FOUND, extractive_answer
 from tests.doubles import RecordingNats
 from tests.engine import Engine, sse_events, upload_bytes, wait_status
 from tests.factories import five_page_pdf_with_fact, make_pdf
 
 
-def hit(n: int, text: str, score: float, page: int = 1, **kw) -> Hit:
+def hit(n: int, text: str, score: float, page: int = 1, *, cosine: float | None = None, **kw) -> Hit:
     return Hit(chunk_id=f"d-{n}", doc_id="d", filename="f.pdf", page=page, bbox=(0, 0, 1, 1), text=text, score=score,
-               **kw)  # fmt: skip
+               dense_score=cosine, **kw)  # fmt: skip
 
 
 TABLE = ("|Part|Material|Supplier|\n|---|---|---|\n|Flange|Steel|Arden Works|\n|Gasket|Rubber|Belmont Seals|\n"
@@ -84,44 +99,106 @@ def test_the_same_sentence_on_two_pages_is_quoted_once() -> None:
 # --------------------------------------------------------------------------- abstention in `answer`
 
 
-async def _answer(hits: list[Hit], threshold: float) -> tuple[str, list[AnswerEvent]]:
+async def _answer(hits: list[Hit], *, abstain: bool) -> tuple[str, list[AnswerEvent]]:
     nats = RecordingNats()
     emitter = AnswerEmitter(nats, tenant="t", request_id="r1")  # type: ignore[arg-type]
-    answerer = await answer("How often is the filter replaced?", hits, emitter, abstain_threshold=threshold)
+    answerer = await answer("How often is the filter replaced?", hits, emitter, abstain=abstain)
     return answerer, nats.events
 
 
-async def test_below_the_threshold_the_answer_says_not_found_and_done_is_abstained() -> None:
-    hits = [hit(0, "Replace the filter cartridge every six months.", 0.30)]
-    answerer, events = await _answer(hits, threshold=0.38)
+async def test_when_the_reranker_abstains_the_answer_says_not_found_and_done_is_abstained() -> None:
+    hits = [hit(0, "Replace the filter cartridge every six months.", 0.90)]  # a high score: the decision rules
+    answerer, events = await _answer(hits, abstain=True)
     assert answerer == ABSTAINED
     assert [e.event for e in events][-1] == "done" and "citation" not in {e.event for e in events}
     assert "".join(e.text for e in events if e.event == "token") == NOT_FOUND
     assert "not found in your documents" in NOT_FOUND.lower()
     assert events[-1].abstained is True and events[-1].answerer == ABSTAINED
-    # No hit at all is declined the same way, whatever the threshold.
-    assert (await _answer([], threshold=0.0))[1][-1].abstained is True
 
 
-async def test_at_or_above_the_threshold_the_extractive_answer_is_given() -> None:
-    hits = [hit(0, "Replace the filter cartridge every six months.", 0.38)]
-    answerer, events = await _answer(hits, threshold=0.38)
+async def test_when_the_reranker_does_not_abstain_the_extractive_answer_is_given_whatever_the_score() -> None:
+    hits = [hit(0, "Replace the filter cartridge every six months.", 0.05)]
+    answerer, events = await _answer(hits, abstain=False)
     assert answerer == "extractive" and events[-1].abstained is False
     assert "every six months. [1]" in "".join(e.text for e in events if e.event == "token")
     assert [e.page for e in events if e.event == "citation"] == [1]
 
 
-async def test_a_paraphrase_the_reranker_measured_keeps_a_low_scored_answer() -> None:
-    hits = [hit(0, "Replace the filter cartridge every six months.", 0.30)]
-    emitter_nats = RecordingNats()
-    emitter = AnswerEmitter(emitter_nats, tenant="t", request_id="r1")  # type: ignore[arg-type]
-    answerer = await answer("How often is the filter replaced?", hits, emitter, abstain_threshold=0.38,
-                            paraphrase=0.6, paraphrase_threshold=0.54)  # fmt: skip
-    assert answerer == "extractive" and emitter_nats.events[-1].abstained is False
-    weak = RecordingNats()
-    answerer = await answer("How often is the filter replaced?", hits, AnswerEmitter(weak, tenant="t", request_id="r2"),  # type: ignore[arg-type]
-                            abstain_threshold=0.38, paraphrase=0.5, paraphrase_threshold=0.54)  # fmt: skip
-    assert answerer == ABSTAINED and weak.events[-1].abstained is True
+def test_a_generate_request_without_hits_must_abstain() -> None:
+    query = QueryRequest(request_id="r1", tenant="t", query="anything?")
+    assert GenerateRequest(request=query, hits=[], abstain=True).abstain
+    with pytest.raises(ValidationError, match="abstain must be true when there are no hits"):
+        GenerateRequest(request=query, hits=[], abstain=False)
+
+
+# --------------------------------------------------------------------------- reranker and generator apart
+
+
+async def _ask_through_the_agents(nc: nats.NATS, tenant: str, request_id: str, question: str,
+                                  candidates: list[Hit]) -> list[AnswerEvent]:  # fmt: skip
+    """Publish a rerank request as the retriever would and collect the answer events until `done`."""
+    events: list[AnswerEvent] = []
+    done = asyncio.Event()
+
+    async def on_event(msg) -> None:
+        events.append(answer_event_adapter.validate_json(msg.data))
+        if events[-1].event in ("done", "error"):
+            done.set()
+
+    sub = await nc.subscribe(Subjects.answer(tenant, request_id), cb=on_event)
+    request = QueryRequest(request_id=request_id, tenant=tenant, query=question, top_k=3)
+    await nc.jetstream().publish(Subjects.query(Subjects.QUERY_RERANK, tenant),
+                                 RerankRequest(request=request, candidates=candidates).model_dump_json().encode())  # fmt: skip
+    async with asyncio.timeout(60):
+        await done.wait()
+    await sub.unsubscribe()
+    return events
+
+
+async def test_a_generator_configured_differently_follows_the_rerankers_decision(nats_server, nc, tmp_path) -> None:
+    """The reranker and the generator run as two hosts with different abstention settings, over a real
+    nats-server: the answer follows the reranker's decision either way (before, each decided with its own)."""
+    from agents.generator import GeneratorAgent
+    from agents.reranker import RerankerAgent
+    from agents.runtime.host import run_agents
+    from agents.settings import AgentSettings
+
+    def settings(name: str, **abstention: float) -> AgentSettings:
+        return AgentSettings(nats_url=nats_server.url, data_dir=tmp_path / name, metrics_port=0, **abstention)
+
+    reranker = settings("reranker")  # the defaults: 0.38, paraphrase 0.54
+    assert reranker.abstain_threshold == 0.38
+    filters = hit(0, "Replace the filter cartridge every six months.", 1.0, cosine=0.75)
+    answerable = ("How often is the filter cartridge replaced?", [filters])
+    unanswerable = ("Who won the football world cup in 1998?", [filters.model_copy(update={"dense_score": 0.02})])
+
+    stop_reranker, started = asyncio.Event(), asyncio.Event()
+    hosts = [asyncio.create_task(run_agents([RerankerAgent], reranker, stop_reranker, started=started))]
+    try:
+        async with asyncio.timeout(120):
+            await started.wait()
+        # A generator that would decline everything by its own setting, then one that would decline nothing.
+        for n, (generator, (question, candidates), abstained) in enumerate([
+            (settings("g1", abstain_threshold=1.0, abstain_paraphrase_cosine=0.0), answerable, False),
+            (settings("g2", abstain_threshold=0.0, abstain_paraphrase_cosine=0.0), unanswerable, True),
+        ]):  # fmt: skip
+            stop_generator, generator_started = asyncio.Event(), asyncio.Event()
+            hosts.append(asyncio.create_task(run_agents([GeneratorAgent], generator, stop_generator,
+                                                        started=generator_started)))  # fmt: skip
+            try:
+                async with asyncio.timeout(60):
+                    await generator_started.wait()
+                events = await _ask_through_the_agents(nc, "t", f"r{n}", question, candidates)
+            finally:
+                stop_generator.set()
+                await hosts[-1]
+            assert events[0].event == "retrieval" and events[-1].event == "done", events
+            assert events[-1].abstained is abstained, (generator.abstain_threshold, events)
+            text = "".join(e.text for e in events if e.event == "token")
+            assert (text == NOT_FOUND) is abstained, text
+    finally:
+        stop_reranker.set()
+        await asyncio.gather(*hosts, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------- through a real engine
@@ -144,9 +221,13 @@ async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engi
         assert kinds[0] == "retrieval" and kinds[-1] == "done" and "citation" not in kinds
         assert declined[-1][1]["abstained"] is True
         assert "".join(d["text"] for k, d in declined if k == "token") == NOT_FOUND
-        # Search is not filtered by the threshold: the same question still lists what was retrieved.
+        # Search has a relevance floor (MMRAG_SEARCH_MIN_SCORE), not the abstention threshold: the unrelated question
+        # lists nothing (it listed top_k hits scored 0.000), the document's own question still finds its page.
         async with http.post(f"{engine.url}/v1/search", json={"query": "Who won the football world cup in 1998?"}) as r:
-            assert r.status == 200 and len((await r.json())["hits"]) >= 1
+            assert r.status == 200 and (await r.json())["hits"] == []
+        async with http.post(f"{engine.url}/v1/search", json={"query": question, "top_k": 3}) as r:
+            hits = (await r.json())["hits"]
+            assert r.status == 200 and hits and hits[0]["page"] == 3 and all(h["score"] >= 0.05 for h in hits)
 
 
 MAINTENANCE = (

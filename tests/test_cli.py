@@ -112,7 +112,7 @@ def sse(events: list[tuple[str, dict]]) -> Handler:
 # --------------------------------------------------------------------------- no engine at the URL
 
 
-@pytest.mark.parametrize("command", [["ask", "what?"], ["search", "what?"], ["docs"], ["delete", DOC_ID]])
+@pytest.mark.parametrize("command", [["ask", "what?"], ["search", "what?"], ["documents"], ["delete", DOC_ID]])
 def test_no_engine_is_one_line_naming_the_url(command: list[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # bound and released: nothing listens there
     run = mmrag(*command, "--url", url)
@@ -282,7 +282,7 @@ def test_search_bad_top_k_is_the_field_detail(stub: Stub) -> None:
     assert "top_k: Input should be less than or equal to 50" in one_line(run.stderr)
 
 
-def test_docs_follows_next_cursor(stub: Stub) -> None:
+def test_documents_follows_next_cursor(stub: Stub) -> None:
     def doc(n: int, **kw: object) -> dict:
         return {"doc_id": f"{n:032x}", "status": "indexed", "filename": f"f{n}.pdf", "pages": n, "chunks_total": 2 * n,
                 "chunks_indexed": 2 * n, "updated_at": "2026-01-01T00:00:00Z", **kw}  # fmt: skip
@@ -295,7 +295,7 @@ def test_docs_follows_next_cursor(stub: Stub) -> None:
                                   "next_cursor": None})  # fmt: skip
 
     stub.on("GET", "/v1/documents", listing)
-    run = mmrag("docs", "--url", stub.url, "--limit", "2")
+    run = mmrag("documents", "--url", stub.url, "--limit", "2")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert [line.split()[0] for line in lines] == [f"{3:032x}", f"{2:032x}", f"{1:032x}"]
@@ -328,7 +328,7 @@ def test_delete_of_existing_only_exits_0(stub: Stub) -> None:
 
 
 @pytest.mark.e2e
-def test_search_docs_delete_against_the_engine(engine, tmp_path) -> None:
+def test_search_documents_delete_against_the_engine(engine, tmp_path) -> None:
     doc = tmp_path / "otters.md"
     doc.write_text("# Otters\n\nThe sea otter raft in Monterey Bay counts 212 otters.\n")
     ingest = mmrag("ingest", str(doc), "--url", engine.url, timeout=180)
@@ -340,7 +340,7 @@ def test_search_docs_delete_against_the_engine(engine, tmp_path) -> None:
     first = search.stdout.splitlines()[0]
     assert "otters.md  page 1" in first and "212 otters" in first
 
-    listing = mmrag("docs", "--url", engine.url, "--limit", "1")  # one per page: follows next_cursor
+    listing = mmrag("documents", "--url", engine.url, "--limit", "1")  # one per page: follows next_cursor
     assert listing.returncode == 0, listing.stderr
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()}
     assert doc_id in rows and "indexed" in rows[doc_id] and rows[doc_id].endswith("otters.md")
@@ -351,5 +351,5 @@ def test_search_docs_delete_against_the_engine(engine, tmp_path) -> None:
     again = mmrag("delete", doc_id, "--url", engine.url)
     assert again.returncode == 1
     assert one_line(again.stderr) == f"error: {doc_id}: HTTP 404: no document '{doc_id}'"
-    listing = mmrag("docs", "--url", engine.url)
+    listing = mmrag("documents", "--url", engine.url)
     assert listing.returncode == 0 and doc_id not in listing.stdout

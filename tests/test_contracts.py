@@ -49,7 +49,7 @@ EXAMPLES: list[BaseModel] = [
     ),  # fmt: skip
     QUERY,
     m.RerankRequest(request=QUERY, candidates=[HIT]),
-    m.GenerateRequest(request=QUERY, hits=[HIT]),
+    m.GenerateRequest(request=QUERY, hits=[HIT], abstain=False),
     m.RetrievalEvent(request_id="r1", seq=0, hits=[HIT]),
     m.TokenEvent(request_id="r1", seq=1, text="Hello "),
     m.CitationEvent(request_id="r1", seq=2, n=1, doc_id="d1", filename="a.pdf", page=3, bbox=None, text="x"),

@@ -349,6 +349,40 @@ async def test_delete_hides_the_document_and_publishes_a_tombstone(edge: Edge) -
     assert_error(*await call(edge, "DELETE", f"/v1/documents/{'e' * 32}"), 404, "not_found")
 
 
+async def test_a_filename_of_ten_thousand_characters_is_a_400_that_says_to_rename(edge: Edge) -> None:
+    """Valid UTF-8, just long: the answer must not call it "not UTF-8" (it did), and nothing is stored."""
+    before = await uploads_state(edge)
+    form = multipart(b"hello world\n", filename="\u00e9" * 10_000 + ".txt")
+    async with edge.http.post(f"{edge.base}/v1/documents", data=form) as resp:
+        status, body = resp.status, await resp.json()
+    err = assert_error(status, body, 400, "invalid_multipart")
+    assert "rename the file" in err["message"] and "UTF-8" not in err["message"]
+    assert await uploads_state(edge) == before
+
+
+async def test_a_delete_after_a_resubmission_is_never_dropped_as_a_duplicate(edge: Edge) -> None:
+    """Delete, re-submit the same doc_id (as an external publisher may), delete again within the dedup window: the
+    second delete must reach the stream and the record (before, its message id repeated the first one's)."""
+    status, body = await upload(edge)
+    doc_id = body["doc_id"]
+    assert (await call(edge, "DELETE", f"/v1/documents/{doc_id}"))[0] == 202
+    first = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.delete(TENANT, doc_id))
+    resubmitted = DocumentSubmitted(doc_id=doc_id, tenant=TENANT, filename="again.txt", content_type="text/plain",
+                                    object_name=object_name(TENANT, doc_id), size=1)  # fmt: skip
+    ack = await edge.js.publish(Subjects.ingest(TENANT, doc_id), resubmitted.model_dump_json().encode(),
+                                headers={"Nats-Msg-Id": f"{doc_id}-again"})  # fmt: skip
+    store = await edge.progress()  # what the parser records when it takes the new revision
+    await store.update(TENANT, doc_id, lambda _: store.new(TENANT, doc_id, ack.seq, DocumentStatus.INDEXED,
+                                                           filename="again.txt"))  # fmt: skip
+
+    assert (await call(edge, "DELETE", f"/v1/documents/{doc_id}"))[0] == 202
+    second = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.delete(TENANT, doc_id))
+    assert second.seq > ack.seq > first.seq
+    record = await store.get(TENANT, doc_id)
+    assert record is not None and record.status == DocumentStatus.DELETED and record.revision == second.seq
+    assert_error(*await call(edge, "GET", f"/v1/documents/{doc_id}"), 404, "not_found")
+
+
 # --------------------------------------------------------------------------- answers
 
 

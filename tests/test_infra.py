@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from contracts.topology import IndexGeneration, all_consumers, durable_role
+from edge_api.settings import EdgeSettings
 from mmrag.registry import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +42,7 @@ OVERLAYS = ("dev", "staging", "prod")
 # The overlay table of docs/operations.md.
 TABLE = {
     "dev": {"replicas": 1, "hpa_max": 2, "backend": "torch", "mem_request": "2Gi", "mem_limit": "6Gi",
-            "auth": "off", "rate_per_minute": "0", "otel_ratio": None},
+            "auth": "on", "rate_per_minute": "0", "otel_ratio": None},
     "staging": {"replicas": 2, "hpa_max": 4, "backend": "torch", "mem_request": "4Gi", "mem_limit": "8Gi",
                 "auth": "on", "rate_per_minute": "200", "otel_ratio": "0.5"},
     "prod": {"replicas": 3, "hpa_max": 10, "backend": "onnx", "mem_request": "4Gi", "mem_limit": "8Gi",
@@ -154,6 +156,8 @@ def test_overlay_table(overlay: str) -> None:
     config = objects(overlay, "ConfigMap")["mmrag-config"]["data"]
     assert config["MMRAG_EMBEDDING_BACKEND"] == want["backend"]
     assert config["MMRAG_AUTH"] == want["auth"]
+    # The edge API binds MMRAG_HOST (0.0.0.0 in a pod): its settings must accept this overlay's configuration.
+    EdgeSettings(auth=config["MMRAG_AUTH"], host=config["MMRAG_HOST"])
     assert config["MMRAG_RATE_LIMIT_PER_MINUTE"] == want["rate_per_minute"]
     if want["otel_ratio"] is None:  # OTel off: no exporter endpoint
         assert config["MMRAG_OTEL_ENDPOINT"] == ""
@@ -381,6 +385,74 @@ def test_prometheus_scrapes_and_alert_metrics_exist() -> None:
         assert needed in alerts
 
 
+# ---------------------------------------------------------------- NetworkPolicies
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions In/NotIn/Exists); {} selects all."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        value, op = labels.get(e["key"]), e["operator"]
+        if (op == "In" and value not in e["values"]) or (op == "NotIn" and value in e.get("values", [])) or (
+            op == "Exists" and value is None) or (op == "DoesNotExist" and value is not None):  # fmt: skip
+            return False
+    return True
+
+
+def reachable(overlay: str, source: dict[str, Any] | None, target: dict[str, str], port: int) -> bool:
+    """Whether a pod labelled `target` in namespace mmrag accepts a connection on `port` from `source`:
+    {"labels": ..., "namespace": ...} of a pod, or None for an address outside the cluster. Ingress only."""
+    policies = [p for p in objects(overlay, "NetworkPolicy").values() if _selects(p["spec"]["podSelector"], target)]
+    if not policies:
+        return True  # no policy selects the pod: Kubernetes allows everything
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            if rule.get("ports") and port not in [p["port"] for p in rule["ports"]]:
+                continue
+            if "from" not in rule:
+                return True
+            for peer in rule["from"]:
+                if source is None or "ipBlock" in peer:
+                    continue
+                namespace_ok = ("namespaceSelector" in peer and _selects(
+                    peer["namespaceSelector"], {"kubernetes.io/metadata.name": source["namespace"]}))  # fmt: skip
+                if "podSelector" in peer:
+                    in_namespace = namespace_ok if "namespaceSelector" in peer else source["namespace"] == "mmrag"
+                    if in_namespace and _selects(peer["podSelector"], source["labels"]):
+                        return True
+                elif namespace_ok:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_open_only_the_paths_mmrag_uses(overlay: str) -> None:
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in app_deployments(overlay).items()}
+    pods["nats"] = objects(overlay, "StatefulSet")["nats"]["spec"]["template"]["metadata"]["labels"]
+    pods["qdrant"] = objects(overlay, "StatefulSet")["qdrant"]["spec"]["template"]["metadata"]["labels"]
+    inside = {n: {"labels": labels, "namespace": "mmrag"} for n, labels in pods.items()}
+    stranger = {"labels": {"app": "something-else"}, "namespace": "default"}
+    same_namespace_stranger = {"labels": {"app": "debug-shell"}, "namespace": "mmrag"}
+    keda = {"labels": {"app": "keda-operator"}, "namespace": "keda"}
+
+    assert reachable(overlay, None, pods["edge-api"], 8080), "the edge API is the one door"
+    for name in ("nats", "qdrant", *(n for n in pods if n.startswith("agent-"))):
+        for port in (4222, 6222, 6333, 6334, 8222, 9464):
+            assert not reachable(overlay, None, pods[name], port), f"{name}:{port} is reachable from outside"
+    for client in [n for n in pods if n.startswith("agent-")] + ["edge-api"]:
+        assert reachable(overlay, inside[client], pods["nats"], 4222), f"{client} cannot reach NATS"
+    for outsider in (stranger, same_namespace_stranger, keda):
+        assert not reachable(overlay, outsider, pods["nats"], 4222), f"{outsider} reaches NATS"
+    assert reachable(overlay, keda, pods["nats"], 8222) and not reachable(overlay, stranger, pods["nats"], 8222)
+    users = {"agent-indexer", "agent-retriever"}
+    for name, source in inside.items():
+        assert reachable(overlay, source, pods["qdrant"], 6333) == (name in users), name
+    assert not reachable(overlay, inside["edge-api"], pods["qdrant"], 6333), "the edge API never talks to Qdrant"
+    assert reachable(overlay, keda, pods["agent-parser"], 9464), "KEDA reads the ingest agents' /lag"
+    assert not reachable(overlay, stranger, pods["agent-parser"], 4222)
+
+
 # ---------------------------------------------------------------- Dockerfile
 
 
@@ -391,6 +463,10 @@ def test_dockerfile() -> None:
     assert "MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx" in text
     assert re.search(r"^USER 10001", text, re.M) and "HEALTHCHECK" in text
     assert "ARG BAKE_MODELS" in text and "mmrag models" in text
-    # Every package the image runs must be copied in (pyproject's package list).
-    for package in ("contracts", "bus", "agents", "edge_api", "mmrag"):
-        assert f"COPY {package} {package}" in text, package
+    # Every package the image runs must be copied in: read from pyproject's package list, so a new package that is
+    # not copied fails here rather than in a container.
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [pattern.rstrip("*") for pattern in include]
+    assert {"contracts", "documents", "models", "search", "telemetry", "agents", "edge_api", "mmrag"} <= set(packages)
+    for package in packages:
+        assert f"COPY {package} {package}" in text, f"the Dockerfile does not copy {package}/"

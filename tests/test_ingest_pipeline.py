@@ -1,6 +1,6 @@
 """The ingest agents through NATS only (no HTTP): revisions, deletes, bad vectors, small documents first.
 
-One `mmrag agent` process runs all six agents against a real nats-server for the module; each test uses
+One `mmrag agent` process runs all seven pipeline agents (and the re-index coordinator, beside the indexer) against a real nats-server for the module; each test uses
 its own documents (fresh ids), so no test depends on what another left behind.
 """
 

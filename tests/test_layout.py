@@ -13,6 +13,7 @@ The libraries (`documents`, `models`, `search`) never import `agents` or `edge_a
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,11 @@ def test_pure_packages_never_touch_nats(package: str) -> None:
     for path in sorted((ROOT / package).rglob("*.py")):
         nats = {name for name in imports(path) if name.split(".")[0] == "nats"}
         assert not nats, f"{path.relative_to(ROOT)} imports {sorted(nats)}: {package}/ takes bytes and settings, no NATS"
+
+
+def test_the_rule_covers_every_package_that_is_installed() -> None:
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.rstrip("*") for pattern in include} == set(PACKAGES) == set(ALLOWED)
 
 
 def test_the_rule_checker_catches_a_violation(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from agents.settings import AgentSettings
 from contracts.messages import Hit, ImageRef
-from search.abstention import abstains, paraphrase_cosine
-from search.rerank import CrossEncoderScorer, LexicalScorer, build_scorer, rerank
+from search.abstention import abstains, decide, paraphrase_cosine
+from search.rerank import CrossEncoderScorer, LexicalScorer, above_floor, build_scorer, rerank
 
 
 def hit(n: int, text: str, score: float = 0.5, *, cosine: float | None = None, modality: str = "text") -> Hit:
@@ -75,6 +75,16 @@ def test_an_image_hit_is_not_crowded_out_by_text() -> None:
     assert all(h.modality == "text" for h in rerank("controller menu", [*texts, junk], top_k=3))
 
 
+def test_with_one_place_the_best_hit_keeps_it_over_an_image() -> None:
+    """top_k 1: the image rule must never replace the only hit (a question was answered from an unrelated picture)."""
+    texts = [hit(n, f"Pump controller manual section {n}: the controller menu and its settings.", 1.0 - n / 20,
+                 cosine=0.55) for n in range(6)]  # fmt: skip
+    image = hit(9, "CONTROLLER MENU\nFLOW LIMIT 45 L/MIN", 0.4, cosine=0.5, modality="image")
+    best = rerank("controller menu", [*texts, image], top_k=3)[0]
+    [only] = rerank("controller menu", [*texts, image], top_k=1)
+    assert only.modality == "text" and only.chunk_id == best.chunk_id
+
+
 def test_no_hits_always_abstains() -> None:
     assert abstains([], 0.0) and abstains([], 0.5)
     assert not abstains([hit(0, "x", 0.1)], 0.0)
@@ -110,6 +120,23 @@ def test_a_reworded_question_is_rescued_by_one_sentence_and_an_unrelated_one_is_
                         paraphrase_threshold=default.abstain_paraphrase_cosine)  # fmt: skip
     unrelated = paraphrase_cosine("Who won the football world cup in 1998?", ranked, embedder.embed_array)
     assert unrelated is not None and unrelated < default.abstain_paraphrase_cosine
+    # `decide`, the reranker's one decision, reads both signals, and only the score without an embedder.
+    settings = {"threshold": default.abstain_threshold, "paraphrase_threshold": default.abstain_paraphrase_cosine}
+    assert decide(reworded, ranked, **settings, embed=embedder.embed_array) is False
+    assert decide(reworded, ranked, **settings, embed=None) is True  # a cross-encoder scored: the score decides
+    assert decide("Who won the football world cup in 1998?", ranked, **settings, embed=embedder.embed_array) is True
+
+
+def test_decide_embeds_nothing_when_the_score_alone_settles_it() -> None:
+    def embed(texts: list[str]):
+        raise AssertionError(f"embedded {texts!r}: the score alone decides this question")
+
+    strong = [hit(0, "Replace the filter cartridge every six months.", 0.9)]
+    assert decide("How often is the filter cartridge replaced?", strong, threshold=0.38, paraphrase_threshold=0.54,
+                  embed=embed) is False  # fmt: skip
+    assert decide("anything", [], threshold=0.38, paraphrase_threshold=0.54, embed=embed) is True
+    low = [hit(0, "x", 0.2)]
+    assert decide("anything", low, threshold=0.38, paraphrase_threshold=0.0, embed=embed) is True  # signal off
 
 
 def test_a_code_no_hit_holds_is_never_rescued_by_meaning(embedder) -> None:
@@ -164,3 +191,9 @@ def test_a_cross_encoder_checkpoint_is_loaded_and_scores_through_a_sigmoid(cross
     ranked = rerank(query, candidates, top_k=3, scorer=scorer)
     assert [h.chunk_id for h in ranked] == [candidates[i].chunk_id for i in sorted(range(3), key=lambda i: -scores[i])]
     assert [h.score for h in ranked] == pytest.approx(sorted(scores, reverse=True))
+
+
+def test_the_search_floor_keeps_what_scores_and_zero_keeps_everything() -> None:
+    hits = [hit(0, "a", 0.9), hit(1, "b", 0.3), hit(2, "c", 0.049), hit(3, "d", 0.0)]
+    assert [h.chunk_id for h in above_floor(hits, 0.05)] == ["d-0", "d-1"]
+    assert above_floor(hits, 0.0) == hits and above_floor([], 0.05) == []

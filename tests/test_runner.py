@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import signal
 import socket
 import subprocess
@@ -311,3 +312,11 @@ async def test_nats_server_that_keeps_dying_stops_the_engine_non_zero(tmp_path) 
             pass
     finally:
         engine.stop()
+
+
+def test_a_new_data_dir_and_its_lock_are_private_to_their_user(tmp_path) -> None:
+    """Uploads, indexes and API keys live there: no other local user may list or read them."""
+    data = tmp_path / "new" / "data"
+    with DataDirLock(data):
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert stat.S_IMODE((data / LOCK_NAME).stat().st_mode) == 0o600

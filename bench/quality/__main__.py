@@ -1,5 +1,7 @@
-"""`python -m bench.quality`: see bench/quality/run.py."""
+"""`python -m bench.quality`: see bench/quality/run.py. The figures go to bench/results/quality.md too."""
 
 from bench.quality.run import main
+from bench.results import recorded
 
-main()
+with recorded("quality"):
+    main()

@@ -31,7 +31,9 @@ from contracts.messages import DocumentStatus
 from contracts.topology import TOKEN, object_name
 from edge_api.errors import ApiError
 from edge_api.identity import tenant_of
+from edge_api.operations import ERR_503, Empty, Err, Media, Operation
 from edge_api.page_images import ByteLRU, NotRenderable, PageOutOfRange, Rendered, render_image, render_page
+from edge_api.routes.documents import DOC_ID, DOC_PATH
 from edge_api.state import backbone
 
 DEFAULT_WIDTH = 800
@@ -41,8 +43,9 @@ RENDER_CACHE_BYTES = 64 * 1024 * 1024
 SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
 CACHE_MAX_AGE_S = 24 * 3600
 MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
-_WIDTH = re.compile(r"^[0-9]{1,6}$")
-_PAGE = re.compile(r"^[0-9]{1,6}$")
+MAX_PAGE_NUMBER = 999_999  # a page path segment is at most 6 digits (a bigger number is a 404, never parsed)
+_WIDTH = re.compile(r"^[0-9]{1,6}\Z")  # a bigger width is a 400; up to this it is clamped to MAX_WIDTH
+_PAGE = re.compile(r"^[0-9]{1,6}\Z")
 
 RENDERS = web.AppKey("page_renders", ByteLRU)
 SOURCES = web.AppKey("page_sources", ByteLRU)
@@ -69,6 +72,9 @@ async def _check_document(request: web.Request, tenant: str, doc_id: str) -> Non
     record = await (await backbone(request).progress()).get(tenant, doc_id)
     if record is None or record.status == DocumentStatus.DELETED:
         raise _not_found(f"no document {doc_id!r}")
+    if record.status == DocumentStatus.FAILED:  # refused by the parser (a bomb, a broken file): never decoded here
+        raise ApiError(422, "not_renderable", f"document {doc_id!r} failed to ingest, so it has no pages to show: "
+                       f"{record.error or 'see its status'}")  # fmt: skip
 
 
 async def _object(request: web.Request, name: str, missing: str) -> bytes:
@@ -98,13 +104,16 @@ def _picture(request: web.Request, rendered: Rendered, etag: str) -> web.Respons
     return web.Response(body=rendered.png, content_type="image/png", headers=headers)
 
 
-async def _render(request: web.Request, key: tuple, make) -> Rendered:  # noqa: ANN001 - a no-argument callable
+async def _render(request: web.Request, key: tuple, name: str, missing: str, make) -> Rendered:  # noqa: ANN001
+    """The cached picture `key`, or `make(original)` of the object `name`: fetched and rendered inside one render
+    slot, so that concurrent requests never hold more originals in memory than there are slots."""
     renders = request.app[RENDERS]
     rendered = renders.get(key)
     if rendered is None:
         async with request.app[RENDER_SLOTS]:
+            source = await _object(request, name, missing)
             try:
-                rendered = await asyncio.to_thread(make)
+                rendered = await asyncio.to_thread(make, source)
             except NotRenderable as err:
                 raise ApiError(422, "not_renderable", str(err)) from None
             except PageOutOfRange as err:
@@ -124,8 +133,9 @@ async def page_image(request: web.Request) -> web.Response:
     key = ("page", tenant, doc_id, page, width)
     rendered = request.app[RENDERS].get(key)
     if rendered is None:
-        source = await _object(request, object_name(tenant, doc_id), f"the original of document {doc_id!r} is gone")
-        rendered = await _render(request, key, lambda: render_page(source, page, width))
+        rendered = await _render(request, key, object_name(tenant, doc_id),
+                                 f"the original of document {doc_id!r} is gone",
+                                 lambda source: render_page(source, page, width))  # fmt: skip
     return _picture(request, rendered, f'"p-{doc_id}-{page}-{width}"')
 
 
@@ -139,14 +149,76 @@ async def hit_image(request: web.Request) -> web.Response:
     rendered = request.app[RENDERS].get(key)
     if rendered is None:
         name = f"{object_name(tenant, doc_id)}/images/{image_id}"  # the parser's name for a document's image
-        data = await _object(request, name, f"no image {image_id!r} in document {doc_id!r}")
-        rendered = await _render(request, key, lambda: render_image(data, width))
+        rendered = await _render(request, key, name, f"no image {image_id!r} in document {doc_id!r}",
+                                 lambda data: render_image(data, width))  # fmt: skip
     return _picture(request, rendered, f'"i-{doc_id}-{image_id}-{width}"')
 
 
-def add_routes(app: web.Application) -> None:
+def setup(app: web.Application) -> None:
+    """The render caches and the render slots of this app."""
     app[RENDERS] = ByteLRU(RENDER_CACHE_BYTES)
     app[SOURCES] = ByteLRU(SOURCE_CACHE_BYTES)
     app[RENDER_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
-    app.router.add_get("/v1/documents/{doc_id}/pages/{page}", page_image)
-    app.router.add_get("/v1/documents/{doc_id}/images/{image_id}", hit_image)
+
+
+WIDTH = {
+    "name": "width", "in": "query", "required": False,
+    "description": f"pixels; clamped to {MIN_WIDTH}..{MAX_WIDTH} (a value of more than 6 digits is a 400)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH, "default": DEFAULT_WIDTH},
+}  # fmt: skip
+PAGE = {
+    "name": "page", "in": "path", "required": True, "description": "1-based page number",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
+}  # fmt: skip
+IMAGE_ID = {
+    "name": "image_id", "in": "path", "required": True,
+    "description": "the last segment of a hit's `image.object_name`",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+PICTURE = Media(
+    "the picture",
+    {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
+    headers={
+        "ETag": {"description": "strong: a document's pictures never change", "schema": {"type": "string"}},
+        "X-Page-Width": {
+            "description": "the page's width in the units of a chunk's bbox (PDF points; pixels for an image)",
+            "schema": {"type": "string", "pattern": r"^[0-9.e+-]+$"},
+        },
+        "X-Page-Height": {"description": "the page's height, likewise", "schema": {"type": "string"}},
+        "X-Page-Count": {"description": "pages of the document", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    },
+)
+NOT_MODIFIED = Empty("`If-None-Match` named this picture's ETag")
+ERR_BAD_WIDTH = Err("`invalid_query`: `width` is not a whole number from 1 (`field` is `width`)")
+ERR_NOT_RENDERABLE = Err(
+    "`not_renderable`: a text document has no page pictures; or the document failed to ingest, or cannot be drawn"
+)
+
+OPERATIONS = (
+    Operation(
+        "GET", DOC_PATH + "/pages/{page}", page_image, "getPageImage", "documents", "A page of a document as a PNG",
+        role="reader", parameters=(DOC_ID, PAGE, WIDTH),
+        description="A PDF page rendered at `width` pixels, or an uploaded image (page 1, never enlarged). Scale a "
+        "hit's `bbox` by `picture width / X-Page-Width`. Cached: `ETag`, `If-None-Match`.",
+        responses={
+            200: PICTURE,
+            304: NOT_MODIFIED,
+            400: ERR_BAD_WIDTH,
+            404: Err("`not_found`: no such document, or no such page (the message says how many)"),
+            422: ERR_NOT_RENDERABLE,
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", DOC_PATH + "/images/{image_id}", hit_image, "getHitImage", "documents",
+        "The image of an image hit, as a PNG", role="reader", parameters=(DOC_ID, IMAGE_ID, WIDTH),
+        responses={
+            200: PICTURE,
+            304: NOT_MODIFIED,
+            400: ERR_BAD_WIDTH,
+            404: Err("`not_found`: no such document or image"),
+            422: ERR_NOT_RENDERABLE,
+            503: ERR_503,
+        },
+    ),
+)  # fmt: skip

@@ -40,7 +40,7 @@ MAX_PIXELS = 40_000_000
 MAX_FIELD_BYTES = 64 * 1024  # query, top_k, filters
 READ_CHUNK = 64 * 1024
 FIELDS = ("image", "query", "top_k", "filters")
-_INT = re.compile(r"^\s*[0-9]{1,6}\s*$")
+_INT = re.compile(r"^\s*[0-9]{1,6}\s*\Z")
 _MULTIPART_ERRORS = (ValueError, HttpProcessingError)
 
 
@@ -133,9 +133,9 @@ async def read_image_search(request: web.Request, *, max_bytes: int) -> ImageSea
         if "filters" in values:
             values["filters"] = json.loads(str(values["filters"]))
         form = _Form.model_validate(values)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         raise ApiError(400, "invalid_body", "invalid form: see details",
-                       details=[{"field": "filters", "problem": "must be a JSON object"}]) from None  # fmt: skip
+                       details=[{"field": "filters", "problem": "must be a JSON object (of QueryFilters' fields)"}]) from None  # fmt: skip
     except ValidationError as err:
         details = [{"field": ".".join(str(p) for p in e["loc"]) or "(form)", "problem": e["msg"]}
                    for e in err.errors(include_url=False, include_input=False)]  # fmt: skip
