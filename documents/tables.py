@@ -132,7 +132,7 @@ def _finder(page: pymupdf.Page) -> list:
 # applies the finder's own rules for lines to the page's drawings, on plain tuples, to find where a table can be.
 
 _TOLERANCE = 3.0  # PyMuPDF's snap, join and intersection tolerances and its minimum edge length (its defaults)
-_MARGIN = 5.0  # a region reaches this far past its lines, more than any tolerance above
+_MARGIN = 3.0  # a region reaches this far past its lines: the finder's snapping may move a line that far
 GROUPING_BUDGET = 3_000_000  # box comparisons; a page needing more (its grouping is quadratic): no pre-check
 
 HEdge = tuple[float, float, float]  # y, x0, x1
@@ -150,7 +150,7 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
     group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
     whose cells do not start and end at 2 different x each) and a word overlaps it (each region is returned
-    with a margin of 5 pt).
+    with a margin of 3 pt).
     """
     if drawings is None:
         drawings = page.get_cdrawings()
