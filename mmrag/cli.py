@@ -95,7 +95,7 @@ def up(
         typer.Option(
             "--auth",
             help="require API keys even on loopback (always on for other addresses); with no key yet, creates an "
-            "admin key for tenant `default` in <data-dir>/api-keys.json and prints it once"
+            "operator key for tenant `default` in <data-dir>/api-keys.json and prints it once"
         ),
     ] = False,
     verbose: bool = False,
@@ -413,7 +413,7 @@ def reindex(
     ] = None,
 ) -> None:
     """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
-    current one keeps answering; the new one serves once it has caught up. Needs an admin key."""
+    current one keeps answering; the new one serves once it has caught up. Needs an operator key."""
     from mmrag.client import cancel_reindex, client, reindex_events
     from mmrag.client import reindex as start_reindex
 

@@ -17,7 +17,7 @@ from documents.chunks import MAX_TOKENS, wordpiece_counter
 from documents.filetypes import sniff_image_format
 from documents.images import ImageRejected, probe_image
 from documents.layout import PageContent, extract_page, iter_pages
-from documents.ocr import OcrSettings, ocr_image
+from documents.ocr import ENGINES, OcrSettings, _engine, ocr_image, ocr_pixels, render_page
 from documents.tables import Table, link_continuation, table_chunks, to_markdown
 from tests.factories import (
     A4,
@@ -283,6 +283,25 @@ def test_scanned_page_is_ocr_work_and_its_read_recovers_the_sentences_in_page_co
         x0, y0, x1, y1 = chunk.bbox  # type: ignore[misc]
         assert 55 <= x0 < x1 <= A4.width and 60 <= y0 < y1 <= 250
     assert all(c.modality == "text" and c.page == 1 for c in chunks)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_ocr_engine_reads_a_scan_with_the_shipped_models(engine: str) -> None:
+    settings = OcrSettings(engine=engine)
+    doc = pymupdf.open(stream=make_scanned_pdf(), filetype="pdf")
+    img, _ = render_page(doc[0], settings.dpi, settings.max_pixels)
+
+    text = " ".join(line.text for line in ocr_pixels(img, settings=settings))
+
+    for sentence in SCAN_SENTENCES:
+        assert _found(sentence, text) >= 0.9, (engine, sentence, text)
+    ocr = _engine(settings)  # the runtime asked for is the one that ran (no silent fallback to another)
+    assert {type(model.session).__module__.split(".")[2] for model in (ocr.text_det, ocr.text_rec)} == {engine}
+
+
+def test_an_unknown_ocr_engine_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="onnxruntime"):
+        _engine(OcrSettings(engine="tesseract"))
 
 
 def test_slanted_scan_is_still_mostly_read() -> None:
