@@ -30,8 +30,12 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import Chunk, ChunksParsed, DocumentProgress, OcrRequest
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 from documents import ParseSettings, read_image, read_page
+from documents.ocr import OcrSettings
 
 log = logging.getLogger(__name__)
+
+
+OCR_IN_POOL = OcrSettings(threads=1)
 
 
 class OcrAgent(ConsumerAgent[OcrRequest]):
@@ -46,7 +50,10 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
 
     def parse_settings(self) -> ParseSettings:
         s = self._ctx.settings
-        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
+        # One inference thread per work process: the pool runs one request per core, and one thread per process
+        # read a dense page with the least CPU (bench/results/ocr_models.md); all-core sessions in several
+        # processes oversubscribed the cores.
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars, ocr=OCR_IN_POOL)
 
     def concurrency(self) -> int:
         # Enough requests in hand to keep every work process busy; they take turns in the work pool.
