@@ -1,4 +1,4 @@
-"""What the locked bus costs: publish rate of the edge identity (its permission list, decision 60) vs `admin` (no
+"""What the locked bus costs: publish rate of the edge identity (its permission list, decision 61) vs `admin` (no
 permissions) on one nats-server with the config `mmrag up` writes, interleaved, median of 3.
 
     .venv/bin/python bench/nats_permissions.py [DATA_DIR]     # a temporary dir by default; about 20 s
