@@ -40,7 +40,7 @@ from search.rerank import LexicalScorer, rerank  # noqa: E402
 from search.hybrid import rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from search.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
-from bench.quality.corpus import KINDS, Question, build, fact_found  # noqa: E402
+from bench.quality.corpus import KINDS, Document, Question, build, fact_found  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
 
 COLLECTION = "bench"
@@ -73,11 +73,12 @@ def retrieval_metrics(q: Question, ranked: Sequence[Hit]) -> dict[str, float]:
 class Bench:
     """The ingested set and one function per retrieval mode (question index -> ranked hits)."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, corpus: tuple[list[Document], list[Question], str] | None = None) -> None:
+        """`corpus`: (documents, questions, digest of the documents), the fixed set of `corpus.build()` by default."""
         from ingest_common import InProcess, StageClock
 
         self.settings = AgentSettings()
-        self.docs, self.questions, self.digest = build()
+        self.docs, self.questions, self.digest = corpus or build()
         marker = store_dir / f"ingested-{self.digest}.json"
         self.ingest_s = 0.0
         if marker.exists():  # reuse: the same set was ingested there before
