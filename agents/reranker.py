@@ -42,8 +42,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
     async def start(self) -> None:
         s = self._ctx.settings
         self._scorer = build_scorer(s.reranker_model_path, device=s.embedding_device,
-                                    embed=self._ctx.shared.embedder.embed_array, sentence_weight=s.rerank_sentence_weight,
-                                    sentence_candidates=s.retrieve_candidates)  # fmt: skip
+                                    embed=self._ctx.shared.embedder.embed_array, sentence_weight=s.rerank_sentence_weight)  # fmt: skip
         log.info("reranking with %s", type(self._scorer).__name__)
 
     async def handle(self, deliveries: Sequence[Delivery[RerankRequest]]) -> None:

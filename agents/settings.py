@@ -110,18 +110,18 @@ class AgentSettings(ProcessSettings):
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
     )
     query_feedback_docs: int = Field(
-        default=0,
+        default=3,
         ge=0,
         le=20,
         description="pseudo-relevance feedback: words characteristic of this many top dense hits join the BM25 "
-        "query at a lower weight (search/expansion.py); 0 = off",
+        "query at a lower weight (search/expansion.py); 0 = off. Chosen on bench/quality's paraphrase set",
     )
     dense_first_overlap: float = Field(
-        default=0.0,
+        default=1.0,
         ge=0.0,
         le=1.0,
         description="when no sparse hit holds this share of the question's content words, the dense ranking weighs "
-        "double in the fusion; 0 = off",
+        "double in the fusion (1.0: unless one holds them all); 0 = off. Chosen on bench/quality's paraphrase set",
     )
     graph_expansion: bool = Field(
         default=False,
@@ -159,11 +159,12 @@ class AgentSettings(ProcessSettings):
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
     rerank_sentence_weight: float = Field(
-        default=0.0,
+        default=0.6,
         ge=0.0,
         le=1.0,
         description="offline scorer: weight of the best question-sentence cosine of each candidate (the reranker "
-        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone",
+        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone. Chosen on "
+        "bench/quality's paraphrase set",
     )
     reranker_model_path: Path | None = Field(
         default=None,

@@ -36,8 +36,8 @@ class Rewrite:
     content words (0 = off)."""
 
     feedback_docs: int = 0
-    feedback_terms: int = 8
-    feedback_weight: float = 0.3
+    feedback_terms: int = 10
+    feedback_weight: float = 0.4
     dense_first_overlap: float = 0.0
     dense_first_weight: float = 2.0
 

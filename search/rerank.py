@@ -93,8 +93,10 @@ class LexicalScorer:
         return out
 
 
-# SentenceScorer: at most this many units (sentences, rows, the headings) of a candidate are embedded, the first ones.
+# SentenceScorer: the units (sentences, rows, the headings; at most SENTENCE_UNITS, the first ones) of the first
+# SENTENCE_CANDIDATES candidates are embedded: at most 130 short texts, one embedding call a query.
 SENTENCE_UNITS = 12
+SENTENCE_CANDIDATES = 10
 
 
 class SentenceScorer(LexicalScorer):
@@ -102,7 +104,8 @@ class SentenceScorer(LexicalScorer):
     like the dense cosine), for the first `candidates` candidates (the retriever's best); the others get their
     chunk cosine in its place. `embed` is the text embedder (rows in input order). One embedding call a query."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, weight: float, candidates: int) -> None:
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, weight: float,
+                 candidates: int = SENTENCE_CANDIDATES) -> None:  # fmt: skip
         if not 0 < weight <= 1:
             raise ValueError(f"the sentence weight must lie in (0, 1], not {weight}: 0 means the lexical scorer")
         self.embed = embed
@@ -161,14 +164,14 @@ def _identity(x):  # noqa: ANN001, ANN202 - torch tensor in, same out: the sigmo
 
 def build_scorer(
     model_path: Path | None, *, device: str = "cpu", embed: Callable[[list[str]], np.ndarray] | None = None,
-    sentence_weight: float = 0.0, sentence_candidates: int = 20,
+    sentence_weight: float = 0.0,
 ) -> Scorer:  # fmt: skip
     """The cross-encoder when a checkpoint is configured; else the sentence scorer when an embedder is given and
     `sentence_weight` > 0; else the lexical scorer."""
     if model_path is not None:
         return CrossEncoderScorer(model_path, device=device)
     if embed is not None and sentence_weight > 0:
-        return SentenceScorer(embed, weight=sentence_weight, candidates=sentence_candidates)
+        return SentenceScorer(embed, weight=sentence_weight)
     return LexicalScorer()
 
 

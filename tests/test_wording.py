@@ -10,7 +10,7 @@ from contracts.messages import Hit
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights, overlap
 from search.hybrid import hybrid_search
-from search.rerank import LexicalScorer, SentenceScorer, build_scorer, rerank
+from search.rerank import SENTENCE_CANDIDATES, LexicalScorer, SentenceScorer, build_scorer, rerank
 from search.vectorstore import CollectionSchema, EdgeShardStore, SearchFilter, SparseVector, VectorPoint
 from tests.test_vectorstore import payload
 
@@ -116,7 +116,7 @@ def test_the_sentence_scorer_reads_the_one_sentence_that_answers_in_a_long_chunk
     chunk = embedder.embed_array([question, answer])
     diluted = float(chunk[1] @ chunk[0])
     candidates = [hit(0, other, 0.1), hit(1, answer, diluted)]
-    scorer = SentenceScorer(embedder.embed_array, weight=0.5, candidates=20)
+    scorer = SentenceScorer(embedder.embed_array, weight=0.5)
     cosines = scorer.sentence_cosines(question, candidates)
     assert cosines[1] is not None and cosines[0] is not None
     assert cosines[1] > diluted + 0.1 and cosines[1] > cosines[0] + 0.3
@@ -140,5 +140,5 @@ def test_candidates_past_the_limit_keep_their_chunk_cosine_and_the_weight_is_che
 def test_build_scorer_follows_the_settings(embedder) -> None:
     assert type(build_scorer(None)) is LexicalScorer
     assert type(build_scorer(None, embed=embedder.embed_array, sentence_weight=0.0)) is LexicalScorer
-    built = build_scorer(None, embed=embedder.embed_array, sentence_weight=0.4, sentence_candidates=7)
-    assert isinstance(built, SentenceScorer) and built.weight == 0.4 and built.candidates == 7
+    built = build_scorer(None, embed=embedder.embed_array, sentence_weight=0.4)
+    assert isinstance(built, SentenceScorer) and built.weight == 0.4 and built.candidates == SENTENCE_CANDIDATES

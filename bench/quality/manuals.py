@@ -28,7 +28,7 @@ class Manual:
     path: str  # inside the package
 
 
-# Seven manuals, 420 pages: a programming language for figures, a music typesetter's command-line guide, and
+# Seven manuals, 517 pages: a programming language for figures, a music typesetter's command-line guide, and
 # five LaTeX package manuals (typography, colours, code listings, table rules, captions).
 MANUALS = (
     Manual("asymptote", "asymptote-doc", "usr/share/doc/asymptote/asymptote.pdf"),

