@@ -117,11 +117,12 @@ class AgentSettings(ProcessSettings):
         "query at a lower weight (search/expansion.py); 0 = off. Chosen on bench/quality's paraphrase set",
     )
     dense_first_overlap: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0.0,
         le=1.0,
         description="when no sparse hit holds this share of the question's content words, the dense ranking weighs "
-        "double in the fusion (1.0: unless one holds them all); 0 = off. Chosen on bench/quality's paraphrase set",
+        "double in the fusion (1.0: unless one holds them all); 0 = off (the default: 1.0 won bench/quality's "
+        "paraphrase tuning but moved a fixed-set answer below the abstention threshold)",
     )
     graph_expansion: bool = Field(
         default=False,
@@ -159,12 +160,12 @@ class AgentSettings(ProcessSettings):
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
     rerank_sentence_weight: float = Field(
-        default=0.6,
+        default=0.0,
         ge=0.0,
         le=1.0,
         description="offline scorer: weight of the best question-sentence cosine of each candidate (the reranker "
-        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone. Chosen on "
-        "bench/quality's paraphrase set",
+        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone (the default: "
+        "the abstention thresholds are calibrated on the lexical scores; 0.6 won bench/quality's paraphrase tuning)",
     )
     reranker_model_path: Path | None = Field(
         default=None,

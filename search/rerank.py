@@ -134,11 +134,14 @@ class SentenceScorer(LexicalScorer):
     def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
         lexical = super().scores(query, candidates)
         sentence = self.sentence_cosines(query, candidates)
+        wanted = identifiers(query)
         out = []
         for hit, score, cosine in zip(candidates, lexical, sentence, strict=True):
             best = cosine if cosine is not None else hit.dense_score
-            mapped = 0.0 if best is None else (best - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR)
-            out.append((1 - self.weight) * score + self.weight * min(max(mapped, 0.0), 1.0))
+            mapped = min(max(0.0 if best is None else (best - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR), 0.0), 1.0)
+            if wanted and not any(contains_identifier(" ".join([*hit.headings, hit.text]), i) for i in wanted):
+                mapped *= MISSING_IDENTIFIER_FACTOR  # an embedding barely tells E-150 from E-105: the code decides
+            out.append((1 - self.weight) * score + self.weight * mapped)
         return out
 
 

@@ -142,3 +142,14 @@ def test_build_scorer_follows_the_settings(embedder) -> None:
     assert type(build_scorer(None, embed=embedder.embed_array, sentence_weight=0.0)) is LexicalScorer
     built = build_scorer(None, embed=embedder.embed_array, sentence_weight=0.4)
     assert isinstance(built, SentenceScorer) and built.weight == 0.4 and built.candidates == SENTENCE_CANDIDATES
+
+
+def test_a_candidate_without_the_asked_identifier_is_not_rescued_by_its_sentences(embedder) -> None:
+    """An embedding barely tells E-150 from E-105: the sentence signal keeps the identifier penalty, or a code
+    nobody has would score like an answer and abstention could not decline it."""
+    candidates = [hit(0, "Error E-105: dry running detected; stop the pump and fill it.", 0.6)]
+    scorer = SentenceScorer(embedder.embed_array, weight=0.6)
+    asked = scorer.scores("What does error E-105 mean?", candidates)[0]
+    missing = scorer.scores("What does error E-150 mean?", candidates)[0]
+    assert missing < 0.5 * asked
+    assert missing < AgentSettings().abstain_threshold
