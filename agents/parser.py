@@ -1,11 +1,11 @@
 """parser: `docs.ingest.<tenant>.<doc_id>` -> `chunks.parsed.g<gen>.text.<lane>.<tenant>` and `chunks.ocr...`.
 
-Reads the upload from the Object Store and walks it page by page (a 1,000-page PDF never holds more than one
-page's content and one batch of chunks): text blocks with their headings as context, tables (markdown +
-cells, a row never split), images (stored in the Object Store with page, bbox and size). Chunks go out in
-bounded batches on the document's lane as they are made. What needs OCR — a scanned page, the text inside an
-image, an uploaded image file — goes to the OCR subject as one request per page or image, each owning one
-batch of the document, so OCR scales apart and never holds back text.
+Reads the upload from the Object Store and walks it page by page with `documents.parse` (a 1,000-page PDF never
+holds more than one page's content and one batch of chunks): text blocks with their headings as context,
+tables (markdown + cells, a row never split), images (stored in the Object Store with page, bbox and size).
+Chunks go out in bounded batches on the document's lane as they are made. What needs OCR — a scanned page,
+the text inside an image, an uploaded image file — goes to the OCR subject as one request per page or image,
+each owning one batch of the document, so OCR scales apart and never holds back text.
 
 Each submission is a *revision* of its document: the stream sequence of its docs.ingest message. A newer
 submission of the same doc_id replaces the older one (fresh progress; the indexer removes the old points
@@ -17,12 +17,10 @@ corrupt, no content) is marked `failed` with the reason and acknowledged: a fini
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import pymupdf
 from nats.js.errors import NotFoundError
 
 from agents.runtime.agent import ConsumerAgent
@@ -41,12 +39,8 @@ from contracts.messages import (
     utcnow,
 )
 from contracts.topology import ConsumerDef, Lane, Subjects, ingest_consumers, object_name
-from documents.chunks import MAX_TOKENS, ParsedChunk, page_chunks, wordpiece_counter
-from documents.extract import DocumentRejected, TextBlock, extract_text, open_checked_pdf
-from documents.filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
-from documents.images import ImageRejected, probe_image
-from documents.layout import PageBlock, PageContent, PageImage, iter_pages
-from documents.ocr import DEFAULT_OCR, render_page
+from documents import DocumentRejected, OcrWork, ParsedChunk, ParseSettings, parse
+from documents.filetypes import IMAGE_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +86,9 @@ class _Emitter:
     def _chunk(self, parsed: ParsedChunk, index: int, *, last: bool) -> Chunk:
         doc = self.doc
         table = None
-        if parsed.modality == "table" and parsed.table_id is not None:
-            header, rows = _table_rows(parsed.text)
+        if parsed.table is not None and parsed.table_id is not None:
             table = TableData(table_id=parsed.table_id, group_id=parsed.table_group_id or parsed.table_id,
-                              header=header, rows=rows)  # fmt: skip
+                              header=list(parsed.table.header), rows=[list(r) for r in parsed.table.rows])  # fmt: skip
         return Chunk(
             chunk_id=f"{doc.doc_id}-{index}", index=index, doc_id=doc.doc_id, tenant=doc.tenant,
             filename=doc.filename, page=parsed.page, bbox=parsed.bbox, modality=parsed.modality, text=parsed.text,
@@ -141,18 +134,26 @@ class _Emitter:
         if held is not None:
             await publish_all(self.agent._ctx.js, [held])
 
-    async def ocr(self, *, kind: str, page: int, raster: bytes, object_name: str, bbox, headings=(),
-                  image: ImageRef | None = None, nearby_text: str | None = None) -> None:  # fmt: skip
-        await self.agent._ctx.uploads.put(object_name, raster)
+    async def ocr(self, work: OcrWork) -> None:
+        """Store the work's raster and publish its request, which owns the next batch index."""
+        doc = self.doc
+        image = None
+        if work.kind == "page":
+            name = page_object(doc.tenant, doc.doc_id, work.page)
+        else:
+            name = image_object(doc.tenant, doc.doc_id, work.digest or "original")
+            image = ImageRef(object_name=name, mime=work.mime or doc.content_type, width=work.width,
+                             height=work.height, caption=work.caption)  # fmt: skip
+        await self.agent._ctx.uploads.put(name, work.raster)
         index = self.next_batch
         self.next_batch += 1
         self.ocr_requests += 1
-        doc, gen = self.doc, self.agent._ctx.generation
+        gen = self.agent._ctx.generation
         request = OcrRequest(
             doc_id=doc.doc_id, tenant=doc.tenant, generation=gen.number, revision=self.delivery.stream_seq,
             batch_index=index, first_index=OCR_INDEX_BASE + index * OCR_INDEX_STRIDE, filename=doc.filename,
-            kind=kind, page=page, object_name=object_name, bbox=bbox, headings=list(headings), image=image,
-            nearby_text=nearby_text,
+            kind=work.kind, page=work.page, object_name=name, bbox=work.bbox, headings=list(work.headings),
+            image=image, nearby_text=work.nearby_text,
         )  # fmt: skip
         await self._send(Outgoing(
             Subjects.ocr(gen, self.lane, doc.tenant), request,
@@ -171,15 +172,6 @@ class _Emitter:
 # chunks take indices OCR_INDEX_BASE + b * OCR_INDEX_STRIDE + k.
 OCR_INDEX_BASE = 10_000_000
 OCR_INDEX_STRIDE = 10_000
-
-
-def _table_rows(markdown: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of a markdown table chunk (header repeated in every piece, then a separator line)."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-    if len(cells) >= 2 and all(set(c) <= set("-: ") for c in cells[1]):
-        return cells[0], cells[2:]
-    return [], cells
 
 
 class ParserAgent(ConsumerAgent[DocumentSubmitted]):
@@ -225,12 +217,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             raise PermanentError(f"the upload of {doc.doc_id} is not in the uploads bucket (deleted?)") from err
         data = result.data or b""
         try:
-            if doc.content_type == "application/pdf":
-                emitter = await self._parse_pdf(delivery, data)
-            elif doc.content_type in IMAGE_CONTENT_TYPES:
-                emitter = await self._parse_image(delivery, data)
-            else:
-                emitter = await self._parse_text(delivery, data)
+            emitter = await self._parse(delivery, data)
         except DocumentRejected as err:
             log.info("parser: %s rejected: %s", doc.doc_id, err)
             await progress.mark_failed(doc.tenant, doc.doc_id, revision, str(err))
@@ -253,26 +240,27 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
 
         await progress.update(doc.tenant, doc.doc_id, change)
 
-    async def _parse_pdf(self, delivery: Delivery[DocumentSubmitted], data: bytes) -> _Emitter:
+    def parse_settings(self) -> ParseSettings:
+        s = self._ctx.settings
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
+
+    async def _parse(self, delivery: Delivery[DocumentSubmitted], data: bytes) -> _Emitter:
+        """Publish the document's chunks and OCR requests page by page; DocumentRejected if it has nothing."""
         doc, revision = delivery.payload, delivery.stream_seq
-        pdf = await asyncio.to_thread(open_checked_pdf, data)
+        parsed = await asyncio.to_thread(parse, data, doc.content_type, self.parse_settings())
         try:
-            pages = pdf.page_count
-            emitter = _Emitter(self, delivery, self.lane(pages))
-            await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0))
-            contents = iter_pages(pdf)  # no OCR here: the OCR agent does it
-            headings_chunker = _Chunker(self._ctx.settings.chunk_max_tokens)
+            pages = parsed.page_count
+            image = doc.content_type in IMAGE_CONTENT_TYPES
+            emitter = _Emitter(self, delivery, "interactive" if image else self.lane(pages))
+            pdf = doc.content_type == "application/pdf"  # a text or image file is parsed in one step
+            await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
             parsed_pages = 0
-            while (content := await asyncio.to_thread(next, contents, None)) is not None:
-                for parsed in headings_chunker.feed(content):
-                    if parsed.modality != "image":  # image chunks are made by the OCR agent, with the OCR text
-                        await emitter.add(parsed)
-                for image in content.images:
-                    await self._image_request(emitter, doc, image, headings_chunker.headings())
-                if content.needs_ocr:
-                    raster, bbox = await asyncio.to_thread(_render_png, pdf[content.page - 1])
-                    await emitter.ocr(kind="page", page=content.page, raster=raster, bbox=bbox,
-                                      object_name=page_object(doc.tenant, doc.doc_id, content.page))  # fmt: skip
+            contents = iter(parsed)
+            while (page := await asyncio.to_thread(next, contents, None)) is not None:
+                for chunk in page.chunks:
+                    await emitter.add(chunk)
+                for work in page.ocr:
+                    await emitter.ocr(work)
                 parsed_pages += 1
                 if parsed_pages % PROGRESS_EVERY_PAGES == 0:
                     await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
@@ -285,75 +273,8 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 )
             return emitter
         finally:
-            pdf.close()
-
-    async def _image_request(self, emitter: _Emitter, doc: DocumentSubmitted, image: PageImage, headings) -> None:
-        name = image_object(doc.tenant, doc.doc_id, image.digest)
-        ref = ImageRef(object_name=name, mime=image.mime, width=image.width, height=image.height, caption=image.caption)
-        await emitter.ocr(kind="image", page=image.page, raster=image.data, object_name=name, bbox=image.bbox,
-                          headings=headings, image=ref, nearby_text=image.nearby_text)  # fmt: skip
-
-    async def _parse_image(self, delivery: Delivery[DocumentSubmitted], data: bytes) -> _Emitter:
-        doc = delivery.payload
-        real = sniff_image_format(data)
-        if real != IMAGE_CONTENT_TYPES[doc.content_type]:
-            raise DocumentRejected(
-                f"not {describe_format(IMAGE_CONTENT_TYPES[doc.content_type])}: its bytes are {describe_format(real)}; "
-                "upload it with the right type or extension"
-            )
-        try:
-            header = await asyncio.to_thread(probe_image, data)
-        except ImageRejected as err:
-            raise DocumentRejected(str(err)) from err  # its message already says what to do
-        emitter = _Emitter(self, delivery, "interactive")
-        await self._record(self._ctx.progress, doc, delivery.stream_seq, {}, pages=(1, 1))
-        name = image_object(doc.tenant, doc.doc_id, "original")
-        ref = ImageRef(object_name=name, mime=doc.content_type, width=header.width, height=header.height)
-        await emitter.ocr(kind="image", page=1, raster=data, object_name=name,
-                          bbox=(0.0, 0.0, float(header.width), float(header.height)), image=ref)  # fmt: skip
-        return emitter
-
-    async def _parse_text(self, delivery: Delivery[DocumentSubmitted], data: bytes) -> _Emitter:
-        doc = delivery.payload
-        _, blocks = await asyncio.to_thread(extract_text, data, markdown=doc.content_type == "text/markdown")
-        emitter = _Emitter(self, delivery, self.lane(1))
-        await self._record(self._ctx.progress, doc, delivery.stream_seq, {}, pages=(1, 1))
-        for parsed in _Chunker(self._ctx.settings.chunk_max_tokens).feed_text(blocks):
-            await emitter.add(parsed)
-        await emitter.finish()
-        return emitter
+            parsed.close()
 
     async def on_give_up(self, delivery: Delivery[DocumentSubmitted], reason: str) -> None:
         doc = delivery.payload
         await self._ctx.progress.mark_failed(doc.tenant, doc.doc_id, delivery.stream_seq, f"parsing failed: {reason}")
-
-
-def _render_png(page: pymupdf.Page) -> tuple[bytes, tuple[float, float, float, float]]:
-    """The displayed page as a grey PNG for OCR, and the page's bbox in points (what the raster covers)."""
-    img, _ = render_page(page, DEFAULT_OCR.dpi, DEFAULT_OCR.max_pixels)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=False, compress_level=1)
-    rect = page.rect
-    return out.getvalue(), (0.0, 0.0, float(rect.width), float(rect.height))
-
-
-class _Chunker:
-    """The chunker of `documents.chunks`, fed one page at a time; the heading context carries across pages."""
-
-    def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
-        self._headings: list[tuple[float, str]] = []
-        self._count = wordpiece_counter()
-        self._max_tokens = max_tokens  # MMRAG_CHUNK_MAX_TOKENS, or the index generation's override
-
-    def feed(self, content: PageContent) -> list[ParsedChunk]:
-        return list(page_chunks(content, self._headings, self._max_tokens, self._count))
-
-    def headings(self) -> tuple[str, ...]:
-        return tuple(text for _size, text in self._headings)
-
-    def feed_text(self, blocks: list[TextBlock]) -> list[ParsedChunk]:
-        """Paragraphs of a text file (one page, no layout: chunks have no bbox)."""
-        page_blocks = tuple(PageBlock(1, (0.0, 0.0, 0.0, 0.0), b.text) for b in blocks)
-        content = PageContent(page=1, width=0.0, height=0.0, blocks=page_blocks, tables=(), images=(),
-                              skipped_images=(), needs_ocr=False)  # fmt: skip
-        return [replace(chunk, bbox=None) for chunk in self.feed(content)]

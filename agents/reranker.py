@@ -21,7 +21,15 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 from search.abstention import decide
-from search.rerank import CrossEncoderScorer, LexicalScorer, Scorer, SentenceScorer, build_scorer, rerank
+from search.rerank import (
+    CrossEncoderScorer,
+    LexicalScorer,
+    Scorer,
+    SentenceScorer,
+    above_floor,
+    build_scorer,
+    rerank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +64,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                 hits = rerank(query, d.payload.candidates, request.top_k, scorer=self._scorer)
             answer = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
             if request.mode is QueryMode.SEARCH:
-                await answer.results(hits)
+                await answer.results(above_floor(hits, self._ctx.settings.search_min_score))
             else:
                 await answer.retrieval(hits)
                 abstain = await self._abstain(query, hits)

@@ -193,6 +193,13 @@ class AgentSettings(ProcessSettings):
         "reranked hits (holding the question's identifiers) has at least this cosine with it (the reranker embeds "
         "them; offline scorer only); 0 = off. Calibrated on bench/quality",
     )
+    search_min_score: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="search results whose reranked score is below this are left out (a search returned top_k "
+        "hits down to 0.000); 0 = every hit. On bench/quality no relevant hit scored below 0.066",
+    )
 
 
     @property

@@ -20,11 +20,9 @@ import pymupdf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.parser import _Chunker, _render_png, _table_rows  # noqa: E402
-from documents.extract import open_checked_pdf  # noqa: E402
-from documents.layout import iter_pages  # noqa: E402
-from agents.ocr import read_image, read_page  # noqa: E402
 from contracts.messages import Chunk, EmbeddedChunk, TableData  # noqa: E402
+from documents import parse, read_image, read_page  # noqa: E402
+from documents.chunks import wordpiece_counter  # noqa: E402
 from tests.factories import SCAN_SENTENCES, make_image_pages_pdf, make_scanned_pdf, synthetic_pdf  # noqa: E402
 
 DOC_TYPES = ("text", "image", "scanned")
@@ -92,22 +90,21 @@ class StageClock:
 def _chunk(parsed, index: int, doc_id: str, filename: str, *, source: str = "text", page: int | None = None) -> Chunk:
     """What `_Emitter._chunk` / the OCR agent build (neighbour links omitted: they cost nothing to compute)."""
     table = None
-    if parsed.modality == "table" and parsed.table_id is not None:
-        header, rows = _table_rows(parsed.text)
+    if parsed.table is not None and parsed.table_id is not None:
         table = TableData(table_id=parsed.table_id, group_id=parsed.table_group_id or parsed.table_id,
-                          header=header, rows=rows)  # fmt: skip
+                          header=list(parsed.table.header), rows=[list(r) for r in parsed.table.rows])  # fmt: skip
     return Chunk(chunk_id=f"{doc_id}-{index}", index=index, doc_id=doc_id, tenant="default", filename=filename,
                  page=page or parsed.page, bbox=parsed.bbox, modality=parsed.modality, text=parsed.text,
                  headings=list(parsed.headings), table=table, source=source)  # fmt: skip
 
 
 class InProcess:
-    """parse (iter_pages + chunking + page renders for OCR) -> OCR (read_page / read_image) -> embed (dense, 32 a
+    """parse (`documents.parse`: pages, chunking, page renders for OCR) -> OCR (read_page / read_image) -> embed (dense, 32 a
     call as the embedder) -> sparse (BM25) -> upsert (durable), document after document, each stage timed."""
 
     def __init__(self, workdir: Path, *, batch: int = 32) -> None:
         from agents.indexer import to_point
-        from documents.ocr import DEFAULT_OCR, _engine
+        from documents.ocr import warm_up
         from agents.runtime.resources import text_embedder
         from agents.settings import AgentSettings
         from models.sparse import SparseEncoder
@@ -116,7 +113,7 @@ class InProcess:
         self.embedder = text_embedder(AgentSettings())  # as the engine builds it
         self.sparse = SparseEncoder()
         self._to_point = to_point
-        _engine(DEFAULT_OCR)  # the OCR agent loads its models at start too
+        warm_up()  # the OCR agent loads its models at start too
         self.store = EdgeShardStore(workdir / "inproc-qdrant")
         self.store.create_collection("bench", CollectionSchema(text_dim=self.embedder.dim))
         self.batch = batch
@@ -128,34 +125,24 @@ class InProcess:
     def ingest(self, pdf: bytes, doc_id: str, clock: StageClock) -> int:
         """Index one PDF; returns its chunk count."""
         t0 = time.perf_counter()
-        doc = open_checked_pdf(pdf)
         chunks: list[Chunk] = []
-        ocr_jobs: list[tuple] = []  # ("page", raster, bbox, page) / ("image", data, caption, nearby, bbox, page)
-        try:
-            chunker = _Chunker()
-            pages = doc.page_count
-            for content in iter_pages(doc):
-                for parsed in chunker.feed(content):
-                    if parsed.modality != "image":
-                        chunks.append(_chunk(parsed, len(chunks), doc_id, f"{doc_id}.pdf"))
-                for image in content.images:
-                    ocr_jobs.append(("image", image.data, image.caption, image.nearby_text, image.bbox, image.page))
-                if content.needs_ocr:
-                    raster, bbox = _render_png(doc[content.page - 1])
-                    ocr_jobs.append(("page", raster, bbox, content.page))
-        finally:
-            doc.close()
+        ocr_jobs = []
+        with parse(pdf, "application/pdf") as parsed_doc:
+            pages = parsed_doc.page_count
+            for page in parsed_doc:
+                chunks += [_chunk(parsed, len(chunks) + k, doc_id, f"{doc_id}.pdf") for k, parsed in enumerate(page.chunks)]
+                ocr_jobs += page.ocr
         clock.add("parse", time.perf_counter() - t0, pages)
 
         t0 = time.perf_counter()
         base = 10_000_000
         for job in ocr_jobs:
-            if job[0] == "page":
-                parsed_list, page = read_page(job[1], job[2]), job[3]
+            if job.kind == "page":
+                parsed_list = read_page(job.raster, job.bbox)
             else:
-                parsed_list, page = read_image(job[1], job[2], job[3], job[4]), job[5]
+                parsed_list = read_image(job.raster, job.caption, job.nearby_text, job.bbox)
             for k, parsed in enumerate(parsed_list):
-                chunks.append(_chunk(parsed, base + k, doc_id, f"{doc_id}.pdf", source="ocr", page=page))
+                chunks.append(_chunk(parsed, base + k, doc_id, f"{doc_id}.pdf", source="ocr", page=job.page))
             base += 10_000
         clock.add("ocr", time.perf_counter() - t0, len(ocr_jobs))
 
@@ -285,25 +272,19 @@ def parser_only(path: Path) -> dict:
     """Run in a child: what the parser agent does to one PDF (whole upload in memory, page by page, chunks
     built and dropped in batches of 32, scan pages rendered), reporting its RSS before and its peak."""
     data = path.read_bytes()
-    _Chunker()  # load the tokenizer before the baseline
+    wordpiece_counter()  # load the tokenizer before the baseline
     base = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
-    doc = open_checked_pdf(data)
-    chunker, pending, chunks, pages = _Chunker(), [], 0, 0
-    try:
-        for content in iter_pages(doc):
-            for parsed in chunker.feed(content):
-                if parsed.modality != "image":
-                    pending.append(_chunk(parsed, chunks, "d", "d.pdf"))
-                    chunks += 1
-                    if len(pending) >= 32:
-                        json.dumps([c.model_dump(mode="json") for c in pending])  # what publishing serialises
-                        pending = []
-            if content.needs_ocr:
-                _render_png(doc[content.page - 1])
+    pending, chunks, pages = [], 0, 0
+    with parse(data, "application/pdf") as parsed_doc:  # scan pages are rendered as they are parsed
+        for page in parsed_doc:
+            for parsed in page.chunks:
+                pending.append(_chunk(parsed, chunks, "d", "d.pdf"))
+                chunks += 1
+                if len(pending) >= 32:
+                    json.dumps([c.model_dump(mode="json") for c in pending])  # what publishing serialises
+                    pending = []
             pages += 1
-    finally:
-        doc.close()
     elapsed = time.perf_counter() - t0
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child forked from this bench (models
     # loaded) would report the parent's size; exec gives the child a new address space and a new VmHWM.

@@ -4,8 +4,9 @@
     .venv/bin/python bench/parse_speed.py --quick         # smaller, for a smoke run
     .venv/bin/python bench/parse_speed.py --ocr-only      # only the OCR settings comparison
 
-Every case runs ``iter_pages`` (page by page, as the agent will) on a generated PDF; pages/s is pages divided
-by wall time after one warm-up page (the OCR engine's model load is not counted). "peak py MB" is the
+Every case runs ``documents.parse`` (page by page, as the parser agent does) on a generated PDF, and in the OCR
+cases reads its OCR work with ``documents.read_page`` / ``read_image`` (as the OCR agent does); pages/s is pages
+divided by wall time after one warm-up page (the OCR engine's model load is not counted). "peak py MB" is the
 tracemalloc peak of Python allocations in a second, traced pass (page content, image bytes, rendered pages,
 numpy buffers; OCR cases: its first 2 pages); the
 process's max RSS (ONNX Runtime arenas included) is printed at the end. Figures from one run on a shared
@@ -26,9 +27,8 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from documents.extract import extract_pdf  # noqa: E402
-from documents.layout import iter_pages  # noqa: E402
-from documents.ocr import OcrSettings, ocr_page  # noqa: E402
+from documents import ParseSettings, page_raster, parse, read_image, read_page  # noqa: E402
+from documents.ocr import OcrSettings  # noqa: E402
 from tests.factories import (  # noqa: E402
     A4,
     make_image_pages_pdf,
@@ -53,30 +53,36 @@ def dense_scanned_pdf(pages: int) -> bytes:
     return make_scanned_pdf(lines, pages=pages, fontsize=8.5)
 
 
+def _walk(pdf: bytes, ocr: OcrSettings | None) -> tuple[int, int, int, int]:
+    """(pages, images, tables, OCR characters) of one pass; OCR work is read only when ``ocr`` is given."""
+    pages = images = tables = ocr_chars = 0
+    settings = ParseSettings(ocr=ocr) if ocr is not None else ParseSettings()
+    with parse(pdf, "application/pdf", settings) as doc:
+        for page in doc:
+            pages += 1
+            images += sum(work.kind == "image" for work in page.ocr)
+            tables += len({chunk.table_id for chunk in page.chunks if chunk.table_id})
+            if ocr is None:
+                continue
+            for work in page.ocr:
+                read = (read_page(work.raster, work.bbox, settings) if work.kind == "page"
+                        else read_image(work.raster, work.caption, work.nearby_text, work.bbox, settings))  # fmt: skip
+                ocr_chars += sum(len(chunk.text) for chunk in read)
+    return pages, images, tables, ocr_chars
+
+
 def run_case(name: str, pdf: bytes, *, ocr: OcrSettings | None = None) -> dict:
     """Timed pass (no tracing), then a traced pass for the memory peak (OCR cases: first 2 pages only, the
     peak is per page)."""
-    doc = pymupdf.open(stream=pdf, filetype="pdf")
-    try:
-        list(iter_pages(pymupdf.open(stream=_first_page(doc), filetype="pdf"), ocr=ocr))  # warm-up (model load)
-        start = time.perf_counter()
-        pages = images = tables = ocr_chars = 0
-        for content in iter_pages(doc, ocr=ocr):
-            pages += 1
-            images += len(content.images)
-            tables += len(content.tables)
-            ocr_chars += sum(len(line.text) for line in content.ocr_lines)
-            ocr_chars += sum(len(line.text) for image in content.images for line in image.ocr_lines)
-        elapsed = time.perf_counter() - start
-    finally:
-        doc.close()
-    doc = pymupdf.open(stream=pdf if ocr is None else _first_page(pymupdf.open(stream=pdf), 2), filetype="pdf")
+    _walk(_first_page(pymupdf.open(stream=pdf)), ocr)  # warm-up (model load)
+    start = time.perf_counter()
+    pages, images, tables, ocr_chars = _walk(pdf, ocr)
+    elapsed = time.perf_counter() - start
+    traced = pdf if ocr is None else _first_page(pymupdf.open(stream=pdf), 2)
     tracemalloc.start()
-    for _ in iter_pages(doc, ocr=ocr):
-        pass
+    _walk(traced, ocr)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    doc.close()
     return {"case": name, "pages": pages, "seconds": elapsed, "pages/s": pages / elapsed, "images": images,
             "tables": tables, "ocr chars": ocr_chars, "peak py MB": peak / 1e6}  # fmt: skip
 
@@ -87,16 +93,9 @@ def _first_page(doc: pymupdf.Document, pages: int = 1) -> bytes:
     return one.tobytes()
 
 
-def baseline_text(pdf: bytes, name: str) -> dict:
-    start = time.perf_counter()
-    pages, _ = extract_pdf(pdf)
-    elapsed = time.perf_counter() - start
-    return {"case": name, "pages": pages, "seconds": elapsed, "pages/s": pages / elapsed, "images": 0, "tables": 0,
-            "ocr chars": 0, "peak py MB": float("nan")}  # fmt: skip
-
-
 def ocr_settings_sweep(pages: int) -> list[dict]:
-    """Seconds per dense scanned page (~3,000 characters) for OCR settings, and word recall vs the truth."""
+    """Seconds per dense scanned page (~3,000 characters) for OCR settings, and word recall vs the truth; a page
+    is rendered and read as the parser and OCR agents do (`page_raster`, then `read_page`)."""
     lines = dense_scan_lines()
     truth = set(" ".join(lines).split())
     doc = pymupdf.open(stream=dense_scanned_pdf(pages), filetype="pdf")
@@ -111,11 +110,16 @@ def ocr_settings_sweep(pages: int) -> list[dict]:
     ]
     rows = []
     for name, settings in variants:
-        ocr_page(doc[0], settings=settings)  # warm-up: model load
+
+        def words(page: pymupdf.Page, settings: OcrSettings = settings) -> set[str]:
+            raster, bbox = page_raster(page, settings)
+            return {w for chunk in read_page(raster, bbox, ParseSettings(ocr=settings)) for w in chunk.text.split()}
+
+        words(doc[0])  # warm-up: model load
         start = time.perf_counter()
         found: set[str] = set()
         for page in doc:
-            found |= {w for line in ocr_page(page, settings=settings) for w in line.text.split()}
+            found |= words(page)
         elapsed = (time.perf_counter() - start) / doc.page_count
         rows.append({"OCR settings": name, "s/page": elapsed, "pages/s": 1 / elapsed,
                      "word recall": len(truth & found) / len(truth)})  # fmt: skip
@@ -153,7 +157,6 @@ def main() -> None:
     if not args.ocr_only:
         text_pdf = synthetic_pdf(1, text_pages)
         rows = [
-            baseline_text(text_pdf, "text pages: extract_pdf (today's parser)"),
             run_case("text pages", text_pdf),
             run_case("ruled tables spanning pages", make_spanning_table_pdf(24, 24)),
             run_case("image pages (1 photo/page), no OCR", make_image_pages_pdf(image_pages)),

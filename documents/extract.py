@@ -1,4 +1,4 @@
-"""Turn uploaded bytes into text blocks in reading order. Pure and synchronous: no I/O, no NATS.
+"""Checked PDFs (:func:`open_checked_pdf`) and the text blocks of text and Markdown files. Pure and synchronous.
 
 Every failure a user can fix is raised as :class:`DocumentRejected` whose message says what is wrong and
 what to do; the agent records it as the document's error verbatim.
@@ -13,10 +13,6 @@ import pymupdf
 
 from contracts.messages import BBox
 
-# Blocks as PyMuPDF extracts them by default, but with ligatures expanded ("ﬁ" -> "fi") and words
-# hyphenated across line ends joined again, so the text matches what users type in questions.
-_PDF_TEXT_FLAGS = (pymupdf.TEXTFLAGS_BLOCKS & ~pymupdf.TEXT_PRESERVE_LIGATURES) | pymupdf.TEXT_DEHYPHENATE
-_TEXT_BLOCK = 0  # block_type of a text block in get_text("blocks"); 1 is an image block
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6}(\s|$)")
@@ -39,27 +35,6 @@ class TextBlock:
 # Every complete PDF ends with "%%EOF" (followed at most by some whitespace or junk).
 _TRAILER = b"%%EOF"
 _TRAILER_WINDOW = 1024
-
-
-def extract_pdf(data: bytes) -> tuple[int, list[TextBlock]]:
-    """Return (page_count, text blocks in reading order) of a PDF.
-
-    Raises DocumentRejected for bytes that are not an openable PDF, password-protected PDFs, PDFs without
-    pages and PDFs without any text layer. PyMuPDF silently repairs many slightly damaged files, and
-    those are accepted; a file that needed repair *and* lacks the `%%EOF` marker at its end is a truncated
-    upload whose later pages would silently be empty, so it is rejected.
-    """
-    doc = open_checked_pdf(data)
-    try:
-        blocks = [block for page in doc for block in _page_blocks(page)]
-        if not blocks:
-            raise DocumentRejected(
-                f"no extractable text: the document has {_pages(doc.page_count)} but no text layer "
-                "(scanned pages need OCR, not supported yet)"
-            )
-        return doc.page_count, blocks
-    finally:
-        doc.close()
 
 
 def open_checked_pdf(data: bytes) -> pymupdf.Document:
@@ -85,8 +60,8 @@ def open_checked_pdf(data: bytes) -> pymupdf.Document:
     return doc
 
 
-def extract_text(data: bytes, *, markdown: bool) -> tuple[int, list[TextBlock]]:
-    """Return (1, paragraphs) of a UTF-8 text file (a leading BOM is ignored).
+def extract_text(data: bytes, *, markdown: bool) -> list[TextBlock]:
+    """The paragraphs of a UTF-8 text file (a leading BOM is ignored).
 
     Paragraphs are separated by blank lines. With ``markdown``, a paragraph made only of headings is kept
     with the paragraph that follows it, and blank lines inside fenced code blocks do not split.
@@ -97,11 +72,7 @@ def extract_text(data: bytes, *, markdown: bool) -> tuple[int, list[TextBlock]]:
     blocks = [TextBlock(page=1, bbox=None, text=p) for p in map(_normalise_lines, paragraphs) if p]
     if not blocks:
         raise DocumentRejected("empty document: the file contains no text; upload a file with content")
-    return 1, blocks
-
-
-def _pages(count: int) -> str:
-    return "1 page" if count == 1 else f"{count} pages"
+    return blocks
 
 
 def _open_pdf(data: bytes) -> pymupdf.Document:
@@ -113,19 +84,6 @@ def _open_pdf(data: bytes) -> pymupdf.Document:
         raise DocumentRejected(
             f"corrupt PDF: cannot be opened ({exc}); check the file opens in a PDF viewer and upload it again"
         ) from exc
-
-
-def _page_blocks(page: pymupdf.Page) -> list[TextBlock]:
-    """Text blocks of one page, top-to-bottom/left-to-right, bboxes in displayed-page coordinates."""
-    blocks = []
-    for x0, y0, x1, y1, text, _no, block_type in page.get_text("blocks", flags=_PDF_TEXT_FLAGS, sort=True):
-        normalised = " ".join(text.split())
-        if block_type != _TEXT_BLOCK or not normalised:
-            continue
-        # Extraction reports unrotated coordinates; viewers show the rotated page.
-        rect = pymupdf.Rect(x0, y0, x1, y1) * page.rotation_matrix
-        blocks.append(TextBlock(page=page.number + 1, bbox=(rect.x0, rect.y0, rect.x1, rect.y1), text=normalised))
-    return blocks
 
 
 def _decode_utf8(data: bytes) -> str:

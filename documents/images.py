@@ -113,18 +113,6 @@ def _flatten(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_storable(data: bytes, header: ImageHeader) -> tuple[bytes, str]:
-    """(bytes, mime) to store: PNG and JPEG as uploaded; WebP and TIFF re-encoded as PNG (browsers and vision
-    models read PNG everywhere; TIFF not)."""
-    if header.format == "PNG":
-        return data, "image/png"
-    if header.format == "JPEG":
-        return data, "image/jpeg"
-    out = io.BytesIO()
-    decode_image(data).save(out, format="PNG", optimize=False, compress_level=6)
-    return out.getvalue(), "image/png"
-
-
 def digest(data: bytes) -> str:
     """Content address of stored image bytes (sha256 hex, first 32 chars)."""
     return hashlib.sha256(data).hexdigest()[:32]

@@ -1,12 +1,12 @@
-"""One PDF page -> :class:`PageContent` (text blocks, headings, tables, images, captions, OCR). Pure, synchronous.
+"""One PDF page -> :class:`PageContent` (text blocks, headings, tables, images, captions, OCR need). Pure, synchronous.
 
 Entry points:
 
 - :func:`extract_page` (page, ...) -> PageContent: one page, no state beyond what the caller passes;
-- :func:`iter_pages` (doc, ...) -> Iterator[PageContent]: every page in order with cross-page state (table
-  continuations, repeated-image detection), holding at most two pages' content at a time: a 1,000-page PDF
-  is never materialised (PyMuPDF loads a page's objects only when the page is loaded, and we drop it after);
-- :func:`extract_image_file` (data, content_type) -> ImageFileContent: an image uploaded on its own.
+- :func:`iter_pages` (doc, pages=None) -> Iterator[PageContent]: every page (or a range of pages) in order with
+  cross-page state (table continuations, repeated-image detection), holding at most two pages' content at a
+  time: a 1,000-page PDF is never materialised (PyMuPDF loads a page's objects only when the page is loaded,
+  and we drop it after).
 
 Coordinates are PDF points of the *displayed* page (rotation applied), top-left origin, as in extract.py.
 
@@ -39,9 +39,8 @@ Captions: each caption block is linked to at most one image (or table, for "Tabl
   below the image over one above at equal distance (ties at +6 pt). ``nearby_text`` of an image is the
   closest other body block within 72 pt (any side), truncated to 500 characters.
 OCR need: a page *needs OCR* when its text layer has fewer than 50 non-space characters *and* it has
-  content: images covering >= 10% of the page, or vector drawings. With an ``ocr`` setting, such a page is
-  rendered and OCR'd (its blocks are then the OCR paragraphs, ``source="ocr"``), and every kept image of at
-  least 48 px on both sides on other pages is OCR'd too (``PageImage.ocr_lines``, in page coordinates).
+  content: images covering >= 10% of the page, or vector drawings. Reading it (and the kept images) is OCR
+  work for :mod:`documents.reader`, done apart from the page walk.
 """
 
 from __future__ import annotations
@@ -53,9 +52,7 @@ from typing import Literal
 
 import pymupdf
 
-from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
-from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, digest, probe_image, to_storable
-from .ocr import OcrLine, OcrSettings, lines_to_paragraphs, ocr_page, ocr_pixels
+from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, digest, probe_image
 from .tables import Table, body_band, find_tables, link_continuation, mark_continued
 
 BBox = tuple[float, float, float, float]
@@ -73,7 +70,6 @@ NEEDS_OCR_MAX_CHARS = 50
 NEEDS_OCR_MIN_IMAGE_FRACTION = 0.10
 SCAN_IMAGE_FRACTION = 0.50
 BACKGROUND_IMAGE_FRACTION = 0.90
-OCR_IMAGE_MIN_SIDE_PX = 48
 _BOLD = 16  # span flag bit
 _STREAM_DAMAGE = re.compile(r"error|truncated|premature|corrupt|invalid|unexpected", re.IGNORECASE)
 CAPTION = re.compile(r"^(Figure|Fig\.?|Table|Image|Chart|Diagram|Photo|Plate)\s*\d+[A-Za-z]?\b", re.IGNORECASE)
@@ -96,7 +92,7 @@ class PageBlock:
 class PageImage:
     """An image worth storing. ``width``/``height``: intrinsic pixels; ``data``: PNG or JPEG bytes
     (``mime``); ``digest``: sha256 of ``data`` (first 32 hex chars); ``xref``: the PDF object (0 for an
-    uploaded file); ``index``: its position among the page's kept images. ``ocr_lines`` in page points."""
+    uploaded file); ``index``: its position among the page's kept images."""
 
     page: int
     index: int
@@ -109,11 +105,6 @@ class PageImage:
     data: bytes = field(repr=False)
     caption: str | None = None
     nearby_text: str | None = None
-    ocr_lines: tuple[OcrLine, ...] = ()
-
-    @property
-    def ocr_text(self) -> str:
-        return "\n".join(line.text for line in self.ocr_lines)
 
 
 @dataclass(frozen=True)
@@ -136,7 +127,6 @@ class PageContent:
     images: tuple[PageImage, ...]
     skipped_images: tuple[SkippedImage, ...]
     needs_ocr: bool
-    ocr_lines: tuple[OcrLine, ...] = ()  # the page's OCR lines when it was OCR'd
 
 
 @dataclass
@@ -147,24 +137,25 @@ class DocumentState:
     seen_digests: dict[str, int] = field(default_factory=dict)  # digest -> first page
     last_table: Table | None = None
     last_table_body_below: bool = True
-    last_page_height: float = 0.0
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def iter_pages(doc: pymupdf.Document, *, ocr: OcrSettings | None = None) -> Iterator[PageContent]:
-    """Every page's content in order, with table continuations linked both ways and repeated images skipped.
+def iter_pages(doc: pymupdf.Document, pages: range | None = None) -> Iterator[PageContent]:
+    """Every page's content in order (or the pages of ``pages``, 0-based page numbers, a range parsed alone:
+    its first table links to nothing before it and images are "repeats" only of images in the range), with
+    table continuations linked both ways and repeated images skipped.
 
     Holds the previous page's content until the next page is extracted (to set ``continued_by``), so at
     most two pages are in memory; each page object is released after extraction.
     """
     state = DocumentState()
     pending: PageContent | None = None
-    for number in range(doc.page_count):
+    for number in range(doc.page_count) if pages is None else pages:
         page = doc.load_page(number)
         try:
-            content = extract_page(page, ocr=ocr, state=state)
+            content = extract_page(page, state=state)
         finally:
             del page
         if pending is not None:
@@ -183,9 +174,9 @@ def _forward_links(previous: PageContent, current: PageContent) -> PageContent:
     return replace(previous, tables=tuple(tables))
 
 
-def extract_page(page: pymupdf.Page, *, ocr: OcrSettings | None = None, state: DocumentState | None = None) -> PageContent:
+def extract_page(page: pymupdf.Page, *, state: DocumentState | None = None) -> PageContent:
     """The content of one page; see the module docstring for the rules. ``state`` (optional) links tables
-    to the previous page and skips images already seen; ``ocr`` enables OCR of scanned pages and images."""
+    to the previous page and skips images already seen."""
     number = page.number + 1
     rect = page.rect
     words = page.get_text("words", flags=_WORD_FLAGS, sort=True)
@@ -203,19 +194,12 @@ def extract_page(page: pymupdf.Page, *, ocr: OcrSettings | None = None, state: D
     images, skipped = _images(page, placements, needs_ocr, state, has_text=text_chars >= NEEDS_OCR_MAX_CHARS)
     skipped = refused + skipped
 
-    ocr_lines: tuple[OcrLine, ...] = ()
-    if ocr is not None and needs_ocr:
-        ocr_lines = tuple(ocr_page(page, settings=ocr))
-        blocks = [PageBlock(number, bbox, text, _kind_of(text), "ocr") for bbox, text in lines_to_paragraphs(list(ocr_lines))]
-    elif ocr is not None:
-        images = [_ocr_image(image, ocr) for image in images]
-
     tables, blocks, images = _link_captions(tables, blocks, images)
     if state is not None:
         tables = _link_tables(tables, blocks, rect.height, state)
     return PageContent(
         page=number, width=rect.width, height=rect.height, blocks=tuple(blocks), tables=tuple(tables),
-        images=tuple(images), skipped_images=tuple(skipped), needs_ocr=needs_ocr, ocr_lines=ocr_lines,
+        images=tuple(images), skipped_images=tuple(skipped), needs_ocr=needs_ocr,
     )  # fmt: skip
 
 
@@ -437,24 +421,6 @@ def _extract_xref(doc: pymupdf.Document, xref: int):
     return data, "image/png" if header.format == "PNG" else "image/jpeg", header
 
 
-def _ocr_image(image: PageImage, settings: OcrSettings) -> PageImage:
-    if image.width < OCR_IMAGE_MIN_SIDE_PX or image.height < OCR_IMAGE_MIN_SIDE_PX:
-        return image
-    try:
-        pixels = decode_image(image.data, target_pixels=settings.max_pixels)
-    except ImageRejected:
-        return image
-    x0, y0, x1, y1 = image.bbox
-    # Pixel -> page: a placement without rotation/shear (the common case) maps linearly onto its bbox.
-    lines = ocr_pixels(pixels, scale=1.0, settings=settings)
-    sx, sy = (x1 - x0) / pixels.width, (y1 - y0) / pixels.height
-    mapped = tuple(
-        replace(l, bbox=(x0 + l.bbox[0] * sx, y0 + l.bbox[1] * sy, x0 + l.bbox[2] * sx, y0 + l.bbox[3] * sy))
-        for l in lines
-    )
-    return replace(image, ocr_lines=mapped)
-
-
 # --------------------------------------------------------------------------- captions and links
 
 
@@ -510,15 +476,12 @@ def _link_tables(tables: list[Table], blocks: list[PageBlock], height: float, st
     if tables:
         first = tables[0]
         body_above = any(b.bbox[3] <= first.bbox[1] for b in body)
-        tables[0] = link_continuation(
-            state.last_table, state.last_page_height, state.last_table_body_below, first, height, body_above
-        )
+        tables[0] = link_continuation(state.last_table, state.last_table_body_below, first, body_above)
         last = tables[-1]
         state.last_table = last
         state.last_table_body_below = any(b.bbox[1] >= last.bbox[3] for b in body)
     else:
         state.last_table = None
-    state.last_page_height = height
     return tables
 
 
@@ -542,55 +505,3 @@ def _gap(a: BBox, b: BBox) -> float:
     dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
     dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
     return (dx * dx + dy * dy) ** 0.5
-
-
-# --------------------------------------------------------------------------- uploaded image files
-
-
-class ImageFileRejected(Exception):
-    """An uploaded image that cannot be ingested; ``str(exc)`` is meant for the person who uploaded it."""
-
-
-@dataclass(frozen=True)
-class ImageFileContent:
-    """An uploaded image: ``image`` to store (page 1, bbox = the whole image in pixels), its OCR lines (pixel
-    coordinates) and the OCR text as paragraph blocks (``source="ocr"``) for chunking."""
-
-    image: PageImage
-    ocr_lines: tuple[OcrLine, ...]
-    blocks: tuple[PageBlock, ...]
-
-
-def extract_image_file(data: bytes, content_type: str, *, ocr: OcrSettings | None = OcrSettings()) -> ImageFileContent:
-    """An uploaded PNG/JPEG/WebP/TIFF: the real type is sniffed from the bytes and must match ``content_type``.
-
-    Raises ImageFileRejected for unsupported or mismatched types, empty/0x0, over-budget (image bombs:
-    refused from the header, before decoding) and undecodable images. ``ocr=None`` skips OCR.
-    """
-    expected = IMAGE_CONTENT_TYPES.get(content_type)
-    if expected is None:
-        raise ImageFileRejected(
-            f"unsupported image type {content_type!r}: upload PNG, JPEG, WebP or TIFF ({', '.join(IMAGE_CONTENT_TYPES)})"
-        )
-    if not data:
-        raise ImageFileRejected("empty file: the upload has 0 bytes; upload the image again")
-    real = sniff_image_format(data)
-    if real != expected:
-        raise ImageFileRejected(
-            f"not {describe_format(expected)}: the file was sent as {content_type} but its bytes are "
-            f"{describe_format(real)}; upload it with the right type or extension"
-        )
-    try:
-        header = probe_image(data)
-        pixels = decode_image(data, target_pixels=(ocr or OcrSettings()).max_pixels)
-        stored, mime = to_storable(data, header)
-    except ImageRejected as exc:
-        raise ImageFileRejected(f"{exc}; upload a valid image") from exc
-    lines: tuple[OcrLine, ...] = ()
-    if ocr is not None:
-        lines = tuple(ocr_pixels(pixels, scale=header.width / pixels.width, settings=ocr))
-    image = PageImage(1, 0, (0.0, 0.0, float(header.width), float(header.height)), header.width, header.height, 0,
-                      digest(stored), mime, stored)  # fmt: skip
-    blocks = tuple(PageBlock(1, bbox, text, _kind_of(text), "ocr") for bbox, text in lines_to_paragraphs(list(lines)))
-    return ImageFileContent(image=replace(image, ocr_lines=lines), ocr_lines=lines, blocks=blocks)
-

@@ -11,15 +11,19 @@
   footer band, or above B other than a running-header band, each 10% of the page height).
   B then carries ``continues`` = A's id, A ``continued_by`` = B's id, and both the ``group_id`` of the group
   (the first part's id).
-- :func:`table_chunks` cuts a table's markdown into pieces under a size limit *between* rows, repeating the
-  header row(s) at the top of each piece, so every piece is a self-contained markdown table; a single row
-  larger than the limit becomes a piece of its own (a row is never split).
+- :func:`table_chunks` cuts a table into pieces under a size limit *between* rows, repeating the header row
+  at the top of each piece, so every piece is a self-contained markdown table; a single row larger than the
+  limit becomes a piece of its own (a row is never split between pieces). Under a character limit, a row too
+  long for it continues on further rows of the same piece, each cell's text cut at word boundaries.
+- Cells stay data (:class:`TableCells`) from the finder to the chunk: markdown is rendered from them (``|``
+  escaped), never parsed back, so a cell holding a ``|`` stays one cell.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import pymupdf
 
@@ -47,6 +51,25 @@ class Table:
     continued_by: str | None = None  # table_id of the next part (on the next page)
     group_id: str | None = None  # table_id of the first part, on every part; None for a one-page table
     caption: str | None = None  # a "Table N: ..." text block next to it
+    group_header: tuple[str, ...] | None = None  # the header a part without one shows: its group's
+
+    def cells(self) -> TableCells:
+        """The table as its markdown shows it: the header row, then the body rows."""
+        if self.header is None and self.group_header is not None:
+            return TableCells(self.group_header, self.rows)
+        return TableCells(self.rows[0], self.rows[1:])
+
+
+@dataclass(frozen=True)
+class TableCells:
+    """Rows of a table (or of a piece of one) as data, under their header row; ``markdown`` renders them."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    @cached_property
+    def markdown(self) -> str:
+        return to_markdown(self.rows, header=self.header)
 
 
 def find_tables(page: pymupdf.Page, words: list[tuple] | None = None) -> list[Table]:
@@ -134,10 +157,7 @@ def _md_row(row: tuple[str, ...]) -> str:
     return "|" + "|".join(_md_cell(c) for c in row) + "|"
 
 
-def link_continuation(
-    previous: Table | None, previous_page_height: float, previous_body_below: bool,
-    table: Table, page_height: float, body_above: bool,
-) -> Table:  # fmt: skip
+def link_continuation(previous: Table | None, previous_body_below: bool, table: Table, body_above: bool) -> Table:
     """``table`` linked to ``previous`` when it continues it (see the module docstring), else unchanged.
 
     ``previous_body_below``: body text (outside the footer band) lies below ``previous`` on its page;
@@ -157,9 +177,10 @@ def link_continuation(
     if same_header:
         return replace(table, continues=previous.table_id, group_id=group)
     # The first row is data: the part has no header of its own; its markdown borrows the group's header.
-    header = previous.header
+    header = previous.header or previous.group_header
     markdown = to_markdown(table.rows, header=header) if header else table.markdown
-    return replace(table, continues=previous.table_id, group_id=group, header=None, markdown=markdown)
+    return replace(table, continues=previous.table_id, group_id=group, header=None, markdown=markdown,
+                   group_header=header)  # fmt: skip
 
 
 def mark_continued(table: Table, next_part: Table) -> Table:
@@ -167,21 +188,42 @@ def mark_continued(table: Table, next_part: Table) -> Table:
     return replace(table, continued_by=next_part.table_id, group_id=table.group_id or table.table_id)
 
 
-def table_chunks(table: Table, max_size: int, size: Callable[[str], int] = len) -> list[str]:
-    """Markdown pieces of ``table``, each <= ``max_size`` by ``size`` unless one row alone is larger; cut only
-    between rows, each piece starting with the header row and separator."""
-    lines = table.markdown.split("\n")
-    head, body = lines[:2], lines[2:]
-    head_text = "\n".join(head)
-    if not body:
-        return [head_text]
-    pieces: list[list[str]] = []
-    for line in body:
-        if pieces and size("\n".join([head_text, *pieces[-1], line])) <= max_size:
-            pieces[-1].append(line)
+def table_chunks(table: Table, max_size: int, size: Callable[[str], int] = len, *,
+                 max_chars: int | None = None) -> list[TableCells]:  # fmt: skip
+    """Pieces of ``table``, each <= ``max_size`` by ``size`` of its markdown unless one row alone is larger; cut
+    only between rows, each piece under the header row. With ``max_chars``, a row whose markdown under the
+    header is longer continues on further rows (see the module docstring)."""
+    whole = table.cells()
+    header = whole.header
+    rows: list[tuple[str, ...]] = []
+    for row in whole.rows:
+        rows += _continued(header, row, max_chars) if max_chars else [row]
+    if not rows:
+        return [TableCells(header, ())]
+    pieces: list[list[tuple[str, ...]]] = []
+    for row in rows:
+        candidate = TableCells(header, (*pieces[-1], row)).markdown if pieces else ""
+        if pieces and size(candidate) <= max_size and (max_chars is None or len(candidate) <= max_chars):
+            pieces[-1].append(row)
         else:
-            pieces.append([line])
-    return ["\n".join([head_text, *piece]) for piece in pieces]
+            pieces.append([row])
+    return [TableCells(header, tuple(piece)) for piece in pieces]
+
+
+def _continued(header: tuple[str, ...], row: tuple[str, ...], max_chars: int) -> list[tuple[str, ...]]:
+    """``row``, or rows continuing it, each short enough that header + row renders in ``max_chars``."""
+    if len(TableCells(header, (row,)).markdown) <= max_chars or not row:
+        return [row]
+    from .chunks import split_text  # chunks imports this module
+
+    room = max_chars - len(TableCells(header, ()).markdown) - 1 - (len(row) + 1)
+    per_cell = max(8, room // len(row))
+    while True:
+        parts = [split_text(cell, per_cell) if cell else [""] for cell in row]
+        lines = [tuple(p[i] if i < len(p) else "" for p in parts) for i in range(max(map(len, parts)))]
+        if per_cell <= 8 or all(len(TableCells(header, (line,)).markdown) <= max_chars for line in lines):
+            return lines
+        per_cell = max(8, int(per_cell * 0.8))
 
 
 def body_band(page_height: float) -> tuple[float, float]:

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bus.connection import connect
-from edge_api import cache, metrics, ratelimit
+from edge_api import cache, metrics, ratelimit, streams
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
-from edge_api.routes import docs, documents, health, pages, progress, queries, reindex, ui
+from edge_api.openapi import build_document
+from edge_api.operations import register
+from edge_api.routes import OPERATIONS, api_reference, pages
 from edge_api.security import security_middleware
 from edge_api.settings import EdgeSettings
 from edge_api.state import BACKBONE, SETTINGS, Backbone
@@ -49,7 +51,8 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     # Middlewares run outermost first: every error below, the security checks included, becomes JSON, and the
     # metrics middleware records the status the client got. The tracing middleware (a span per request, current
     # while the route publishes) sees that status too. Authentication comes after the Host/Origin checks, and
-    # the rate limit after authentication (its bucket is the API key's; a refused key takes no token).
+    # the rate limit after authentication (its bucket is the API key's; a refused key takes no token), and the
+    # count of a caller's open requests (the stream cap, the end of a revoked key's streams) after the rate limit.
     keyring = keyring_for(settings)  # an invalid keys file raises here: the API does not start
     app = web.Application(
         middlewares=[
@@ -59,6 +62,7 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
             security_middleware,
             auth_middleware,
             ratelimit.ratelimit_middleware,
+            streams.streams_middleware,
         ],
         client_max_size=MAX_JSON_BODY_BYTES,
     )
@@ -68,14 +72,9 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
         app[KEYRING] = keyring
     app.cleanup_ctx.append(backbone_lifecycle)
     ratelimit.setup(app, settings)  # its Redis client (if any) opens and closes with the app
+    streams.setup(app)  # the stream cap, and the watch that ends a revoked key's requests
     cache.setup(app, settings)  # the answer cache (edge_api.cache): the same, with MMRAG_REDIS_URL
-    health.add_routes(app)
-    documents.add_routes(app)
-    queries.add_routes(app)
-    metrics.add_routes(app)
-    docs.add_routes(app)
-    pages.add_routes(app)
-    progress.add_routes(app)
-    ui.add_routes(app)
-    reindex.add_routes(app)
+    pages.setup(app)  # the page pictures' render caches
+    api_reference.setup(app, build_document())
+    register(app, OPERATIONS)  # every route, as its module declares it (edge_api.operations)
     return app

@@ -2,8 +2,10 @@
 
 - The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. None, an unknown one or a revoked
   one: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``.
-- Roles: ``reader`` may GET and search/ask; ``writer`` may also upload and delete; ``admin`` may do everything
-  (operations added later, e.g. a reindex, are admin-only unless listed below). Not allowed: 403 ``forbidden``.
+- Roles: ``reader`` may GET and search/ask; ``writer`` may also upload and delete; ``admin`` manages its own
+  tenant; ``operator`` runs the whole deployment: a re-index (start, cancel, list, follow) spans every tenant and
+  shows every tenant's counts, so it is the operator's alone (no tenant key is an operator unless made one).
+  An operation not listed below is the operator's (fail closed). Not allowed: 403 ``forbidden``.
 - Open to anyone: the probes, ``/metrics`` and the API's own description (`OPEN_PATHS`); an unknown path or
   method is answered (404/405) without looking at keys: it reveals nothing.
 - With ``MMRAG_AUTH=on`` and no key source configured (neither ``MMRAG_API_KEYS_FILE`` nor ``MMRAG_API_KEYS``)
@@ -30,16 +32,20 @@ API_KEY_HEADER = "X-API-Key"
 # (Literal paths: `edge_api.openapi` imports this module to mark each operation's security.)
 # The web UI's page and static assets ("/", "/ui/{asset}") hold no data: every data request they make needs a key.
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs", "/", "/ui/{asset}"})
-# (method, route) -> the least role that may call it; an unlisted GET/HEAD is `reader`, anything else unlisted `admin`.
+# (method, route) -> the least role that may call it; an unlisted GET/HEAD is `reader`, anything else unlisted
+# `operator`. Each route declares the same role (`Operation.role`); tests/test_openapi.py checks they agree.
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",
     ("POST", "/v1/ask"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
-    # A re-index spans every tenant: starting and following one is the operator's.
-    ("GET", "/v1/reindex"): "admin",
-    ("GET", "/v1/reindex/{id}"): "admin",
-    ("GET", "/v1/reindex/{id}/events"): "admin",
+    # A re-index re-parses every tenant's documents, becomes what every tenant searches, and its records count
+    # every tenant's documents: starting, cancelling and following one is the operator's, not a tenant admin's.
+    ("POST", "/v1/reindex"): "operator",
+    ("DELETE", "/v1/reindex/{id}"): "operator",
+    ("GET", "/v1/reindex"): "operator",
+    ("GET", "/v1/reindex/{id}"): "operator",
+    ("GET", "/v1/reindex/{id}/events"): "operator",
 }
 _CHALLENGE = 'Bearer realm="mmrag"'
 
@@ -52,7 +58,7 @@ def required_role(method: str, route: str) -> str | None:
         return REQUIRED_ROLE[(method, route)]
     if method in ("GET", "HEAD"):
         return "reader"
-    return REQUIRED_ROLE.get((method, route), "admin")
+    return "operator"
 
 
 def keyring_for(settings: EdgeSettings) -> KeyRing | None:

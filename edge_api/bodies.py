@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from contracts.messages import QueryFilters
 from edge_api.errors import ApiError
+from edge_api.operations import Err
 from edge_api.security import require_json
 
 MAX_TEXT_CHARS = 4000  # a question or a search query (the contract's QueryRequest.query allows no more)
@@ -22,6 +23,18 @@ MAX_TOP_K = 50  # the contract's QueryRequest.top_k allows no more
 ASK_DEFAULT_TOP_K = 5
 SEARCH_DEFAULT_TOP_K = 10
 _ALLOWED_CONTROLS = frozenset("\n\t")
+
+# What `read_body` answers besides the body: the error responses of every operation with a JSON body.
+JSON_BODY_ERRORS = {
+    400: Err(
+        "`invalid_body`: invalid JSON, an unknown field, a `top_k` that is not a JSON integer from 1 to 50, or a text "
+        "that is empty, over 4000 characters, without a letter or digit, or with control characters, or `filters` "
+        "that are not valid (an empty list, a bad document id, an unknown modality, `page_from` > `page_to`); "
+        "`details` names each field (e.g. `filters.page_from`) and its problem"
+    ),
+    413: Err("`too_large`: the body is over 64 KiB"),
+    415: Err("`unsupported_media_type`: the body was not sent as `application/json`"),
+}
 
 M = TypeVar("M", bound=BaseModel)
 

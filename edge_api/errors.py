@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable
 import nats.errors
 import nats.js.errors
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.messages import Identifier
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,40 @@ _HTTP_MESSAGES = {
     405: "this endpoint does not accept that method",
     413: "the request body is larger than this endpoint accepts",
 }
+
+
+class FieldProblem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="dotted path of the body field, or `(body)`")
+    problem: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; `code` is stable, `message` says what to change. Some codes carry more fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="machine-readable; see the responses of each operation for the codes")
+    message: str
+    request_id: str = Field(description="also in the `X-Request-Id` header and in the server's log lines")
+    details: list[FieldProblem] | None = Field(default=None, description="`invalid_body`: each invalid field")
+    field: str | None = Field(default=None, description="`invalid_query`: the query parameter")
+    reason: str | None = Field(default=None, description="`query_failed`: the agents' error code")
+    doc_id: Identifier | None = Field(default=None, description="`submission_unconfirmed`: the document to check")
+    retry_after_s: int | None = Field(
+        default=None, description="`rate_limited`, `too_many_streams`: seconds to wait, as `Retry-After`"
+    )
+    quota: int | None = Field(default=None, description="`quota_exceeded`: the tenant's quota (documents or bytes)")
+    usage: int | None = Field(default=None, description="`quota_exceeded`: what the tenant holds, in the same unit")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers, whatever produced it (a handler, routing, a body too large, a crash)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):
@@ -62,7 +99,9 @@ def request_id(request: web.Request) -> str:
 
 
 def error_body(request: web.Request, code: str, message: str, **extra: object) -> dict:
-    return {"error": {"code": code, "message": message, "request_id": request_id(request), **extra}}
+    """The JSON of an `ErrorBody` (only the fields given: an optional field that does not apply is absent)."""
+    detail = ErrorDetail(code=code, message=message, request_id=request_id(request), **extra)
+    return ErrorBody(error=detail).model_dump(mode="json", exclude_unset=True)
 
 
 def error_response(

@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mmrag_"
 FILE_VERSION = 1
-Role = Literal["reader", "writer", "admin"]
+Role = Literal["reader", "writer", "admin", "operator"]
 ROLES: tuple[str, ...] = get_args(Role)
-# A role may do what the roles before it may (reader < writer < admin).
+# A role may do what the roles before it may (reader < writer < admin < operator). `admin` manages its own
+# tenant (its documents); `operator` runs the deployment (re-index start, cancel, list: every tenant's counts).
+# No key is an operator unless made so (`mmrag keys create --role operator`): an existing `admin` stays a
+# tenant's admin.
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -204,6 +207,12 @@ class KeyRing:
     def keys(self) -> list[ApiKey]:
         self._refresh()
         return [*self._env_keys, *self._file_keys]
+
+    def valid_ids(self) -> set[str]:
+        """The ids of the keys accepted now (as `lookup` decides: a key revoked anywhere is not)."""
+        keys = self.keys()
+        revoked = {entry.sha256 for entry in keys if entry.revoked}
+        return {entry.id for entry in keys if entry.sha256 not in revoked}
 
     def lookup(self, presented: str) -> ApiKey | None:
         """The entry of this key, or None if unknown or revoked (anywhere). Each comparison is constant-time."""

@@ -1,4 +1,5 @@
-"""Request metrics of the edge API (`telemetry.metrics`): a middleware that times every request, and ``GET /metrics``.
+"""Request metrics of the edge API (`telemetry.metrics`): a middleware that times every request, and ``GET /metrics``
+(declared with the probes in `edge_api.routes.health`).
 
 The ``route`` label is the matched route's canonical path (``/v1/documents/{doc_id}``), so a label set is
 per endpoint, never per document; a request no route matched (404, 405) is ``other``. The middleware is the
@@ -44,7 +45,3 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)

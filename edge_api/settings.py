@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
@@ -64,6 +64,27 @@ class EdgeSettings(ProcessSettings):
         description="tokens a minute refilled into each caller's bucket (API key, or client IP "
         "with auth off); 0 = no rate limit",
     )
+    tenant_max_documents: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="documents (not deleted) one tenant may hold; an upload beyond is 413 `quota_exceeded`; "
+        "unset = unlimited",
+    )
+    tenant_max_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="bytes of uploads (not deleted) one tenant may hold; an upload beyond is 413 "
+        "`quota_exceeded`; unset = unlimited",
+    )
+    max_streams_per_caller: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="concurrent streams (ask, progress, re-index events) one caller (API key, or client IP with "
+        "auth off) may hold open on one edge replica; one more is 429 `too_many_streams` with Retry-After",
+    )
     rate_limit_burst: int = Field(default=30, ge=1, description="tokens a full bucket holds: the largest burst")
     redis_url: str = Field(
         default="",
@@ -77,6 +98,12 @@ class EdgeSettings(ProcessSettings):
     rate_limit_redis_timeout_s: float = Field(
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )
+
+    @field_validator("tenant_max_documents", "tenant_max_bytes", mode="before")
+    @classmethod
+    def _empty_is_unlimited(cls, value: object) -> object:
+        """`MMRAG_TENANT_MAX_BYTES=` (as in .env.example) means unset: no quota."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> EdgeSettings:

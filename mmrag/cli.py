@@ -95,7 +95,7 @@ def up(
         typer.Option(
             "--auth",
             help="require API keys even on loopback (always on for other addresses); with no key yet, creates an "
-            "admin key for tenant `default` in <data-dir>/api-keys.json and prints it once"
+            "operator key for tenant `default` in <data-dir>/api-keys.json and prints it once"
         ),
     ] = False,
     verbose: bool = False,
@@ -159,14 +159,14 @@ def models() -> None:
     """
     from agents.runtime.resources import text_embedder
     from agents.settings import AgentSettings
-    from documents.ocr import DEFAULT_OCR, _engine
+    from documents.ocr import warm_up
 
     _logging(False)
     embedder = text_embedder(AgentSettings())
     files = getattr(embedder, "onnx_files", None)
     where = f" ({files.directory})" if files is not None else ""
     print(f"text embedder: {embedder.name}, {embedder.dim}-d, backend {embedder.backend}{where}")
-    _engine(DEFAULT_OCR)
+    warm_up()
     print("OCR: PP-OCR models from the rapidocr wheel loaded")
 
 
@@ -413,7 +413,7 @@ def reindex(
     ] = None,
 ) -> None:
     """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
-    current one keeps answering; the new one serves once it has caught up. Needs an admin key."""
+    current one keeps answering; the new one serves once it has caught up. Needs an operator key."""
     from mmrag.client import cancel_reindex, client, reindex_events
     from mmrag.client import reindex as start_reindex
 
@@ -461,7 +461,8 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="the tenant the key acts for")],
-    role: Annotated[str, typer.Option(help="reader (GET, search, ask), writer (+ upload, delete) or admin")],
+    role: Annotated[str, typer.Option(help="reader (GET, search, ask), writer (+ upload, delete), admin (its tenant) or operator "
+                     "(+ re-index, which spans every tenant: give it to the deployment's operators only)")],
     file: KeysFileOption = DEFAULT_KEYS_FILE,
 ) -> None:
     """Create a key and print it: this is the only time it is shown (the file keeps only its SHA-256)."""
@@ -485,7 +486,7 @@ def keys_list(file: KeysFileOption = DEFAULT_KEYS_FILE) -> None:
     except (KeysFileError, OSError) as e:
         _fail(f"mmrag keys list: {e}")
     for k in entries:
-        print(f"{k.id}  {k.tenant:<20}  {k.role:<6}  {k.created_at}  {'revoked' if k.revoked else 'active'}")
+        print(f"{k.id}  {k.tenant:<20}  {k.role:<8}  {k.created_at}  {'revoked' if k.revoked else 'active'}")
     err.print(f"{len(entries)} key{'s' if len(entries) != 1 else ''} in {file}")
 
 

@@ -60,7 +60,7 @@ async def up(
 
     Auth is off only in local mode: bound to loopback and without `auth`. Otherwise it is on, with the keys of
     `MMRAG_API_KEYS_FILE` (or `MMRAG_API_KEYS`) if set, else of ``<data dir>/api-keys.json``; when that holds no
-    key yet, one admin key for the default tenant is created and printed once.
+    key yet, one operator key for the default tenant is created and printed once.
     """
     data_dir = data_dir.resolve()
     with DataDirLock(data_dir):
@@ -94,7 +94,8 @@ async def _prepare_external_nats(nats_url: str) -> None:
 
 
 def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
-    """The edge API's auth settings; creates (and prints, once) a first admin key when auth has none."""
+    """The edge API's auth settings; creates (and prints, once) a first key when auth has none: an `operator` key,
+    because whoever starts the engine runs it (re-index included); tenant keys come from `mmrag keys create`."""
     from edge_api.keys import create_key, load_file
 
     if not auth:
@@ -103,9 +104,9 @@ def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
         return {"MMRAG_AUTH": "on"}
     keys_file = Path(os.environ.get("MMRAG_API_KEYS_FILE") or data_dir / KEYS_FILE_NAME)
     if not load_file(keys_file):
-        entry, key = create_key(keys_file, "default", "admin")
+        entry, key = create_key(keys_file, "default", "operator")
         print(
-            f"API key {entry.id} (role admin, tenant default), shown only this once: {key}\n"
+            f"API key {entry.id} (role operator, tenant default), shown only this once: {key}\n"
             f"  stored hashed in {keys_file}; use it as MMRAG_API_KEY or --api-key; more with `mmrag keys create`",
             flush=True,
         )

@@ -189,3 +189,9 @@ def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer 
         if image is not None and image.score >= IMAGE_SHARE * top[0].score:
             top[-1] = image
     return top
+
+
+def above_floor(hits: Sequence[Hit], floor: float) -> list[Hit]:
+    """The reranked `hits` that score at least `floor` (0 keeps all): a search shows what is relevant, not
+    `top_k` hits whatever their score."""
+    return [h for h in hits if h.score >= floor]

@@ -221,9 +221,13 @@ async def test_the_engine_declines_what_the_documents_cannot_answer(engine: Engi
         assert kinds[0] == "retrieval" and kinds[-1] == "done" and "citation" not in kinds
         assert declined[-1][1]["abstained"] is True
         assert "".join(d["text"] for k, d in declined if k == "token") == NOT_FOUND
-        # Search is not filtered by the threshold: the same question still lists what was retrieved.
+        # Search has a relevance floor (MMRAG_SEARCH_MIN_SCORE), not the abstention threshold: the unrelated question
+        # lists nothing (it listed top_k hits scored 0.000), the document's own question still finds its page.
         async with http.post(f"{engine.url}/v1/search", json={"query": "Who won the football world cup in 1998?"}) as r:
-            assert r.status == 200 and len((await r.json())["hits"]) >= 1
+            assert r.status == 200 and (await r.json())["hits"] == []
+        async with http.post(f"{engine.url}/v1/search", json={"query": question, "top_k": 3}) as r:
+            hits = (await r.json())["hits"]
+            assert r.status == 200 and hits and hits[0]["page"] == 3 and all(h["score"] >= 0.05 for h in hits)
 
 
 MAINTENANCE = (

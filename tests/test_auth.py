@@ -318,7 +318,7 @@ def test_mmrag_up_auth_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert env["MMRAG_AUTH"] == "on" and keys_file == tmp_path / "api-keys.json"
     printed = capsys.readouterr().out
     (entry,) = load_file(keys_file)
-    assert (entry.tenant, entry.role) == ("default", "admin")
+    assert (entry.tenant, entry.role) == ("default", "operator")  # the engine's owner runs it, re-index included
     key = next(word for word in printed.split() if word.startswith(KEY_PREFIX))
     assert KeyRing(keys_file).lookup(key) == entry
     # A second start reuses the file: no new key, nothing printed.
@@ -343,7 +343,7 @@ def test_openapi_marks_protected_operations() -> None:
 
 @pytest.mark.e2e
 async def test_mmrag_up_with_auth_prints_one_key_and_requires_it(tmp_path: Path) -> None:
-    """`mmrag up --auth` on loopback: the printed admin key works, no key is 401, the key file holds no key."""
+    """`mmrag up --auth` on loopback: the printed operator key works, no key is 401, the key file holds no key."""
     eng = await start_auth_engine(tmp_path)
     try:
         printed = eng.log_path.read_text()

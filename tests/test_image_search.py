@@ -22,7 +22,7 @@ from PIL import Image
 
 from models.clip import ClipEncoder
 from models.image_vectors import PerceptualHashEncoder
-from agents.ocr import NO_TEXT
+from documents import NO_TEXT
 from search.query_images import CrossModalQueries, ImageQuery, image_ranking
 from search.hybrid import hybrid_search as _search
 from search.vectorstore import CollectionSchema, EdgeShardStore, PointPayload, SearchFilter, VectorPoint

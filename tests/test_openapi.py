@@ -1,7 +1,10 @@
 """The OpenAPI document (`edge_api.openapi`): valid OpenAPI 3.1, complete, and true of a running engine.
 
 - The document validates against the OpenAPI 3.1 meta-schema (the one schemathesis ships) and every schema in
-  it against JSON Schema 2020-12; it has an operation for every route the app registers.
+  it against JSON Schema 2020-12; every route the app registers has a declaration (`edge_api.operations`), and
+  the document has an operation for each, with the role the auth middleware enforces.
+- A handler that answers with a status, model or event its declaration does not state gets a 500 (so the
+  engine tests below, and every test of the API, fail on it) instead of an undescribed body.
 - schemathesis generates requests for every operation (the streaming ask included: it reads the event stream
   and checks each event against the document) against a real `mmrag up`, and checks that no answer is a 5xx
   and that every status, content type, header and body is the one the document states.
@@ -21,7 +24,11 @@ import PIL.Image
 import pytest
 import requests
 import schemathesis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiohttp_sse import EventSourceResponse
 from hypothesis import HealthCheck
+from pydantic import BaseModel
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -32,14 +39,14 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from contracts.messages import DocumentStatus
-from edge_api.openapi import (
-    DOCS_PAGE_PATH,
-    OPENAPI_PATH,
-    DocumentView,
-    build_document,
-    documented_operations,
-)
-from edge_api.routes.documents import PUBLIC_FIELDS
+from edge_api.auth import required_role
+from edge_api.errors import error_middleware
+from edge_api.openapi import build_document, documented_operations
+from edge_api.operations import Event, Events, Json, Operation, Reply, Stream, operation_of, register
+from edge_api.routes import OPERATIONS
+from edge_api.routes.api_reference import OPENAPI_PATH, PAGE_PATH
+from edge_api.routes.documents import DocumentView
+from edge_api.routes.health import Health, NotReady
 from edge_api.settings import EdgeSettings
 from tests.engine import Engine, upload_bytes, wait_status
 
@@ -111,20 +118,31 @@ def _refs(node: object) -> Iterator[str]:
             yield from _refs(value)
 
 
-def test_every_route_is_documented() -> None:
-    """A route added to the app without an operation in the document fails here (and vice versa)."""
+def test_every_route_is_declared_and_documented() -> None:
+    """A route added to the app without a declaration fails here, and so does one missing from the document."""
     from edge_api.app import create_app
 
     app = create_app(EdgeSettings(nats_url="nats://127.0.0.1:1"))
-    registered = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    documented = documented_operations()
+    routes = [r for r in app.router.routes() if r.resource is not None]
+    undeclared = [f"{r.method} {r.resource.canonical}" for r in routes if operation_of(r) is None]
+    assert not undeclared, f"routes added without an Operation (declare them in their module's OPERATIONS): {undeclared}"
+    for route in routes:  # each route runs the handler of its own declaration
+        op = operation_of(route)
+        assert route.resource.canonical == op.path and route.method in (op.method, "HEAD"), (route, op)
+    registered = {(r.method, r.resource.canonical) for r in routes}
     # aiohttp answers HEAD on every GET route (add_get's allow_head); the document says so once, in its info.
     implicit_heads = {("HEAD", path) for method, path in registered if method == "GET"}
-    assert registered - implicit_heads == documented
+    assert registered - implicit_heads == documented_operations() == {(op.method, op.path) for op in OPERATIONS}
 
 
-def test_document_view_is_what_the_routes_show() -> None:
-    assert tuple(DocumentView.model_fields) == PUBLIC_FIELDS
+def test_declared_roles_are_the_enforced_ones() -> None:
+    """The document's security comes from each declaration's role; the auth middleware must enforce the same."""
+    wrong = [(str(op), op.role, required_role(op.method, op.path)) for op in OPERATIONS
+             if op.role != required_role(op.method, op.path)]  # fmt: skip
+    assert not wrong, f"declared vs enforced (edge_api.auth): {wrong}"
+
+
+def test_document_view_shows_every_status_but_deleted() -> None:
     statuses = set(DocumentView.model_json_schema()["properties"]["status"]["enum"])
     assert statuses == {s.value for s in DocumentStatus} - {"deleted"}
 
@@ -162,6 +180,67 @@ def engine(tmp_path_factory) -> Iterator[Engine]:
     assert code == 0, f"mmrag up did not stop cleanly ({code}):\n{eng.log_tail()}"
 
 
+# --------------------------------------------------------------------------- a body its declaration rejects
+
+
+class Other(BaseModel):
+    status: str
+
+
+async def _answers(*operations: Operation) -> dict[str, tuple[int, str]]:
+    """path -> (status, body text) of a GET to each operation, served over loopback like the real app."""
+    app = web.Application(middlewares=[error_middleware])
+    register(app, operations)
+    out = {}
+    async with TestServer(app) as server, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for op in operations:
+            async with http.get(server.make_url(op.path)) as resp:
+                try:
+                    out[op.path] = (resp.status, await resp.text())
+                except aiohttp.ClientPayloadError:  # the server cut the answer
+                    out[op.path] = (resp.status, "<cut>")
+    return out
+
+
+async def test_an_undeclared_body_status_or_event_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def declared(request: web.Request) -> Health:
+        return Health(status="ok", nats="connected")
+
+    async def other_model(request: web.Request) -> Other:
+        return Other(status="ok")
+
+    async def other_status(request: web.Request) -> Reply:
+        return Reply(NotReady(status="not ready", nats="disconnected"), status=503)
+
+    async def raw_json(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "nats": "connected"})  # right shape, but not through the model
+
+    async def other_event(request: web.Request) -> web.StreamResponse:
+        response = EventSourceResponse()
+        await response.prepare(request)
+        async with response:
+            await response.send(EVENTS.data("health", Other(status="ok")), event="health")
+        return response
+
+    EVENTS = Events(Event("health", Health, "the health"))  # noqa: N806 - as a route module names it
+    ops = [
+        Operation("GET", f"/{handler.__name__}", handler, handler.__name__, "t", "s", role=None,
+                  responses={200: Json("ok", Health)} if handler is not other_event else {200: Stream("s", EVENTS)})
+        for handler in (declared, other_model, other_status, raw_json, other_event)
+    ]  # fmt: skip
+    answers = await _answers(*ops)
+    assert answers["/declared"] == (200, '{"status":"ok","nats":"connected"}')
+    for path in ("/other_model", "/other_status", "/raw_json"):
+        status, text = answers[path]
+        assert status == 500 and json.loads(text)["error"]["code"] == "internal_error", (path, text)
+    # A stream has begun when its event is refused: the connection is cut there, without the undeclared data.
+    assert answers["/other_event"] == (200, "<cut>")
+    logged = "\n".join(r.getMessage() + str(r.exc_info and r.exc_info[1]) for r in caplog.records)
+    for wanted in ("GET /other_model answered 200 with Other", "GET /other_status answered 503 with NotReady",
+                   "GET /raw_json answered 200 with a Response", "event 'health' sent a Other"):  # fmt: skip
+        assert wanted in logged, logged
+
+
 def test_served_document_is_the_built_one(engine: Engine) -> None:
     served = requests.get(f"{engine.url}{OPENAPI_PATH}", timeout=10)
     assert served.status_code == 200
@@ -169,8 +248,8 @@ def test_served_document_is_the_built_one(engine: Engine) -> None:
     assert served.json() == build_document()
 
 
-def test_docs_page_is_self_contained(engine: Engine) -> None:
-    page = requests.get(f"{engine.url}{DOCS_PAGE_PATH}", timeout=10)
+def test_reference_page_is_self_contained(engine: Engine) -> None:
+    page = requests.get(f"{engine.url}{PAGE_PATH}", timeout=10)
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
     assert "openapi.json" in page.text

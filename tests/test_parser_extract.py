@@ -5,8 +5,10 @@ from __future__ import annotations
 import pymupdf
 import pytest
 
-from documents.chunking import batched, chunk_blocks
-from documents.extract import DocumentRejected, TextBlock, extract_pdf, extract_text
+from documents import DocumentRejected, ParsedChunk, ParseSettings, parse
+from documents.chunks import Chunker, split_text
+from documents.extract import TextBlock, extract_text
+from documents.layout import PageBlock, PageContent
 from tests.factories import (
     A4,
     FACT,
@@ -19,11 +21,15 @@ from tests.factories import (
     truncated_pdf,
 )
 
-CHUNK_KW = {"doc_id": "doc1", "tenant": "t1", "filename": "f.pdf"}
 
-
-def _inside(bbox: tuple[float, float, float, float], rect: pymupdf.Rect) -> bool:
+def _inside(bbox: tuple[float, float, float, float] | None, rect: pymupdf.Rect) -> bool:
+    assert bbox is not None
     return rect.x0 <= bbox[0] <= bbox[2] <= rect.x1 and rect.y0 <= bbox[1] <= bbox[3] <= rect.y1
+
+
+def _chunks(data: bytes, content_type: str = "application/pdf", settings: ParseSettings = ParseSettings()) -> list[ParsedChunk]:
+    with parse(data, content_type, settings) as doc:
+        return [chunk for page in doc for chunk in page.chunks]
 
 
 # --------------------------------------------------------------------------- PDF extraction
@@ -31,23 +37,23 @@ def _inside(bbox: tuple[float, float, float, float], rect: pymupdf.Rect) -> bool
 
 def test_five_page_pdf_fact_is_on_page_3_inside_the_page() -> None:
     pdf, question, phrase = five_page_pdf_with_fact()
-    pages, blocks = extract_pdf(pdf)
+    with parse(pdf, "application/pdf") as doc:
+        assert doc.page_count == 5
+        chunks = [chunk for page in doc for chunk in page.chunks]
 
-    assert pages == 5
-    assert {b.page for b in blocks} == {1, 2, 3, 4, 5}
-    fact_blocks = [b for b in blocks if phrase in b.text]
-    assert len(fact_blocks) == 1
-    assert fact_blocks[0].page == 3
-    assert FACT in fact_blocks[0].text
-    assert fact_blocks[0].bbox is not None and _inside(fact_blocks[0].bbox, A4)
+    assert {c.page for c in chunks} == {1, 2, 3, 4, 5}
+    fact_chunks = [c for c in chunks if phrase in c.text]
+    assert len(fact_chunks) == 1
+    assert fact_chunks[0].page == 3
+    assert FACT in fact_chunks[0].text
+    assert _inside(fact_chunks[0].bbox, A4)
     assert "Zorblax-7" in question
 
 
 def test_blocks_are_in_reading_order_with_normalised_whitespace() -> None:
-    _, blocks = extract_pdf(make_pdf(["First   paragraph\nwraps here.\n\nSecond paragraph."]))
+    [chunk] = _chunks(make_pdf(["First   paragraph\nwraps here.\n\nSecond paragraph."]))
 
-    assert [b.text for b in blocks] == ["First paragraph wraps here.", "Second paragraph."]
-    assert blocks[0].bbox[1] < blocks[1].bbox[1]  # type: ignore[index]
+    assert chunk.text == "First paragraph wraps here.\n\nSecond paragraph."
 
 
 def test_rotated_page_bbox_is_in_displayed_coordinates() -> None:
@@ -56,39 +62,43 @@ def test_rotated_page_bbox_is_in_displayed_coordinates() -> None:
     data = doc.tobytes()
     doc.close()
 
-    _, blocks = extract_pdf(data)
+    [chunk] = _chunks(data)
 
     displayed = pymupdf.Rect(0, 0, A4.height, A4.width)
-    assert blocks[0].bbox is not None and _inside(blocks[0].bbox, displayed)
-    assert blocks[0].bbox[0] > A4.width / 2  # text at the top of the unrotated page is on the right once turned
+    assert _inside(chunk.bbox, displayed)
+    assert chunk.bbox[0] > A4.width / 2  # type: ignore[index]  # text at the top of the unrotated page is on the right once turned
 
 
 def test_encrypted_pdf_is_rejected() -> None:
     with pytest.raises(DocumentRejected, match="encrypted"):
-        extract_pdf(make_encrypted_pdf(["secret text"]))
+        parse(make_encrypted_pdf(["secret text"]), "application/pdf")
 
 
 def test_corrupt_pdf_is_rejected() -> None:
     with pytest.raises(DocumentRejected, match="corrupt"):
-        extract_pdf(corrupt_pdf())
+        parse(corrupt_pdf(), "application/pdf")
 
 
-def test_image_only_pdf_is_rejected_as_having_no_text() -> None:
-    with pytest.raises(DocumentRejected, match="no extractable text") as info:
-        extract_pdf(make_image_only_pdf())
-    assert "OCR" in str(info.value)
+def test_image_only_pdf_is_ocr_work_not_text() -> None:
+    with parse(make_image_only_pdf(), "application/pdf") as doc:
+        [page] = list(doc)
+
+    assert page.chunks == ()
+    [work] = page.ocr
+    assert (work.kind, work.page) == ("page", 1) and work.raster[:8] == b"\x89PNG\r\n\x1a\n"
+    assert work.bbox == pytest.approx((0, 0, A4.width, A4.height))
 
 
 @pytest.mark.parametrize("data", [b"", b"   "], ids=["empty", "blank"])
 def test_empty_pdf_bytes_are_rejected(data: bytes) -> None:
     with pytest.raises(DocumentRejected):
-        extract_pdf(data)
+        parse(data, "application/pdf")
 
 
 def test_truncated_pdf_is_rejected_instead_of_silently_losing_pages() -> None:
     """PyMuPDF would repair the cut file (pages 3-5 empty, see ``truncated_pdf``); we refuse it."""
     with pytest.raises(DocumentRejected, match="truncated PDF"):
-        extract_pdf(truncated_pdf(FIVE_PAGES))
+        parse(truncated_pdf(FIVE_PAGES), "application/pdf")
 
 
 def test_repaired_but_complete_pdf_is_accepted() -> None:
@@ -96,8 +106,20 @@ def test_repaired_but_complete_pdf_is_accepted() -> None:
     data = make_pdf(FIVE_PAGES)
     start = data.rindex(b"startxref")
     broken = data[:start] + b"startxref\n999999\n%%EOF\n"
-    pages, blocks = extract_pdf(broken)
-    assert pages == 5 and any(FACT in b.text for b in blocks)
+    with parse(broken, "application/pdf") as doc:
+        assert doc.page_count == 5
+        assert any(FACT in c.text for page in doc for c in page.chunks)
+
+
+def test_a_page_range_is_parsed_alone() -> None:
+    pdf = make_pdf(FIVE_PAGES)
+    with parse(pdf, "application/pdf", pages=range(2, 4)) as doc:
+        assert doc.page_count == 5
+        pages = list(doc)
+
+    assert [p.page for p in pages] == [3, 4] and {c.page for p in pages for c in p.chunks} == {3, 4}
+    with pytest.raises(ValueError, match="pages must be a range"):
+        parse(pdf, "application/pdf", pages=range(4, 6))
 
 
 # --------------------------------------------------------------------------- text extraction
@@ -106,9 +128,8 @@ def test_repaired_but_complete_pdf_is_accepted() -> None:
 def test_plain_text_is_split_into_paragraphs_on_blank_lines() -> None:
     data = "\ufeffFirst line\nsame paragraph.\n\n  \n\nSecond   paragraph.\r\n".encode()
 
-    pages, blocks = extract_text(data, markdown=False)
+    blocks = extract_text(data, markdown=False)
 
-    assert pages == 1
     assert blocks == [
         TextBlock(page=1, bbox=None, text="First line\nsame paragraph."),
         TextBlock(page=1, bbox=None, text="Second paragraph."),
@@ -118,7 +139,7 @@ def test_plain_text_is_split_into_paragraphs_on_blank_lines() -> None:
 def test_markdown_headings_stay_with_the_following_paragraph() -> None:
     data = b"# Title\n\n## Section\n\nBody of the section.\n\nAnother paragraph.\n\n## Trailing heading\n"
 
-    _, blocks = extract_text(data, markdown=True)
+    blocks = extract_text(data, markdown=True)
 
     assert [b.text for b in blocks] == [
         "# Title\n## Section\nBody of the section.",
@@ -130,7 +151,7 @@ def test_markdown_headings_stay_with_the_following_paragraph() -> None:
 def test_markdown_fenced_code_is_not_split_on_blank_lines() -> None:
     data = b"Intro.\n\n```\nline one\n\nline two\n```\n\nOutro."
 
-    _, blocks = extract_text(data, markdown=True)
+    blocks = extract_text(data, markdown=True)
 
     assert [b.text for b in blocks] == ["Intro.", "```\nline one\nline two\n```", "Outro."]
 
@@ -150,47 +171,50 @@ def test_empty_text_is_rejected(data: bytes) -> None:
 # --------------------------------------------------------------------------- chunking
 
 
-def _block(page: int, text: str, bbox: tuple[float, float, float, float] | None = (0, 0, 10, 10)) -> TextBlock:
-    return TextBlock(page=page, bbox=bbox, text=text)
+def _page(page: int, *blocks: tuple[str, tuple[float, float, float, float]]) -> PageContent:
+    return PageContent(page=page, width=A4.width, height=A4.height, tables=(), images=(), skipped_images=(),
+                       needs_ocr=False, blocks=tuple(PageBlock(page, bbox, text) for text, bbox in blocks))  # fmt: skip
 
 
-def test_chunks_never_cross_pages_and_are_linked_in_order() -> None:
-    _, blocks = extract_pdf(five_page_pdf_with_fact()[0])
+def _chars(text: str) -> int:
+    """A word-piece count of one per character, so limits below read in characters."""
+    return len(text)
 
-    chunks = chunk_blocks(blocks, **CHUNK_KW, max_chars=10_000)
+
+def test_chunks_never_cross_pages_and_come_in_reading_order() -> None:
+    chunks = _chunks(five_page_pdf_with_fact()[0])
 
     assert len(chunks) == 5  # everything on a page fits in one chunk, and no chunk crosses a page
     assert [c.page for c in chunks] == [1, 2, 3, 4, 5]
-    assert [c.index for c in chunks] == list(range(5))
-    assert [c.chunk_id for c in chunks] == [f"doc1-{i}" for i in range(5)]
-    assert [c.prev_chunk_id for c in chunks] == [None, "doc1-0", "doc1-1", "doc1-2", "doc1-3"]
-    assert [c.next_chunk_id for c in chunks] == ["doc1-1", "doc1-2", "doc1-3", "doc1-4", None]
-    assert all(c.tenant == "t1" and c.filename == "f.pdf" and c.modality == "text" for c in chunks)
+    assert all(c.modality == "text" and c.headings == () for c in chunks)
 
 
 def test_merged_chunk_bbox_is_the_union_of_its_blocks() -> None:
-    blocks = [_block(1, "aaa", (10, 20, 100, 30)), _block(1, "bbb", (5, 40, 90, 50)), _block(2, "ccc")]
+    chunker = Chunker(count=_chars)
 
-    chunks = chunk_blocks(blocks, **CHUNK_KW)
+    [first] = chunker.feed(_page(1, ("aaa", (10, 20, 100, 30)), ("bbb", (5, 40, 90, 50))))
+    [second] = chunker.feed(_page(2, ("ccc", (0, 0, 10, 10))))
 
-    assert [(c.page, c.text) for c in chunks] == [(1, "aaa\n\nbbb"), (2, "ccc")]
-    assert chunks[0].bbox == (5, 20, 100, 50)
+    assert [(c.page, c.text) for c in (first, second)] == [(1, "aaa\n\nbbb"), (2, "ccc")]
+    assert first.bbox == (5, 20, 100, 50)
 
 
 def test_blocks_are_merged_only_while_the_text_fits() -> None:
-    blocks = [_block(1, "a" * 40), _block(1, "b" * 40), _block(1, "c" * 40)]
+    box = (0.0, 0.0, 10.0, 10.0)
+    page = _page(1, ("a" * 40, box), ("b" * 40, box), ("c" * 40, box))
 
-    chunks = chunk_blocks(blocks, **CHUNK_KW, max_chars=90)
+    by_tokens = Chunker(max_tokens=90, count=_chars).feed(page)
+    by_chars = Chunker(max_tokens=254, max_chars=90, count=lambda text: 1).feed(page)
 
-    assert [c.text for c in chunks] == ["a" * 40 + "\n\n" + "b" * 40, "c" * 40]
+    assert [c.text for c in by_tokens] == [c.text for c in by_chars] == ["a" * 40 + "\n\n" + "b" * 40, "c" * 40]
 
 
-def test_long_block_is_split_on_sentences_under_max_chars_keeping_its_bbox() -> None:
+def test_long_block_is_split_on_sentences_under_the_limit_keeping_its_bbox() -> None:
     sentences = [f"Sentence number {i} says something fairly ordinary." for i in range(40)]
     bbox = (72.0, 100.0, 500.0, 700.0)
-    blocks = [_block(1, "short intro"), _block(1, " ".join(sentences), bbox), _block(1, "short outro")]
+    page = _page(1, ("short intro", (72, 60, 200, 70)), (" ".join(sentences), bbox), ("short outro", (72, 710, 200, 720)))
 
-    chunks = chunk_blocks(blocks, **CHUNK_KW, max_chars=200)
+    chunks = Chunker(max_tokens=200, count=_chars).feed(page)
 
     middle = chunks[1:-1]
     assert len(middle) > 1
@@ -198,30 +222,35 @@ def test_long_block_is_split_on_sentences_under_max_chars_keeping_its_bbox() -> 
     assert all(c.bbox == bbox for c in middle)
     assert all(c.text.endswith(".") for c in middle)  # cut between sentences, not inside one
     assert " ".join(c.text for c in middle) == " ".join(sentences)
-    assert [c.index for c in chunks] == list(range(len(chunks)))
 
 
 def test_sentence_longer_than_max_chars_falls_back_to_whitespace_then_hard_cuts() -> None:
     text = "word " * 30 + "x" * 25
 
-    chunks = chunk_blocks([_block(1, text)], **CHUNK_KW, max_chars=20)
+    pieces = split_text(text, 20)
 
-    assert all(len(c.text) <= 20 for c in chunks)
-    assert "".join(c.text.replace(" ", "") for c in chunks) == text.replace(" ", "")
+    assert all(len(p) <= 20 for p in pieces)
+    assert "".join(p.replace(" ", "") for p in pieces) == text.replace(" ", "")
 
 
 def test_plain_text_chunks_have_no_bbox() -> None:
-    _, blocks = extract_text(b"one\n\ntwo", markdown=False)
+    with parse(b"one\n\ntwo", "text/plain") as doc:
+        assert doc.page_count == 1
+        [page] = list(doc)
 
-    chunks = chunk_blocks(blocks, **CHUNK_KW)
-
-    assert [(c.page, c.bbox, c.text) for c in chunks] == [(1, None, "one\n\ntwo")]
-
-
-def test_no_blocks_give_no_chunks() -> None:
-    assert chunk_blocks([], **CHUNK_KW) == []
+    assert [(c.page, c.bbox, c.text) for c in page.chunks] == [(1, None, "one\n\ntwo")]
+    assert page.ocr == ()
 
 
-def test_batched_keeps_order_and_sizes() -> None:
-    assert batched(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert batched([], 3) == []
+@pytest.mark.parametrize("max_chars", [100, 300, 1000])
+def test_no_chunk_is_longer_than_mmrag_chunk_max_chars(max_chars: int) -> None:
+    """MMRAG_CHUNK_MAX_CHARS bounds every chunk the parser makes (the embedder sizes its messages by it)."""
+    prose = " ".join(f"Sentence {i} of the long paragraph about pumps and valves." for i in range(60))
+    word = "x" * 1500  # no sentence or word boundary helps here
+    settings = ParseSettings(chunk_max_chars=max_chars)
+
+    chunks = _chunks(make_pdf([prose, word], fontsize=6), settings=settings)
+    chunks += _chunks(f"{prose}\n\n{word}".encode(), "text/plain", settings)
+
+    assert chunks and max(len(c.text) for c in chunks) <= max_chars
+    assert max(len(c.text) for c in chunks) > max_chars * 0.6  # the limit, not something smaller, cut them

@@ -283,7 +283,7 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
     from edge_api.settings import EdgeSettings
 
     keys_file = tmp_path / "keys.json"
-    keys = {role: create_key(keys_file, "acme", role)[1] for role in ("reader", "writer", "admin")}
+    keys = {role: create_key(keys_file, "acme", role)[1] for role in ("reader", "writer", "admin", "operator")}
     nc = await nats.connect(nats_server.url)
     try:
         await ensure_topology(nc.jetstream())
@@ -295,12 +295,12 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
             def as_(role: str) -> httpx.AsyncClient:
                 return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {keys[role]}"})
 
-            for role in ("reader", "writer"):
+            for role in ("reader", "writer", "admin"):  # a tenant's admin too: a re-index spans every tenant
                 async with as_(role) as http:
                     assert (await http.post("/v1/reindex", json={})).status_code == 403
                     assert (await http.get("/v1/reindex")).status_code == 403
                     assert (await http.get("/v1/reindex/g1")).status_code == 403
-            async with as_("admin") as http:
+            async with as_("operator") as http:
                 bad = await http.post("/v1/reindex", json={"settings": {"chunk_max_tokens": 9999}})
                 assert (
                     bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "settings.chunk_max_tokens"
@@ -340,9 +340,9 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                     "chunks_per_message": 8,
                     "vector_quantization": True,
                 }
-                # The CLI cancels too (with the admin key).
+                # The CLI cancels too (with the operator key).
                 cli = await asyncio.create_subprocess_exec(
-                    str(BIN / "mmrag"), "reindex", "--url", base, "--api-key", keys["admin"], "--cancel", "g4",
+                    str(BIN / "mmrag"), "reindex", "--url", base, "--api-key", keys["operator"], "--cancel", "g4",
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 )  # fmt: skip
                 out, errs = await asyncio.wait_for(cli.communicate(), 60)

@@ -10,7 +10,7 @@ import pytest
 from agents.settings import AgentSettings
 from contracts.messages import Hit, ImageRef
 from search.abstention import abstains, decide, paraphrase_cosine
-from search.rerank import CrossEncoderScorer, LexicalScorer, build_scorer, rerank
+from search.rerank import CrossEncoderScorer, LexicalScorer, above_floor, build_scorer, rerank
 
 
 def hit(n: int, text: str, score: float = 0.5, *, cosine: float | None = None, modality: str = "text") -> Hit:
@@ -191,3 +191,9 @@ def test_a_cross_encoder_checkpoint_is_loaded_and_scores_through_a_sigmoid(cross
     ranked = rerank(query, candidates, top_k=3, scorer=scorer)
     assert [h.chunk_id for h in ranked] == [candidates[i].chunk_id for i in sorted(range(3), key=lambda i: -scores[i])]
     assert [h.score for h in ranked] == pytest.approx(sorted(scores, reverse=True))
+
+
+def test_the_search_floor_keeps_what_scores_and_zero_keeps_everything() -> None:
+    hits = [hit(0, "a", 0.9), hit(1, "b", 0.3), hit(2, "c", 0.049), hit(3, "d", 0.0)]
+    assert [h.chunk_id for h in above_floor(hits, 0.05)] == ["d-0", "d-1"]
+    assert above_floor(hits, 0.0) == hits and above_floor([], 0.05) == []

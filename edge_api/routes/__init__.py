@@ -1,1 +1,18 @@
-"""The edge API's routes, one module per resource; each exposes `add_routes(app)`."""
+"""The edge API's routes, one module per area; each declares its operations (`edge_api.operations`) in
+`OPERATIONS`, next to its handlers. `OPERATIONS` here is all of them, in the order the document lists them."""
+
+from __future__ import annotations
+
+from edge_api.operations import Operation
+from edge_api.routes import api_reference, documents, health, pages, progress, queries, reindex, ui
+
+OPERATIONS: tuple[Operation, ...] = (
+    *health.OPERATIONS,
+    *documents.OPERATIONS,
+    *queries.OPERATIONS,
+    *progress.OPERATIONS,
+    *pages.OPERATIONS,
+    *ui.OPERATIONS,
+    *reindex.OPERATIONS,
+    *api_reference.OPERATIONS,
+)

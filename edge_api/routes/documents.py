@@ -14,6 +14,8 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -22,16 +24,29 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
+from pydantic import BaseModel, ConfigDict, Field
 
 from bus.kv import current_values
 from bus.objects import UploadTooLarge, put_stream
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish
-from contracts.messages import DocumentDeleted, DocumentProgress, DocumentStatus, DocumentSubmitted, utcnow
+from contracts.messages import (
+    ContentType,
+    DocumentDeleted,
+    DocumentProgress,
+    DocumentStatus,
+    DocumentSubmitted,
+    Identifier,
+    Tenant,
+    utcnow,
+)
 from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
 from documents.filetypes import UnsupportedFile, detect_content_type
+from edge_api import quotas
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
+from edge_api.operations import ERR_503, Err, Json, Operation, Reply
+from edge_api.settings import EdgeSettings
 from edge_api.state import Backbone, backbone
 
 log = logging.getLogger(__name__)
@@ -46,19 +61,65 @@ LIST_MAX_LIMIT = 200
 _LIMIT = re.compile(r"^[0-9]{1,4}\Z")
 _FILENAME_PARAM = re.compile(r"(?i)(^|;)\s*filename\*?\s*=")
 
+DOC_PATH = "/v1/documents/{doc_id}"
+# Statuses a document view can show (a deleted document is a 404, never a view).
+PublicStatus = Literal[tuple(s.value for s in DocumentStatus if s is not DocumentStatus.DELETED)]  # type: ignore[valid-type]
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DocumentView(_Response):
+    """A document as a client sees it (the public fields of its progress record). Every field is present."""
+
+    doc_id: Identifier = Field(description="32 hex digits: 12 of submission time in ms, 20 random")
+    tenant: Tenant
+    filename: str | None
+    status: PublicStatus = Field(description="`failed` comes with `error`")
+    pages: int | None = Field(ge=0, description="known once parsing started")
+    pages_parsed: int = Field(ge=0, description="pages parsed so far (progress: pages_parsed / pages)")
+    chunks_total: int | None = Field(ge=0, description="known once every batch's size is known")
+    chunks_indexed: int = Field(ge=0)
+    error: str | None = Field(description="why the document failed, for the user")
+    updated_at: datetime
+
+
+class DocumentPage(_Response):
+    """One page of the tenant's documents, newest submission first."""
+
+    documents: list[DocumentView]
+    next_cursor: Identifier | None = Field(description="pass it back as `cursor`; null on the last page")
+
+
+class UploadAccepted(_Response):
+    """The upload is stored and its submission queued; poll `GET /v1/documents/{doc_id}` for its progress."""
+
+    doc_id: Identifier
+    status: Literal["queued"]
+    filename: str = Field(min_length=1, description="the client's filename without directories (or `upload`)")
+    content_type: ContentType = Field(description="read from the file's bytes, not from the client's header")
+    size: int = Field(ge=0, description="bytes stored")
+
+
+class DeleteAccepted(_Response):
+    """The document is gone from the API at once; its points and upload are removed in the background."""
+
+    doc_id: Identifier
+    status: Literal["deleted"]
+
+
+class UploadForm(BaseModel):
+    """`multipart/form-data` with the document in a `file` field (other fields are ignored)."""
+
+    file: bytes = Field(
+        json_schema_extra={"format": "binary", "contentMediaType": "application/octet-stream"},
+        description="PDF, PNG, JPEG, WebP, TIFF, UTF-8 .txt or .md; the type is read from the bytes",
+    )
+
+
 # The fields of a progress record a client sees (not: schema_version, generation, revision, batches).
-PUBLIC_FIELDS = (
-    "doc_id",
-    "tenant",
-    "filename",
-    "status",
-    "pages",
-    "pages_parsed",
-    "chunks_total",
-    "chunks_indexed",
-    "error",
-    "updated_at",
-)
+PUBLIC_FIELDS = tuple(DocumentView.model_fields)
 
 _MULTIPART_ERRORS = (ValueError, HttpProcessingError)  # UnicodeError is a ValueError
 
@@ -68,9 +129,8 @@ def new_doc_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
-def public_view(progress: DocumentProgress) -> dict:
-    data = progress.model_dump(mode="json", include=set(PUBLIC_FIELDS))
-    return {name: data.get(name) for name in PUBLIC_FIELDS}
+def public_view(progress: DocumentProgress) -> DocumentView:
+    return DocumentView.model_validate(progress.model_dump(include=set(PUBLIC_FIELDS)))
 
 
 def _not_found(doc_id: str) -> ApiError:
@@ -104,16 +164,12 @@ async def _submission_on_stream(js: JetStreamContext, tenant: str, doc_id: str) 
     return DocumentSubmitted.model_validate_json(raw)
 
 
-def _queued_view(submitted: DocumentSubmitted) -> dict:
-    return {
-        **dict.fromkeys(PUBLIC_FIELDS),
-        "doc_id": submitted.doc_id,
-        "tenant": submitted.tenant,
-        "filename": submitted.filename,
-        "status": DocumentStatus.QUEUED.value,
-        "chunks_indexed": 0,
-        "updated_at": submitted.submitted_at.isoformat().replace("+00:00", "Z"),
-    }
+def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
+    return DocumentView(
+        doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
+        status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
+        error=None, updated_at=submitted.submitted_at,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- upload
@@ -223,11 +279,21 @@ async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, 
     await progress.update(submitted.tenant, submitted.doc_id, change)
 
 
-async def upload_document(request: web.Request) -> web.Response:
+def _too_large(settings: EdgeSettings, tenant: str, used: quotas.Usage | None, max_bytes: int) -> ApiError:
+    """An upload over `max_bytes`: the tenant's byte quota when that is the smaller limit, else the upload limit."""
+    if used is not None and max_bytes < settings.max_upload_bytes:
+        return quotas.bytes_exceeded(settings, tenant, used)
+    return ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes (MMRAG_MAX_UPLOAD_BYTES)")
+
+
+async def upload_document(request: web.Request) -> Reply:
     bb = backbone(request)
     js = bb.jetstream()
     settings = bb.settings
     tenant = tenant_of(request)
+    used = await quotas.usage(bb, tenant)  # None: no quota set
+    bytes_left = quotas.check_before_upload(settings, tenant, used)  # refused here: nothing read, nothing stored
+    max_bytes = settings.max_upload_bytes if bytes_left is None else min(settings.max_upload_bytes, bytes_left)
     part = await _file_part(request)
     filename = _clean_filename(part.filename)
     head = bytearray()
@@ -238,8 +304,8 @@ async def upload_document(request: web.Request) -> web.Response:
         raise _invalid_multipart() from None
     if not head:
         raise ApiError(400, "empty_file", f"{filename!r} is empty")
-    if len(head) > settings.max_upload_bytes:
-        raise ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    if len(head) > max_bytes:
+        raise _too_large(settings, tenant, used, max_bytes)
     try:
         content_type = detect_content_type(filename, part.headers.get("Content-Type"), bytes(head))
     except UnsupportedFile as err:
@@ -250,10 +316,10 @@ async def upload_document(request: web.Request) -> web.Response:
     await bb.uploads()  # bind the bucket before streaming: a missing bucket fails here, with nothing written
     try:
         info = await put_stream(
-            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=settings.max_upload_bytes
+            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=max_bytes
         )
-    except UploadTooLarge as err:
-        raise ApiError(413, "too_large", str(err)) from None
+    except UploadTooLarge:
+        raise _too_large(settings, tenant, used, max_bytes) from None
     except _MULTIPART_ERRORS:  # put_stream purged what it wrote
         raise _invalid_multipart() from None
 
@@ -269,11 +335,10 @@ async def upload_document(request: web.Request) -> web.Response:
         await _record_queued(await bb.progress(), submitted, revision)
     except Exception as err:  # noqa: BLE001
         log.warning("request %s: queued record of %s not written: %r", request_id(request), doc_id, err)
-    return web.json_response(
-        {"doc_id": doc_id, "status": DocumentStatus.QUEUED.value, "filename": filename,
-         "content_type": content_type, "size": submitted.size},
-        status=202,
-    )  # fmt: skip
+    accepted = UploadAccepted(
+        doc_id=doc_id, status="queued", filename=filename, content_type=content_type, size=submitted.size
+    )
+    return Reply(accepted, status=202)
 
 
 # --------------------------------------------------------------------------- status, list, delete
@@ -286,7 +351,7 @@ def _doc_id(request: web.Request) -> str:
     return doc_id
 
 
-async def document_status(request: web.Request) -> web.Response:
+async def document_status(request: web.Request) -> DocumentView:
     bb = backbone(request)
     js = bb.jetstream()
     tenant, doc_id = tenant_of(request), _doc_id(request)
@@ -294,11 +359,11 @@ async def document_status(request: web.Request) -> web.Response:
     if progress is not None:
         if progress.status == DocumentStatus.DELETED:
             raise _not_found(doc_id)
-        return web.json_response(public_view(progress))
+        return public_view(progress)
     submitted = await _submission_on_stream(js, tenant, doc_id)
     if submitted is None:
         raise _not_found(doc_id)
-    return web.json_response(_queued_view(submitted))
+    return _queued_view(submitted)
 
 
 def _list_limit(request: web.Request) -> int:
@@ -331,7 +396,7 @@ async def _tenant_documents(bb: Backbone, tenant: str) -> list[DocumentProgress]
     return records
 
 
-async def list_documents(request: web.Request) -> web.Response:
+async def list_documents(request: web.Request) -> DocumentPage:
     """Newest submission first (doc ids start with their submission time); ``next_cursor`` is the last id."""
     bb = backbone(request)
     bb.jetstream()
@@ -344,10 +409,10 @@ async def list_documents(request: web.Request) -> web.Response:
     )
     page = visible[:limit]
     next_cursor = page[-1].doc_id if len(visible) > limit else None
-    return web.json_response({"documents": [public_view(r) for r in page], "next_cursor": next_cursor})
+    return DocumentPage(documents=[public_view(r) for r in page], next_cursor=next_cursor)
 
 
-async def delete_document(request: web.Request) -> web.Response:
+async def delete_document(request: web.Request) -> Reply:
     bb = backbone(request)
     js = bb.jetstream()
     tenant, doc_id = tenant_of(request), _doc_id(request)
@@ -378,11 +443,78 @@ async def delete_document(request: web.Request) -> web.Response:
         return record.model_copy(update={"status": DocumentStatus.DELETED, "revision": ack.seq, "updated_at": utcnow()})
 
     await store.update(tenant, doc_id, change)
-    return web.json_response({"doc_id": doc_id, "status": DocumentStatus.DELETED.value}, status=202)
+    return Reply(DeleteAccepted(doc_id=doc_id, status="deleted"), status=202)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/documents", upload_document)
-    app.router.add_get("/v1/documents", list_documents)
-    app.router.add_get("/v1/documents/{doc_id}", document_status)
-    app.router.add_delete("/v1/documents/{doc_id}", delete_document)
+DOC_ID = {
+    "name": "doc_id", "in": "path", "required": True,
+    "description": "the `doc_id` the upload answered with (anything else is a 404)",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+ERR_404_DOC = Err("`not_found`: no such document (unknown, deleted, or not a valid id)")
+
+OPERATIONS = (
+    Operation(
+        "POST", "/v1/documents", upload_document, "uploadDocument", "documents", "Upload a document to index",
+        role="writer",
+        description="The bytes are stored, then the submission is queued; the document is parsed, embedded and "
+        "indexed in the background. Uploads larger than `MMRAG_MAX_UPLOAD_BYTES` are 413.",
+        request={"multipart/form-data": UploadForm},
+        responses={
+            202: Json("accepted and queued", UploadAccepted),
+            400: Err(
+                "`empty_file`, `missing_field` (no `file` field) or `invalid_multipart` (a malformed body, "
+                "or a filename that is not UTF-8)"
+            ),
+            413: Err(
+                "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
+                "`MMRAG_TENANT_MAX_DOCUMENTS` documents, or this file would take it over `MMRAG_TENANT_MAX_BYTES` "
+                "(`quota` and `usage` say which numbers; delete documents or have the quota raised)"
+            ),
+            415: Err(
+                "`unsupported_file` (not a PDF, a supported image or UTF-8 text; or named/declared as one "
+                "type while its bytes are another) or `unsupported_media_type` (not multipart/form-data)"
+            ),
+            503: Err(
+                "`backbone_unavailable` (nothing was accepted, retry later) or `submission_unconfirmed` "
+                "(the bytes are stored but NATS did not confirm the submission: `doc_id` names the document, "
+                "whose status tells: 200 accepted, 404 upload it again)",
+                retry_after=True,
+            ),
+        },
+    ),
+    Operation(
+        "GET", "/v1/documents", list_documents, "listDocuments", "documents", "List documents, newest first",
+        role="reader",
+        parameters=(
+            {
+                "name": "limit", "in": "query", "required": False, "description": "page size",
+                "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX_LIMIT, "default": LIST_DEFAULT_LIMIT},
+            },
+            {
+                "name": "cursor", "in": "query", "required": False,
+                "description": "the `next_cursor` of the previous page",
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+            },
+        ),
+        responses={
+            200: Json("one page", DocumentPage),
+            400: Err("`invalid_query`: `field` names the bad parameter (`limit` or `cursor`)"),
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", DOC_PATH, document_status, "getDocument", "documents", "A document's status", role="reader",
+        parameters=(DOC_ID,),
+        responses={200: Json("the document", DocumentView), 404: ERR_404_DOC, 503: ERR_503},
+    ),
+    Operation(
+        "DELETE", DOC_PATH, delete_document, "deleteDocument", "documents", "Delete a document", role="writer",
+        parameters=(DOC_ID,),
+        responses={
+            202: Json("deleted from the API; removed from the index in the background", DeleteAccepted),
+            404: Err("`not_found`: no such document (unknown, already deleted, or not a valid id)"),
+            503: ERR_503,
+        },
+    ),
+)  # fmt: skip

@@ -31,7 +31,9 @@ from contracts.messages import DocumentStatus
 from contracts.topology import TOKEN, object_name
 from edge_api.errors import ApiError
 from edge_api.identity import tenant_of
+from edge_api.operations import ERR_503, Empty, Err, Media, Operation
 from edge_api.page_images import ByteLRU, NotRenderable, PageOutOfRange, Rendered, render_image, render_page
+from edge_api.routes.documents import DOC_ID, DOC_PATH
 from edge_api.state import backbone
 
 DEFAULT_WIDTH = 800
@@ -41,7 +43,8 @@ RENDER_CACHE_BYTES = 64 * 1024 * 1024
 SOURCE_CACHE_BYTES = 128 * 1024 * 1024  # originals above a quarter of this are fetched again for each render
 CACHE_MAX_AGE_S = 24 * 3600
 MAX_CONCURRENT_RENDERS = 2  # renders are CPU-bound threads: never more than this at once per process
-_WIDTH = re.compile(r"^[0-9]{1,6}\Z")
+MAX_PAGE_NUMBER = 999_999  # a page path segment is at most 6 digits (a bigger number is a 404, never parsed)
+_WIDTH = re.compile(r"^[0-9]{1,6}\Z")  # a bigger width is a 400; up to this it is clamped to MAX_WIDTH
 _PAGE = re.compile(r"^[0-9]{1,6}\Z")
 
 RENDERS = web.AppKey("page_renders", ByteLRU)
@@ -151,9 +154,71 @@ async def hit_image(request: web.Request) -> web.Response:
     return _picture(request, rendered, f'"i-{doc_id}-{image_id}-{width}"')
 
 
-def add_routes(app: web.Application) -> None:
+def setup(app: web.Application) -> None:
+    """The render caches and the render slots of this app."""
     app[RENDERS] = ByteLRU(RENDER_CACHE_BYTES)
     app[SOURCES] = ByteLRU(SOURCE_CACHE_BYTES)
     app[RENDER_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
-    app.router.add_get("/v1/documents/{doc_id}/pages/{page}", page_image)
-    app.router.add_get("/v1/documents/{doc_id}/images/{image_id}", hit_image)
+
+
+WIDTH = {
+    "name": "width", "in": "query", "required": False,
+    "description": f"pixels; clamped to {MIN_WIDTH}..{MAX_WIDTH} (a value of more than 6 digits is a 400)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH, "default": DEFAULT_WIDTH},
+}  # fmt: skip
+PAGE = {
+    "name": "page", "in": "path", "required": True, "description": "1-based page number",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
+}  # fmt: skip
+IMAGE_ID = {
+    "name": "image_id", "in": "path", "required": True,
+    "description": "the last segment of a hit's `image.object_name`",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+PICTURE = Media(
+    "the picture",
+    {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
+    headers={
+        "ETag": {"description": "strong: a document's pictures never change", "schema": {"type": "string"}},
+        "X-Page-Width": {
+            "description": "the page's width in the units of a chunk's bbox (PDF points; pixels for an image)",
+            "schema": {"type": "string", "pattern": r"^[0-9.e+-]+$"},
+        },
+        "X-Page-Height": {"description": "the page's height, likewise", "schema": {"type": "string"}},
+        "X-Page-Count": {"description": "pages of the document", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    },
+)
+NOT_MODIFIED = Empty("`If-None-Match` named this picture's ETag")
+ERR_BAD_WIDTH = Err("`invalid_query`: `width` is not a whole number from 1 (`field` is `width`)")
+ERR_NOT_RENDERABLE = Err(
+    "`not_renderable`: a text document has no page pictures; or the document failed to ingest, or cannot be drawn"
+)
+
+OPERATIONS = (
+    Operation(
+        "GET", DOC_PATH + "/pages/{page}", page_image, "getPageImage", "documents", "A page of a document as a PNG",
+        role="reader", parameters=(DOC_ID, PAGE, WIDTH),
+        description="A PDF page rendered at `width` pixels, or an uploaded image (page 1, never enlarged). Scale a "
+        "hit's `bbox` by `picture width / X-Page-Width`. Cached: `ETag`, `If-None-Match`.",
+        responses={
+            200: PICTURE,
+            304: NOT_MODIFIED,
+            400: ERR_BAD_WIDTH,
+            404: Err("`not_found`: no such document, or no such page (the message says how many)"),
+            422: ERR_NOT_RENDERABLE,
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", DOC_PATH + "/images/{image_id}", hit_image, "getHitImage", "documents",
+        "The image of an image hit, as a PNG", role="reader", parameters=(DOC_ID, IMAGE_ID, WIDTH),
+        responses={
+            200: PICTURE,
+            304: NOT_MODIFIED,
+            400: ERR_BAD_WIDTH,
+            404: Err("`not_found`: no such document or image"),
+            422: ERR_NOT_RENDERABLE,
+            503: ERR_503,
+        },
+    ),
+)  # fmt: skip

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 
 import nats.errors
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
+from pydantic import BaseModel, ConfigDict
 
-from contracts.messages import DocumentProgress, DocumentStatus
+from contracts.messages import DocumentProgress, DocumentStatus, Identifier
 from contracts.topology import progress_key
 from edge_api.errors import request_id
 from edge_api.identity import tenant_of
-from edge_api.routes.documents import public_view
+from edge_api.operations import ERR_503, Event, Events, Operation, Stream
+from edge_api.routes.documents import DocumentView, public_view
+from edge_api.routes.queries import ErrorData
 from edge_api.state import backbone
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,28 @@ PROGRESS_PATH = "/v1/progress"
 MAX_STREAM_S = 30.0
 WATCH_POLL_S = 1.0  # how often the loop looks at the clock while no record changes
 FINISHED = frozenset({DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETED})
+
+
+class DeletedData(BaseModel):
+    """A document in progress was deleted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: Identifier
+
+
+class IdleData(BaseModel):
+    """No document is in progress: the stream ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+EVENTS = Events(
+    Event("document", DocumentView, "a document in progress, or its change (the last one says `indexed` or `failed`)"),
+    Event("deleted", DeletedData, "a document in progress was deleted"),
+    Event("idle", IdleData, "no document is in progress; the stream ends"),
+    Event("error", ErrorData, "the stream ends"),
+)
 
 
 def _doc_id_of(key: str) -> str:
@@ -73,15 +97,15 @@ async def _stream(response: EventSourceResponse, watcher) -> None:  # noqa: ANN0
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             continue
         except nats.errors.Error:
-            message = {"code": "backbone_unavailable", "message": "the message backbone went away; follow again"}
-            await response.send(json.dumps(message), event="error")
+            message = ErrorData(code="backbone_unavailable", message="the message backbone went away; follow again")
+            await response.send(EVENTS.data("error", message), event="error")
             return
         if entry is None:  # the end of the current values
             initial = False
         elif entry.operation in ("DEL", "PURGE") or not entry.value:
             if _doc_id_of(entry.key) in moving:
                 moving.discard(_doc_id_of(entry.key))
-                await response.send(json.dumps({"doc_id": _doc_id_of(entry.key)}), event="deleted")
+                await response.send(EVENTS.data("deleted", DeletedData(doc_id=_doc_id_of(entry.key))), event="deleted")
         else:
             try:
                 record = DocumentProgress.model_validate_json(entry.value)
@@ -92,16 +116,34 @@ async def _stream(response: EventSourceResponse, watcher) -> None:  # noqa: ANN0
                 was_moving = record.doc_id in moving
                 moving.discard(record.doc_id)
                 if not initial and record.status == DocumentStatus.DELETED:
-                    await response.send(json.dumps({"doc_id": record.doc_id}), event="deleted")
+                    await response.send(EVENTS.data("deleted", DeletedData(doc_id=record.doc_id)), event="deleted")
                 elif not initial or was_moving:
-                    await response.send(json.dumps(public_view(record)), event="document")
+                    await response.send(EVENTS.data("document", public_view(record)), event="document")
             else:
                 moving.add(record.doc_id)
-                await response.send(json.dumps(public_view(record)), event="document")
+                await response.send(EVENTS.data("document", public_view(record)), event="document")
         if not initial and not moving:
-            await response.send("{}", event="idle")
+            await response.send(EVENTS.data("idle", IdleData()), event="idle")
             return
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get(PROGRESS_PATH, progress_events)
+DESCRIPTION = f"""\
+Follows the tenant's documents while they are ingested. Events (`data:` is one JSON object):
+
+- `document`: a `DocumentView`; first one for every document still in progress, then one per change (the last
+  one of a document says `indexed` or `failed`)
+- `deleted`: `{{"doc_id"}}`, a document in progress was deleted
+- `idle`: `{{}}`, no document is in progress; the stream ends
+- `error`: `{{"code", "message"}}`; the stream ends
+
+A stream also ends after {MAX_STREAM_S:g} s; connect again while documents are still in progress.
+"""
+
+OPERATIONS = (
+    Operation(
+        "GET", PROGRESS_PATH, progress_events, "followProgress", "documents",
+        "The progress of the tenant's documents while they are ingested (SSE)", role="reader",
+        description=DESCRIPTION,
+        responses={200: Stream("the progress events", EVENTS), 503: ERR_503},
+    ),
+)  # fmt: skip

@@ -8,7 +8,6 @@ goes through `bus.answers.AnswerSequencer`, and the client sees each exactly onc
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -18,21 +17,27 @@ import nats.errors
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bus.answers import AnswerSequencer
 from bus.publish import Outgoing, publish
 from contracts.messages import (
     AnswerEvent,
+    CitationEvent,
+    DoneEvent,
     ErrorEvent,
+    Hit,
     QueryFilters,
     QueryMode,
     QueryRequest,
+    ResetEvent,
     ResultsEvent,
+    RetrievalEvent,
+    TokenEvent,
     answer_event_adapter,
 )
 from contracts.topology import Subjects
-from edge_api.bodies import AskBody, SearchBody, read_body
+from edge_api.bodies import JSON_BODY_ERRORS, MAX_TOP_K, MIN_TOP_K, AskBody, SearchBody, read_body
 from edge_api.cache import (
     MISS_NO_STORE,
     AnswerCache,
@@ -45,6 +50,7 @@ from edge_api.cache import (
 )
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
+from edge_api.operations import ERR_503, Err, Events, Json, Operation, Stream, derived_event
 from edge_api.query_image_upload import delete_query_image, read_image_search, store_query_image
 from edge_api.state import Backbone, backbone
 
@@ -52,7 +58,45 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
 # Fields of an event that are the stream's framing, not its data (the SSE event name and id carry them).
-FRAMING_FIELDS = {"schema_version", "request_id", "seq", "event", "attempt"}
+FRAMING_FIELDS = frozenset({"schema_version", "request_id", "seq", "event", "attempt"})
+
+# The events of `/v1/ask` in stream order; each `data:` is the contract event without its framing fields.
+ASK_EVENTS = Events(
+    derived_event("retrieval", RetrievalEvent, "`id: 0`; the hits the answer is built from, best first", FRAMING_FIELDS),
+    derived_event("token", TokenEvent, "`id: 1, 2, ...`; the next piece of the answer text", FRAMING_FIELDS),
+    derived_event("citation", CitationEvent, "`id: 1, 2, ...`; a source the answer cites as [n]", FRAMING_FIELDS),
+    derived_event(
+        "reset", ResetEvent, "`id: n`; discard the answer text streamed so far: a new attempt follows from scratch",
+        FRAMING_FIELDS,
+    ),
+    derived_event("done", DoneEvent, "the last event of a complete answer", FRAMING_FIELDS),
+    derived_event(
+        "error", ErrorEvent, "ends the stream; `code` is `timeout`, `backbone_unavailable` or an agent's code",
+        FRAMING_FIELDS,
+    ),
+)
+ErrorData = ASK_EVENTS.by_name["error"].model  # `{"code", "message"}`: how every stream of the API ends in error
+
+
+class SearchResults(BaseModel):
+    """The best chunks for the query, best first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hits: list[Hit]
+
+
+class SearchImageForm(BaseModel):
+    """`multipart/form-data`: search with an image (what is in it, or the same picture), optionally with text."""
+
+    image: bytes = Field(
+        json_schema_extra={"format": "binary", "contentMediaType": "application/octet-stream"},
+        description="PNG, JPEG, WebP or TIFF (the type is read from the bytes), at most MMRAG_MAX_QUERY_IMAGE_BYTES "
+        "and 40 megapixels",
+    )
+    query: str | None = Field(default=None, description="text searched together with the image")
+    top_k: int | None = Field(default=None, ge=MIN_TOP_K, le=MAX_TOP_K, description="decimal integer (default 10)")
+    filters: str | None = Field(default=None, description="the JSON of a search body's `filters`")
 
 
 class QueryTimeout(Exception):
@@ -127,7 +171,7 @@ async def _events(sub: Subscription, timeout_s: float) -> AsyncIterator[AnswerEv
 
 
 def event_data(event: AnswerEvent) -> str:
-    return json.dumps(event.model_dump(mode="json", exclude=FRAMING_FIELDS))
+    return ASK_EVENTS.data(event.event, event)
 
 
 async def ask(request: web.Request) -> web.StreamResponse:
@@ -169,21 +213,18 @@ async def _stream_answer(
             await response.send(data, event=event.event, id=sid)
             sent.append((event.event, data, sid))
     except QueryTimeout:
-        await response.send(
-            json.dumps({"code": "timeout", "message": f"no answer event within {timeout_s}s"}), event="error"
-        )
+        timeout = ErrorData(code="timeout", message=f"no answer event within {timeout_s}s")
+        await response.send(ASK_EVENTS.data("error", timeout), event="error")
         sent.append(("error", "", None))
     except (nats.errors.Error, TimeoutError) as err:
         log.warning("request %s: answer stream lost: %r", request_id(request), err)
-        await response.send(
-            json.dumps({"code": "backbone_unavailable", "message": "the message backbone went away; ask again"}),
-            event="error",
-        )
+        gone = ErrorData(code="backbone_unavailable", message="the message backbone went away; ask again")
+        await response.send(ASK_EVENTS.data("error", gone), event="error")
         sent.append(("error", "", None))
     return sent
 
 
-async def search(request: web.Request) -> web.Response:
+async def search(request: web.Request) -> SearchResults:
     bb = backbone(request)
     bb.jetstream()
     image = None
@@ -199,14 +240,14 @@ async def search(request: web.Request) -> web.Response:
         bb, tenant_of(request), text, top_k, QueryMode.SEARCH, filters, image, cache=cache, route=SEARCH_ROUTE
     ) as pending:
         if pending.cached.value is not None:
-            return web.Response(text=pending.cached.value.decode(), content_type="application/json")
+            return SearchResults.model_validate_json(pending.cached.value)
         try:
             async for event in _events(pending.sub, timeout_s):
                 if isinstance(event, ResultsEvent):
-                    text = json.dumps({"hits": [h.model_dump(mode="json") for h in event.hits]})
+                    results = SearchResults(hits=event.hits)
                     if cache is not None:
-                        await cache.store(pending.cached.slot, text.encode())
-                    return web.Response(text=text, content_type="application/json")
+                        await cache.store(pending.cached.slot, results.model_dump_json().encode())
+                    return results
                 if isinstance(event, ErrorEvent):
                     raise ApiError(502, "query_failed", event.message, reason=event.code)
         except QueryTimeout:
@@ -214,6 +255,53 @@ async def search(request: web.Request) -> web.Response:
     raise ApiError(502, "query_failed", "the search ended without results", reason="no_results")
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/ask", ask)
-    app.router.add_post("/v1/search", search)
+ASK_DESCRIPTION = """\
+Answers the question as a stream of Server-Sent Events. Each event's `event:` is its type, `id:` its sequence
+number (none on `error`), `data:` one JSON object (the schemas `RetrievalData`, `TokenData`, `CitationData`,
+`ResetData`, `DoneData`, `ErrorData`):
+
+- `retrieval` (id 0): `{"hits": [<Hit>...]}`
+- `token` (1, 2, ...): `{"text"}`, the next piece of the answer
+- `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text", "image"}`
+- `reset` (n): `{"reason"}`: an LLM provider failed mid-answer, or the generation was redelivered after a partial
+  answer; discard the `token` text received so far, a new answer follows from scratch (a client shows the text
+  after the last `reset`)
+- `done` (last): `{"answerer", "abstained"}`; the stream ends. `abstained` is true when nothing retrieved scored
+  above `MMRAG_ABSTAIN_THRESHOLD`: the answer says it was not found in your documents, without citations
+- `error`: `{"code", "message"}`; the stream ends. `code` is `timeout` when no event came for
+  `MMRAG_QUERY_TIMEOUT_S`, `backbone_unavailable` when NATS went away, or an agent's code
+
+Each event is delivered exactly once and in `id` order. Lines starting with `:` are keep-alive comments
+(every `MMRAG_SSE_PING_S` seconds). Failures before the stream starts are JSON errors; after it started,
+only an `error` event.
+"""
+
+OPERATIONS = (
+    Operation(
+        "POST", ASK_ROUTE, ask, "ask", "queries", "Ask a question; the answer streams (SSE)", role="reader",
+        description=ASK_DESCRIPTION,
+        request={"application/json": AskBody},
+        responses={200: Stream("the answer's events", ASK_EVENTS), **JSON_BODY_ERRORS, 503: ERR_503},
+    ),
+    Operation(
+        "POST", SEARCH_ROUTE, search, "search", "queries", "The best chunks for a query", role="reader",
+        description="JSON searches with text; `multipart/form-data` with an `image` field searches with an image: "
+        "the same picture in a document (CLIP, or its perceptual hash), and the text read in it.",
+        request={"application/json": SearchBody, "multipart/form-data": SearchImageForm},
+        responses={
+            200: Json("the hits, best first", SearchResults),
+            400: Err(
+                "`invalid_body` as for JSON (a form's fields too); for a form also `missing_field` (no "
+                "`image`), `invalid_field` (unknown or repeated field), `invalid_multipart`, `empty_image`, "
+                "`invalid_image` (unreadable header, 0-pixel side)"
+            ),
+            413: Err("`too_large`: a JSON body over 64 KiB, an image over MMRAG_MAX_QUERY_IMAGE_BYTES; "
+                     "`image_too_large`: an image of more than 40 megapixels (an image bomb)"),
+            415: Err("`unsupported_media_type`: neither JSON nor multipart/form-data, or an `image` that "
+                     "is not a PNG, JPEG, WebP or TIFF by its content"),
+            502: Err("`query_failed`: the agents failed the query; `reason` is their error code"),
+            503: ERR_503,
+            504: Err("`timeout`: no results within `MMRAG_QUERY_TIMEOUT_S`"),
+        },
+    ),
+)  # fmt: skip

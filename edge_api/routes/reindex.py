@@ -1,4 +1,4 @@
-"""Re-index (admin): start a new index generation, and follow it.
+"""Re-index (the `operator` role: it spans every tenant): start a new index generation, and follow it.
 
 - ``POST /v1/reindex`` (body `contracts.generations.ReindexRequest`): creates generation N+1 ``building`` in
   the `mmrag-index` bucket, with the serving generation's settings plus the requested ones, and answers 202
@@ -17,7 +17,6 @@ The edge API never touches the vector store or the consumers: it writes and read
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 
 import nats.errors
@@ -27,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.generations import NotCancellable, ReindexConflict
 from contracts.generations import GenerationRecord, GenerationState, ReindexRequest
-from edge_api.bodies import read_body
+from edge_api.bodies import JSON_BODY_ERRORS, read_body
 from edge_api.errors import ApiError, request_id
+from edge_api.operations import ERR_503, Err, Event, Events, Json, Operation, Reply, Stream
+from edge_api.routes.queries import ErrorData
 from edge_api.state import backbone
 
 REINDEX_PATH = "/v1/reindex"
@@ -54,9 +55,16 @@ class GenerationList(BaseModel):
     generations: list[GenerationView]
 
 
-def view(record: GenerationRecord) -> dict:
-    """A generation as the API shows it (a `GenerationView`)."""
-    return GenerationView(id=record.index_generation.token, **dict(record)).model_dump(mode="json")
+def view(record: GenerationRecord) -> GenerationView:
+    """A generation as the API shows it."""
+    return GenerationView(id=record.index_generation.token, **dict(record))
+
+
+EVENTS = Events(
+    Event("progress", GenerationView, "the generation's view, at once and then each time it changes"),
+    Event("done", GenerationView, "the final view, once the generation is no longer `building`; the stream ends"),
+    Event("error", ErrorData, "`backbone_unavailable`: NATS went away; the stream ends (follow again)"),
+)
 
 
 def _finished(record: GenerationRecord) -> bool:
@@ -72,7 +80,7 @@ async def _record(request: web.Request) -> GenerationRecord:
     return record
 
 
-async def start_reindex(request: web.Request) -> web.Response:
+async def start_reindex(request: web.Request) -> Reply:
     bb = backbone(request)
     bb.jetstream()
     body = await read_body(request, ReindexRequest)
@@ -83,22 +91,23 @@ async def start_reindex(request: web.Request) -> web.Response:
                        id=err.building.index_generation.token) from None  # fmt: skip
     except RuntimeError as err:  # no serving generation recorded: the agents never started
         raise ApiError(503, "backbone_unavailable", str(err), headers={"Retry-After": "1"}) from None
-    return web.json_response(view(record), status=202, headers={"Location": f"{REINDEX_PATH}/{view(record)['id']}"})
+    started = view(record)
+    return Reply(started, status=202, headers={"Location": f"{REINDEX_PATH}/{started.id}"})
 
 
-async def list_generations(request: web.Request) -> web.Response:
+async def list_generations(request: web.Request) -> GenerationList:
     bb = backbone(request)
     bb.jetstream()
     records = await (await bb.generations()).all()
-    return web.json_response({"generations": [view(r) for r in records]})
+    return GenerationList(generations=[view(r) for r in records])
 
 
-async def get_generation(request: web.Request) -> web.Response:
+async def get_generation(request: web.Request) -> GenerationView:
     backbone(request).jetstream()
-    return web.json_response(view(await _record(request)))
+    return view(await _record(request))
 
 
-async def cancel_generation(request: web.Request) -> web.Response:
+async def cancel_generation(request: web.Request) -> Reply:
     bb = backbone(request)
     bb.jetstream()
     record = await _record(request)
@@ -107,7 +116,7 @@ async def cancel_generation(request: web.Request) -> web.Response:
     except NotCancellable as err:
         raise ApiError(409, "not_cancellable", str(err)) from None
     assert cancelled is not None  # _record found it, and records are never deleted
-    return web.json_response(view(cancelled), status=202)
+    return Reply(view(cancelled), status=202)
 
 
 async def generation_events(request: web.Request) -> web.StreamResponse:
@@ -123,24 +132,79 @@ async def generation_events(request: web.Request) -> web.StreamResponse:
             while True:
                 current = view(record)
                 if current != last:
-                    await response.send(json.dumps(current), event="progress")
+                    await response.send(EVENTS.data("progress", current), event="progress")
                     last = current
                 if _finished(record):
-                    await response.send(json.dumps(current), event="done")
+                    await response.send(EVENTS.data("done", current), event="done")
                     break
                 await asyncio.sleep(EVENTS_POLL_S)
                 record = await generations.get(record.generation) or record
         except ConnectionResetError:
             pass  # the client went away
         except (nats.errors.Error, TimeoutError):
-            message = {"code": "backbone_unavailable", "message": "the message backbone went away; follow again"}
-            await response.send(json.dumps(message), event="error")
+            message = ErrorData(code="backbone_unavailable", message="the message backbone went away; follow again")
+            await response.send(EVENTS.data("error", message), event="error")
     return response
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post(REINDEX_PATH, start_reindex)
-    app.router.add_get(REINDEX_PATH, list_generations)
-    app.router.add_get(REINDEX_ID_PATH, get_generation)
-    app.router.add_delete(REINDEX_ID_PATH, cancel_generation)
-    app.router.add_get(REINDEX_EVENTS_PATH, generation_events)
+EVENTS_DESCRIPTION = """\
+Follows a re-index as Server-Sent Events, each `data:` one JSON `GenerationView`:
+
+- `progress`: the generation's view, sent at once and then each time it changes (documents rebuilt, messages
+  still pending)
+- `done`: the final view, once the generation is no longer `building` (it serves: the alias flipped); the
+  stream ends
+- `error`: `{"code": "backbone_unavailable", "message"}`: NATS went away; the stream ends (follow again)
+"""
+GEN_ID = {
+    "name": "id", "in": "path", "required": True, "description": "`g<N>`, the `id` the start answered with",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+ERR_404_GEN = Err("`not_found`: no such index generation")
+
+OPERATIONS = (
+    Operation(
+        "POST", REINDEX_PATH, start_reindex, "startReindex", "reindex", "Start a re-index (a new generation)",
+        role="operator",
+        description="Builds index generation N+1 beside the serving one by replaying every stored submission "
+        "through new consumers into a new collection, with the serving generation's settings and the requested "
+        "ones on top. The serving generation keeps answering; when the new one has caught up the alias flips, "
+        "and the old one is dropped after `MMRAG_REINDEX_GRACE_S`.",
+        request={"application/json": ReindexRequest},
+        responses={
+            202: Json("started; follow it at `Location`", GenerationView),
+            **JSON_BODY_ERRORS,
+            400: Err("`invalid_body`: an unknown field or a setting out of range; `details` names it"),
+            409: Err("`reindex_running`: another generation is being built; `id` names it"),
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", REINDEX_PATH, list_generations, "listGenerations", "reindex", "Every index generation",
+        role="operator",
+        responses={200: Json("oldest first", GenerationList), 503: ERR_503},
+    ),
+    Operation(
+        "GET", REINDEX_ID_PATH, get_generation, "getGeneration", "reindex", "One index generation's state",
+        role="operator", parameters=(GEN_ID,),
+        responses={200: Json("its state and progress", GenerationView), 404: ERR_404_GEN, 503: ERR_503},
+    ),
+    Operation(
+        "DELETE", REINDEX_ID_PATH, cancel_generation, "cancelReindex", "reindex", "Cancel a building generation",
+        role="operator", parameters=(GEN_ID,),
+        description="Its consumers stop and it is dropped (collection, durables, progress keys) at once; the "
+        "serving generation is untouched.",
+        responses={
+            202: Json("cancelled", GenerationView),
+            404: ERR_404_GEN,
+            409: Err("`not_cancellable`: it is not building, or its switch to serving has begun"),
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", REINDEX_EVENTS_PATH, generation_events, "followGeneration", "reindex", "Follow a re-index (SSE)",
+        role="operator", parameters=(GEN_ID,),
+        description=EVENTS_DESCRIPTION,
+        responses={200: Stream("its progress events", EVENTS), 404: ERR_404_GEN, 503: ERR_503},
+    ),
+)  # fmt: skip

@@ -17,11 +17,16 @@ import functools
 import hashlib
 import re
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.messages import Tenant
 from edge_api.errors import ApiError
 from edge_api.identity import identity_of, tenant_of
+from edge_api.keys import Role
+from edge_api.operations import Empty, Err, Json, Media, Operation
 from edge_api.state import SETTINGS
 
 UI_DIR = Path(__file__).resolve().parent.parent / "static" / "ui"
@@ -40,6 +45,16 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
 }
 _ASSET_NAME = re.compile(r"^[a-z0-9_-]{1,64}\.[a-z]{2,4}\Z")
+
+
+class Session(BaseModel):
+    """Who the caller is: the tenant every request of this key acts for, and what its role allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth: Literal["on", "off"] = Field(description="`off`: no key needed, every request is the default tenant")
+    tenant: Tenant
+    role: Role = Field(description="with auth off: `operator` (the one local user may do everything)")
 
 
 @functools.cache
@@ -78,14 +93,38 @@ async def asset(request: web.Request) -> web.Response:
     return _serve(request, request.match_info["asset"])
 
 
-async def session(request: web.Request) -> web.Response:
+async def session(request: web.Request) -> Session:
     settings = request.app[SETTINGS]
     identity = identity_of(request)
-    role = identity.role if identity is not None else "admin"  # auth off: every request may do everything
-    return web.json_response({"auth": settings.auth, "tenant": tenant_of(request), "role": role})
+    role = identity.role if identity is not None else "operator"  # auth off: every request may do everything
+    return Session(auth=settings.auth, tenant=tenant_of(request), role=role)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get(PAGE_PATH, page)
-    app.router.add_get(ASSET_PATH, asset)
-    app.router.add_get(SESSION_PATH, session)
+NOT_MODIFIED = Empty("`If-None-Match` named this picture's ETag")
+ASSET = {
+    "name": "asset", "in": "path", "required": True, "description": "a file of the UI, e.g. `app.js`",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+
+OPERATIONS = (
+    Operation(
+        "GET", PAGE_PATH, page, "uiPage", "ui", "The web UI", role=None,
+        responses={
+            200: Media("an HTML page (no external resources)", {"text/html": {"schema": {"type": "string"}}}),
+            304: NOT_MODIFIED,
+        },
+    ),
+    Operation(
+        "GET", ASSET_PATH, asset, "uiAsset", "ui", "A module, stylesheet or icon of the web UI", role=None,
+        parameters=(ASSET,),
+        responses={
+            200: Media("the file", {t: {"schema": {"type": "string"}} for t in sorted(set(CONTENT_TYPES.values()))}),
+            304: NOT_MODIFIED,
+            404: Err("`not_found`: no such file"),
+        },
+    ),
+    Operation(
+        "GET", SESSION_PATH, session, "session", "ui", "Who the caller is (tenant and role)", role="reader",
+        responses={200: Json("the caller", Session)},
+    ),
+)  # fmt: skip

@@ -81,9 +81,6 @@ class GraphFollower:
     def caught_up(self) -> bool:
         return self._caught_up.is_set()
 
-    async def wait_caught_up(self, timeout_s: float) -> None:
-        await asyncio.wait_for(self._caught_up.wait(), timeout_s)
-
     async def close(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):  # the connection may already be closing

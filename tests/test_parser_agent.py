@@ -1,0 +1,90 @@
+"""The parser agent on a real nats-server: what it publishes from `documents.parse` (chunks with their table
+cells, chunks within MMRAG_CHUNK_MAX_CHARS, OCR requests with their stored rasters) and what it records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from agents.parser import ParserAgent
+from agents.runtime.resources import AgentContext, SharedResources
+from agents.runtime.worker import Delivery
+from agents.settings import AgentSettings
+from bus.progress import ProgressStore
+from bus.topology import ensure_topology
+from contracts.messages import ChunksParsed, DocumentStatus, DocumentSubmitted, OcrRequest
+from contracts.topology import CHUNKS_STREAM, DOCS_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from tests.engine import NatsServer
+from tests.factories import make_pdf, make_scanned_pdf, make_table_pdf, synthetic_pages
+
+GEN = IndexGeneration(1)
+MAX_CHARS = 150
+
+
+@pytest.fixture
+async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[ParserAgent]:
+    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, chunk_max_chars=MAX_CHARS)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_topology(js, [GEN])
+    ctx = AgentContext(
+        nc=nc, js=js, settings=settings, generation=GEN, progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN),
+        uploads=await js.object_store(UPLOADS_BUCKET), shared=SharedResources(settings),
+    )  # fmt: skip
+    yield ParserAgent(ctx)
+    await nc.close()
+
+
+async def _parsed(parser: ParserAgent, data: bytes) -> tuple[str, list[ChunksParsed], list[OcrRequest]]:
+    """Submit a PDF, run the parser on its docs.ingest message, and read back what it published."""
+    js, tenant, doc_id = parser._ctx.js, f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await parser._ctx.uploads.put(object_name(tenant, doc_id), data)
+    submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename="doc.pdf", content_type="application/pdf",
+                                  object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
+    await js.publish(Subjects.ingest(tenant, doc_id), submitted.model_dump_json().encode())
+    sub = await js.pull_subscribe(Subjects.ingest(tenant, doc_id), durable=None, stream=DOCS_STREAM.name)
+    (msg,) = await sub.fetch(1, timeout=10)
+    await parser.parse(Delivery(msg=msg, payload=submitted))
+    out = await js.pull_subscribe(f"chunks.*.{GEN.token}.>", durable=None, stream=CHUNKS_STREAM.name)
+    batches, requests = [], []
+    for m in await out.fetch(100, timeout=2):
+        if m.subject.startswith("chunks.ocr.") and m.subject.endswith(tenant):
+            requests.append(OcrRequest.model_validate_json(m.data))
+        elif m.subject.endswith(tenant):
+            batches.append(ChunksParsed.model_validate_json(m.data))
+    return doc_id, batches, requests
+
+
+async def test_table_cells_reach_the_published_chunk_as_data(parser: ParserAgent) -> None:
+    _, batches, _ = await _parsed(parser, make_table_pdf([["Part", "Fits"], ["Adapter", "M8|M10"]]))
+
+    [table] = [c for b in batches for c in b.chunks if c.modality == "table"]
+    assert table.table is not None and table.table.table_id == "p1-t0"
+    assert (table.table.header, table.table.rows) == (["Part", "Fits"], [["Adapter", "M8|M10"]])
+
+
+async def test_published_chunks_respect_mmrag_chunk_max_chars_and_progress_is_recorded(parser: ParserAgent) -> None:
+    doc_id, batches, requests = await _parsed(parser, make_pdf(synthetic_pages(1, 2)))
+
+    chunks = [c for b in batches for c in b.chunks]
+    assert requests == [] and len(chunks) > 4 and max(len(c.text) for c in chunks) <= MAX_CHARS
+    assert [c.index for c in chunks] == list(range(len(chunks)))  # ids and links as before
+    assert [c.chunk_id for c in chunks] == [f"{doc_id}-{i}" for i in range(len(chunks))]
+    assert chunks[0].prev_chunk_id is None and chunks[-1].next_chunk_id is None
+    state = await parser._ctx.progress.get(batches[0].tenant, doc_id)
+    assert state is not None and state.status is DocumentStatus.EMBEDDING  # parsed; nothing indexed here
+    assert (state.pages, state.pages_parsed, state.batches_total) == (2, 2, len(batches))
+    assert state.batch_chunks == {b.batch_index: len(b.chunks) for b in batches}
+
+
+async def test_a_scanned_page_becomes_an_ocr_request_with_its_raster_stored(parser: ParserAgent) -> None:
+    doc_id, batches, [request] = await _parsed(parser, make_scanned_pdf())
+
+    assert batches == [] and (request.kind, request.page, request.batch_index) == ("page", 1, 0)
+    assert request.first_index == 10_000_000 and request.object_name.endswith(f"{doc_id}/pages/1.png")
+    raster = (await parser._ctx.uploads.get(request.object_name)).data
+    assert raster is not None and raster[:8] == b"\x89PNG\r\n\x1a\n"
