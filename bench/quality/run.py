@@ -9,11 +9,13 @@ then asks every question through each retrieval mode:
 
 - dense: the text vector alone; sparse: BM25 alone; hybrid: both fused by the retriever's RRF;
 - hybrid + rerank: the reranker (`search.rerank.rerank`) over the hybrid candidates;
+- engine defaults: the retriever's and the reranker's own pipeline under the settings' defaults (`Bench.engine`:
+  `hybrid_search` with the query rewrite of `search.expansion`, the configured offline scorer);
 - + graph: the knowledge-graph expansion, when `search.graph` is importable (a row that says why otherwise).
 
 Retrieval metrics per mode and per kind: recall@1, recall@10, MRR and nDCG@10, with a hit relevant when it lies
 on an answer page of the question's document (each answer page counts once). Answer metrics (offline
-extractive answerer on the reranked top 5, after the abstention check on both signals, score and paraphrase
+extractive answerer on the engine defaults' top 5, after the abstention check on both signals, score and paraphrase
 cosine): right page cited, expected fact present, unanswerable declined, answerable wrongly declined, and the
 sweep of both thresholds. Figures, not a pass/fail test.
 """
