@@ -39,6 +39,7 @@ from bench.quality.paraphrase import SPLITS, load  # noqa: E402
 from bench.quality.run import COLLECTION, Bench, retrieval_metrics  # noqa: E402
 from bench.results import recorded  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
+from search.abstention import decide  # noqa: E402
 from search.expansion import Rewrite, overlap  # noqa: E402
 from search.hybrid import to_hit  # noqa: E402
 from search.rerank import LexicalScorer, Scorer, SentenceScorer, rerank  # noqa: E402
@@ -182,6 +183,28 @@ def sweep(bench: Bench, m: Modes, splits: dict[int, str], lexical: Scorer) -> No
         show(f"hybrid + sentence rerank weight {weight}", lambda i, sc=scorer: m.reranked(i, None, sc))
 
 
+def abstention(bench: Bench, splits: dict[int, str]) -> None:
+    """The engine's abstention decision (the reranker's `decide`, with the settings' thresholds) on its top 5,
+    per split: unanswerable questions declined, answerable ones refused. Calibrating it is the other half of
+    issue 17; printed here so that half starts from these questions."""
+    s = bench.settings
+    print(f"\nAbstention with the engine defaults (score {s.abstain_threshold}, paraphrase {s.abstain_paraphrase_cosine})")
+    for split in reversed(SPLITS):
+        declined = refused = unanswerable = answerable = 0
+        for i, q in enumerate(bench.questions):
+            if splits[i] != split:
+                continue
+            no = decide(q.question, bench.engine(i, 5), threshold=s.abstain_threshold,
+                        paraphrase_threshold=s.abstain_paraphrase_cosine, embed=bench.embedder.embed_array)  # fmt: skip
+            if q.kind == "unanswerable":
+                unanswerable += 1
+                declined += no
+            else:
+                answerable += 1
+                refused += no
+        print(f"  {split:<9} unanswerable declined {declined}/{unanswerable}, answerable refused {refused}/{answerable}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, help="keep the ingested store here and reuse it on the next run")
@@ -241,6 +264,7 @@ def main() -> None:
             if args.sweep:
                 sweep(bench, m, splits, lexical)
             results = table(bench, splits, modes)
+            abstention(bench, splits)
             if args.json:
                 args.json.write_text(json.dumps({"digest": digest, "retrieval": results}, indent=1))
         finally:
