@@ -101,7 +101,34 @@ class AgentSettings(ProcessSettings):
     interactive_max_pages: int = Field(
         default=20,
         ge=0,
-        description="documents with at most this many pages take the interactive ingest lane, served first",
+        description="documents whose expected work is at most this many pages take the interactive ingest lane, "
+        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file)",
+    )
+    work_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="worker processes that parse and OCR (bulk work uses at most this many; one more is kept for "
+        "the interactive lane); unset = the machine's cores",
+    )
+
+    @field_validator("work_processes", mode="before")
+    @classmethod
+    def _empty_is_cores(cls, value: object) -> object:
+        """`MMRAG_WORK_PROCESSES=` (as in .env.example) means the machine's cores, not a parse error."""
+        return None if value == "" else value
+
+    parse_unit_pages: int = Field(
+        default=8,
+        ge=1,
+        description="pages of a PDF parsed as one work unit: documents take turns unit by unit, so a small upload "
+        "never waits behind a big one (smaller = fairer, larger = fewer re-opens of the PDF)",
+    )
+    parser_documents_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=64,
+        description="documents one parser replica takes at once, taking turns for the work processes; 1 = one "
+        "document at a time in arrival order (a big upload then holds every later one)",
     )
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
