@@ -136,6 +136,21 @@ class AgentSettings(ProcessSettings):
     rrf_k: float = Field(
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
     )
+    query_feedback_docs: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="pseudo-relevance feedback: words characteristic of this many top dense hits join the BM25 "
+        "query at a lower weight (search/expansion.py); 0 = off. Chosen on bench/quality's paraphrase set",
+    )
+    dense_first_overlap: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="when no sparse hit holds this share of the question's content words, the dense ranking weighs "
+        "double in the fusion (1.0: unless one holds them all); 0 = off (the default: 1.0 won bench/quality's "
+        "paraphrase tuning but moved a fixed-set answer below the abstention threshold)",
+    )
     graph_expansion: bool = Field(
         default=False,
         description="knowledge-graph expansion in the retriever: chunks linked to the question's entities and their "
@@ -171,6 +186,14 @@ class AgentSettings(ProcessSettings):
         default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
+    rerank_sentence_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="offline scorer: weight of the best question-sentence cosine of each candidate (the reranker "
+        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone (the default: "
+        "the abstention thresholds are calibrated on the lexical scores; 0.6 won bench/quality's paraphrase tuning)",
+    )
     reranker_model_path: Path | None = Field(
         default=None,
         description="sentence-transformers CrossEncoder checkpoint folder; unset = the offline lexical+dense scorer",
