@@ -16,27 +16,33 @@ I/O. It is its own agent and subject because OCR costs seconds a page and must s
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 from nats.js.errors import NotFoundError
 
 from agents.runtime.agent import ConsumerAgent
+from agents.runtime.resources import Resource
+from agents.runtime.work_pool import Priority
 from agents.runtime.worker import Delivery, PermanentError
 from bus.publish import Outgoing, publish_all
 from contracts.messages import Chunk, ChunksParsed, DocumentProgress, OcrRequest
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 from documents import ParseSettings, read_image, read_page
-from documents.ocr import warm_up
+from documents.ocr import OcrSettings
 
 log = logging.getLogger(__name__)
+
+
+OCR_IN_POOL = OcrSettings(threads=1)
 
 
 class OcrAgent(ConsumerAgent[OcrRequest]):
     name = "ocr"
     model = OcrRequest
     per_generation = True
+    needs = frozenset({Resource.WORK_POOL})
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)
@@ -44,10 +50,14 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
 
     def parse_settings(self) -> ParseSettings:
         s = self._ctx.settings
-        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
+        # One inference thread per work process: the pool runs one request per core, and one thread per process
+        # read a dense page with the least CPU (bench/results/ocr_models.md); all-core sessions in several
+        # processes oversubscribed the cores.
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars, ocr=OCR_IN_POOL)
 
-    async def start(self) -> None:
-        await asyncio.to_thread(warm_up, self.parse_settings().ocr)  # load the ONNX sessions before work arrives
+    def concurrency(self) -> int:
+        # Enough requests in hand to keep every work process busy; they take turns in the work pool.
+        return self._ctx.settings.work_processes or os.cpu_count() or 1
 
     async def handle(self, deliveries: Sequence[Delivery[OcrRequest]]) -> None:
         for d in deliveries:
@@ -63,12 +73,17 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
             raster = (await self._ctx.uploads.get(req.object_name)).data or b""
         except NotFoundError as err:
             raise PermanentError(f"the raster {req.object_name!r} is gone from the uploads bucket") from err
-        settings = self.parse_settings()
-        if req.kind == "page":
-            parsed = await asyncio.to_thread(read_page, raster, req.bbox, settings)
-        else:
-            caption = req.image.caption if req.image else None
-            parsed = await asyncio.to_thread(read_image, raster, caption, req.nearby_text, req.bbox, settings)
+        settings, pool = self.parse_settings(), self._ctx.shared.work_pool
+        gen = self._ctx.generation
+        lane = delivery.msg.subject.split(".")[-2]
+        # In a worker process (the models load there on first use), in its turn: the interactive lane first, a
+        # document's early requests before its late ones, tenants in turn (`agents.runtime.work_pool`).
+        async with pool.slot(Priority(lane == "interactive", req.tenant, req.batch_index)):
+            if req.kind == "page":
+                parsed = await pool.run(read_page, raster, req.bbox, settings)
+            else:
+                caption = req.image.caption if req.image else None
+                parsed = await pool.run(read_image, raster, caption, req.nearby_text, req.bbox, settings)
         chunks = [
             Chunk(
                 chunk_id=f"{req.doc_id}-{req.first_index + k}", index=req.first_index + k, doc_id=req.doc_id,
@@ -79,8 +94,6 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
             )  # fmt: skip
             for k, p in enumerate(parsed)
         ]
-        gen = self._ctx.generation
-        lane = delivery.msg.subject.split(".")[-2]
         # Published even when empty (nothing readable): the indexer's write of this batch may be the one that
         # completes the document, and only the indexer announces completion and removes an older revision.
         batch = ChunksParsed(doc_id=req.doc_id, tenant=req.tenant, generation=gen.number, revision=req.revision,

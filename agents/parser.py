@@ -16,14 +16,17 @@ corrupt, no content) is marked `failed` with the reason and acknowledged: a fini
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nats.js.errors import NotFoundError
 
 from agents.runtime.agent import ConsumerAgent
+from agents.runtime.resources import Resource
+from agents.runtime.units import parse_unit
+from agents.runtime.work_pool import Priority
 from agents.runtime.worker import Delivery, PermanentError
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish_all
@@ -39,12 +42,13 @@ from contracts.messages import (
     utcnow,
 )
 from contracts.topology import ConsumerDef, Lane, Subjects, ingest_consumers, object_name
-from documents import DocumentRejected, OcrWork, ParsedChunk, ParseSettings, parse
+from documents import DocumentRejected, OcrWork, ParsedChunk, ParseSettings
 from documents.filetypes import IMAGE_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY_PAGES = 25
+# A text file's work in pages, for its lane: about what a page of prose holds.
+TEXT_BYTES_PER_PAGE = 3000
 
 
 def page_object(tenant: str, doc_id: str, page: int) -> str:
@@ -178,16 +182,17 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
     name = "parser"
     model = DocumentSubmitted
     per_generation = True
+    needs = frozenset({Resource.WORK_POOL})
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [ingest_consumers(self._ctx.generation)["parser"]]
 
+    def concurrency(self) -> int:
+        return self._ctx.settings.parser_documents_in_flight
+
     async def handle(self, deliveries: Sequence[Delivery[DocumentSubmitted]]) -> None:
         for delivery in deliveries:
             await self.parse(delivery)
-
-    def lane(self, pages: int) -> Lane:
-        return "interactive" if pages <= self._ctx.settings.interactive_max_pages else "bulk"
 
     async def parse(self, delivery: Delivery[DocumentSubmitted]) -> None:
         doc, revision = delivery.payload, delivery.stream_seq
@@ -212,15 +217,12 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             log.info("parser: %s revision %d was superseded (re-submitted or deleted); skipped", doc.doc_id, revision)
             return
         try:
-            result = await self._ctx.uploads.get(doc.object_name)
-        except NotFoundError as err:
-            raise PermanentError(f"the upload of {doc.doc_id} is not in the uploads bucket (deleted?)") from err
-        data = result.data or b""
-        try:
-            emitter = await self._parse(delivery, data)
+            emitter = await self._parse(delivery)
         except DocumentRejected as err:
             log.info("parser: %s rejected: %s", doc.doc_id, err)
             await progress.mark_failed(doc.tenant, doc.doc_id, revision, str(err))
+            return
+        if emitter is None:
             return
         # Sizes, batch count and pages first, then the held-back last message (see `_Emitter`): the count is
         # recorded before the last batch can be indexed, so this write never completes the document.
@@ -244,36 +246,70 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         s = self._ctx.settings
         return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
 
-    async def _parse(self, delivery: Delivery[DocumentSubmitted], data: bytes) -> _Emitter:
-        """Publish the document's chunks and OCR requests page by page; DocumentRejected if it has nothing."""
-        doc, revision = delivery.payload, delivery.stream_seq
-        parsed = await asyncio.to_thread(parse, data, doc.content_type, self.parse_settings())
+    def lane(self, doc: DocumentSubmitted, pages: int) -> Lane:
+        """The lane of a document by the work it costs: a PDF's pages, a text's size in pages of
+        `TEXT_BYTES_PER_PAGE` (a 50 MB text is no "1-page" document), an image file is one small unit."""
+        if doc.content_type in IMAGE_CONTENT_TYPES:
+            return "interactive"
+        work = pages if doc.content_type == "application/pdf" else math.ceil(doc.size / TEXT_BYTES_PER_PAGE)
+        return "interactive" if work <= self._ctx.settings.interactive_max_pages else "bulk"
+
+    async def _current(self, doc: DocumentSubmitted, revision: int) -> bool:
+        """Is this revision still the document's (not re-submitted or deleted since)?"""
+        state = await self._ctx.progress.get(doc.tenant, doc.doc_id)
+        return state is not None and state.revision == revision
+
+    async def _read(self, doc: DocumentSubmitted) -> bytes:
         try:
-            pages = parsed.page_count
-            image = doc.content_type in IMAGE_CONTENT_TYPES
-            emitter = _Emitter(self, delivery, "interactive" if image else self.lane(pages))
-            pdf = doc.content_type == "application/pdf"  # a text or image file is parsed in one step
-            await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
-            parsed_pages = 0
-            contents = iter(parsed)
-            while (page := await asyncio.to_thread(next, contents, None)) is not None:
+            result = await self._ctx.uploads.get(doc.object_name)
+        except NotFoundError as err:
+            raise PermanentError(f"the upload of {doc.doc_id} is not in the uploads bucket (deleted?)") from err
+        return result.data or b""
+
+    async def _parse(self, delivery: Delivery[DocumentSubmitted]) -> _Emitter | None:
+        """Publish the document's chunks and OCR requests unit by unit (`parse_unit_pages` pages of a PDF, a
+        text or image file at once), each unit parsed in a worker process in its turn (`WorkPool`); None if the
+        revision was superseded meanwhile; DocumentRejected if it has nothing."""
+        doc, revision = delivery.payload, delivery.stream_seq
+        pool, unit_pages = self._ctx.shared.work_pool, self._ctx.settings.parse_unit_pages
+        pdf = doc.content_type == "application/pdf"  # a text or image file is parsed in one unit
+        # Before the page count is known, a PDF's first unit is small (unit_pages at most); a text's cost is its size.
+        interactive = pdf or self.lane(doc, 1) == "interactive"
+        emitter: _Emitter | None = None
+        pages: int | None = None
+        start = turn = parsed_pages = 0
+        while pages is None or start < pages:
+            async with pool.slot(Priority(interactive, doc.tenant, turn)):
+                if not await self._current(doc, revision):  # deleted or re-submitted while it waited: no cost
+                    log.info("parser: %s revision %d superseded while queued; stopped", doc.doc_id, revision)
+                    return None
+                data = await self._read(doc)
+                pages, unit = await pool.run(parse_unit, data, doc.content_type, self.parse_settings(), start,
+                                             unit_pages, pages)  # fmt: skip
+                del data
+            if emitter is None:
+                emitter = _Emitter(self, delivery, self.lane(doc, pages))
+                interactive = emitter.lane == "interactive"
+                await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
+            for page in unit:
                 for chunk in page.chunks:
                     await emitter.add(chunk)
                 for work in page.ocr:
                     await emitter.ocr(work)
-                parsed_pages += 1
-                if parsed_pages % PROGRESS_EVERY_PAGES == 0:
-                    await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
-            await emitter.finish()
-            emitter.pages = (pages, parsed_pages)  # recorded by parse() with the batch count
-            if emitter.next_batch == 0:
-                await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, parsed_pages))
-                raise DocumentRejected(
-                    f"no extractable text: the document has {pages} page(s) but no text, table or image to index"
-                )
-            return emitter
-        finally:
-            parsed.close()
+            parsed_pages += len(unit)
+            start = start + unit_pages if pdf else pages
+            turn += 1
+            if start < pages:
+                await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
+        assert emitter is not None and pages is not None
+        await emitter.finish()
+        emitter.pages = (pages, parsed_pages)  # recorded by parse() with the batch count
+        if emitter.next_batch == 0:
+            await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, parsed_pages))
+            raise DocumentRejected(
+                f"no extractable text: the document has {pages} page(s) but no text, table or image to index"
+            )
+        return emitter
 
     async def on_give_up(self, delivery: Delivery[DocumentSubmitted], reason: str) -> None:
         doc = delivery.payload

@@ -21,7 +21,15 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 from search.abstention import decide
-from search.rerank import CrossEncoderScorer, LexicalScorer, Scorer, above_floor, build_scorer, rerank
+from search.rerank import (
+    CrossEncoderScorer,
+    LexicalScorer,
+    Scorer,
+    SentenceScorer,
+    above_floor,
+    build_scorer,
+    rerank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,8 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
 
     async def start(self) -> None:
         s = self._ctx.settings
-        self._scorer = build_scorer(s.reranker_model_path, device=s.embedding_device)
+        self._scorer = build_scorer(s.reranker_model_path, device=s.embedding_device,
+                                    embed=self._ctx.shared.embedder.embed_array, sentence_weight=s.rerank_sentence_weight)  # fmt: skip
         log.info("reranking with %s", type(self._scorer).__name__)
 
     async def handle(self, deliveries: Sequence[Delivery[RerankRequest]]) -> None:
@@ -49,7 +58,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         for d in deliveries:
             request = d.payload.request
             query = request.query or ""  # an image query with no text has no words: fused order and cosines decide
-            if isinstance(self._scorer, CrossEncoderScorer):  # a model: off the event loop
+            if isinstance(self._scorer, CrossEncoderScorer | SentenceScorer):  # a model: off the event loop
                 hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=self._scorer)
             else:
                 hits = rerank(query, d.payload.candidates, request.top_k, scorer=self._scorer)

@@ -14,6 +14,9 @@ related to can become a candidate. The graph is built in memory from stream GRAP
 Cross-modal (`search.query_images`): the ``image`` vector is searched too, with a query image's vector (image ->
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
+
+Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
+the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 from models.sparse import SparseEncoder
+from search.expansion import Rewrite
 from search.graph import GraphQuery, ServingGraph
 from search.hybrid import hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
@@ -85,6 +89,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             raise PermanentError(str(err)) from err
         embedded = iter(await asyncio.to_thread(embedder.embed, [c.text for c in cross if c.text]))
         s = self._ctx.settings
+        rewrite = Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
         out = []
         for d, request, modal in zip(deliveries, requests, cross, strict=True):
             limit = max(s.retrieve_candidates, request.top_k)
@@ -94,8 +99,9 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             graph = self._graph_query(request.tenant, modal.text)
             cosines: dict[str, float] = {}
             hits = await self._ctx.shared.in_store(
-                hybrid_search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines
-            )
+                hybrid_search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
+                rewrite, modal.text,
+            )  # fmt: skip
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
                 request = request.model_copy(update={"query": modal.text})
             rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits])

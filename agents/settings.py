@@ -101,13 +101,55 @@ class AgentSettings(ProcessSettings):
     interactive_max_pages: int = Field(
         default=20,
         ge=0,
-        description="documents with at most this many pages take the interactive ingest lane, served first",
+        description="documents whose expected work is at most this many pages take the interactive ingest lane, "
+        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file)",
+    )
+    work_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="worker processes that parse and OCR (bulk work uses at most this many; one more is kept for "
+        "the interactive lane); unset = the machine's cores",
+    )
+
+    @field_validator("work_processes", mode="before")
+    @classmethod
+    def _empty_is_cores(cls, value: object) -> object:
+        """`MMRAG_WORK_PROCESSES=` (as in .env.example) means the machine's cores, not a parse error."""
+        return None if value == "" else value
+
+    parse_unit_pages: int = Field(
+        default=8,
+        ge=1,
+        description="pages of a PDF parsed as one work unit: documents take turns unit by unit, so a small upload "
+        "never waits behind a big one (smaller = fairer, larger = fewer re-opens of the PDF)",
+    )
+    parser_documents_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=64,
+        description="documents one parser replica takes at once, taking turns for the work processes; 1 = one "
+        "document at a time in arrival order (a big upload then holds every later one)",
     )
     retrieve_candidates: int = Field(
         default=20, ge=1, le=200, description="candidates the retriever hands to the reranker (>= top_k)"
     )
     rrf_k: float = Field(
         default=60.0, gt=0, description="k of Reciprocal Rank Fusion of the dense and sparse rankings (higher = flatter)"
+    )
+    query_feedback_docs: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="pseudo-relevance feedback: words characteristic of this many top dense hits join the BM25 "
+        "query at a lower weight (search/expansion.py); 0 = off. Chosen on bench/quality's paraphrase set",
+    )
+    dense_first_overlap: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="when no sparse hit holds this share of the question's content words, the dense ranking weighs "
+        "double in the fusion (1.0: unless one holds them all); 0 = off (the default: 1.0 won bench/quality's "
+        "paraphrase tuning but moved a fixed-set answer below the abstention threshold)",
     )
     graph_expansion: bool = Field(
         default=False,
@@ -144,6 +186,14 @@ class AgentSettings(ProcessSettings):
         default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
+    rerank_sentence_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="offline scorer: weight of the best question-sentence cosine of each candidate (the reranker "
+        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone (the default: "
+        "the abstention thresholds are calibrated on the lexical scores; 0.6 won bench/quality's paraphrase tuning)",
+    )
     reranker_model_path: Path | None = Field(
         default=None,
         description="sentence-transformers CrossEncoder checkpoint folder; unset = the offline lexical+dense scorer",

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from bus.identities import inbox_prefix
+from contracts.topology import TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +40,84 @@ class _ThrottledErrors:
         self._last, self._suppressed = now, 0
 
 
+def connect_options(url: str, *, user: str | None = None, password: str | None = None) -> dict[str, Any]:
+    """The servers, credentials and inbox prefix for `nats.connect`: user/password given here win over the URL's."""
+    servers = [s.strip() for s in url.split(",") if s.strip()]
+    url_user = next((urlsplit(s).username for s in servers if urlsplit(s).username), None)
+    who = user or url_user
+    options: dict[str, Any] = {"servers": servers}
+    if user:
+        options |= {"user": user, "password": password or ""}
+    if who and TOKEN.match(who):
+        options["inbox_prefix"] = inbox_prefix(who)
+    return options
+
+
+async def _connect_once(url: str, user: str | None, password: str | None, **options: Any) -> NATS:
+    """`nats.connect`, except that refused credentials end it: nats-py would retry them forever (it reconnects
+    without limit, and reports each refusal only to `error_cb`)."""
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+    error_cb = options.pop("error_cb")
+
+    async def on_error(err: Exception) -> None:
+        if refused_credentials(err) and not refused.done():
+            refused.set_result(err)
+        await error_cb(err)
+
+    connecting = asyncio.ensure_future(
+        nats.connect(**connect_options(url, user=user, password=password), error_cb=on_error, **options)
+    )
+    await asyncio.wait([connecting, refused], return_when=asyncio.FIRST_COMPLETED)
+    if connecting.done() and not refused.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        nc = await connecting
+        await nc.close()
+    err = refused.result() if refused.done() else None
+    raise CredentialsRefused(
+        f"NATS at {redacted(url)} refused the credentials of {options.get('name')} ({err}): set "
+        "MMRAG_NATS_USER/MMRAG_NATS_PASSWORD (or nats://user:password@host:port) to this process's identity "
+        "(docs/operations.md, 'NATS identities')"
+    ) from err
+
+
+class CredentialsRefused(RuntimeError):
+    """The server refused this identity (wrong user or password, or none given); the message says what to set."""
+
+
+def refused_credentials(err: BaseException) -> bool:
+    """Whether a connect error is the server refusing the credentials (nats-py raises a plain `Error` for it)."""
+    return isinstance(err, nats.errors.AuthorizationError) or "authorization violation" in str(err).lower()
+
+
+def redacted(url: str) -> str:
+    """`url` (comma-separated servers) with any password replaced by ``***``: for logs and messages."""
+    out = []
+    for server in url.split(","):
+        parts = urlsplit(server.strip())
+        if parts.password:
+            server = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+        out.append(server)
+    return ",".join(out)
+
+
 async def connect(
     url: str,
     *,
     name: str,
     connect_within_s: float = 30.0,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    user: str | None = None,
+    password: str | None = None,
 ) -> NATS:
     """Connect, retrying with backoff while the server is not up yet (e.g. pods starting together).
 
     The caller owns the connection and closes it (``drain()`` on shutdown). Once connected, nats-py
     reconnects by itself forever, and awaits `on_reconnect` after each reconnection.
+
+    `user`/`password` (`ProcessSettings.nats_credentials`) override credentials in the URL. The inbox prefix is
+    the identity's own (`bus.identities.inbox_prefix`): the server lets each identity subscribe only there.
     """
 
     throttled = _ThrottledErrors(name)
@@ -70,8 +143,8 @@ async def connect(
         reraise=True,
     ):
         with attempt:
-            nc = await nats.connect(
-                servers=url.split(","),
+            nc = await _connect_once(
+                url, user, password,
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,12 @@ class ProcessSettings(BaseSettings):
         validation_alias=AliasChoices("NATS_URL", "MMRAG_NATS_URL"),
         description="NATS server(s), comma-separated",
     )
+    nats_user: str | None = Field(
+        default=None,
+        description="NATS user of this process (its role's identity; `mmrag up` sets it for its children); unset = "
+        "the user of the URL, if any",
+    )
+    nats_password: SecretStr | None = Field(default=None, description="password of MMRAG_NATS_USER")
     otel_endpoint: str | None = Field(
         default=None,
         description="OTLP/HTTP collector for traces (a base URL gets /v1/traces); unset = spans are made but not exported",
@@ -27,3 +33,7 @@ class ProcessSettings(BaseSettings):
     log_format: Literal["", "json", "console"] = Field(
         default="", description="json or console; empty = console on a terminal, json otherwise (telemetry.logs)"
     )
+
+    def nats_credentials(self) -> tuple[str | None, str | None]:
+        """(user, password) for `bus.connection.connect`; (None, None) = whatever the URL carries."""
+        return self.nats_user, self.nats_password.get_secret_value() if self.nats_password else None

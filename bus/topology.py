@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 _STREAM_NAME_IN_USE = 10058
 
 
+async def _ensure_direct_kv(js: JetStreamContext, config: api.KeyValueConfig) -> None:
+    """Create a KV bucket with direct gets, or turn them on in one made before they were (the only difference)."""
+    try:
+        await js.create_key_value(config=config)
+    except BadRequestError as err:
+        if err.err_code != _STREAM_NAME_IN_USE:
+            raise
+        info = await js.stream_info(f"KV_{config.bucket}")
+        if not info.config.allow_direct:
+            await js.update_stream(info.config.evolve(allow_direct=True))
+
+
 def stream_config(stream: StreamDef, replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
         name=stream.name,
@@ -86,9 +98,12 @@ async def ensure_topology(
     await js.create_object_store(
         UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=replicas)
     )
-    await js.create_key_value(
-        config=api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE, replicas=replicas)
-    )
+    # Direct gets (``$JS.API.DIRECT.GET.<stream>.<subject>``) name the key in the subject: what lets an external
+    # publisher be allowed its own tenant's progress keys only (`bus.identities.tenant_permissions`).
+    await _ensure_direct_kv(
+        js, api.KeyValueConfig(bucket=PROGRESS_BUCKET, history=5, storage=api.StorageType.FILE, replicas=replicas,
+                               direct=True)
+    )  # fmt: skip
     await js.create_key_value(
         config=api.KeyValueConfig(bucket=INDEX_BUCKET, history=10, storage=api.StorageType.FILE, replicas=replicas)
     )

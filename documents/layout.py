@@ -179,11 +179,14 @@ def extract_page(page: pymupdf.Page, *, state: DocumentState | None = None) -> P
     to the previous page and skips images already seen."""
     number = page.number + 1
     rect = page.rect
-    words = page.get_text("words", flags=_WORD_FLAGS, sort=True)
-    drawings = _has_drawings(page)
-    # The finder's "lines" strategy needs vector lines; without any drawing it cannot find a table, and it
-    # costs ~50 ms a page (it builds a Python object per character), 30x the rest of a text page.
-    tables = find_tables(page, words) if drawings else []
+    # Unsorted: only counted here and placed into cells by their block/line/word numbers (sorting costs more
+    # than the rest of a text page).
+    words = page.get_text("words", flags=_WORD_FLAGS)
+    paths = _drawings(page)
+    drawings = bool(paths)
+    # The finder's "lines" strategy needs vector lines; without any drawing it cannot find a table. With
+    # drawings it runs only where they can form a ruled grid (tables.table_regions).
+    tables = find_tables(page, words, drawings=paths) if drawings else []
     blocks = _text_blocks(page, [t.bbox for t in tables])
     text_chars = sum(len(w[4]) for w in words)  # the whole text layer, tables included
     placements, refused = _image_placements(page)
@@ -258,11 +261,11 @@ def _is_heading(text: str, n_lines: int, size: float, bold: bool, body: float) -
     return size >= 1.15 * body or (bold and len(text) <= 80 and size >= body * 0.99)
 
 
-def _has_drawings(page: pymupdf.Page) -> bool:
+def _drawings(page: pymupdf.Page) -> list[dict]:
     try:
-        return bool(page.get_cdrawings())
+        return page.get_cdrawings()
     except Exception:
-        return False
+        return []
 
 
 # --------------------------------------------------------------------------- images

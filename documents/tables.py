@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -72,21 +73,23 @@ class TableCells:
         return to_markdown(self.rows, header=self.header)
 
 
-def find_tables(page: pymupdf.Page, words: list[tuple] | None = None) -> list[Table]:
-    """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped."""
-    try:
-        # use_layout=False: with pymupdf-layout installed, PyMuPDF 2 would first run its layout GNN on every
-        # page (~0.5 s a page on 2 cores) to gate the finder; ruled tables are found from the lines alone.
-        found = page.find_tables(use_layout=False)
-    except TypeError:  # PyMuPDF < 2 has no use_layout
-        found = page.find_tables()
-    except Exception:  # the finder works on drawings; a malformed content stream must not lose the page
-        return []
+def find_tables(
+    page: pymupdf.Page, words: list[tuple] | None = None, *, drawings: list[dict] | None = None,
+    everywhere: bool = False,
+) -> list[Table]:  # fmt: skip
+    """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped.
+
+    PyMuPDF's finder runs (on the whole page) only when the page has :func:`table_regions` (``everywhere``:
+    always, as before the pre-check; kept for ``bench/parse_manuals.py``). ``drawings``: the page's
+    ``get_cdrawings()`` when the caller has them; ``words``: its ``get_text("words")`` in any order.
+    """
     if words is None:
-        words = page.get_text("words", sort=True)
+        words = page.get_text("words")
+    # A rotated page (rare) goes to the finder as it is: the finder works on it unrotated.
+    found = _finder(page) if everywhere or page.rotation or table_regions(page, words, drawings) else []
     tables: list[Table] = []
     number = page.number + 1
-    for index, tab in enumerate(sorted(found.tables, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
+    for index, tab in enumerate(sorted(found, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
         rows = _cells_text(tab, words)
         if not rows or not any(any(cell for cell in row) for row in rows):
             continue
@@ -108,6 +111,266 @@ def find_tables(page: pymupdf.Page, words: list[tuple] | None = None) -> list[Ta
             )
         )
     return tables
+
+
+def _finder(page: pymupdf.Page) -> list:
+    """PyMuPDF's tables of ``page``; none when its finder fails on the page's drawings."""
+    try:
+        # use_layout=False: with pymupdf-layout installed, PyMuPDF 2 would first run its layout GNN on every
+        # page (~0.5 s a page on 2 cores) to gate the finder; ruled tables are found from the lines alone.
+        found = page.find_tables(use_layout=False)
+    except TypeError:  # PyMuPDF < 2 has no use_layout
+        found = page.find_tables()
+    except Exception:  # the finder works on drawings; a malformed content stream must not lose the page
+        return []
+    return list(found.tables) if found is not None else []  # PyMuPDF 2 returns None when it fails inside
+
+
+# --------------------------------------------------------------------------- where a table can be
+# PyMuPDF's finder builds a Python object per character of the page before it looks at a single line (~0.1 s a
+# page of a manual); most pages with drawings (plots, boxes, diagrams) hold no ruled grid at all. The pre-check
+# applies the finder's own rules for lines to the page's drawings, on plain tuples, to find where a table can be.
+
+_TOLERANCE = 3.0  # PyMuPDF's snap, join and intersection tolerances and its minimum edge length (its defaults)
+_MARGIN = 3.0  # a region reaches this far past its lines: the finder's snapping may move a line that far
+GROUPING_BUDGET = 3_000_000  # box comparisons; a page needing more (its grouping is quadratic): no pre-check
+
+HEdge = tuple[float, float, float]  # y, x0, x1
+VEdge = tuple[float, float, float]  # x, top, bottom
+
+
+def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] | None = None) -> list[pymupdf.Rect]:
+    """Where on ``page`` (unrotated coordinates) PyMuPDF's ruled-table finder can find a table.
+
+    A superset of where its "lines" strategy finds one, from the same rules: edges are the axis-parallel
+    lines, rectangle sides and thin filled rectangles of the drawings, plus the border of every group of
+    touching drawings that may hold text as the finder tests it (:func:`_text_test`); edges on one line within
+    3 pt are snapped together and joined across gaps of up to 3 pt, and edges under 3 pt are dropped. A
+    table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
+    meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
+    group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
+    whose cells do not start and end at 2 different x each) and a word overlaps it (each region is returned
+    with a margin of 3 pt).
+    """
+    if drawings is None:
+        drawings = page.get_cdrawings()
+    if not drawings:
+        return []
+    try:
+        h_raw, v_raw = _edges(drawings, page.rect, _text_test(page, words))
+    except _OverBudget:  # e.g. tens of thousands of scattered marks: the finder takes the page, as before
+        return [pymupdf.Rect(page.rect)]
+    h, v = _merge(h_raw), _merge(v_raw)
+    regions = []
+    for hs, vs in _grids(h, v):
+        if len({e[0] for e in hs}) < 2 or len({e[0] for e in vs}) < 3:
+            continue
+        x0 = min(min(e[1] for e in hs), min(e[0] for e in vs)) - _MARGIN
+        x1 = max(max(e[2] for e in hs), max(e[0] for e in vs)) + _MARGIN
+        y0 = min(min(e[0] for e in hs), min(e[1] for e in vs)) - _MARGIN
+        y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
+        if any(w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0 for w in words):
+            regions.append((x0, y0, x1, y1))
+    return [pymupdf.Rect(r) for r in regions]
+
+
+def _edges(drawings: list[dict], page_rect: pymupdf.Rect, holds_text) -> tuple[list[HEdge], list[VEdge]]:
+    """The finder's edges (``make_edges``): lines within 3 pt of axis-parallel, cut to the page, as it keeps
+    them (an edge is horizontal only when exactly so, else vertical at its left x), and the borders of
+    touching groups that may hold text (``holds_text``)."""
+    h: list[HEdge] = []
+    v: list[VEdge] = []
+    left, top, right, bottom = page_rect
+
+    def line(a, b) -> None:
+        ax, ay = a
+        bx, by = b
+        if abs(ax - bx) > _TOLERANCE and abs(ay - by) > _TOLERANCE:
+            return
+        x0, x1 = (ax, bx) if ax <= bx else (bx, ax)
+        y0, y1 = (ay, by) if ay <= by else (by, ay)
+        if x0 > right or x1 < left or y0 > bottom or y1 < top:
+            return
+        x0, x1, y0, y1 = max(x0, left), min(x1, right), max(y0, top), min(y1, bottom)
+        if y0 == y1:
+            if x0 != x1:
+                h.append((y0, x0, x1))
+        else:
+            v.append((x0, y0, y1))
+
+    rects = []
+    for path in drawings:
+        rects.append(path["rect"])
+        items = path["items"]
+        if path.get("closePath") and items and items[0][0] == "l" and items[-1][0] == "l":
+            items = [*items, ("l", items[-1][2], items[0][1])]
+        for item in items:
+            kind = item[0]
+            if kind == "l":
+                line(item[1], item[2])
+            elif kind == "re":
+                ax, ay, bx, by = item[1]
+                x0, x1 = min(ax, bx), max(ax, bx)
+                y0, y1 = min(ay, by), max(ay, by)
+                width, height = x1 - x0, y1 - y0
+                if width <= _TOLERANCE and width < height:  # a filled rectangle standing for a vertical line
+                    line(((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1))
+                elif height <= _TOLERANCE and height < width:  # ... for a horizontal line
+                    line((x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2))
+                else:
+                    _box(line, (x0, y0, x1, y1))
+            elif kind == "qu":
+                ul, ur, ll, lr = item[1]
+                line(ul, ll), line(ll, lr), line(lr, ur), line(ur, ul)
+    for box in _touching_groups(rects):
+        if holds_text(box):
+            _box(line, box)
+    return h, v
+
+
+def _text_test(page: pymupdf.Page, words: list[tuple]):
+    """Whether a group's box may "hold text" as the finder tests it (``chars_in_rect``): a character inside
+    the box in x, and inside it in y *in PDF space* (bottom-up; the finder compares those y with the box's
+    top-down y, so the text it finds lies at the box's mirror image). Tested on words, 1 pt looser: a word
+    reaching into the box in x, and in PDF-space y (a word's box holds its characters' boxes). Without the
+    page's usual matrix (flip, shift), every box may."""
+    a, b, c, d, e, f = page.transformation_matrix
+    if b or c:
+        return lambda box: True
+    spans = sorted(
+        (min(d * w[1] + f, d * w[3] + f), max(d * w[1] + f, d * w[3] + f), w[0], w[2]) for w in words
+    )
+    starts = [s[0] for s in spans]
+
+    def holds_text(box) -> bool:
+        x0, y0, x1, y1 = box
+        for k in range(bisect_right(starts, y1 + 1)):
+            py0, py1, wx0, wx1 = spans[k]
+            if py1 >= y0 - 1 and wx1 >= x0 - 1 and wx0 <= x1 + 1:
+                return True
+        return False
+
+    return holds_text
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _box(line, box) -> None:
+    x0, y0, x1, y1 = box
+    line((x0, y0), (x0, y1)), line((x0, y1), (x1, y1)), line((x1, y1), (x1, y0)), line((x1, y0), (x0, y0))
+
+
+def _touching_groups(rects: list) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes of groups of drawings, grown as the finder grows them (``clean_graphics``): the first
+    box in (bottom, left) order absorbs every box whose corner coordinates come within 3 pt of its own, until
+    none does."""
+    pending = sorted(set(map(tuple, rects)), key=lambda r: (r[3], r[0]))
+    out = []
+    t = _TOLERANCE
+    budget = GROUPING_BUDGET
+    while pending:
+        x0, y0, x1, y1 = pending[0]
+        grown = True
+        while grown:
+            grown = False
+            budget -= len(pending)
+            if budget < 0:
+                raise _OverBudget
+            for i in range(len(pending) - 1, 0, -1):
+                a0, b0, a1, b1 = pending[i]
+                if (
+                    (x0 - t <= a0 <= x1 + t or x0 - t <= a1 <= x1 + t) and (y0 - t <= b0 <= y1 + t or y0 - t <= b1 <= y1 + t)
+                ) or (
+                    (a0 - t <= x0 <= a1 + t or a0 - t <= x1 <= a1 + t) and (b0 - t <= y0 <= b1 + t or b0 - t <= y1 <= b1 + t)
+                ):
+                    x0, x1 = min(x0, a0, a1), max(x1, a0, a1)
+                    y0, y1 = min(y0, b0, b1), max(y1, b0, b1)
+                    del pending[i]
+                    grown = True
+        out.append((x0, y0, x1, y1))
+        del pending[0]
+    return out
+
+
+def _merge(edges: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """The finder's ``merge_edges`` on (position, start, end) edges of one orientation, from those of at least
+    1 pt: positions within 3 pt of the next (chained) snap to their group's mean; edges at one position join across gaps of <= 3 pt; then
+    edges shorter than 3 pt are dropped."""
+    edges = sorted(e for e in edges if e[2] - e[1] >= 1)  # the finder takes edges of at least 1 pt
+    if not edges:
+        return []
+    snapped: list[tuple[float, float, float]] = []
+    group = [edges[0]]
+    for e in edges[1:]:
+        if e[0] <= group[-1][0] + _TOLERANCE:
+            group.append(e)
+        else:
+            snapped.extend(_snap(group))
+            group = [e]
+    snapped.extend(_snap(group))
+    snapped.sort()
+    out: list[tuple[float, float, float]] = []
+    for pos, start, end in snapped:
+        if out and out[-1][0] == pos and start <= out[-1][2] + _TOLERANCE:
+            if end > out[-1][2]:
+                out[-1] = (pos, out[-1][1], end)
+        else:
+            out.append((pos, start, end))
+    return [e for e in out if e[2] - e[1] >= _TOLERANCE]
+
+
+def _snap(group: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    mean = sum(e[0] for e in group) / len(group)
+    return [(mean, start, end) for _pos, start, end in group]
+
+
+def _grids(h: list[HEdge], v: list[VEdge]) -> list[tuple[list[HEdge], list[VEdge]]]:
+    """Groups of edges that can hold cells: each edge meets at least 2 edges across it (within 3 pt), edges
+    of a group meet each other (transitively)."""
+    h = sorted(h)
+    ys = [e[0] for e in h]
+    t = _TOLERANCE
+    meets_v: list[list[int]] = [[] for _ in v]
+    meets_h: list[list[int]] = [[] for _ in h]
+    for j, (x, top, bottom) in enumerate(v):
+        for i in range(bisect_left(ys, top - t), bisect_right(ys, bottom + t)):
+            if h[i][1] - t <= x <= h[i][2] + t:
+                meets_v[j].append(i)
+                meets_h[i].append(j)
+    alive_h = [len(m) >= 2 for m in meets_h]
+    alive_v = [len(m) >= 2 for m in meets_v]
+    changed = True
+    while changed:  # an edge left meeting fewer than 2 live edges cannot be a side of a cell
+        changed = False
+        for i, m in enumerate(meets_h):
+            if alive_h[i] and sum(alive_v[j] for j in m) < 2:
+                alive_h[i], changed = False, True
+        for j, m in enumerate(meets_v):
+            if alive_v[j] and sum(alive_h[i] for i in m) < 2:
+                alive_v[j], changed = False, True
+    parent = list(range(len(h) + len(v)))  # union-find: h edges first, then v edges
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for j, m in enumerate(meets_v):
+        if alive_v[j]:
+            for i in m:
+                if alive_h[i]:
+                    parent[root(len(h) + j)] = root(i)
+    groups: dict[int, tuple[list[HEdge], list[VEdge]]] = {}
+    for i, e in enumerate(h):
+        if alive_h[i]:
+            groups.setdefault(root(i), ([], []))[0].append(e)
+    for j, e in enumerate(v):
+        if alive_v[j]:
+            groups.setdefault(root(len(h) + j), ([], []))[1].append(e)
+    return list(groups.values())
 
 
 def _cells_text(tab, words: list[tuple]) -> list[tuple[str, ...]]:

@@ -35,7 +35,8 @@ __all__ = ["BACKBONE", "SETTINGS", "Backbone", "backbone_lifecycle", "create_app
 
 async def backbone_lifecycle(app: web.Application) -> AsyncIterator[None]:
     bb = app[BACKBONE]
-    bb.nc = await connect(bb.settings.nats_url, name="mmrag-edge-api")
+    user, password = bb.settings.nats_credentials()
+    bb.nc = await connect(bb.settings.nats_url, name="mmrag-edge-api", user=user, password=password)
     bb.js = bb.nc.jetstream()
     try:
         yield

@@ -507,6 +507,37 @@ def keys_revoke(
     print(f"{entry.id}  revoked")
 
 
+nats_user_app = typer.Typer(help="NATS credentials of external publishers (the documented ingest path).", no_args_is_help=True)
+app.add_typer(nats_user_app, name="nats-user")
+
+
+@nats_user_app.command("create")
+def nats_user_create(
+    tenant: Annotated[str, typer.Option(help="the tenant whose documents the credential may submit and delete")],
+    data_dir: Annotated[Path, typer.Option(help="the data dir of `mmrag up`")] = Path(".mmrag-data"),
+) -> None:
+    """Create tenant T's NATS credential (or show it again) and print it as JSON on stdout.
+
+    It may publish `docs.ingest.T.*` and `docs.delete.T.*` and read T's progress keys; nothing else (no other
+    tenant, no answers, chunks, streams or uploads). A running `mmrag up` on this data dir accepts it at once.
+    """
+    import json
+
+    from mmrag.natsauth import auth_dir, reload_server, tenant_credential, write_server_config
+
+    try:
+        cred = tenant_credential(data_dir.resolve(), tenant)
+        write_server_config(data_dir.resolve())
+    except (ValueError, OSError) as e:
+        _fail(f"mmrag nats-user create: {e}")
+    running = reload_server(data_dir.resolve())
+    err.print(
+        f"NATS user {cred.user} for tenant {tenant} stored in {auth_dir(data_dir) / 'tenants'} (mode 0600); "
+        + ("the running nats-server reloaded its config" if running else "`mmrag up` on this data dir accepts it")
+    )
+    print(json.dumps({"user": cred.user, "password": cred.password}))
+
+
 @app.command()
 def schemas(out: Annotated[Path, typer.Option(help="folder for the JSON Schema files")] = Path("docs/schemas")) -> None:
     """Write the JSON Schema of every message into a folder, and the AsyncAPI document beside it."""

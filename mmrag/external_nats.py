@@ -19,6 +19,7 @@ import contextlib
 import nats
 from nats.js.errors import APIError, ServiceUnavailableError
 
+from bus.connection import connect_options, redacted, refused_credentials
 from bus.topology import ensure_topology
 from contracts.topology import IndexGeneration
 from mmrag.processes import StartError
@@ -29,27 +30,37 @@ RETRY_S = 0.5
 REPLICAS_NOT_SUPPORTED = 10074  # "replicas > 1 not supported in non-clustered mode" (a 500)
 
 
-async def _quiet(_err: Exception) -> None:
-    """nats-py logs every failed connection attempt with a traceback by default; the caller reports once."""
-
-
 async def prepare_external_nats(
-    url: str, *, replicas: int, generations: tuple[IndexGeneration, ...] = (IndexGeneration(1),), within_s: float = 60.0
+    url: str, *, replicas: int, generations: tuple[IndexGeneration, ...] = (IndexGeneration(1),), within_s: float = 60.0,
+    user: str | None = None, password: str | None = None,
 ) -> None:
     """Connect to `url` (comma-separated servers), check JetStream and ensure the topology; raise `StartError`.
 
     Returns once the streams, consumers and buckets exist with `replicas` replicas. Closes its connection.
+    `user`/`password`: the agents' identity (MMRAG_NATS_USER/MMRAG_NATS_PASSWORD); else the URL's, if any.
     """
-    servers = [s.strip() for s in url.split(",") if s.strip()]
-    if not servers:
+    options = connect_options(url, user=user, password=password)
+    url = redacted(url)  # from here on only for messages
+    if not options["servers"]:
         raise StartError("--nats-url is empty: give nats://host:port, or several comma-separated")
+    seen: list[Exception] = []
+
+    async def remember(err: Exception) -> None:  # nats-py reports a refusal here, then raises "no servers"
+        seen.append(err)
+
     try:
         async with asyncio.timeout(within_s):
             nc = await nats.connect(
-                servers=servers, name="mmrag-up-check", connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=True,
-                max_reconnect_attempts=1, reconnect_time_wait=RETRY_S, error_cb=_quiet,
+                **options, name="mmrag-up-check", connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=True,
+                max_reconnect_attempts=1, reconnect_time_wait=RETRY_S, error_cb=remember,
             )  # fmt: skip
     except (OSError, TimeoutError, nats.errors.Error) as err:
+        refusal = next((e for e in [err, *seen] if refused_credentials(e)), None)
+        if refusal is not None:
+            raise StartError(
+                f"NATS at {url} refused the credentials ({refusal}): set MMRAG_NATS_USER/MMRAG_NATS_PASSWORD (or "
+                "nats://user:password@host:port) to a user of that server (docs/operations.md, 'NATS identities')"
+            ) from err
         raise StartError(f"NATS at {url} is unreachable ({type(err).__name__}: {err}); is it running?") from err
     try:
         await _ensure(nc, url, replicas, generations, within_s)

@@ -68,25 +68,36 @@ class StartTimeout(StartError, TimeoutError):
     """A child did not listen on its port in time."""
 
 
-def nats_server_argv(store_dir: Path, *, host: str, port: int, monitor_port: int | None = None) -> list[str]:
+def nats_server_argv(
+    store_dir: Path, *, host: str, port: int, monitor_port: int | None = None, config: Path | None = None,
+    pid_file: Path | None = None,
+) -> list[str]:
     """JetStream with file storage under `store_dir`, logging to `store_dir/nats-server.log`.
 
     `monitor_port`: the HTTP monitoring endpoint (`/varz`, `/jsz`: what KEDA reads consumer lag from), on `host`.
+    `config`: a config file (`mmrag.natsauth`: users and permissions); the options given here win over it.
+    `pid_file`: where nats-server writes its pid (`mmrag nats-user create` signals it to reload the config).
     """
-    argv = [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)]
+    argv = [nats_server_binary(), *(["-c", str(config)] if config else []), "-js", "-sd", str(store_dir),
+            "-a", host, "-p", str(port)]
+    if pid_file is not None:
+        argv += ["-P", str(pid_file)]
     if monitor_port is not None:
         argv += ["-m", str(monitor_port)]
     return [*argv, "-l", str(store_dir / "nats-server.log")]
 
 
 def start_nats_server(
-    store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, monitor_port: int | None = None
+    store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, monitor_port: int | None = None,
+    config: Path | None = None, pid_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start nats-server (see `nats_server_argv`); returns once it accepts connections."""
     if port_in_use(host, port):
         raise StartError(f"port {port} on {host} is already in use: stop what runs there or pick another --nats-port")
     store_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn(nats_server_argv(store_dir, host=host, port=port, monitor_port=monitor_port))
+    proc = spawn(
+        nats_server_argv(store_dir, host=host, port=port, monitor_port=monitor_port, config=config, pid_file=pid_file)
+    )
     wait_for_port(host, port, proc=proc, what="nats-server")
     return proc
 

@@ -25,8 +25,10 @@ import signal
 import sys
 from pathlib import Path
 
+from bus.connection import redacted
 from bus.tasks import cancel_and_wait
 from edge_api.settings import LOOPBACK_HOSTS
+from mmrag import natsauth
 from mmrag.datadir import DataDirLock
 from mmrag.processes import StartError, child_env, nats_server_argv, port_in_use
 from mmrag.supervisor import ChildSpec, Supervisor
@@ -90,7 +92,10 @@ async def _prepare_external_nats(nats_url: str) -> None:
 
     settings = AgentSettings(nats_url=nats_url)
     generation = IndexGeneration(settings.index_generation)
-    await prepare_external_nats(nats_url, replicas=settings.stream_replicas, generations=(generation,))
+    user, password = settings.nats_credentials()
+    await prepare_external_nats(
+        nats_url, replicas=settings.stream_replicas, generations=(generation,), user=user, password=password
+    )
 
 
 def _auth_env(auth: bool, data_dir: Path) -> dict[str, str]:
@@ -124,25 +129,45 @@ async def _run(
 
     nats_url = external_nats or f"nats://{NATS_HOST}:{nats_port}"
     monitor_url = f"http://{NATS_HOST}:{nats_monitor_port}"
-    nats_where = f"NATS {nats_url} (external)" if external_nats else f"NATS {nats_url} (monitoring {monitor_url})"
-    settings = AgentSettings(nats_url=nats_url, data_dir=data_dir)
+    nats_where = f"NATS {redacted(nats_url)} (external)" if external_nats else f"NATS {nats_url} (monitoring {monitor_url})"
+    store_dir = data_dir / "nats"
+    nats_config: Path | None = None
+    # Our own nats-server runs with authentication: each child gets its own identity's credential (an external
+    # NATS: the credentials of the environment, MMRAG_NATS_USER/MMRAG_NATS_PASSWORD or the URL's).
+    agents_env: dict[str, str] = {}
+    edge_env: dict[str, str] = {}
+    if not external_nats:
+        creds = natsauth.local_credentials(data_dir)
+        nats_config = natsauth.write_server_config(data_dir)
+        agents_env, edge_env = creds[natsauth.AGENTS].env(), creds[natsauth.EDGE].env()
+        nats_where += f", credentials in {natsauth.auth_dir(data_dir)}"
+    settings = AgentSettings(
+        nats_url=nats_url, data_dir=data_dir,
+        **({"nats_user": agents_env["MMRAG_NATS_USER"], "nats_password": agents_env["MMRAG_NATS_PASSWORD"]}
+           if agents_env else {}),
+    )  # fmt: skip
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_event.set)
 
-    store_dir = data_dir / "nats"
     if not external_nats:
         store_dir.mkdir(parents=True, exist_ok=True)
     nats = ChildSpec(
         NATS_SERVER,
-        nats_server_argv(store_dir, host=NATS_HOST, port=nats_port, monitor_port=nats_monitor_port),
+        nats_server_argv(
+            store_dir, host=NATS_HOST, port=nats_port, monitor_port=nats_monitor_port, config=nats_config,
+            pid_file=natsauth.pid_file(data_dir),
+        ),
         listen=(NATS_HOST, nats_port),
     )
     edge = ChildSpec(
         EDGE_API,
         [sys.executable, "-m", "edge_api"],
-        env=child_env(MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url, **(auth_env or {"MMRAG_AUTH": "off"})),
+        env=child_env(
+            MMRAG_HOST=host, MMRAG_PORT=str(port), NATS_URL=nats_url, **edge_env,
+            **(auth_env or {"MMRAG_AUTH": "off"}),
+        ),
         listen=(host, port),
     )
     agents: asyncio.Task[None] | None = None

@@ -4,7 +4,9 @@ identifiers, error codes) are searched separately and fused with Reciprocal Rank
 is scaled so the best candidate has 1.0: ranks, not raw similarities, are comparable across the signals.
 
 Knowledge-graph expansion (`search.graph`) and the cross-modal rankings (`search.query_images`) are more
-rankings in the same fusion.
+rankings in the same fusion. A `Rewrite` (`search.expansion`) adds words of the top dense hits to the sparse
+query (pseudo-relevance feedback) and weighs the dense ranking more when the sparse hits share few of the
+question's words.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 from collections.abc import Sequence
 
 from contracts.messages import Hit, QueryRequest, SparseTerms
+from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights
 from search.graph import GraphQuery
 from search.query_images import ImageQuery, image_ranking
 from search.vectorstore import (
@@ -59,10 +62,11 @@ def search_filter(request: QueryRequest) -> SearchFilter:
 def hybrid_search(
     store: VectorStore, alias: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
     limit: int, k: float, images: Sequence[ImageQuery] = (), graph: GraphQuery | None = None,
-    cosines: dict[str, float] | None = None,
+    cosines: dict[str, float] | None = None, rewrite: Rewrite | None = None, text: str | None = None,
 ) -> list[VectorHit]:  # fmt: skip
     """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
-    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0).
+    found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0). With a
+    `rewrite` and the question's `text`, the sparse query and the fusion weights follow it (`search.expansion`).
 
     The alias is resolved once, and every search of the query goes to that collection: a re-index flip between
     two of them (another process re-points the alias on a Qdrant server) must not fuse two generations. That is
@@ -73,26 +77,40 @@ def hybrid_search(
         if collection is None:
             return []  # nothing was ever indexed
         with contextlib.suppress(CollectionNotFound):
-            return _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines)
+            return _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines,
+                                      rewrite, text)  # fmt: skip
     return []
 
 
 def _search_collection(
     store: VectorStore, collection: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
     limit: int, k: float, images: Sequence[ImageQuery], graph: GraphQuery | None, cosines: dict[str, float] | None,
+    rewrite: Rewrite | None = None, text: str | None = None,
 ) -> list[VectorHit]:  # fmt: skip
     """`hybrid_search` on one collection; raises `CollectionNotFound` (a generation dropped after the resolve)."""
-    rankings = []
+    rankings, weights = [], []
+    dense_hits: list[VectorHit] = []
     if dense is not None:  # None: an image query with no text (search.query_images)
-        rankings.append(store.search(collection, dense, using=TEXT_DENSE, filter=where, limit=limit))
+        dense_hits = store.search(collection, dense, using=TEXT_DENSE, filter=where, limit=limit)
+        rankings.append(dense_hits)
+        weights.append(1.0)
         if cosines is not None:
-            cosines.update((h.id, h.score) for h in rankings[-1])
+            cosines.update((h.id, h.score) for h in dense_hits)
     if sparse is not None:
+        if rewrite is not None and text and rewrite.feedback_docs > 0 and dense_hits:
+            words = feedback_terms(text, [h.payload.text for h in dense_hits[: rewrite.feedback_docs]],
+                                   [h.payload.text for h in dense_hits], rewrite.feedback_terms)  # fmt: skip
+            sparse = expanded_sparse(text, words, rewrite.feedback_weight) or sparse
         query = SparseVector(tuple(sparse.indices), tuple(sparse.values))
-        rankings.append(store.search(collection, query, using=SPARSE, filter=where, limit=limit))
+        sparse_hits = store.search(collection, query, using=SPARSE, filter=where, limit=limit)
+        rankings.append(sparse_hits)
+        weights.append(1.0)
+        if rewrite is not None and text and dense_hits:
+            # The overlap is measured on the unexpanded question: feedback words are in the hits by construction.
+            weights[0], weights[1] = fusion_weights(rewrite, text, [h.payload.text for h in sparse_hits[:10]])
     first_image = len(rankings)
     rankings += [image_ranking(store, collection, image, where, limit) for image in images]
-    weights = [1.0] * len(rankings)
+    weights += [1.0] * len(images)
     if graph is not None and dense is not None:  # knowledge-graph expansion: one more ranking, weighted
         rankings.append(graph.ranking(store, collection, dense, where))
         weights.append(graph.weight)

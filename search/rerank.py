@@ -4,7 +4,10 @@ text and a paragraph compete on one scale. Two scorers:
 
 - `CrossEncoderScorer`: a sentence-transformers `CrossEncoder` checkpoint (`MMRAG_RERANKER_MODEL_PATH`), its
   logit through a sigmoid. For deployments that have one; none ships in a package here.
-- `LexicalScorer` (the offline default): a blend of the dense cosine the retriever measured (`Hit.dense_score`,
+- `SentenceScorer` (the offline default when the reranker has the text embedder): the `LexicalScorer` score
+  blended with the best cosine between the question and one sentence (or table row, or the headings) of the
+  candidate, so a passage that says what is asked in other words rises although it shares few of its words.
+- `LexicalScorer` (the offline scorer without a model): a blend of the dense cosine the retriever measured (`Hit.dense_score`,
   an absolute signal, mapped to [0, 1]) and lexical evidence computed inside the candidate set: query-term
   coverage weighted by IDF over the candidates (a word every candidate has decides nothing), the same for the
   best single sentence or table row (proximity: the fact sits in one place), and exact identifiers (error
@@ -19,9 +22,11 @@ the last place; with one place the best hit keeps it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from contracts.messages import Hit
 from models.lexical import contains_identifier, identifiers, terms, units
@@ -88,6 +93,58 @@ class LexicalScorer:
         return out
 
 
+# SentenceScorer: the units (sentences, rows, the headings; at most SENTENCE_UNITS, the first ones) of the first
+# SENTENCE_CANDIDATES candidates are embedded: at most 130 short texts, one embedding call a query.
+SENTENCE_UNITS = 12
+SENTENCE_CANDIDATES = 10
+
+
+class SentenceScorer(LexicalScorer):
+    """(1 - `weight`) x the lexical score + `weight` x the best question-sentence cosine of the candidate (mapped
+    like the dense cosine), for the first `candidates` candidates (the retriever's best); the others get their
+    chunk cosine in its place. `embed` is the text embedder (rows in input order). One embedding call a query."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, weight: float,
+                 candidates: int = SENTENCE_CANDIDATES) -> None:  # fmt: skip
+        if not 0 < weight <= 1:
+            raise ValueError(f"the sentence weight must lie in (0, 1], not {weight}: 0 means the lexical scorer")
+        self.embed = embed
+        self.weight = weight
+        self.candidates = candidates
+
+    def sentence_cosines(self, query: str, candidates: Sequence[Hit]) -> list[float | None]:
+        """The best cosine between `query` and one unit of each candidate; None past `self.candidates`."""
+        spans, texts = [], []
+        for hit in candidates[: self.candidates]:
+            own = [m for m, _ in units(hit.text, hit.modality)][:SENTENCE_UNITS]
+            if hit.headings:
+                own.append(" ".join(hit.headings))
+            spans.append((len(texts), len(texts) + len(own)))
+            texts += own
+        out: list[float | None] = [None] * len(candidates)
+        if not texts or not query.strip():
+            return out
+        vectors = np.asarray(self.embed([query, *texts]), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        cosines = vectors[1:] @ vectors[0]
+        for i, (start, end) in enumerate(spans):
+            out[i] = float(cosines[start:end].max()) if end > start else None
+        return out
+
+    def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
+        lexical = super().scores(query, candidates)
+        sentence = self.sentence_cosines(query, candidates)
+        wanted = identifiers(query)
+        out = []
+        for hit, score, cosine in zip(candidates, lexical, sentence, strict=True):
+            best = cosine if cosine is not None else hit.dense_score
+            mapped = min(max(0.0 if best is None else (best - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR), 0.0), 1.0)
+            if wanted and not any(contains_identifier(" ".join([*hit.headings, hit.text]), i) for i in wanted):
+                mapped *= MISSING_IDENTIFIER_FACTOR  # an embedding barely tells E-150 from E-105: the code decides
+            out.append((1 - self.weight) * score + self.weight * mapped)
+        return out
+
+
 class CrossEncoderScorer:
     """A sentence-transformers CrossEncoder checkpoint (one relevance logit per pair), scores = sigmoid(logit)."""
 
@@ -108,11 +165,17 @@ def _identity(x):  # noqa: ANN001, ANN202 - torch tensor in, same out: the sigmo
     return x
 
 
-def build_scorer(model_path: Path | None, *, device: str = "cpu") -> Scorer:
-    """The cross-encoder when a checkpoint is configured, else the offline scorer."""
-    if model_path is None:
-        return LexicalScorer()
-    return CrossEncoderScorer(model_path, device=device)
+def build_scorer(
+    model_path: Path | None, *, device: str = "cpu", embed: Callable[[list[str]], np.ndarray] | None = None,
+    sentence_weight: float = 0.0,
+) -> Scorer:  # fmt: skip
+    """The cross-encoder when a checkpoint is configured; else the sentence scorer when an embedder is given and
+    `sentence_weight` > 0; else the lexical scorer."""
+    if model_path is not None:
+        return CrossEncoderScorer(model_path, device=device)
+    if embed is not None and sentence_weight > 0:
+        return SentenceScorer(embed, weight=sentence_weight)
+    return LexicalScorer()
 
 
 def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None) -> list[Hit]:

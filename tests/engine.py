@@ -14,6 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bus.identities import ADMIN
+from mmrag.natsauth import Credential, stored_credential
 from mmrag.processes import free_port, port_in_use, start_nats_server, stop
 
 BIN = Path(sys.executable).parent
@@ -32,13 +34,15 @@ class NatsServer:
     store_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    config: Path | None = None  # e.g. users and permissions (`mmrag.natsauth`)
+    pid_file: Path | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        self.proc = start_nats_server(self.store_dir, port=self.port)
+        self.proc = start_nats_server(self.store_dir, port=self.port, config=self.config, pid_file=self.pid_file)
         return self
 
     def stop(self) -> None:
@@ -76,9 +80,18 @@ class Engine:
     def monitor_url(self) -> str:
         return f"http://127.0.0.1:{self.nats_monitor_port}"
 
+    def nats_credential(self, name: str = ADMIN) -> Credential | None:
+        """A credential `mmrag up` wrote for its own nats-server (default: the operator's full-access one); None
+        with an external NATS or before the first start."""
+        return None if self.external_nats else stored_credential(self.data_dir, name)
+
     @property
     def nats_url(self) -> str:
-        return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
+        """The engine's NATS, with the operator's credential in the URL: what tests and benches connect with."""
+        if self.external_nats:
+            return self.external_nats
+        cred = self.nats_credential()
+        return cred.url("127.0.0.1", self.nats_port) if cred else f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self, timeout_s: float = 120) -> Engine:
         for port in self.own_ports:

@@ -44,11 +44,15 @@ class ConsumerAgent(Generic[T]):
         """How many messages one `handle` call gets at most; ingest agents micro-batch."""
         return 1
 
+    def concurrency(self) -> int:
+        """How many messages of one consumer are handled at once, each on its own (with `fetch_batch` 1)."""
+        return 1
+
     def workers(self) -> Sequence[PullWorker[Any]]:
         return [
             PullWorker(
-                self._ctx.js, consumer, self.model, self.handle,
-                agent=self.name, batch=self.fetch_batch(), on_give_up=self.on_give_up,
+                self._ctx.js, consumer, self.model, self.handle, agent=self.name, batch=self.fetch_batch(),
+                on_give_up=self.on_give_up, concurrency=self.concurrency(),
             )
             for consumer in self.consumer_defs()
         ]  # fmt: skip

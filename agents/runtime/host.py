@@ -101,9 +101,12 @@ async def run_agents(
     watchdog = LoopWatchdog()
     runs: dict[int, _GenerationRun] = {}
     # A restarted server has lost its memory streams (QUERIES): re-bootstrap on every reconnection.
+    user, password = settings.nats_credentials()
     nc = await connect(
         settings.nats_url,
         name=f"mmrag-{names}-{settings.replica_id}",
+        user=user,
+        password=password,
         on_reconnect=lambda: ensure_topology(
             nc.jetstream(), [r.generation for r in runs.values()], replicas=settings.stream_replicas
         ),

@@ -8,6 +8,7 @@ the indexer and the retriever must run in the same process (`mmrag up` does that
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from agents.runtime.units import warm
+from agents.runtime.work_pool import WorkPool
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
 from contracts.topology import IndexGeneration
@@ -42,6 +45,7 @@ class Resource(Enum):
     TEXT_EMBEDDER = "text embedding model"
     IMAGE_ENCODER = "image vector encoder"  # CLIP when configured, else the perceptual hash (models.image_vectors)
     VECTOR_STORE = "vector store"
+    WORK_POOL = "worker processes for CPU-heavy stages"  # parsing and OCR (agents.runtime.work_pool)
 
 
 class SharedResources:
@@ -52,6 +56,7 @@ class SharedResources:
         self._embedder: TextEmbedder | None = None
         self._image_encoder: ImageEncoder | None = None
         self._store: VectorStore | None = None
+        self._work_pool: WorkPool | None = None
         # The vector store is used from one thread only: calls are serialised and never block the loop.
         self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-store")
 
@@ -63,6 +68,9 @@ class SharedResources:
             self._image_encoder = await asyncio.to_thread(
                 load_image_encoder, s.clip_model, device=s.embedding_device, batch_size=s.embedding_batch_size
             )
+        if Resource.WORK_POOL in needs and self._work_pool is None:
+            self._work_pool = WorkPool(s.work_processes or os.cpu_count() or 1)
+            self._work_pool.start(warm)
         if Resource.VECTOR_STORE in needs and self._store is None:
             loop = asyncio.get_running_loop()
             self._store = await loop.run_in_executor(
@@ -88,6 +96,12 @@ class SharedResources:
             raise RuntimeError("the image encoder was not loaded: declare Resource.IMAGE_ENCODER in the agent's needs")
         return self._image_encoder
 
+    @property
+    def work_pool(self) -> WorkPool:
+        if self._work_pool is None:
+            raise RuntimeError("the work pool was not started: declare Resource.WORK_POOL in the agent's needs")
+        return self._work_pool
+
     async def in_store(self, fn: Callable[..., R], *args: Any) -> R:
         """Run `fn(store, *args)` on the vector-store thread."""
         store = self._store
@@ -96,6 +110,8 @@ class SharedResources:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, lambda: fn(store, *args))
 
     def close(self) -> None:
+        if self._work_pool is not None:
+            self._work_pool.close()
         if self._store is not None:
             self._store_thread.submit(self._store.close).result()
         self._store_thread.shutdown(wait=True)

@@ -65,6 +65,11 @@ T = TypeVar("T", bound=BaseModel)
 BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
+# How long a worker with concurrency > 1 lets its messages in hand finish after `stop` (well inside the 60 s that
+# `mmrag up` gives the agents to stop).
+DRAIN_S = 20.0
+
+
 class PermanentError(Exception):
     """Retrying cannot help (bad input, unsupported document): the message is dead-lettered."""
 
@@ -133,6 +138,7 @@ class PullWorker(Generic[T]):
         batch: int = 1,
         on_give_up: GiveUpHook[T] | None = None,
         fetch_timeout_s: float = 1.0,
+        concurrency: int = 1,
     ) -> None:
         self._js = js
         self.consumer = consumer
@@ -142,17 +148,50 @@ class PullWorker(Generic[T]):
         self._batch = batch
         self._on_give_up = on_give_up
         self._fetch_timeout_s = fetch_timeout_s
+        if concurrency < 1 or (concurrency > 1 and batch != 1):
+            raise ValueError(f"{consumer.durable}: concurrency must be >= 1, and > 1 only with batch 1")
+        self._concurrency = concurrency
         self._last_bus_warning = 0.0
         self._metrics = WorkerMetrics(agent, consumer.durable)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and process until `stop`. With ``concurrency`` n > 1, up to n messages are handled at once, each
+        on its own (fetched as slots free up, so a message never waits for a slow neighbour to be fetched)."""
         sub = None
+        slots = asyncio.Semaphore(self._concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def one(msg: Msg) -> None:
+            try:
+                await self.process([msg])
+            finally:
+                slots.release()
+
         try:
             while not stop.is_set():
                 try:
                     if sub is None:
                         sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
                         log.info("%s: consuming %s (%s)", self._agent, self.consumer.filter_subject, self.consumer.durable)
+                    if self._concurrency > 1:
+                        await slots.acquire()  # at least one free slot, then every other free one
+                        free = 1
+                        while not slots.locked():
+                            await slots.acquire()
+                            free += 1
+                        try:
+                            msgs = await sub.fetch(free, timeout=self._fetch_timeout_s)
+                        except BaseException:
+                            for _ in range(free):
+                                slots.release()
+                            raise
+                        for _ in range(free - len(msgs)):
+                            slots.release()
+                        for msg in msgs:
+                            task = asyncio.create_task(one(msg))
+                            in_flight.add(task)
+                            task.add_done_callback(in_flight.discard)
+                        continue
                     msgs = await sub.fetch(self._batch, timeout=self._fetch_timeout_s)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     continue
@@ -165,6 +204,13 @@ class PullWorker(Generic[T]):
                 # A batch in hand is finished even if stop is set meanwhile: graceful shutdown drains.
                 await self.process(msgs)
         finally:
+            if in_flight:
+                # Graceful shutdown drains for a while; what is still in hand then (documents waiting for their
+                # turn) is abandoned unacked, and redelivered to the next replica or process.
+                _, late = await asyncio.wait(in_flight, timeout=DRAIN_S)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()

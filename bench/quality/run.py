@@ -9,11 +9,13 @@ then asks every question through each retrieval mode:
 
 - dense: the text vector alone; sparse: BM25 alone; hybrid: both fused by the retriever's RRF;
 - hybrid + rerank: the reranker (`search.rerank.rerank`) over the hybrid candidates;
+- engine defaults: the retriever's and the reranker's own pipeline under the settings' defaults (`Bench.engine`:
+  `hybrid_search` with the query rewrite of `search.expansion`, the configured offline scorer);
 - + graph: the knowledge-graph expansion, when `search.graph` is importable (a row that says why otherwise).
 
 Retrieval metrics per mode and per kind: recall@1, recall@10, MRR and nDCG@10, with a hit relevant when it lies
 on an answer page of the question's document (each answer page counts once). Answer metrics (offline
-extractive answerer on the reranked top 5, after the abstention check on both signals, score and paraphrase
+extractive answerer on the engine defaults' top 5, after the abstention check on both signals, score and paraphrase
 cosine): right page cited, expected fact present, unanswerable declined, answerable wrongly declined, and the
 sweep of both thresholds. Figures, not a pass/fail test.
 """
@@ -36,11 +38,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from models.extractive import extractive_answer  # noqa: E402
 from search.abstention import abstains, paraphrase_cosine  # noqa: E402
-from search.rerank import LexicalScorer, rerank  # noqa: E402
-from search.hybrid import rrf, to_hit  # noqa: E402
+from search.expansion import Rewrite  # noqa: E402
+from search.rerank import LexicalScorer, build_scorer, rerank  # noqa: E402
+from search.hybrid import hybrid_search, rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from search.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
-from bench.quality.corpus import KINDS, Question, build, fact_found  # noqa: E402
+from bench.quality.corpus import KINDS, Document, Question, build, fact_found  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
 
 COLLECTION = "bench"
@@ -73,11 +76,12 @@ def retrieval_metrics(q: Question, ranked: Sequence[Hit]) -> dict[str, float]:
 class Bench:
     """The ingested set and one function per retrieval mode (question index -> ranked hits)."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, corpus: tuple[list[Document], list[Question], str] | None = None) -> None:
+        """`corpus`: (documents, questions, digest of the documents), the fixed set of `corpus.build()` by default."""
         from ingest_common import InProcess, StageClock
 
         self.settings = AgentSettings()
-        self.docs, self.questions, self.digest = build()
+        self.docs, self.questions, self.digest = corpus or build()
         marker = store_dir / f"ingested-{self.digest}.json"
         self.ingest_s = 0.0
         if marker.exists():  # reuse: the same set was ingested there before
@@ -99,6 +103,7 @@ class Bench:
         self.embedder = embedder = text_embedder(self.settings)
         texts = [q.question for q in self.questions]
         self.dense_q = embedder.embed(texts)
+        self.embed_units = embedder.embed_array  # what a sentence-level scorer embeds with (a bench may cache it)
         sparse = SparseEncoder()
         self.sparse_q = [sparse.encode_query(t) for t in texts]
         self.limit = self.settings.retrieve_candidates
@@ -130,6 +135,23 @@ class Bench:
         cosine = {h.id: h.score for h in dense}
         return [to_hit(h).model_copy(update={"dense_score": cosine.get(h.id)}) for h in fused]
 
+    def fused(self, i: int, rewrite: Rewrite | None) -> list[Hit]:
+        """The retriever's own candidates (`hybrid_search` with `rewrite`), each with its dense cosine."""
+        cosines: dict[str, float] = {}
+        hits = hybrid_search(self.store, COLLECTION, self.dense_q[i], self.sparse_q[i], self._where, self.limit,
+                             self.settings.rrf_k, cosines=cosines, rewrite=rewrite, text=self.questions[i].question)  # fmt: skip
+        return [to_hit(h, cosines.get(h.id)) for h in hits]
+
+    def engine(self, i: int, top_k: int = 10) -> list[Hit]:
+        """What the engine answers with under the settings' defaults: the retriever's `Rewrite`, the reranker's
+        scorer (`MMRAG_QUERY_FEEDBACK_DOCS`, `MMRAG_DENSE_FIRST_OVERLAP`, `MMRAG_RERANK_SENTENCE_WEIGHT`)."""
+        if not hasattr(self, "_engine"):
+            s = self.settings
+            self._engine = (Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap),
+                            build_scorer(None, embed=self.embed_units, sentence_weight=s.rerank_sentence_weight))  # fmt: skip
+        rewrite, scorer = self._engine
+        return rerank(self.questions[i].question, self.fused(i, rewrite), top_k, scorer=scorer)
+
     def modes(self) -> dict[str, Callable[[int], list[Hit]]]:
         scorer = LexicalScorer()
         modes: dict[str, Callable[[int], list[Hit]]] = {
@@ -137,6 +159,7 @@ class Bench:
             "sparse": lambda i: [to_hit(h) for h in self.sparse(i)],
             "hybrid": self.hybrid,
             "hybrid + rerank": lambda i: rerank(self.questions[i].question, self.hybrid(i), 10, scorer=scorer),
+            "engine defaults": self.engine,
         }
         return modes
 
@@ -228,12 +251,11 @@ def evaluate(bench: Bench) -> dict:
 
 
 def answer_metrics(bench: Bench) -> dict:
-    """The offline answerer on the reranked top 5, after the abstention check, per kind."""
-    scorer = LexicalScorer()
+    """The offline answerer on the engine's reranked top 5 (`Bench.engine`), after the abstention check, per kind."""
     per_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rows = []
     for i, q in enumerate(bench.questions):
-        hits = rerank(q.question, bench.hybrid(i), ANSWER_TOP_K, scorer=scorer)
+        hits = bench.engine(i, ANSWER_TOP_K)
         # Measured for every question (the reranker agent only embeds when the score alone would decline).
         paraphrase = paraphrase_cosine(q.question, hits, bench.embedder.embed_array)
         declined = abstains(hits, bench.settings.abstain_threshold, paraphrase=paraphrase,
@@ -249,7 +271,7 @@ def answer_metrics(bench: Bench) -> dict:
         top = hits[0].score if hits else 0.0
         rows.append((q.qid, q.kind, top, declined, "" if answer is None else answer.text.replace("\n", " ")[:110],
                      paraphrase))  # fmt: skip
-    print("\nAnswers (offline extractive answerer, reranked top 5, abstention on)")
+    print("\nAnswers (offline extractive answerer, the engine defaults' top 5, abstention on)")
     cols = ("page cited", "fact present", "wrongly declined", "declined")
     print(f"{'kind':<14}" + "".join(f"{c:>18}" for c in cols) + f"{'n':>5}")
     total: dict[str, list[float]] = defaultdict(list)

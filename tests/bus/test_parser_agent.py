@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from agents.parser import ParserAgent
-from agents.runtime.resources import AgentContext, SharedResources
+from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.runtime.worker import Delivery
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
@@ -28,15 +28,18 @@ MAX_CHARS = 150
 @pytest.fixture
 async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[ParserAgent]:
     settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, chunk_max_chars=MAX_CHARS)
+    shared = SharedResources(settings)
+    await shared.load({Resource.WORK_POOL})  # the parser parses in worker processes
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await ensure_topology(js, [GEN])
     ctx = AgentContext(
         nc=nc, js=js, settings=settings, generation=GEN, progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN),
-        uploads=await js.object_store(UPLOADS_BUCKET), shared=SharedResources(settings),
+        uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
     )  # fmt: skip
     yield ParserAgent(ctx)
     await nc.close()
+    shared.close()
 
 
 async def _parsed(parser: ParserAgent, data: bytes) -> tuple[str, list[ChunksParsed], list[OcrRequest]]:

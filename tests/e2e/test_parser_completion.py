@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from agents.parser import ParserAgent
-from agents.runtime.resources import AgentContext, SharedResources
+from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.runtime.worker import Delivery
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
@@ -89,14 +89,17 @@ def ingest_agents(tmp_path_factory) -> AsyncIterator[NatsServer]:  # type: ignor
 @pytest.fixture
 async def parser(ingest_agents: NatsServer, tmp_path: Path) -> AsyncIterator[ProbedParser]:
     settings = AgentSettings(nats_url=ingest_agents.url, data_dir=tmp_path, chunks_per_message=1)
+    shared = SharedResources(settings)
+    await shared.load({Resource.WORK_POOL})  # the parser parses in worker processes
     nc = await nats.connect(ingest_agents.url)
     js = nc.jetstream()
     ctx = AgentContext(
         nc=nc, js=js, settings=settings, generation=GEN, progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN),
-        uploads=await js.object_store(UPLOADS_BUCKET), shared=SharedResources(settings),
+        uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
     )  # fmt: skip
     yield ProbedParser(ctx)
     await nc.close()
+    shared.close()
 
 
 async def _submission(js, tenant: str, doc_id: str, data: bytes) -> Delivery[DocumentSubmitted]:  # type: ignore[no-untyped-def]

@@ -45,7 +45,9 @@ def _log_since(engine: Engine, offset: int) -> str:
 
 async def test_up_line_and_nats_monitoring(engine: Engine, http: aiohttp.ClientSession) -> None:
     line = next(ln for ln in engine.log_path.read_text().splitlines() if "mmrag is up" in ln)
-    assert f"{engine.url}  NATS {engine.nats_url} (monitoring {engine.monitor_url})" in line
+    nats = f"nats://127.0.0.1:{engine.nats_port}"
+    assert f"{engine.url}  NATS {nats} (monitoring {engine.monitor_url}), credentials in {engine.data_dir}" in line
+    assert engine.nats_credential().password not in engine.log_path.read_text()  # never printed
     async with http.get(f"{engine.monitor_url}/varz") as resp:
         assert resp.status == 200
         varz = await resp.json(content_type=None)

@@ -31,6 +31,7 @@ import yaml
 
 from contracts.topology import IndexGeneration, all_consumers, durable_role
 from edge_api.settings import EdgeSettings
+from mmrag.natsauth import DEPLOYMENT_FILES, DEPLOYMENT_IDENTITIES, deployment_authorization, password_variable
 from mmrag.registry import AGENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -451,6 +452,76 @@ def test_network_policies_open_only_the_paths_mmrag_uses(overlay: str) -> None:
     assert not reachable(overlay, inside["edge-api"], pods["qdrant"], 6333), "the edge API never talks to Qdrant"
     assert reachable(overlay, keda, pods["agent-parser"], 9464), "KEDA reads the ingest agents' /lag"
     assert not reachable(overlay, stranger, pods["agent-parser"], 4222)
+
+
+# ---------------------------------------------------------------- NATS identities (issue 16)
+
+NATS_SECRET = "mmrag-nats-credentials"
+
+
+def nats_user_of(command: list[str]) -> str:
+    """The NATS identity a process runs as: its role (`mmrag.natsauth.DEPLOYMENT_IDENTITIES`)."""
+    user = "edge" if command == EDGE_COMMAND else agent_of(command)
+    assert user in DEPLOYMENT_IDENTITIES, command
+    return user
+
+
+def test_nats_users_are_generated_from_the_identities() -> None:
+    for name in DEPLOYMENT_FILES:
+        assert (ROOT / name).read_text() == deployment_authorization(), f"{name} is stale: `python -m mmrag.natsauth`"
+    assert "include ./nats-auth.conf" in (COMPOSE / "nats.conf").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_connects_to_nats_as_its_own_user(overlay: str) -> None:
+    secret = objects(overlay, "Secret")[NATS_SECRET]["stringData"]
+    assert set(secret) == {password_variable(u) for u in DEPLOYMENT_IDENTITIES}
+    users = []
+    for name, d in app_deployments(overlay).items():
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        user = nats_user_of(command_of(d))
+        users.append(user)
+        assert env["MMRAG_NATS_USER"]["value"] == user, name
+        ref = env["MMRAG_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": NATS_SECRET, "key": password_variable(user)}, name
+    assert sorted(users) == sorted(DEPLOYMENT_IDENTITIES)
+    nats = objects(overlay, "StatefulSet")["nats"]["spec"]["template"]["spec"]
+    assert {"secretRef": {"name": NATS_SECRET}} in nats["containers"][0]["envFrom"]
+    sources = next(v for v in nats["volumes"] if v["name"] == "config")["projected"]["sources"]
+    assert {"configMap": {"name": "nats-auth"}} in sources
+    configs = objects(overlay, "ConfigMap")
+    assert "include ./nats-auth.conf" in configs["nats-config"]["data"]["nats.conf"]
+    assert configs["nats-auth"]["data"]["nats-auth.conf"] == deployment_authorization()
+
+
+def test_every_compose_service_connects_to_nats_as_its_own_user() -> None:
+    services = compose()["services"]
+    users = []
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        user = nats_user_of(service["command"])
+        users.append(user)
+        env = service["environment"]
+        assert env["MMRAG_NATS_USER"] == user, name
+        assert env["MMRAG_NATS_PASSWORD"].startswith(f"${{{password_variable(user)}:?"), name  # required, no default
+    assert sorted(users) == sorted(DEPLOYMENT_IDENTITIES)
+    nats = services["nats"]
+    assert set(nats["environment"]) == {password_variable(u) for u in DEPLOYMENT_IDENTITIES}
+    assert "./nats-auth.conf:/etc/nats/nats-auth.conf:ro" in nats["volumes"]
+
+
+def test_nats_server_loads_the_compose_config_only_with_every_password(tmp_path: Path) -> None:
+    from mmrag.processes import nats_server_binary
+
+    for name in ("nats.conf", "nats-auth.conf"):
+        shutil.copy(COMPOSE / name, tmp_path / name)
+    passwords = {password_variable(u): f"pw-{u}" for u in DEPLOYMENT_IDENTITIES}
+    argv = [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-t"]
+    ok = subprocess.run(argv, capture_output=True, text=True, env=passwords, timeout=30)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    missing = subprocess.run(argv, capture_output=True, text=True, env={}, timeout=30)
+    assert missing.returncode != 0 and "MMRAG_NATS_PASSWORD_" in missing.stderr + missing.stdout
 
 
 # ---------------------------------------------------------------- Dockerfile

@@ -1,0 +1,264 @@
+"""Who may do what on the bus: one NATS identity per role, its permissions derived from `contracts.topology`.
+
+Pure data, no NATS import: `mmrag.natsauth` writes these into nats-server's ``authorization`` block, and
+`infra/` renders the same table for compose and Kubernetes. Every grant is built from the topology's streams,
+consumers, buckets and subject functions, so a renamed stream or a new consumer changes the permissions with it.
+
+How NATS checks them: a client may *publish* only to the subjects its identity allows and *subscribe* only to
+the subjects it allows. Everything JetStream does is a publish to an API subject (``$JS.API.<op>.<stream>...``)
+with a reply to the client's inbox, so "may purge DOCS" is "may publish to ``$JS.API.STREAM.PURGE.DOCS``". Each
+identity gets its own inbox prefix (`inbox_prefix`) and may subscribe only below it: nobody can read another
+identity's replies (fetched messages, KV values, object chunks all arrive on inboxes).
+
+Limits of subject permissions, on purpose stated here rather than hidden:
+- A durable's name is one subject token, and an index generation's durables are made at run time (``parser-g2``):
+  a role may use every durable of the streams it consumes (``$JS.API.CONSUMER.*.DOCS.*``), not only its own.
+- A purge names its stream in the subject and its filter in the body: whoever may purge a stream may purge all
+  of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, CHUNKS and GRAPH; an
+  Object Store writer must purge its bucket's stream (an overwrite purges the old chunks).
+- Ephemeral consumers (KV watches, object reads, the graph follower) carry their filter in the body: a role that
+  may watch a bucket may read all of it. The edge API's quota consumers have random names, so the edge may fetch
+  from, inspect and delete any DOCS consumer (it may create them only with the ingest filter). External publishers therefore get no watch, only direct gets of their
+  own keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.topology import (
+    DOCS_STREAM,
+    GRAPH_STREAM,
+    INDEX_BUCKET,
+    LANES,
+    PROGRESS_BUCKET,
+    QUERY_CONSUMERS,
+    QUERY_IMAGES_BUCKET,
+    REQUIRED_STREAMS,
+    UPLOADS_BUCKET,
+    ConsumerDef,
+    IndexGeneration,
+    Subjects,
+    check_token,
+    durable_role,
+    ingest_consumers,
+)
+
+API = "$JS.API"
+# Any generation's durable of a role: generations are created at run time (see the module docstring).
+_ANY_GENERATION = IndexGeneration(1)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """Subjects an identity may publish to and subscribe to (NATS wildcards)."""
+
+    publish: frozenset[str] = field(default_factory=frozenset)
+    subscribe: frozenset[str] = field(default_factory=frozenset)
+
+    def __or__(self, other: Permissions) -> Permissions:
+        return Permissions(self.publish | other.publish, self.subscribe | other.subscribe)
+
+
+def _pub(*subjects: str) -> Permissions:
+    return Permissions(publish=frozenset(subjects))
+
+
+def _sub(*subjects: str) -> Permissions:
+    return Permissions(subscribe=frozenset(subjects))
+
+
+def inbox_prefix(user: str) -> str:
+    """The inbox prefix of an identity (nats-py ``inbox_prefix``): its replies arrive below it, and only it may
+    subscribe there."""
+    return f"_INBOX_{check_token(user, 'NATS user')}"
+
+
+def _inbox(user: str) -> Permissions:
+    return _sub(f"{inbox_prefix(user)}.>")
+
+
+# -- JetStream building blocks ---------------------------------------------------------------------------------
+
+
+def _stream_read(stream: str) -> Permissions:
+    """Stream info and reading single messages (``get_last_msg``, direct gets)."""
+    return _pub(
+        f"{API}.STREAM.INFO.{stream}", f"{API}.STREAM.MSG.GET.{stream}", f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+    )  # fmt: skip
+
+
+def _ephemeral_reader(stream: str) -> Permissions:
+    """An ordered (ephemeral) consumer on `stream`: KV watches, object reads, the graph follower."""
+    return _pub(
+        f"{API}.CONSUMER.CREATE.{stream}", f"{API}.CONSUMER.CREATE.{stream}.>", f"{API}.CONSUMER.INFO.{stream}.*",
+        f"{API}.CONSUMER.DELETE.{stream}.*", f"{API}.STREAM.NAMES", f"$JS.FC.{stream}.>",
+    ) | _stream_read(stream)  # fmt: skip
+
+
+def _purge(stream: str) -> Permissions:
+    return _pub(f"{API}.STREAM.PURGE.{stream}")
+
+
+def _consume(consumer: ConsumerDef) -> Permissions:
+    """Create, inspect, fetch from and ack a durable of this role (any generation's: `_ANY_GENERATION`)."""
+    stream = consumer.stream
+    durable = "*" if durable_role(consumer.durable) != consumer.durable else consumer.durable
+    return _pub(
+        f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}", f"{API}.CONSUMER.CREATE.{stream}.{durable}",
+        f"{API}.CONSUMER.CREATE.{stream}.{durable}.>", f"{API}.CONSUMER.INFO.{stream}.{durable}",
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>",
+        Subjects.deadletter(durable),
+    )  # fmt: skip
+
+
+def _kv_read(bucket: str) -> Permissions:
+    return _ephemeral_reader(f"KV_{bucket}")
+
+
+def _kv_write(bucket: str) -> Permissions:
+    return _kv_read(bucket) | _pub(f"$KV.{bucket}.>")
+
+
+def _object_read(bucket: str) -> Permissions:
+    return _ephemeral_reader(f"OBJ_{bucket}")
+
+
+def _object_write(bucket: str) -> Permissions:
+    # Writing an object purges the chunks it replaces; deleting one purges its chunks.
+    return _object_read(bucket) | _pub(f"$O.{bucket}.>") | _purge(f"OBJ_{bucket}")
+
+
+_GEN_CONSUMERS = ingest_consumers(_ANY_GENERATION)
+# The durable consumers each agent role pulls from (its generation-1 names; every generation's are allowed).
+ROLE_CONSUMERS: dict[str, tuple[ConsumerDef, ...]] = {
+    "parser": (_GEN_CONSUMERS["parser"],),
+    "ocr": tuple(_GEN_CONSUMERS[f"ocr-{lane}"] for lane in LANES),
+    "embedder": tuple(_GEN_CONSUMERS[f"embedder-text-{lane}"] for lane in LANES),
+    "indexer": (_GEN_CONSUMERS["indexer"], _GEN_CONSUMERS["deleter"]),
+    "retriever": (QUERY_CONSUMERS["retriever"],),
+    "reranker": (QUERY_CONSUMERS["reranker"],),
+    "generator": (QUERY_CONSUMERS["generator"],),
+}
+
+
+def _consumes(role: str) -> Permissions:
+    out = Permissions()
+    for consumer in ROLE_CONSUMERS[role]:
+        out |= _consume(consumer)
+    return out
+
+
+# Every agent process bootstraps the topology on start and after a reconnection (a restarted server has lost the
+# memory stream QUERIES), carries 0.1 submissions forward (`bus.migrate`) and follows the index generations.
+_BOOTSTRAP = (
+    _pub(f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST")
+    | _pub(*(f"{API}.STREAM.{op}.{s}" for s in REQUIRED_STREAMS for op in ("CREATE", "UPDATE", "INFO")))
+    | _pub(*(f"{API}.CONSUMER.DURABLE.CREATE.{c.stream}.{c.durable}" for c in QUERY_CONSUMERS.values()))
+    | _stream_read(DOCS_STREAM.name)
+    | _kv_write(INDEX_BUCKET)
+    | _stream_read(f"KV_{PROGRESS_BUCKET}")
+    | _stream_read(f"OBJ_{UPLOADS_BUCKET}")
+)
+
+_ALL_INGEST_STREAMS = sorted({c.stream for c in _GEN_CONSUMERS.values()})
+
+# What each role does on the bus (`agents/<role>.py`, `edge_api/`).
+_ROLES: dict[str, Permissions] = {
+    "parser": _BOOTSTRAP
+    | _consumes("parser")
+    | _pub(f"{Subjects.CHUNKS_PARSED}.>", f"{Subjects.CHUNKS_OCR}.>")
+    | _object_write(UPLOADS_BUCKET)  # extracted images
+    | _kv_write(PROGRESS_BUCKET),
+    "ocr": _BOOTSTRAP
+    | _consumes("ocr")
+    | _pub(f"{Subjects.CHUNKS_PARSED}.>")
+    | _object_read(UPLOADS_BUCKET)
+    | _kv_write(PROGRESS_BUCKET),
+    "embedder": _BOOTSTRAP
+    | _consumes("embedder")
+    | _pub(f"{Subjects.CHUNKS_EMBEDDED}.>")
+    | _object_read(UPLOADS_BUCKET)
+    | _kv_write(PROGRESS_BUCKET),
+    "indexer": _BOOTSTRAP
+    | _consumes("indexer")
+    | _pub(f"{Subjects.DOCS_INDEXED}.>", f"{Subjects.GRAPH_FACTS}.>")
+    | _stream_read(GRAPH_STREAM.name)
+    | _purge(DOCS_STREAM.name)
+    | _purge(GRAPH_STREAM.name)
+    | _object_write(UPLOADS_BUCKET)  # a deleted document's upload and images
+    | _kv_write(PROGRESS_BUCKET),
+    "retriever": _BOOTSTRAP
+    | _consumes("retriever")
+    | _pub(f"{Subjects.QUERY_RERANK}.*")
+    | _ephemeral_reader(GRAPH_STREAM.name)
+    | _object_read(QUERY_IMAGES_BUCKET),
+    "reranker": _BOOTSTRAP | _consumes("reranker") | _pub(f"{Subjects.QUERY_GENERATE}.*"),
+    "generator": _BOOTSTRAP | _consumes("generator") | _pub(f"{Subjects.ANSWER_PREFIX}.>"),
+    # The re-index coordinator (runs beside the indexer): watches every ingest durable's lag, drops a retired
+    # generation's durables, chunks, progress keys and graph facts.
+    "reindexer": _BOOTSTRAP
+    | _pub(*(f"{API}.CONSUMER.{op}.{s}.*" for s in _ALL_INGEST_STREAMS for op in ("INFO", "DELETE")))
+    | _pub(*(f"{API}.STREAM.PURGE.{s}" for s in ("CHUNKS", DOCS_STREAM.name, GRAPH_STREAM.name)))
+    | _purge(f"KV_{PROGRESS_BUCKET}")
+    | _kv_write(PROGRESS_BUCKET),
+    # The edge API: submits, deletes and reads documents, asks, streams answers and progress, runs re-indexes.
+    "edge": _pub(f"{API}.INFO", f"{Subjects.DOCS_INGEST}.*.*", f"{Subjects.DOCS_DELETE}.*.*",
+                 f"{Subjects.QUERY_RETRIEVE}.*")
+    | _pub(*(f"{API}.STREAM.INFO.{s}" for s in REQUIRED_STREAMS))
+    | _sub(f"{Subjects.ANSWER_PREFIX}.>")
+    | _stream_read(DOCS_STREAM.name)
+    # The byte quota (`edge_api.quotas`) reads a tenant's submissions with a short-lived consumer of a random name:
+    # creating one is limited to the ingest filter; fetching, inspecting and deleting take any DOCS consumer name.
+    | _pub(f"{API}.CONSUMER.CREATE.{DOCS_STREAM.name}.*.{Subjects.ingest('*', '*')}")
+    | _pub(*(f"{API}.CONSUMER.{op}.{DOCS_STREAM.name}.*" for op in ("MSG.NEXT", "INFO", "DELETE")))
+    | _object_write(UPLOADS_BUCKET)
+    | _object_write(QUERY_IMAGES_BUCKET)
+    | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
+    | _kv_write(INDEX_BUCKET),
+}  # fmt: skip
+
+ROLES: tuple[str, ...] = tuple(_ROLES)
+# Not used by any process: the operator's own credential (the `nats` CLI, inspection, tests). Full access.
+ADMIN = "admin"
+_TENANT_PREFIX = "tenant-"
+
+
+def role_permissions(*roles: str) -> Permissions:
+    """The permissions of a process that holds these roles (`mmrag up`'s agents process holds several)."""
+    unknown = [r for r in roles if r not in _ROLES]
+    if unknown:
+        raise ValueError(f"unknown NATS role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+    out = Permissions()
+    for role in roles:
+        out |= _ROLES[role]
+    return out
+
+
+def tenant_user(tenant: str) -> str:
+    """The NATS user of a tenant's external publisher."""
+    return f"{_TENANT_PREFIX}{check_token(tenant, 'tenant')}"
+
+
+def tenant_permissions(tenant: str) -> Permissions:
+    """An external publisher of `tenant`: submit and delete its documents (``docs.ingest/delete.<tenant>.*``, with
+    JetStream's publish acknowledgement) and read its progress keys; nothing else.
+
+    Not included: writing the uploads bucket. Its subjects (``$O.mmrag-uploads.C.<nuid>``, ``.M.<base64 name>``)
+    and its purges do not name the tenant, so a grant there would reach every tenant's uploads (docs/decisions.md).
+    """
+    check_token(tenant, "tenant")
+    progress = f"KV_{PROGRESS_BUCKET}"
+    # No stream info, not even of the progress bucket: its message and subject counts are every tenant's together.
+    # A key is read with a direct get that names it: nats-py ``js.get_msg(stream, subject=key_subject, direct=True)``.
+    return (
+        _pub(Subjects.ingest(tenant, "*"), Subjects.delete(tenant, "*"))
+        | _pub(f"{API}.DIRECT.GET.{progress}.$KV.{PROGRESS_BUCKET}.*.{tenant}.*")
+        | _inbox(tenant_user(tenant))
+    )
+
+
+def identity_permissions(user: str, roles: tuple[str, ...] = ()) -> Permissions:
+    """The permissions of NATS user `user` holding `roles`, its own inbox included."""
+    return role_permissions(*roles) | _inbox(user)
