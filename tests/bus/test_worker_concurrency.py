@@ -10,7 +10,7 @@ import pytest
 
 from agents.runtime.worker import Delivery, PullWorker
 from bus.topology import consumer_config, ensure_topology
-from tests.test_worker_policy import CONSUMER, Job, publish_job, run_until
+from tests.bus.test_worker_policy import CONSUMER, Job, publish_job, run_until
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_we
 from search.hybrid import hybrid_search
 from search.rerank import SENTENCE_CANDIDATES, LexicalScorer, SentenceScorer, build_scorer, rerank
 from search.vectorstore import CollectionSchema, EdgeShardStore, SearchFilter, SparseVector, VectorPoint
-from tests.test_vectorstore import payload
+from tests.unit.test_vectorstore import payload
 
 QUESTION = "Can I make a filled shape partly see-through?"
 OPACITY = ("Pens carry more than colour. The opacity of a pen can be varied from 0 (fully transparent) to the "
