@@ -107,7 +107,7 @@ def test_the_runtime_knows_no_agent_by_name() -> None:
 
 TESTS = ROOT / "tests"
 ENGINE_NAMES = {"Engine", "TenantEngine"}  # tests.engine's `mmrag up`
-SERVER_NAMES = {"NatsServer", "RedisServer", "start_nats_server", "nats_server_binary"}
+SERVER_NAMES = {"NatsServer", "RedisServer", "start_nats_server", "locked_server"}
 SERVER_FIXTURES = {"nats_server", "nc", "redis_server", "cluster"}
 
 

@@ -33,7 +33,7 @@ from mmrag import natsauth
 from mmrag.natsauth import Credential
 from mmrag.processes import free_port, nats_server_binary
 from tests.engine import BIN
-from tests.security.nats_probe import Probe, locked_server
+from tests.nats_probe import Probe, locked_server
 
 G1 = IndexGeneration(1)
 
@@ -198,6 +198,11 @@ def test_mmrag_up_on_a_locked_external_nats_with_a_wrong_password_is_refused_in_
 
 def _children(pid: int) -> list[int]:
     return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.fixture(scope="module")
+def engine(private_engine):  # noqa: ANN001, ANN201 - it reads the engine's processes and their credentials
+    return private_engine
 
 
 @pytest.mark.e2e

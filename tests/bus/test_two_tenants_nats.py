@@ -18,7 +18,7 @@ from bus.topology import ensure_topology
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects
 from mmrag import natsauth
 from tests.engine import BIN, NatsServer
-from tests.security.nats_probe import Probe
+from tests.nats_probe import Probe
 
 G1 = IndexGeneration(1)
 
