@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= .mmrag-data
 
-.PHONY: run test install bench schemas clean
+.PHONY: run test test-fast install bench schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag models
 	touch $@
 
-# The browser of the web UI tests (tests/test_webui.py): Debian's Chromium, driven by Playwright through
+# The browser of the web UI tests (tests/e2e/test_webui.py): Debian's Chromium, driven by Playwright through
 # `executable_path` (never `playwright install`, which downloads a browser). Installed when missing and we are
 # root; otherwise a message (those tests then fail saying how to install it). Only `make test` needs it: `make run`
 # never installs a browser.
@@ -38,9 +38,20 @@ install: $(VENV)/.installed
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file's tests stay on one worker, so a module's
+# engine starts once): the end-to-end tests mostly wait on engine processes. 2 = the CI machine's cores.
+TEST_WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# Every tier (tests/unit, tests/bus, tests/e2e; tests/conftest.py says what each may start), as CI runs it.
 test: install $(CHROMIUM)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# unit + bus: no engine, no browser; the loop while changing code.
+test-fast: install
+	$(BIN)/ruff check .
+	$(PYTEST) tests/unit tests/bus $(PYTEST_ARGS)
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/embedding_speed.py

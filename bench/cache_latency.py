@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.engine import Engine, upload_bytes, wait_status  # noqa: E402
 from tests.factories import synthetic_pdf  # noqa: E402
-from tests.test_ratelimit import RedisServer  # noqa: E402
+from tests.bus.test_ratelimit import RedisServer  # noqa: E402
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import perceptual  # noqa: E402
 from models.image_vectors import decode  # noqa: E402
-from tests.test_clip import picture  # noqa: E402
+from tests.unit.test_clip import picture  # noqa: E402
 
 
 def photos() -> list[Image.Image]:
@@ -99,7 +99,7 @@ async def engine_latency(queries: int, ocr: bool) -> None:
     import aiohttp
 
     from tests.engine import Engine
-    from tests.test_image_search import image_search, ingest_album, jpeg
+    from tests.e2e.test_image_search import image_search, ingest_album, jpeg
 
     root = Path(tempfile.mkdtemp(prefix="mmrag-bench-"))
     engine = Engine(root / "data", root / "engine.log", env={"MMRAG_QUERY_IMAGE_OCR": str(ocr).lower()}).start()

@@ -33,7 +33,7 @@ API_KEY_HEADER = "X-API-Key"
 # The web UI's page and static assets ("/", "/ui/{asset}") hold no data: every data request they make needs a key.
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v1/docs", "/", "/ui/{asset}"})
 # (method, route) -> the least role that may call it; an unlisted GET/HEAD is `reader`, anything else unlisted
-# `operator`. Each route declares the same role (`Operation.role`); tests/test_openapi.py checks they agree.
+# `operator`. Each route declares the same role (`Operation.role`); tests/e2e/test_openapi.py checks they agree.
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",
     ("POST", "/v1/ask"): "reader",

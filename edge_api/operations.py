@@ -4,7 +4,7 @@ An `Operation` names its method, path, handler, request models, one response spe
 pydantic model, `Stream` with its SSE events, `Media` for pictures and pages, `Err` for the error body,
 `Empty`), the least role that may call it, and its OpenAPI text. `register` adds the operations to the app and
 `edge_api.openapi` assembles the OpenAPI document from the same declarations, so a route cannot exist without
-its description (`tests/test_openapi.py` checks it).
+its description (`tests/e2e/test_openapi.py` checks it).
 
 A JSON handler returns its response model (status 200) or a `Reply` (another status, headers); `register`'s
 wrapper serialises it with the model, after checking that the operation declares that model for that status.

@@ -6,7 +6,7 @@ The folder is what ``CLIPModel.save_pretrained`` plus a tokenizer's ``save_pretr
 
 Preprocessing is CLIP's, done here with PIL and numpy (no torchvision): the shortest side resized to
 ``size`` (bicubic), a centre crop of ``crop_size``, pixels scaled to [0, 1] and normalised with the mean and
-std of ``preprocessor_config.json`` (OpenAI's constants when the folder has none). `tests/test_clip.py` checks
+std of ``preprocessor_config.json`` (OpenAI's constants when the folder has none). `tests/unit/test_clip.py` checks
 it against transformers' own ``CLIPImageProcessorPil``.
 
 Both towers return L2-normalised vectors of ``projection_dim`` values in one space: text -> image search

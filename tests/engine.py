@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -60,7 +61,12 @@ class Engine:
     nats_port: int = field(default_factory=free_port)
     nats_monitor_port: int = field(default_factory=free_port)
     external_nats: str | None = None  # `mmrag up --nats-url`: no nats-server of its own
+    args: tuple[str, ...] = ()  # more options of `mmrag up`, e.g. ("--auth",)
     proc: subprocess.Popen[bytes] | None = None
+    # A private engine runs in local mode (auth off): every request is the default tenant, sent with no key.
+    tenant = "default"
+    headers: dict[str, str] = field(default_factory=dict)  # what a request to it carries: nothing
+    client_env: dict[str, str] = field(default_factory=dict)  # what the `mmrag` CLI needs to reach it: nothing
 
     @property
     def url(self) -> str:
@@ -95,7 +101,7 @@ class Engine:
         self.proc = subprocess.Popen(
             [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
              "--nats-monitor-port", str(self.nats_monitor_port), "--data-dir", str(self.data_dir),
-             *(["--nats-url", self.external_nats] if self.external_nats else [])],
+             *(["--nats-url", self.external_nats] if self.external_nats else []), *self.args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -132,6 +138,46 @@ class Engine:
             wait_port_free(port)
 
 
+@dataclass(frozen=True)
+class TenantEngine:
+    """One tenant of a shared `mmrag up --auth` (tests/e2e/conftest.py): what a test module sees of the engine.
+
+    It reads like an `Engine` (`url`, `nats_url`, `data_dir`, `log_tail()`) but cannot stop or kill the engine
+    the other modules use; `headers` (aiohttp) and `client_env` (the `mmrag` CLI) carry the tenant's key.
+    """
+
+    shared: Engine
+    tenant: str
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.shared.url
+
+    @property
+    def nats_url(self) -> str:
+        return self.shared.nats_url
+
+    @property
+    def monitor_url(self) -> str:
+        return self.shared.monitor_url
+
+    @property
+    def data_dir(self) -> Path:
+        return self.shared.data_dir
+
+    def log_tail(self, n: int = 20000) -> str:
+        return self.shared.log_tail(n)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"MMRAG_API_KEY": self.key}
+
+
 async def upload_bytes(
     session: aiohttp.ClientSession, url: str, data: bytes, filename: str, content_type: str = "application/pdf"
 ) -> aiohttp.ClientResponse:
@@ -145,6 +191,12 @@ async def upload_bytes(
 async def wait_status(
     session: aiohttp.ClientSession, url: str, doc_id: str, wanted: set[str], timeout_s: float = 120
 ) -> dict:
+    """The document's record once its status is one of `wanted`, following the tenant's `GET /v1/progress`.
+
+    The record is read once; then the progress stream tells each change as it lands (no polling interval). The
+    stream ends when nothing of the tenant is moving (`idle`): then the record is read again, which also covers a
+    change that landed between the first read and the stream's start (the stream does not repeat finished ones).
+    """
     deadline = time.monotonic() + timeout_s
     last: dict = {}
     while time.monotonic() < deadline:
@@ -153,16 +205,53 @@ async def wait_status(
                 last = await resp.json()
                 if last["status"] in wanted:
                     return last
-        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(deadline - started, 0.1)):
+                found = await _follow_progress(session, url, doc_id, wanted)
+        except (TimeoutError, aiohttp.ClientError):
+            found = None
+        if found is not None:
+            return found
+        if time.monotonic() - started < 0.2:  # nothing moving yet (e.g. not recorded yet): not a busy loop
+            await asyncio.sleep(0.2)
     raise TimeoutError(f"{doc_id} did not reach {wanted} in {timeout_s}s; last: {last}")
+
+
+async def _follow_progress(session: aiohttp.ClientSession, url: str, doc_id: str, wanted: set[str]) -> dict | None:
+    """Read `/v1/progress` until `doc_id` reaches a wanted status (its record) or the stream ends (None)."""
+    no_total = aiohttp.ClientTimeout(total=None)  # the caller's deadline bounds it, not the session's timeout
+    async with session.get(f"{url}/v1/progress", headers={"Accept": "text/event-stream"}, timeout=no_total) as resp:
+        if resp.status != 200:
+            return None
+        event, data = "message", []
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith(":"):  # a keep-alive comment
+                continue
+            if line.startswith("event:"):
+                event = line[len("event:") :].strip()
+            elif line.startswith("data:"):
+                data.append(line[len("data:") :].removeprefix(" "))
+            elif not line:  # the end of one event
+                if event == "document":
+                    record = json.loads("\n".join(data))
+                    if record["doc_id"] == doc_id and record["status"] in wanted:
+                        return record
+                elif event in ("idle", "error"):  # nothing of the tenant moves any more, or the stream broke
+                    return None
+                event, data = "message", []
+    return None
 
 
 async def sse_events(session: aiohttp.ClientSession | None, url: str, body: dict) -> list[tuple[str, dict]]:
     """The (event, data) pairs of one `/v1/ask`, read by the CLI's client (httpx + httpx_sse).
 
-    `session` is unused (kept so existing callers work): the client opens its own connection.
+    The client opens its own connection; it sends the API key of `session`'s default headers, if any (a tenant of
+    the shared engine, `TenantEngine.headers`).
     """
     from mmrag.client import ask_events, client
 
-    async with client(url) as http:
+    auth = session.headers.get("Authorization", "") if session is not None else ""
+    async with client(url, api_key=auth.removeprefix("Bearer ") or None) as http:
         return [e async for e in ask_events(http, body["question"], body.get("top_k", 5))]

@@ -1,0 +1,155 @@
+"""Retrieval that survives the user's wording (issue 17): pseudo-relevance feedback, dense-first fusion weights
+and the sentence-level reranking, on the real embedding model, the real BM25 encoder and the embedded store."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.settings import AgentSettings
+from contracts.messages import Hit
+from models.sparse import SparseEncoder
+from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights, overlap
+from search.hybrid import hybrid_search
+from search.rerank import SENTENCE_CANDIDATES, LexicalScorer, SentenceScorer, build_scorer, rerank
+from search.vectorstore import CollectionSchema, EdgeShardStore, SearchFilter, SparseVector, VectorPoint
+from tests.unit.test_vectorstore import payload
+
+QUESTION = "Can I make a filled shape partly see-through?"
+OPACITY = ("Pens carry more than colour. The opacity of a pen can be varied from 0 (fully transparent) to the "
+           "default value of 1 (opaque), and a blend mode may be given.")  # fmt: skip
+SHAPES = ("A filled shape is drawn with fill; a shape is filled and outlined with filldraw. Every shape needs a "
+          "cyclic path, and a filled shape keeps the pen's colour.")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from agents.runtime.resources import text_embedder
+
+    return text_embedder(AgentSettings())  # the engine's embedder (all-MiniLM-L6-v2 in ONNX Runtime)
+
+
+def hit(n: int, text: str, cosine: float) -> Hit:
+    return Hit(chunk_id=f"c{n}", doc_id="d", filename="f.pdf", page=n + 1, text=text, score=1.0 / (n + 1),
+               dense_score=cosine)  # fmt: skip
+
+
+def test_feedback_words_come_from_the_top_hits_and_leave_out_what_the_question_and_every_candidate_have() -> None:
+    top = ["The opacity of a pen sets how transparent a fill is; opacity 0 is fully transparent."]
+    others = ["Asymptote draws paths with pens.", "Asymptote labels are typeset with LaTeX.", "Pens have colours."]
+    words = feedback_terms("how transparent can a fill be", top, top + others, 3)
+    assert words[0] == "opacity"  # most frequent in the top hit, and in no other candidate
+    assert "transparent" not in words  # the question has it already (stemmed: "transparent")
+    assert "asymptote" not in words  # not in the top hit; a word of every candidate would weigh nothing anyway
+    assert feedback_terms("anything", [], others, 3) == [] and feedback_terms("anything", top, top, 0) == []
+
+
+def test_expanded_query_keeps_the_question_at_full_weight_and_the_feedback_lower() -> None:
+    encoder = SparseEncoder()
+    plain = encoder.encode_query("transparent fill")
+    assert plain is not None
+    expanded = expanded_sparse("transparent fill", ["opacity", "fill"], 0.3)
+    assert expanded is not None
+    weights = dict(zip(expanded.indices, expanded.values, strict=True))
+    opacity = encoder.encode_query("opacity")
+    assert opacity is not None and weights[opacity.indices[0]] == pytest.approx(0.3)
+    assert all(weights[i] == pytest.approx(1.0) for i in plain.indices)  # "fill" is asked: it keeps 1.0
+    assert expanded_sparse("transparent fill", [], 0.3) == plain
+
+
+def test_dense_weighs_more_only_when_the_sparse_hits_miss_the_question_words() -> None:
+    rewrite = Rewrite(dense_first_overlap=0.5, dense_first_weight=2.0)
+    # 2 of 7 content words: "fill", "shape" of make, fill, shape, part, see-through, see, through.
+    assert overlap(QUESTION, [SHAPES]) == pytest.approx(2 / 7)
+    assert fusion_weights(rewrite, QUESTION, [OPACITY, SHAPES]) == (2.0, 1.0)
+    assert fusion_weights(rewrite, "filled shape partly", [SHAPES]) == (1.0, 1.0)
+    assert fusion_weights(Rewrite(), QUESTION, [OPACITY]) == (1.0, 1.0)  # off by default
+
+
+def test_feedback_lets_the_sparse_search_find_a_page_in_the_manuals_words(tmp_path, embedder) -> None:
+    """The answer ('opacity') shares no content word with the question; the dense search finds a page that uses
+    both vocabularies, and its words lead the sparse search to the answer, which the plain sparse search misses."""
+    texts = {
+        "bridge": "To make a filled shape see-through, lower the opacity of its pen; the opacity is a pen property.",
+        "answer": "opacity(real opacity=1, string blend) returns a pen; the opacity ranges from 0 to 1, the default.",
+        "noise-1": "Labels are typeset with LaTeX and placed at a point with an alignment.",
+        "noise-2": "The unitsize command sets the length of one user coordinate, for instance one centimetre.",
+    }
+    encoder = SparseEncoder()
+    names = list(texts)
+    vectors = embedder.embed([texts[n] for n in names])
+    sparse = encoder.encode_documents([texts[n] for n in names])
+    store = EdgeShardStore(tmp_path / "edge")
+    try:
+        store.create_collection("c", CollectionSchema(text_dim=embedder.dim, sparse=True))
+        store.upsert("c", [VectorPoint(id=f"00000000-0000-0000-0000-00000000000{n}", text=v,
+                                       sparse=SparseVector(tuple(s.indices), tuple(s.values)),
+                                       payload=payload(index=n, text=texts[name]))
+                           for n, (name, v, s) in enumerate(zip(names, vectors, sparse, strict=True))])  # fmt: skip
+        question = "How do I make a filled area partly see-through?"
+        dense = embedder.embed([question])[0]
+        where = SearchFilter("a")
+
+        def sparse_found(rewrite: Rewrite | None) -> set[str]:
+            hits = hybrid_search(store, "c", None, encoder.encode_query(question), where, 10, 60.0, rewrite=rewrite,
+                                 text=question)  # fmt: skip
+            return {h.payload.text for h in hits}
+
+        assert texts["answer"] not in sparse_found(None)  # BM25 alone: no shared word
+        fused = hybrid_search(store, "c", dense, encoder.encode_query(question), where, 10, 60.0,
+                              rewrite=Rewrite(feedback_docs=1, feedback_terms=4, feedback_weight=0.3), text=question)  # fmt: skip
+        plain = hybrid_search(store, "c", dense, encoder.encode_query(question), where, 10, 60.0)
+        score = {h.payload.text: h.score for h in fused}
+        plain_score = {h.payload.text: h.score for h in plain}
+        # Plain: only the dense ranking has it (about half the best fused score); with feedback both rankings do.
+        assert plain_score[texts["answer"]] < 0.6 < score[texts["answer"]]
+    finally:
+        store.close()
+
+
+def test_the_sentence_scorer_reads_the_one_sentence_that_answers_in_a_long_chunk(embedder) -> None:
+    """A chunk of unrelated sentences with one that restates the question: its chunk cosine is diluted, its best
+    sentence is not; each candidate gets its own sentences' best cosine (spans never shift between candidates)."""
+    question = "Which extra program is needed to export GIF pictures?"
+    answer = ("Fonts are selected by their NFSS name and size. The join style of a pen is miter by default. To export "
+              "GIF pictures an extra program, ImageMagick, is needed. Patterns are tiled with PostScript code.")  # fmt: skip
+    other = "Labels are typeset with LaTeX and placed at a point with an alignment."
+    chunk = embedder.embed_array([question, answer])
+    diluted = float(chunk[1] @ chunk[0])
+    candidates = [hit(0, other, 0.1), hit(1, answer, diluted)]
+    scorer = SentenceScorer(embedder.embed_array, weight=0.5)
+    cosines = scorer.sentence_cosines(question, candidates)
+    assert cosines[1] is not None and cosines[0] is not None
+    assert cosines[1] > diluted + 0.1 and cosines[1] > cosines[0] + 0.3
+    lexical = LexicalScorer().scores(question, candidates)
+    blended = scorer.scores(question, candidates)
+    assert blended[1] > lexical[1]  # the sentence lifts the chunk above what words and its chunk cosine say
+    ranked = rerank(question, candidates, 2, scorer=scorer)
+    assert ranked[0].chunk_id == "c1" and all(0.0 <= h.score <= 1.0 for h in ranked)
+
+
+def test_candidates_past_the_limit_keep_their_chunk_cosine_and_the_weight_is_checked(embedder) -> None:
+    scorer = SentenceScorer(embedder.embed_array, weight=0.5, candidates=1)
+    candidates = [hit(0, OPACITY, 0.4), hit(1, OPACITY, 0.4)]
+    assert scorer.sentence_cosines(QUESTION, candidates)[1] is None
+    scores = scorer.scores(QUESTION, candidates)
+    assert scores[0] != scores[1]  # the first has its sentence cosine, the second its chunk cosine
+    with pytest.raises(ValueError, match="lexical scorer"):
+        SentenceScorer(embedder.embed_array, weight=0.0, candidates=1)
+
+
+def test_build_scorer_follows_the_settings(embedder) -> None:
+    assert type(build_scorer(None)) is LexicalScorer
+    assert type(build_scorer(None, embed=embedder.embed_array, sentence_weight=0.0)) is LexicalScorer
+    built = build_scorer(None, embed=embedder.embed_array, sentence_weight=0.4)
+    assert isinstance(built, SentenceScorer) and built.weight == 0.4 and built.candidates == SENTENCE_CANDIDATES
+
+
+def test_a_candidate_without_the_asked_identifier_is_not_rescued_by_its_sentences(embedder) -> None:
+    """An embedding barely tells E-150 from E-105: the sentence signal keeps the identifier penalty, or a code
+    nobody has would score like an answer and abstention could not decline it."""
+    candidates = [hit(0, "Error E-105: dry running detected; stop the pump and fill it.", 0.6)]
+    scorer = SentenceScorer(embedder.embed_array, weight=0.6)
+    asked = scorer.scores("What does error E-105 mean?", candidates)[0]
+    missing = scorer.scores("What does error E-150 mean?", candidates)[0]
+    assert missing < 0.5 * asked
+    assert missing < AgentSettings().abstain_threshold
