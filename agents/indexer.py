@@ -84,7 +84,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         self._maintenance: asyncio.Task[None] | None = None
         # The edge API's answer cache (bus.cache_epochs): every change to what a tenant can find retires its
         # cached answers. A no-op without MMRAG_REDIS_URL; never fails a batch.
-        self._invalidator = EpochInvalidator(ctx.settings.redis_url)
+        self._invalidator = EpochInvalidator(ctx.settings.redis_url, ctx.settings.redis_timeout_s)
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)

@@ -83,7 +83,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         super().__init__(ctx)
         self._task: asyncio.Task[None] | None = None
         self._counted_at: dict[int, float] = {}  # generation -> when its documents were last counted
-        self._invalidator = EpochInvalidator(ctx.settings.redis_url)  # the edge API's answer cache
+        self._invalidator = EpochInvalidator(ctx.settings.redis_url, ctx.settings.redis_timeout_s)  # the edge API's answer cache
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return []

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "mmrag:cache:"
 GLOBAL_EPOCH_KEY = KEY_PREFIX + "epoch"
 ENTRY_PREFIX = KEY_PREFIX + "entry:"
-REDIS_TIMEOUT_S = 0.25  # connect and read timeout of every cache call: past it the caller goes on without
+REDIS_TIMEOUT_S = 0.25  # the default of MMRAG_REDIS_TIMEOUT_S: past it the caller goes on without the cache
 RETRY_S = 1.0
 GLOBAL = "*"  # in the pending set: the global epoch (a tenant can never be "*")
 
@@ -65,8 +65,8 @@ class EpochInvalidator:
     Without a Redis URL it does nothing (there is no cache to invalidate). Owned by one agent; `close()` it.
     """
 
-    def __init__(self, url: str | None) -> None:
-        self._client = redis_client(url) if url else None
+    def __init__(self, url: str | None, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+        self._client = redis_client(url, timeout_s) if url else None
         self._pending: set[str] = set()
         self._retry: asyncio.Task[None] | None = None
         self._failing = False

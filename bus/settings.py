@@ -37,3 +37,10 @@ class ProcessSettings(BaseSettings):
     def nats_credentials(self) -> tuple[str | None, str | None]:
         """(user, password) for `bus.connection.connect`; (None, None) = whatever the URL carries."""
         return self.nats_user, self.nats_password.get_secret_value() if self.nats_password else None
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=30,
+        description="connect and read timeout of every answer-cache call to MMRAG_REDIS_URL (the edge API's lookups, "
+        "the indexer's epoch renewals); past it the caller goes on without the cache",
+    )

@@ -12,7 +12,7 @@
   a hit replays the same sequence. Only answers that ended with ``done`` and never sent ``error`` or
   ``reset`` are stored: an error, a timeout or a provider failover is never replayed.
 - TTL ``MMRAG_CACHE_TTL_S`` on every entry; entries over `MAX_ENTRY_BYTES` are not stored.
-- Redis down or slow (timeouts of `bus.cache_epochs.REDIS_TIMEOUT_S`): the request is answered without the
+- Redis down or slow (timeouts of `MMRAG_REDIS_TIMEOUT_S`): the request is answered without the
   cache (a miss that is not stored), ``mmrag_answer_cache_total{result="unavailable"}`` counts it, one warning
   is logged per outage and one line when Redis answers again. After an error Redis is not asked for
   `REDIS_RETRY_S`, so an outage costs at most one timeout per interval.
@@ -92,7 +92,7 @@ class AnswerCache:
 
     async def start(self) -> None:
         if self.enabled:
-            self._client = redis_client(self.settings.redis_url)
+            self._client = redis_client(self.settings.redis_url, self.settings.redis_timeout_s)
             self._script = self._client.register_script(_LOOKUP)
 
     async def close(self) -> None:

@@ -30,7 +30,10 @@ def metric(text: str, route: str, result: str) -> float:
 def cached_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, RedisServer]]:
     root = tmp_path_factory.mktemp("cached-engine")
     redis_server = RedisServer(root / "redis").start()
-    engine = Engine(root / "data", root / "engine.log", env={"MMRAG_REDIS_URL": redis_server.url}).start()
+    # A test machine running two workers can answer slower than the 0.25 s default: a lookup that timed out counts
+    # as "unavailable", not as the hit the test expects.
+    env = {"MMRAG_REDIS_URL": redis_server.url, "MMRAG_REDIS_TIMEOUT_S": "2"}
+    engine = Engine(root / "data", root / "engine.log", env=env).start()
     yield engine, redis_server
     code = engine.stop()
     redis_server.stop()
