@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +18,29 @@ import aiohttp
 
 from bus.identities import ADMIN
 from mmrag.natsauth import Credential, stored_credential
-from mmrag.processes import free_port, port_in_use, start_nats_server, stop
+from mmrag.processes import port_in_use, start_nats_server, stop
 
 BIN = Path(sys.executable).parent
+
+
+# Each pytest-xdist worker draws ports from its own range below the kernel's ephemeral range (32768-60999): a port
+# an engine gave up when it was SIGKILLed (and takes again on restart) can then never be handed to the other
+# worker's engine by bind(0) in between (seen once: a re-index restart found its NATS monitoring port taken).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_PORT_BASE = 10_000 + 5_000 * (int(_WORKER[2:]) + 1 if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0)
+
+
+def free_port() -> int:
+    """A port nothing listens on, from this test worker's own range."""
+    for _ in range(200):
+        port = random.randrange(_PORT_BASE, _PORT_BASE + 5_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}..{_PORT_BASE + 4_999}")
 
 
 def wait_port_free(port: int, timeout_s: float = 20) -> None:

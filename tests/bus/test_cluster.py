@@ -21,7 +21,8 @@ import pytest
 
 from bus.topology import ensure_topology
 from contracts.topology import PROGRESS_BUCKET, STREAMS, UPLOADS_BUCKET
-from mmrag.processes import free_port, nats_server_binary, spawn, stop, wait_for_port
+from mmrag.processes import nats_server_binary, spawn, stop, wait_for_port
+from tests.engine import free_port
 
 BIN = Path(sys.executable).parent
 DOCS = 50

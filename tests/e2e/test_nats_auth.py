@@ -20,7 +20,6 @@ from nats.js import api
 from bus.connection import CredentialsRefused, connect, connect_options, redacted
 from bus.identities import ADMIN, ROLE_CONSUMERS, ROLES, identity_permissions, inbox_prefix
 from bus.topology import ensure_consumer, ensure_topology
-from edge_api.quotas import submitted_bytes
 from contracts.topology import (
     PROGRESS_BUCKET,
     QUERY_CONSUMERS,
@@ -29,10 +28,11 @@ from contracts.topology import (
     Subjects,
     ingest_consumers,
 )
+from edge_api.quotas import submitted_bytes
 from mmrag import natsauth
 from mmrag.natsauth import Credential
-from mmrag.processes import free_port, nats_server_binary
-from tests.engine import BIN
+from mmrag.processes import nats_server_binary
+from tests.engine import BIN, free_port
 from tests.nats_probe import Probe, locked_server
 
 G1 = IndexGeneration(1)

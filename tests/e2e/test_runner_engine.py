@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from mmrag.datadir import LOCK_NAME, DataDirLock
-from mmrag.processes import free_port, port_in_use
-from tests.engine import BIN, Engine, sse_events, upload_bytes, wait_status
+from mmrag.processes import port_in_use
+from tests.engine import BIN, Engine, free_port, sse_events, upload_bytes, wait_status
 from tests.factories import make_pdf
 from tests.unit.test_runner import reaped, until
 

@@ -26,8 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.topology import ensure_topology
 from contracts.messages import Chunk, ChunksEmbedded, ChunksParsed
 from contracts.topology import CHUNKS_STREAM, IndexGeneration, Subjects, ingest_consumers
-from mmrag.processes import free_port
-from tests.engine import NatsServer
+from tests.engine import NatsServer, free_port
 
 BIN = Path(sys.executable).parent
 GEN = IndexGeneration(1)

@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 from aiohttp import web
 
-from mmrag.processes import free_port
-from tests.engine import BIN
+from tests.engine import BIN, free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOC_ID = "0" * 12 + "a" * 20

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from mmrag.datadir import LOCK_NAME, DataDirInUse, DataDirLock
-from mmrag.processes import free_port, port_in_use
+from mmrag.processes import port_in_use
 from mmrag.supervisor import ChildSpec, GaveUp, Supervisor
-from tests.engine import BIN
+from tests.engine import BIN, free_port
 
 LISTENER = (
     "import socket, sys, time\n"
