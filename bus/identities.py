@@ -17,9 +17,8 @@ Limits of subject permissions, on purpose stated here rather than hidden:
   of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, CHUNKS and GRAPH; an
   Object Store writer must purge its bucket's stream (an overwrite purges the old chunks).
 - Ephemeral consumers (KV watches, object reads, the graph follower) carry their filter in the body: a role that
-  may watch a bucket may read all of it. The edge API's quota consumers have random names, so the edge may fetch
-  from, inspect and delete any DOCS consumer (it may create them only with the ingest filter). External publishers therefore get no watch, only direct gets of their
-  own keys.
+  may watch a bucket may read all of it. External publishers therefore get no watch, only direct gets of their
+  own keys. The edge API reads DOCS with direct gets only (its byte quota included), so it holds no DOCS consumer.
 """
 
 from __future__ import annotations
@@ -209,10 +208,6 @@ _ROLES: dict[str, Permissions] = {
     | _pub(*(f"{API}.STREAM.INFO.{s}" for s in REQUIRED_STREAMS))
     | _sub(f"{Subjects.ANSWER_PREFIX}.>")
     | _stream_read(DOCS_STREAM.name)
-    # The byte quota (`edge_api.quotas`) reads a tenant's submissions with a short-lived consumer of a random name:
-    # creating one is limited to the ingest filter; fetching, inspecting and deleting take any DOCS consumer name.
-    | _pub(f"{API}.CONSUMER.CREATE.{DOCS_STREAM.name}.*.{Subjects.ingest('*', '*')}")
-    | _pub(*(f"{API}.CONSUMER.{op}.{DOCS_STREAM.name}.*" for op in ("MSG.NEXT", "INFO", "DELETE")))
     | _object_write(UPLOADS_BUCKET)
     | _object_write(QUERY_IMAGES_BUCKET)
     | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
