@@ -18,6 +18,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -60,6 +61,14 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def portable(text: str) -> str:
+    """`text` with this machine's home and temporary folders written as ``~`` and ``$TMPDIR``: a results file is
+    committed, and no machine-specific path belongs in the repository."""
+    for folder, name in ((tempfile.gettempdir(), "$TMPDIR"), (str(Path.home()), "~")):
+        text = text.replace(folder.rstrip("/") + "/", name + "/")
+    return text
+
+
 def _command(argv: list[str]) -> str:
     """The command line as typed from the repository root: `python -m bench.quality`, `python bench/latency.py`."""
     script = Path(argv[0]).resolve()
@@ -67,7 +76,7 @@ def _command(argv: list[str]) -> str:
         head = ["-m", ".".join(script.parent.relative_to(ROOT).parts)]
     else:
         head = [str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else argv[0]]
-    return shlex.join(["python", *head, *argv[1:]])
+    return portable(shlex.join(["python", *head, *argv[1:]]))
 
 
 def header(name: str, argv: list[str]) -> str:
@@ -93,5 +102,5 @@ def recorded(name: str) -> Iterator[None]:
         yield
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.md"
-    path.write_text(head + "```text\n" + tee.copy.getvalue().rstrip("\n") + "\n```\n")
+    path.write_text(head + "```text\n" + portable(tee.copy.getvalue().rstrip("\n")) + "\n```\n")
     print(f"figures written to {path.relative_to(ROOT)}", file=sys.stderr)
