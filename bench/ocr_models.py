@@ -10,7 +10,7 @@ package is missing is listed as not installed: rapidocr-openvino 1.4.4 imports `
 openvino 2026 removed (the recorded run used openvino 2025.4.1).
 
 Corpus: bash's own PDF manuals (`bash.pdf`, `bashref.pdf`) from Debian's `bash-doc`, fetched once with
-`apt-get download` into ``--cache`` (no root needed). The densest pages (>= 3,000 characters of text layer) are
+`apt-get download` through `bench.debian` (its cache, or ``--cache``; no root needed). The densest pages (>= 3,000 characters of text layer) are
 chosen evenly through each manual and "scanned": rendered to a grey JPEG at ``--scan-dpi`` and put alone on a
 PDF page with no text layer, as a scanner makes them. The ground truth is the source page's own text layer.
 
@@ -39,7 +39,6 @@ import importlib.metadata
 import multiprocessing
 import os
 import re
-import subprocess
 import sys
 import time
 import unicodedata
@@ -53,6 +52,7 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import debian  # noqa: E402
 from documents.ocr import ENGINES, OcrSettings, _engine, render_page  # noqa: E402
 
 PACKAGE = "bash-doc"
@@ -63,20 +63,9 @@ TODAY = OcrSettings()  # documents/ocr.py's defaults: what the ocr agent runs
 # ----------------------------------------------------------------------------------------------- corpus
 
 
-def fetch_manuals(cache: Path) -> list[Path]:
-    """The manuals of Debian's bash-doc, downloaded and unpacked once into ``cache``."""
-    paths = [cache / "root" / m for m in MANUALS]
-    if all(p.exists() for p in paths):
-        return paths
-    cache.mkdir(parents=True, exist_ok=True)
-    if not list(cache.glob(f"{PACKAGE}_*.deb")):
-        subprocess.run(["apt-get", "download", PACKAGE], cwd=cache, check=True)
-    [deb] = sorted(cache.glob(f"{PACKAGE}_*.deb"))[-1:]
-    subprocess.run(["dpkg", "-x", str(deb), str(cache / "root")], check=True)
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        sys.exit(f"{deb.name} holds no {missing}: pick the manuals' new paths in MANUALS")
-    return paths
+def fetch_manuals(cache: Path | None) -> list[Path]:
+    """The manuals of Debian's bash-doc, downloaded and unpacked once (`bench.debian`, into ``cache`` if given)."""
+    return [debian.member(PACKAGE, m, cache) for m in MANUALS]
 
 
 def words(text: str) -> collections.Counter[str]:
@@ -348,7 +337,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=4, help="dense pages in all, half from each manual (even)")
     ap.add_argument("--scan-dpi", type=int, default=200, help="resolution of the simulated scan")
     ap.add_argument("--only", default="", help="run only variants whose name holds this text (case-insensitive)")
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mmrag" / "bench" / PACKAGE)
+    ap.add_argument("--cache", type=Path, default=None, help="package cache (default: bench.debian's)")
     ap.add_argument("--memory-only", action="store_true",
                     help="only the load time and peak RSS per runtime (bench/results/ocr_models_memory.md)")  # fmt: skip
     args = ap.parse_args()

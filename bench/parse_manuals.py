@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ import pymupdf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import documents.layout as layout  # noqa: E402
+from bench import debian  # noqa: E402
 from documents import tables  # noqa: E402
 
 # (Debian package, file inside it): long manuals with ruled tables, plots, diagrams, screenshots and music
@@ -44,30 +44,9 @@ CORPUS = [
 KINDS = ("plain", "drawings", "tables")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MMRAG_BENCH_CACHE", Path.home() / ".cache" / "mmrag-bench" / "debian"))
-
-
-def fetch(package: str, member: str) -> Path:
-    """The manual's path, downloading and unpacking its package first when missing."""
-    root = cache_dir()
-    path = root / "x" / package / member
-    if path.exists():
-        return path
-    debs = root / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{package}_*.deb"))
-    if not found:
-        done = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if done.returncode != 0 or not found:
-            sys.exit(f"apt-get download {package} failed ({done.stderr.strip()[-300:]}); run `apt-get update` once, "
-                     f"or put {package}_*.deb into {debs}")  # fmt: skip
-    (root / "x" / package).mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root / "x" / package)], check=True)
-    if not path.exists():
-        sys.exit(f"{found[-1].name} has no {member}: the package changed; update CORPUS in {__file__}")
-    return path
+def fetch(package: str, path: str) -> Path:
+    """The manual's path, downloading and unpacking its package first when missing (`bench.debian`)."""
+    return debian.member(package, path)
 
 
 def parse(path: Path, pages: int | None, *, everywhere: bool) -> tuple[float, float, list[float], list[list[tuple]]]:

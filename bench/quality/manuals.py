@@ -11,13 +11,12 @@ Held out for hidden checks elsewhere, never used here: the R manuals, gnuplot's,
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pymupdf
 
+from bench import debian
 from bench.quality.corpus import Document
 
 
@@ -41,37 +40,11 @@ MANUALS = (
 )
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MMRAG_BENCH_CACHE", Path.home() / ".cache" / "mmrag-bench" / "debian"))
-
-
-def _unpacked(package: str, cache: Path) -> Path:
-    """The package's files, downloaded and unpacked on first use."""
-    target = cache / "x" / package
-    if target.is_dir():
-        return target
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{package}_*.deb"))
-    if not found:
-        done = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if done.returncode != 0 or not found:
-            raise SystemExit(f"could not fetch the Debian package {package} ({done.stderr.strip()[-300:]}); "
-                             "run `apt-get update` once, then rerun the bench")  # fmt: skip
-    partial = target.with_name(target.name + ".partial")
-    subprocess.run(["rm", "-rf", str(partial)], check=True)
-    subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(partial)], check=True)
-    partial.rename(target)
-    return target
-
-
 def manuals(cache: Path | None = None) -> list[Document]:
     """Every manual of `MANUALS` as a bench document, with each page's text (PyMuPDF's) for the fact checks."""
-    cache = cache or cache_dir()
     docs = []
     for m in MANUALS:
-        pdf = (_unpacked(m.package, cache) / m.path).read_bytes()
+        pdf = debian.member(m.package, m.path, cache).read_bytes()
         with pymupdf.open(stream=pdf, filetype="pdf") as doc:
             texts = {n + 1: page.get_text() for n, page in enumerate(doc)}
         docs.append(Document(m.doc_id, pdf, texts))
