@@ -29,9 +29,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from bus.cache_epochs import ENTRY_PREFIX, GLOBAL_EPOCH_KEY, new_epoch, redis_client, tenant_epoch_key
-from contracts.messages import QueryRequest
+from contracts.messages import AnswerEvent, Hit, QueryRequest
 from edge_api.settings import EdgeSettings
 from telemetry.metrics import ANSWER_CACHE
 
@@ -58,10 +59,19 @@ return {key, redis.call('GET', key)}
 """
 
 
+# The shape of what is cached (hits and answer events): a release that changes it reads none of the entries an
+# older one stored (a stored body the routes' declared models now reject would otherwise answer 500 until its TTL).
+CACHED_SHAPE = hashlib.sha256(
+    json.dumps([Hit.model_json_schema(), TypeAdapter(AnswerEvent).json_schema()], sort_keys=True).encode()
+).hexdigest()[:16]
+
+
 def digest(query: QueryRequest, generation: int) -> str:
-    """What the answer depends on, hashed: the request without its id, and the index generation."""
+    """What the answer depends on, hashed: the request without its id, the index generation and the shape of the
+    cached bodies."""
     data = query.model_dump(mode="json", exclude={"request_id"})
-    canonical = json.dumps({"generation": generation, "request": data}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"generation": generation, "request": data, "shape": CACHED_SHAPE}, sort_keys=True,
+                           separators=(",", ":"))  # fmt: skip
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
