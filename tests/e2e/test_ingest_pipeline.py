@@ -230,9 +230,12 @@ async def test_wrong_dimension_is_dead_lettered_at_once_and_nan_is_poison(js) ->
 
 async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:
     big, small = uuid.uuid4().hex, uuid.uuid4().hex
-    big_seq = await submit(js, big, synthetic_pdf(1, pages=100), "big.pdf")
-    # Let the big one get going (planned, so all its batches are queued) before the small one arrives.
-    await wait_progress(js, big, lambda p: p.batches_total is not None)
+    big_seq = await submit(js, big, synthetic_pdf(1, pages=150), "big.pdf")
+    # The small one arrives once the big one is under way (its first unit parsed, so its page count is known),
+    # not once it is planned: planning ends its parse, and on a fast machine the rest of its work (embedding and
+    # indexing ~600 chunks) took less time than the small one's whole trip (a CI run saw the big one win).
+    started = await wait_progress(js, big, lambda p: p.pages is not None)
+    assert started.status is not DocumentStatus.INDEXED
     small_seq = await submit(js, small, make_pdf(["A tiny note about 3 kittens."]), "small.pdf")
     done_small = await wait_progress(js, small, indexed(small_seq))
     big_then = await progress_of(js, big)
