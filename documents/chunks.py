@@ -47,6 +47,9 @@ class ParsedChunk:
     table_id: str | None = None
     table_group_id: str | None = None
     table: TableCells | None = None  # a table chunk's cells, the rows of this piece under the header
+    # Where the chunk is, in words, for formats without page pictures ("slide 3", "Budget rows 2-40 (A1:D40)",
+    # "section 2: Installation"); None for a PDF page or an image, which are shown as pictures.
+    locator: str | None = None
 
     @property
     def embed_text(self) -> str:

@@ -9,12 +9,31 @@ from __future__ import annotations
 import codecs
 from pathlib import PurePath
 
-TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
+TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
+                 ".csv": "text/csv"}  # fmt: skip
+TEXT_TYPES = {"text/markdown", "text/csv"}  # declared types kept as they are (any other text/* is plain text)
 IMAGE_SUFFIXES = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".tif": "image/tiff",
     ".tiff": "image/tiff",
 }  # fmt: skip
-ACCEPTED = "upload a PDF, an image (PNG, JPEG, WebP, TIFF), a .txt or a .md file"
+# Office Open XML packages (zips), by suffix; `documents.formats.ooxml` checks the package when it is parsed.
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+OFFICE_SUFFIXES = {".docx": DOCX, ".pptx": PPTX, ".xlsx": XLSX}
+# The main part's folder, as it appears in a package's first local headers (when the name says nothing).
+_OFFICE_FOLDERS = {b"word/": DOCX, b"ppt/": PPTX, b"xl/": XLSX}
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted OOXML and the legacy .doc/.ppt/.xls
+
+# What the upload's 415 says is accepted: one kind a line.
+_ACCEPTED_KINDS = (
+    "a PDF",
+    "a Word, PowerPoint or Excel file (.docx, .pptx, .xlsx)",
+    "a .csv",
+    "an image (PNG, JPEG, WebP, TIFF)",
+    "a .txt or a .md file",
+)
+ACCEPTED = "upload " + ", ".join(_ACCEPTED_KINDS[:-1]) + " or " + _ACCEPTED_KINDS[-1]
 
 
 # Content types we accept for uploaded images, and the format name PIL reports for each.
@@ -75,13 +94,15 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
         raise UnsupportedFile(f"{filename!r} is not a PDF: its content does not start with '%PDF-'")
     if (image := sniff_image(head)) is not None:
         return image
+    if (office := _office_type(filename, suffix, declared, head)) is not None:
+        return office
     if suffix in IMAGE_SUFFIXES or (declared or "").startswith("image/"):
         raise UnsupportedFile(
             f"{filename!r} is not a PNG, JPEG, WebP or TIFF image (by its content, whatever its name says); {ACCEPTED}"
         )
     text_type = TEXT_SUFFIXES.get(suffix) or (
-        "text/markdown"
-        if declared == "text/markdown"
+        declared
+        if declared in TEXT_TYPES
         else "text/plain"
         if (declared or "").startswith("text/")
         else None
@@ -98,3 +119,25 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
     if b"\x00" in head:
         raise UnsupportedFile(f"{filename!r} is not UTF-8 text (it contains NUL bytes)")
     return text_type
+
+
+def _office_type(filename: str, suffix: str, declared: str | None, head: bytes) -> str | None:
+    """The OOXML type of a zip upload (by its suffix, its declared type, or the folders of its first entries);
+    None when neither its name nor its bytes make it an office file."""
+    named = OFFICE_SUFFIXES.get(suffix) or (declared if declared in OFFICE_SUFFIXES.values() else None)
+    if head.startswith(OLE_MAGIC):
+        raise UnsupportedFile(
+            f"{filename!r} is an OLE container: a password-protected (encrypted) Office file, or the old binary "
+            ".doc/.ppt/.xls format; remove the password or save it as .docx/.pptx/.xlsx, and upload it again"
+        )
+    if not head.startswith(b"PK\x03\x04"):
+        if named is not None:
+            raise UnsupportedFile(f"{filename!r} is not a {suffix.lstrip('.').upper() or 'Office'} file: Office "
+                                  "files are zip packages, and its content is not one; " + ACCEPTED)  # fmt: skip
+        return None
+    if named is not None:
+        return named
+    found = [ctype for folder, ctype in _OFFICE_FOLDERS.items() if folder in head]
+    if len(found) == 1:
+        return found[0]
+    raise UnsupportedFile(f"{filename!r} is a zip archive, not a document mmrag reads: {ACCEPTED}")

@@ -12,11 +12,14 @@ rasters and publishes; :func:`read_page` and :func:`read_image` turn a piece of 
   work if the page needs OCR;
 - image file (PNG/JPEG/WebP/TIFF): its real type must be the declared one and its header within budget; one
   page whose only output is one image work over the whole image;
-- text / Markdown: one page of chunks without bboxes.
+- text / Markdown: one page of chunks without bboxes;
+- DOCX, PPTX, XLSX, CSV (`FORMAT_READERS`, a module of `documents.formats` each): pages are sections, slides or
+  sheets, chunks without bboxes that say where they are in their ``locator``.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 from collections.abc import Iterator
@@ -28,7 +31,7 @@ from PIL import Image
 
 from .chunks import MAX_CHARS, MAX_TOKENS, Chunker, ParsedChunk, page_chunks, split_to_tokens, wordpiece_counter
 from .extract import DocumentRejected, extract_text, open_checked_pdf
-from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
+from .filetypes import DOCX, IMAGE_CONTENT_TYPES, PPTX, XLSX, describe_format, sniff_image_format
 from .images import ImageRejected, probe_image
 from .layout import PageBlock, PageContent, iter_pages
 from .ocr import DEFAULT_OCR, OcrSettings, lines_to_paragraphs, ocr_image, ocr_pixels, render_page
@@ -36,6 +39,16 @@ from .ocr import DEFAULT_OCR, OcrSettings, lines_to_paragraphs, ocr_image, ocr_p
 log = logging.getLogger(__name__)
 
 BBox = tuple[float, float, float, float]
+
+
+# Formats read by a module of `documents.formats`, loaded on first use: content type -> (module, function), the
+# function taking (data, ParseSettings) and returning a ParsedDocument.
+FORMAT_READERS = {
+    DOCX: ("word", "parse_docx"),
+    PPTX: ("slides", "parse_pptx"),
+    XLSX: ("sheets", "parse_xlsx"),
+    "text/csv": ("sheets", "parse_csv"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class OcrWork:
     height: int = 0
     caption: str | None = None
     nearby_text: str | None = None
+    locator: str | None = None  # where it is, in words, for a format without page pictures (a slide's picture)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,9 @@ def parse(data: bytes, content_type: str, settings: ParseSettings = ParseSetting
         return _parse_pdf(data, settings, pages)
     if content_type in IMAGE_CONTENT_TYPES:
         return ParsedDocument(1, iter([_parse_image(data, content_type)]))
+    if (reader := FORMAT_READERS.get(content_type)) is not None:
+        module, function = reader
+        return getattr(importlib.import_module(f"{__package__}.formats.{module}"), function)(data, settings)
     blocks = extract_text(data, markdown=content_type == "text/markdown")
     content = PageContent(page=1, width=0.0, height=0.0, blocks=tuple(PageBlock(1, (0.0, 0.0, 0.0, 0.0), b.text) for b in blocks),
                           tables=(), images=(), skipped_images=(), needs_ocr=False)  # fmt: skip

@@ -1,0 +1,139 @@
+"""XLSX (openpyxl, read-only: rows streamed) and CSV: per sheet, one table under its header row.
+
+- A chunk's ``page`` is its sheet (1-based, in the workbook's order; a CSV is one sheet); its context
+  (``headings``) is the sheet's name; every chunk is a table chunk: the header row (the sheet's first non-empty
+  row) then whole body rows, cut between rows to the chunk size (a row longer than a chunk continues on further
+  rows of a piece of its own, as a PDF table's do). Empty rows are skipped, trailing empty columns dropped.
+- Its locator names the sheet rows it holds and their cells as a spreadsheet addresses them:
+  "Budget rows 2-40 (A2:F40)"; a CSV's rows are numbered as a spreadsheet opening it shows them (the header is
+  row 1): "rows 2-40 (A2:F40)".
+- Cells are the values Excel last computed (a formula's cached result; none when the file was never opened in a
+  spreadsheet application); numbers without a trailing ".0", dates in ISO 8601.
+- Bounded: at most `MAX_CELLS` cells (every cell of a row read, empty ones too) are read from a workbook or a
+  CSV, all sheets together. What is past the limit is cut and said so in the locator of the last chunk read
+  ("...; cut here: ...") and in the worker's log.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import logging
+from collections.abc import Iterable, Iterator
+
+from openpyxl.utils import get_column_letter
+
+from ..chunks import ParsedChunk, _with_context, wordpiece_counter
+from ..extract import DocumentRejected, _decode_utf8
+from ..reader import ParsedDocument, ParsedPage, ParseSettings
+from ..tables import row_pieces
+from .common import clean, read_with
+from .ooxml import check_package
+
+log = logging.getLogger(__name__)
+
+MAX_CELLS = 100_000
+
+
+def _cut() -> str:
+    return f"cut here: the limit of {MAX_CELLS:,} cells a workbook was reached, nothing after this row was read"
+
+
+class _Budget:
+    """Cells left to read in the document; ``cut`` once a row was left unread."""
+
+    def __init__(self) -> None:
+        self.left = MAX_CELLS
+        self.cut = False
+
+    def rows(self, rows: Iterable[tuple]) -> Iterator[tuple[int, tuple[str, ...]]]:
+        """(1-based row number, cells as text without trailing empty ones) of the non-empty rows, within budget."""
+        for number, row in enumerate(rows, 1):
+            if self.left <= 0:
+                self.cut = True
+                return
+            self.left -= max(1, len(row))
+            cells = [_text(value) for value in row]
+            while cells and not cells[-1]:
+                cells.pop()
+            if cells:
+                yield number, tuple(cells)
+
+
+def parse_xlsx(data: bytes, settings: ParseSettings) -> ParsedDocument:
+    check_package(data, "xlsx")
+    import openpyxl
+
+    book = read_with("the XLSX", lambda: openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True))
+    try:
+        budget, pages = _Budget(), []
+        for number, sheet in enumerate(book.worksheets, 1):
+            sheet.reset_dimensions()  # the file's own dimension may claim a million empty rows: read what is there
+            rows = read_with("the XLSX", lambda s=sheet: list(budget.rows(s.iter_rows(values_only=True))))
+            pages.append(ParsedPage(number, _sheet_chunks(number, sheet.title, rows, budget.cut, settings)))
+            if budget.cut:
+                log.warning("sheets: workbook cut in sheet %d of %d (%s)", number, len(book.worksheets), _cut())
+                pages += [ParsedPage(n, ()) for n in range(number + 1, len(book.worksheets) + 1)]
+                break
+    finally:
+        book.close()
+    if not any(page.chunks for page in pages):
+        raise DocumentRejected("empty workbook: the XLSX has no cell with a value; upload a workbook with content")
+    return ParsedDocument(len(pages), iter(pages))
+
+
+def parse_csv(data: bytes, settings: ParseSettings) -> ParsedDocument:
+    text = _decode_utf8(data)
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
+    except csv.Error:  # one column, or no consistent delimiter
+        dialect = csv.excel
+    budget = _Budget()
+    rows = read_with("the CSV", lambda: list(budget.rows(csv.reader(io.StringIO(text), dialect))))
+    if budget.cut:
+        log.warning("sheets: CSV cut (%s)", _cut())
+    chunks = _sheet_chunks(1, None, rows, budget.cut, settings)
+    if not chunks:
+        raise DocumentRejected("empty document: the CSV has no value in any cell; upload a file with content")
+    return ParsedDocument(1, iter([ParsedPage(1, chunks)]))
+
+
+def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[str, ...]]], cut: bool,
+                  settings: ParseSettings) -> tuple[ParsedChunk, ...]:  # fmt: skip
+    if not rows:
+        return ()
+    width = max(len(cells) for _, cells in rows)
+    padded = [cells + ("",) * (width - len(cells)) for _, cells in rows]
+    numbers = [n for n, _ in rows]
+    header, body = padded[0], tuple(padded[1:])
+    context = (title,) if title else ()
+    count = wordpiece_counter()
+    budget = settings.chunk_max_tokens - (count(_with_context(context, "")) if context else 0)
+    last_column = get_column_letter(width)
+    chunks: list[ParsedChunk] = []
+    for cells, held in row_pieces(header, body, budget, count, max_chars=settings.chunk_max_chars):
+        first, last = (numbers[held.start + 1], numbers[held.stop]) if held else (numbers[0], numbers[0])
+        where = f"{title} " if title else ""
+        where += f"row {first}" if first == last else f"rows {first}-{last}"
+        where += f" (A{first}:{last_column}{last})"
+        chunks.append(ParsedChunk(number, None, cells.markdown, "table", context, f"s{number}", None, cells, where))
+    if cut:
+        last_chunk = chunks[-1]
+        chunks[-1] = ParsedChunk(last_chunk.page, None, last_chunk.text, "table", context, last_chunk.table_id, None,
+                                 last_chunk.table, f"{last_chunk.locator}; {_cut()}")  # fmt: skip
+    return tuple(chunks)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, datetime.datetime) and value.time() == datetime.time(0):
+        return value.date().isoformat()
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return clean(str(value))

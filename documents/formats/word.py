@@ -1,0 +1,101 @@
+"""DOCX (python-docx): paragraphs, headings as the section context, tables as tables.
+
+- The body is read in order (paragraphs and tables, `Document.iter_inner_content`); headers, footers, comments,
+  text boxes and pictures are not read.
+- A heading is a paragraph whose style (or the style it is based on, or the paragraph itself) has an outline
+  level, or a style named "Heading N" / "Title" (Title is level 0). Headings are the chunks' context, as in a PDF.
+- A chunk's ``page`` is its **section**: a new one starts at each heading of the outermost level the document
+  uses (content before the first such heading is section 1). Its locator is "section N: Title > Heading > ...",
+  and for a table "..., table K" (K counts the document's tables from 1).
+- A table's first row is its header; merged cells repeat their text in each cell they cover.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from ..chunks import Chunker, ParsedChunk
+from ..extract import DocumentRejected
+from ..reader import ParsedDocument, ParsedPage, ParseSettings
+from .common import Flow, clean, located, read_with
+from .ooxml import check_package
+
+_HEADING_NAME = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def parse_docx(data: bytes, settings: ParseSettings) -> ParsedDocument:
+    check_package(data, "docx")
+    import docx  # python-docx: loaded on first use
+
+    document = read_with("the DOCX", lambda: docx.Document(io.BytesIO(data)))
+    items = read_with("the DOCX", lambda: list(_items(document)))
+    levels = [level for kind, level, _ in items if kind == "heading" and level > 0]
+    top = min(levels, default=None)
+    flows: list[Flow] = [Flow(1)]
+    tables = 0
+    for kind, level, value in items:
+        if kind == "heading" and level == top and (flows[-1].blocks or flows[-1].tables):
+            flows.append(Flow(len(flows) + 1))
+        flow = flows[-1]
+        if kind == "heading":
+            flow.heading(value, level)
+        elif kind == "text":
+            flow.text(value)
+        else:
+            tables += 1
+            flow.table(f"t{tables}", value)
+    chunker = Chunker(settings.chunk_max_tokens, settings.chunk_max_chars)
+    pages = [ParsedPage(flow.page, located(chunker.feed(flow.content()), _locator)) for flow in flows]
+    if not any(page.chunks for page in pages):
+        raise DocumentRejected("empty document: the DOCX holds no text or table; upload a document with content")
+    return ParsedDocument(len(pages), iter(pages))
+
+
+def _locator(chunk: ParsedChunk) -> str:
+    where = f"section {chunk.page}" + (f": {' > '.join(chunk.headings)}" if chunk.headings else "")
+    return where + (f", table {chunk.table_id[1:]}" if chunk.table_id else "")
+
+
+def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) | ("text", 0, text) | ("table", 0, rows)
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for item in document.iter_inner_content():
+        if isinstance(item, Paragraph):
+            text = clean(item.text)
+            if not text:
+                continue
+            level = _heading_level(item)
+            yield ("text", 0, text) if level is None else ("heading", level, text)
+        elif isinstance(item, Table):
+            rows = [[clean(cell.text) for cell in row.cells] for row in item.rows]
+            rows = [row for row in rows if any(row)]
+            if rows:
+                yield ("table", 0, rows)
+
+
+def _heading_level(paragraph) -> int | None:  # noqa: ANN001
+    """0 for the title, 1.. for headings, None for body text."""
+    level = _outline_level(paragraph._p.pPr)
+    style = paragraph.style
+    seen = 0
+    while level is None and style is not None and seen < 10:  # a style based on a heading style is a heading
+        name = (style.name or "").strip()
+        if name.lower() == "title":
+            return 0
+        if match := _HEADING_NAME.match(name):
+            return int(match.group(1))
+        level = _outline_level(style.element.pPr)
+        style, seen = style.base_style, seen + 1
+    return level
+
+
+def _outline_level(ppr) -> int | None:  # noqa: ANN001
+    """The w:outlineLvl of paragraph properties, 0-based in the file (9 = body text), as a heading level."""
+    node = ppr.find(f"{_W}outlineLvl") if ppr is not None else None
+    if node is None:
+        return None
+    value = node.get(f"{_W}val")
+    return int(value) + 1 if value is not None and value.isdigit() and int(value) < 9 else None
