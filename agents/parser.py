@@ -95,7 +95,8 @@ class _Emitter:
                               header=list(parsed.table.header), rows=[list(r) for r in parsed.table.rows])  # fmt: skip
         return Chunk(
             chunk_id=f"{doc.doc_id}-{index}", index=index, doc_id=doc.doc_id, tenant=doc.tenant,
-            filename=doc.filename, page=parsed.page, bbox=parsed.bbox, modality=parsed.modality, text=parsed.text,
+            filename=doc.filename, page=parsed.page, bbox=parsed.bbox, locator=parsed.locator, modality=parsed.modality,
+            text=parsed.text,
             headings=list(parsed.headings), table=table,
             prev_chunk_id=f"{doc.doc_id}-{index - 1}" if index > 0 else None,
             next_chunk_id=None if last else f"{doc.doc_id}-{index + 1}",
@@ -157,7 +158,7 @@ class _Emitter:
             doc_id=doc.doc_id, tenant=doc.tenant, generation=gen.number, revision=self.delivery.stream_seq,
             batch_index=index, first_index=OCR_INDEX_BASE + index * OCR_INDEX_STRIDE, filename=doc.filename,
             kind=work.kind, page=work.page, object_name=name, bbox=work.bbox, headings=list(work.headings),
-            image=image, nearby_text=work.nearby_text,
+            image=image, nearby_text=work.nearby_text, locator=work.locator,
         )  # fmt: skip
         await self._send(Outgoing(
             Subjects.ocr(gen, self.lane, doc.tenant), request,

@@ -281,10 +281,15 @@ def ask(
                     _fail(f"{data.get('code', 'error')}: {data.get('message', '')}")
         print()
         for c in citations:
-            print(f"[{c['n']}] {c['filename']} page {c['page']} (doc {c['doc_id']})")
+            print(f"[{c['n']}] {c['filename']} {_where(c)} (doc {c['doc_id']})")
         return 0
 
     _run(main())
+
+
+def _where(hit: dict[str, Any]) -> str:
+    """Where a hit or citation is: its locator (an office file's slide, sheet rows or section), else its page."""
+    return hit.get("locator") or f"page {hit.get('page', '?')}"
 
 
 def _filters(doc: list[str] | None, modality: list[str] | None, pages: str | None) -> dict[str, Any]:
@@ -335,7 +340,7 @@ def search(
         if not hits:
             err.print("no hits")
         for n, h in enumerate(hits, 1):
-            print(f"{n:>2}. {h['score']:.3f}  {h.get('filename', '?')}  page {h.get('page', '?')}  {_excerpt(h.get('text', ''))}")
+            print(f"{n:>2}. {h['score']:.3f}  {h.get('filename', '?')}  {_where(h)}  {_excerpt(h.get('text', ''))}")
         return 0
 
     _run(main())
