@@ -28,10 +28,9 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted OOXML and the legac
 # What the upload's 415 says is accepted: one kind a line.
 _ACCEPTED_KINDS = (
     "a PDF",
-    "a Word, PowerPoint or Excel file (.docx, .pptx, .xlsx)",
-    "a .csv",
     "an image (PNG, JPEG, WebP, TIFF)",
-    "a .txt or a .md file",
+    "a Word, PowerPoint or Excel file (.docx, .pptx, .xlsx)",
+    "a text file (.txt, .md, .csv)",
 )
 ACCEPTED = "upload " + ", ".join(_ACCEPTED_KINDS[:-1]) + " or " + _ACCEPTED_KINDS[-1]
 

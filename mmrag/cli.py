@@ -172,7 +172,7 @@ def models() -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF, image (PNG, JPEG, WebP, TIFF), .txt or .md files")],
+    paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF, Word, PowerPoint or Excel (.docx, .pptx, .xlsx), image (PNG, JPEG, WebP, TIFF), .txt, .md or .csv files")],
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     wait: Annotated[bool, typer.Option(help="wait until every document is indexed or failed")] = True,
