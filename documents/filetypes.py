@@ -134,9 +134,13 @@ def _office_type(filename: str, suffix: str, declared: str | None, head: bytes) 
             raise UnsupportedFile(f"{filename!r} is not a {suffix.lstrip('.').upper() or 'Office'} file: Office "
                                   "files are zip packages, and its content is not one; " + ACCEPTED)  # fmt: skip
         return None
+    found = [ctype for folder, ctype in _OFFICE_FOLDERS.items() if folder in head]
+    if named is not None and len(found) == 1 and found[0] != named:
+        kinds = {DOCX: "a Word document (.docx)", PPTX: "a PowerPoint deck (.pptx)", XLSX: "an Excel workbook (.xlsx)"}
+        raise UnsupportedFile(f"{filename!r} is named or declared as {kinds[named]}, but its content is "
+                              f"{kinds[found[0]]}; upload it with the right extension")  # fmt: skip
     if named is not None:
         return named
-    found = [ctype for folder, ctype in _OFFICE_FOLDERS.items() if folder in head]
     if len(found) == 1:
         return found[0]
     raise UnsupportedFile(f"{filename!r} is a zip archive, not a document mmrag reads: {ACCEPTED}")

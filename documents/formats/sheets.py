@@ -3,7 +3,8 @@
 - A chunk's ``page`` is its sheet (1-based, in the workbook's order; a CSV is one sheet); its context
   (``headings``) is the sheet's name; every chunk is a table chunk: the header row (the sheet's first non-empty
   row) then whole body rows, cut between rows to the chunk size (a row longer than a chunk continues on further
-  rows of a piece of its own, as a PDF table's do). Empty rows are skipped, trailing empty columns dropped.
+  rows of a piece of its own, as a PDF table's do). Empty rows are skipped, and the empty columns before the
+  first value and after the last.
 - Its locator names the sheet rows it holds and their cells as a spreadsheet addresses them:
   "Budget rows 2-40 (A2:F40)"; a CSV's rows are numbered as a spreadsheet opening it shows them (the header is
   row 1): "rows 2-40 (A2:F40)".
@@ -103,20 +104,21 @@ def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[st
                   settings: ParseSettings) -> tuple[ParsedChunk, ...]:  # fmt: skip
     if not rows:
         return ()
+    skip = min(next(i for i, cell in enumerate(cells) if cell) for _, cells in rows)  # empty leading columns
     width = max(len(cells) for _, cells in rows)
-    padded = [cells + ("",) * (width - len(cells)) for _, cells in rows]
+    padded = [cells[skip:] + ("",) * (width - len(cells)) for _, cells in rows]
     numbers = [n for n, _ in rows]
     header, body = padded[0], tuple(padded[1:])
     context = (title,) if title else ()
     count = wordpiece_counter()
     budget = settings.chunk_max_tokens - (count(_with_context(context, "")) if context else 0)
-    last_column = get_column_letter(width)
+    first_column, last_column = get_column_letter(skip + 1), get_column_letter(width)
     chunks: list[ParsedChunk] = []
     for cells, held in row_pieces(header, body, budget, count, max_chars=settings.chunk_max_chars):
         first, last = (numbers[held.start + 1], numbers[held.stop]) if held else (numbers[0], numbers[0])
         where = f"{title} " if title else ""
         where += f"row {first}" if first == last else f"rows {first}-{last}"
-        where += f" (A{first}:{last_column}{last})"
+        where += f" ({first_column}{first}:{last_column}{last})"
         chunks.append(ParsedChunk(number, None, cells.markdown, "table", context, f"s{number}", None, cells, where))
     if cut:
         last_chunk = chunks[-1]

@@ -85,6 +85,18 @@ def _holds_row(chunk: ParsedChunk, row: int) -> bool:
     return first <= row <= last
 
 
+def test_a_table_placed_lower_right_in_its_sheet_is_addressed_where_it_is() -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Notes"
+    sheet["C3"], sheet["D3"], sheet["C4"], sheet["D4"] = "Key", "Meaning", "Paid", "the transfer cleared"
+    out = io.BytesIO()
+    book.save(out)
+    _, (chunk,), _ = chunks_of(out.getvalue(), XLSX)
+    assert chunk.table is not None and chunk.table.header == ("Key", "Meaning")
+    assert chunk.locator == "Notes row 4 (C4:D4)"
+
+
 def test_csv_is_a_table_with_its_header_and_row_locators() -> None:
     pages, chunks, _ = chunks_of(make_csv(";"), "text/csv")
     assert pages == 1
@@ -109,6 +121,8 @@ def test_filetypes_sniff_office_files_by_content_and_name() -> None:
         detect_content_type("photos.zip", "application/zip", _zip({"a.txt": b"hello"}))
     with pytest.raises(UnsupportedFile, match="not a DOCX file"):
         detect_content_type("notes.docx", None, b"just some text")
+    with pytest.raises(UnsupportedFile, match="named or declared as a PowerPoint deck .* its content is a Word"):
+        detect_content_type("deck.pptx", None, head)
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
