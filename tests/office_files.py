@@ -24,7 +24,8 @@ class Truth:
 
 
 def make_docx() -> tuple[bytes, Truth]:
-    """A report: a title, two sections (the second with a subsection and a table), a closing section."""
+    """A report: a title, two sections (the second with a subsection and a table), a closing section with a
+    picture of words ("Valve diagram V-12")."""
     d = docx.Document()
     truth = Truth(pages=3)
     d.add_heading("Pump Manual", 0)
@@ -43,6 +44,7 @@ def make_docx() -> tuple[bytes, Truth]:
     d.add_heading("Maintenance", 1)
     d.add_paragraph("Replace the quillon seal every 4000 operating hours.")
     truth.texts["Replace the quillon seal every 4000 operating hours."] = "section 3: Pump Manual > Maintenance"
+    d.add_picture(io.BytesIO(render_text_image(["Valve diagram V-12"], fontsize=24)))  # read by OCR, not here
     out = io.BytesIO()
     d.save(out)
     return out.getvalue(), truth

@@ -9,8 +9,12 @@ from typing import TypeVar
 
 from ..chunks import ParsedChunk
 from ..extract import DocumentRejected
-from ..layout import PageBlock, PageContent
+from ..images import ImageRejected, digest, probe_image
+from ..layout import MIN_IMAGE_SIDE_PX, PageBlock, PageContent
+from ..reader import OcrWork
 from ..tables import Table, TableCells
+
+PICTURE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/tiff"}  # what the OCR path reads
 
 T = TypeVar("T")
 
@@ -69,3 +73,24 @@ def clean(text: str | None) -> str:
     """Runs of whitespace collapsed, line breaks kept."""
     lines = (" ".join(line.split()) for line in (text or "").splitlines())
     return "\n".join(line for line in lines if line)
+
+
+def picture(page: int, blob: bytes, content_type: str, seen: set[str], *, headings: tuple[str, ...], locator: str,
+            nearby: str | None, bbox: tuple[float, float, float, float] | None = None) -> OcrWork | None:  # fmt: skip
+    """The OCR work of a picture of a slide or a document, as a PDF's images get (stored, read, an image vector);
+    None for a type the OCR path does not read, a header that does not decode or is over the pixel limit, a
+    decoration (under `MIN_IMAGE_SIDE_PX` on a side) and a repeat (``seen`` holds the digests so far). ``bbox``:
+    where it is placed, in points; without one, the picture in its own pixels."""
+    if content_type not in PICTURE_TYPES:
+        return None
+    try:
+        header = probe_image(blob)
+    except ImageRejected:
+        return None
+    sha = digest(blob)
+    if header.width < MIN_IMAGE_SIDE_PX or header.height < MIN_IMAGE_SIDE_PX or sha in seen:
+        return None
+    seen.add(sha)
+    box = bbox or (0.0, 0.0, float(header.width), float(header.height))
+    return OcrWork("image", page, box, blob, headings, sha, content_type, header.width, header.height,
+                   nearby_text=nearby or None, locator=locator)  # fmt: skip

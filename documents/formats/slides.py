@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 
 from ..chunks import Chunker, ParsedChunk
 from ..extract import DocumentRejected
-from ..images import ImageRejected, digest, probe_image
-from ..layout import MIN_IMAGE_SIDE_PX
 from ..reader import OcrWork, ParsedDocument, ParsedPage, ParseSettings
-from .common import Flow, clean, located, read_with
+from .common import Flow, clean, located, picture, read_with
 from .ooxml import check_package
 
 NOTES = "Notes"
-_PICTURE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/tiff"}
 _EMU_PER_POINT = 12700
 
 
@@ -45,6 +41,7 @@ def _slide(number: int, slide, settings: ParseSettings, seen: set[str]) -> Parse
     title = clean(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
     if title:
         flow.heading(title, 1)
+    where = f"slide {number}" + (f": {title}" if title else "")
     pictures: list[OcrWork] = []
     tables = 0
     for shape in _shapes(slide.shapes):
@@ -59,7 +56,7 @@ def _slide(number: int, slide, settings: ParseSettings, seen: set[str]) -> Parse
         elif getattr(shape, "has_text_frame", False):
             if text := clean(shape.text_frame.text):
                 flow.text(text)
-        elif (work := _picture(number, shape, title, seen)) is not None:
+        elif (work := _picture(number, shape, title, where, seen)) is not None:
             pictures.append(work)
     if slide.has_notes_slide and (frame := slide.notes_slide.notes_text_frame) is not None:
         if notes := clean(frame.text):
@@ -68,9 +65,7 @@ def _slide(number: int, slide, settings: ParseSettings, seen: set[str]) -> Parse
     if title and not flow.tables and all(block.kind == "heading" for block in flow.blocks):
         flow.text(title)  # a slide that is only its title: the title is its text
     chunks = Chunker(settings.chunk_max_tokens, settings.chunk_max_chars).feed(flow.content())
-    where = f"slide {number}" + (f": {title}" if title else "")
-    return ParsedPage(number, located(chunks, lambda c: _locator(where, c)),
-                      tuple(replace(w, locator=f"{where}, picture") for w in pictures))  # fmt: skip
+    return ParsedPage(number, located(chunks, lambda c: _locator(where, c)), tuple(pictures))
 
 
 def _locator(where: str, chunk: ParsedChunk) -> str:
@@ -87,23 +82,12 @@ def _shapes(shapes):  # noqa: ANN001, ANN202 - the shapes of a slide in order, g
             yield shape
 
 
-def _picture(number: int, shape, title: str, seen: set[str]) -> OcrWork | None:  # noqa: ANN001
+def _picture(number: int, shape, title: str, where: str, seen: set[str]) -> OcrWork | None:  # noqa: ANN001
     try:
         image = shape.image
     except (AttributeError, ValueError, KeyError):  # not a picture, or a linked picture without its bytes
         return None
-    if image.content_type not in _PICTURE_TYPES:
-        return None
-    blob = image.blob
-    try:
-        header = probe_image(blob)
-    except ImageRejected:
-        return None
-    sha = digest(blob)
-    if header.width < MIN_IMAGE_SIDE_PX or header.height < MIN_IMAGE_SIDE_PX or sha in seen:
-        return None
-    seen.add(sha)
     x, y = (shape.left or 0) / _EMU_PER_POINT, (shape.top or 0) / _EMU_PER_POINT
     bbox = (x, y, x + (shape.width or 0) / _EMU_PER_POINT, y + (shape.height or 0) / _EMU_PER_POINT)
-    return OcrWork("image", number, bbox, blob, (title,) if title else (), sha, image.content_type, header.width,
-                   header.height, nearby_text=title or None)  # fmt: skip
+    return picture(number, image.blob, image.content_type, seen, headings=(title,) if title else (),
+                   locator=f"{where}, picture", nearby=title, bbox=bbox)  # fmt: skip

@@ -1,7 +1,9 @@
 """DOCX (python-docx): paragraphs, headings as the section context, tables as tables.
 
-- The body is read in order (paragraphs and tables, `Document.iter_inner_content`); headers, footers, comments,
-  text boxes and pictures are not read.
+- The body is read in order (paragraphs and tables, `Document.iter_inner_content`); headers, footers, comments
+  and text boxes are not read. Pictures in the body's paragraphs (PNG, JPEG, WebP, TIFF) go through the image
+  path of a PDF's images, as a slide's do (`common.picture`): locator "section N: ..., picture", the text
+  before them as their nearby text.
 - A heading is a paragraph whose style (or the style it is based on, or the paragraph itself) has an outline
   level, or a style named "Heading N" / "Title" (Title is level 0). Headings are the chunks' context, as in a PDF.
 - A chunk's ``page`` is its **section**: a new one starts at each heading of the outermost level the document
@@ -17,8 +19,8 @@ import re
 
 from ..chunks import Chunker, ParsedChunk
 from ..extract import DocumentRejected
-from ..reader import ParsedDocument, ParsedPage, ParseSettings
-from .common import Flow, clean, located, read_with
+from ..reader import OcrWork, ParsedDocument, ParsedPage, ParseSettings
+from .common import Flow, clean, located, picture, read_with
 from .ooxml import check_package
 
 _HEADING_NAME = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
@@ -34,21 +36,37 @@ def parse_docx(data: bytes, settings: ParseSettings) -> ParsedDocument:
     levels = [level for kind, level, _ in items if kind == "heading" and level > 0]
     top = min(levels, default=None)
     flows: list[Flow] = [Flow(1)]
+    pictures: dict[int, list[OcrWork]] = {}
+    path: list[tuple[int, str]] = []  # the heading path, as the chunker keeps it: (level, text), outermost first
+    seen: set[str] = set()
     tables = 0
+    last_text = ""
     for kind, level, value in items:
-        if kind == "heading" and level == top and (flows[-1].blocks or flows[-1].tables):
+        if kind == "heading" and level == top and (flows[-1].blocks or flows[-1].tables or flows[-1].page in pictures):
             flows.append(Flow(len(flows) + 1))
         flow = flows[-1]
         if kind == "heading":
             flow.heading(value, level)
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, value))
         elif kind == "text":
             flow.text(value)
-        else:
+            last_text = value
+        elif kind == "table":
             tables += 1
             flow.table(f"t{tables}", value)
+        else:
+            blob, content_type = value
+            headings = tuple(text for _, text in path)
+            where = f"section {flow.page}" + (f": {' > '.join(headings)}" if headings else "") + ", picture"
+            work = picture(flow.page, blob, content_type, seen, headings=headings, locator=where, nearby=last_text)
+            if work is not None:
+                pictures.setdefault(flow.page, []).append(work)
     chunker = Chunker(settings.chunk_max_tokens, settings.chunk_max_chars)
-    pages = [ParsedPage(flow.page, located(chunker.feed(flow.content()), _locator)) for flow in flows]
-    if not any(page.chunks for page in pages):
+    pages = [ParsedPage(flow.page, located(chunker.feed(flow.content()), _locator), tuple(pictures.get(flow.page, ())))
+             for flow in flows]  # fmt: skip
+    if not any(page.chunks or page.ocr for page in pages):
         raise DocumentRejected("empty document: the DOCX holds no text or table; upload a document with content")
     return ParsedDocument(len(pages), iter(pages))
 
@@ -59,16 +77,20 @@ def _locator(chunk: ParsedChunk) -> str:
 
 
 def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) | ("text", 0, text) | ("table", 0, rows)
+    # | ("picture", 0, (bytes, content type)), a paragraph's pictures after its text
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
     for item in document.iter_inner_content():
         if isinstance(item, Paragraph):
             text = clean(item.text)
-            if not text:
-                continue
             level = _heading_level(item)
-            yield ("text", 0, text) if level is None else ("heading", level, text)
+            if text:
+                yield ("text", 0, text) if level is None else ("heading", level, text)
+            for rid in item._p.xpath(".//a:blip/@r:embed"):
+                part = document.part.related_parts.get(rid)
+                if part is not None and hasattr(part, "blob"):
+                    yield ("picture", 0, (part.blob, part.content_type))
         elif isinstance(item, Table):
             rows = [[clean(cell.text) for cell in row.cells] for row in item.rows]
             rows = [row for row in rows if any(row)]

@@ -31,9 +31,9 @@ def holder(chunks: list[ParsedChunk], text: str) -> list[ParsedChunk]:
     return [c for c in chunks if text in c.embed_text]
 
 
-def test_docx_paragraphs_headings_and_every_table_cell_with_their_section() -> None:
+def test_docx_paragraphs_headings_every_table_cell_and_pictures_with_their_section() -> None:
     data, truth = make_docx()
-    pages, chunks, _ = chunks_of(data, DOCX)
+    pages, chunks, pictures = chunks_of(data, DOCX)
     assert pages == truth.pages
     for text, locator in truth.texts.items():
         found = holder(chunks, text)
@@ -43,6 +43,10 @@ def test_docx_paragraphs_headings_and_every_table_cell_with_their_section() -> N
     assert table.table is not None and table.table.header == ("Fastener", "Torque") and table.page == 2
     assert table.headings == ("Pump Manual", "Installation", "Torque values")  # headings are the context
     assert all(c.bbox is None and c.page == int(c.locator.split(":")[0].split()[1]) for c in chunks)
+    (picture,) = pictures  # the picture goes the image path with its section
+    assert picture.kind == "image" and picture.page == 3 and picture.mime == "image/png"
+    assert picture.locator == "section 3: Pump Manual > Maintenance, picture"
+    assert picture.nearby_text == "Replace the quillon seal every 4000 operating hours."
 
 
 def test_pptx_every_slide_title_text_table_cell_and_notes_with_the_slide() -> None:
