@@ -64,9 +64,20 @@ class Flow:
                            images=(), skipped_images=(), needs_ocr=False)  # fmt: skip
 
 
+MAX_LOCATOR = 400  # characters; the contracts take up to 500
+
+
+def bounded(locator: str) -> str:
+    """``locator``, its middle cut when longer than `MAX_LOCATOR` (a long heading path): both ends say the most."""
+    if len(locator) <= MAX_LOCATOR:
+        return locator
+    half = (MAX_LOCATOR - 1) // 2
+    return f"{locator[:half]}…{locator[-half:]}"
+
+
 def located(chunks: Sequence[ParsedChunk], locate: Callable[[ParsedChunk], str]) -> tuple[ParsedChunk, ...]:
     """The chunks without a bbox (no page picture to place it on), each with its locator."""
-    return tuple(replace(c, bbox=None, locator=locate(c)) for c in chunks)
+    return tuple(replace(c, bbox=None, locator=bounded(locate(c))) for c in chunks)
 
 
 def clean(text: str | None) -> str:
@@ -93,4 +104,4 @@ def picture(page: int, blob: bytes, content_type: str, seen: set[str], *, headin
     seen.add(sha)
     box = bbox or (0.0, 0.0, float(header.width), float(header.height))
     return OcrWork("image", page, box, blob, headings, sha, content_type, header.width, header.height,
-                   nearby_text=nearby or None, locator=locator)  # fmt: skip
+                   nearby_text=nearby or None, locator=bounded(locator))  # fmt: skip

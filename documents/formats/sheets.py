@@ -29,7 +29,7 @@ from ..chunks import ParsedChunk, _with_context, wordpiece_counter
 from ..extract import DocumentRejected, _decode_utf8
 from ..reader import ParsedDocument, ParsedPage, ParseSettings
 from ..tables import row_pieces
-from .common import clean, read_with
+from .common import bounded, clean, read_with
 from .ooxml import check_package
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,12 @@ def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[st
         where = f"{title} " if title else ""
         where += f"row {first}" if first == last else f"rows {first}-{last}"
         where += f" ({first_column}{first}:{last_column}{last})"
-        chunks.append(ParsedChunk(number, None, cells.markdown, "table", context, f"s{number}", None, cells, where))
+        chunks.append(ParsedChunk(number, None, cells.markdown, "table", context, f"s{number}", None, cells,
+                                  bounded(where)))  # fmt: skip
     if cut:
         last_chunk = chunks[-1]
         chunks[-1] = ParsedChunk(last_chunk.page, None, last_chunk.text, "table", context, last_chunk.table_id, None,
-                                 last_chunk.table, f"{last_chunk.locator}; {_cut()}")  # fmt: skip
+                                 last_chunk.table, bounded(f"{last_chunk.locator}; {_cut()}"))  # fmt: skip
     return tuple(chunks)
 
 

@@ -12,6 +12,7 @@ import zipfile
 import openpyxl
 import pytest
 
+from contracts.messages import Chunk
 from documents import DocumentRejected, ParsedChunk, parse
 from documents.filetypes import DOCX, PPTX, XLSX, UnsupportedFile, detect_content_type
 from documents.formats import ooxml, sheets
@@ -109,6 +110,22 @@ def test_csv_is_a_table_with_its_header_and_row_locators() -> None:
         (where,) = [c for c in chunks if _holds_row(c, row_number)]
         assert all(value in where.text for value in row)
         assert f"|{'|'.join(row)}|" in where.text  # one table row, not a line of text
+
+
+def test_a_locator_stays_within_the_contract_however_long_the_headings() -> None:
+    import docx
+
+    d = docx.Document()
+    for level in range(1, 10):
+        d.add_heading(f"Heading level {level} " + "very long words " * 40, level)
+    d.add_paragraph("The body under nine long headings.")
+    out = io.BytesIO()
+    d.save(out)
+    _, chunks, _ = chunks_of(out.getvalue(), DOCX)
+    body = next(c for c in chunks if "The body under" in c.text)
+    assert body.locator.startswith("section 1: Heading level 1") and len(body.locator) <= 400
+    Chunk(chunk_id="d-0", index=0, doc_id="d", tenant="t", filename="a.docx", page=body.page, locator=body.locator,
+          text=body.text)  # fmt: skip  # the contract takes it
 
 
 def test_filetypes_sniff_office_files_by_content_and_name() -> None:
