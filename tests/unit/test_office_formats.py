@@ -207,6 +207,31 @@ def test_zip_bombs_inside_ooxml_are_refused_before_inflating() -> None:
     assert time.monotonic() - started < 60  # bounded: refused from the central directory, nothing inflated
 
 
+_LAUGHS = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
+    b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
+) + b"]>"  # 10^9 "lol"s once expanded
+
+
+@pytest.mark.parametrize(
+    ("content_type", "part", "body"),
+    [
+        (DOCX, "word/document.xml", b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/'
+         b'main"><w:body><w:p><w:r><w:t>&lol9;</w:t></w:r></w:p></w:body></w:document>'),
+        (XLSX, "xl/worksheets/sheet1.xml", b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/'
+         b'main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>&lol9;</t></is></c></row></sheetData>'
+         b"</worksheet>"),
+    ],
+)  # fmt: skip
+def test_an_xml_entity_bomb_inside_a_package_is_refused_at_once(content_type: str, part: str, body: bytes) -> None:
+    good = make_docx()[0] if content_type == DOCX else make_xlsx()
+    with zipfile.ZipFile(io.BytesIO(good)) as src:
+        parts = {name: src.read(name) for name in src.namelist()}
+    started = time.monotonic()
+    with pytest.raises(DocumentRejected, match="corrupt file"):  # entities are never expanded
+        parse(_zip({**parts, part: _LAUGHS + body}), content_type)
+    assert time.monotonic() - started < 30
+
+
 def test_a_huge_sheet_is_cut_at_the_cell_limit_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [("key", "value")] + [(f"k{i}", f"v{i}") for i in range(1, 400)]
     monkeypatch.setattr(sheets, "MAX_CELLS", 200)  # 100 rows of 2 cells
