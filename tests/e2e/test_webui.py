@@ -393,6 +393,17 @@ async def test_office_hits_say_where_they_are_and_open_without_a_page_picture(
         await shot(page, "office-picture")
         await page.click("#viewer-close")
 
+        # An answer's source names the slide, and its citation opens on the passage.
+        await page.click("#tab-ask")
+        await page.fill("#question", "Which contract should be mentioned with the quarterly results?")
+        await page.click("#ask-button")
+        await expect(page.locator("#answer-status")).to_have_text(re.compile("Answered by"), timeout=60_000)
+        await expect(page.locator("#sources li").first).to_contain_text("results.pptx, slide 1: Quarterly results, notes")
+        await page.locator("#answer button.cite[data-cite='1']").first.click()
+        await expect(page.locator("#viewer-title")).to_have_text("results.pptx — slide 1: Quarterly results, notes")
+        await expect(page.locator("#viewer-quote")).to_contain_text("Okapi contract")
+        await page.click("#viewer-close")
+
 
 async def test_sign_in_reader_view_not_found_and_sign_out(auth_edge, browser: Browser) -> None:
     url, keys = auth_edge
