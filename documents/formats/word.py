@@ -1,7 +1,7 @@
 """DOCX (python-docx): paragraphs, headings as the section context, tables as tables.
 
-- The body is read in order (paragraphs and tables, `Document.iter_inner_content`); headers, footers, comments
-  and text boxes are not read. Pictures in the body's paragraphs (PNG, JPEG, WebP, TIFF) go through the image
+- The body is read in order (paragraphs and tables, and those inside content controls, as on a cover page);
+  headers, footers, comments and text boxes are not read. Pictures in the body's paragraphs (PNG, JPEG, WebP, TIFF) go through the image
   path of a PDF's images, as a slide's do (`common.picture`): locator "section N: ..., picture", the text
   before them as their nearby text.
 - A heading is a paragraph whose style (or the style it is based on, or the paragraph itself) has an outline
@@ -81,7 +81,7 @@ def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) 
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    for item in document.iter_inner_content():
+    for item in _blocks(document.element.body, document._body):
         if isinstance(item, Paragraph):
             text = clean(item.text)
             level = _heading_level(item)
@@ -96,6 +96,21 @@ def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) 
             rows = [row for row in rows if any(row)]
             if rows:
                 yield ("table", 0, rows)
+
+
+def _blocks(element, parent):  # noqa: ANN001, ANN202
+    """The paragraphs and tables under ``element`` in order, content controls (``w:sdt``: a cover page, a form's
+    fields) opened, which `Document.iter_inner_content` skips."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in element.iterchildren():
+        if child.tag == f"{_W}p":
+            yield Paragraph(child, parent)
+        elif child.tag == f"{_W}tbl":
+            yield Table(child, parent)
+        elif child.tag == f"{_W}sdt" and (content := child.find(f"{_W}sdtContent")) is not None:
+            yield from _blocks(content, parent)
 
 
 def _heading_level(paragraph) -> int | None:  # noqa: ANN001

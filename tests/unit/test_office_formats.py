@@ -50,6 +50,24 @@ def test_docx_paragraphs_headings_every_table_cell_and_pictures_with_their_secti
     assert picture.nearby_text == "Replace the quillon seal every 4000 operating hours."
 
 
+def test_docx_text_inside_a_content_control_is_read_in_its_place() -> None:
+    """A cover page or a form keeps its text in content controls (w:sdt), which python-docx's body walk skips."""
+    import docx
+    from docx.oxml.ns import qn
+    from lxml import etree
+
+    d = docx.Document()
+    d.add_paragraph("Prepared for the Halvorsen board")
+    inside = d.add_paragraph("Cover title Blue Heron Pumps")
+    sdt = etree.Element(qn("w:sdt"))
+    etree.SubElement(sdt, qn("w:sdtContent")).append(inside._p)  # moves the paragraph into the control
+    d.element.body.insert(0, sdt)
+    out = io.BytesIO()
+    d.save(out)
+    _, chunks, _ = chunks_of(out.getvalue(), DOCX)
+    assert chunks[0].text == "Cover title Blue Heron Pumps\n\nPrepared for the Halvorsen board"
+
+
 def test_pptx_every_slide_title_text_table_cell_and_notes_with_the_slide() -> None:
     data, truth = make_pptx()
     pages, chunks, pictures = chunks_of(data, PPTX)
