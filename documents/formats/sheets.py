@@ -1,8 +1,9 @@
 """XLSX (openpyxl, read-only: rows streamed) and CSV: per sheet, one table under its header row.
 
 - A chunk's ``page`` is its sheet (1-based, in the workbook's order; a CSV is one sheet); its context
-  (``headings``) is the sheet's name; every chunk is a table chunk: the header row (the sheet's first non-empty
-  row) then whole body rows, cut between rows to the chunk size (a row longer than a chunk continues on further
+  (``headings``) is the sheet's name, then the title lines above the table (up to 3 rows of one filled cell
+  before a row of several); every chunk is a table chunk: the header row (the first row after them) then whole
+  body rows, cut between rows to the chunk size (a row longer than a chunk continues on further
   rows of a piece of its own, as a PDF table's do). Empty rows are skipped, and the empty columns before the
   first value and after the last.
 - Its locator names the sheet rows it holds and their cells as a spreadsheet addresses them:
@@ -104,12 +105,17 @@ def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[st
                   settings: ParseSettings) -> tuple[ParsedChunk, ...]:  # fmt: skip
     if not rows:
         return ()
+    # Title lines above the table (one filled cell each, at most 3, then a row of several) are its caption.
+    captions: list[str] = []
+    while len(captions) < 3 and _filled(rows[0][1]) == 1 and any(_filled(cells) > 1 for _, cells in rows[1:4]):
+        captions.append(next(cell for cell in rows[0][1] if cell))
+        rows = rows[1:]
     skip = min(next(i for i, cell in enumerate(cells) if cell) for _, cells in rows)  # empty leading columns
     width = max(len(cells) for _, cells in rows)
     padded = [cells[skip:] + ("",) * (width - len(cells)) for _, cells in rows]
     numbers = [n for n, _ in rows]
     header, body = padded[0], tuple(padded[1:])
-    context = (title,) if title else ()
+    context = ((title,) if title else ()) + tuple(captions)
     count = wordpiece_counter()
     budget = settings.chunk_max_tokens - (count(_with_context(context, "")) if context else 0)
     first_column, last_column = get_column_letter(skip + 1), get_column_letter(width)
@@ -126,6 +132,10 @@ def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[st
         chunks[-1] = ParsedChunk(last_chunk.page, None, last_chunk.text, "table", context, last_chunk.table_id, None,
                                  last_chunk.table, bounded(f"{last_chunk.locator}; {_cut()}"))  # fmt: skip
     return tuple(chunks)
+
+
+def _filled(cells: tuple[str, ...]) -> int:
+    return sum(1 for cell in cells if cell)
 
 
 def _text(value: object) -> str:

@@ -120,6 +120,17 @@ def test_a_table_placed_lower_right_in_its_sheet_is_addressed_where_it_is() -> N
     assert chunk.locator == "Notes row 4 (C4:D4)"
 
 
+def test_title_lines_above_a_sheet_table_are_its_caption_not_its_header() -> None:
+    rows = [("Sales report 2026",), (), ("Region", "Q1", "Q2"), ("North", 10, 12), ("South", 7, 9)]
+    _, (chunk,), _ = chunks_of(make_xlsx({"Sales": rows}), XLSX)
+    assert chunk.table is not None and chunk.table.header == ("Region", "Q1", "Q2")
+    assert chunk.headings == ("Sales", "Sales report 2026") and "Sales report 2026" in chunk.embed_text
+    assert chunk.locator == "Sales rows 4-5 (A4:C5)"
+    # One column throughout: no row of several cells, so the first row stays the header.
+    _, (single,), _ = chunks_of(make_xlsx({"Names": [("Name",), ("Ada",), ("Tove",)]}), XLSX)
+    assert single.table.header == ("Name",) and single.headings == ("Names",)
+
+
 def test_csv_is_a_table_with_its_header_and_row_locators() -> None:
     pages, chunks, _ = chunks_of(make_csv(";"), "text/csv")
     assert pages == 1
