@@ -14,8 +14,10 @@ Limits of subject permissions, on purpose stated here rather than hidden:
 - A durable's name is one subject token, and an index generation's durables are made at run time (``parser-g2``):
   a role may use every durable of the streams it consumes (``$JS.API.CONSUMER.*.DOCS.*``), not only its own.
 - A purge names its stream in the subject and its filter in the body: whoever may purge a stream may purge all
-  of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, CHUNKS and GRAPH; an
-  Object Store writer must purge its bucket's stream (an overwrite purges the old chunks).
+  of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, DEADLETTER and GRAPH;
+  CHUNKS's consumers (OCR, embedder, indexer) may purge and delete in CHUNKS, whose messages they remove once
+  handled (`StreamDef.consumed_once`) and may read all of anyway; an Object Store writer must purge its bucket's
+  stream (an overwrite purges the old chunks).
 - Ephemeral consumers (KV watches, object reads, the graph follower) carry their filter in the body: a role that
   may watch a bucket may read all of it. External publishers therefore get no watch, only direct gets of their
   own keys. The edge API reads DOCS with direct gets only (its byte quota included), so it holds no DOCS consumer.
@@ -26,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.topology import (
+    DEADLETTER_STREAM,
     DOCS_STREAM,
     GRAPH_STREAM,
     INDEX_BUCKET,
@@ -34,6 +37,7 @@ from contracts.topology import (
     QUERY_CONSUMERS,
     QUERY_IMAGES_BUCKET,
     REQUIRED_STREAMS,
+    STREAMS_BY_NAME,
     UPLOADS_BUCKET,
     ConsumerDef,
     IndexGeneration,
@@ -108,8 +112,14 @@ def _consume(consumer: ConsumerDef) -> Permissions:
         f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}", f"{API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{API}.CONSUMER.CREATE.{stream}.{durable}.>", f"{API}.CONSUMER.INFO.{stream}.{durable}",
         f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>",
-        Subjects.deadletter(durable),
-    )  # fmt: skip
+        Subjects.deadletters(durable),
+    ) | (_consumed_once(stream) if STREAMS_BY_NAME[stream].consumed_once else Permissions())  # fmt: skip
+
+
+def _consumed_once(stream: str) -> Permissions:
+    """Delete a settled message, and purge its own subject below its ack floor (`PullWorker`): whoever may do that
+    may purge all of the stream (a purge names its filter in the body), as whoever consumes it may read all of it."""
+    return _pub(f"{API}.STREAM.MSG.DELETE.{stream}") | _purge(stream)
 
 
 def _kv_read(bucket: str) -> Permissions:
@@ -184,8 +194,10 @@ _ROLES: dict[str, Permissions] = {
     | _consumes("indexer")
     | _pub(f"{Subjects.DOCS_INDEXED}.>", f"{Subjects.GRAPH_FACTS}.>")
     | _stream_read(GRAPH_STREAM.name)
-    | _purge(DOCS_STREAM.name)
+    | _purge(DOCS_STREAM.name)  # a deleted document's submissions and completion events
     | _purge(GRAPH_STREAM.name)
+    | _purge(DEADLETTER_STREAM.name)  # dead letters about a deleted document
+    | _purge(f"KV_{PROGRESS_BUCKET}")  # a deleted document's progress history (its tombstone stays)
     | _object_write(UPLOADS_BUCKET)  # a deleted document's upload and images
     | _kv_write(PROGRESS_BUCKET),
     "retriever": _BOOTSTRAP
