@@ -73,7 +73,7 @@ from contracts.topology import (
     Subjects,
     ingest_consumers,
 )
-from search.evaluation import BusAsker, changes, run_questions
+from search.evaluation import BusAsker, changes, fit, run_questions
 from search.vectorstore import CollectionInUse, CollectionSchema, VectorStore
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ class ReindexCoordinator(ConsumerAgent[GenerationRecord]):
         def finish(r: EvaluationRecord | None) -> EvaluationRecord | None:
             if r is None or r.runner != self._me or r.finished:
                 return None
-            return r.model_copy(update={**update, "finished_at": now, "updated_at": now})
+            return fit(r.model_copy(update={**update, "finished_at": now, "updated_at": now}))
 
         stored = await evaluations.update(tenant, eid, finish)
         log.info("reindexer: evaluation %s of %s %s", eid, tenant, update["state"])

@@ -9,8 +9,9 @@ Stored in the KV bucket `contracts.topology.EVALUATIONS_BUCKET` (``mmrag-evaluat
 | ``job.<tenant>.<id>`` | empty marker: an evaluation waiting for (or held by) a runner; deleted when it ends |
 
 Bounds: `MAX_QUESTIONS` a run, `MAX_REPORTS_PER_TENANT` reports a tenant (the oldest finished ones go), one
-evaluation queued or running per tenant at a time, texts cut to the lengths below, so a record stays far under
-the bucket's `MAX_RECORD_BYTES`.
+evaluation queued or running per tenant at a time, texts cut to the lengths below. The questions come in a body of
+at most 64 KiB (the edge API's limit), so a report of two runs stays under the bucket's `MAX_RECORD_BYTES`; should
+one not, the runner stores it without the answers and sources of each question (`trimmed`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from contracts.messages import Identifier, Tenant, utcnow
 
 MAX_QUESTIONS = 100
 MAX_REPORTS_PER_TENANT = 20
-MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = 1024 * 1024  # the bucket's value size (NATS' default max payload)
+REPORT_BUDGET_BYTES = 900 * 1024  # what a report may take of it: a margin for the message's headers
 ANSWER_CHARS = 400  # of each answer kept in the report
 TOP_HITS = 10  # sources of each answer kept in the report
 EVALUATION_ID = re.compile(r"^e[0-9a-f]{12}$")
@@ -147,6 +149,20 @@ class EvaluationRun(_Model):
     results: list[QuestionResult]
 
 
+class Outcome(_Model):
+    """What a question's outcome is made of (a `QuestionResult` without its answer and sources)."""
+
+    recall: float | None
+    rank: int | None
+    facts_found: list[bool]
+    abstained: bool
+    error: str | None
+
+    @classmethod
+    def of(cls, r: QuestionResult) -> Outcome:
+        return cls(recall=r.recall, rank=r.rank, facts_found=r.facts_found, abstained=r.abstained, error=r.error)
+
+
 class QuestionChange(_Model):
     """A question whose outcome differs between two runs (`before` = the baseline, `after` = this one)."""
 
@@ -154,8 +170,8 @@ class QuestionChange(_Model):
     id: str | None = None
     question: str
     verdict: Literal["better", "worse", "changed"]
-    before: QuestionResult
-    after: QuestionResult
+    before: Outcome
+    after: Outcome
 
 
 class EvaluationProgress(_Model):
@@ -187,6 +203,8 @@ class EvaluationRecord(_Model):
     runs: list[EvaluationRun] = Field(
         default_factory=list, description="the run on `generation`, then the one on `compare_generation`"
     )
+    trimmed: bool = Field(default=False, description="the answers and sources of each question were left out to "
+                          "keep the report under the bucket's value size")
     changes: list[QuestionChange] = Field(
         default_factory=list, description="questions whose outcome differs from the baseline (the compared "
         "generation, or the `compare_with` evaluation)",

@@ -34,11 +34,14 @@ from bus.answers import AnswerSequencer
 from bus.publish import Outgoing, publish
 from contracts.evaluation import (
     ANSWER_CHARS,
+    REPORT_BUDGET_BYTES,
     TOP_HITS,
     EvaluationMetrics,
     EvaluationQuestion,
+    EvaluationRecord,
     EvaluationRun,
     HitRef,
+    Outcome,
     QuestionChange,
     QuestionResult,
 )
@@ -123,7 +126,7 @@ def score(index: int, question: EvaluationQuestion, seen: Observed, k: int) -> Q
         index=index, id=question.id, recall=recall, ndcg10=ndcg, rank=rank,
         facts_found=[seen.error is None and fact_found(f, text) for f in question.facts],
         abstained=seen.abstained, answer=seen.answer[:ANSWER_CHARS],
-        top=[HitRef(doc_id=h.doc_id, filename=h.filename[:200], page=h.page) for h in seen.hits[:TOP_HITS]],
+        top=[HitRef(doc_id=h.doc_id, filename=h.filename[:100], page=h.page) for h in seen.hits[:TOP_HITS]],
         error=seen.error,
     )  # fmt: skip
 
@@ -146,6 +149,16 @@ def summarize(results: Sequence[QuestionResult]) -> EvaluationMetrics:
     )
 
 
+def fit(record: EvaluationRecord, budget: int = REPORT_BUDGET_BYTES) -> EvaluationRecord:
+    """The report as stored: whole if its JSON fits `budget`, else without each question's answer and sources
+    (metrics and outcomes kept, `trimmed` set)."""
+    if len(record.model_dump_json()) <= budget:
+        return record
+    runs = [run.model_copy(update={"results": [r.model_copy(update={"answer": "", "top": []}) for r in run.results]})
+            for run in record.runs]  # fmt: skip
+    return record.model_copy(update={"runs": runs, "trimmed": True})
+
+
 def _standing(r: QuestionResult) -> tuple[float, float, int]:
     """How good a question's outcome is, to say whether a change is better or worse: first the expected
     sources found and the facts found, then how high the first source ranks (a plain abstention says nothing)."""
@@ -166,7 +179,8 @@ def changes(questions: Sequence[EvaluationQuestion], before: Sequence[QuestionRe
             continue
         sa, sb = _standing(a), _standing(b)
         verdict = "better" if sa > sb else "worse" if sa < sb else "changed"
-        out.append(QuestionChange(index=a.index, id=q.id, question=q.question, verdict=verdict, before=b, after=a))
+        out.append(QuestionChange(index=a.index, id=q.id, question=q.question, verdict=verdict,
+                                  before=Outcome.of(b), after=Outcome.of(a)))  # fmt: skip
     return out
 
 

@@ -8,9 +8,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from contracts.evaluation import EvaluationGate, EvaluationQuestion, ExpectedSource
+from contracts.evaluation import EvaluationGate, EvaluationQuestion, EvaluationRecord, EvaluationRun, ExpectedSource
 from contracts.messages import Hit
-from search.evaluation import Observed, changes, fact_found, ranking_metrics, score, summarize
+from search.evaluation import Observed, changes, fact_found, fit, ranking_metrics, score, summarize
 
 
 def hit(doc: str, page: int = 1, text: str = "", filename: str | None = None) -> Hit:
@@ -75,3 +75,14 @@ def test_questions_and_gates_refuse_what_measures_nothing() -> None:
         EvaluationQuestion(question="why?")
     with pytest.raises(ValidationError, match="fact_rate needs"):
         EvaluationGate(tenant="t", questions=[q(expected=[("d", 1)])], metric="fact_rate")
+
+
+def test_a_report_over_its_budget_is_stored_without_answers_and_sources() -> None:
+    question = q(expected=[("d", 1)])
+    result = score(0, question, Observed(hits=[hit("d")] * 10, answer="x" * 400), k=10)
+    run = EvaluationRun(generation=1, metrics=summarize([result]), results=[result])
+    record = EvaluationRecord(id="e" + "0" * 12, tenant="t", questions=[question], runs=[run])
+    assert fit(record) is record
+    small = fit(record, budget=len(record.model_dump_json()) - 1)
+    assert small.trimmed and small.runs[0].results[0].answer == "" and small.runs[0].results[0].top == []
+    assert small.runs[0].metrics == run.metrics and small.runs[0].results[0].rank == 1
