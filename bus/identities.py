@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from contracts.topology import (
     DEADLETTER_STREAM,
     DOCS_STREAM,
+    EVALUATIONS_BUCKET,
     GRAPH_STREAM,
     INDEX_BUCKET,
     LANES,
@@ -208,8 +209,12 @@ _ROLES: dict[str, Permissions] = {
     "reranker": _BOOTSTRAP | _consumes("reranker") | _pub(f"{Subjects.QUERY_GENERATE}.*"),
     "generator": _BOOTSTRAP | _consumes("generator") | _pub(f"{Subjects.ANSWER_PREFIX}.>"),
     # The re-index coordinator (runs beside the indexer): watches every ingest durable's lag, drops a retired
-    # generation's durables, chunks, progress keys and graph facts.
+    # generation's durables, chunks, progress keys and graph facts; runs evaluations (and re-index gates) by
+    # asking through the query path like the edge API does, and stores their reports.
     "reindexer": _BOOTSTRAP
+    | _pub(f"{Subjects.QUERY_RETRIEVE}.*")
+    | _sub(f"{Subjects.ANSWER_PREFIX}.>")
+    | _kv_write(EVALUATIONS_BUCKET)
     | _pub(*(f"{API}.CONSUMER.{op}.{s}.*" for s in _ALL_INGEST_STREAMS for op in ("INFO", "DELETE")))
     | _pub(*(f"{API}.STREAM.PURGE.{s}" for s in ("CHUNKS", DOCS_STREAM.name, GRAPH_STREAM.name)))
     | _purge(f"KV_{PROGRESS_BUCKET}")
@@ -223,7 +228,8 @@ _ROLES: dict[str, Permissions] = {
     | _object_write(UPLOADS_BUCKET)
     | _object_write(QUERY_IMAGES_BUCKET)
     | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
-    | _kv_write(INDEX_BUCKET),
+    | _kv_write(INDEX_BUCKET)
+    | _kv_write(EVALUATIONS_BUCKET),  # evaluation requests and their reports
 }  # fmt: skip
 
 ROLES: tuple[str, ...] = tuple(_ROLES)

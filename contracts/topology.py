@@ -321,6 +321,8 @@ INDEX_BUCKET = "mmrag-index"
 # when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
 QUERY_IMAGES_BUCKET = "mmrag-query-images"
 QUERY_IMAGES_TTL_S = 600.0
+# Evaluation reports and their job markers (`contracts.evaluation`).
+EVALUATIONS_BUCKET = "mmrag-evaluations"
 
 
 def object_name(tenant: str, doc_id: str) -> str:
@@ -356,6 +358,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",
+    f"KV_{EVALUATIONS_BUCKET}",
 )
 
 # Headers carried on JetStream messages.
