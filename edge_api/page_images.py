@@ -66,7 +66,7 @@ def _fit(width: int, w: float, h: float) -> float:
     return min(scale, math.sqrt(MAX_PIXELS / (w * h)))
 
 
-# Documents that have no page pictures (decision 64): their chunks say where they are in their `locator`.
+# Documents that have no page pictures (decision 66): their chunks say where they are in their `locator`.
 NO_PICTURES = {
     "ZIP": "an office document (DOCX, PPTX, XLSX) has no page to show: its passages say where they are by "
            "their locator (slide, sheet rows, section), shown with each hit and citation",

@@ -5,5 +5,5 @@ byte is inflated).
 
 A chunk of these formats has no bbox and no page picture: its ``page`` is the slide, the sheet or the section
 (numbered from 1, so page filters work), and its ``locator`` says where it is in words a user can follow
-("slide 3", "Budget rows 2-40 (A1:D40)", "section 2: Installation > Requirements"); see decision 64.
+("slide 3", "Budget rows 2-40 (A2:D40)", "section 2: Installation > Requirements"); see decision 66.
 """
