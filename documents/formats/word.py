@@ -1,7 +1,8 @@
 """DOCX (python-docx): paragraphs, headings as the section context, tables as tables.
 
-- The body is read in order (paragraphs and tables, and those inside content controls, as on a cover page);
-  headers, footers, comments and text boxes are not read. Pictures in the body's paragraphs (PNG, JPEG, WebP, TIFF) go through the image
+- The body is read in order (paragraphs and tables, and those inside content controls, as on a cover page), a
+  paragraph's text with its tracked insertions and without its tracked deletions (the document as it would read
+  once the changes are accepted); headers, footers, comments and text boxes are not read. Pictures in the body's paragraphs (PNG, JPEG, WebP, TIFF) go through the image
   path of a PDF's images, as a slide's do (`common.picture`): locator "section N: ..., picture", the text
   before them as their nearby text.
 - A heading is a paragraph whose style (or the style it is based on, or the paragraph itself) has an outline
@@ -25,6 +26,9 @@ from .ooxml import check_package
 
 _HEADING_NAME = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+# A paragraph's runs, those python-docx's `Paragraph.text` leaves out included: tracked insertions not yet accepted,
+# smart tags, simple fields, inline content controls (a tracked deletion's text is w:delText: never read).
+_RUNS = "w:r | w:hyperlink/w:r | w:ins/w:r | w:smartTag/w:r | w:fldSimple/w:r | w:sdt/w:sdtContent/w:r"
 
 
 def parse_docx(data: bytes, settings: ParseSettings) -> ParsedDocument:
@@ -83,7 +87,7 @@ def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) 
 
     for item in _blocks(document.element.body, document._body):
         if isinstance(item, Paragraph):
-            text = clean(item.text)
+            text = _text(item._p)
             level = _heading_level(item)
             if text:
                 yield ("text", 0, text) if level is None else ("heading", level, text)
@@ -92,10 +96,14 @@ def _items(document):  # noqa: ANN001, ANN202 - yields ("heading", level, text) 
                 if part is not None and hasattr(part, "blob"):
                     yield ("picture", 0, (part.blob, part.content_type))
         elif isinstance(item, Table):
-            rows = [[clean(cell.text) for cell in row.cells] for row in item.rows]
+            rows = [[clean("\n".join(_text(p) for p in cell._tc.xpath("w:p"))) for cell in row.cells] for row in item.rows]
             rows = [row for row in rows if any(row)]
             if rows:
                 yield ("table", 0, rows)
+
+
+def _text(p) -> str:  # noqa: ANN001 - a w:p element
+    return clean("".join(run.text for run in p.xpath(_RUNS)))
 
 
 def _blocks(element, parent):  # noqa: ANN001, ANN202

@@ -68,6 +68,24 @@ def test_docx_text_inside_a_content_control_is_read_in_its_place() -> None:
     assert chunks[0].text == "Cover title Blue Heron Pumps\n\nPrepared for the Halvorsen board"
 
 
+def test_docx_tracked_insertions_are_read_and_deletions_are_not() -> None:
+    import docx
+    from docx.oxml.ns import qn
+    from lxml import etree
+
+    d = docx.Document()
+    paragraph = d.add_paragraph("The pump runs ")
+    inserted = etree.SubElement(paragraph._p, qn("w:ins"), {qn("w:id"): "1", qn("w:author"): "A"})
+    etree.SubElement(etree.SubElement(inserted, qn("w:r")), qn("w:t")).text = "quietly "
+    deleted = etree.SubElement(paragraph._p, qn("w:del"), {qn("w:id"): "2", qn("w:author"): "A"})
+    etree.SubElement(etree.SubElement(deleted, qn("w:r")), qn("w:delText")).text = "loudly "
+    paragraph.add_run("at night.")
+    out = io.BytesIO()
+    d.save(out)
+    _, (chunk,), _ = chunks_of(out.getvalue(), DOCX)
+    assert chunk.text == "The pump runs quietly at night."
+
+
 def test_pptx_every_slide_title_text_table_cell_and_notes_with_the_slide() -> None:
     data, truth = make_pptx()
     pages, chunks, pictures = chunks_of(data, PPTX)
