@@ -4,19 +4,28 @@ known ground truth, and their registration (filetypes sniffing, reader dispatch)
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from documents import DocumentRejected, parse, read_image
 from documents.chunks import wordpiece_counter
-from documents.filetypes import ACCEPTED, UnsupportedFile, detect_content_type
+from documents.filetypes import (
+    ACCEPTED,
+    FORMAT_SUFFIXES,
+    IMAGE_SUFFIXES,
+    TEXT_SUFFIXES,
+    UnsupportedFile,
+    detect_content_type,
+)
 from documents.formats import epub as epub_reader
 from documents.formats.html import MAX_HTML_BYTES
 from documents.reader import ParseSettings
-from tests.factories import render_text_image
+from tests.factories import EPUB_SCRIPT, make_epub, render_text_image
 
 
 def _chunks(data: bytes, content_type: str, settings: ParseSettings = ParseSettings()):
@@ -229,41 +238,6 @@ def test_empty_or_binary_markdown_is_rejected() -> None:
 
 # --------------------------------------------------------------------------- EPUB
 
-CHAPTERS = [
-    ("Getting started", "<h1>Getting started</h1><p>Unpack the pump and read the safety notes.</p>"
-                        "<h2>Tools</h2><p>You need a 13 mm spanner.</p>"),
-    ("Installation", "<h1>Installation</h1><p>Mount the pump on a flat surface.</p>"
-                     "<table><tr><th>Bolt</th><th>Torque</th></tr><tr><td>Anchor</td><td>12 Nm</td></tr></table>"),
-    ("Maintenance", "<p>Replace the filter every six months.</p>"),  # no heading: the title is the context
-]
-
-
-def make_epub(chapters: list[tuple[str, str]] = CHAPTERS, *, cover: bool = True) -> bytes:
-    from ebooklib import epub
-
-    book = epub.EpubBook()
-    book.set_identifier("pump-manual-1")
-    book.set_title("Pump manual")
-    book.set_language("en")
-    spine: list = []
-    if cover:
-        spine.append(epub.EpubHtml(title="Cover", file_name="cover.xhtml", content="<p></p>"))  # no text
-    items = []
-    for i, (title, body) in enumerate(chapters, 1):
-        item = epub.EpubHtml(title=title, file_name=f"chap_{i}.xhtml", lang="en")
-        item.content = f"<html><body>{body}<script>var x = '{SCRIPT}';</script></body></html>"
-        items.append(item)
-    for item in spine + items:
-        book.add_item(item)
-    book.toc = [epub.Link(item.file_name, title, f"c{i}") for i, (item, (title, _)) in enumerate(zip(items, chapters))]
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = [*spine, *items]
-    out = io.BytesIO()
-    epub.write_epub(out, book)
-    return out.getvalue()
-
-
 def test_every_epub_chapter_is_found_in_reading_order_with_its_locator() -> None:
     data = make_epub()
 
@@ -274,7 +248,7 @@ def test_every_epub_chapter_is_found_in_reading_order_with_its_locator() -> None
         assert document.page_count == 3
     assert [p.page for p in pages] == [1, 2, 3]  # the cover has no text: it is no chapter
     chunks = [c for p in pages for c in p.chunks]
-    assert SCRIPT not in "\n".join(c.embed_text for c in chunks)
+    assert EPUB_SCRIPT not in "\n".join(c.embed_text for c in chunks)
     tools = next(c for c in chunks if "spanner" in c.text)
     assert (tools.page, tools.headings) == (1, ("Getting started", "Tools"))
     assert tools.locator == "chapter 1 Getting started, section Tools"
@@ -379,3 +353,13 @@ def test_a_misnamed_epub_or_html_is_refused_with_what_is_accepted() -> None:
     assert ACCEPTED in str(err.value) and ".html" in ACCEPTED and ".epub" in ACCEPTED and "GIF" in ACCEPTED
     with pytest.raises(UnsupportedFile, match="NUL"):
         detect_content_type("page.html", None, b"<p>\x00\x00")
+
+
+def test_the_ui_file_picker_offers_every_accepted_type() -> None:
+    """The picker once hid types that drag-and-drop accepted: it lists every suffix the sniffer takes."""
+    page = (Path(__file__).parents[2] / "edge_api" / "static" / "ui" / "index.html").read_text()
+    [accept] = re.findall(r'id="files"[^>]*accept="([^"]+)"', page)
+    offered = set(accept.split(","))
+
+    assert {".pdf", *TEXT_SUFFIXES, *IMAGE_SUFFIXES, *FORMAT_SUFFIXES} <= offered
+    assert {"text/html", "application/epub+zip"} <= offered
