@@ -7,6 +7,7 @@ bytes it reads with the same functions, so the two cannot disagree (BigTIFF, say
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import PurePath
 
 TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
@@ -16,11 +17,16 @@ IMAGE_SUFFIXES = {
 }  # fmt: skip
 # Formats read by documents/formats/ (parsed through documents.reader.FORMAT_READERS), by name; each is also
 # recognised by its content where it has a signature (`_by_content`).
-FORMAT_SUFFIXES = {".html": "text/html", ".htm": "text/html", ".xhtml": "text/html", ".epub": "application/epub+zip"}
+FORMAT_SUFFIXES = {".html": "text/html", ".htm": "text/html", ".xhtml": "text/html", ".epub": "application/epub+zip",
+                   ".eml": "message/rfc822"}  # fmt: skip
 FORMAT_DECLARED = {"text/html": "text/html", "application/xhtml+xml": "text/html",
-                   "application/epub+zip": "application/epub+zip"}  # fmt: skip
+                   "application/epub+zip": "application/epub+zip", "message/rfc822": "message/rfc822"}  # fmt: skip
 ACCEPTED = ("upload a PDF, an image (PNG, JPEG, WebP, TIFF, GIF), a web page (.html), an EPUB e-book (.epub), "
-            "a .txt or a .md file")  # fmt: skip
+            "an e-mail (.eml), a .txt or a .md file")  # fmt: skip
+# An e-mail starts with header fields ("Name: value"); one of these is among its first lines.
+_MAIL_HEADERS = re.compile(rb"^(from|to|subject|date|message-id|mime-version|received|return-path|delivered-to)[ \t]*:",
+                           re.IGNORECASE | re.MULTILINE)  # fmt: skip
+_FIELD = re.compile(rb"^[!-9;-~]+[ \t]*:")
 
 
 # Content types we accept for uploaded images, and the format name PIL reports for each.
@@ -85,6 +91,9 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
         return found
     if named == "application/epub+zip":
         raise UnsupportedFile(f"{filename!r} is not an EPUB: its content is not a ZIP archive; {ACCEPTED}")
+    if named == "message/rfc822":
+        raise UnsupportedFile(f"{filename!r} is not an e-mail message: it does not start with header fields "
+                              f"(From:, Subject:, ...); save the message from the mail program as .eml")  # fmt: skip
     if (image := sniff_image(head)) is not None:
         return image
     if suffix in IMAGE_SUFFIXES or (declared or "").startswith("image/"):
@@ -122,6 +131,8 @@ def _by_content(head: bytes, named: str | None) -> str | None:
         (head[30:38] == b"mimetype" and head[38:58] == b"application/epub+zip") or named == "application/epub+zip"
     ):
         return "application/epub+zip"
+    if named == "message/rfc822" and b"\x00" not in head and _FIELD.match(head) and _MAIL_HEADERS.search(head[:8192]):
+        return "message/rfc822"
     return None
 
 

@@ -13,7 +13,7 @@ rasters and publishes; :func:`read_page` and :func:`read_image` turn a piece of 
 - image file (PNG/JPEG/WebP/TIFF): its real type must be the declared one and its header within budget; one
   page whose only output is one image work over the whole image;
 - plain text: one page of chunks without bboxes;
-- the formats of ``FORMAT_READERS`` (Markdown, HTML, EPUB, GIF): their module of ``documents/formats``.
+- the formats of ``FORMAT_READERS`` (Markdown, HTML, EPUB, GIF, e-mail): their module of ``documents/formats``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 # Formats read by a module of documents/formats/, each with `parse(data, settings) -> ParsedDocument`
 # (imported on first use); content type -> module.
-FORMAT_READERS = {"text/markdown": "markdown", "text/html": "html", "application/epub+zip": "epub", "image/gif": "gif"}
+FORMAT_READERS = {"text/markdown": "markdown", "text/html": "html", "application/epub+zip": "epub", "image/gif": "gif",
+                  "message/rfc822": "eml"}  # fmt: skip
 
 BBox = tuple[float, float, float, float]
 

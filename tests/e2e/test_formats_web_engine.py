@@ -81,3 +81,16 @@ async def test_a_misnamed_epub_is_refused_and_an_epub_without_chapters_fails_wit
     status = await _ingest(http, engine, make_epub([("Blank", "<p> </p>")]), "blank.epub", "application/epub+zip")
     assert status["status"] == "failed" and "EPUB without chapters" in status["error"], status
     assert "convert it to PDF" in status["error"]
+
+
+async def test_an_email_is_indexed_and_found(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "ada@example.org", "team@example.org", "Generator test"
+    message.set_content("The emergency generator is tested every first Monday at 6 am.\n")
+    status = await _ingest(http, engine, bytes(message), "generator.eml", "message/rfc822")
+    assert status["status"] == "indexed", status
+
+    hits = await _search(http, engine, "When is the emergency generator tested?")
+    assert hits and "first Monday" in hits[0]["text"]

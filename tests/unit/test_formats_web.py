@@ -363,3 +363,55 @@ def test_the_ui_file_picker_offers_every_accepted_type() -> None:
 
     assert {".pdf", *TEXT_SUFFIXES, *IMAGE_SUFFIXES, *FORMAT_SUFFIXES} <= offered
     assert {"text/html", "application/epub+zip"} <= offered
+
+
+# --------------------------------------------------------------------------- e-mail
+
+
+def _mail(*, html: bool = False, attachment: bool = True) -> bytes:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = "Ada Lovelace <ada@example.org>"
+    message["To"] = "facilities@example.org"
+    message["Subject"] = "=?utf-8?q?Boiler_room_key_=E2=80=93_new_place?="  # RFC 2047, as mail programs send
+    message["Date"] = "Mon, 07 Dec 2026 09:00:00 +0000"
+    message.set_content("Hello team,\n\nthe boiler room key now hangs in locker 17.\nIt moved on Friday.\n\nAda\n")
+    if html:
+        message.add_alternative(f"<p>Hello team,</p><p>the key hangs in <b>locker 17</b>.</p><script>{SCRIPT}</script>",
+                                subtype="html")  # fmt: skip
+    if attachment:
+        message.add_attachment(b"%PDF-1.4 plan", maintype="application", subtype="pdf", filename="floor-plan.pdf")
+    return bytes(message)
+
+
+def test_an_email_is_read_with_its_subject_as_context_and_its_attachments_named() -> None:
+    data = _mail(html=True)
+    assert detect_content_type("key.eml", None, data[:4096]) == "message/rfc822"
+
+    chunks = _chunks(data, "message/rfc822")
+    text = "\n".join(c.text for c in chunks)
+
+    assert all(c.headings == ("Boiler room key – new place",) for c in chunks)
+    assert "From: Ada Lovelace <ada@example.org>" in text and "To: facilities@example.org" in text
+    assert "the boiler room key now hangs in locker 17.\nIt moved on Friday." in text  # the plain part, first
+    assert SCRIPT not in text and "floor-plan.pdf" in text and "upload them on their own" in text
+
+
+def test_an_html_only_email_is_read_through_the_html_reader() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "Key"
+    message.set_content(f"<p>The key hangs in <b>locker 17</b>.</p><script>{SCRIPT}</script>", subtype="html")
+
+    text = "\n".join(c.text for c in _chunks(bytes(message), "message/rfc822"))
+
+    assert "The key hangs in locker 17." in text and SCRIPT not in text and "<b>" not in text
+
+
+def test_a_file_named_eml_that_is_no_email_is_refused() -> None:
+    with pytest.raises(UnsupportedFile, match="not an e-mail message.*save the message"):
+        detect_content_type("notes.eml", None, b"Just some notes\nwith no headers")
+    with pytest.raises(DocumentRejected, match="empty e-mail"):
+        parse(b"From: a@example.org\n\n", "message/rfc822")
