@@ -49,6 +49,7 @@ _BOILERPLATE = ("//nav | //aside | //*[@role='navigation' or @role='banner' or @
 _PAGE_CHROME = "//header[not(ancestor::article or ancestor::section or ancestor::main)] | " \
                "//footer[not(ancestor::article or ancestor::section or ancestor::main)]"  # fmt: skip
 _DISPLAY_NONE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+_NUMBER = "data-mmrag-n"
 _LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]+)")
 
 
@@ -136,13 +137,18 @@ def _main(root: lxml.html.HtmlElement) -> list[lxml.html.HtmlElement]:
         return whole
     from readability import Document  # only pages without landmarks need it
 
+    # Readability returns a cleaned copy of what it picks; each element is numbered first so that the picked
+    # elements are found again here (its own xpath option computes paths in time quadratic in sibling counts).
+    elements = list(root.iter())
+    numbered = copy.deepcopy(root)
+    for number, el in enumerate(numbered.iter()):
+        el.set(_NUMBER, str(number))
     try:
-        summary = lxml.html.fromstring(Document(copy.deepcopy(root), xpath=True).summary(html_partial=True))
+        summary = lxml.html.fromstring(Document(numbered).summary(html_partial=True))
     except Exception as err:  # readability raises its own Unparseable, and lxml's errors on odd input
         log.info("html: readability found no main content (%s); reading the whole body", err)
         return whole
-    tree = root.getroottree()
-    picked = [el for child in summary if child.get("x") for el in tree.xpath(child.get("x"))[:1]]
+    picked = [elements[int(n)] for child in summary if (n := child.get(_NUMBER) or "").isdigit() and int(n) < len(elements)]
     return picked if any(_text_length(el) for el in picked) else whole
 
 
