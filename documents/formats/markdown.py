@@ -7,7 +7,8 @@
   line break as a space (hard-wrapped prose is unwrapped), a hard break as a line break; list items read
   "- item"; a raw HTML block goes through the HTML reader (so a ``<script>`` in it is never text);
 - a leading YAML front matter block (``---`` ... ``---``) is metadata, not text: skipped.
-Nesting deeper than markdown-it's ``maxNesting`` (20) is read as text; the file must be UTF-8 (as a .txt).
+Refused: quotes or lists nested ``MAX_NESTING`` levels deep (markdown-it would drop what lies deeper); the file
+must be UTF-8 (as a .txt).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .flow import Block, Code, Heading, Paragraph, TableBlock, to_chunks
 from .html import html_blocks
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
-_PARSER = MarkdownIt("commonmark", {"maxNesting": 20}).enable("table").enable("strikethrough")
+MAX_NESTING = 100  # markdown-it stops reading a container at its maxNesting: what lies deeper would be lost
+_PARSER = MarkdownIt("commonmark", {"maxNesting": MAX_NESTING}).enable("table").enable("strikethrough")
 
 
 def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
@@ -36,6 +38,11 @@ def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports
 
 def markdown_blocks(text: str) -> list[Block]:
     tokens = _PARSER.parse(_FRONT_MATTER.sub("", text, count=1))
+    if any(token.level >= MAX_NESTING - 1 for token in tokens):
+        raise DocumentRejected(
+            f"Markdown nested too deeply: quotes or lists more than {MAX_NESTING} levels deep, and what lies deeper "
+            "would be lost; flatten them, or upload the file as .txt"
+        )
     blocks: list[Block] = []
     bullet = False  # the next paragraph opens a list item
     row: list[str] | None = None

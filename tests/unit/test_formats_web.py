@@ -229,6 +229,16 @@ def test_a_long_code_block_is_cut_between_lines_each_piece_fenced() -> None:
     assert all(count(c.embed_text) <= 254 and len(c.text) <= 1000 for c in chunks)
 
 
+def test_markdown_nested_too_deeply_is_rejected_with_the_fix() -> None:
+    started = time.monotonic()
+    with pytest.raises(DocumentRejected, match="nested too deeply.*upload the file as .txt"):
+        parse(("> " * 20000 + "deep text\n").encode(), "text/markdown")
+    assert time.monotonic() - started < 10
+    nested = "".join("  " * i + f"- item {i}\n" for i in range(30))  # deep, but within the limit: all read
+    text = "\n".join(c.text for c in _chunks(nested.encode(), "text/markdown"))
+    assert all(f"- item {i}" in text for i in range(30))
+
+
 def test_empty_or_binary_markdown_is_rejected() -> None:
     with pytest.raises(DocumentRejected, match="empty"):
         parse(b"---\ntitle: x\n---\n\n   \n", "text/markdown")
