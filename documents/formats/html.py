@@ -4,13 +4,15 @@
   else the page's own ``<meta charset>``. Refused: more than ``MAX_HTML_BYTES``, and markup nested deeper
   than libxml2's 256 levels (the parser would drop what lies deeper).
 - Never text: ``<script>``, ``<style>``, ``<noscript>``, ``<template>``, SVG/MathML, embedded objects, form
-  controls, comments, and elements that are ``hidden``, ``aria-hidden="true"`` or ``display: none``.
+  controls, comments, elements that are ``hidden``, ``aria-hidden="true"`` or ``display: none``, and the "¶"
+  permalinks that Sphinx and MkDocs put in headings (``a.headerlink``).
 - The main content: the page's one ``<main>`` (or ``role="main"``), else its one ``<article>``; a page without
   such landmarks goes through readability-lxml (Mozilla Readability's scoring of text and link density), unless
   it holds less than ``READABILITY_MIN_CHARS`` of text (too little to score: read whole). In the main content,
   ``<nav>``, ``<aside>``, ARIA navigation/banner/contentinfo/complementary/search regions, and
   ``<header>``/``<footer>`` outside any ``<article>``/``<section>``/``<main>`` are boilerplate and dropped.
-  When the main content has no ``<h1>``, the page's ``<title>`` is the context above its headings.
+  When the main content has no ``<h1>`` nor a heading that repeats it, the page's ``<title>`` is the context
+  above its headings.
 - Blocks: ``<h1>``-``<h6>`` are headings (the chunks' context); ``<pre>`` is code, verbatim; a ``<table>`` is
   a table (cells as text, ``colspan`` repeated as empty cells up to ``MAX_COLSPAN``, the first row as header)
   unless it holds another table or has a single column (a layout table: its cells are read as content);
@@ -50,6 +52,7 @@ _PAGE_CHROME = "//header[not(ancestor::article or ancestor::section or ancestor:
                "//footer[not(ancestor::article or ancestor::section or ancestor::main)]"  # fmt: skip
 _DISPLAY_NONE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _NUMBER = "data-mmrag-n"
+_SPACES = re.compile(r"\s+")  # in HTML a line break of the source is a space; only <br> breaks a line
 _LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]+)")
 
 
@@ -77,7 +80,7 @@ def html_blocks(data: bytes, *, main_content: bool = True, what: str = "web page
     root = _parse_tree(data, what)
     title = " ".join((root.findtext(".//title") or "").split())
     _drop(root, " | ".join(f"//{tag}" for tag in _SKIP))
-    _drop(root, "//*[@hidden] | //*[@aria-hidden='true']")
+    _drop(root, "//*[@hidden] | //*[@aria-hidden='true'] | //a[contains(concat(' ', @class, ' '), ' headerlink ')]")
     for el in root.xpath("//*[@style]"):
         if _DISPLAY_NONE.search(el.get("style") or "") and el.getparent() is not None:
             el.drop_tree()
@@ -87,14 +90,14 @@ def html_blocks(data: bytes, *, main_content: bool = True, what: str = "web page
     body = root.find(".//body")
     parts = _main(root) if main_content else [body if body is not None else root]
     walker = _Walker()
-    for part in parts:
+    for part in parts:  # in document order; inline parts (and their tails) run on in one paragraph
         _drop(part, _BOILERPLATE.replace("//", ".//"))
         if main_content:
             _drop(part, _PAGE_CHROME.replace("//", ".//"))
         walker.walk(part)
-        walker.flush()
+    walker.flush()
     blocks = walker.blocks
-    if title and main_content and not any(isinstance(b, Heading) and b.level == 1 for b in blocks):
+    if title and main_content and not any(isinstance(b, Heading) and (b.level == 1 or b.text == title) for b in blocks):
         blocks.insert(0, Heading(0, title))
     return blocks
 
@@ -149,7 +152,14 @@ def _main(root: lxml.html.HtmlElement) -> list[lxml.html.HtmlElement]:
         log.info("html: readability found no main content (%s); reading the whole body", err)
         return whole
     picked = [elements[int(n)] for child in summary if (n := child.get(_NUMBER) or "").isdigit() and int(n) < len(elements)]
-    return picked if any(_text_length(el) for el in picked) else whole
+    if not any(_text_length(el) for el in picked):
+        return whole
+    # Readability lists a container's children one by one when it picks most of them (a page whose text lies
+    # in <body> itself): the container is read whole then, its text between those children included.
+    parents = {el.getparent() for el in picked}
+    if len(parents) == 1 and (parent := parents.pop()) is not None and 2 * len(picked) >= len(parent):
+        return [parent]
+    return picked
 
 
 def _text_length(el: lxml.html.HtmlElement) -> int:
@@ -198,13 +208,13 @@ class _Walker:
             if tag == "li":
                 self._inline.append("- ")
             if el.text:
-                self._inline.append(el.text)
+                self._inline.append(_SPACES.sub(" ", el.text))
             for child in el:
                 self.walk(child)
             if block:
                 self.flush()
         if el.tail:
-            self._inline.append(el.tail)
+            self._inline.append(_SPACES.sub(" ", el.tail))
 
 
 def _is_data_table(table: lxml.html.HtmlElement) -> bool:
