@@ -115,6 +115,18 @@ def test_html_without_landmarks_drops_link_lists_and_keeps_small_tables() -> Non
     assert chunks[0].headings == ("Spec sheet",)  # no <h1>: the page's title is the context
 
 
+def test_text_written_straight_into_body_reads_as_paragraphs_not_pieces() -> None:
+    """An old page's text lies in <body> between inline elements; source line breaks are spaces."""
+    sentence = "We often get questions about how the <tt>deflate()</tt> and <tt>inflate()</tt> functions\nshould be used. "
+    page = f"<html><head><title>zlib usage</title></head><body><h2>zlib usage</h2>{sentence * 8}<p>Second part.</body>"
+
+    chunks = _chunks(page.encode(), "text/html")
+
+    assert chunks[0].headings == ("zlib usage",)  # the <h2> repeats the title: once
+    expected = "We often get questions about how the deflate() and inflate() functions should be used."
+    assert chunks[0].text == " ".join([expected] * 8) + "\n\nSecond part."
+
+
 @pytest.mark.parametrize(
     "page",
     [
