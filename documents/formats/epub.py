@@ -96,7 +96,7 @@ def chapters(data: bytes) -> list[tuple[str, list]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ebooklib's notices about its future defaults
-            book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": False})
+            book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})  # the nav document, else the NCX
     except DocumentRejected:
         raise
     except Exception as err:  # ebooklib raises EpubException, KeyError, lxml and zipfile errors alike
