@@ -21,8 +21,16 @@ FORMAT_SUFFIXES = {".html": "text/html", ".htm": "text/html", ".xhtml": "text/ht
                    ".eml": "message/rfc822"}  # fmt: skip
 FORMAT_DECLARED = {"text/html": "text/html", "application/xhtml+xml": "text/html",
                    "application/epub+zip": "application/epub+zip", "message/rfc822": "message/rfc822"}  # fmt: skip
-ACCEPTED = ("upload a PDF, an image (PNG, JPEG, WebP, TIFF, GIF), a web page (.html), an EPUB e-book (.epub), "
-            "an e-mail (.eml), a .txt or a .md file")  # fmt: skip
+# What the upload's 415 says is accepted: one kind a line.
+_ACCEPTED_KINDS = (
+    "a PDF",
+    "an image (PNG, JPEG, WebP, TIFF, GIF)",
+    "a web page (.html)",
+    "an EPUB e-book (.epub)",
+    "an e-mail (.eml)",
+    "a text file (.txt, .md)",
+)
+ACCEPTED = "upload " + ", ".join(_ACCEPTED_KINDS[:-1]) + " or " + _ACCEPTED_KINDS[-1]
 # An e-mail starts with header fields ("Name: value"); one of these is among its first lines.
 _MAIL_HEADERS = re.compile(rb"^(from|to|subject|date|message-id|mime-version|received|return-path|delivered-to)[ \t]*:",
                            re.IGNORECASE | re.MULTILINE)  # fmt: skip

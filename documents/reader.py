@@ -37,10 +37,16 @@ from .ocr import DEFAULT_OCR, OcrSettings, lines_to_paragraphs, ocr_image, ocr_p
 
 log = logging.getLogger(__name__)
 
-# Formats read by a module of documents/formats/, each with `parse(data, settings) -> ParsedDocument`
-# (imported on first use); content type -> module.
-FORMAT_READERS = {"text/markdown": "markdown", "text/html": "html", "application/epub+zip": "epub", "image/gif": "gif",
-                  "message/rfc822": "eml"}  # fmt: skip
+# Formats read by a module of `documents.formats`, loaded on first use: content type -> (module, function), the
+# function taking (data, ParseSettings) and returning a ParsedDocument. Looked up before the image types: a GIF
+# is read by its module (the first frame), not as an image file.
+FORMAT_READERS = {
+    "text/markdown": ("markdown", "parse_markdown"),
+    "text/html": ("html", "parse_html"),
+    "application/epub+zip": ("epub", "parse_epub"),
+    "image/gif": ("gif", "parse_gif"),
+    "message/rfc822": ("eml", "parse_eml"),
+}
 
 BBox = tuple[float, float, float, float]
 
@@ -118,8 +124,9 @@ def parse(data: bytes, content_type: str, settings: ParseSettings = ParseSetting
     continuations start fresh at its first page."""
     if content_type == "application/pdf":
         return _parse_pdf(data, settings, pages)
-    if (module := FORMAT_READERS.get(content_type)) is not None:
-        return importlib.import_module(f".formats.{module}", __package__).parse(data, settings)
+    if (reader := FORMAT_READERS.get(content_type)) is not None:
+        module, function = reader
+        return getattr(importlib.import_module(f"{__package__}.formats.{module}"), function)(data, settings)
     if content_type in IMAGE_CONTENT_TYPES:
         return ParsedDocument(1, iter([_parse_image(data, content_type)]))
     blocks = extract_text(data)

@@ -22,7 +22,7 @@ MAX_EML_BYTES = 32 * 1024 * 1024
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 
 
-def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
+def parse_eml(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
     from ..reader import ParsedDocument, ParsedPage
 
     chunks = to_chunks(message_blocks(data), settings.chunk_max_tokens, settings.chunk_max_chars,

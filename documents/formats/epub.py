@@ -33,7 +33,7 @@ _ALGORITHM = re.compile(rb'Algorithm\s*=\s*["\']([^"\']+)["\']')
 _DOCUMENT_TYPES = {"application/xhtml+xml", "text/html", "application/x-dtbook+xml"}
 
 
-def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
+def parse_epub(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
     from ..reader import ParsedDocument, ParsedPage
 
     check_archive(data)

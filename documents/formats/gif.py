@@ -14,7 +14,7 @@ from ..filetypes import describe_format, sniff_image_format
 from ..images import ImageRejected, decode_image
 
 
-def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
+def parse_gif(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
     from ..reader import OcrWork, ParsedDocument, ParsedPage
 
     png, width, height = first_frame(data)

@@ -56,7 +56,7 @@ _SPACES = re.compile(r"\s+")  # in HTML a line break of the source is a space; o
 _LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]+)")
 
 
-def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
+def parse_html(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
     from ..reader import ParsedDocument, ParsedPage
 
     blocks = html_blocks(data)

@@ -27,7 +27,7 @@ MAX_NESTING = 100  # markdown-it stops reading a container at its maxNesting: wh
 _PARSER = MarkdownIt("commonmark", {"maxNesting": MAX_NESTING}).enable("table").enable("strikethrough")
 
 
-def parse(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
+def parse_markdown(data: bytes, settings):  # -> ParsedDocument (documents.reader imports this module lazily)
     from ..reader import ParsedDocument, ParsedPage
 
     chunks = to_chunks(markdown_blocks(_decode_utf8(data)), settings.chunk_max_tokens, settings.chunk_max_chars)
