@@ -108,9 +108,9 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
         raise UnsupportedFile(f"{filename!r} is not a PNG, JPEG, WebP, TIFF or GIF image (by its content, whatever "
                               f"its name says); {ACCEPTED}")  # fmt: skip
     if named == "text/html" or (suffix not in TEXT_SUFFIXES and _looks_like_html(head)):
-        if b"\x00" in head:
+        if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):  # NULs only in UTF-16 (its BOM)
             raise UnsupportedFile(f"{filename!r} is not an HTML page (it contains NUL bytes)")
-        return "text/html"  # any encoding: the page's <meta charset> says which
+        return "text/html"  # any encoding: its BOM or its <meta charset> says which
     text_type = TEXT_SUFFIXES.get(suffix) or (
         "text/markdown"
         if declared == "text/markdown"

@@ -133,6 +133,7 @@ def test_text_written_straight_into_body_reads_as_paragraphs_not_pieces() -> Non
         b"<p>Unclosed <b>bold <i>italic <table><tr><td>Cell A<td>Cell B<tr><td>Cell C</table> tail &amp; more",
         b"<html><body><div><p>Cell A</div></span></p><td>Cell B</td><p>Cell C</body></html></html>",
         "<meta charset='windows-1252'><p>Cell A caf\xe9</p><p>Cell B</p><p>Cell C</p>".encode("cp1252"),
+        "<p>Cell A caf\xe9</p><p>Cell B</p><p>Cell C</p>".encode("utf-16"),
     ],
 )
 def test_malformed_html_is_repaired_and_read(page: bytes) -> None:
@@ -361,6 +362,7 @@ def test_a_gif_bomb_or_a_fake_gif_is_rejected() -> None:
         ("saved", "application/octet-stream", b"\n  <!doctype html>\n<html>", "text/html"),  # by content
         ("page.xhtml", "application/xhtml+xml", b"<?xml version='1.0'?><html>", "text/html"),
         ("latin1.html", "text/html", "<p>caf\xe9</p>".encode("latin-1"), "text/html"),  # its meta charset decides
+        ("windows.htm", None, "<html><p>Unicode</p>".encode("utf-16"), "text/html"),  # UTF-16, by its BOM
         ("notes.txt", "text/plain", b"<!DOCTYPE html><html>", "text/plain"),  # the name says text: it is text
         ("notes.md", None, b"# Title", "text/markdown"),
     ],
