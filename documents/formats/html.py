@@ -14,7 +14,8 @@
   When the main content has no ``<h1>`` nor a heading that repeats it, the page's ``<title>`` is the context
   above its headings.
 - Blocks: ``<h1>``-``<h6>`` are headings (the chunks' context); ``<pre>`` is code, verbatim; a ``<table>`` is
-  a table (cells as text, ``colspan`` repeated as empty cells up to ``MAX_COLSPAN``, the first row as header)
+  a table (cells as text on a grid: a ``colspan`` leaves the columns it covers empty, a ``rowspan`` repeats its
+  text down the rows it covers; the first row is the header)
   unless it holds another table or has a single column (a layout table: its cells are read as content);
   every other block element (``<p>``, ``<li>`` as "- item", ``<div>``, ``<blockquote>``, ...) is a paragraph;
   links, emphasis and other inline elements are their text; ``<br>`` is a line break; images are skipped.
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_HTML_BYTES = 32 * 1024 * 1024
 MAX_COLSPAN = 20
+MAX_ROWSPAN = 1000
 MAX_COLUMNS = 64
 READABILITY_MIN_CHARS = 500  # a shorter page is read whole: readability's scoring needs paragraphs to weigh
 _SKIP = ("script", "style", "noscript", "template", "svg", "math", "canvas", "iframe", "object", "embed", "head",
@@ -225,20 +227,44 @@ def _is_data_table(table: lxml.html.HtmlElement) -> bool:
 
 
 def _table(table: lxml.html.HtmlElement) -> TableBlock:
+    """The cells on a grid: a ``colspan`` leaves the columns it covers empty, a ``rowspan`` repeats its text in
+    the rows it covers (so that each row reads on its own)."""
     rows: list[list[str]] = []
+    above: dict[int, tuple[int, str]] = {}  # column -> (rows it still covers, text) of a rowspan from above
+
+    def take_from_above(row: list[str]) -> None:
+        while (column := len(row)) in above:
+            left, text = above.pop(column)
+            row.append(text)
+            if left > 1:
+                above[column] = (left - 1, text)
+
     for tr in table.iter("tr"):
-        cells: list[str] = []
+        row: list[str] = []
         for cell in tr:
             if cell.tag not in ("td", "th"):
                 continue
-            try:
-                span = min(max(int(cell.get("colspan") or 1), 1), MAX_COLSPAN)
-            except ValueError:
-                span = 1
-            cells += [_cell_text(cell)] + [""] * (span - 1)
-        if any(cells):
-            rows.append(cells[:MAX_COLUMNS])
+            take_from_above(row)
+            text = _cell_text(cell)
+            rowspan = _span(cell.get("rowspan"), MAX_ROWSPAN)
+            for k in range(_span(cell.get("colspan"), MAX_COLSPAN)):
+                if rowspan > 1:
+                    above[len(row)] = (rowspan - 1, text if k == 0 else "")
+                row.append(text if k == 0 else "")
+        while above and max(above) >= len(row):  # spans from above at the end of a short row
+            take_from_above(row)
+            if above and max(above) >= len(row):  # a column no cell and no span fills
+                row.append("")
+        if any(row):
+            rows.append(row[:MAX_COLUMNS])
     width = max(map(len, rows), default=0)
     caption = table.find("caption")
     return TableBlock(tuple(tuple(row + [""] * (width - len(row))) for row in rows),
                       _cell_text(caption) or None if caption is not None else None)  # fmt: skip
+
+
+def _span(value: str | None, limit: int) -> int:
+    try:
+        return min(max(int(value or 1), 1), limit)
+    except ValueError:
+        return 1

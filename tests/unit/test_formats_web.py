@@ -156,6 +156,25 @@ def test_html_without_text_or_too_deep_or_too_large_is_rejected_with_the_fix() -
     assert time.monotonic() - started < 10  # refused without reading the content through
 
 
+def test_html_table_spans_are_laid_on_a_grid() -> None:
+    page = """<main><table>
+      <tr><th>Model</th><th>Part</th><th>Torque</th></tr>
+      <tr><td rowspan="2">P-100</td><td>Anchor</td><td>12 Nm</td></tr>
+      <tr><td>Cover</td><td>3 Nm</td></tr>
+      <tr><td colspan="2">Any other screw</td><td>2 Nm</td></tr>
+      <tr><td>P-200</td><td>Anchor</td><td rowspan="9">20 Nm</td></tr>
+      <tr><td>P-200</td><td>Cover</td></tr>
+    </table></main>"""
+
+    [chunk] = _chunks(page.encode(), "text/html")
+
+    assert chunk.table is not None and chunk.table.header == ("Model", "Part", "Torque")
+    assert chunk.table.rows == (
+        ("P-100", "Anchor", "12 Nm"), ("P-100", "Cover", "3 Nm"), ("Any other screw", "", "2 Nm"),
+        ("P-200", "Anchor", "20 Nm"), ("P-200", "Cover", "20 Nm"),
+    )  # fmt: skip
+
+
 def test_a_huge_html_table_is_cut_between_rows_under_its_header() -> None:
     rows = "".join(f"<tr><td>part {i}</td><td>{i} Nm</td></tr>" for i in range(3000))
     page = f"<html><body><main><h1>Torques</h1><table><tr><th>Part</th><th>Torque</th></tr>{rows}</table></main>"
