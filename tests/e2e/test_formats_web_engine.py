@@ -94,3 +94,16 @@ async def test_an_email_is_indexed_and_found(engine: TenantEngine, http: aiohttp
 
     hits = await _search(http, engine, "When is the emergency generator tested?")
     assert hits and "first Monday" in hits[0]["text"]
+
+
+async def test_a_markdown_code_block_is_found_whole_under_its_headings(
+    engine: TenantEngine, http: aiohttp.ClientSession
+) -> None:
+    code = "sudo systemctl enable pumpd\n    pumpctl calibrate --sensor inlet"
+    text = f"# Pump service\n\nIntro words.\n\n## Calibration\n\nRun these once:\n\n```bash\n{code}\n```\n"
+    status = await _ingest(http, engine, text.encode(), "service.md", "text/markdown")
+    assert status["status"] == "indexed", status
+
+    hits = await _search(http, engine, "How do I calibrate the inlet sensor with pumpctl?")
+    assert hits and f"```bash\n{code}\n```" in hits[0]["text"]
+    assert hits[0]["headings"] == ["Pump service", "Calibration"]
