@@ -10,7 +10,8 @@
   such landmarks goes through readability-lxml (Mozilla Readability's scoring of text and link density), unless
   it holds less than ``READABILITY_MIN_CHARS`` of text (too little to score: read whole). In the main content,
   ``<nav>``, ``<aside>``, ARIA navigation/banner/contentinfo/complementary/search regions, and
-  ``<header>``/``<footer>`` outside any ``<article>``/``<section>``/``<main>`` are boilerplate and dropped.
+  ``<header>``/``<footer>`` outside any ``<article>``/``<section>``/``<main>`` (or ``role="main"``) are
+  boilerplate and dropped.
   When the main content has no ``<h1>`` nor a heading that repeats it, the page's ``<title>`` is the context
   above its headings.
 - Blocks: ``<h1>``-``<h6>`` are headings (the chunks' context); ``<pre>`` is code, verbatim; a ``<table>`` is
@@ -50,8 +51,8 @@ _BLOCKS = {"p", "div", "section", "article", "main", "body", "ul", "ol", "li", "
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BOILERPLATE = ("//nav | //aside | //*[@role='navigation' or @role='banner' or @role='contentinfo' or "
                 "@role='complementary' or @role='search']")  # fmt: skip
-_PAGE_CHROME = "//header[not(ancestor::article or ancestor::section or ancestor::main)] | " \
-               "//footer[not(ancestor::article or ancestor::section or ancestor::main)]"  # fmt: skip
+_SECTIONED = "ancestor::article or ancestor::section or ancestor::main or ancestor::*[@role='main']"
+_PAGE_CHROME = f"//header[not({_SECTIONED})] | //footer[not({_SECTIONED})]"
 _DISPLAY_NONE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _NUMBER = "data-mmrag-n"
 _SPACES = re.compile(r"\s+")  # in HTML a line break of the source is a space; only <br> breaks a line

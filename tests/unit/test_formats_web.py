@@ -91,6 +91,15 @@ def test_html_reads_the_main_content_with_headings_tables_and_code() -> None:
     assert all(c.bbox is None and c.page == 1 for c in by_text.values())
 
 
+def test_a_role_main_keeps_its_own_header() -> None:
+    page = """<body><header>Site banner</header><div role="main"><header><h1>Pump manual</h1></header>
+    <p>The pump is quiet.</p><footer>Page footer</footer></div><footer>Site footer</footer></body>"""
+
+    [chunk] = _chunks(page.encode(), "text/html")
+
+    assert chunk.headings == ("Pump manual",) and chunk.text == "The pump is quiet.\n\nPage footer"
+
+
 def test_html_without_landmarks_drops_link_lists_and_keeps_small_tables() -> None:
     page = """<html><head><title>Spec sheet</title></head><body>
     <div class="menu"><a href="/">Home</a> | <a href="/a">About us</a> | <a href="/c">Contact</a> | <a href="/j">Jobs</a></div>
