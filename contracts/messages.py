@@ -27,7 +27,9 @@ BBox = tuple[float, float, float, float]
 
 ContentType = Literal[
     "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
-    # Office files (documents/formats): DOCX, PPTX, XLSX, CSV
+    # documents/formats: web and e-books, GIF, e-mail
+    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
+    # documents/formats: office files (DOCX, PPTX, XLSX, CSV)
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",

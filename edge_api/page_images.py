@@ -66,12 +66,12 @@ def _fit(width: int, w: float, h: float) -> float:
     return min(scale, math.sqrt(MAX_PIXELS / (w * h)))
 
 
-# Documents that have no page pictures (decision 66): their chunks say where they are in their `locator`.
+# Documents that have no page pictures (decision 67): their chunks say where they are in their `locator`.
 NO_PICTURES = {
-    "ZIP": "an office document (DOCX, PPTX, XLSX) has no page to show: its passages say where they are by "
-           "their locator (slide, sheet rows, section), shown with each hit and citation",
-    "TEXT": "a text, Markdown or CSV document has no page to show: its passages are shown as text, a CSV's "
-            "with their rows (the hit's locator)",
+    "ZIP": "an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no page to show: its passages say where "
+           "they are by their locator (slide, sheet rows, section, chapter), shown with each hit and citation",
+    "TEXT": "a text document (plain text, Markdown, CSV, a web page, an e-mail) has no page to show: its passages "
+            "are shown as text, with their locator where they have one (a section, a CSV's rows)",
 }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from ..chunks import ParsedChunk
+from ..chunks import ParsedChunk, bounded
 from ..extract import DocumentRejected
 from ..images import ImageRejected, digest, probe_image
 from ..layout import MIN_IMAGE_SIDE_PX, PageBlock, PageContent
@@ -62,17 +62,6 @@ class Flow:
     def content(self) -> PageContent:
         return PageContent(page=self.page, width=0.0, height=0.0, blocks=tuple(self.blocks), tables=tuple(self.tables),
                            images=(), skipped_images=(), needs_ocr=False)  # fmt: skip
-
-
-MAX_LOCATOR = 400  # characters; the contracts take up to 500
-
-
-def bounded(locator: str) -> str:
-    """``locator``, its middle cut when longer than `MAX_LOCATOR` (a long heading path): both ends say the most."""
-    if len(locator) <= MAX_LOCATOR:
-        return locator
-    half = (MAX_LOCATOR - 1) // 2
-    return f"{locator[:half]}…{locator[-half:]}"
 
 
 def located(chunks: Sequence[ParsedChunk], locate: Callable[[ParsedChunk], str]) -> tuple[ParsedChunk, ...]:
