@@ -42,6 +42,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 
 from edge_api.auth import presented_key
+from edge_api.errors import ApiError
 from edge_api.identity import identity_of
 from edge_api.ratelimit import identity_key
 from edge_api.streams import OPEN_REQUESTS, OpenRequest
@@ -58,8 +59,6 @@ READ_CHUNK = 64 * 1024
 DISCONNECT_POLL_S = 1.0
 HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
-# The SDK logs each stateless request at INFO ("Terminating session: None"): noise in the edge's log.
-logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -228,7 +227,11 @@ async def get_page(
     page has no text layer: look at its picture, or search it (its OCR text is indexed)."""
     async with _engine() as http:
         if not as_text:
-            resp = await _call(http, "GET", f"/v1/documents/{doc_id}/pages/{page}", params={"width": width})
+            resp = await http.get(f"/v1/documents/{doc_id}/pages/{page}", params={"width": width})
+            if resp.status_code == 422:  # a text file has no picture, but it has text
+                raise ToolError(_failure(422, resp.content) + "; get_page with as_text=true gives a page's text")
+            if resp.status_code >= 400:
+                raise ToolError(_failure(resp.status_code, resp.content))
             return Image(data=resp.content, format="png")
         return (await _call(http, "GET", f"/v1/documents/{doc_id}/pages/{page}/text")).json()
 
@@ -262,6 +265,13 @@ def _decode(text: str, field: str) -> bytes:
         raise ToolError(f"{field} is not valid base64") from None
 
 
+def _quiet() -> None:
+    """At INFO the SDK logs each stateless request ("Terminating session: None") and httpx each loopback call:
+    noise in the edge's log (the API's own request logs and metrics already tell). Only where MCP is served."""
+    logging.getLogger("mcp").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def build_server() -> MCPServer:
     """The MCP server with its tools and resources (the HTTP API it calls is the context's `EngineApi`)."""
     server = MCPServer(
@@ -284,6 +294,7 @@ def build_server() -> MCPServer:
 async def run_stdio(base_url: str, api_key: str | None) -> None:
     """Serve MCP on stdin/stdout, calling the engine at `base_url` with `api_key`."""
     _API.set(EngineApi(base_url.rstrip("/"), api_key))
+    _quiet()
     await build_server().run_stdio_async()
 
 
@@ -348,6 +359,9 @@ class _AsgiExchange:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """``/mcp``: the key was checked by the auth middleware; the request counts as one of its caller's streams."""
+    if request.method not in ("POST", "DELETE"):  # stateless: no standalone event stream to GET (it would idle)
+        raise ApiError(405, "method_not_allowed", f"{request.method} {MCP_PATH}: MCP here is POST (each request "
+                       "answers on its own stream)", headers={"Allow": "POST, DELETE"})  # fmt: skip
     identity = identity_of(request)
     entry = OpenRequest(identity_key(request), identity.key_id if identity else None, True, asyncio.current_task())
     with request.app[OPEN_REQUESTS].open(entry):  # 429 too_many_streams beyond MMRAG_MAX_STREAMS_PER_CALLER
@@ -367,6 +381,7 @@ async def _sessions_lifecycle(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """Serve MCP at `MCP_PATH` (Streamable HTTP, stateless). The edge's security middleware checks Host and
     Origin, so the SDK's own DNS-rebinding check is off (one place decides)."""
+    _quiet()
     server = build_server()
     server.streamable_http_app(  # creates the server's session manager; the Starlette app itself is not used
         stateless_http=True,

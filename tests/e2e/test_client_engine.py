@@ -20,6 +20,7 @@ from mmrag.client import (
     EngineUnreachable,
     Forbidden,
     NotFound,
+    NotRenderable,
     Unauthorized,
 )
 from tests.engine import TenantEngine, free_port
@@ -93,3 +94,11 @@ def test_errors_carry_the_api_status_and_code(engine: TenantEngine) -> None:
         broken = writer.upload(b"%PDF-1.7\n" + b"x" * 100, filename="broken.pdf")
         with pytest.raises(DocumentFailed, match="failed"):
             writer.wait(broken.doc_id, timeout=120)
+        notes = writer.upload(b"# Notes\n\nOtters hold hands while they sleep.\n", filename="notes.md")
+        writer.wait(notes.doc_id, timeout=120)
+        assert writer.page_text(notes.doc_id, 1).text == "# Notes\n\nOtters hold hands while they sleep.\n"
+        with pytest.raises(NotRenderable) as no_picture:  # a text file has text, no picture
+            writer.page_image(notes.doc_id, 1)
+        assert no_picture.value.status == 422 and no_picture.value.code == "not_renderable"
+        with pytest.raises(NotFound, match="has 1 page"):
+            writer.page_text(notes.doc_id, 2)

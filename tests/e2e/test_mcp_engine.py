@@ -175,6 +175,8 @@ async def test_mcp_needs_a_valid_key(tenants) -> None:  # noqa: ANN001
             assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
         async with http.post(f"{a.url}/mcp", json=init, headers={**accept, "Authorization": "Bearer nope"}) as resp:
             assert resp.status == 401
+        async with http.get(f"{a.url}/mcp", headers={**a.headers, "Accept": "text/event-stream"}) as resp:
+            assert resp.status == 405 and resp.headers["Allow"] == "POST, DELETE"  # no idle standalone stream
         big = {**a.headers, **accept, "Content-Type": "application/json"}
         async with http.post(f"{a.url}/mcp", data=b" " * (17 * 1024 * 1024), headers=big) as resp:
             assert resp.status == 413
