@@ -374,8 +374,26 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _sessions_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    async with app[SESSIONS].run():
+    """The SDK's manager runs in a task of its own: its anyio task group must be left in the task that entered
+    it, and an app's startup and cleanup may run in different tasks."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with app[SESSIONS].run():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run(), name="mcp-sessions")
+    ready = asyncio.create_task(started.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        ready.cancel()
+        await task  # it failed to start: its error stops the app's start
+    try:
         yield
+    finally:
+        stop.set()
+        await task
 
 
 def setup(app: web.Application) -> None:
