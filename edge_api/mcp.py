@@ -63,15 +63,24 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 @dataclass(frozen=True)
 class EngineApi:
-    """Where the tools send their HTTP requests, and with which key (None: an engine in local mode)."""
+    """Where the tools send their HTTP requests, and with which key (None: an engine in local mode). `http` is
+    shared by every request of the process (making an httpx client costs ~100 ms: its TLS context)."""
 
+    http: httpx.AsyncClient
     base_url: str
     api_key: str | None = None
 
-    def client(self) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        # trust_env=False: a proxy of the environment must never see a loopback call or its key.
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=HTTP_TIMEOUT, trust_env=False)
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def new_http() -> httpx.AsyncClient:
+    # trust_env=False: a proxy of the environment must never see a loopback call or its key.
+    return httpx.AsyncClient(timeout=HTTP_TIMEOUT, trust_env=False)
 
 
 # The API of the request being served: set per HTTP request by `handle`, once by `run_stdio`.
@@ -91,18 +100,17 @@ def _failure(status: int, body: bytes) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _engine(error: type[Exception] = ToolError) -> AsyncIterator[httpx.AsyncClient]:
+async def _engine(error: type[Exception] = ToolError) -> AsyncIterator[EngineApi]:
     api = _API.get()
     try:
-        async with api.client() as http:
-            yield http
+        yield api
     except httpx.TransportError as e:
         raise error(f"cannot reach the engine at {api.base_url}: {e or type(e).__name__}") from None
 
 
-async def _call(http: httpx.AsyncClient, method: str, path: str, error: type[Exception] = ToolError,
+async def _call(api: EngineApi, method: str, path: str, error: type[Exception] = ToolError,
                 **kwargs: Any) -> httpx.Response:  # fmt: skip
-    resp = await http.request(method, path, **kwargs)
+    resp = await api.http.request(method, api.url(path), headers=api.headers, **kwargs)
     if resp.status_code >= 400:
         raise error(_failure(resp.status_code, resp.content))
     return resp
@@ -138,20 +146,20 @@ async def search(
     """Search the documents of your tenant: the best chunks (text, table rows, images), best first, each with its
     document, filename, page and region (bbox: [x0, y0, x1, y1] in PDF points)."""
     where = _filters(doc_ids, modalities, page_from, page_to)
-    async with _engine() as http:
+    async with _engine() as api:
         if image_base64 is None:
             if query is None:
                 raise ToolError("give a query, an image_base64, or both")
             body: dict[str, Any] = {"query": query, "top_k": top_k}
             if where:
                 body["filters"] = where
-            resp = await _call(http, "POST", "/v1/search", json=body)
+            resp = await _call(api, "POST", "/v1/search", json=body)
         else:
             form = {"top_k": str(top_k), **({"query": query} if query else {})}
             if where:
                 form["filters"] = json.dumps(where)
             files = {"image": ("query-image", _decode(image_base64, "image_base64"), "application/octet-stream")}
-            resp = await _call(http, "POST", "/v1/search", data=form, files=files)
+            resp = await _call(api, "POST", "/v1/search", data=form, files=files)
     return resp.json()
 
 
@@ -175,7 +183,8 @@ async def ask(
     citations: list[dict[str, Any]] = []
     done: dict[str, Any] = {}
     step = 0
-    async with _engine() as http, aconnect_sse(http, "POST", "/v1/ask", json=body) as source:
+    async with _engine() as api, aconnect_sse(api.http, "POST", api.url("/v1/ask"), json=body,
+                                              headers=api.headers) as source:  # fmt: skip
         if source.response.status_code >= 400:
             raise ToolError(_failure(source.response.status_code, await source.response.aread()))
         try:
@@ -212,8 +221,8 @@ async def list_documents(
     """List the documents of your tenant, newest first: id, filename, status (queued, parsing, indexing, indexed,
     failed), pages and chunks. Pass `next_cursor` back as `cursor` for the next page."""
     params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-    async with _engine() as http:
-        return (await _call(http, "GET", "/v1/documents", params=params)).json()
+    async with _engine() as api:
+        return (await _call(api, "GET", "/v1/documents", params=params)).json()
 
 
 async def get_page(
@@ -225,15 +234,16 @@ async def get_page(
     """One page of a document: its picture (PNG; a PDF page or an uploaded image), or with `as_text` its text (a PDF
     page's text layer in reading order, a text file's text). Text files have no picture: use `as_text`. A scanned
     page has no text layer: look at its picture, or search it (its OCR text is indexed)."""
-    async with _engine() as http:
+    async with _engine() as api:
         if not as_text:
-            resp = await http.get(f"/v1/documents/{doc_id}/pages/{page}", params={"width": width})
+            resp = await api.http.get(api.url(f"/v1/documents/{doc_id}/pages/{page}"), params={"width": width},
+                                      headers=api.headers)  # fmt: skip
             if resp.status_code == 422:  # a text file has no picture, but it has text
                 raise ToolError(_failure(422, resp.content) + "; get_page with as_text=true gives a page's text")
             if resp.status_code >= 400:
                 raise ToolError(_failure(resp.status_code, resp.content))
             return Image(data=resp.content, format="png")
-        return (await _call(http, "GET", f"/v1/documents/{doc_id}/pages/{page}/text")).json()
+        return (await _call(api, "GET", f"/v1/documents/{doc_id}/pages/{page}/text")).json()
 
 
 async def ingest(
@@ -248,14 +258,14 @@ async def ingest(
         raise ToolError(f"{len(data)} bytes is over what an MCP request carries ({MAX_INGEST_BYTES}): upload it with "
                         "POST /v1/documents or `mmrag ingest`")  # fmt: skip
     ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    async with _engine() as http:
-        return (await _call(http, "POST", "/v1/documents", files={"file": (filename, data, ctype)})).json()
+    async with _engine() as api:
+        return (await _call(api, "POST", "/v1/documents", files={"file": (filename, data, ctype)})).json()
 
 
 async def document(doc_id: str) -> str:
     """A document of your tenant: its status and counts (JSON, as GET /v1/documents/{doc_id})."""
-    async with _engine(ResourceError) as http:
-        return (await _call(http, "GET", f"/v1/documents/{doc_id}", error=ResourceError)).text
+    async with _engine(ResourceError) as api:
+        return (await _call(api, "GET", f"/v1/documents/{doc_id}", error=ResourceError)).text
 
 
 def _decode(text: str, field: str) -> bytes:
@@ -293,14 +303,16 @@ def build_server() -> MCPServer:
 
 async def run_stdio(base_url: str, api_key: str | None) -> None:
     """Serve MCP on stdin/stdout, calling the engine at `base_url` with `api_key`."""
-    _API.set(EngineApi(base_url.rstrip("/"), api_key))
     _quiet()
-    await build_server().run_stdio_async()
+    async with new_http() as http:
+        _API.set(EngineApi(http, base_url.rstrip("/"), api_key))
+        await build_server().run_stdio_async()
 
 
 # --------------------------------------------------------------------------- Streamable HTTP at /mcp
 
 SESSIONS = web.AppKey("mcp_sessions", StreamableHTTPSessionManager)
+HTTP = web.AppKey("mcp_http", httpx.AsyncClient)  # the tools' client of this same server (loopback)
 
 
 def _loopback(request: web.Request) -> str:
@@ -351,10 +363,13 @@ class _AsgiExchange:
                 self.response.headers.add(name.decode("latin-1"), value.decode("latin-1"))
             await self.response.prepare(self.request)
         elif message["type"] == "http.response.body" and self.response is not None:
-            if message.get("body"):
-                await self.response.write(message["body"])
-            if not message.get("more_body", False):
-                await self.response.write_eof()
+            try:
+                if message.get("body"):
+                    await self.response.write(message["body"])
+                if not message.get("more_body", False):
+                    await self.response.write_eof()
+            except ConnectionResetError:  # the client has what it needed and left (the SDK's client hangs up as
+                pass  # soon as it has the JSON-RPC answer): nothing left to tell it, and no error of ours
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -365,7 +380,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     identity = identity_of(request)
     entry = OpenRequest(identity_key(request), identity.key_id if identity else None, True, asyncio.current_task())
     with request.app[OPEN_REQUESTS].open(entry):  # 429 too_many_streams beyond MMRAG_MAX_STREAMS_PER_CALLER
-        _API.set(EngineApi(_loopback(request), presented_key(request)))
+        _API.set(EngineApi(request.app[HTTP], _loopback(request), presented_key(request)))
         exchange = _AsgiExchange(request)
         await request.app[SESSIONS].handle_request(exchange.scope(), exchange.receive, exchange.send)
     if exchange.response is None:
@@ -394,6 +409,7 @@ async def _sessions_lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+        await app[HTTP].aclose()
 
 
 def setup(app: web.Application) -> None:
@@ -407,5 +423,6 @@ def setup(app: web.Application) -> None:
         max_request_body_size=MAX_BODY_BYTES,
     )
     app[SESSIONS] = server.session_manager
+    app[HTTP] = new_http()
     app.cleanup_ctx.append(_sessions_lifecycle)
     app.router.add_route("*", MCP_PATH, handle)
