@@ -4,7 +4,7 @@ Tools: `search`, `ask` (progress notifications while the answer streams, then th
 `list_documents`, `get_page` (a page picture, or its text), `ingest` (a file's bytes as base64); resources
 ``mmrag://documents/{doc_id}`` (a document's status).
 
-Every tool calls the engine's own HTTP API (`/v1/*`) with the caller's API key (decision 64): who may do what,
+Every tool calls the engine's own HTTP API (`/v1/*`) with the caller's API key (decision 67): who may do what,
 the tenant, the limits of each body, the rate limit, quotas and the answer cache are decided once, by the
 routes and middlewares of that API, for HTTP and MCP callers alike. Two ways in, one server:
 
