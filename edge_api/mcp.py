@@ -41,15 +41,17 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 
-from edge_api.auth import presented_key
+from edge_api.auth import presented_key, required_role
 from edge_api.errors import ApiError
 from edge_api.identity import identity_of
+from edge_api.keys import ROLE_RANK
 from edge_api.ratelimit import identity_key
 from edge_api.streams import OPEN_REQUESTS, OpenRequest
 
 log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+UPLOAD_ROUTE = "/v1/documents"
 DOCUMENT_URI = "mmrag://documents/{doc_id}"
 # The largest MCP request body (413 beyond): an `ingest` carries its file as base64 in JSON, so this admits files
 # of about 12 MB; bigger files go through `POST /v1/documents`, which streams.
@@ -69,6 +71,7 @@ class EngineApi:
     http: httpx.AsyncClient
     base_url: str
     api_key: str | None = None
+    may_upload: bool | None = None  # what the key's role allows, where known (over HTTP): `ingest` is listed then
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -282,9 +285,17 @@ def _quiet() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+class _Server(MCPServer):
+    async def list_tools(self) -> list:
+        """Every tool, but `ingest` for a key whose role may not upload (a call would still be the API's 403)."""
+        tools = await super().list_tools()
+        api = _API.get(None)
+        return [t for t in tools if t.name != "ingest"] if api is not None and api.may_upload is False else tools
+
+
 def build_server() -> MCPServer:
     """The MCP server with its tools and resources (the HTTP API it calls is the context's `EngineApi`)."""
-    server = MCPServer(
+    server = _Server(
         name="mmrag",
         instructions="Search and ask the user's own documents (PDFs, images, text) in mmrag. Cite what you use: "
         "each hit and citation names its document, page and region. get_page shows a page.",
@@ -380,7 +391,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     identity = identity_of(request)
     entry = OpenRequest(identity_key(request), identity.key_id if identity else None, True, asyncio.current_task())
     with request.app[OPEN_REQUESTS].open(entry):  # 429 too_many_streams beyond MMRAG_MAX_STREAMS_PER_CALLER
-        _API.set(EngineApi(request.app[HTTP], _loopback(request), presented_key(request)))
+        # The auth middleware's rule for an upload, applied to the key's role (auth off: the local user may).
+        may_upload = identity is None or ROLE_RANK[identity.role] >= ROLE_RANK[required_role("POST", UPLOAD_ROUTE)]
+        _API.set(EngineApi(request.app[HTTP], _loopback(request), presented_key(request), may_upload))
         exchange = _AsgiExchange(request)
         await request.app[SESSIONS].handle_request(exchange.scope(), exchange.receive, exchange.send)
     if exchange.response is None:

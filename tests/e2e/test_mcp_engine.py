@@ -154,6 +154,7 @@ async def test_a_key_never_sees_another_tenants_documents(tenants, corpus) -> No
 async def test_a_reader_searches_but_cannot_ingest(tenants, corpus) -> None:  # noqa: ANN001
     a, _, reader = tenants
     async with mcp_session(a.url, reader) as session:
+        assert {t.name for t in (await session.list_tools()).tools} == TOOLS - {"ingest"}  # not offered to a reader
         hits = structured(await session.call_tool("search", {"query": "Kestrel K-41 glycol", "top_k": 1}))["hits"]
         assert hits[0]["doc_id"] == corpus[a.tenant]
         refused = await session.call_tool(
