@@ -6,8 +6,9 @@ Pure functions (no NATS, no aiohttp): `edge_api.routes.pages` fetches the bytes 
   itself for an uploaded image file (its only page is 1), scaled to ``width`` pixels (never above the page's
   own size for an image). The `Rendered` result also carries the page's size in the units of a chunk's bbox:
   PDF points with a top-left origin on the page as displayed (rotation applied) for a PDF, pixels for an
-  image. A client scales a bbox to the picture by ``picture width / page width``. Office, text and CSV
-  documents have none: `NotRenderable` says so (their chunks carry a ``locator`` instead).
+  image. A client scales a bbox to the picture by ``picture width / page width``. Office, e-book, web-page,
+  e-mail, text and CSV documents have none: `NotRenderable` says so (their chunks carry a ``locator`` instead).
+- ``page_text(source, page)``: the text layer of a PDF page, or a text file's text (its page 1).
 - ``render_image(data, width)``: any image Pillow reads (TIFF and WebP included) as a PNG at most ``width``
   wide: what a browser can show for an image hit.
 
@@ -66,7 +67,7 @@ def _fit(width: int, w: float, h: float) -> float:
     return min(scale, math.sqrt(MAX_PIXELS / (w * h)))
 
 
-# Documents that have no page pictures (decision 67): their chunks say where they are in their `locator`.
+# Documents that have no page pictures (decision 68): their chunks say where they are in their `locator`.
 NO_PICTURES = {
     "ZIP": "an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no page to show: its passages say where "
            "they are by their locator (slide, sheet rows, section, chapter), shown with each hit and citation",
@@ -141,6 +142,46 @@ def _png(image: Image.Image, width: int) -> bytes:
 def render_image(data: bytes, width: int) -> Rendered:
     image = _open_image(data)
     return Rendered(_png(image, width), 1, float(image.width), float(image.height))
+
+
+MAX_PAGE_TEXT_CHARS = 200_000  # a text file's "page" (it has one) is cut there; the rest is in its chunks
+
+
+@dataclass(frozen=True)
+class PageText:
+    text: str
+    pages: int
+
+    def __len__(self) -> int:  # what a `ByteLRU` charges for it
+        return len(self.text.encode())
+
+
+def page_text(source: bytes, page: int) -> PageText:
+    """The text layer of page `page` of a PDF (in reading order), or a UTF-8 text file's text (its only page is 1,
+    cut at `MAX_PAGE_TEXT_CHARS`). An image file has no text layer: `NotRenderable` (its OCR text is in its chunks)."""
+    if is_pdf(source):
+        try:
+            doc = pymupdf.open(stream=source, filetype="pdf")
+        except Exception as err:  # noqa: BLE001 - MuPDF raises several types for a broken file
+            raise NotRenderable(f"the PDF cannot be opened ({err})") from None
+        try:
+            if doc.needs_pass:
+                raise NotRenderable("the PDF is encrypted")
+            if not 1 <= page <= doc.page_count:
+                raise PageOutOfRange(page, doc.page_count)
+            return PageText(doc[page - 1].get_text("text", sort=True).strip(), doc.page_count)
+        finally:
+            doc.close()
+    if sniff_image_format(source) == "ZIP":
+        raise NotRenderable("an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no text layer by page: its "
+                            "passages are its chunks, each with its locator (slide, sheet rows, section, chapter)")
+    try:
+        text = source.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NotRenderable("an image has no text layer: the text read in it is in its chunks (search it)") from None
+    if page != 1:
+        raise PageOutOfRange(page, 1)
+    return PageText(text[:MAX_PAGE_TEXT_CHARS], 1)
 
 
 class ByteLRU:
