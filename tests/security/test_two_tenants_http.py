@@ -3,9 +3,10 @@ every route of `edge_api/routes` is tried against tenant B's documents, pictures
 search, ask, stream progress, fetch pages and images, delete, re-parse (re-index), overwrite, evaluate. Every
 attempt is refused (404/403, or answered from A's own data only), and B's data is unchanged afterwards.
 
-Table-driven over the declared operations (`edge_api.routes.OPERATIONS`): each route has an attack in `ATTACKS`,
-or is in `NO_TENANT_DATA` (open routes that serve no tenant's data: still called with A's key, and B's names
-must not appear in what they answer). A new route in neither fails `test_every_route_is_tried`.
+Table-driven over the routes the edge API's router holds (the declared operations of `edge_api.routes` and
+`/mcp`, whose tools call those routes with the caller's key): each route has an attack in `ATTACKS`, or is in
+`NO_TENANT_DATA` (open routes that serve no tenant's data: still called with A's key, and B's names must not
+appear in what they answer). A new route in neither fails `test_every_route_is_tried`.
 
 The NATS half (A's external-publisher credential against B's subjects, streams and buckets):
 tests/security/test_two_tenants_nats.py.
@@ -21,9 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
-from edge_api.routes import OPERATIONS
+from edge_api import EdgeSettings, create_app
 from tests.engine import TenantEngine, upload_bytes, wait_status
 from tests.factories import FIGURE_1, make_figures_pdf, make_png
 from tests.security.conftest import new_tenant
@@ -235,6 +239,12 @@ async def _page(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
         await _refused(http, "GET", f"{url}/v1/documents/{doc_id}/pages/1?width=200", v)
 
 
+@attack("GET /v1/documents/{doc_id}/pages/{page}/text")
+async def _page_text(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        await _refused(http, "GET", f"{url}/v1/documents/{doc_id}/pages/1/text", v)
+
+
 @attack("GET /v1/documents/{doc_id}/images/{image_id}")
 async def _image(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     await _refused(http, "GET", f"{url}/v1/documents/{v.pdf_doc}/images/{v.image_id}?width=100", v)
@@ -296,6 +306,32 @@ async def _evaluation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     await _refused(http, "GET", f"{url}/v1/evaluations/{v.evaluation_id}", v)
 
 
+@attack("* /mcp")
+async def _mcp(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    headers = {"Authorization": http.headers["Authorization"]}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=120.0)) as client,
+        streamable_http_client(f"{url}/mcp", http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        for doc_id in v.doc_ids:
+            refused = await session.call_tool("get_page", {"doc_id": doc_id, "page": 1})
+            assert refused.is_error and "404" in refused.content[0].text, refused.content
+            with pytest.raises(Exception, match="404"):
+                await session.read_resource(f"mmrag://documents/{doc_id}")
+        texts = []
+        for tool, arguments in (("search", {"query": SECRET_FACT, "doc_ids": list(v.doc_ids)}),
+                                ("search", {"query": SECRET_FACT, "top_k": 50}), ("list_documents", {}),
+                                ("ask", {"question": f"At what current does the {SECRET_WORD} relay trip?"})):  # fmt: skip
+            result = await session.call_tool(tool, arguments)
+            assert not result.is_error, (tool, result.content)
+            texts.append(json.dumps(result.structured_content) + " ".join(getattr(c, "text", "") for c in result.content))
+    text = " ".join(texts)
+    assert "17 amperes" not in text and "panel Q9" not in text, text
+    _clean(text, v, "/mcp", sent=SECRET_WORD)
+
+
 # Routes that serve no tenant's data (still called with A's key: B's names must not appear in their answers).
 NO_TENANT_DATA = {
     "GET /health": "/health",
@@ -310,7 +346,8 @@ NO_TENANT_DATA = {
 
 
 def test_every_route_is_tried() -> None:
-    declared = {str(op) for op in OPERATIONS}
+    app = create_app(EdgeSettings(nats_url="nats://127.0.0.1:1", auth="on", api_keys=""))  # never started
+    declared = {f"{r.method} {r.resource.canonical}" for r in app.router.routes() if r.method != "HEAD"}
     missing = declared - set(ATTACKS) - set(NO_TENANT_DATA)
     assert not missing, f"routes no test tries with another tenant's key: {sorted(missing)}: add an attack here"
     assert not (set(ATTACKS) | set(NO_TENANT_DATA)) - declared, "an attack on a route that no longer exists"
