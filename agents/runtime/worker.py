@@ -188,9 +188,9 @@ class PullWorker(Generic[T]):
             while not stop.is_set():
                 try:
                     if sub is None:
+                        advisories = advisories or await self._follow_max_deliveries()  # before the first fetch
                         sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
                         log.info("%s: consuming %s (%s)", self._agent, self.consumer.filter_subject, self.consumer.durable)
-                        advisories = advisories or await self._follow_max_deliveries()
                         await self._purge_settled()
                     if self._concurrency > 1:
                         await slots.acquire()  # at least one free slot, then every other free one
