@@ -16,7 +16,7 @@ from contracts.messages import Chunk
 from documents import DocumentRejected, ParsedChunk, parse
 from documents.filetypes import DOCX, PPTX, XLSX, UnsupportedFile, detect_content_type
 from documents.formats import ooxml, sheets
-from edge_api.page_images import NotRenderable, render_page
+from edge_api.page_images import NotRenderable, page_text, render_page
 from tests.office_files import CSV_ROWS, SHEETS, make_csv, make_docx, make_pptx, make_xlsx, sheet_cell_text
 
 _ROWS = re.compile(r"rows? (\d+)(?:-(\d+))? \(A(\d+):([A-Z]+)(\d+)\)")
@@ -325,3 +325,5 @@ def test_office_documents_have_no_page_picture_and_the_route_says_why() -> None:
         render_page(make_pptx()[0], 1, 400)
     with pytest.raises(NotRenderable, match=r"text document \(plain text, Markdown, CSV.* has no page to show"):
         render_page(make_csv(), 1, 400)
+    with pytest.raises(NotRenderable, match="office document .* no text layer by page.*locator"):
+        page_text(make_docx()[0], 1)  # not "an image has no text layer"
