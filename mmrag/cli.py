@@ -407,6 +407,11 @@ def reindex(
         bool | None,
         typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
     ] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(show_default=False, help="text embedding model of the new generation: minilm (English) or "
+                     "multilingual-e5-small (questions and documents in different languages)"),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
     cancel: Annotated[
         str | None, typer.Option(show_default=False, help="cancel this building generation (e.g. g2) instead")
@@ -421,10 +426,15 @@ def reindex(
         k: v
         for k, v in (
             ("chunk_max_tokens", chunk_max_tokens), ("chunks_per_message", chunks_per_message),
-            ("vector_quantization", quantization),
+            ("vector_quantization", quantization), ("embedding_model", embedding_model),
         )
         if v is not None
     }  # fmt: skip
+    from contracts.generations import EMBEDDING_MODELS
+
+    if embedding_model is not None and embedding_model not in EMBEDDING_MODELS:
+        raise typer.BadParameter(f"{embedding_model!r}: use one of {', '.join(EMBEDDING_MODELS)}",
+                                 param_hint="--embedding-model")  # fmt: skip
 
     async def main() -> int:
         async with client(url, api_key=api_key) as http:
