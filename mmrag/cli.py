@@ -229,6 +229,8 @@ def ingest(
                         )
                         if st["status"] in ("indexed", "failed", "deleted"):
                             del pending[doc_id]
+                            for warning in st.get("warnings") or []:
+                                err.print(f"[yellow]warning[/yellow] {doc_id}: {escape(str(warning))}")
                             if st["status"] != "indexed":
                                 failures += 1
                                 reason = st.get("error") or st["status"]
@@ -347,7 +349,7 @@ def list_documents(
     api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
 ) -> None:
-    """List the tenant's documents: id, status, filename, pages, chunks."""
+    """List the tenant's documents: id, status, filename, pages, chunks, and each warning on a line below."""
     from mmrag.client import client, documents
 
     async def main() -> int:
@@ -358,6 +360,8 @@ def list_documents(
                 chunks = f"{done}/{total}" if total is not None else "-"
                 pages = d.get("pages") if d.get("pages") is not None else "-"
                 print(f"{d['doc_id']}  {d['status']:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.get('filename') or ''}")
+                for warning in d.get("warnings") or []:
+                    print(f"    warning: {warning}")
                 count += 1
         err.print(f"{count} document{'s' if count != 1 else ''}")
         return 0
