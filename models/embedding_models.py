@@ -69,12 +69,14 @@ class CosineProfile:
 
 
 # MiniLM: answering cosines mostly 0.35..0.75, unrelated text below 0.2 (search/rerank.py's original constants).
-# e5: calibrated on a calibration set of 24 question-passage pairs in five languages that no test or bench uses
-# (tests/unit/test_embedding_models.py keeps its shape honest): unrelated pairs 0.66-0.80, answering pairs
-# 0.82-0.90; the paraphrase threshold sits between the best unrelated sentence and the weakest answering one.
+# e5: read on the calibration half of bench/quality/multilingual.jsonl (English questions vs French, German,
+# Russian, Chinese passages; the held-out half is reported, never tuned on): unrelated pairs median 0.784, p90
+# 0.814; answering pairs p10 0.812, median 0.837 -> floor at the unrelated median, ceiling past the answering
+# ones. Paraphrase threshold (question vs one sentence, both embedded as questions): 0.84 / 0.83 answered 7 / 9
+# of 10 calibration questions, each with 0 of 5 unanswerable ones answered (their best sentence reached 0.812).
 PROFILES: dict[str, CosineProfile] = {
     DEFAULT_MODEL: CosineProfile(floor=0.1, ceiling=0.8),
-    E5_MODEL: CosineProfile(floor=0.76, ceiling=0.92, paraphrase=0.84),
+    E5_MODEL: CosineProfile(floor=0.78, ceiling=0.90, paraphrase=0.83),
 }
 assert set(PROFILES) == set(EMBEDDING_MODELS), "every model of contracts.generations.EmbeddingModel needs a profile"
 
