@@ -61,15 +61,14 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         cosines with that model, cosines mapped with its profile (`models.embedding_models`). One per model."""
         s = self._ctx.settings
         name = model or s.embedding_model
-        if s.reranker_model_path is not None:  # a cross-encoder reads the text itself: one for every model
-            name = "cross-encoder"
-        if name not in self._scorers:
-            encoder = await self._ctx.shared.text_model(model or s.embedding_model, "query")
-            self._scorers[name] = build_scorer(
+        key = "cross-encoder" if s.reranker_model_path is not None else name  # it reads text: one for every model
+        if key not in self._scorers:
+            encoder = await self._ctx.shared.text_model(name, "query")
+            self._scorers[key] = build_scorer(
                 s.reranker_model_path, device=s.embedding_device, embed=encoder.embed_array,
-                sentence_weight=s.rerank_sentence_weight, cosines=profile(model or s.embedding_model),
+                sentence_weight=s.rerank_sentence_weight, cosines=profile(name),
             )  # fmt: skip
-        return self._scorers[name]
+        return self._scorers[key]
 
     async def handle(self, deliveries: Sequence[Delivery[RerankRequest]]) -> None:
         generate = []
