@@ -22,8 +22,7 @@ import pytest
 
 from mmrag.client import client, filters, reindex, reindex_status, search
 from tests.engine import BIN, Engine
-
-DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+from tests.factories import DEJAVU, make_scanned_text_pdf
 
 # language -> its PDF's pages, each (sentence, the English question it answers)
 FOREIGN: dict[str, list[tuple[str, str]]] = {
@@ -62,10 +61,6 @@ ENGLISH: list[tuple[str, str]] = [
      "что обновили на детской площадке?"),
     ("Visitors must wear a helmet at all times on the construction site.", "在工地上必须戴什么？"),
 ]  # fmt: skip
-CYRILLIC_NOTICE = ("Уважаемые соседи! В субботу с десяти утра во дворе пройдёт общий субботник. Приглашаем всех "
-                   "жильцов принять участие в уборке территории и посадке деревьев. Инвентарь выдаёт дворник. ") * 4  # fmt: skip
-
-
 def pdf(pages: list[str], *, chinese: bool = False) -> bytes:
     doc = pymupdf.open()
     for text in pages:
@@ -73,17 +68,6 @@ def pdf(pages: list[str], *, chinese: bool = False) -> bytes:
         font = {"fontname": "china-s"} if chinese else {"fontname": "dejavu", "fontfile": DEJAVU}
         assert page.insert_textbox(pymupdf.Rect(60, 80, 535, 760), text, fontsize=14, **font) >= 0
     return doc.tobytes(deflate=True)
-
-
-def scanned_pdf(text: str) -> bytes:
-    """One page that is only a picture of `text` (no text layer): the parser sends it to OCR."""
-    src = pymupdf.open()
-    page = src.new_page(width=595, height=842)
-    page.insert_textbox(pymupdf.Rect(60, 60, 535, 780), text, fontsize=13, fontname="dejavu", fontfile=DEJAVU)
-    png = page.get_pixmap(dpi=150, colorspace=pymupdf.csGRAY).tobytes("png")
-    out = pymupdf.open()
-    out.new_page(width=595, height=842).insert_image(pymupdf.Rect(0, 0, 595, 842), stream=png)
-    return out.tobytes(deflate=True)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +151,7 @@ async def test_reindex_to_the_multilingual_model_finds_pages_across_languages(en
 
 async def test_a_scanned_page_ocr_cannot_read_warns_on_its_document(engine: Engine) -> None:
     async with client(engine.url, timeout=120) as http:
-        doc_id = await _upload(http, scanned_pdf(CYRILLIC_NOTICE), "notice-ru-scan.pdf")
+        doc_id = await _upload(http, make_scanned_text_pdf(), "notice-ru-scan.pdf")
         # Indexed with whatever OCR read (digits, punctuation), or failed with nothing readable: either way, warned.
         view = await _wait(http, doc_id, {"indexed", "failed"})
         assert len(view["warnings"]) == 1 and view["warnings"][0].startswith("page 1: OCR found text it could not read")

@@ -19,8 +19,7 @@ from contracts.topology import IndexGeneration, generation_of
 from documents import read_page_checked
 from documents.ocr import Legibility, OcrLine, legibility
 from models.embedding_models import E5_MODEL, E5Encoder, EmbeddingModels, profile
-
-DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+from tests.factories import DEJAVU
 
 
 def test_a_generation_records_its_text_model_and_a_reindex_carries_it_forward() -> None:
