@@ -12,16 +12,19 @@ models shipped in the `rapidocr` wheel, and publishes what it read as the batch 
 A raster with nothing readable yields an empty batch, which travels to the indexer like any other. A raster
 whose lines OCR found but could not read (`documents.ocr.legibility`: a script the shipped models do not read,
 noise) adds a warning to the document's progress record (`DocumentProgress.warnings`): it stays indexed, and
-the API, the CLI and the UI show the warning. Reading is
+the API, the CLI and the UI show the warning. With `MMRAG_OCR_FALLBACK_LANGUAGES` (e.g. "rus"), such a raster is
+read again by Tesseract with those language packs, and what it reads is kept when it is more legible. Reading is
 `documents.read_page` / `documents.read_image` (the document library the parser uses too); this agent does the
 I/O. It is its own agent and subject because OCR costs seconds a page and must scale apart from text parsing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from nats.js.errors import NotFoundError
 
@@ -33,7 +36,7 @@ from bus.publish import Outgoing, publish_all
 from contracts.messages import Chunk, ChunksParsed, DocumentProgress, OcrRequest
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 from documents import ParseSettings, read_image_checked, read_page_checked
-from documents.ocr import Legibility, OcrSettings
+from documents.ocr import Legibility, OcrSettings, check_fallback
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,12 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         # One inference thread per work process: the pool runs one request per core, and one thread per process
         # read a dense page with the least CPU (bench/results/ocr_models.md); all-core sessions in several
         # processes oversubscribed the cores.
-        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars, ocr=OCR_IN_POOL)
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars,
+                             ocr=replace(OCR_IN_POOL, fallback_languages=s.ocr_fallback_languages))  # fmt: skip
+
+    async def start(self) -> None:
+        # Fallback languages that are not installed fail the start, naming the package to install.
+        await asyncio.to_thread(check_fallback, self._ctx.settings.ocr_fallback_languages)
 
     def concurrency(self) -> int:
         # Enough requests in hand to keep every work process busy; they take turns in the work pool.

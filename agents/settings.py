@@ -89,6 +89,13 @@ class AgentSettings(ProcessSettings):
         description="local CLIP checkpoint folder (transformers format) for image vectors and text -> image "
         "search; unset = image vectors are perceptual hashes (same-picture search only)",
     )
+    ocr_fallback_languages: str = Field(
+        default="",
+        pattern=r"^([a-z_]{3,8}(\+[a-z_]{3,8})*)?$",
+        description="Tesseract languages joined by '+' (e.g. 'rus+ell') that read a scanned page or image again when "
+        "the shipped PP-OCR models cannot read it (Cyrillic, Greek...: their script is not Latin or Chinese); needs "
+        "Tesseract and its language packs (`make ocr-languages`); empty = none (such pages get a warning)",
+    )
     query_image_ocr: bool = Field(
         default=True, description="search with the text OCR reads in a query image (image -> text search)"
     )

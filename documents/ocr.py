@@ -55,6 +55,9 @@ class OcrSettings:
     engine: the runtime that runs the shipped ONNX files: "openvino" (rapidocr's OpenVINO engine; decision 58:
       2-3x faster than ONNX Runtime on dense scans, same text) or "onnxruntime" (rapidocr's own default).
     max_pixels: images above this are downscaled before OCR (bounded memory and time).
+    fallback_languages: Tesseract language packs ("rus", "rus+ell", Debian's tesseract-ocr-<lang>, installed by
+      `make ocr-languages`) that read a raster again when PP-OCR's reading is illegible (`legibility`): the
+      scripts the shipped PP-OCR models cannot read. "" = no fallback.
     """
 
     dpi: int = 150
@@ -66,6 +69,7 @@ class OcrSettings:
     text_score: float = 0.5
     max_pixels: int = 4_000_000
     engine: str = "openvino"
+    fallback_languages: str = ""  # tesseract languages ("rus+ell") for rasters PP-OCR cannot read; "" = none
 
 
 # The ONNX files inside the rapidocr wheel that its default config resolves to. The OpenVINO engine is given
@@ -247,3 +251,52 @@ def legibility(lines: list[OcrLine]) -> Legibility:
     expected = sum((b[2] - b[0]) / (0.5 * (b[3] - b[1])) for b in (line.bbox for line in lines) if b[3] > b[1])
     legible = sum(_legible_chars(token) for line in lines for token in line.text.split())
     return Legibility(expected=round(expected, 1), legible=legible)
+
+
+# -- the fallback engine: Tesseract with Debian's language packs, for scripts PP-OCR cannot read
+
+
+def check_fallback(languages: str) -> None:
+    """Raise, naming the fix, unless Tesseract and every language of `languages` ("rus+ell") are installed."""
+    if not languages:
+        return
+    import pytesseract
+
+    try:
+        installed = set(pytesseract.get_languages(config=""))
+    except (pytesseract.TesseractNotFoundError, OSError) as err:
+        raise RuntimeError(f"OCR fallback languages {languages!r} need Tesseract: run `make ocr-languages` "
+                           f"(apt-get install tesseract-ocr tesseract-ocr-<lang>), or unset them ({err})") from err  # fmt: skip
+    missing = [lang for lang in languages.split("+") if lang not in installed]
+    if missing:
+        raise RuntimeError(f"Tesseract has no language data for {', '.join(missing)}: apt-get install "
+                           + " ".join(f"tesseract-ocr-{m.replace('_', '-').lower()}" for m in missing)
+                           + f" (installed: {', '.join(sorted(installed))})")  # fmt: skip
+
+
+def tesseract_pixels(img: Image.Image, languages: str, *, scale: float = 1.0,
+                     offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:  # fmt: skip
+    """Lines Tesseract reads in `img` with `languages`, mapped like `ocr_pixels` (one thread: the work pool runs
+    one process per core)."""
+    import os
+
+    import pytesseract
+
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    data = pytesseract.image_to_data(img.convert("L"), lang=languages, output_type=pytesseract.Output.DICT)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, word in enumerate(data["text"]):
+        if str(word).strip():
+            groups.setdefault((data["block_num"][i], data["par_num"][i], data["line_num"][i]), []).append(i)
+    ox, oy = offset
+    lines = []
+    for idx in groups.values():
+        x0 = min(data["left"][i] for i in idx)
+        y0 = min(data["top"][i] for i in idx)
+        x1 = max(data["left"][i] + data["width"][i] for i in idx)
+        y1 = max(data["top"][i] + data["height"][i] for i in idx)
+        confidence = sum(max(float(data["conf"][i]), 0.0) for i in idx) / len(idx) / 100
+        lines.append(OcrLine(text=" ".join(str(data["text"][i]).strip() for i in idx),
+                             bbox=(ox + x0 * scale, oy + y0 * scale, ox + x1 * scale, oy + y1 * scale),
+                             confidence=round(confidence, 4)))  # fmt: skip
+    return lines

@@ -29,9 +29,9 @@ from PIL import Image
 from .chunks import MAX_CHARS, MAX_TOKENS, Chunker, ParsedChunk, page_chunks, split_to_tokens, wordpiece_counter
 from .extract import DocumentRejected, extract_text, open_checked_pdf
 from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
-from .images import ImageRejected, probe_image
+from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, probe_image
 from .layout import PageBlock, PageContent, iter_pages
-from .ocr import DEFAULT_OCR, Legibility, OcrLine, OcrSettings, legibility, lines_to_paragraphs, ocr_image, ocr_pixels, render_page
+from .ocr import DEFAULT_OCR, Legibility, OcrLine, OcrSettings, legibility, lines_to_paragraphs, ocr_image, ocr_pixels, render_page, tesseract_pixels
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ def read_page_checked(raster: bytes, bbox: BBox, settings: ParseSettings = Parse
         img.load()
         scale = (bbox[2] - bbox[0]) / img.width
         found = ocr_pixels(img, scale=scale, offset=(bbox[0], bbox[1]), settings=settings.ocr, keep_empty=True)
+        found = _fallback(found, img, settings.ocr, scale=scale, offset=(bbox[0], bbox[1]))
     # Shapes and noise read as stray symbols ("=", "|"): a line without two letters or digits is not text.
     lines = [line for line in found if sum(ch.isalnum() for ch in line.text) >= 2]
     blocks = tuple(PageBlock(1, box, text, "text", "ocr") for box, text in lines_to_paragraphs(lines))
@@ -201,6 +202,15 @@ def read_page_checked(raster: bytes, bbox: BBox, settings: ParseSettings = Parse
                           skipped_images=(), needs_ocr=False)  # fmt: skip
     chunks = list(page_chunks(content, [], settings.chunk_max_tokens, wordpiece_counter(), settings.chunk_max_chars))
     return OcrRead(chunks, legibility(found))
+
+
+def _fallback(found: list[OcrLine], img: Image.Image, ocr: OcrSettings, *, scale: float,
+              offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:  # fmt: skip
+    """PP-OCR's lines, or, when they are illegible and fallback languages are set, Tesseract's if it reads more."""
+    if not ocr.fallback_languages or not legibility(found).illegible:
+        return found
+    again = tesseract_pixels(img, ocr.fallback_languages, scale=scale, offset=offset)
+    return again if legibility(again).share > legibility(found).share else found
 
 
 # The text of an image chunk whose image holds no words and has no caption or nearby text (what a hit shows).
@@ -220,6 +230,10 @@ def read_image_checked(raster: bytes, caption: str | None, nearby: str | None, b
     found: list[OcrLine] = []
     try:
         found = ocr_image(raster, settings=settings.ocr, keep_empty=True)
+        if settings.ocr.fallback_languages and legibility(found).illegible:
+            full_width = probe_image(raster).width
+            img = decode_image(raster, max_pixels=MAX_IMAGE_PIXELS, target_pixels=settings.ocr.max_pixels)
+            found = _fallback(found, img, settings.ocr, scale=full_width / img.width)
         ocr_text = "\n".join(line.text for line in found if sum(ch.isalnum() for ch in line.text) >= 2)
     except ImageRejected as err:
         log.info("ocr: image not readable (%s); indexing its caption only", err)

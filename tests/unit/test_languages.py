@@ -17,7 +17,7 @@ from contracts.generations import GenerationRecord, GenerationSettings
 from contracts.messages import DocumentProgress, DocumentStatus, OcrRequest
 from contracts.topology import IndexGeneration, generation_of
 from documents import read_page_checked
-from documents.ocr import Legibility, OcrLine, legibility
+from documents.ocr import Legibility, OcrLine, check_fallback, legibility
 from models.embedding_models import E5_MODEL, E5Encoder, EmbeddingModels, profile
 from tests.factories import DEJAVU
 
@@ -141,3 +141,19 @@ def test_legibility_counts_words_not_symbols_and_judges_only_enough_text() -> No
     assert legibility([OcrLine("本周四下午三点在会议室召开", (0.0, 0.0, 260.0, 20.0), 0.9)]).share > 0.9  # CJK: 1 em
     assert not legibility([OcrLine("?!", (0.0, 0.0, 100.0, 20.0), 0.2)]).illegible  # a label: too little to judge
     assert not Legibility(expected=0.0, legible=0).illegible and Legibility(0.0, 0).share == 1.0
+
+
+def test_the_tesseract_fallback_reads_the_cyrillic_scan_the_shipped_models_cannot() -> None:
+    from dataclasses import replace
+
+    from documents import ParseSettings
+    from documents.ocr import DEFAULT_OCR
+
+    check_fallback("rus")  # `make ocr-languages` installed it; the message says how when it did not
+    raster, bbox = _scan(RUSSIAN)
+    read = read_page_checked(raster, bbox, ParseSettings(ocr=replace(DEFAULT_OCR, threads=1, fallback_languages="rus")))
+    assert not read.legibility.illegible and read.legibility.share > 0.6, read.legibility
+    text = " ".join(c.text for c in read.chunks)
+    assert "ремонт" in text and "лестничные" in text, text
+    with pytest.raises(RuntimeError, match="apt-get install tesseract-ocr-xyzz"):
+        check_fallback("rus+xyzz")
