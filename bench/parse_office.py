@@ -26,10 +26,9 @@ import pptx  # noqa: E402
 from pptx.util import Inches  # noqa: E402
 
 from bench.results import recorded  # noqa: E402
-from documents import parse  # noqa: E402
+from documents import ParseSettings, parse  # noqa: E402
 from documents.chunks import wordpiece_counter  # noqa: E402
 from documents.filetypes import DOCX, PPTX, XLSX  # noqa: E402
-from documents.formats import sheets  # noqa: E402
 from documents.tables import TableCells, row_pieces  # noqa: E402
 
 
@@ -95,7 +94,7 @@ def timed_parse(data: bytes, content_type: str) -> tuple[float, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=sheets.MAX_CELLS, help="cells of each workbook")
+    parser.add_argument("--cells", type=int, default=ParseSettings().sheet_max_cells, help="cells of each workbook")
     args = parser.parse_args()
     count = wordpiece_counter()
     print("| file | bytes | pages | chunks | CPU s |\n|---|---|---|---|---|")

@@ -60,11 +60,13 @@ BBox = tuple[float, float, float, float]
 @dataclass(frozen=True)
 class ParseSettings:
     """What parsing needs. ``chunk_max_tokens``: MMRAG_CHUNK_MAX_TOKENS (or the index generation's override);
-    ``chunk_max_chars``: MMRAG_CHUNK_MAX_CHARS; ``ocr``: render and OCR levers."""
+    ``chunk_max_chars``: MMRAG_CHUNK_MAX_CHARS; ``ocr``: render and OCR levers; ``sheet_max_cells``:
+    MMRAG_SHEET_MAX_CELLS, the cells read from a workbook or a CSV (`documents.formats.sheets`)."""
 
     chunk_max_tokens: int = MAX_TOKENS
     chunk_max_chars: int = MAX_CHARS
     ocr: OcrSettings = DEFAULT_OCR
+    sheet_max_cells: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,13 @@ class OcrWork:
 
 @dataclass(frozen=True)
 class ParsedPage:
-    """One page's output: its chunks in reading order, then its OCR work (images, then the scan)."""
+    """One page's output: its chunks in reading order, then its OCR work (images, then the scan); ``warnings``:
+    what could not be read well, for the document's progress record (a sheet cut at the cell limit)."""
 
     page: int
     chunks: tuple[ParsedChunk, ...]
     ocr: tuple[OcrWork, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 class ParsedDocument:

@@ -11,9 +11,10 @@
   row 1): "rows 2-40 (A2:F40)".
 - Cells are the values Excel last computed (a formula's cached result; none when the file was never opened in a
   spreadsheet application); numbers without a trailing ".0", dates in ISO 8601.
-- Bounded: at most `MAX_CELLS` cells (every cell of a row read, empty ones too) are read from a workbook or a
-  CSV, all sheets together. What is past the limit is cut and said so in the locator of the last chunk read
-  ("...; cut here: ...") and in the worker's log.
+- Bounded: at most ``ParseSettings.sheet_max_cells`` cells (MMRAG_SHEET_MAX_CELLS; every cell of a row read,
+  empty ones too) are read from a workbook or a CSV, all sheets together. What is past the limit is cut and
+  said so in the locator of the last chunk read ("...; cut here: ...") and in a warning of the page
+  (``ParsedPage.warnings``), which the parser records on the document's progress.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import logging
 from collections.abc import Iterable, Iterator
 
 from openpyxl.utils import get_column_letter
@@ -33,20 +33,21 @@ from ..tables import row_pieces
 from .common import bounded, clean, read_with
 from .ooxml import check_package
 
-log = logging.getLogger(__name__)
+def _cut(limit: int) -> str:
+    return f"cut here: the limit of {limit:,} cells a workbook was reached, nothing after this row was read"
 
-MAX_CELLS = 100_000
 
-
-def _cut() -> str:
-    return f"cut here: the limit of {MAX_CELLS:,} cells a workbook was reached, nothing after this row was read"
+def _warning(limit: int, sheet: str | None, row: int) -> str:
+    where = f"sheet {sheet!r}" if sheet is not None else "the CSV"
+    return (f"{where} was cut after row {row:,}: a workbook or CSV is read up to {limit:,} cells "
+            "(MMRAG_SHEET_MAX_CELLS); split it, or raise the limit, to index the rest")  # fmt: skip
 
 
 class _Budget:
     """Cells left to read in the document; ``cut`` once a row was left unread."""
 
-    def __init__(self) -> None:
-        self.left = MAX_CELLS
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
         self.cut = False
 
     def rows(self, rows: Iterable[tuple]) -> Iterator[tuple[int, tuple[str, ...]]]:
@@ -69,13 +70,14 @@ def parse_xlsx(data: bytes, settings: ParseSettings) -> ParsedDocument:
 
     book = read_with("the XLSX", lambda: openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True))
     try:
-        budget, pages = _Budget(), []
+        budget, pages = _Budget(settings.sheet_max_cells), []
         for number, sheet in enumerate(book.worksheets, 1):
             sheet.reset_dimensions()  # the file's own dimension may claim a million empty rows: read what is there
             rows = read_with("the XLSX", lambda s=sheet: list(budget.rows(s.iter_rows(values_only=True))))
-            pages.append(ParsedPage(number, _sheet_chunks(number, sheet.title, rows, budget.cut, settings)))
+            chunks = _sheet_chunks(number, sheet.title, rows, budget, settings)
+            warnings = (_warning(budget.limit, sheet.title, rows[-1][0] if rows else 0),) if budget.cut else ()
+            pages.append(ParsedPage(number, chunks, warnings=warnings))
             if budget.cut:
-                log.warning("sheets: workbook cut in sheet %d of %d (%s)", number, len(book.worksheets), _cut())
                 pages += [ParsedPage(n, ()) for n in range(number + 1, len(book.worksheets) + 1)]
                 break
     finally:
@@ -91,17 +93,16 @@ def parse_csv(data: bytes, settings: ParseSettings) -> ParsedDocument:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
     except csv.Error:  # one column, or no consistent delimiter
         dialect = csv.excel
-    budget = _Budget()
+    budget = _Budget(settings.sheet_max_cells)
     rows = read_with("the CSV", lambda: list(budget.rows(csv.reader(io.StringIO(text), dialect))))
-    if budget.cut:
-        log.warning("sheets: CSV cut (%s)", _cut())
-    chunks = _sheet_chunks(1, None, rows, budget.cut, settings)
+    chunks = _sheet_chunks(1, None, rows, budget, settings)
     if not chunks:
         raise DocumentRejected("empty document: the CSV has no value in any cell; upload a file with content")
-    return ParsedDocument(1, iter([ParsedPage(1, chunks)]))
+    warnings = (_warning(budget.limit, None, rows[-1][0]),) if budget.cut else ()
+    return ParsedDocument(1, iter([ParsedPage(1, chunks, warnings=warnings)]))
 
 
-def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[str, ...]]], cut: bool,
+def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[str, ...]]], cells_read: _Budget,
                   settings: ParseSettings) -> tuple[ParsedChunk, ...]:  # fmt: skip
     if not rows:
         return ()
@@ -127,10 +128,10 @@ def _sheet_chunks(number: int, title: str | None, rows: list[tuple[int, tuple[st
         where += f" ({first_column}{first}:{last_column}{last})"
         chunks.append(ParsedChunk(number, None, cells.markdown, "table", context, f"s{number}", None, cells,
                                   bounded(where)))  # fmt: skip
-    if cut:
+    if cells_read.cut:
         last_chunk = chunks[-1]
         chunks[-1] = ParsedChunk(last_chunk.page, None, last_chunk.text, "table", context, last_chunk.table_id, None,
-                                 last_chunk.table, bounded(f"{last_chunk.locator}; {_cut()}"))  # fmt: skip
+                                 last_chunk.table, bounded(f"{last_chunk.locator}; {_cut(cells_read.limit)}"))  # fmt: skip
     return tuple(chunks)
 
 

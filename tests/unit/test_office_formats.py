@@ -13,9 +13,9 @@ import openpyxl
 import pytest
 
 from contracts.messages import Chunk
-from documents import DocumentRejected, ParsedChunk, parse
+from documents import DocumentRejected, ParsedChunk, ParseSettings, parse
 from documents.filetypes import DOCX, PPTX, XLSX, UnsupportedFile, detect_content_type
-from documents.formats import ooxml, sheets
+from documents.formats import ooxml
 from edge_api.page_images import NotRenderable, page_text, render_page
 from tests.office_files import CSV_ROWS, SHEETS, make_csv, make_docx, make_pptx, make_xlsx, sheet_cell_text
 
@@ -279,20 +279,26 @@ def test_an_xml_entity_bomb_inside_a_package_is_refused_at_once(content_type: st
     assert time.monotonic() - started < 30
 
 
-def test_a_huge_sheet_is_cut_at_the_cell_limit_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_huge_sheet_is_cut_at_the_cell_limit_and_says_so() -> None:
     rows = [("key", "value")] + [(f"k{i}", f"v{i}") for i in range(1, 400)]
-    monkeypatch.setattr(sheets, "MAX_CELLS", 200)  # 100 rows of 2 cells
     book = make_xlsx({"Big": rows, "After": [("never", "read")]})
-    pages, chunks, _ = chunks_of(book, XLSX)
-    assert pages == 2 and all(c.page == 1 for c in chunks)  # the second sheet is past the limit
+    with parse(book, XLSX, ParseSettings(sheet_max_cells=200)) as document:  # 100 rows of 2 cells
+        pages = list(document)
+    chunks = [c for p in pages for c in p.chunks]
+    assert len(pages) == 2 and all(c.page == 1 for c in chunks)  # the second sheet is past the limit
     assert "k99" in chunks[-1].text and "k100" not in " ".join(c.text for c in chunks)
     assert "cut here" in chunks[-1].locator and "limit of 200 cells" in chunks[-1].locator
     assert all("cut here" not in (c.locator or "") for c in chunks[:-1])
+    assert pages[0].warnings == ("sheet 'Big' was cut after row 100: a workbook or CSV is read up to 200 cells "
+                                 "(MMRAG_SHEET_MAX_CELLS); split it, or raise the limit, to index the rest",)  # fmt: skip
+    with parse(make_csv(), "text/csv", ParseSettings(sheet_max_cells=30)) as document:  # 3 cells a row
+        (page,) = list(document)
+    assert page.warnings[0].startswith("the CSV was cut after row 10:")
 
 
 def test_a_sheet_of_a_million_rows_is_read_in_bounded_time() -> None:
     """A worksheet of a million rows, nearly all empty, under a dimension claiming the whole grid: every row read
-    counts against the limit, empty or not, so reading stops after MAX_CELLS rows whatever the file holds."""
+    counts against the limit, empty or not, so reading stops after MMRAG_SHEET_MAX_CELLS rows whatever the file holds."""
     book = io.BytesIO()
     openpyxl.Workbook().save(book)
     with zipfile.ZipFile(io.BytesIO(book.getvalue())) as src:
@@ -308,7 +314,7 @@ def test_a_sheet_of_a_million_rows_is_read_in_bounded_time() -> None:
     assert time.monotonic() - started < 120  # generous on a loaded machine: unbounded would be many minutes
     assert "cut here" in chunks[-1].locator
     read = [row[0] for c in chunks for row in c.table.rows]
-    assert read[0] == "v101" and len(read) < sheets.MAX_CELLS // 100 + 1  # the header row is v1
+    assert read[0] == "v101" and len(read) < ParseSettings().sheet_max_cells // 100 + 1  # the header row is v1
 
 
 def test_bad_csv_is_refused_with_what_to_do() -> None:
