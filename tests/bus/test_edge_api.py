@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tests.engine import NatsServer
 
 TENANT = "default"
 EVIL = "http://evil.example"
+_UPLOADS = itertools.count(1)
 WAIT_S = 30.0  # generous: every wait ends as soon as its condition holds
 
 
@@ -91,7 +93,9 @@ def multipart(data: bytes, filename: str = "notes.txt", content_type: str = "tex
     return form
 
 
-async def upload(edge: Edge, data: bytes = b"hello world\n", **headers: str) -> tuple[int, dict]:
+async def upload(edge: Edge, data: bytes | None = None, **headers: str) -> tuple[int, dict]:
+    """Upload `data` (by default a text of its own each time: the same bytes twice are a 409 `duplicate`)."""
+    data = data if data is not None else f"hello world {next(_UPLOADS)}\n".encode()
     async with edge.http.post(f"{edge.base}/v1/documents", data=multipart(data), headers=headers) as resp:
         return resp.status, await resp.json()
 
