@@ -1,4 +1,4 @@
-"""The `mmrag` command line: run the engine, run one agent, ingest, ask, search, list, delete, export schemas.
+"""The `mmrag` command line: run the engine, run one agent, ingest, sync, ask, search, list, delete, export schemas.
 
 Ordinary failures (engine not running, a 4xx/5xx answer, a data dir in use, a port taken) are ONE line on
 stderr and exit code 1: no traceback. A traceback means a bug.
@@ -170,75 +170,181 @@ def models() -> None:
     print("OCR: PP-OCR models from the rapidocr wheel loaded")
 
 
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--include", show_default=False,
+                 help="in folders, only files matching this gitignore-style pattern, e.g. '*.pdf' (repeatable)"),
+]  # fmt: skip
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", show_default=False,
+                 help="in folders, leave out files matching this gitignore-style pattern, e.g. 'drafts/' (repeatable)"),
+]  # fmt: skip
+TimeoutOption = Annotated[float, typer.Option(help="seconds to wait for indexing")]
+RetryForOption = Annotated[
+    float, typer.Option(help="seconds to keep polling a document through errors (503, 404, no connection)")
+]
+PollOption = Annotated[float, typer.Option(help="seconds between status polls")]
+
+
+async def _follow(http: Any, docs: list[tuple[str, str]], timeout: float, retry_for: float, poll: float) -> int:
+    """Follow (doc_id, label) documents until each is `indexed` or failed, with a progress bar on stderr; the
+    number that did not end `indexed` in `timeout` seconds."""
+    from mmrag.client import EngineError, status
+
+    loop = asyncio.get_running_loop()
+    failures = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
+    with Progress(*columns, console=err) as progress:
+        tasks = {doc_id: progress.add_task(label, total=None, state="queued") for doc_id, label in docs}
+        pending = dict(tasks)
+        failing_since: dict[str, float] = {}  # doc_id -> when its polls started failing
+        deadline = loop.time() + timeout
+        while pending and loop.time() < deadline:
+            for doc_id, task in list(pending.items()):
+                try:
+                    st = await status(http, doc_id)
+                except EngineError as e:
+                    # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
+                    first = failing_since.setdefault(doc_id, loop.time())
+                    if (e.transient or e.status == 404) and loop.time() - first < retry_for:
+                        progress.update(task, state=f"retrying ({e.status or 'no connection'})")
+                        continue
+                    del pending[doc_id]
+                    failures += 1
+                    err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
+                    continue
+                failing_since.pop(doc_id, None)
+                progress.update(
+                    task, total=st.get("chunks_total"), completed=st.get("chunks_indexed", 0), state=st["status"]
+                )
+                if st["status"] in ("indexed", "failed", "deleted"):
+                    del pending[doc_id]
+                    if st["status"] != "indexed":
+                        failures += 1
+                        reason = st.get("error") or st["status"]
+                        err.print(f"[red]{st['status']}[/red] {doc_id}: {escape(str(reason))}")
+            if pending:
+                await asyncio.sleep(poll)
+        if pending:
+            err.print(f"[yellow]still in progress after {timeout}s:[/yellow] {', '.join(pending)}")
+            failures += len(pending)
+    return failures
+
+
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF, image (PNG, JPEG, WebP, TIFF), .txt or .md files")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(exists=True, help="files (PDF, PNG, JPEG, WebP, TIFF, .txt, .md) or folders (recursive)"),
+    ],
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
     wait: Annotated[bool, typer.Option(help="wait until every document is indexed or failed")] = True,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for indexing")] = 600,
-    retry_for: Annotated[
-        float, typer.Option(help="seconds to keep polling a document through errors (503, 404, no connection)")
-    ] = 30,
-    poll: Annotated[float, typer.Option(help="seconds between status polls")] = 0.3,
+    timeout: TimeoutOption = 600,
+    retry_for: RetryForOption = 30,
+    poll: PollOption = 0.3,
 ) -> None:
-    """Upload documents to a running engine and follow them to `indexed`."""
-    from mmrag.client import EngineError, EngineUnreachable, client, status, upload
+    """Upload files and folders to a running engine and follow them to `indexed`.
+
+    In a folder, files the engine cannot read are skipped with their reason; a file whose bytes the tenant
+    already has is reported with that document's id, not uploaded twice. Exit code 0 only when every file
+    selected is in the index (or already was)."""
+    from mmrag.client import EngineError, EngineUnreachable, client, duplicate_of, upload
+    from mmrag.files import select
+
+    files: list[tuple[str, Path]] = []
+    skipped = 0
+    for path in paths:
+        if not path.is_dir():
+            files.append((str(path), path))
+            continue
+        chosen = select(path, include or (), exclude or ())
+        for s in chosen.skipped:
+            err.print(f"[yellow]skipped[/yellow] {escape(str(path / s.path))}: {escape(s.reason)}")
+        skipped += len(chosen.skipped)
+        files.extend((str(path / f.path), f.file) for f in chosen.files)
 
     async def main() -> int:
-        failures = 0
-        loop = asyncio.get_running_loop()
+        failures = duplicates = 0
         async with client(url, api_key=api_key) as http:
             docs = []
-            for path in paths:
+            for label, path in files:
                 try:
                     doc = await upload(http, path)
                 except EngineUnreachable:
                     raise
                 except EngineError as e:
-                    err.print(f"[red]rejected[/red] {escape(str(path))}: {escape(str(e))}")
+                    if (existing := duplicate_of(e)) is not None:
+                        duplicates += 1
+                        print(f"{existing}  {label}  already indexed (same bytes)", flush=True)
+                        continue
+                    err.print(f"[red]rejected[/red] {escape(label)}: {escape(str(e))}")
                     failures += 1
                     continue
-                docs.append((path, doc["doc_id"]))
-                print(f"{doc['doc_id']}  {path}", flush=True)
-            if not wait:
-                return failures
-            columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
-            with Progress(*columns, console=err) as progress:
-                tasks = {doc_id: progress.add_task(path.name, total=None, state="queued") for path, doc_id in docs}
-                pending = dict(tasks)
-                failing_since: dict[str, float] = {}  # doc_id -> when its polls started failing
-                deadline = loop.time() + timeout
-                while pending and loop.time() < deadline:
-                    for doc_id, task in list(pending.items()):
-                        try:
-                            st = await status(http, doc_id)
-                        except EngineError as e:
-                            # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
-                            first = failing_since.setdefault(doc_id, loop.time())
-                            if (e.transient or e.status == 404) and loop.time() - first < retry_for:
-                                progress.update(task, state=f"retrying ({e.status or 'no connection'})")
-                                continue
-                            del pending[doc_id]
-                            failures += 1
-                            err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
-                            continue
-                        failing_since.pop(doc_id, None)
-                        progress.update(
-                            task, total=st.get("chunks_total"), completed=st.get("chunks_indexed", 0), state=st["status"]
-                        )
-                        if st["status"] in ("indexed", "failed", "deleted"):
-                            del pending[doc_id]
-                            if st["status"] != "indexed":
-                                failures += 1
-                                reason = st.get("error") or st["status"]
-                                err.print(f"[red]{st['status']}[/red] {doc_id}: {escape(str(reason))}")
-                    if pending:
-                        await asyncio.sleep(poll)
-                if pending:
-                    err.print(f"[yellow]still in progress after {timeout}s:[/yellow] {', '.join(pending)}")
-                    failures += len(pending)
-        return 1 if failures else 0
+                docs.append((doc["doc_id"], Path(label).name))
+                print(f"{doc['doc_id']}  {label}", flush=True)
+            if wait:
+                failures += await _follow(http, docs, timeout, retry_for, poll)
+        if len(files) + skipped > 1:
+            err.print(f"ingest: {len(docs)} uploaded, {duplicates} already indexed, {skipped} skipped, "
+                      f"{failures} failed")  # fmt: skip
+        return 1 if failures or skipped else 0
+
+    _run(main())
+
+
+@app.command()
+def sync(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the folder the index must equal")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(show_default=False, help="the source's name on the engine (default: the folder's name); "
+                     "machines syncing the same folder must use the same name"),
+    ] = None,  # fmt: skip
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would change; change nothing")] = False,
+    wait: Annotated[bool, typer.Option(help="wait until every added or updated document is indexed")] = True,
+    timeout: TimeoutOption = 600,
+    retry_for: RetryForOption = 30,
+    poll: PollOption = 0.3,
+) -> None:
+    """Make the tenant's documents of one source equal to a folder: add new files, replace changed ones (a new
+    revision of the same document), move renamed ones (same bytes: nothing indexed again), delete removed ones.
+
+    The state is on the engine (each document's source, path and SHA-256), not in a local file. Exit code 0
+    when every file selected is in the index and every change went through."""
+    from mmrag.client import client
+    from mmrag.files import select
+    from mmrag.sync import apply, check_source_name, default_source_name, describe, indexed_documents, plan, skipped_lines
+
+    try:
+        name = check_source_name(source) if source is not None else default_source_name(folder)
+    except ValueError as e:
+        _fail(str(e))
+    chosen = select(folder, include or (), exclude or ())
+    for line in skipped_lines(chosen.skipped):
+        err.print(escape(line))
+
+    async def main() -> int:
+        async with client(url, api_key=api_key) as http:
+            todo = plan(chosen.files, await indexed_documents(http, name))
+            if dry_run:
+                describe(todo, print)
+                print(f"sync {name} (dry run, nothing changed): {len(todo.added)} to add, {len(todo.updated)} to "
+                      f"update, {len(todo.moved)} to move, {len(todo.deleted)} to delete, {len(todo.unchanged)} "
+                      f"unchanged ({len(chosen.skipped)} skipped)")  # fmt: skip
+                return 1 if chosen.skipped else 0
+            out = await apply(http, name, todo, lambda line: print(line, flush=True), lambda line: err.print(escape(line)))
+            if wait and out.follow:
+                out.failed += await _follow(http, out.follow, timeout, retry_for, poll)
+        print(f"sync {name}: {out.summary(len(chosen.skipped))}")
+        return 1 if out.failed or chosen.skipped else 0
 
     _run(main())
 

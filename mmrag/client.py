@@ -24,12 +24,14 @@ class EngineError(Exception):
     """The engine answered with an error, or could not be reached; `str(e)` is one line for humans."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None
+        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None,
+        doc_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.details = details or []
+        self.doc_id = doc_id  # the document an error names (`duplicate`, `submission_unconfirmed`)
 
     @property
     def transient(self) -> bool:
@@ -88,6 +90,7 @@ def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError
         status=status,
         code=code,
         details=details if isinstance(details, list) else None,
+        doc_id=err.get("doc_id") if isinstance(err.get("doc_id"), str) else None,
     )
 
 
@@ -112,11 +115,47 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
         raise EngineError(f"HTTP {resp.status_code}: the engine answered something that is not JSON") from None
 
 
-async def upload(http: httpx.AsyncClient, path: Path) -> dict[str, Any]:
-    """POST /v1/documents: `{"doc_id", "status": "queued", ...}`."""
+def _origin(source: str | None, source_path: str | None) -> dict[str, str]:
+    return {"source": source, "path": source_path} if source is not None and source_path is not None else {}
+
+
+async def upload(
+    http: httpx.AsyncClient, path: Path, *, source: str | None = None, source_path: str | None = None,
+    allow_duplicates: bool = False,
+) -> dict[str, Any]:
+    """POST /v1/documents: `{"doc_id", "status": "queued", "sha256", ...}`.
+
+    `source` + `source_path`: the file's place in a synced source (`mmrag sync`). The same bytes as a document
+    the tenant has are a 409 `EngineError` with `code == "duplicate"` (`duplicate_of(e)` names that document),
+    unless `allow_duplicates`."""
+    params = _origin(source, source_path)
+    if allow_duplicates:
+        params["duplicates"] = "allow"
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with path.open("rb") as f:
-        return await _request(http, "POST", "/v1/documents", files={"file": (path.name, f, ctype)})
+        return await _request(http, "POST", "/v1/documents", params=params, files={"file": (path.name, f, ctype)})
+
+
+async def replace(
+    http: httpx.AsyncClient, doc_id: str, path: Path, *, source: str | None = None, source_path: str | None = None
+) -> dict[str, Any]:
+    """PUT /v1/documents/{doc_id}: a new revision of the document (`status` `queued`), or `unchanged` when it
+    already has these bytes (and this source and path, when given)."""
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    with path.open("rb") as f:
+        return await _request(http, "PUT", f"/v1/documents/{doc_id}", params=_origin(source, source_path),
+                              files={"file": (path.name, f, ctype)})  # fmt: skip
+
+
+async def move(http: httpx.AsyncClient, doc_id: str, source: str, source_path: str) -> dict[str, Any]:
+    """PATCH /v1/documents/{doc_id}: a new place in a synced source, nothing indexed again; the document."""
+    body = {"source": source, "source_path": source_path}
+    return await _request(http, "PATCH", f"/v1/documents/{doc_id}", json=body)
+
+
+def duplicate_of(error: EngineError) -> str | None:
+    """The existing document's id when `error` is the engine's 409 `duplicate`, else None."""
+    return error.doc_id if error.code == "duplicate" else None
 
 
 async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -185,11 +224,15 @@ async def search_image(
         return (await _request(http, "POST", "/v1/search", data=data, files={"image": (image.name, f, ctype)}))["hits"]
 
 
-async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
-    """GET /v1/documents, following `next_cursor` to the end."""
+async def documents(
+    http: httpx.AsyncClient, *, limit: int = 100, source: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """GET /v1/documents, following `next_cursor` to the end (`source`: only that synced source's documents)."""
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": limit}
+        if source is not None:
+            params["source"] = source
         if cursor:
             params["cursor"] = cursor
         page = await _request(http, "GET", "/v1/documents", params=params)
