@@ -452,18 +452,22 @@ def list_documents(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
+    source: Annotated[
+        str | None, typer.Option(show_default=False, help="only the documents of this synced source (`mmrag sync`)")
+    ] = None,
 ) -> None:
-    """List the tenant's documents: id, status, filename, pages, chunks."""
+    """List the tenant's documents: id, status, pages, chunks, filename (and source/path of synced ones)."""
     from mmrag.client import client, documents
 
     async def main() -> int:
         count = 0
         async with client(url, api_key=api_key) as http:
-            async for d in documents(http, limit=limit):
+            async for d in documents(http, limit=limit, source=source):
                 total, done = d.get("chunks_total"), d.get("chunks_indexed") or 0
                 chunks = f"{done}/{total}" if total is not None else "-"
                 pages = d.get("pages") if d.get("pages") is not None else "-"
-                print(f"{d['doc_id']}  {d['status']:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.get('filename') or ''}")
+                where = f"  ({d['source']}/{d['source_path']})" if d.get("source") else ""
+                print(f"{d['doc_id']}  {d['status']:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.get('filename') or ''}{where}")
                 count += 1
         err.print(f"{count} document{'s' if count != 1 else ''}")
         return 0

@@ -181,7 +181,7 @@ PICTURE = Media(
     "the picture",
     {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
     headers={
-        "ETag": {"description": "strong: a document's pictures never change", "schema": {"type": "string"}},
+        "ETag": {"description": "strong: a document revision's pictures never change", "schema": {"type": "string"}},
         "X-Page-Width": {
             "description": "the page's width in the units of a chunk's bbox (PDF points; pixels for an image)",
             "schema": {"type": "string", "pattern": r"^[0-9.e+-]+$"},
