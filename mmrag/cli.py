@@ -298,7 +298,9 @@ def ingest(
 
 @app.command()
 def sync(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="the folder the index must equal")],
+    folder: Annotated[
+        str, typer.Argument(help="the folder the index must equal, or s3://BUCKET/PREFIX (S3-compatible: AWS_ENDPOINT_URL)")
+    ],
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     source: Annotated[
@@ -314,22 +316,39 @@ def sync(
     retry_for: RetryForOption = 30,
     poll: PollOption = 0.3,
 ) -> None:
-    """Make the tenant's documents of one source equal to a folder: add new files, replace changed ones (a new
-    revision of the same document), move renamed ones (same bytes: nothing indexed again), delete removed ones.
+    """Make the tenant's documents of one source equal to a folder or an S3 prefix: add new files, replace changed
+    ones (a new revision of the same document), move renamed ones (same bytes: nothing indexed again), delete
+    removed ones.
 
     The state is on the engine (each document's source, path and SHA-256), not in a local file. Exit code 0
     when every file selected is in the index and every change went through."""
-    from mmrag.client import client
-    from mmrag.files import select
-    from mmrag.sync import apply, check_source_name, default_source_name, describe, indexed_documents, plan, skipped_lines
+    import tempfile
 
-    try:
-        name = check_source_name(source) if source is not None else default_source_name(folder)
-    except ValueError as e:
-        _fail(str(e))
-    chosen = select(folder, include or (), exclude or ())
-    for line in skipped_lines(chosen.skipped):
-        err.print(escape(line))
+    from mmrag import s3
+    from mmrag.files import select
+    from mmrag.sync import check_source_name, default_source_name, skipped_lines
+
+    with tempfile.TemporaryDirectory(prefix="mmrag-sync-") as workdir:
+        try:
+            if s3.is_s3_url(folder):
+                name = check_source_name(source) if source is not None else default_source_name(Path(s3.default_source_name(folder)))
+                chosen = s3.select(folder, Path(workdir), include or (), exclude or ())
+            else:
+                if not Path(folder).is_dir():
+                    _fail(f"{folder} is not a folder (nor an s3:// URL)")
+                name = check_source_name(source) if source is not None else default_source_name(Path(folder))
+                chosen = select(Path(folder), include or (), exclude or ())
+        except (ValueError, s3.S3Error) as e:
+            _fail(str(e))
+        for line in skipped_lines(chosen.skipped):
+            err.print(escape(line))
+        _sync(url, api_key, name, chosen, dry_run=dry_run, wait=wait, timeout=timeout, retry_for=retry_for, poll=poll)
+
+
+def _sync(url: str, api_key: str | None, name: str, chosen: Any, *, dry_run: bool, wait: bool, timeout: float,
+          retry_for: float, poll: float) -> None:  # fmt: skip
+    from mmrag.client import client
+    from mmrag.sync import apply, describe, indexed_documents, plan
 
     async def main() -> int:
         async with client(url, api_key=api_key) as http:

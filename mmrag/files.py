@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pathspec
 
@@ -89,20 +89,36 @@ def why_unsupported(path: Path, name: str) -> str | None:
     return None
 
 
+def wanted_by(include: Sequence[str], exclude: Sequence[str]) -> Callable[[str], bool]:
+    """Whether a relative path is selected by these patterns (hidden names never are)."""
+    wanted, unwanted = _spec(include), _spec(exclude)
+
+    def check(rel: str) -> bool:
+        if any(part.startswith(".") for part in rel.split("/")):
+            return False
+        return (wanted is None or wanted.match_file(rel)) and (unwanted is None or not unwanted.match_file(rel))
+
+    return check
+
+
+def take(rel: str, path: Path) -> LocalFile | Skipped:
+    """The file at `path` (named `rel` in its source), hashed, or why it is skipped."""
+    reason = why_unsupported(path, PurePosixPath(rel).name)
+    if reason is not None:
+        return Skipped(rel, reason)
+    try:
+        return LocalFile(rel, path, path.stat().st_size, sha256_of(path))
+    except OSError as e:
+        return Skipped(rel, f"cannot be read: {e.strerror or e}")
+
+
 def select(root: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Selection:
     """The files of folder `root` to send (hashed), and those skipped with their reason, in path order."""
-    wanted, unwanted = _spec(include), _spec(exclude)
+    selected = wanted_by(include, exclude)
     files, skipped = [], []
     for path in _walk(root):
         rel = path.relative_to(root).as_posix()
-        if (wanted is not None and not wanted.match_file(rel)) or (unwanted is not None and unwanted.match_file(rel)):
-            continue
-        reason = why_unsupported(path, path.name)
-        if reason is not None:
-            skipped.append(Skipped(rel, reason))
-            continue
-        try:
-            files.append(LocalFile(rel, path, path.stat().st_size, sha256_of(path)))
-        except OSError as e:
-            skipped.append(Skipped(rel, f"cannot be read: {e.strerror or e}"))
+        if selected(rel):
+            got = take(rel, path)
+            (files if isinstance(got, LocalFile) else skipped).append(got)  # type: ignore[arg-type]
     return Selection(files, skipped)

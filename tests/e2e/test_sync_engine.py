@@ -191,3 +191,57 @@ def test_ingest_of_a_folder_skips_what_it_cannot_read_and_reports_duplicates(eng
                   timeout=120, env=engine.client_env)  # fmt: skip
     assert again.returncode == 0, again.stderr  # everything selected is in the index
     assert again.stdout == f"{rows[0][0]}  {tmp_path / 'a.md'}  already indexed (same bytes)\n"
+
+
+def test_sync_of_an_s3_prefix_follows_its_objects(engine: TenantEngine) -> None:
+    """The same loop on an S3-compatible server (moto's, a real HTTP S3 API in this process), for one prefix."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.engine import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")  # fmt: skip
+        s3.create_bucket(Bucket="docs")
+        files = dict(FACTS)
+        for rel, text in files.items():
+            s3.put_object(Bucket="docs", Key=f"handbook/{rel}", Body=text.encode())
+        s3.put_object(Bucket="docs", Key="elsewhere/x.md", Body=b"# Outside the prefix\n")
+        env = {**engine.client_env, **aws}
+
+        def sync_s3(*more: str) -> str:
+            done = mmrag("sync", "s3://docs/handbook", "--url", engine.url, *more, timeout=300, env=env)
+            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+            return done.stdout
+
+        async def by_path() -> dict[str, str]:
+            async with api.client(engine.url, api_key=engine.key) as http:
+                return {d["source_path"]: d["sha256"] async for d in api.documents(http, source="handbook")}
+
+        assert sync_s3().splitlines()[-1].startswith("sync handbook: 4 added, 0 updated, 0 moved, 0 deleted")
+        assert asyncio.run(by_path()) == {p: sha(t) for p, t in files.items()}
+
+        files["a.md"] = "# Pumps\n\nThe seal of pump P-101 is replaced every 2500 operating hours since the audit.\n"
+        files["d.md"] = "# Lighthouses\n\nThe Eddystone lighthouse light is visible for 22 nautical miles.\n"
+        files["sub/renamed.md"] = files.pop("sub/c.md")
+        del files["b.md"]
+        for rel in ("a.md", "d.md", "sub/renamed.md"):
+            s3.put_object(Bucket="docs", Key=f"handbook/{rel}", Body=files[rel].encode())
+        s3.delete_objects(Bucket="docs", Delete={"Objects": [{"Key": "handbook/b.md"}, {"Key": "handbook/sub/c.md"}]})
+
+        out = sync_s3()
+        assert out.splitlines()[-1] == ("sync handbook: 1 added, 1 updated, 1 moved, 1 deleted, 1 unchanged, 0 failed "
+                                        "(0 skipped, 0 duplicates)")  # fmt: skip
+        assert asyncio.run(by_path()) == {p: sha(t) for p, t in files.items()}
+
+        missing = mmrag("sync", "s3://no-such-bucket/x", "--url", engine.url, timeout=60, env=env)
+        assert missing.returncode == 1 and "Traceback" not in missing.stderr
+        assert "s3://no-such-bucket/x" in missing.stderr and "NoSuchBucket" in missing.stderr, missing.stderr
+    finally:
+        server.stop()

@@ -86,3 +86,13 @@ def test_folder_walk_filters_sniffs_and_hashes(tmp_path: Path) -> None:
     assert [f.path for f in select(tmp_path, include=["*.md"]).files] == ["a.md", "sub/drafts/c.md"]
     assert [f.path for f in select(tmp_path, exclude=["drafts/"]).files] == ["a.md", "sub/b.txt"]
     assert [f.path for f in select(tmp_path, include=["sub/"], exclude=["*.md"]).files] == ["sub/b.txt"]
+
+
+def test_s3_urls() -> None:
+    from mmrag import s3
+
+    assert s3.parse("s3://docs") == ("docs", "")
+    assert s3.parse("s3://docs/handbook/2026/") == ("docs", "handbook/2026/")
+    assert s3.default_source_name("s3://docs/handbook/2026") == "2026" and s3.default_source_name("s3://docs") == "docs"
+    with pytest.raises(s3.S3Error, match="not an S3 URL: write s3://BUCKET"):
+        s3.parse("s3://Not_A_Bucket/x")
