@@ -424,7 +424,7 @@ async def _same_bytes(bb: Backbone, tenant: str, sha256: str) -> DocumentProgres
 
 
 def _duplicate(existing: DocumentProgress, filename: str) -> ApiError:
-    where = f" ({existing.source}/{existing.source_path})" if existing.source else ""
+    where = f", {existing.source}/{existing.source_path}" if existing.source else ""
     state = f"{existing.status.value}: {existing.error}" if existing.error else existing.status.value
     return ApiError(
         409, "duplicate",
