@@ -10,7 +10,9 @@ source name sees the same state; nothing is kept locally. What the comparison de
 - a path gone whose bytes are now at a new path: moved (`PATCH`: source path only, nothing indexed again);
 - a new path: added (`POST`); a path gone: deleted (`DELETE`, the engine's one delete path: points, upload,
   graph facts);
-- several documents at one path (two machines added the same file at once): the newest stays, the others go.
+- several documents at one path (two machines added the same file at once): the newest stays, the others go;
+- an unchanged file whose document failed to ingest is not sent again (the same bytes fail the same way) but
+  counts as failed in every sync until the file changes.
 
 `--dry-run` prints the plan and changes nothing.
 """
@@ -52,10 +54,11 @@ class Indexed:
     path: str
     sha256: str | None
     status: str
+    error: str | None = None
 
     @classmethod
     def from_view(cls, view: dict[str, Any]) -> Indexed:
-        return cls(view["doc_id"], view["source_path"], view.get("sha256"), view["status"])
+        return cls(view["doc_id"], view["source_path"], view.get("sha256"), view["status"], view.get("error"))
 
 
 @dataclass
@@ -130,6 +133,11 @@ async def apply(http: httpx.AsyncClient, source: str, todo: Plan, say: Say, warn
     """Carry out `todo` against the engine; one line per change (`say`) or failure (`warn`). An unreachable
     engine stops the sync (`EngineUnreachable` propagates); any other refusal is counted and the sync goes on."""
     out = Outcome(unchanged=len(todo.unchanged))
+    for f, doc in todo.unchanged:  # the same bytes would fail the same way: not sent again, but not in the index
+        if doc.status == "failed":
+            out.failed += 1
+            warn(f"failed    {f.path}: {doc.error or 'its ingest failed'} (document {doc.doc_id}; change the file "
+                 "or delete the document to try again)")  # fmt: skip
 
     async def attempt(what: str, path: str, action: Callable[[], Any]) -> Any:
         try:

@@ -96,3 +96,15 @@ def test_s3_urls() -> None:
     assert s3.default_source_name("s3://docs/handbook/2026") == "2026" and s3.default_source_name("s3://docs") == "docs"
     with pytest.raises(s3.S3Error, match="not an S3 URL: write s3://BUCKET"):
         s3.parse("s3://Not_A_Bucket/x")
+
+
+async def test_an_unchanged_file_whose_ingest_failed_is_reported_each_time_and_not_sent() -> None:
+    from mmrag.sync import apply
+
+    broken = Indexed("01", "scan.pdf", hashlib.sha256(b"A").hexdigest(), "failed", "encrypted PDF: remove the password")
+    todo = plan([local("scan.pdf", "A")], [broken])
+    said, warned = [], []
+    out = await apply(None, "src", todo, said.append, warned.append)  # type: ignore[arg-type] - nothing is sent
+    assert (out.unchanged, out.failed, said) == (1, 1, [])
+    assert warned == ["failed    scan.pdf: encrypted PDF: remove the password (document 01; change the file or delete "
+                      "the document to try again)"]  # fmt: skip
