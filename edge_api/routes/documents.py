@@ -7,6 +7,7 @@ on the DOCS stream (``Subjects.ingest(tenant, doc_id)``, the source of truth), t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -44,7 +45,7 @@ from contracts.messages import (
     Tenant,
     utcnow,
 )
-from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
+from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, bytes_key, object_name, progress_key
 from documents.filetypes import UnsupportedFile, detect_content_type
 from edge_api import quotas
 from edge_api.errors import ApiError, request_id
@@ -145,6 +146,10 @@ PUBLIC_FIELDS = tuple(DocumentView.model_fields)
 _SOURCE = TypeAdapter(SourceName)
 _SOURCE_PATH = TypeAdapter(SourcePath)
 DUPLICATES = ("reject", "allow")
+# The longest from an upload's claim of its bytes to its stored submission (3 publish attempts of 5 s, and some).
+IN_FLIGHT_S = 20.0
+IN_FLIGHT_POLL_S = 0.2
+CLAIM_ATTEMPTS = 10
 
 _MULTIPART_ERRORS = (ValueError, HttpProcessingError)  # UnicodeError is a ValueError
 
@@ -417,18 +422,92 @@ async def _receive(request: web.Request, bb: Backbone, tenant: str, name: str, *
     return _Received(filename=filename, content_type=content_type, info=info, sha256=_sha256_hex(info))
 
 
-async def _same_bytes(bb: Backbone, tenant: str, sha256: str) -> DocumentProgress | None:
-    """The tenant's live document with these bytes, if any (the newest): only the caller's tenant is read."""
-    found = [r for r in await _tenant_documents(bb, tenant) if r.sha256 == sha256 and r.status != DocumentStatus.DELETED]
-    return max(found, key=lambda r: r.doc_id) if found else None
+@dataclass(frozen=True)
+class _Holder:
+    """The live document of a tenant that holds some bytes."""
+
+    doc_id: str
+    filename: str | None
+    state: str  # its status, with its error if it failed
+    where: str | None  # source/path
 
 
-def _duplicate(existing: DocumentProgress, filename: str) -> ApiError:
-    where = f", {existing.source}/{existing.source_path}" if existing.source else ""
-    state = f"{existing.status.value}: {existing.error}" if existing.error else existing.status.value
+async def _holder(bb: Backbone, tenant: str, doc_id: str, sha256: str, claimed_at: float) -> _Holder | None:
+    """`doc_id` if it is a live document of the tenant with these bytes, else None. A claim whose document is
+    not submitted yet is an upload in flight: its submission is waited for, up to `IN_FLIGHT_S` after the claim."""
+    if not TOKEN.match(doc_id):
+        return None
+    while True:
+        record = await (await bb.progress()).get(tenant, doc_id)
+        if record is not None:
+            if record.status == DocumentStatus.DELETED or record.sha256 != sha256:
+                return None
+            where = f"{record.source}/{record.source_path}" if record.source else None
+            state = f"{record.status.value}: {record.error}" if record.error else record.status.value
+            return _Holder(doc_id, record.filename, state, where)
+        submitted = await _submission_on_stream(bb.jetstream(), tenant, doc_id)
+        if submitted is not None:
+            if submitted.sha256 != sha256:
+                return None
+            where = f"{submitted.source}/{submitted.source_path}" if submitted.source else None
+            return _Holder(doc_id, submitted.filename, "queued", where)
+        if time.time() - claimed_at >= IN_FLIGHT_S:
+            return None  # an upload that failed after claiming the bytes (and could not release them)
+        await asyncio.sleep(IN_FLIGHT_POLL_S)
+
+
+async def _claim_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> _Holder | None:
+    """Record `doc_id` as the tenant's document with these bytes (key `bytes_key`), unless a live document
+    already holds them: then that one. One compare-and-set on one key, so of two identical uploads at the same
+    moment exactly one claims the bytes; a stale claim (its document deleted, revised, or never submitted) is
+    taken over. Only the caller's tenant's key is read."""
+    kv = await bb.progress_kv()
+    key = bytes_key(tenant, sha256)
+    value = f"{doc_id} {time.time():.3f}".encode()
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            await kv.create(key, value)
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # deleted meanwhile: claim it again
+            continue
+        other, _, at = (entry.value or b"").decode(errors="replace").partition(" ")
+        if other == doc_id:
+            return None
+        holder = await _holder(bb, tenant, other, sha256, float(at or 0))
+        if holder is not None:
+            return holder
+        try:
+            await kv.update(key, value, last=entry.revision)
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue  # another upload took it over first: look again
+    raise ApiError(503, "backbone_unavailable", "the upload could not be checked for duplicates; retry",
+                   headers={"Retry-After": "1"})  # fmt: skip
+
+
+async def _release_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> None:
+    """Remove the claim of these bytes if `doc_id` holds it (its document is deleted); best effort: a claim left
+    behind is stale and the next upload of the bytes takes it over."""
+    try:
+        kv = await bb.progress_kv()
+        key = bytes_key(tenant, sha256)
+        entry = await kv.get(key)
+        if (entry.value or b"").decode(errors="replace").partition(" ")[0] == doc_id:
+            await kv.delete(key, last=entry.revision)
+    except Exception as err:  # noqa: BLE001
+        log.info("claim of %s's bytes not removed: %r", doc_id, err)
+
+
+def _duplicate(existing: _Holder, filename: str) -> ApiError:
+    where = f", {existing.where}" if existing.where else ""
+    name = f"{existing.filename!r}{where}, " if existing.filename else ""
     return ApiError(
         409, "duplicate",
-        f"{filename!r} has the same bytes as document {existing.doc_id} ({existing.filename!r}{where}, {state}), "
+        f"{filename!r} has the same bytes as document {existing.doc_id} ({name}{existing.state}), "
         "so it was not stored again; use that document, delete it first, or upload with ?duplicates=allow",
         doc_id=existing.doc_id,
     )  # fmt: skip
@@ -465,15 +544,27 @@ async def upload_document(request: web.Request) -> Reply:
     doc_id = new_doc_id()
     name = object_name(tenant, doc_id)
     got = await _receive(request, bb, tenant, name)
-    if not allow_duplicates and (existing := await _same_bytes(bb, tenant, got.sha256)) is not None:
-        await _discard_upload(js, got.info, request_id(request))
-        raise _duplicate(existing, got.filename)
+    if not allow_duplicates:
+        try:
+            existing = await _claim_bytes(bb, tenant, got.sha256, doc_id)
+        except BaseException:
+            await _discard_upload(js, got.info, request_id(request))
+            raise
+        if existing is not None:
+            await _discard_upload(js, got.info, request_id(request))
+            raise _duplicate(existing, got.filename)
     submitted = DocumentSubmitted(
         doc_id=doc_id, tenant=tenant, filename=got.filename, object_name=name, size=got.info.size or 0,
         content_type=got.content_type,  # type: ignore[arg-type] - detect_content_type returns a supported type
         source=source, source_path=path, sha256=got.sha256,
     )  # fmt: skip
-    return Reply(await _submit(request, bb, submitted, got, replacing=False), status=202)
+    try:
+        accepted = await _submit(request, bb, submitted, got, replacing=False)
+    except ApiError as err:
+        if not allow_duplicates and err.code == "backbone_unavailable":  # nothing stored: the bytes are free again
+            await _release_bytes(bb, tenant, got.sha256, doc_id)
+        raise
+    return Reply(accepted, status=202)
 
 
 async def _live_document(bb: Backbone, tenant: str, doc_id: str) -> DocumentProgress | DocumentSubmitted:
@@ -522,7 +613,10 @@ async def replace_document(request: web.Request) -> Reply:
         content_type=got.content_type,  # type: ignore[arg-type]
         source=source, source_path=path, sha256=got.sha256,
     )  # fmt: skip
-    return Reply(await _submit(request, bb, submitted, got, replacing=True), status=202)
+    accepted = await _submit(request, bb, submitted, got, replacing=True)
+    # The new bytes are this document's unless a live document already holds them (a PUT is never refused).
+    await _claim_bytes(bb, tenant, got.sha256, doc_id)
+    return Reply(accepted, status=202)
 
 
 async def move_document(request: web.Request) -> DocumentView:
@@ -663,6 +757,8 @@ async def delete_document(request: web.Request) -> Reply:
         return record.model_copy(update={"status": DocumentStatus.DELETED, "revision": ack.seq, "updated_at": utcnow()})
 
     await store.update(tenant, doc_id, change)
+    if current is not None and current.sha256 is not None:
+        await _release_bytes(bb, tenant, current.sha256, doc_id)
     return Reply(DeleteAccepted(doc_id=doc_id, status="deleted"), status=202)
 
 

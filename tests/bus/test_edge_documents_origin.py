@@ -141,3 +141,28 @@ async def test_a_revision_of_a_record_written_before_origins_keeps_working(edge:
     assert status == 200 and view["sha256"] is None, view
     status, same_bytes = await put(edge, doc_id, b"old world\n")  # no hash to compare: a new revision
     assert status == 202 and same_bytes["status"] == "queued", same_bytes
+
+
+async def test_of_identical_uploads_at_the_same_moment_one_is_stored(edge: Edge) -> None:
+    """The bytes are claimed by one compare-and-set: concurrent uploads of one file give one document."""
+    import asyncio
+
+    data = b"uploaded five times at once\n"
+    answers = await asyncio.gather(*(post(edge, data, f"copy{n}.txt") for n in range(5)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [202, 409, 409, 409, 409], answers
+    kept = next(body["doc_id"] for status, body in answers if status == 202)
+    assert all(body["error"]["doc_id"] == kept for status, body in answers if status == 409)
+    status, page = await call(edge, "GET", "/v1/documents")
+    assert [d["doc_id"] for d in page["documents"]] == [kept]
+
+
+async def test_bytes_a_document_no_longer_has_are_free_again(edge: Edge) -> None:
+    status, first = await post(edge, b"first words\n")
+    assert status == 202
+    status, _ = await put(edge, first["doc_id"], b"second words\n")  # a revision: the first bytes are let go
+    assert status == 202
+    status, again = await post(edge, b"first words\n")
+    assert status == 202 and again["doc_id"] != first["doc_id"], again
+    status, body = await post(edge, b"second words\n")  # the revision's bytes are held
+    assert assert_error(status, body, 409, "duplicate")["doc_id"] == first["doc_id"]
