@@ -3,8 +3,9 @@
 The sync test edits, deletes, renames and adds files between syncs; after each sync the engine's list of the
 source equals the folder (paths and SHA-256), search finds the new content and nothing of removed or replaced
 content, and at the end the vector store (opened once the engine has stopped) holds exactly the points of the
-documents the folder has. It runs on an engine of its own, which it stops to read the store. The duplicate and
-folder-ingest tests use tenants of the shared engine. Plans without an engine: tests/unit/test_sync_plan.py.
+documents the folder has. It runs on an engine of its own, which it stops to read the store. The duplicate,
+folder-ingest and S3 (moto's S3 server, in this process) tests use tenants of the shared engine. Plans without an
+engine: tests/unit/test_sync_plan.py; the edge's duplicate, revision and move routes: tests/bus/test_edge_documents_origin.py.
 """
 
 from __future__ import annotations
