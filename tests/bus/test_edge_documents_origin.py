@@ -166,3 +166,30 @@ async def test_bytes_a_document_no_longer_has_are_free_again(edge: Edge) -> None
     assert status == 202 and again["doc_id"] != first["doc_id"], again
     status, body = await post(edge, b"second words\n")  # the revision's bytes are held
     assert assert_error(status, body, 409, "duplicate")["doc_id"] == first["doc_id"]
+
+
+async def test_a_new_revision_is_drawn_from_its_own_bytes_not_the_cached_ones(edge: Edge) -> None:
+    """A PUT replaces the stored original: the page picture (cached per revision) and its ETag follow it."""
+    import io
+
+    from PIL import Image
+
+    def png(width: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (width, 40), "white").save(out, format="PNG")
+        return out.getvalue()
+
+    async def page(doc_id: str) -> tuple[str, str]:
+        async with edge.http.get(f"{edge.base}/v1/documents/{doc_id}/pages/1") as resp:
+            assert resp.status == 200, await resp.text()
+            return resp.headers["X-Page-Width"], resp.headers["ETag"]
+
+    async with edge.http.post(f"{edge.base}/v1/documents", data=multipart(png(120), "scan.png", "image/png")) as resp:
+        assert resp.status == 202, await resp.text()
+        doc_id = (await resp.json())["doc_id"]
+    width, etag = await page(doc_id)
+    assert width == "120"
+    async with edge.http.put(f"{edge.base}/v1/documents/{doc_id}", data=multipart(png(200), "scan.png", "image/png")) as resp:
+        assert resp.status == 202, await resp.text()
+    new_width, new_etag = await page(doc_id)
+    assert new_width == "200" and new_etag != etag
