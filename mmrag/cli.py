@@ -331,7 +331,7 @@ def sync(
     with tempfile.TemporaryDirectory(prefix="mmrag-sync-") as workdir:
         try:
             if s3.is_s3_url(folder):
-                name = check_source_name(source) if source is not None else default_source_name(Path(s3.default_source_name(folder)))
+                name = check_source_name(source) if source is not None else default_source_name(s3.default_source_name(folder))
                 chosen = s3.select(folder, Path(workdir), include or (), exclude or ())
             else:
                 if not Path(folder).is_dir():

@@ -34,9 +34,11 @@ from mmrag.files import LocalFile, Skipped
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
-def default_source_name(folder: Path) -> str:
-    """The folder's own name, made a valid source name (letters, digits, '.', '_', '-'; 64 at most)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-._")[:64]
+def default_source_name(folder: Path | str) -> str:
+    """A folder's own name (or the name given), made a valid source name (letters, digits, '.', '_', '-'; 64 at
+    most)."""
+    raw = folder.resolve().name if isinstance(folder, Path) else folder
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-._")[:64]
     return name or "folder"
 
 
