@@ -43,8 +43,11 @@ def default_source_name(url: str) -> str:
 
 def select(url: str, workdir: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Selection:
     """Download the selected objects under the URL's prefix into `workdir`, hashed; those skipped with why."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise S3Error("syncing an S3 bucket needs boto3: pip install 'mmrag[s3]' (or boto3)") from None
 
     bucket, prefix = parse(url)
     selected = wanted_by(include, exclude)
