@@ -14,6 +14,7 @@ source name sees the same state; nothing is kept locally. What the comparison de
 - an unchanged file whose document failed to ingest is not sent again (the same bytes fail the same way) but
   counts as failed in every sync until the file changes.
 
+The folder is what `--include`/`--exclude` select: a file they leave out counts as absent (its document goes).
 `--dry-run` prints the plan and changes nothing.
 """
 
