@@ -108,3 +108,16 @@ async def test_an_unchanged_file_whose_ingest_failed_is_reported_each_time_and_n
     assert (out.unchanged, out.failed, said) == (1, 1, [])
     assert warned == ["failed    scan.pdf: encrypted PDF: remove the password (document 01; change the file or delete "
                       "the document to try again)"]  # fmt: skip
+
+
+def test_the_cli_refuses_what_it_cannot_sync_in_one_line(tmp_path: Path) -> None:
+    from tests.unit.test_cli import mmrag, one_line
+
+    url = ("--url", "http://127.0.0.1:9")  # never reached: the arguments are refused first
+    missing = mmrag("sync", str(tmp_path / "nowhere"), *url)
+    assert missing.returncode == 1
+    assert one_line(missing.stderr) == f"error: {tmp_path / 'nowhere'} is not a folder (nor an s3:// URL)"
+    bad = mmrag("sync", str(tmp_path), "--source", "a/b", *url)
+    assert bad.returncode == 1 and "--source 'a/b': use 1-64 letters" in one_line(bad.stderr)
+    bucket = mmrag("sync", "s3://Bad_Bucket", *url)
+    assert bucket.returncode == 1 and "not an S3 URL: write s3://BUCKET or s3://BUCKET/PREFIX" in one_line(bucket.stderr)
