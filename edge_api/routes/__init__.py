@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from edge_api.operations import Operation
-from edge_api.routes import api_reference, documents, health, pages, progress, queries, reindex, ui
+from edge_api.routes import api_reference, documents, evaluations, health, pages, progress, queries, reindex, ui
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
@@ -14,5 +14,6 @@ OPERATIONS: tuple[Operation, ...] = (
     *pages.OPERATIONS,
     *ui.OPERATIONS,
     *reindex.OPERATIONS,
+    *evaluations.OPERATIONS,
     *api_reference.OPERATIONS,
 )

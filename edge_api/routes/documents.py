@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 SNIFF_BYTES = 8192
 READ_CHUNK = 64 * 1024
 MAX_FILENAME_CHARS = 255
-PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submission at most once
+PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time (`_publish_submission`): JetStream stores the submission at most once
 PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
@@ -248,8 +248,11 @@ async def _chunks(head: bytes, part: BodyPartReader) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted, msg_id: str) -> PubAck | None:
+async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted) -> PubAck | None:
     """The PubAck, or None if no attempt was confirmed (the caller then asks the stream)."""
+    # One message id per submission (its retries share it): a later submission of the same doc_id (a replacement)
+    # within the stream's duplicate window is a new message, not a duplicate dropped after its bytes were stored.
+    msg_id = f"{submitted.doc_id}:{submitted.submitted_at.isoformat()}"
     out = Outgoing(Subjects.ingest(submitted.tenant, submitted.doc_id), submitted, msg_id=msg_id)
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
@@ -490,14 +493,14 @@ async def _claim_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> _
 
 
 async def _release_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> None:
-    """Remove the claim of these bytes if `doc_id` holds it (its document is deleted); best effort: a claim left
-    behind is stale and the next upload of the bytes takes it over."""
+    """Remove the claim of these bytes if `doc_id` holds it (its document is deleted, or revised to other bytes);
+    best effort: a claim left behind is stale and the next upload of the bytes takes it over."""
     try:
         kv = await bb.progress_kv()
         key = bytes_key(tenant, sha256)
         entry = await kv.get(key)
         if (entry.value or b"").decode(errors="replace").partition(" ")[0] == doc_id:
-            await kv.delete(key, last=entry.revision)
+            await kv.purge(key)  # not a delete: the values before it, which name the document, go too
     except Exception as err:  # noqa: BLE001
         log.info("claim of %s's bytes not removed: %r", doc_id, err)
 
@@ -515,11 +518,10 @@ def _duplicate(existing: _Holder, filename: str) -> ApiError:
 
 async def _submit(request: web.Request, bb: Backbone, submitted: DocumentSubmitted, got: _Received,
                   *, replacing: bool) -> UploadAccepted:  # fmt: skip
-    """Publish the submission (one message id per request: its retries dedupe, a later revision does not), then
+    """Publish the submission (one message id per submission: its retries dedupe, a later revision does not), then
     record it as `queued`."""
     js = bb.jetstream()
-    msg_id = f"{submitted.doc_id}-r{secrets.token_hex(8)}" if replacing else submitted.doc_id
-    ack = await _publish_submission(js, submitted, msg_id=msg_id)
+    ack = await _publish_submission(js, submitted)
     revision = ack.seq if ack is not None else await _confirm_submission(
         js, submitted, got.info, request_id(request), replacing=replacing
     )  # fmt: skip
@@ -614,8 +616,11 @@ async def replace_document(request: web.Request) -> Reply:
         source=source, source_path=path, sha256=got.sha256,
     )  # fmt: skip
     accepted = await _submit(request, bb, submitted, got, replacing=True)
-    # The new bytes are this document's unless a live document already holds them (a PUT is never refused).
+    # The new bytes are this document's unless a live document already holds them (a PUT is never refused); the
+    # old ones are let go, so a document holds at most one claim.
     await _claim_bytes(bb, tenant, got.sha256, doc_id)
+    if current.sha256 is not None and current.sha256 != got.sha256:
+        await _release_bytes(bb, tenant, current.sha256, doc_id)
     return Reply(accepted, status=202)
 
 
@@ -736,11 +741,8 @@ async def delete_document(request: web.Request) -> Reply:
         submitted = await _submission_on_stream(js, tenant, doc_id)
         if submitted is None:
             raise _not_found(doc_id)
-        filename: str | None = submitted.filename
     elif current.status == DocumentStatus.DELETED:
         raise _not_found(doc_id)
-    else:
-        filename = current.filename
 
     # One message id per deleted revision: a retried request is deduplicated, but a delete after a re-submission is a
     # new message (`delete-<doc_id>` alone was dropped as a duplicate within the stream's window: 202, nothing deleted).
@@ -750,11 +752,9 @@ async def delete_document(request: web.Request) -> Reply:
     ack = await publish(js, tombstone, timeout_s=PUBLISH_TIMEOUT_S)
 
     def change(record: DocumentProgress | None) -> DocumentProgress:
-        if record is None:
-            return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED, filename=filename)
-        if record.revision >= ack.seq:  # a newer submission or delete is already applied
+        if record is not None and record.revision >= ack.seq:  # a newer submission or delete is already applied
             return record
-        return record.model_copy(update={"status": DocumentStatus.DELETED, "revision": ack.seq, "updated_at": utcnow()})
+        return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED)  # a tombstone: ids and revision only
 
     await store.update(tenant, doc_id, change)
     if current is not None and current.sha256 is not None:
