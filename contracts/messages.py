@@ -62,7 +62,10 @@ class Message(BaseModel):
 
 # A document's origin as a synced folder or bucket names it (`mmrag sync`): the source's name, the file's path in it.
 SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-SourcePath = Annotated[str, Field(min_length=1, max_length=1024)]
+# 512 characters at most: a path travels in the upload's URL (`?path=`), and 512 characters of 4-byte UTF-8,
+# percent-encoded, still fit aiohttp's 8,190-byte request line (a longer line is refused before any route).
+MAX_SOURCE_PATH_CHARS = 512
+SourcePath = Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_PATH_CHARS)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

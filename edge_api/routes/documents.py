@@ -38,6 +38,7 @@ from contracts.messages import (
     DocumentProgress,
     DocumentStatus,
     DocumentSubmitted,
+    MAX_SOURCE_PATH_CHARS,
     Identifier,
     Sha256,
     SourceName,
@@ -362,7 +363,7 @@ def _origin_query(request: web.Request) -> tuple[str | None, str | None]:
         _SOURCE_PATH.validate_python(path)
         path.encode("utf-8")
     except (ValidationError, UnicodeError):
-        raise ApiError(400, "invalid_query", "path must be the file's path inside the source, 1-1024 characters",
+        raise ApiError(400, "invalid_query", f"path must be the file's path inside the source, 1-{MAX_SOURCE_PATH_CHARS} characters",
                        field="path") from None  # fmt: skip
     if any(not c.isprintable() for c in path):
         raise ApiError(400, "invalid_query", "path must not contain control characters", field="path")
@@ -777,7 +778,7 @@ ORIGIN_QUERY = (
     {
         "name": "path", "in": "query", "required": False,
         "description": "the file's path inside `source`, '/'-separated (with `source`)",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE_PATH_CHARS},
     },
 )
 ERR_400_UPLOAD = (
