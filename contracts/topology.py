@@ -77,6 +77,13 @@ class IndexGeneration:
         return f"{base}-{self.token}"
 
 
+def generation_of(alias: str, collection: str) -> int | None:
+    """The generation number of `collection` (``<alias>-g<N>``, `IndexGeneration.collection`); None if it is not
+    one of `alias`'s generations."""
+    match = re.fullmatch(re.escape(alias) + r"-g([0-9]+)", collection)
+    return int(match.group(1)) if match else None
+
+
 def durable_role(durable: str) -> str:
     """A durable's name without its generation suffix (``embedder-text-bulk-g3`` -> ``embedder-text-bulk``):
     what an autoscaler follows across re-indexes. Names without a suffix (the query durables) are returned as is."""
@@ -145,6 +152,12 @@ class Subjects:
     def deadletters(durable: str) -> str:
         """Every dead letter of `durable` (a subscription or permission pattern)."""
         return f"{Subjects.DEADLETTER_PREFIX}.{durable}.>"
+
+    @staticmethod
+    def max_deliveries_advisory(stream: str, durable: str) -> str:
+        """JetStream's advisory that a message of `stream` reached `durable`'s max_deliver without being settled
+        (core NATS, sent by the server; JSON with ``stream_seq`` and ``deliveries``)."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
 
 
 # Which model is the payload of which subject family (the subject's first two tokens).

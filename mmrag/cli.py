@@ -221,6 +221,8 @@ async def _follow(http: Any, docs: list[tuple[str, str]], timeout: float, retry_
                 )
                 if st["status"] in ("indexed", "failed", "deleted"):
                     del pending[doc_id]
+                    for warning in st.get("warnings") or []:
+                        err.print(f"[yellow]warning[/yellow] {doc_id}: {escape(str(warning))}")
                     if st["status"] != "indexed":
                         failures += 1
                         reason = st.get("error") or st["status"]
@@ -478,7 +480,8 @@ def list_documents(
         str | None, typer.Option(show_default=False, help="only the documents of this synced source (`mmrag sync`)")
     ] = None,
 ) -> None:
-    """List the tenant's documents: id, status, pages, chunks, filename (and source/path of synced ones)."""
+    """List the tenant's documents: id, status, pages, chunks, filename (and source/path of synced ones), and each
+    warning on a line below."""
     from mmrag.client import AsyncClient
 
     async def main() -> int:
@@ -489,6 +492,8 @@ def list_documents(
                 pages = d.pages if d.pages is not None else "-"
                 where = f"  ({d.source}/{d.source_path})" if d.source else ""
                 print(f"{d.doc_id}  {d.status:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.filename or ''}{where}")
+                for warning in d.warnings:
+                    print(f"    warning: {warning}")
                 count += 1
         err.print(f"{count} document{'s' if count != 1 else ''}")
         return 0
@@ -537,6 +542,11 @@ def reindex(
         bool | None,
         typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
     ] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(show_default=False, help="text embedding model of the new generation: minilm (English) or "
+                     "multilingual-e5-small (questions and documents in different languages)"),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
     gate: Annotated[
         Path | None,
@@ -568,10 +578,15 @@ def reindex(
         k: v
         for k, v in (
             ("chunk_max_tokens", chunk_max_tokens), ("chunks_per_message", chunks_per_message),
-            ("vector_quantization", quantization),
+            ("vector_quantization", quantization), ("embedding_model", embedding_model),
         )
         if v is not None
     }  # fmt: skip
+    from contracts.generations import EMBEDDING_MODELS
+
+    if embedding_model is not None and embedding_model not in EMBEDDING_MODELS:
+        raise typer.BadParameter(f"{embedding_model!r}: use one of {', '.join(EMBEDDING_MODELS)}",
+                                 param_hint="--embedding-model")  # fmt: skip
 
     async def main() -> int:
         async with AsyncClient(url, api_key) as engine:

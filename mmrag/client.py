@@ -491,6 +491,7 @@ class DocumentView(_Model):
     chunks_total: int | None
     chunks_indexed: int
     error: str | None
+    warnings: list[str] = []  # what indexing could not do well (an engine before them sends none)
     updated_at: datetime
     source: str | None = None  # the synced source (`mmrag sync`) and the path in it
     source_path: str | None = None
