@@ -1,4 +1,4 @@
-"""`mmrag sync DIR`: make a tenant's documents of one source equal to a folder (decision 71).
+"""`mmrag sync DIR`: make a tenant's documents of one source equal to a folder (decision 72).
 
 The state lives on the server: each document uploaded by a sync carries `source` (the source's name, by default
 the folder's), `source_path` (its path in the folder) and `sha256` (of its bytes), and `GET /v1/documents?source=`
