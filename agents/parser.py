@@ -240,7 +240,8 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 if current.status is not DocumentStatus.QUEUED:
                     return None
                 return current.model_copy(update={"status": DocumentStatus.PARSING, "updated_at": utcnow()})
-            return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename)
+            return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename,
+                                **doc.origin())
 
         await progress.update(doc.tenant, doc.doc_id, started)
         if stale:
