@@ -15,6 +15,10 @@ Cross-modal (`search.query_images`): the ``image`` vector is searched too, with 
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
 
+Conversations (`search.followup`): a question that carries its conversation's history is resolved first (by the
+first LLM provider of `MMRAG_LLM_PROVIDERS` when one is configured, else by the offline rules); the standalone
+question is what is searched and what the request carries on as its `query`.
+
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
 """
@@ -31,8 +35,10 @@ from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
+from models.llm import ProviderChain
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
+from search.followup import resolve, rewrite_with_llm
 from search.graph import GraphQuery, ServingGraph
 from search.hybrid import hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
@@ -48,8 +54,13 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         self._sparse = SparseEncoder()
         self._graph: ServingGraph | None = None
         self._cross_modal: CrossModalQueries | None = None
+        self._llm: ProviderChain | None = None
 
     async def start(self) -> None:
+        s = self._ctx.settings
+        if s.llm_providers:  # follow-ups are rewritten by the LLM (`search.followup.rewrite_with_llm`)
+            self._llm = ProviderChain(s.llm_providers, connect_timeout_s=s.llm_connect_timeout_s,
+                                      read_timeout_s=s.llm_read_timeout_s, max_tokens=s.llm_max_tokens)  # fmt: skip
         self._cross_modal = CrossModalQueries(
             self._ctx.js, self._ctx.shared.image_encoder, ocr=self._ctx.settings.query_image_ocr
         )
@@ -71,6 +82,21 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     async def close(self) -> None:
         if self._graph is not None:
             await self._graph.close()
+        if self._llm is not None:
+            await self._llm.aclose()
+
+    async def _standalone(self, request: QueryRequest) -> QueryRequest:
+        """The request with its follow-up question resolved against its conversation's history (as is without)."""
+        if not request.history or request.query is None:
+            return request
+        if self._llm is not None:
+            resolution = await rewrite_with_llm(self._llm, request.query, request.history)
+        else:
+            resolution = resolve(request.query, request.history)
+        update: dict[str, object] = {"query": resolution.question[:4000]}
+        if resolution.doc_ids and request.filters.doc_ids is None:  # "the second one": that document
+            update["filters"] = request.filters.model_copy(update={"doc_ids": resolution.doc_ids})
+        return request.model_copy(update=update)
 
     def _graph_query(self, tenant: str, text: str | None) -> GraphQuery | None:
         s = self._ctx.settings
@@ -81,7 +107,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         embedder = self._ctx.shared.embedder
-        requests = [d.payload for d in deliveries]
+        requests = [await self._standalone(d.payload) for d in deliveries]
         assert self._cross_modal is not None
         try:
             cross = [await self._cross_modal.prepare(r) for r in requests]

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.topology import (
+    CONVERSATIONS_BUCKET,
     DOCS_STREAM,
     GRAPH_STREAM,
     INDEX_BUCKET,
@@ -211,7 +212,8 @@ _ROLES: dict[str, Permissions] = {
     | _object_write(UPLOADS_BUCKET)
     | _object_write(QUERY_IMAGES_BUCKET)
     | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
-    | _kv_write(INDEX_BUCKET),
+    | _kv_write(INDEX_BUCKET)
+    | _kv_write(CONVERSATIONS_BUCKET),  # conversations: only the edge API reads and writes them
 }  # fmt: skip
 
 ROLES: tuple[str, ...] = tuple(_ROLES)

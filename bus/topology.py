@@ -10,6 +10,9 @@ from nats.js.errors import BadRequestError
 
 from bus.migrate import migrate_legacy
 from contracts.topology import (
+    CONVERSATIONS_BUCKET,
+    CONVERSATIONS_MAX_BYTES,
+    CONVERSATIONS_TTL_S,
     INDEX_BUCKET,
     PROGRESS_BUCKET,
     QUERY_IMAGES_BUCKET,
@@ -111,4 +114,12 @@ async def ensure_topology(
         QUERY_IMAGES_BUCKET,
         config=api.ObjectStoreConfig(ttl=QUERY_IMAGES_TTL_S, storage=api.StorageType.FILE, replicas=replicas),
     )
+    # One value a key (a conversation's meta or its turns): an update replaces the bytes of the last, a purge
+    # removes them. Keys nobody wrote to for the TTL go; a full bucket refuses new writes.
+    await js.create_key_value(
+        config=api.KeyValueConfig(
+            bucket=CONVERSATIONS_BUCKET, history=1, ttl=CONVERSATIONS_TTL_S, max_bytes=CONVERSATIONS_MAX_BYTES,
+            storage=api.StorageType.FILE, replicas=replicas,
+        )
+    )  # fmt: skip
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

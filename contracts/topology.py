@@ -304,6 +304,11 @@ INDEX_BUCKET = "mmrag-index"
 # when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
 QUERY_IMAGES_BUCKET = "mmrag-query-images"
 QUERY_IMAGES_TTL_S = 600.0
+# Conversations (`contracts.conversations`): a conversation nobody wrote to for 90 days is dropped; the bucket holds
+# at most 1 GiB (a write beyond is refused: the edge API answers 507 and says to delete conversations).
+CONVERSATIONS_BUCKET = "mmrag-conversations"
+CONVERSATIONS_TTL_S = 90 * 24 * 3600.0
+CONVERSATIONS_MAX_BYTES = 1024 * 1024 * 1024
 
 
 def object_name(tenant: str, doc_id: str) -> str:
@@ -323,6 +328,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",
+    f"KV_{CONVERSATIONS_BUCKET}",
 )
 
 # Headers carried on JetStream messages.

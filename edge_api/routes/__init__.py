@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from edge_api.operations import Operation
-from edge_api.routes import api_reference, documents, health, pages, progress, queries, reindex, ui
+from edge_api.routes import api_reference, conversations, documents, health, pages, progress, queries, reindex, ui
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
     *documents.OPERATIONS,
     *queries.OPERATIONS,
+    *conversations.OPERATIONS,
     *progress.OPERATIONS,
     *pages.OPERATIONS,
     *ui.OPERATIONS,
