@@ -215,11 +215,18 @@ async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[n
 
 
 async def ask_events(
-    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends."""
+    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None,
+    conversation_id: str | None = None, regenerate: bool = False,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends. With `conversation_id`
+    the question may follow up on the conversation's turns, and the answer becomes its next turn."""
+    body = _query_body("question", question, top_k, where)
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    if regenerate:
+        body["regenerate"] = True
     with _transport_errors(http):
-        async with _sse(http, _query_body("question", question, top_k, where)) as source:
+        async with _sse(http, body) as source:
             try:
                 async for sse in source.aiter_sse():
                     yield sse.event, sse.json()
@@ -256,3 +263,13 @@ async def reindex_events(http: httpx.AsyncClient, generation_id: str) -> AsyncIt
 async def cancel_reindex(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
     """DELETE /v1/reindex/{id}: cancel a building generation; 409 `not_cancellable` raises `EngineError`."""
     return await _request(http, "DELETE", f"/v1/reindex/{generation_id}")
+
+
+async def create_conversation(http: httpx.AsyncClient, title: str | None = None) -> dict[str, Any]:
+    """POST /v1/conversations: the new conversation (`id`, `title`, `turns`: [])."""
+    return await _request(http, "POST", "/v1/conversations", json={} if title is None else {"title": title})
+
+
+async def conversation(http: httpx.AsyncClient, conversation_id: str) -> dict[str, Any]:
+    """GET /v1/conversations/{id}: the conversation with its turns; 404 raises `EngineError`."""
+    return await _request(http, "GET", f"/v1/conversations/{conversation_id}")
