@@ -5,6 +5,10 @@ themselves: tests/unit/test_followup.py; the LLM rewrite: tests/unit/test_follow
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+
 import aiohttp
 import nats
 from nats.js.errors import NotFoundError
@@ -13,7 +17,7 @@ from contracts.conversations import meta_key, turns_key
 from contracts.topology import CONVERSATIONS_BUCKET
 from edge_api.keys import create_key
 from tests.e2e.conftest import new_tenant
-from tests.engine import TenantEngine, sse_events, upload_bytes, wait_status
+from tests.engine import BIN, TenantEngine, sse_events, upload_bytes, wait_status
 
 TURN_CAP = 4  # the shared engine's MMRAG_CONVERSATION_MAX_TURNS (tests/e2e/conftest.py)
 
@@ -199,3 +203,33 @@ async def test_bounds_turn_cap_rename_and_delete_removes_the_bytes(
         assert resp.status == 404
     async with http.post(f"{engine.url}/v1/ask", json={"question": "Pumps?", "conversation_id": cid}) as resp:
         assert resp.status == 404
+
+
+def mmrag_chat(engine: TenantEngine, lines: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`mmrag chat` with `lines` piped to its stdin."""
+    return subprocess.run(
+        [str(BIN / "mmrag"), "chat", "--url", engine.url, "--top-k", "1", *args], input=lines, capture_output=True,
+        text=True, timeout=120, env={**os.environ, **engine.client_env},
+    )  # fmt: skip
+
+
+async def test_mmrag_chat_piped_follows_up_and_continues(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
+    ids = await ingest(http, engine)
+    first = mmrag_chat(engine, "What is the maximum payload of the Falcon X?\n\nAnd how much does it weigh?\n")
+    assert first.returncode == 0, first.stderr
+    cid = re.search(r"conversation ([0-9a-f]{32})", first.stderr).group(1)  # type: ignore[union-attr]
+    assert "(searched: How much does the Falcon X weigh?)" in first.stderr
+    assert "2.5 kg" in first.stdout and "1.2 kg" in first.stdout
+    assert f"[1] falcon.txt page 1 (doc {ids['falcon']})" in first.stdout
+
+    more = mmrag_chat(engine, "And how long does its battery last?\n/quit\nnever asked\n", "--conversation", cid)
+    assert more.returncode == 0, more.stderr
+    assert "40 minutes" in more.stdout and "(3 turns)" not in more.stderr and "(2 turns)" in more.stderr
+    stored = await get(http, engine, cid)
+    assert [t["question"] for t in stored["turns"]] == [
+        "What is the maximum payload of the Falcon X?", "And how much does it weigh?",
+        "And how long does its battery last?",
+    ]  # fmt: skip
+
+    unknown = mmrag_chat(engine, "hello?\n", "--conversation", "0" * 32)
+    assert unknown.returncode == 1 and "404" in unknown.stderr and "Traceback" not in unknown.stderr
