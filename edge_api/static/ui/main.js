@@ -3,6 +3,7 @@
 
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
+import { forgetConversations, refreshConversations } from "./conversations.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
 import { setupSearch } from "./search.js";
 import { setupViewer } from "./viewer.js";
@@ -39,6 +40,7 @@ function start(session) {
     setupTabs();
   }
   refresh();
+  refreshConversations();
 }
 
 async function boot() {
@@ -92,6 +94,7 @@ $("sign-out").addEventListener("click", () => {
     $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
   }
   $("answer-area").hidden = true;
+  forgetConversations();
   showSignIn();
 });
 
