@@ -1,6 +1,6 @@
 """Conversations in the web UI, in a real browser (Chromium + Playwright) against the shared `mmrag up --auth`
 (signed in with the test tenant's key): three turns whose follow-ups are understood, the earlier turns kept above
-the answer, thumbs up stored, copy, regenerate, the history after a reload, rename and delete.
+the answer (their citations open the cited page), thumbs up stored, copy, regenerate, the history after a reload, rename and delete.
 The page's problems (console errors, unexpected non-2xx answers) fail the test (`tests/e2e/test_webui.py`'s Watch).
 """
 
@@ -64,8 +64,10 @@ async def test_three_turns_history_reload_rename_delete(
         async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
             assert (await resp.json())["turns"][2]["feedback"]["rating"] == "up"
 
-        await actions.get_by_role("button", name="Regenerate").click()
-        await expect(page.locator("#answer-status")).to_have_text(re.compile("Answered by"), timeout=60_000)
+        listed = lambda r: r.request.method == "GET" and r.url.endswith("/v1/conversations")  # noqa: E731
+        async with page.expect_response(listed, timeout=60_000):  # the list read again once the answer is kept
+            await actions.get_by_role("button", name="Regenerate").click()
+        await expect(page.locator("#answer-status")).to_have_text(re.compile("Answered by"))
         await expect(page.locator("#answer")).to_contain_text("40 minutes")
         await expect(page.locator("#transcript .turn")).to_have_count(2)
         await expect(item).to_contain_text("3 turns")  # replaced, not added
@@ -75,6 +77,11 @@ async def test_three_turns_history_reload_rename_delete(
         await expect(page.locator("#answer")).to_contain_text("40 minutes")
         await expect(page.locator("#conversation-title")).to_have_text(QUESTIONS[0][0])
         await expect(page.locator("#conversation-list li.open")).to_have_attribute("data-id", cid or "")
+        # A citation of an earlier turn opens its page, as the live answer's do.
+        await page.locator("#transcript .turn").nth(1).locator("button.cite[data-cite='1']").first.click()
+        await expect(page.locator("#viewer-title")).to_have_text("falcon.txt — page 1")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#viewer")).to_be_hidden()
 
         await item.get_by_role("button", name=re.compile("^Rename")).click()
         await page.locator("#conversation-list input.rename").fill("Drone specs")
