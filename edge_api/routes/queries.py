@@ -356,10 +356,13 @@ async def search(request: web.Request) -> SearchResults:
 
 ASK_DESCRIPTION = """\
 Answers the question as a stream of Server-Sent Events. Each event's `event:` is its type, `id:` its sequence
-number (none on `error`), `data:` one JSON object (the schemas `RetrievalData`, `TokenData`, `CitationData`,
-`ResetData`, `DoneData`, `ErrorData`):
+number (none on `conversation` and `error`), `data:` one JSON object (the schemas `ConversationData`,
+`RetrievalData`, `TokenData`, `CitationData`, `ResetData`, `DoneData`, `ErrorData`):
 
-- `retrieval` (id 0): `{"hits": [<Hit>...]}`
+- `conversation` (no id; only with `conversation_id`, first): `{"conversation_id", "turn"}`: the turn this answer
+  becomes; the question may follow up on the earlier turns, and the answer is kept as that turn when it ends
+- `retrieval` (id 0): `{"hits": [<Hit>...], "searched"}`: `searched` is the question that was searched (a
+  follow-up resolved against its conversation)
 - `token` (1, 2, ...): `{"text"}`, the next piece of the answer
 - `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text", "image"}`
 - `reset` (n): `{"reason"}`: an LLM provider failed mid-answer, or the generation was redelivered after a partial
@@ -380,7 +383,12 @@ OPERATIONS = (
         "POST", ASK_ROUTE, ask, "ask", "queries", "Ask a question; the answer streams (SSE)", role="reader",
         description=ASK_DESCRIPTION,
         request={"application/json": AskBody},
-        responses={200: Stream("the answer's events", ASK_EVENTS), **JSON_BODY_ERRORS, 503: ERR_503},
+        responses={
+            200: Stream("the answer's events", ASK_EVENTS), **JSON_BODY_ERRORS,
+            404: Err("`not_found`: `conversation_id` names no conversation of this API key"),
+            409: Err("`conversation_full`: the conversation has `MMRAG_CONVERSATION_MAX_TURNS` turns: start a new one"),
+            503: ERR_503,
+        },
     ),
     Operation(
         "POST", SEARCH_ROUTE, search, "search", "queries", "The best chunks for a query", role="reader",
