@@ -210,7 +210,7 @@ CONVERSATION_ID = {
 }  # fmt: skip
 TURN_N = {
     "name": "n", "in": "path", "required": True, "description": "the turn's `n` (1 for the first)",
-    "schema": {"type": "integer", "minimum": 1},
+    "schema": {"type": "integer", "minimum": 1, "maximum": 50},
 }  # fmt: skip
 ERR_404 = Err("`not_found`: no such conversation of this API key (unknown, deleted, or another key's)")
 
