@@ -78,8 +78,16 @@ def content_words(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in _words(text) if w not in _QUESTION_WORDS and w not in ANAPHORA))
 
 
+_MODEL_NUMBER = re.compile(r"\s+(\d[\w.-]*)\b")
+
+
 def _entities(text: str) -> list[str]:
-    return list(dict.fromkeys(m.label for m in mentions(text)))
+    """The names, acronyms and codes a question mentions; a name keeps the model number after it ("Osprey 2")."""
+    out = []
+    for m in mentions(text):
+        number = _MODEL_NUMBER.match(text, m.end) if m.kind == "name" else None
+        out.append(f"{m.label} {number.group(1)}" if number else m.label)
+    return list(dict.fromkeys(out))
 
 
 def _ordinal(words: list[str]) -> int | None:
@@ -113,7 +121,8 @@ def _replace_pronoun(question: str, entity: str) -> str | None:
     for match in _WORD.finditer(question):
         form = _PERSONAL.get(match.group().lower().replace("’", "'"))
         if form is not None:
-            return question[: match.start()] + form.format(entity) + question[match.end() :]
+            replaced = question[: match.start()] + form.format(entity) + question[match.end() :]
+            return replaced[:1].upper() + replaced[1:]
     return None
 
 

@@ -49,3 +49,8 @@ def test_without_history_nothing_is_rewritten() -> None:
     assert resolve("And how much does it weigh?", []).method == "standalone"
     assert is_follow_up("and the price?") and is_follow_up("weight?")
     assert not is_follow_up("Which pump primes fastest in cold water?")
+
+
+def test_a_name_keeps_its_model_number_and_the_question_its_capital() -> None:
+    history = [PriorTurn(question="What about the Osprey 2 (weigh)?")]
+    assert resolve("and its battery?", history).question == "The Osprey 2's battery?"
