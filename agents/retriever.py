@@ -85,10 +85,11 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         if self._llm is not None:
             await self._llm.aclose()
 
-    async def _standalone(self, request: QueryRequest) -> QueryRequest:
-        """The request with its follow-up question resolved against its conversation's history (as is without)."""
+    async def _standalone(self, request: QueryRequest) -> tuple[QueryRequest, bool]:
+        """The request with its follow-up question resolved against its conversation's history (as is without), and
+        whether it can be searched (False: a follow-up whose referent the conversation does not have)."""
         if not request.history or request.query is None:
-            return request
+            return request, True
         if self._llm is not None:
             resolution = await rewrite_with_llm(self._llm, request.query, request.history)
         else:
@@ -96,7 +97,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         update: dict[str, object] = {"query": resolution.question[:4000]}
         if resolution.doc_ids and request.filters.doc_ids is None:  # "the second one": that document
             update["filters"] = request.filters.model_copy(update={"doc_ids": resolution.doc_ids})
-        return request.model_copy(update=update)
+        return request.model_copy(update=update), resolution.method != "unresolved"
 
     def _graph_query(self, tenant: str, text: str | None) -> GraphQuery | None:
         s = self._ctx.settings
@@ -107,7 +108,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         embedder = self._ctx.shared.embedder
-        requests = [await self._standalone(d.payload) for d in deliveries]
+        resolved = [await self._standalone(d.payload) for d in deliveries]
+        requests = [request for request, _ in resolved]
         assert self._cross_modal is not None
         try:
             cross = [await self._cross_modal.prepare(r) for r in requests]
@@ -117,14 +119,15 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         s = self._ctx.settings
         rewrite = Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
         out = []
-        for d, request, modal in zip(deliveries, requests, cross, strict=True):
+        for d, (request, searchable), modal in zip(deliveries, resolved, cross, strict=True):
             limit = max(s.retrieve_candidates, request.top_k)
             vector = next(embedded) if modal.text else None
             sparse = self._sparse.encode_query(modal.text) if modal.text else None
             where = search_filter(request)
             graph = self._graph_query(request.tenant, modal.text)
             cosines: dict[str, float] = {}
-            hits = await self._ctx.shared.in_store(
+            # An unresolved follow-up searches nothing: no candidates, so the reranker declines it.
+            hits = [] if not searchable else await self._ctx.shared.in_store(
                 hybrid_search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
                 rewrite, modal.text,
             )  # fmt: skip

@@ -13,7 +13,9 @@ Offline (`resolve`), deterministic, in this order:
    about", ...), and has more than one content word.
 2. An ordinal reference ("the second one", "the first document", "the last one") names a document the
    previous answer cited, in citation order: the search is scoped to that document (`doc_ids`) and the previous
-   question is searched, with the follow-up's own content words.
+   question is searched, with the follow-up's own content words. When the previous answer cited no such document
+   ("the third one" after two sources, or after a "not found"), the follow-up is `unresolved`: the retriever
+   searches nothing and the answer declines, rather than answer about whatever the words match.
 3. A follow-up that names its own entity ("what about the Osprey 2?") is an ellipsis: the previous question's
    content words (less its entities) are carried.
 4. Otherwise the entities of the latest earlier turn that has some (`search.graph.extract.mentions`: names,
@@ -40,7 +42,7 @@ from search.graph.extract import mentions
 
 log = logging.getLogger(__name__)
 
-Method = Literal["standalone", "ordinal", "ellipsis", "carried", "llm"]
+Method = Literal["standalone", "ordinal", "ellipsis", "carried", "llm", "unresolved"]
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’-]*")
 ANAPHORA = frozenset("it its it's itself they them their theirs this that these those one ones".split())
@@ -138,7 +140,9 @@ def resolve(question: str, history: Sequence[PriorTurn]) -> Resolution:
     previous = history[-1]
     words = _words(question)
     ordinal = _ordinal(words)
-    if ordinal is not None and previous.doc_ids and -len(previous.doc_ids) <= ordinal < len(previous.doc_ids):
+    if ordinal is not None and not _entities(question):
+        if not -len(previous.doc_ids) <= ordinal < len(previous.doc_ids):
+            return Resolution(question, "unresolved")
         own = [w for w in content_words(question) if w not in ORDINALS and w not in _REFERENT]
         return Resolution(_with(previous.question, own), "ordinal", [previous.doc_ids[ordinal]])
     own_entities = _entities(question)

@@ -116,6 +116,13 @@ async def test_three_turns_follow_ups_answered_from_the_right_document(
     assert "40 minutes" in answer_of(again)[0]
     assert (await get(http, engine, cid))["turn_count"] == 3
 
+    # "The second one" when the last answer cited one document: nothing it could mean, so it is declined.
+    unresolved = await sse_events(http, engine.url, {"question": "What about the second one?", "top_k": 1,
+                                                     "conversation_id": cid})  # fmt: skip
+    _, citations, retrieval = answer_of(unresolved)
+    assert retrieval == {"hits": [], "searched": "What about the second one?"} and citations == []
+    assert unresolved[-1][1] == {"answerer": "abstention", "abstained": True}
+
 
 async def test_feedback_is_stored_with_the_turn(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     cid = (await create(http, engine, title="feedback"))["id"]

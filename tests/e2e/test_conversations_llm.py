@@ -1,6 +1,6 @@
 """A conversation on an engine with an OpenAI-compatible LLM configured (a fake one on loopback, answering over
 SSE as the real APIs do): the retriever asks the LLM to rewrite the follow-up, and what it wrote is what is searched,
-shown and kept. A private engine (other settings), in local mode (auth off: the one local user owns the conversation).
+shown and kept; a conversation survives a restart of the engine. A private engine (other settings), in local mode (auth off: the one local user owns the conversation).
 """
 
 from __future__ import annotations
@@ -92,3 +92,17 @@ async def test_the_llm_rewrites_the_follow_up_that_is_searched(engine: Engine) -
             turn = (await resp.json())["turns"][1]
         assert (turn["question"], turn["searched"], turn["answerer"]) == (
             "And how much does it weigh?", LLM_REWRITE, "fake-llm")
+
+
+async def test_a_conversation_survives_a_restart(engine: Engine) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        async with http.post(f"{engine.url}/v1/conversations", json={"title": "kept"}) as resp:
+            cid = (await resp.json())["id"]
+        answer_of(await sse_events(None, engine.url, {"question": "What does the Osprey 2 weigh?", "conversation_id": cid}))
+        async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
+            before = await resp.json()
+        assert before["turn_count"] == 1
+        assert engine.stop() == 0, engine.log_tail()
+        engine.start()
+        async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
+            assert resp.status == 200 and await resp.json() == before

@@ -34,8 +34,10 @@ def test_an_ordinal_names_a_cited_document_and_the_previous_question_is_searched
     assert resolve("and the first document?", [PAYLOAD]).doc_ids == ["falcon"]
     # "last" that is not a reference to a cited document: carried as usual
     assert resolve("How long does its battery last?", [PAYLOAD]).doc_ids is None
-    # an ordinal past the cited documents: the entity is carried instead
-    assert resolve("and the third one?", [PAYLOAD]).doc_ids is None
+    # an ordinal past the cited documents, or after an answer that cited none: nothing to search, declined
+    assert resolve("and the third one?", [PAYLOAD]).method == "unresolved"
+    declined = PriorTurn(question="What is the maximum payload of the Falcon X?")
+    assert resolve("What about the second one?", [declined]).method == "unresolved"
 
 
 def test_entities_are_found_in_an_earlier_turn_and_chains_keep_them() -> None:
