@@ -319,4 +319,5 @@ export function forgetConversations() {
   current = null;
   remember(null);
   for (const id of ["conversation-list", "transcript", "answer-actions"]) $(id)?.replaceChildren();
+  if ($("conversation-title")) $("conversation-title").textContent = "New conversation";
 }
