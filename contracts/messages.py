@@ -533,7 +533,7 @@ class QueryRequest(Message):
     standalone question.
     """
 
-    schema_version: Literal[5] = 5
+    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]  (v4, without history, stays valid)
     request_id: Identifier
     tenant: Tenant
     query: str | None = Field(default=None, min_length=1, max_length=4000)
@@ -626,7 +626,7 @@ class RetrievalEvent(_AnswerEventBase):
     predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays.
     v2: `searched`, the question that was searched (a conversation's follow-up, resolved)."""
 
-    schema_version: Literal[2] = 2  # type: ignore[assignment]
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]  (v1, without searched, stays valid)
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
     searched: str | None = Field(
