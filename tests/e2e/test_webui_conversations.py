@@ -75,6 +75,7 @@ async def test_three_turns_history_reload_rename_delete(
         await page.reload()  # the key and the open conversation live in this tab's sessionStorage
         await expect(page.locator("#transcript .turn")).to_have_count(2)
         await expect(page.locator("#answer")).to_contain_text("40 minutes")
+        await expect(page.locator("#answer-question")).to_have_text(QUESTIONS[2][0])
         await expect(page.locator("#conversation-title")).to_have_text(QUESTIONS[0][0])
         await expect(page.locator("#conversation-list li.open")).to_have_attribute("data-id", cid or "")
         # A citation of an earlier turn opens its page, as the live answer's do.

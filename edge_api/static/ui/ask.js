@@ -58,6 +58,7 @@ function resetAnswer() {
 function showTurn(turn) {
   resetAnswer();
   $("answer-area").hidden = false;
+  $("answer-question").textContent = turn.question;
   if (turn.abstained || !turn.answer.trim()) {
     $("answer").classList.add("abstained");
     $("answer").textContent = NOT_FOUND;
@@ -93,6 +94,7 @@ async function ask(question, { regenerate = false } = {}) {
   let conversationId = null;
   let finished = false;
   $("answer-area").hidden = false;
+  $("answer-question").textContent = question;
   answer.replaceChildren();
   answer.classList.remove("abstained");
   $("sources").replaceChildren();

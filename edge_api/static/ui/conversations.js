@@ -295,6 +295,7 @@ function build() {
   // The live answer (ask.js) is the conversation's last turn: it goes under the earlier turns, above the question.
   const form = $("ask-form");
   form.before($("answer-area"));
+  $("answer-area").prepend(el("p", { cls: "turn-question", attrs: { id: "answer-question" } }));
   $("answer-area").append(el("div", { attrs: { id: "answer-actions" } }));
 }
 
@@ -318,6 +319,6 @@ export function setupConversations(askHooks) {
 export function forgetConversations() {
   current = null;
   remember(null);
-  for (const id of ["conversation-list", "transcript", "answer-actions"]) $(id)?.replaceChildren();
+  for (const id of ["conversation-list", "transcript", "answer-actions", "answer-question"]) $(id)?.replaceChildren();
   if ($("conversation-title")) $("conversation-title").textContent = "New conversation";
 }
