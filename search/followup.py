@@ -76,8 +76,9 @@ def _words(text: str) -> list[str]:
 
 
 def content_words(text: str) -> list[str]:
-    """The words of a question that say what it is about, in order, once each."""
-    return list(dict.fromkeys(w for w in _words(text) if w not in _QUESTION_WORDS and w not in ANAPHORA))
+    """The words of a question that say what it is about, in order, once each (an ordinal refers, it is not a topic)."""
+    return list(dict.fromkeys(w for w in _words(text) if w not in _QUESTION_WORDS and w not in ANAPHORA
+                              and w not in ORDINALS))  # fmt: skip
 
 
 _MODEL_NUMBER = re.compile(r"\s+(\d[\w.-]*)\b")

@@ -56,3 +56,8 @@ def test_without_history_nothing_is_rewritten() -> None:
 def test_a_name_keeps_its_model_number_and_the_question_its_capital() -> None:
     history = [PriorTurn(question="What about the Osprey 2 (weigh)?")]
     assert resolve("and its battery?", history).question == "The Osprey 2's battery?"
+
+
+def test_an_ordinal_is_never_carried_as_a_topic() -> None:
+    after_unresolved = [PriorTurn(question="And the third one?")]
+    assert resolve("What about the Osprey 2?", after_unresolved).question == "What about the Osprey 2?"
