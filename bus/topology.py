@@ -9,10 +9,12 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
 from bus.migrate import migrate_legacy
+from contracts.evaluation import MAX_RECORD_BYTES
 from contracts.topology import (
     CONVERSATIONS_BUCKET,
     CONVERSATIONS_MAX_BYTES,
     CONVERSATIONS_TTL_S,
+    EVALUATIONS_BUCKET,
     INDEX_BUCKET,
     PROGRESS_BUCKET,
     QUERY_IMAGES_BUCKET,
@@ -114,6 +116,10 @@ async def ensure_topology(
         QUERY_IMAGES_BUCKET,
         config=api.ObjectStoreConfig(ttl=QUERY_IMAGES_TTL_S, storage=api.StorageType.FILE, replicas=replicas),
     )
+    await js.create_key_value(
+        config=api.KeyValueConfig(bucket=EVALUATIONS_BUCKET, history=1, storage=api.StorageType.FILE,
+                                  replicas=replicas, max_value_size=MAX_RECORD_BYTES)
+    )  # fmt: skip
     # One value a key (a conversation's meta or its turns): an update replaces the bytes of the last, a purge
     # removes them. Keys nobody wrote to for the TTL go; a full bucket refuses new writes.
     await js.create_key_value(

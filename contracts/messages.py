@@ -541,6 +541,10 @@ class QueryRequest(Message):
     mode: QueryMode = QueryMode.ASK
     filters: QueryFilters = Field(default_factory=QueryFilters, description="restricts what may be retrieved")
     image: QueryImage | None = Field(default=None, description="search with this image (mode search only)")
+    generation: int | None = Field(
+        default=None, ge=1, description="search this index generation's collection instead of the serving alias "
+        "(evaluations of a building generation; only the agents' evaluation runner sets it)",
+    )  # fmt: skip
     history: list[PriorTurn] = Field(
         default_factory=list, max_length=MAX_HISTORY_TURNS,
         description="the previous turns of the question's conversation, oldest first (mode ask only)",

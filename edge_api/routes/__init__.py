@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from edge_api.operations import Operation
-from edge_api.routes import api_reference, conversations, documents, health, pages, progress, queries, reindex, ui
+from edge_api.routes import (
+    api_reference, conversations, documents, evaluations, health, pages, progress, queries, reindex, ui,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
@@ -15,5 +17,6 @@ OPERATIONS: tuple[Operation, ...] = (
     *pages.OPERATIONS,
     *ui.OPERATIONS,
     *reindex.OPERATIONS,
+    *evaluations.OPERATIONS,
     *api_reference.OPERATIONS,
 )

@@ -180,7 +180,7 @@ async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine:
     async with await nats.connect(engine.nats_url) as nc:
         js = nc.jetstream()
         dead = await js.pull_subscribe(  # new letters only: other modules' letters may be in the shared engine's stream
-            Subjects.deadletter("parser-g1"), durable=None, stream="DEADLETTER",
+            Subjects.deadletters("parser-g1"), durable=None, stream="DEADLETTER",
             config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
         )  # fmt: skip
         # A malformed message straight onto the ingest subject: dead-lettered, nothing else affected.

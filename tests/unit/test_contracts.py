@@ -134,7 +134,7 @@ def test_every_subject_has_a_stream_and_every_consumer_a_stream_subject() -> Non
         assert len(covered(subject)) == 1, subject
     for consumer in all_consumers((IndexGeneration(1), IndexGeneration(2))):
         assert covered(consumer.filter_subject) == [consumer.stream]
-    assert covered(Subjects.deadletter("parser")) == ["DEADLETTER"]
+    assert covered(Subjects.deadletter("parser", "t", "d")) == ["DEADLETTER"]
     assert covered(Subjects.answer("t", "r1")) == []  # answers are core NATS, never stored
 
 
