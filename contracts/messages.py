@@ -27,9 +27,11 @@ BBox = tuple[float, float, float, float]
 
 SUPPORTED_CONTENT_TYPES = (
     "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
 )  # fmt: skip
 ContentType = Literal[
-    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff"
+    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
 ]
 # What kind of content a chunk (and so a search hit) is.
 Modality = Literal["text", "table", "image"]

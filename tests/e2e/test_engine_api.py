@@ -113,12 +113,12 @@ async def test_markdown_upload_is_indexed(engine: TenantEngine, http: aiohttp.Cl
 
 
 async def test_unsupported_or_mislabelled_files_are_415(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
-    resp = await upload_bytes(http, engine.url, b"GIF89a" + b"\x00" * 100, "anim.gif", "image/gif")
+    resp = await upload_bytes(http, engine.url, b"BM" + b"\x00" * 100, "scan.bmp", "image/bmp")
     assert resp.status == 415
     assert "upload a PDF, an image" in (await resp.json())["error"]["message"]
     resp = await upload_bytes(http, engine.url, b"hello, I am plain text", "photo.png", "image/png")
     assert resp.status == 415
-    assert "not a PNG, JPEG, WebP or TIFF image" in (await resp.json())["error"]["message"]
+    assert "not a PNG, JPEG, WebP, TIFF or GIF image" in (await resp.json())["error"]["message"]
     resp = await upload_bytes(http, engine.url, b"hello, I am plain text", "fake.pdf")
     assert resp.status == 415
     assert "not a PDF" in (await resp.json())["error"]["message"]
