@@ -44,6 +44,9 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("PUT", "/v1/conversations/{id}/turns/{n}/feedback"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
+    # MCP (edge_api.mcp): its tools call the routes above with the same key, which decide what the role may do.
+    ("POST", "/mcp"): "reader",
+    ("DELETE", "/mcp"): "reader",
     # A re-index re-parses every tenant's documents, becomes what every tenant searches, and its records count
     # every tenant's documents: starting, cancelling and following one is the operator's, not a tenant admin's.
     ("POST", "/v1/reindex"): "operator",
