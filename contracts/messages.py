@@ -299,6 +299,10 @@ class DocumentProgress(Message):
     batches_indexed: list[int] = Field(default_factory=list)
     chunks_indexed: int = 0
     error: str | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what indexing could not do well, e.g. a page OCR could not read (the document stays indexed)",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -324,6 +328,12 @@ class DocumentProgress(Message):
         else:
             status = new.status
         return new.model_copy(update={"status": status, "chunks_total": chunks_total})
+
+    def with_warning(self, warning: str) -> DocumentProgress:
+        """This record with `warning` added once (a redelivered OCR request does not repeat it)."""
+        if warning in self.warnings:
+            return self
+        return self.model_copy(update={"warnings": [*self.warnings, warning], "updated_at": utcnow()})
 
     def with_pages(self, *, pages: int, pages_parsed: int) -> DocumentProgress:
         return self._derived(pages=pages, pages_parsed=max(pages_parsed, self.pages_parsed))
@@ -580,6 +590,11 @@ class RerankRequest(Message):
 
     request: QueryRequest
     candidates: list[Hit]
+    embedding_model: str | None = Field(
+        default=None,
+        description="the text embedding model of the generation searched (its cosines' calibration); None = the "
+        "process default",
+    )
 
     def routing(self) -> tuple[str, ...]:
         return (self.request.tenant,)

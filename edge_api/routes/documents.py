@@ -81,6 +81,10 @@ class DocumentView(_Response):
     chunks_total: int | None = Field(ge=0, description="known once every batch's size is known")
     chunks_indexed: int = Field(ge=0)
     error: str | None = Field(description="why the document failed, for the user")
+    warnings: list[str] = Field(
+        description="what indexing could not do well, for the user (e.g. a page OCR could not read); the document "
+        "is still searchable"
+    )
     updated_at: datetime
 
 
@@ -167,7 +171,7 @@ def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
     return DocumentView(
         doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
         status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
-        error=None, updated_at=submitted.submitted_at,
+        error=None, warnings=[], updated_at=submitted.submitted_at,
     )  # fmt: skip
 
 
