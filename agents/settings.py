@@ -117,7 +117,8 @@ class AgentSettings(ProcessSettings):
         default=20,
         ge=0,
         description="documents whose expected work is at most this many pages take the interactive ingest lane, "
-        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file)",
+        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file; a scanned page "
+        "of the first parsed pages adds 10, an image to OCR 2)",
     )
     work_processes: int | None = Field(
         default=None,

@@ -60,9 +60,29 @@ class Message(BaseModel):
 # --------------------------------------------------------------------------- ingest
 
 
-class DocumentSubmitted(Message):
-    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket."""
+# A document's origin as a synced folder or bucket names it (`mmrag sync`): the source's name, the file's path in it.
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# 512 characters at most: a path travels in the upload's URL (`?path=`), and 512 characters of 4-byte UTF-8,
+# percent-encoded, still fit aiohttp's 8,190-byte request line (a longer line is refused before any route).
+MAX_SOURCE_PATH_CHARS = 512
+SourcePath = Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_PATH_CHARS)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
+
+SOURCE_FIELD_DESCRIPTION = "the synced source (folder or bucket, `mmrag sync`) it belongs to"
+SOURCE_PATH_DESCRIPTION = "its path inside `source`, '/'-separated"
+SHA256_DESCRIPTION = "SHA-256 of the uploaded bytes, hex: what duplicate detection and `mmrag sync` compare"
+
+
+def check_origin(source: str | None, source_path: str | None) -> None:
+    if (source is None) != (source_path is None):
+        raise ValueError("source and source_path go together: both or neither")
+
+
+class DocumentSubmitted(Message):
+    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket (v2: its origin)."""
+
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
     doc_id: Identifier
     tenant: Tenant = "default"
     filename: str = Field(min_length=1, max_length=255)
@@ -70,13 +90,22 @@ class DocumentSubmitted(Message):
     object_name: str = Field(min_length=1, max_length=255)
     size: int = Field(ge=0)
     submitted_at: datetime = Field(default_factory=utcnow)
+    # v2: the document's origin (all optional: a v1 submission has none).
+    source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
+    source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
+    sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
 
     @model_validator(mode="after")
     def _object_under_tenant(self) -> DocumentSubmitted:
+        check_origin(self.source, self.source_path)
         # One tenant can never point the parser at another tenant's upload.
         if not self.object_name.startswith(f"{self.tenant}/"):
             raise ValueError(f"object_name must start with '{self.tenant}/' (the document's tenant)")
         return self
+
+    def origin(self) -> dict[str, str | None]:
+        """`source`, `source_path`, `sha256`: what the document's progress record copies."""
+        return {"source": self.source, "source_path": self.source_path, "sha256": self.sha256}
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant, self.doc_id)
@@ -284,7 +313,7 @@ class DocumentProgress(Message):
     the document: work for an older revision is stale and is dropped.
     """
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]  # v3: the origin fields (source, sha256)
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -304,6 +333,18 @@ class DocumentProgress(Message):
         description="what indexing could not do well, e.g. a page OCR could not read (the document stays indexed)",
     )
     updated_at: datetime = Field(default_factory=utcnow)
+    # v3: the submission's origin, copied from it (all optional: a v2 record has none).
+    source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
+    source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
+    sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _origin(self) -> DocumentProgress:
+        check_origin(self.source, self.source_path)
+        return self
+
+    def origin(self) -> dict[str, str | None]:
+        return {"source": self.source, "source_path": self.source_path, "sha256": self.sha256}
 
     @property
     def finished(self) -> bool:

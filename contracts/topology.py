@@ -369,6 +369,14 @@ def progress_key(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
     return f"{gen.token}.{check_token(tenant, 'tenant')}.{check_token(doc_id, 'doc_id')}"
 
 
+def bytes_key(tenant: str, sha256: str) -> str:
+    """The progress-bucket key naming the tenant's document that holds these bytes (`sha.<tenant>.<sha256>`,
+    written by the edge API at upload): a hint the duplicate check verifies against that document's record."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a hex SHA-256: {sha256[:80]!r}")
+    return f"sha.{check_token(tenant, 'tenant')}.{sha256}"
+
+
 # JetStream streams that must exist before the system is ready (buckets are streams too).
 REQUIRED_STREAMS: tuple[str, ...] = (
     *(s.name for s in STREAMS),

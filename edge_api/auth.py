@@ -44,6 +44,8 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("PUT", "/v1/conversations/{id}/turns/{n}/feedback"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
+    ("PUT", "/v1/documents/{doc_id}"): "writer",
+    ("PATCH", "/v1/documents/{doc_id}"): "writer",
     # MCP (edge_api.mcp): its tools call the routes above with the same key, which decide what the role may do.
     ("POST", "/mcp"): "reader",
     ("DELETE", "/mcp"): "reader",

@@ -54,12 +54,14 @@ class EngineError(Exception):
     """The engine answered with an error, or could not be reached; `str(e)` is one line for humans."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None
+        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None,
+        doc_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.details = details or []
+        self.doc_id = doc_id  # the document an error names (`duplicate`, `submission_unconfirmed`)
 
     @property
     def transient(self) -> bool:
@@ -173,6 +175,7 @@ def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError
         status=status,
         code=code,
         details=details if isinstance(details, list) else None,
+        doc_id=err.get("doc_id") if isinstance(err.get("doc_id"), str) else None,
     )
 
 
@@ -195,6 +198,10 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
         return resp.json()
     except ValueError:
         raise EngineError(f"HTTP {resp.status_code}: the engine answered something that is not JSON") from None
+
+
+def _origin(source: str | None, source_path: str | None) -> dict[str, str]:
+    return {"source": source, "path": source_path} if source is not None and source_path is not None else {}
 
 
 Progress = Callable[[int, int | None], object]  # (bytes sent, total bytes or None)
@@ -231,17 +238,47 @@ class _Reading(io.RawIOBase):
 
 async def upload(
     http: httpx.AsyncClient, path: Path | None, progress: Progress | None = None, *,
-    data: bytes | None = None, filename: str | None = None,
+    data: bytes | None = None, filename: str | None = None, source: str | None = None,
+    source_path: str | None = None, allow_duplicates: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """POST /v1/documents of a file (`path`) or of bytes (`data` with a `filename`): `{"doc_id", "status":
-    "queued", ...}`. `progress(sent, total)` is called as the bytes go out."""
+    "queued", "sha256", ...}`. `progress(sent, total)` is called as the bytes go out.
+
+    `source` + `source_path`: the file's place in a synced source (`mmrag sync`). The same bytes as a document
+    the tenant has are a 409 `Conflict` with `code == "duplicate"` (`duplicate_of(e)` names that document),
+    unless `allow_duplicates`."""
+    params = _origin(source, source_path)
+    if allow_duplicates:
+        params["duplicates"] = "allow"
     name = filename or (path.name if path is not None else "upload")
     ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     with contextlib.ExitStack() as stack:
         f: BinaryIO = io.BytesIO(data or b"") if path is None else stack.enter_context(path.open("rb"))
         total = len(data or b"") if path is None else os.fstat(f.fileno()).st_size
         body: BinaryIO = _Reading(f, total, progress) if progress is not None else f  # type: ignore[assignment]
-        return await _request(http, "POST", "/v1/documents", files={"file": (name, body, ctype)})
+        return await _request(http, "POST", "/v1/documents", params=params, files={"file": (name, body, ctype)})
+
+
+async def replace(
+    http: httpx.AsyncClient, doc_id: str, path: Path, *, source: str | None = None, source_path: str | None = None
+) -> dict[str, Any]:
+    """PUT /v1/documents/{doc_id}: a new revision of the document (`status` `queued`), or `unchanged` when it
+    already has these bytes (and this source and path, when given)."""
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    with path.open("rb") as f:
+        return await _request(http, "PUT", f"/v1/documents/{doc_id}", params=_origin(source, source_path),
+                              files={"file": (path.name, f, ctype)})  # fmt: skip
+
+
+async def move(http: httpx.AsyncClient, doc_id: str, source: str, source_path: str) -> dict[str, Any]:
+    """PATCH /v1/documents/{doc_id}: a new place in a synced source, nothing indexed again; the document."""
+    body = {"source": source, "source_path": source_path}
+    return await _request(http, "PATCH", f"/v1/documents/{doc_id}", json=body)
+
+
+def duplicate_of(error: EngineError) -> str | None:
+    """The existing document's id when `error` is the engine's 409 `duplicate`, else None."""
+    return error.doc_id if error.code == "duplicate" else None
 
 
 async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -310,11 +347,15 @@ async def search_image(
         return (await _request(http, "POST", "/v1/search", data=data, files={"image": (image.name, f, ctype)}))["hits"]
 
 
-async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
-    """GET /v1/documents, following `next_cursor` to the end."""
+async def documents(
+    http: httpx.AsyncClient, *, limit: int = 100, source: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """GET /v1/documents, following `next_cursor` to the end (`source`: only that synced source's documents)."""
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": limit}
+        if source is not None:
+            params["source"] = source
         if cursor:
             params["cursor"] = cursor
         page = await _request(http, "GET", "/v1/documents", params=params)
@@ -448,10 +489,13 @@ class _Model(BaseModel):
 
 class UploadAccepted(_Model):
     doc_id: str
-    status: str
+    status: str  # queued; or unchanged (a `replace` with the bytes the document has)
     filename: str
     content_type: str
     size: int
+    sha256: str | None = None
+    source: str | None = None
+    source_path: str | None = None
 
 
 class DocumentView(_Model):
@@ -466,6 +510,9 @@ class DocumentView(_Model):
     error: str | None
     warnings: list[str] = []  # what indexing could not do well (an engine before them sends none)
     updated_at: datetime
+    source: str | None = None  # the synced source (`mmrag sync`) and the path in it
+    source_path: str | None = None
+    sha256: str | None = None
 
 
 class DeleteAccepted(_Model):
@@ -623,13 +670,33 @@ class AsyncClient:
 
     @route("POST", "/v1/documents")
     async def upload(
-        self, file: str | Path | bytes, filename: str | None = None, *, progress: Progress | None = None
-    ) -> UploadAccepted:
+        self, file: str | Path | bytes, filename: str | None = None, *, progress: Progress | None = None,
+        source: str | None = None, source_path: str | None = None, allow_duplicates: bool = False,
+    ) -> UploadAccepted:  # fmt: skip
         """Upload a file (a path, or bytes with a `filename`); `progress(sent, total)` as the bytes go out.
-        Answers at once (`status` queued): `wait` follows it to `indexed`."""
+        Answers at once (`status` queued): `wait` follows it to `indexed`. The same bytes as a document of the
+        tenant are a `Conflict` (`duplicate_of(e)`: its id) unless `allow_duplicates`; `source` + `source_path`
+        place it in a synced source."""
+        origin = {"source": source, "source_path": source_path, "allow_duplicates": allow_duplicates}
         if isinstance(file, bytes):
-            return UploadAccepted.model_validate(await upload(self.http, None, progress, data=file, filename=filename))
-        return UploadAccepted.model_validate(await upload(self.http, Path(file), progress, filename=filename))
+            got = await upload(self.http, None, progress, data=file, filename=filename, **origin)
+        else:
+            got = await upload(self.http, Path(file), progress, filename=filename, **origin)
+        return UploadAccepted.model_validate(got)
+
+    @route("PUT", "/v1/documents/{doc_id}")
+    async def replace(
+        self, doc_id: str, file: str | Path, *, source: str | None = None, source_path: str | None = None
+    ) -> UploadAccepted:
+        """A new revision of the document from this file (`status` queued), or `unchanged` if it has these bytes."""
+        return UploadAccepted.model_validate(
+            await replace(self.http, doc_id, Path(file), source=source, source_path=source_path)
+        )
+
+    @route("PATCH", "/v1/documents/{doc_id}")
+    async def move(self, doc_id: str, source: str, source_path: str) -> DocumentView:
+        """Give the document a new path in a synced source (a renamed file: nothing indexed again)."""
+        return DocumentView.model_validate(await move(self.http, doc_id, source, source_path))
 
     @route("GET", "/v1/documents/{doc_id}")
     async def document(self, doc_id: str) -> DocumentView:
@@ -659,9 +726,10 @@ class AsyncClient:
             await asyncio.sleep(poll)
 
     @route("GET", "/v1/documents")
-    async def documents(self, *, limit: int = 100) -> AsyncIterator[DocumentView]:
-        """Every document of the tenant, newest first (the pages of `limit` are followed to the end)."""
-        async with contextlib.aclosing(documents(self.http, limit=limit)) as docs:
+    async def documents(self, *, limit: int = 100, source: str | None = None) -> AsyncIterator[DocumentView]:
+        """Every document of the tenant (`source`: of that synced source), newest first (the pages of `limit` are
+        followed to the end)."""
+        async with contextlib.aclosing(documents(self.http, limit=limit, source=source)) as docs:
             async for doc in docs:
                 yield DocumentView.model_validate(doc)
 
