@@ -206,6 +206,22 @@ async def _delete(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
         await _refused(http, "DELETE", f"{url}/v1/documents/{doc_id}", v)
 
 
+@attack("PUT /v1/documents/{doc_id}")
+async def _replace(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    # Overwrite B's document by its id (a new revision): A's tenant has no such document.
+    for doc_id in v.doc_ids:
+        form = aiohttp.FormData()
+        form.add_field("file", b"overwritten by A", filename="b.txt", content_type="text/plain")
+        await _refused(http, "PUT", f"{url}/v1/documents/{doc_id}", v, data=form)
+
+
+@attack("PATCH /v1/documents/{doc_id}")
+async def _move(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        body = {"source": "a-folder", "source_path": "moved-by-a.txt"}
+        await _refused(http, "PATCH", f"{url}/v1/documents/{doc_id}", v, json=body)
+
+
 @attack("POST /v1/ask")
 async def _ask(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     for filters in ({}, {"doc_ids": list(v.doc_ids)}):
