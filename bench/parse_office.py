@@ -33,7 +33,7 @@ from documents.tables import TableCells, row_pieces  # noqa: E402
 
 
 def before(header: tuple[str, ...], body: list[tuple[str, ...]], max_size: int, size) -> list[TableCells]:  # noqa: ANN001
-    """The pieces as `table_chunks` cut them until decision 73: the whole piece rendered and counted per row."""
+    """The pieces as `table_chunks` cut them until decision 74: the whole piece rendered and counted per row."""
     pieces: list[list[tuple[str, ...]]] = []
     for row in body:
         candidate = TableCells(header, (*pieces[-1], row)).markdown if pieces else ""

@@ -569,15 +569,35 @@ class QueryImage(BaseModel):
     size: int = Field(ge=1)
 
 
+MAX_HISTORY_TURNS = 4  # previous turns of a conversation sent with a question: what a follow-up refers to
+MAX_PRIOR_ANSWER_CHARS = 1000
+
+
+class PriorTurn(BaseModel):
+    """A previous turn of the conversation a question belongs to, as the follow-up resolver reads it
+    (`search.followup`): the standalone question that turn searched, the start of its answer, and the documents it
+    cited, in citation order ("the second one" may name the second)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1, max_length=4000, description="the standalone question that turn searched")
+    answer: str = Field(default="", max_length=MAX_PRIOR_ANSWER_CHARS, description="the start of its answer")
+    doc_ids: list[Identifier] = Field(
+        default_factory=list, max_length=20, description="the documents its answer cited, in citation order, once each"
+    )
+
+
 class QueryRequest(Message):
     """`query.retrieve.<tenant>`: what the edge API publishes for `/v1/ask` and `/v1/search`.
 
     There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
     publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
-    beside) its `query` text; a question (mode ask) always has its text.
+    beside) its `query` text; a question (mode ask) always has its text. v5: a question of a conversation carries
+    its `history`; the retriever resolves a follow-up against it and searches (and passes on as `query`) the
+    standalone question.
     """
 
-    schema_version: Literal[4] = 4
+    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]  (v4, without history, stays valid)
     request_id: Identifier
     tenant: Tenant
     query: str | None = Field(default=None, min_length=1, max_length=4000)
@@ -588,6 +608,10 @@ class QueryRequest(Message):
     generation: int | None = Field(
         default=None, ge=1, description="search this index generation's collection instead of the serving alias "
         "(evaluations of a building generation; only the agents' evaluation runner sets it)",
+    )  # fmt: skip
+    history: list[PriorTurn] = Field(
+        default_factory=list, max_length=MAX_HISTORY_TURNS,
+        description="the previous turns of the question's conversation, oldest first (mode ask only)",
     )  # fmt: skip
 
     def routing(self) -> tuple[str, ...]:
@@ -606,6 +630,8 @@ class QueryRequest(Message):
             raise ValueError("a request needs query text, an image, or both")
         if self.image is not None and self.mode is not QueryMode.SEARCH:
             raise ValueError("only a search (mode 'search') can carry an image")
+        if self.history and self.mode is not QueryMode.ASK:
+            raise ValueError("only a question (mode 'ask') can carry a conversation's history")
         if self.image is not None and self.image.object_name != f"{self.tenant}/{self.request_id}":
             raise ValueError("the query image must be stored as '<tenant>/<request_id>' (the request's own)")
         return self
@@ -671,11 +697,17 @@ class _AnswerEventBase(Message):
 class RetrievalEvent(_AnswerEventBase):
     """Seq 0 of an ask: the sources the answer is built from, i.e. the reranked hits (best first, cut to top_k)
     that the reranker hands to the generator, sent by the reranker. The name (and the SSE event `retrieval`)
-    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays."""
+    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays.
+    v2: `searched`, the question that was searched (a conversation's follow-up, resolved)."""
 
-    schema_version: Literal[1, 2] = 2  # v2: hits may carry a `locator`
+    schema_version: Literal[1, 2, 3] = 3  # type: ignore[assignment]  # v2: searched; v3: hits may carry a `locator`
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
+    searched: str | None = Field(
+        default=None,
+        description="the standalone question that was searched: the question itself, or a follow-up of a "
+        "conversation resolved against its previous turns (none for an image-only search)",
+    )
 
 
 class TokenEvent(_AnswerEventBase):
@@ -778,6 +810,7 @@ __all__ = [
     "Hit",
     "ImageRef",
     "OcrRequest",
+    "PriorTurn",
     "TableData",
     "Message",
     "Modality",

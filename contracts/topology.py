@@ -334,6 +334,11 @@ INDEX_BUCKET = "mmrag-index"
 # when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
 QUERY_IMAGES_BUCKET = "mmrag-query-images"
 QUERY_IMAGES_TTL_S = 600.0
+# Conversations (`contracts.conversations`): a conversation nobody wrote to for 90 days is dropped; the bucket holds
+# at most 1 GiB (a write beyond is refused: the edge API answers 507 and says to delete conversations).
+CONVERSATIONS_BUCKET = "mmrag-conversations"
+CONVERSATIONS_TTL_S = 90 * 24 * 3600.0
+CONVERSATIONS_MAX_BYTES = 1024 * 1024 * 1024
 # Evaluation reports and their job markers (`contracts.evaluation`).
 EVALUATIONS_BUCKET = "mmrag-evaluations"
 
@@ -379,6 +384,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",
+    f"KV_{CONVERSATIONS_BUCKET}",
     f"KV_{EVALUATIONS_BUCKET}",
 )
 

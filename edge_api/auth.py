@@ -37,6 +37,11 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",
     ("POST", "/v1/ask"): "reader",
+    # A conversation is its owner's (the key that made it): a reader asks, so a reader keeps conversations.
+    ("POST", "/v1/conversations"): "reader",
+    ("PATCH", "/v1/conversations/{id}"): "reader",
+    ("DELETE", "/v1/conversations/{id}"): "reader",
+    ("PUT", "/v1/conversations/{id}/turns/{n}/feedback"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
     ("PUT", "/v1/documents/{doc_id}"): "writer",

@@ -67,7 +67,7 @@ def _fit(width: int, w: float, h: float) -> float:
     return min(scale, math.sqrt(MAX_PIXELS / (w * h)))
 
 
-# Documents that have no page pictures (decision 73): their chunks say where they are in their `locator`.
+# Documents that have no page pictures (decision 74): their chunks say where they are in their `locator`.
 NO_PICTURES = {
     "ZIP": "an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no page to show: its passages say where "
            "they are by their locator (slide, sheet rows, section, chapter), shown with each hit and citation",

@@ -1,4 +1,5 @@
-"""The `mmrag` command line: run the engine, run one agent, ingest, sync, ask, search, list, delete, export schemas.
+"""The `mmrag` command line: run the engine, run one agent, ingest, sync, ask, chat, search, list, delete, export
+schemas.
 
 Ordinary failures (engine not running, a 4xx/5xx answer, a data dir in use, a port taken) are ONE line on
 stderr and exit code 1: no traceback. A traceback means a bug.
@@ -419,6 +420,22 @@ def ask(
         return 0
 
     _run(main())
+
+
+@app.command()
+def chat(
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", show_default=False, help="continue this conversation (its id)")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="how many passages to use")] = 5,
+) -> None:
+    """Chat with a running engine: each line of input is asked in one conversation (follow-ups understood);
+    /quit or the end of input ends it. Without --conversation a new one starts (its id is printed on stderr)."""
+    from mmrag.chat import chat as run_chat
+
+    _run(run_chat(url, api_key, conversation, top_k, err))
 
 
 def _where(hit: Hit | CitationData) -> str:

@@ -390,11 +390,18 @@ async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[n
 
 
 async def ask_events(
-    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends."""
+    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None,
+    conversation_id: str | None = None, regenerate: bool = False,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends. With `conversation_id`
+    the question may follow up on the conversation's turns, and the answer becomes its next turn."""
+    body = _query_body("question", question, top_k, where)
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    if regenerate:
+        body["regenerate"] = True
     with _transport_errors(http):
-        async with _sse(http, _query_body("question", question, top_k, where)) as source:
+        async with _sse(http, body) as source:
             try:
                 async for sse in source.aiter_sse():
                     yield sse.event, sse.json()
@@ -437,6 +444,16 @@ async def reindex_events(http: httpx.AsyncClient, generation_id: str) -> AsyncIt
 async def cancel_reindex(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
     """DELETE /v1/reindex/{id}: cancel a building generation; 409 `not_cancellable` raises `EngineError`."""
     return await _request(http, "DELETE", f"/v1/reindex/{generation_id}")
+
+
+async def create_conversation(http: httpx.AsyncClient, title: str | None = None) -> dict[str, Any]:
+    """POST /v1/conversations: the new conversation (`id`, `title`, `turns`: [])."""
+    return await _request(http, "POST", "/v1/conversations", json={} if title is None else {"title": title})
+
+
+async def conversation(http: httpx.AsyncClient, conversation_id: str) -> dict[str, Any]:
+    """GET /v1/conversations/{id}: the conversation with its turns; 404 raises `EngineError`."""
+    return await _request(http, "GET", f"/v1/conversations/{conversation_id}")
 
 
 async def evaluate(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -533,8 +550,14 @@ class Hit(_Model):
     dense_score: float | None = None
 
 
+class ConversationData(_Model):
+    conversation_id: str
+    turn: int
+
+
 class RetrievalData(_Model):
     hits: list[Hit]
+    searched: str | None = None
 
 
 class TokenData(_Model):
@@ -567,10 +590,10 @@ class ErrorData(_Model):
 
 
 ASK_EVENTS: dict[str, type[_Model]] = {
-    "retrieval": RetrievalData, "token": TokenData, "citation": CitationData, "reset": ResetData, "done": DoneData,
+    "conversation": ConversationData, "retrieval": RetrievalData, "token": TokenData, "citation": CitationData, "reset": ResetData, "done": DoneData,
     "error": ErrorData,
 }  # fmt: skip
-AskData = RetrievalData | TokenData | CitationData | ResetData | DoneData | ErrorData
+AskData = ConversationData | RetrievalData | TokenData | CitationData | ResetData | DoneData | ErrorData
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -588,7 +611,8 @@ def route(method: str, path: str) -> Callable[[Callable], Callable]:
 
 @dataclass(frozen=True)
 class AskEvent:
-    """One event of an answer's stream: `event` is `retrieval`, `token`, `citation`, `reset`, `done` or `error`;
+    """One event of an answer's stream: `event` is `conversation` (asked in one), `retrieval`, `token`, `citation`,
+    `reset`, `done` or `error`;
     `data` its model (`TokenData.text`, `CitationData.doc_id/filename/page/bbox/text`, `DoneData.abstained`...)."""
 
     event: str

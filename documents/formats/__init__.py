@@ -13,5 +13,5 @@ office readers lay theirs out with ``common.Flow``.
 
 A chunk of these formats has no bbox and no page picture: its ``page`` is the chapter, slide, sheet or section
 (numbered from 1, so page filters work), and its ``locator`` says where it is in words a user can follow
-("slide 3: Results", "Budget rows 2-40 (A2:D40)", "section 2: Installation > Requirements"); see decisions 66 and 73.
+("slide 3: Results", "Budget rows 2-40 (A2:D40)", "section 2: Installation > Requirements"); see decisions 66 and 74.
 """

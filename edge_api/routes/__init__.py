@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from edge_api.operations import Operation
-from edge_api.routes import api_reference, documents, evaluations, health, pages, progress, queries, reindex, ui
+from edge_api.routes import (
+    api_reference, conversations, documents, evaluations, health, pages, progress, queries, reindex, ui,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
     *documents.OPERATIONS,
     *queries.OPERATIONS,
+    *conversations.OPERATIONS,
     *progress.OPERATIONS,
     *pages.OPERATIONS,
     *ui.OPERATIONS,

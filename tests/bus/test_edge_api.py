@@ -449,7 +449,7 @@ async def test_ask_delivers_each_event_once_in_order_despite_retries(edge: Edge)
     assert [(e.event, e.id) for e in events] == [
         ("retrieval", "0"), ("token", "1"), ("token", "2"), ("token", "3"), ("done", "4"),
     ]  # fmt: skip
-    assert json.loads(events[0].data) == {"hits": [h.model_dump(mode="json") for h in (hit(1), hit(2))]}
+    assert json.loads(events[0].data) == {"hits": [h.model_dump(mode="json") for h in (hit(1), hit(2))], "searched": None}
     assert [json.loads(e.data) for e in events[1:4]] == [{"text": f"piece {n} "} for n in (1, 2, 3)]
     assert json.loads(events[4].data) == {"answerer": "extractive", "abstained": False}
 

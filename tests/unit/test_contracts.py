@@ -66,7 +66,7 @@ EXAMPLES: list[BaseModel] = [
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
 def test_round_trip_through_json(example: BaseModel) -> None:
     wire = example.model_dump_json()
-    assert json.loads(wire)["schema_version"] in (1, 2, 3, 4)
+    assert json.loads(wire)["schema_version"] in (1, 2, 3, 4, 5)
     assert type(example).model_validate_json(wire) == example
 
 
@@ -235,8 +235,8 @@ def test_a_batch_cannot_smuggle_chunks_of_another_tenant_or_document() -> None:
 
 
 def test_the_locator_travels_and_messages_written_before_it_still_read() -> None:
-    """v3 chunk batches, v4 embedded batches, v2 OCR requests, rerank requests and answer events, v3 generate
-    requests carry `locator`; the previous versions, written without it, still validate (a rolling upgrade, a
+    """v3 chunk batches, v4 embedded batches, v2 OCR requests, rerank requests and citations, v3 generate
+    requests and retrieval events carry `locator`; the previous versions, written without it, still validate (a rolling upgrade, a
     stream replayed)."""
     located = CHUNK.model_copy(update={"locator": "slide 3: Results", "bbox": None})
     batch = m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=7, batch_index=0, chunks=[located])
@@ -248,7 +248,7 @@ def test_the_locator_travels_and_messages_written_before_it_still_read() -> None
     for model, version, payload in (
         (m.RerankRequest, 1, {"request": QUERY.model_dump(mode="json"), "candidates": [HIT.model_dump(mode="json")]}),
         (m.GenerateRequest, 2, {"request": QUERY.model_dump(mode="json"), "hits": [], "abstain": True}),
-        (m.RetrievalEvent, 1, {"request_id": "r1", "seq": 0, "hits": [hit.model_dump(mode="json")]}),
+        (m.RetrievalEvent, 2, {"request_id": "r1", "seq": 0, "hits": [hit.model_dump(mode="json")]}),
         (m.CitationEvent, 1, {"request_id": "r1", "seq": 1, "n": 1, "doc_id": "d1", "filename": "a.xlsx", "page": 1,
                               "bbox": None, "text": "x"}),  # fmt: skip
     ):

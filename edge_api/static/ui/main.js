@@ -3,6 +3,7 @@
 
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
+import { forgetConversations, refreshConversations } from "./conversations.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
 import { list as listEvaluations, setupEvaluations } from "./evaluations.js";
 import { setupSearch } from "./search.js";
@@ -45,6 +46,7 @@ function start(session) {
     setupTabs();
   }
   refresh();
+  refreshConversations();
   if (admin) listEvaluations().catch((err) => { $("eval-error").textContent = err.message; });
 }
 
@@ -101,6 +103,7 @@ $("sign-out").addEventListener("click", () => {
     $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
   }
   $("answer-area").hidden = true;
+  forgetConversations();
   showSignIn();
 });
 
