@@ -32,7 +32,8 @@ ABSTAINED = "abstention"  # done.answerer when no answerer ran because nothing m
 
 async def _cite(stream: AnswerEmitter, n: int, hit: Hit) -> None:
     await stream.citation(
-        n=n, doc_id=hit.doc_id, filename=hit.filename, page=hit.page, bbox=hit.bbox, text=hit.text, image=hit.image
+        n=n, doc_id=hit.doc_id, filename=hit.filename, page=hit.page, bbox=hit.bbox, locator=hit.locator,
+        text=hit.text, image=hit.image,
     )
 
 

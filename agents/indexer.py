@@ -67,7 +67,7 @@ def point_id(collection: str, revision: int, chunk: EmbeddedChunk) -> str:
 def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoint:
     payload = PointPayload(
         tenant=chunk.tenant, doc_id=chunk.doc_id, revision=revision, chunk_id=chunk.chunk_id, index=chunk.index,
-        page=chunk.page, bbox=chunk.bbox, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
+        page=chunk.page, bbox=chunk.bbox, locator=chunk.locator, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
         headings=tuple(chunk.headings), source=chunk.source, image=chunk.image, table=chunk.table,
     )  # fmt: skip
     sparse = SparseVector(tuple(chunk.sparse.indices), tuple(chunk.sparse.values)) if chunk.sparse else None

@@ -111,7 +111,8 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         chunks = [
             Chunk(
                 chunk_id=f"{req.doc_id}-{req.first_index + k}", index=req.first_index + k, doc_id=req.doc_id,
-                tenant=req.tenant, filename=req.filename, page=req.page, bbox=p.bbox, modality=p.modality,
+                tenant=req.tenant, filename=req.filename, page=req.page, bbox=p.bbox, locator=req.locator,
+                modality=p.modality,
                 text=p.text, headings=list(req.headings), source="ocr", image=req.image,
                 prev_chunk_id=f"{req.doc_id}-{req.first_index + k - 1}" if k else None,
                 next_chunk_id=f"{req.doc_id}-{req.first_index + k + 1}" if k + 1 < len(parsed) else None,

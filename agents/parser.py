@@ -94,6 +94,7 @@ class _Emitter:
     pages: tuple[int, int] | None = None  # (pages, pages parsed), recorded with the batch count
     outgoing: Outgoing | None = None  # the message held back (see the invariant above)
     listed: set[str] = field(default_factory=set)  # names in the document's list of stored objects
+    warnings: list[str] = field(default_factory=list)  # the pages' warnings (a sheet cut), recorded with the count
 
     @property
     def doc(self) -> DocumentSubmitted:
@@ -107,7 +108,8 @@ class _Emitter:
                               header=list(parsed.table.header), rows=[list(r) for r in parsed.table.rows])  # fmt: skip
         return Chunk(
             chunk_id=f"{doc.doc_id}-{index}", index=index, doc_id=doc.doc_id, tenant=doc.tenant,
-            filename=doc.filename, page=parsed.page, bbox=parsed.bbox, modality=parsed.modality, text=parsed.text,
+            filename=doc.filename, page=parsed.page, bbox=parsed.bbox, locator=parsed.locator, modality=parsed.modality,
+            text=parsed.text,
             headings=list(parsed.headings), table=table,
             prev_chunk_id=f"{doc.doc_id}-{index - 1}" if index > 0 else None,
             next_chunk_id=None if last else f"{doc.doc_id}-{index + 1}",
@@ -187,7 +189,7 @@ class _Emitter:
             doc_id=doc.doc_id, tenant=doc.tenant, generation=gen.number, revision=self.delivery.stream_seq,
             batch_index=index, first_index=OCR_INDEX_BASE + index * OCR_INDEX_STRIDE, filename=doc.filename,
             kind=work.kind, page=work.page, object_name=name, bbox=work.bbox, headings=list(work.headings),
-            image=image, nearby_text=work.nearby_text,
+            image=image, nearby_text=work.nearby_text, locator=work.locator,
         )  # fmt: skip
         await self._send(Outgoing(
             Subjects.ocr(gen, self.lane, doc.tenant), request,
@@ -258,16 +260,19 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         # Sizes, batch count and pages first, then the held-back last message (see `_Emitter`): the count is
         # recorded before the last batch can be indexed, so this write never completes the document.
         await self._record(progress, doc, revision, emitter.batch_sizes, batches_total=emitter.next_batch,
-                           pages=emitter.pages)  # fmt: skip
+                           pages=emitter.pages, warnings=emitter.warnings)  # fmt: skip
         await emitter.release()
         log.info("parser: %s -> %d chunks in %d batches, %d OCR requests (%s lane)", doc.doc_id, emitter.chunks,
                  len(emitter.batch_sizes), emitter.ocr_requests, emitter.lane)  # fmt: skip
 
     async def _record(self, progress: ProgressStore, doc: DocumentSubmitted, revision: int, sizes: dict[int, int],
-                      *, batches_total: int | None = None, pages: tuple[int, int] | None = None) -> None:  # fmt: skip
+                      *, batches_total: int | None = None, pages: tuple[int, int] | None = None,
+                      warnings: Sequence[str] = ()) -> None:  # fmt: skip
         def change(current: DocumentProgress | None) -> DocumentProgress | None:
             if current is None or current.revision != revision:
                 return None  # replaced or deleted while we parsed
+            for warning in warnings:
+                current = current.with_warning(warning)
             updated = current.with_batches(dict(sizes), batches_total=batches_total)
             return updated.with_pages(pages=pages[0], pages_parsed=pages[1]) if pages else updated
 
@@ -275,7 +280,8 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
 
     def parse_settings(self) -> ParseSettings:
         s = self._ctx.settings
-        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars,
+                             sheet_max_cells=s.sheet_max_cells)  # fmt: skip
 
     def lane(self, doc: DocumentSubmitted, pages: int, ocr: Sequence[OcrWork] = ()) -> Lane:
         """The lane of a document by the work it costs: a PDF's pages, a text's size in pages of
@@ -328,6 +334,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
             await emitter.list_objects([work for page in unit for work in page.ocr])
             for page in unit:
+                emitter.warnings += page.warnings
                 for chunk in page.chunks:
                     await emitter.add(chunk)
                 for work in page.ocr:

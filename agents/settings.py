@@ -103,6 +103,9 @@ class AgentSettings(ProcessSettings):
     # max_payload with these bounds and the model's dimension (bus.limits).
     chunk_max_chars: int = Field(default=1000, ge=100, le=4000, description="largest chunk the parser emits")
     chunks_per_message: int = Field(default=32, ge=1, le=64, description="chunks per chunks.parsed message")
+    sheet_max_cells: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="cells read from a workbook or CSV; the rest is cut, with a warning"
+    )
     chunk_max_tokens: int = Field(
         default=254, ge=16, le=254, description="largest chunk in the embedding model's word pieces (<= 256 - 2)"
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, field_validator, model_validator
 
@@ -25,14 +25,22 @@ MAX_PAGE = 2**31 - 1  # the largest page number a filter may name (an open page 
 # (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
 BBox = tuple[float, float, float, float]
 
-SUPPORTED_CONTENT_TYPES = (
-    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
-    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
-)  # fmt: skip
 ContentType = Literal[
     "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+    # documents/formats: web and e-books, GIF, e-mail
     "text/html", "application/epub+zip", "image/gif", "message/rfc822",
+    # documents/formats: office files (DOCX, PPTX, XLSX, CSV)
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "text/csv",
 ]
+SUPPORTED_CONTENT_TYPES: tuple[str, ...] = get_args(ContentType)
+LOCATOR = (
+    "where the chunk is, in words, for a document without page pictures (office files): 'slide 3: Results', "
+    "'Budget rows 2-40 (A2:F40)', 'section 2: Installation > Requirements'; None for a PDF page, a text file or "
+    "an image, and in messages written before this field existed"
+)
 # What kind of content a chunk (and so a search hit) is.
 Modality = Literal["text", "table", "image"]
 
@@ -159,8 +167,9 @@ class Chunk(BaseModel):
     doc_id: Identifier
     tenant: Tenant
     filename: str
-    page: int = Field(ge=1, description="1-based page number; 1 for plain text")
+    page: int = Field(ge=1, description="1-based page number; 1 for plain text; an office file's slide, sheet or section")
     bbox: BBox | None = Field(default=None, description="region on the page, None for plain text")
+    locator: str | None = Field(default=None, max_length=500, description=LOCATOR)
     modality: Modality = "text"
     text: str = Field(min_length=1)
     headings: list[str] = Field(default_factory=list)
@@ -196,7 +205,7 @@ class _ChunkBatch(Message):
     """What `ChunksParsed` and `ChunksEmbedded` share: which batch of which document revision it is, the subject
     routing, and the rule that every chunk belongs to that document. Subclasses declare `chunks`."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[2, 3] = 3  # v3: chunks may carry a `locator` (v2 messages, without it, still read)
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -231,7 +240,7 @@ class OcrRequest(Message):
     The OCR agent publishes what it reads as batch `batch_index` of the document (possibly empty).
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2  # v2: `locator` (v1 messages, without it, still read)
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -246,6 +255,7 @@ class OcrRequest(Message):
     headings: list[str] = Field(default_factory=list)
     image: ImageRef | None = Field(default=None, description="for kind 'image': the image the chunk is about")
     nearby_text: str | None = None
+    locator: str | None = Field(default=None, max_length=500, description="the locator of the chunks read here")
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)
@@ -287,7 +297,7 @@ class ChunksEmbedded(_ChunkBatch):
     """`chunks.embedded.g<gen>.<tenant>`: the same batch as `ChunksParsed`, each chunk with its dense vector
     (v3: and image chunks with their image vector)."""
 
-    schema_version: Literal[3] = 3  # type: ignore[assignment]
+    schema_version: Literal[3, 4] = 4  # type: ignore[assignment] # v4: chunks may carry a `locator`
     model: str = Field(description="embedding model that produced the vectors")
     embedded_by: str = Field(description="replica id of the embedder that did the work")
     chunks: list[EmbeddedChunk] = Field(description="the parsed batch's chunks, embedded; empty when it was empty")
@@ -486,6 +496,7 @@ class Hit(BaseModel):
     filename: str
     page: int = Field(ge=1)
     bbox: BBox | None = None
+    locator: str | None = Field(default=None, description=LOCATOR)
     modality: Modality = "text"
     text: str
     score: float
@@ -629,6 +640,7 @@ class QueryRequest(Message):
 class RerankRequest(Message):
     """`query.rerank`: the retriever's candidates (more than top_k) for the reranker to order."""
 
+    schema_version: Literal[1, 2] = 2  # v2: hits may carry a `locator` (v1 messages, without it, still read)
     request: QueryRequest
     candidates: list[Hit]
     embedding_model: str | None = Field(
@@ -647,7 +659,7 @@ class GenerateRequest(Message):
     v2: `abstain` carries the decision (`search.abstention.decide`, made once by the reranker with its settings)
     instead of v1's `paraphrase` cosine, from which the generator decided again with its own threshold."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[2, 3] = 3  # v3: hits may carry a `locator` (v2 messages, without it, still read)
     request: QueryRequest
     hits: list[Hit]
     abstain: bool = Field(
@@ -688,7 +700,7 @@ class RetrievalEvent(_AnswerEventBase):
     predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays.
     v2: `searched`, the question that was searched (a conversation's follow-up, resolved)."""
 
-    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]  (v1, without searched, stays valid)
+    schema_version: Literal[1, 2, 3] = 3  # type: ignore[assignment]  # v2: searched; v3: hits may carry a `locator`
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
     searched: str | None = Field(
@@ -708,8 +720,10 @@ class CitationEvent(_AnswerEventBase):
     n: int = Field(ge=1, description="the number used in the answer text, e.g. [1]")
     doc_id: Identifier
     filename: str
+    schema_version: Literal[1, 2] = 2  # v2: `locator`
     page: int = Field(ge=1)
     bbox: BBox | None
+    locator: str | None = Field(default=None, description=LOCATOR)
     text: str
     image: ImageRef | None = Field(default=None, description="for an image hit: the image the citation points at")
 
@@ -717,6 +731,7 @@ class CitationEvent(_AnswerEventBase):
 class ResultsEvent(_AnswerEventBase):
     """The final ranked hits of a `search` request."""
 
+    schema_version: Literal[1, 2] = 2  # v2: hits may carry a `locator`
     event: Literal["results"] = "results"
     hits: list[Hit]
 

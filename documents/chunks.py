@@ -47,11 +47,24 @@ class ParsedChunk:
     table_id: str | None = None
     table_group_id: str | None = None
     table: TableCells | None = None  # a table chunk's cells, the rows of this piece under the header
-    locator: str | None = None  # where a citation points in a document without pages ("section Install > Linux")
+    # Where the chunk is, in words, for formats without page pictures ("slide 3", "Budget rows 2-40 (A2:D40)",
+    # "section 2: Installation", a web page's "section Install > Linux"); None for a PDF page or an image.
+    locator: str | None = None
 
     @property
     def embed_text(self) -> str:
         return _with_context(self.headings, self.text)
+
+
+MAX_LOCATOR = 400  # characters of a chunk's locator; the contracts take up to 500
+
+
+def bounded(locator: str) -> str:
+    """``locator``, its middle cut when longer than `MAX_LOCATOR` (a long heading path): both ends say the most."""
+    if len(locator) <= MAX_LOCATOR:
+        return locator
+    half = (MAX_LOCATOR - 1) // 2
+    return f"{locator[:half]}…{locator[-half:]}"
 
 
 def _with_context(headings: tuple[str, ...], text: str) -> str:

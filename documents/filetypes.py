@@ -10,11 +10,22 @@ import codecs
 import re
 from pathlib import PurePath
 
-TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
+TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
+                 ".csv": "text/csv"}  # fmt: skip
+TEXT_TYPES = {"text/markdown", "text/csv"}  # declared types kept as they are (any other text/* is plain text)
 IMAGE_SUFFIXES = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".tif": "image/tiff",
     ".tiff": "image/tiff", ".gif": "image/gif",
 }  # fmt: skip
+# Office Open XML packages (zips), by suffix; `documents.formats.ooxml` checks the package when it is parsed.
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+OFFICE_SUFFIXES = {".docx": DOCX, ".pptx": PPTX, ".xlsx": XLSX}
+# The main part's folder, as it appears in a package's first local headers (when the name says nothing).
+_OFFICE_FOLDERS = {b"word/": DOCX, b"ppt/": PPTX, b"xl/": XLSX}
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted OOXML and the legacy .doc/.ppt/.xls
+
 # Formats read by documents/formats/ (parsed through documents.reader.FORMAT_READERS), by name; each is also
 # recognised by its content where it has a signature (`_by_content`).
 FORMAT_SUFFIXES = {".html": "text/html", ".htm": "text/html", ".xhtml": "text/html", ".epub": "application/epub+zip",
@@ -28,7 +39,8 @@ _ACCEPTED_KINDS = (
     "a web page (.html)",
     "an EPUB e-book (.epub)",
     "an e-mail (.eml)",
-    "a text file (.txt, .md)",
+    "a Word, PowerPoint or Excel file (.docx, .pptx, .xlsx)",
+    "a text file (.txt, .md, .csv)",
 )
 ACCEPTED = "upload " + ", ".join(_ACCEPTED_KINDS[:-1]) + " or " + _ACCEPTED_KINDS[-1]
 # An e-mail starts with header fields ("Name: value"); one of these is among its first lines.
@@ -104,6 +116,8 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
                               f"(From:, Subject:, ...); save the message from the mail program as .eml")  # fmt: skip
     if (image := sniff_image(head)) is not None:
         return image
+    if (office := _office_type(filename, suffix, declared, head)) is not None:
+        return office
     if suffix in IMAGE_SUFFIXES or (declared or "").startswith("image/"):
         raise UnsupportedFile(f"{filename!r} is not a PNG, JPEG, WebP, TIFF or GIF image (by its content, whatever "
                               f"its name says); {ACCEPTED}")  # fmt: skip
@@ -112,8 +126,8 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
             raise UnsupportedFile(f"{filename!r} is not an HTML page (it contains NUL bytes)")
         return "text/html"  # any encoding: its BOM or its <meta charset> says which
     text_type = TEXT_SUFFIXES.get(suffix) or (
-        "text/markdown"
-        if declared == "text/markdown"
+        declared
+        if declared in TEXT_TYPES
         else "text/plain"
         if (declared or "").startswith("text/")
         else None
@@ -130,6 +144,30 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
     if b"\x00" in head:
         raise UnsupportedFile(f"{filename!r} is not UTF-8 text (it contains NUL bytes)")
     return text_type
+
+
+def _office_type(filename: str, suffix: str, declared: str | None, head: bytes) -> str | None:
+    """The OOXML type of a zip upload (by its suffix, its declared type, or the folders of its first entries);
+    None when neither its name nor its bytes make it an office file (another zip is left to the other checks)."""
+    named = OFFICE_SUFFIXES.get(suffix) or (declared if declared in OFFICE_SUFFIXES.values() else None)
+    if head.startswith(OLE_MAGIC):
+        raise UnsupportedFile(
+            f"{filename!r} is an OLE container: a password-protected (encrypted) Office file, or the old binary "
+            ".doc/.ppt/.xls format; remove the password or save it as .docx/.pptx/.xlsx, and upload it again"
+        )
+    if not head.startswith(b"PK\x03\x04"):
+        if named is not None:
+            raise UnsupportedFile(f"{filename!r} is not a {suffix.lstrip('.').upper() or 'Office'} file: Office "
+                                  "files are zip packages, and its content is not one; " + ACCEPTED)  # fmt: skip
+        return None
+    found = [ctype for folder, ctype in _OFFICE_FOLDERS.items() if folder in head]
+    if named is not None and len(found) == 1 and found[0] != named:
+        kinds = {DOCX: "a Word document (.docx)", PPTX: "a PowerPoint deck (.pptx)", XLSX: "an Excel workbook (.xlsx)"}
+        raise UnsupportedFile(f"{filename!r} is named or declared as {kinds[named]}, but its content is "
+                              f"{kinds[found[0]]}; upload it with the right extension")  # fmt: skip
+    if named is not None:
+        return named
+    return found[0] if len(found) == 1 else None  # another zip: another format's, or refused as unsupported
 
 
 def _by_content(head: bytes, named: str | None) -> str | None:

@@ -13,7 +13,9 @@ rasters and publishes; :func:`read_page` and :func:`read_image` turn a piece of 
 - image file (PNG/JPEG/WebP/TIFF): its real type must be the declared one and its header within budget; one
   page whose only output is one image work over the whole image;
 - plain text: one page of chunks without bboxes;
-- the formats of ``FORMAT_READERS`` (Markdown, HTML, EPUB, GIF, e-mail): their module of ``documents/formats``.
+- the formats of ``FORMAT_READERS``, a module of ``documents/formats`` each: Markdown, HTML, EPUB, GIF, e-mail;
+  DOCX, PPTX, XLSX, CSV, whose pages are sections, slides or sheets; chunks without bboxes say where they are
+  in their ``locator``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from PIL import Image
 
 from .chunks import MAX_CHARS, MAX_TOKENS, Chunker, ParsedChunk, page_chunks, split_to_tokens, wordpiece_counter
 from .extract import DocumentRejected, extract_text, open_checked_pdf
-from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
+from .filetypes import DOCX, IMAGE_CONTENT_TYPES, PPTX, XLSX, describe_format, sniff_image_format
 from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, probe_image
 from .layout import PageBlock, PageContent, iter_pages
 from .ocr import DEFAULT_OCR, Legibility, OcrLine, OcrSettings, legibility, lines_to_paragraphs, ocr_image, ocr_pixels, render_page, tesseract_pixels
@@ -46,6 +48,10 @@ FORMAT_READERS = {
     "application/epub+zip": ("epub", "parse_epub"),
     "image/gif": ("gif", "parse_gif"),
     "message/rfc822": ("eml", "parse_eml"),
+    DOCX: ("word", "parse_docx"),
+    PPTX: ("slides", "parse_pptx"),
+    XLSX: ("sheets", "parse_xlsx"),
+    "text/csv": ("sheets", "parse_csv"),
 }
 
 BBox = tuple[float, float, float, float]
@@ -54,11 +60,13 @@ BBox = tuple[float, float, float, float]
 @dataclass(frozen=True)
 class ParseSettings:
     """What parsing needs. ``chunk_max_tokens``: MMRAG_CHUNK_MAX_TOKENS (or the index generation's override);
-    ``chunk_max_chars``: MMRAG_CHUNK_MAX_CHARS; ``ocr``: render and OCR levers."""
+    ``chunk_max_chars``: MMRAG_CHUNK_MAX_CHARS; ``ocr``: render and OCR levers; ``sheet_max_cells``:
+    MMRAG_SHEET_MAX_CELLS, the cells read from a workbook or a CSV (`documents.formats.sheets`)."""
 
     chunk_max_tokens: int = MAX_TOKENS
     chunk_max_chars: int = MAX_CHARS
     ocr: OcrSettings = DEFAULT_OCR
+    sheet_max_cells: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -78,15 +86,18 @@ class OcrWork:
     height: int = 0
     caption: str | None = None
     nearby_text: str | None = None
+    locator: str | None = None  # where it is, in words, for a format without page pictures (a slide's picture)
 
 
 @dataclass(frozen=True)
 class ParsedPage:
-    """One page's output: its chunks in reading order, then its OCR work (images, then the scan)."""
+    """One page's output: its chunks in reading order, then its OCR work (images, then the scan); ``warnings``:
+    what could not be read well, for the document's progress record (a sheet cut at the cell limit)."""
 
     page: int
     chunks: tuple[ParsedChunk, ...]
     ocr: tuple[OcrWork, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 class ParsedDocument:

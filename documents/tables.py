@@ -457,20 +457,36 @@ def table_chunks(table: Table, max_size: int, size: Callable[[str], int] = len, 
     only between rows, each piece under the header row. With ``max_chars``, a row whose markdown under the
     header is longer continues on further rows (see the module docstring)."""
     whole = table.cells()
-    header = whole.header
-    rows: list[tuple[str, ...]] = []
-    for row in whole.rows:
-        rows += _continued(header, row, max_chars) if max_chars else [row]
+    return [cells for cells, _rows in row_pieces(whole.header, whole.rows, max_size, size, max_chars=max_chars)]
+
+
+def row_pieces(header: tuple[str, ...], body: tuple[tuple[str, ...], ...], max_size: int,
+               size: Callable[[str], int] = len, *, max_chars: int | None = None,
+               ) -> list[tuple[TableCells, range]]:  # fmt: skip
+    """:func:`table_chunks` of a header and body rows, each piece with the indices of the body rows it holds
+    (a row continued over several pieces is in each of them).
+
+    A piece's size is summed row by row (linear in the rows, not quadratic): ``size`` must add up over lines,
+    as ``len`` does and word-piece counts do (the tokenizer splits at whitespace before it counts)."""
+    rows: list[tuple[tuple[str, ...], int]] = []
+    for i, row in enumerate(body):
+        rows += [(line, i) for line in (_continued(header, row, max_chars) if max_chars else [row])]
     if not rows:
-        return [TableCells(header, ())]
-    pieces: list[list[tuple[str, ...]]] = []
-    for row in rows:
-        candidate = TableCells(header, (*pieces[-1], row)).markdown if pieces else ""
-        if pieces and size(candidate) <= max_size and (max_chars is None or len(candidate) <= max_chars):
-            pieces[-1].append(row)
+        return [(TableCells(header, ()), range(0))]
+    head = TableCells(header, ()).markdown
+    head_size = size(head)
+    pieces: list[list[tuple[tuple[str, ...], int]]] = []
+    used = chars = 0  # the current piece's size and length, header included
+    for row, i in rows:
+        line = _md_row(row)
+        grow = size(f"{head}\n{line}") - head_size
+        if pieces and used + grow <= max_size and (max_chars is None or chars + 1 + len(line) <= max_chars):
+            pieces[-1].append((row, i))
         else:
-            pieces.append([row])
-    return [TableCells(header, tuple(piece)) for piece in pieces]
+            pieces.append([(row, i)])
+            used, chars = head_size, len(head)
+        used, chars = used + grow, chars + 1 + len(line)
+    return [(TableCells(header, tuple(r for r, _ in piece)), range(piece[0][1], piece[-1][1] + 1)) for piece in pieces]
 
 
 def _continued(header: tuple[str, ...], row: tuple[str, ...], max_chars: int) -> list[tuple[str, ...]]:

@@ -6,7 +6,8 @@ Pure functions (no NATS, no aiohttp): `edge_api.routes.pages` fetches the bytes 
   itself for an uploaded image file (its only page is 1), scaled to ``width`` pixels (never above the page's
   own size for an image). The `Rendered` result also carries the page's size in the units of a chunk's bbox:
   PDF points with a top-left origin on the page as displayed (rotation applied) for a PDF, pixels for an
-  image. A client scales a bbox to the picture by ``picture width / page width``.
+  image. A client scales a bbox to the picture by ``picture width / page width``. Office, e-book, web-page,
+  e-mail, text and CSV documents have none: `NotRenderable` says so (their chunks carry a ``locator`` instead).
 - ``page_text(source, page)``: the text layer of a PDF page, or a text file's text (its page 1).
 - ``render_image(data, width)``: any image Pillow reads (TIFF and WebP included) as a PNG at most ``width``
   wide: what a browser can show for an image hit.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import pymupdf
 from PIL import Image, UnidentifiedImageError
 
+from documents.filetypes import sniff_image_format
 from documents.images import MAX_IMAGE_PIXELS
 
 MAX_PIXELS = 2048 * 3072
@@ -65,9 +67,20 @@ def _fit(width: int, w: float, h: float) -> float:
     return min(scale, math.sqrt(MAX_PIXELS / (w * h)))
 
 
+# Documents that have no page pictures (decision 74): their chunks say where they are in their `locator`.
+NO_PICTURES = {
+    "ZIP": "an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no page to show: its passages say where "
+           "they are by their locator (slide, sheet rows, section, chapter), shown with each hit and citation",
+    "TEXT": "a text document (plain text, Markdown, CSV, a web page, an e-mail) has no page to show: its passages "
+            "are shown as text, with their locator where they have one (a section, a CSV's rows)",
+}  # fmt: skip
+
+
 def render_page(source: bytes, page: int, width: int) -> Rendered:
     if is_pdf(source):
         return _render_pdf_page(source, page, width)
+    if (reason := NO_PICTURES.get(sniff_image_format(source) or "")) is not None:
+        raise NotRenderable(reason)
     image = _open_image(source)
     if page != 1:
         raise PageOutOfRange(page, 1)
@@ -159,6 +172,9 @@ def page_text(source: bytes, page: int) -> PageText:
             return PageText(doc[page - 1].get_text("text", sort=True).strip(), doc.page_count)
         finally:
             doc.close()
+    if sniff_image_format(source) == "ZIP":
+        raise NotRenderable("an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no text layer by page: its "
+                            "passages are its chunks, each with its locator (slide, sheet rows, section, chapter)")
     try:
         text = source.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -13,12 +13,15 @@ import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
+
+if TYPE_CHECKING:
+    from mmrag.client import CitationData, Hit
 
 app = typer.Typer(
     help="mmrag: multi-modal RAG engine on NATS JetStream.", no_args_is_help=True, pretty_exceptions_show_locals=False
@@ -240,7 +243,8 @@ async def _follow(http: Any, docs: list[tuple[str, str]], timeout: float, retry_
 def ingest(
     paths: Annotated[
         list[Path],
-        typer.Argument(exists=True, help="files (PDF, PNG, JPEG, WebP, TIFF, .txt, .md) or folders (recursive)"),
+        typer.Argument(exists=True, help="files (PDF, DOCX, PPTX, XLSX, CSV, PNG, JPEG, WebP, TIFF, GIF, HTML, EPUB, "
+                       ".eml, .txt, .md) or folders (recursive)"),
     ],
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
@@ -412,7 +416,7 @@ def ask(
                     _fail(f"{ev.data.code}: {ev.data.message}")
         print()
         for c in citations:
-            print(f"[{c.n}] {c.filename} page {c.page} (doc {c.doc_id})")
+            print(f"[{c.n}] {c.filename} {_where(c)} (doc {c.doc_id})")
         return 0
 
     _run(main())
@@ -432,6 +436,12 @@ def chat(
     from mmrag.chat import chat as run_chat
 
     _run(run_chat(url, api_key, conversation, top_k, err))
+
+
+def _where(hit: Hit | CitationData) -> str:
+    """Where a hit or citation is: its locator (an office file's slide, sheet rows or section, a web page's
+    section), else its page."""
+    return hit.locator or f"page {hit.page}"
 
 
 def _filters(doc: list[str] | None, modality: list[str] | None, pages: str | None) -> dict[str, Any]:
@@ -482,7 +492,7 @@ def search(
         if not hits:
             err.print("no hits")
         for n, h in enumerate(hits, 1):
-            print(f"{n:>2}. {h.score:.3f}  {h.filename}  page {h.page}  {_excerpt(h.text)}")
+            print(f"{n:>2}. {h.score:.3f}  {h.filename}  {_where(h)}  {_excerpt(h.text)}")
         return 0
 
     _run(main())

@@ -541,6 +541,7 @@ class Hit(_Model):
     filename: str
     page: int
     bbox: BBox | None = None
+    locator: str | None = None  # where it is, in words, in a document without page pictures ("slide 3: Results")
     modality: str = "text"
     text: str
     score: float
@@ -569,6 +570,7 @@ class CitationData(_Model):
     filename: str
     page: int
     bbox: BBox | None
+    locator: str | None = None
     text: str
     image: ImageRef | None = None
 

@@ -123,7 +123,7 @@ def _search_collection(
 def to_hit(hit: VectorHit, dense_score: float | None = None) -> Hit:
     p = hit.payload
     return Hit(
-        chunk_id=p.chunk_id, doc_id=p.doc_id, filename=p.filename, page=p.page, bbox=p.bbox,
+        chunk_id=p.chunk_id, doc_id=p.doc_id, filename=p.filename, page=p.page, bbox=p.bbox, locator=p.locator,
         modality=p.modality, text=p.text, score=hit.score, headings=list(p.headings), image=p.image,
         dense_score=dense_score,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from ..chunks import Chunker, ParsedChunk, _with_context, split_to_tokens, wordpiece_counter
+from ..chunks import Chunker, ParsedChunk, _with_context, bounded, split_to_tokens, wordpiece_counter
 from ..layout import PageBlock, PageContent
 from ..tables import Table, to_markdown
 
@@ -92,7 +92,11 @@ def to_chunks(blocks: Iterable[Block], max_tokens: int, max_chars: int, *, page:
     content = PageContent(page=page, width=1.0, height=float(len(items) + len(tables)), blocks=tuple(items),
                           tables=tuple(tables), images=(), skipped_images=(), needs_ocr=False)  # fmt: skip
     chunks = Chunker(max_tokens, max_chars, count).feed(content)
-    return [replace(c, bbox=None, locator=locator(_without_caption(c, captions))) for c in chunks]
+    return [replace(c, bbox=None, locator=_bounded(locator(_without_caption(c, captions)))) for c in chunks]
+
+
+def _bounded(text: str | None) -> str | None:
+    return None if text is None else bounded(text)
 
 
 def _without_caption(chunk: ParsedChunk, captions: set[str]) -> tuple[str, ...]:

@@ -142,7 +142,8 @@ class UploadForm(BaseModel):
 
     file: bytes = Field(
         json_schema_extra={"format": "binary", "contentMediaType": "application/octet-stream"},
-        description="PDF, PNG, JPEG, WebP, TIFF, UTF-8 .txt or .md; the type is read from the bytes",
+        description="PDF, DOCX, PPTX, XLSX, PNG, JPEG, WebP, TIFF, GIF, .html, .epub, .eml, UTF-8 .txt, .md or "
+        ".csv; the type is read from the bytes",
     )
 
 

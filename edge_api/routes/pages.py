@@ -12,7 +12,7 @@
 Tenant check: the object names are built from `tenant_of(request)`, never from the client, and the document's
 progress record must exist for that tenant and not be deleted; anything else is the same 404 as an unknown
 document. Errors: 400 ``invalid_query`` (width not an integer from 1), 404 ``not_found`` (document, page or
-image), 422 ``not_renderable`` (a text document, an encrypted or broken file).
+image), 422 ``not_renderable`` (a text, CSV or office document: no page pictures; an encrypted or broken file).
 
 Caching: the renders (and the originals they come from) are kept in bounded in-process LRUs (`ByteLRU`). A
 doc id and revision name one upload's bytes forever, so a render never goes stale: responses carry a strong ``ETag``
@@ -230,7 +230,8 @@ PICTURE = Media(
 NOT_MODIFIED = Empty("`If-None-Match` named this picture's ETag")
 ERR_BAD_WIDTH = Err("`invalid_query`: `width` is not a whole number from 1 (`field` is `width`)")
 ERR_NOT_RENDERABLE = Err(
-    "`not_renderable`: a text document has no page pictures; or the document failed to ingest, or cannot be drawn"
+    "`not_renderable`: a text, CSV or office document (DOCX, PPTX, XLSX) has no page pictures (its hits carry a "
+    "`locator` instead); or the document failed to ingest, or cannot be drawn"
 )
 
 OPERATIONS = (

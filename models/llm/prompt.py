@@ -16,9 +16,10 @@ SYSTEM_PROMPT = (
 
 
 def format_source(n: int, hit: Hit) -> str:
-    """`[n] <filename>, page <p> (<section path>): <text>`, the text labelled for image and table hits."""
-    where = f"{hit.filename}, page {hit.page}"
-    if hit.headings:
+    """`[n] <filename>, page <p> (<section path>): <text>` (an office file's locator for its page), the text
+    labelled for image and table hits."""
+    where = f"{hit.filename}, {hit.locator}" if hit.locator else f"{hit.filename}, page {hit.page}"
+    if hit.headings and not hit.locator:  # a locator names the section path already
         where += f" ({' > '.join(hit.headings)})"
     text = " ".join(hit.text.split()) if hit.modality != "table" else hit.text.strip()
     if hit.modality == "image":

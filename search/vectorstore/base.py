@@ -158,6 +158,8 @@ class PointPayload(BaseModel):
     index: int
     page: int
     bbox: tuple[float, float, float, float] | None = None
+    locator: str | None = None
+    """Where the chunk is, in words, for an office file (``Chunk.locator``)."""
     modality: Modality
     text: str
     filename: str

@@ -23,11 +23,13 @@ from tests.factories import make_pdf, make_scanned_pdf, make_table_pdf, syntheti
 
 GEN = IndexGeneration(1)
 MAX_CHARS = 150
+SHEET_MAX_CELLS = 60
 
 
 @pytest.fixture
 async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[ParserAgent]:
-    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, chunk_max_chars=MAX_CHARS)
+    settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, chunk_max_chars=MAX_CHARS,
+                             sheet_max_cells=SHEET_MAX_CELLS)  # fmt: skip
     shared = SharedResources(settings)
     await shared.load({Resource.WORK_POOL})  # the parser parses in worker processes
     nc = await nats.connect(nats_server.url)
@@ -42,11 +44,13 @@ async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Parse
     shared.close()
 
 
-async def _parsed(parser: ParserAgent, data: bytes) -> tuple[str, list[ChunksParsed], list[OcrRequest]]:
-    """Submit a PDF, run the parser on its docs.ingest message, and read back what it published."""
+async def _parsed(parser: ParserAgent, data: bytes, content_type: str = "application/pdf",
+                  filename: str = "doc.pdf") -> tuple[str, list[ChunksParsed], list[OcrRequest]]:  # fmt: skip
+    """Submit a document (a PDF unless said), run the parser on its docs.ingest message, and read back what it
+    published."""
     js, tenant, doc_id = parser._ctx.js, f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     await parser._ctx.uploads.put(object_name(tenant, doc_id), data)
-    submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename="doc.pdf", content_type="application/pdf",
+    submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type=content_type,
                                   object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
     await js.publish(Subjects.ingest(tenant, doc_id), submitted.model_dump_json().encode())
     sub = await js.pull_subscribe(Subjects.ingest(tenant, doc_id), durable=None, stream=DOCS_STREAM.name)
@@ -91,3 +95,20 @@ async def test_a_scanned_page_becomes_an_ocr_request_with_its_raster_stored(pars
     assert request.first_index == 10_000_000 and request.object_name.endswith(f"{doc_id}/pages/1.png")
     raster = (await parser._ctx.uploads.get(request.object_name)).data
     assert raster is not None and raster[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_a_workbook_cut_at_the_cell_limit_is_a_warning_on_its_progress(parser: ParserAgent) -> None:
+    """MMRAG_SHEET_MAX_CELLS reaches the reader in the work process, and the cut reaches the document's record."""
+    from documents.filetypes import XLSX
+    from tests.office_files import make_xlsx
+
+    rows = [("key", "value")] + [(f"k{i}", f"v{i}") for i in range(1, 100)]
+    doc_id, batches, _ = await _parsed(parser, make_xlsx({"Big": rows}), XLSX, "big.xlsx")
+    chunks = [c for b in batches for c in b.chunks]
+    assert chunks and "k29" in chunks[-1].text and "k30" not in " ".join(c.text for c in chunks)  # 30 rows of 2
+    assert chunks[-1].locator is not None and "cut here" in chunks[-1].locator
+    record = await parser._ctx.progress.get(batches[0].tenant, doc_id)
+    assert record is not None and record.warnings == [
+        f"sheet 'Big' was cut after row 30: a workbook or CSV is read up to {SHEET_MAX_CELLS} cells "
+        "(MMRAG_SHEET_MAX_CELLS); split it, or raise the limit, to index the rest"
+    ]

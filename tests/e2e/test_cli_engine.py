@@ -22,7 +22,7 @@ def test_search_documents_delete_against_the_engine(engine: TenantEngine, tmp_pa
     search = mmrag("search", "How many otters are in the raft?", "--url", engine.url, "--top-k", "3", env=key)
     assert search.returncode == 0, search.stderr
     first = search.stdout.splitlines()[0]
-    assert "otters.md  page 1" in first and "212 otters" in first
+    assert "otters.md  section Otters" in first and "212 otters" in first  # its locator, in place of a page
 
     listing = mmrag("documents", "--url", engine.url, "--limit", "1", env=key)  # one per page: follows next_cursor
     assert listing.returncode == 0, listing.stderr

@@ -381,6 +381,49 @@ async def auth_edge(engine: Engine, tmp_path: Path) -> AsyncIterator[tuple[str, 
         yield str(server.make_url("")).rstrip("/"), keys
 
 
+async def test_office_hits_say_where_they_are_and_open_without_a_page_picture(
+    engine: Engine, browser: Browser, http
+) -> None:
+    """A slide's notes and a slide's picture: the hit shows its locator where a PDF hit shows its page, and the
+    viewer opens on the passage (and the picture) without asking for a page picture (the watch fails on a 422)."""
+    from tests.office_files import make_pptx
+
+    await _indexed(http, engine.url, make_pptx()[0], "results.pptx", "application/octet-stream")
+    async with open_page(browser, engine.url) as (page, _watch):
+        await page.click("#tab-search")
+        await page.fill("#query", "Okapi contract signed in March")
+        await page.keyboard.press("Enter")
+        hit = page.locator("#results .hit").filter(has_text="Okapi").first
+        await expect(hit.locator(".thumb")).to_have_text("slide 1: Quarterly results, notes")
+        await expect(hit.locator(".hit-text p").first).to_contain_text("Slide 1: Quarterly results, notes · ")
+        await hit.locator(".thumb").click()
+        await expect(page.locator("#viewer-title")).to_have_text("results.pptx — slide 1: Quarterly results, notes")
+        await expect(page.locator("#viewer-quote")).to_contain_text("Okapi contract")
+        await expect(page.locator("#viewer figure.page")).to_have_count(0)
+        await page.click("#viewer-close")
+
+        await page.fill("#query", "Warehouse Lisbon")
+        await page.keyboard.press("Enter")
+        picture = page.locator("#results .hit[data-modality=image]").first
+        await expect(picture.locator(".thumb")).to_have_text("slide 2: Spare parts, picture")
+        await picture.locator(".thumb").click()
+        await expect(page.locator("#viewer-title")).to_have_text("results.pptx — slide 2: Spare parts, picture")
+        await expect(page.locator("#viewer figure.page img")).to_be_visible()  # the picture itself, no page
+        await shot(page, "office-picture")
+        await page.click("#viewer-close")
+
+        # An answer's source names the slide, and its citation opens on the passage.
+        await page.click("#tab-ask")
+        await page.fill("#question", "Which contract should be mentioned with the quarterly results?")
+        await page.click("#ask-button")
+        await expect(page.locator("#answer-status")).to_have_text(re.compile("Answered by"), timeout=60_000)
+        await expect(page.locator("#sources li").first).to_contain_text("results.pptx, slide 1: Quarterly results, notes")
+        await page.locator("#answer button.cite[data-cite='1']").first.click()
+        await expect(page.locator("#viewer-title")).to_have_text("results.pptx — slide 1: Quarterly results, notes")
+        await expect(page.locator("#viewer-quote")).to_contain_text("Okapi contract")
+        await page.click("#viewer-close")
+
+
 async def test_sign_in_reader_view_not_found_and_sign_out(auth_edge, browser: Browser) -> None:
     url, keys = auth_edge
     async with open_page(browser, url) as (page, watch):

@@ -234,6 +234,29 @@ def test_a_batch_cannot_smuggle_chunks_of_another_tenant_or_document() -> None:
                          embedded_by="r", chunks=[embedded])  # fmt: skip
 
 
+def test_the_locator_travels_and_messages_written_before_it_still_read() -> None:
+    """v3 chunk batches, v4 embedded batches, v2 OCR requests, rerank requests and citations, v3 generate
+    requests and retrieval events carry `locator`; the previous versions, written without it, still validate (a rolling upgrade, a
+    stream replayed)."""
+    located = CHUNK.model_copy(update={"locator": "slide 3: Results", "bbox": None})
+    batch = m.ChunksParsed(doc_id="d1", tenant="t", generation=1, revision=7, batch_index=0, chunks=[located])
+    wire = json.loads(batch.model_dump_json())
+    assert wire["schema_version"] == 3 and wire["chunks"][0]["locator"] == "slide 3: Results"
+    old = {**wire, "schema_version": 2, "chunks": [{k: v for k, v in wire["chunks"][0].items() if k != "locator"}]}
+    assert m.ChunksParsed.model_validate(old).chunks[0].locator is None
+    hit = HIT.model_copy(update={"locator": "Budget rows 2-40 (A2:C40)"})
+    for model, version, payload in (
+        (m.RerankRequest, 1, {"request": QUERY.model_dump(mode="json"), "candidates": [HIT.model_dump(mode="json")]}),
+        (m.GenerateRequest, 2, {"request": QUERY.model_dump(mode="json"), "hits": [], "abstain": True}),
+        (m.RetrievalEvent, 2, {"request_id": "r1", "seq": 0, "hits": [hit.model_dump(mode="json")]}),
+        (m.CitationEvent, 1, {"request_id": "r1", "seq": 1, "n": 1, "doc_id": "d1", "filename": "a.xlsx", "page": 1,
+                              "bbox": None, "text": "x"}),  # fmt: skip
+    ):
+        assert model.model_validate({**payload, "schema_version": version}).schema_version == version
+        assert model.model_validate(payload).schema_version == version + 1
+    assert m.Hit.model_validate_json(hit.model_dump_json()).locator == "Budget rows 2-40 (A2:C40)"
+
+
 def test_records_and_submissions_written_before_origins_still_validate() -> None:
     """v1 submissions and v2 progress records (no source, path or hash) are still read; the fields go together."""
     old = m.DocumentSubmitted.model_validate_json(

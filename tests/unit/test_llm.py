@@ -285,3 +285,9 @@ async def test_a_malformed_stream_counts_as_a_failure_before_the_first_token() -
                           client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))  # fmt: skip
     items = [item async for item in chain.stream([{"role": "user", "content": "q"}])]
     assert len(items) == 1 and items[0].mid_stream is False and "malformed" in items[0].reason
+
+
+def test_a_source_from_an_office_file_is_named_by_its_locator_not_a_page() -> None:
+    hit = Hit(chunk_id="d-1", doc_id="d", filename="orders.xlsx", page=1, locator="Orders rows 2-9 (A2:E9)",
+              modality="table", text="|Order|Paid|\n|---|---|\n|ORD-1|TRUE|", score=1.0, headings=["Orders"])  # fmt: skip
+    assert format_source(2, hit).startswith("[2] orders.xlsx, Orders rows 2-9 (A2:E9): Table:\n|Order|Paid|")

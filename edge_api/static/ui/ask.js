@@ -8,7 +8,7 @@ import { request } from "./api.js";
 import { answered, asking, conversationForAsk, setupConversations } from "./conversations.js";
 import { renderMarkdown } from "./markdown.js";
 import { readEvents } from "./sse.js";
-import { imageThumbnail, openPage } from "./viewer.js";
+import { imageThumbnail, openPage, where } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const NOT_FOUND = "Not found in your documents.";
@@ -36,7 +36,7 @@ function sourceItem(citation) {
   open.type = "button";
   open.className = "link";
   open.dataset.cite = String(citation.n);
-  open.textContent = `${citation.filename}, page ${citation.page}`;
+  open.textContent = `${citation.filename}, ${where(citation)}`;
   const quote = document.createElement("span");
   quote.className = "muted small quote";
   quote.textContent = citation.text.length > 240 ? `${citation.text.slice(0, 240)}…` : citation.text;

@@ -5,7 +5,7 @@
 
 import { request } from "./api.js";
 import { onDocuments } from "./documents.js";
-import { pageThumbnail } from "./viewer.js";
+import { pageThumbnail, where } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const ALL_MODALITIES = ["text", "table", "image"];
@@ -52,7 +52,8 @@ function hitItem(hit) {
   info.className = "hit-text";
   const meta = document.createElement("p");
   meta.className = "muted small";
-  meta.textContent = `Page ${hit.page} · ${MODALITY_NAMES[hit.modality] || hit.modality} · score ${hit.score.toFixed(3)}`;
+  const place = where(hit);
+  meta.textContent = `${place[0].toUpperCase()}${place.slice(1)} · ${MODALITY_NAMES[hit.modality] || hit.modality} · score ${hit.score.toFixed(3)}`;
   const text = document.createElement("p");
   text.textContent = hit.text.length > 400 ? `${hit.text.slice(0, 400)}…` : hit.text;
   info.append(meta, text);

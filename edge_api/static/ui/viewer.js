@@ -1,6 +1,13 @@
 // Pages with their evidence highlighted: the full-size viewer (a <dialog>) and the small page thumbnails.
 // A bbox is in the page's own units (PDF points, or pixels of an image file; X-Page-Width/Height give the
 // page's size in them), so the highlight is placed in percentages of the page: right at any displayed size.
+// An office file has no page pictures: its hits and citations carry a `locator` ("slide 3: Results", "Budget
+// rows 2-40 (A2:F40)", "section 2: Installation"), shown instead of a page, with the passage's text.
+
+// Where a hit or citation is, in words: its locator, else its page.
+export function where(source) {
+  return source.locator || `page ${source.page}`;
+}
 
 import { imagePath, pagePath, picture } from "./api.js";
 
@@ -52,14 +59,15 @@ export function pageFigure({ url, pageWidth, pageHeight }, bbox, alt) {
 }
 
 // A button showing page `hit.page` of the hit's document small, the hit's region highlighted; opens the viewer.
-// A hit without a bbox is from a text file, which has no page to show: its button says so.
+// A hit without a bbox is from a text file, and one with a locator from an office file: neither has a page to
+// show, so the button says "Text" or where the passage is.
 export function pageThumbnail(hit, width = 220) {
   const button = document.createElement("button");
-  if (!hit.bbox) {
+  if (!hit.bbox || hit.locator) {
     button.type = "button";
     button.className = "thumb text-only";
-    button.textContent = "Text";
-    button.setAttribute("aria-label", `Open the passage from ${hit.filename}`);
+    button.textContent = hit.locator || "Text";
+    button.setAttribute("aria-label", `Open the passage from ${hit.filename}${hit.locator ? `, ${hit.locator}` : ""}`);
     button.addEventListener("click", () => openPage(hit));
     return button;
   }
@@ -80,7 +88,7 @@ export function imageThumbnail(hit, width = 160) {
   button.type = "button";
   button.className = "thumb image-hit";
   const caption = hit.image.caption || hit.text || hit.filename;
-  button.setAttribute("aria-label", `Image from ${hit.filename}, page ${hit.page}: ${caption}`);
+  button.setAttribute("aria-label", `Image from ${hit.filename}, ${where(hit)}: ${caption}`);
   button.addEventListener("click", () => openPage(hit));
   load(imagePath(hit.doc_id, hit.image, deviceWidth(width))).then(
     (pic) => {
@@ -94,17 +102,23 @@ export function imageThumbnail(hit, width = 160) {
   return button;
 }
 
-let current = null; // { doc_id, filename, page, bbox, text, pages }
+let current = null; // { doc_id, filename, page, bbox, locator, text, pages, image }
 
 async function show() {
   const view = $("viewer-page");
   const { doc_id, filename, page } = current;
-  $("viewer-title").textContent = `${filename} — page ${page}`;
+  $("viewer-title").textContent = `${filename} — ${where(current)}`;
   $("viewer-quote").textContent = current.text || "";
   $("viewer-error").textContent = "";
   view.replaceChildren();
-  if (current.textOnly) { // a text file: the quote is all there is to show
+  if (current.textOnly) { // a text or office file: the quote (and a picture's image) is all there is to show
     $("viewer-prev").disabled = $("viewer-next").disabled = true;
+    if (current.image) {
+      load(imagePath(doc_id, current.image, deviceWidth(Math.min(view.clientWidth || 900, 1000)))).then(
+        (pic) => view.replaceChildren(pageFigure(pic, null, current.image.caption || current.text || filename)),
+        (err) => { $("viewer-error").textContent = err.message; },
+      );
+    }
     return;
   }
   view.setAttribute("aria-busy", "true");
@@ -128,8 +142,9 @@ async function show() {
 // Opens the viewer on `source.page` of `source.doc_id`, with `source.bbox` highlighted (if any).
 export function openPage(source) {
   current = {
-    doc_id: source.doc_id, filename: source.filename, page: source.page,
-    bbox: source.bbox || null, text: source.text || "", textOnly: !source.bbox,
+    doc_id: source.doc_id, filename: source.filename, page: source.page, locator: source.locator || null,
+    bbox: source.bbox || null, text: source.text || "", textOnly: !source.bbox || Boolean(source.locator),
+    image: source.image || null,
   };
   const dialog = $("viewer");
   if (!dialog.open) dialog.showModal();
