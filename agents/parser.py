@@ -210,7 +210,8 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 if current.status is not DocumentStatus.QUEUED:
                     return None
                 return current.model_copy(update={"status": DocumentStatus.PARSING, "updated_at": utcnow()})
-            return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename)
+            return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename,
+                                collections=doc.collections, size=doc.size)  # fmt: skip
 
         await progress.update(doc.tenant, doc.doc_id, started)
         if stale:

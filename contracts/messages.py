@@ -21,6 +21,10 @@ SCHEMA_VERSION = 1  # the version of every model that has not needed a second on
 # Ids are used as NATS subject tokens and KV keys, so they are restricted to a safe alphabet.
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Tenant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# A collection (a tag) a document belongs to; a search or a question can be scoped to some (`QueryFilters`).
+# Commas and spaces are excluded so a list travels in one query parameter (`?collection=a,b`).
+CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
+MAX_COLLECTIONS = 20  # per document, and per filter
 MAX_PAGE = 2**31 - 1  # the largest page number a filter may name (an open page range ends here)
 # (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
 BBox = tuple[float, float, float, float]
@@ -37,6 +41,11 @@ Modality = Literal["text", "table", "image"]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_set(values: list[str] | None) -> list[str] | None:
+    """A list read as a set: duplicates dropped, sorted (so equal sets compare, cache and store the same)."""
+    return None if values is None else sorted(set(values))
 
 
 class Message(BaseModel):
@@ -59,8 +68,13 @@ class Message(BaseModel):
 
 
 class DocumentSubmitted(Message):
-    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket."""
+    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket.
 
+    v2: `collections`, the document's collections (tags) as of this submission. Changing them (or re-parsing)
+    is a new submission of the same upload (a new revision), so a replay (re-index) sees the latest ones.
+    v1 messages (no `collections`) stay valid: the stream keeps them forever."""
+
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
     doc_id: Identifier
     tenant: Tenant = "default"
     filename: str = Field(min_length=1, max_length=255)
@@ -68,6 +82,12 @@ class DocumentSubmitted(Message):
     object_name: str = Field(min_length=1, max_length=255)
     size: int = Field(ge=0)
     submitted_at: datetime = Field(default_factory=utcnow)
+    collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
+
+    @field_validator("collections")
+    @classmethod
+    def _collections_as_set(cls, values: list[str]) -> list[str]:
+        return as_set(values) or []
 
     @model_validator(mode="after")
     def _object_under_tenant(self) -> DocumentSubmitted:
@@ -280,9 +300,12 @@ class DocumentProgress(Message):
     when they are read), `batches_total` is known when parsing ends, and the document is `indexed` when every
     batch is. `revision` is the stream sequence of the latest docs.ingest / docs.delete message applied to
     the document: work for an older revision is stale and is dropped.
+
+    v3: `collections` and `size` (copied from the revision's submission) and `warnings` (what parsing noticed
+    but did not fail on, for the user); v2 records (without them) stay readable.
     """
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -298,6 +321,14 @@ class DocumentProgress(Message):
     chunks_indexed: int = 0
     error: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
+    size: int | None = Field(default=None, ge=0, description="bytes of the upload")
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("collections")
+    @classmethod
+    def _collections_as_set(cls, values: list[str]) -> list[str]:
+        return as_set(values) or []
 
     @property
     def finished(self) -> bool:
@@ -469,11 +500,15 @@ class QueryFilters(BaseModel):
         default=None, ge=1, le=MAX_PAGE, strict=True, description="first page (1-based, inclusive)"
     )
     page_to: int | None = Field(default=None, ge=1, le=MAX_PAGE, strict=True, description="last page (inclusive)")
+    collections: list[CollectionName] | None = Field(
+        default=None, min_length=1, max_length=MAX_COLLECTIONS,
+        description="only documents in at least one of these collections",
+    )  # fmt: skip
 
-    @field_validator("doc_ids", "modalities")
+    @field_validator("doc_ids", "modalities", "collections")
     @classmethod
     def _as_set(cls, values: list[str] | None) -> list[str] | None:
-        return None if values is None else sorted(set(values))
+        return as_set(values)
 
     @model_validator(mode="after")
     def _ordered_pages(self) -> QueryFilters:
@@ -510,10 +545,10 @@ class QueryRequest(Message):
 
     There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
     publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
-    beside) its `query` text; a question (mode ask) always has its text.
+    beside) its `query` text; a question (mode ask) always has its text. v5: `filters.collections`.
     """
 
-    schema_version: Literal[4] = 4
+    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]
     request_id: Identifier
     tenant: Tenant
     query: str | None = Field(default=None, min_length=1, max_length=4000)
@@ -686,6 +721,7 @@ __all__ = [
     "BBox",
     "Chunk",
     "ChunksEmbedded",
+    "CollectionName",
     "ChunksParsed",
     "CitationEvent",
     "DeadLetter",

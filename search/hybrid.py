@@ -56,6 +56,7 @@ def search_filter(request: QueryRequest) -> SearchFilter:
         doc_ids=None if f.doc_ids is None else frozenset(f.doc_ids),
         modalities=None if f.modalities is None else frozenset(f.modalities),
         pages=f.pages,
+        collections=None if f.collections is None else frozenset(f.collections),
     )
 
 

@@ -371,6 +371,8 @@ def _search_filter(f: SearchFilter) -> models.Filter:
         must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=sorted(f.doc_ids))))
     if f.modalities is not None:
         must.append(models.FieldCondition(key="modality", match=models.MatchAny(any=sorted(f.modalities))))
+    if f.collections is not None:  # an array field: matches when any of its values is in the set
+        must.append(models.FieldCondition(key="collections", match=models.MatchAny(any=sorted(f.collections))))
     if f.pages is not None:
         must.append(models.FieldCondition(key="page", range=models.Range(gte=f.pages[0], lte=f.pages[1])))
     if f.ids is not None:

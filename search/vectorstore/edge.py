@@ -567,6 +567,8 @@ def _search_filter(f: SearchFilter) -> Filter:
         must.append(FieldCondition("doc_id", match=MatchAny(sorted(f.doc_ids))))
     if f.modalities is not None:
         must.append(FieldCondition("modality", match=MatchAny(sorted(f.modalities))))
+    if f.collections is not None:  # an array field: matches when any of its values is in the set
+        must.append(FieldCondition("collections", match=MatchAny(sorted(f.collections))))
     if f.pages is not None:
         must.append(FieldCondition("page", range=RangeFloat(gte=f.pages[0], lte=f.pages[1])))
     if f.ids is not None:

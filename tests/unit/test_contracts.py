@@ -66,7 +66,7 @@ EXAMPLES: list[BaseModel] = [
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
 def test_round_trip_through_json(example: BaseModel) -> None:
     wire = example.model_dump_json()
-    assert json.loads(wire)["schema_version"] in (1, 2, 3, 4)
+    assert json.loads(wire)["schema_version"] in (1, 2, 3, 4, 5)
     assert type(example).model_validate_json(wire) == example
 
 
@@ -232,3 +232,26 @@ def test_a_batch_cannot_smuggle_chunks_of_another_tenant_or_document() -> None:
     with pytest.raises(ValidationError, match="belongs to t/d2"):
         m.ChunksEmbedded(doc_id="d1", tenant="t", generation=1, revision=1, batch_index=0, model="m",
                          embedded_by="r", chunks=[embedded])  # fmt: skip
+
+
+def test_messages_of_the_previous_versions_still_validate() -> None:
+    """The DOCS stream keeps every submission forever and the progress KV keeps records across releases: a v1
+    submission and a v2 progress record (before collections) read back with no collections; a v4 query too."""
+    old_submission = {"schema_version": 1, "doc_id": "d", "tenant": "t", "filename": "a.pdf",
+                      "content_type": "application/pdf", "object_name": "t/d", "size": 3}  # fmt: skip
+    assert m.DocumentSubmitted.model_validate(old_submission).collections == []
+    old_record = {"schema_version": 2, "doc_id": "d", "tenant": "t", "generation": 1, "revision": 4, "status": "indexed"}
+    record = m.DocumentProgress.model_validate(old_record)
+    assert (record.collections, record.size, record.warnings) == ([], None, [])
+    old_query = {"schema_version": 4, "request_id": "r", "tenant": "t", "query": "why?", "filters": {"doc_ids": ["d"]}}
+    assert m.QueryRequest.model_validate(old_query).filters.collections is None
+
+
+def test_collections_are_sets_of_valid_names() -> None:
+    submitted = m.DocumentSubmitted(doc_id="d", tenant="t", filename="a", content_type="text/plain", object_name="t/d",
+                                    size=1, collections=["b", "a", "b"])  # fmt: skip
+    assert submitted.collections == ["a", "b"]
+    assert m.QueryFilters(collections=["x", "x"]).collections == ["x"]
+    for bad in ([], ["has space"], ["a,b"], ["-lead"], ["x" * 41], [f"c{i}" for i in range(m.MAX_COLLECTIONS + 1)]):
+        with pytest.raises(ValidationError, match="collections"):
+            m.QueryFilters(collections=bad)

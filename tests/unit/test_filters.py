@@ -69,3 +69,12 @@ def test_cli_filters_from_options() -> None:
     for bad in ("", "-", "a-b", "3-5-7", "x"):
         with pytest.raises(ValueError, match="pages must look like"):
             parse_pages(bad)
+
+
+def test_the_collections_filter_becomes_the_vector_store_filter() -> None:
+    from search.hybrid import search_filter
+
+    request = QueryRequest(request_id="r", tenant="t", query="what?", filters=QueryFilters(collections=["b", "a", "b"]))
+    where = search_filter(request)
+    assert where.collections == frozenset({"a", "b"}) and where.tenant == "t"
+    assert search_filter(QueryRequest(request_id="r", tenant="t", query="what?")).collections is None
