@@ -39,6 +39,8 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/ask"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
+    ("PATCH", "/v1/documents/{doc_id}"): "writer",  # its collections (a new revision of the stored upload)
+    ("POST", "/v1/documents/{doc_id}/reparse"): "writer",
     # A re-index re-parses every tenant's documents, becomes what every tenant searches, and its records count
     # every tenant's documents: starting, cancelling and following one is the operator's, not a tenant admin's.
     ("POST", "/v1/reindex"): "operator",

@@ -8,13 +8,15 @@ on the DOCS stream (``Subjects.ingest(tenant, doc_id)``, the source of truth), t
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import nats.errors
@@ -24,13 +26,14 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from bus.kv import current_values
 from bus.objects import UploadTooLarge, put_stream
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish
 from contracts.messages import (
+    MAX_COLLECTIONS,
+    CollectionName,
     ContentType,
     DocumentDeleted,
     DocumentProgress,
@@ -40,7 +43,15 @@ from contracts.messages import (
     Tenant,
     utcnow,
 )
-from contracts.topology import DOCS_STREAM, TOKEN, UPLOADS_BUCKET, Subjects, object_name, progress_key
+from contracts.topology import (
+    DOCS_STREAM,
+    PROGRESS_BUCKET,
+    TOKEN,
+    UPLOADS_BUCKET,
+    Subjects,
+    object_name,
+    progress_key,
+)
 from documents.filetypes import UnsupportedFile, detect_content_type
 from edge_api import quotas
 from edge_api.errors import ApiError, request_id
@@ -58,7 +69,13 @@ PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submiss
 PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
+LIST_MAX_QUERY_CHARS = 200
+LIST_SCAN_TIMEOUT_S = 5.0  # between two records of the watch (bus.kv.current_values waits as long)
+MAX_CURSOR_CHARS = 2048
+SORTS = ("uploaded", "updated", "name", "status", "size")
+DEFAULT_ORDER = {"uploaded": "desc", "updated": "desc", "name": "asc", "status": "asc", "size": "desc"}
 _LIMIT = re.compile(r"^[0-9]{1,4}\Z")
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,%d}\Z" % MAX_CURSOR_CHARS)
 _FILENAME_PARAM = re.compile(r"(?i)(^|;)\s*filename\*?\s*=")
 
 DOC_PATH = "/v1/documents/{doc_id}"
@@ -83,13 +100,17 @@ class DocumentView(_Response):
     chunks_indexed: int = Field(ge=0)
     error: str | None = Field(description="why the document failed, for the user")
     updated_at: datetime
+    collections: list[CollectionName] = Field(description="the collections (tags) the document is in")
+    size: int | None = Field(ge=0, description="bytes of the upload (null for documents stored before 0.x recorded it)")
+    warnings: list[str] = Field(description="what parsing noticed without failing (e.g. a page it could not read)")
 
 
 class DocumentPage(_Response):
-    """One page of the tenant's documents, newest submission first."""
+    """One page of the tenant's documents, in the order asked for."""
 
     documents: list[DocumentView]
-    next_cursor: Identifier | None = Field(description="pass it back as `cursor`; null on the last page")
+    next_cursor: str | None = Field(description="pass it back as `cursor` (with the same `sort` and `order`); null on the last page")
+    total: int = Field(ge=0, description="documents matching the filters, on every page together")
 
 
 class UploadAccepted(_Response):
@@ -100,6 +121,7 @@ class UploadAccepted(_Response):
     filename: str = Field(min_length=1, description="the client's filename without directories (or `upload`)")
     content_type: ContentType = Field(description="read from the file's bytes, not from the client's header")
     size: int = Field(ge=0, description="bytes stored")
+    collections: list[CollectionName] = Field(description="the collections the document was put in")
 
 
 class DeleteAccepted(_Response):
@@ -110,8 +132,10 @@ class DeleteAccepted(_Response):
 
 
 class UploadForm(BaseModel):
-    """`multipart/form-data` with the document in a `file` field (other fields are ignored)."""
+    """`multipart/form-data` with the document in a `file` field; an optional `collections` field (comma-separated
+    names) before it puts the document in those collections (other fields are ignored)."""
 
+    collections: str | None = Field(default=None, description="e.g. `legal,q3-2026`; must come before `file`")
     file: bytes = Field(
         json_schema_extra={"format": "binary", "contentMediaType": "application/octet-stream"},
         description="PDF, PNG, JPEG, WebP, TIFF, UTF-8 .txt or .md; the type is read from the bytes",
@@ -168,22 +192,31 @@ def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
     return DocumentView(
         doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
         status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
-        error=None, updated_at=submitted.submitted_at,
+        error=None, updated_at=submitted.submitted_at, collections=submitted.collections, size=submitted.size,
+        warnings=[],
     )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- upload
 
 
-async def _file_part(request: web.Request) -> BodyPartReader:
+async def _file_part(request: web.Request) -> tuple[BodyPartReader, list[str] | None]:
+    """The `file` part, and the `collections` field if one came before it (None if none did)."""
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the document as multipart/form-data with a 'file' field")
+    collections = None
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 _check_filename(part)
-                return part
+                return part, collections
+            if isinstance(part, BodyPartReader) and part.name == "collections":
+                raw = await part.read_chunk(MAX_COLLECTIONS_FIELD_BYTES + 1)
+                if len(raw) > MAX_COLLECTIONS_FIELD_BYTES or await part.read_chunk(1):
+                    raise collections_error("collections", "is too long")
+                collections = parse_collections(raw.decode("utf-8"), "collections")
+                continue
             await part.release()
     except LineTooLong:  # aiohttp reads a part's header lines up to 8,190 bytes
         raise ApiError(400, "invalid_multipart", "a header line of the 'file' part is over 8,190 bytes (a file name "
@@ -273,10 +306,35 @@ async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, 
         if current is not None:
             return current
         return progress.new(
-            submitted.tenant, submitted.doc_id, revision, DocumentStatus.QUEUED, filename=submitted.filename
-        )
+            submitted.tenant, submitted.doc_id, revision, DocumentStatus.QUEUED, filename=submitted.filename,
+            collections=submitted.collections, size=submitted.size,
+        )  # fmt: skip
 
     await progress.update(submitted.tenant, submitted.doc_id, change)
+
+
+MAX_COLLECTIONS_FIELD_BYTES = 4096
+_COLLECTION_NAMES = TypeAdapter(list[CollectionName])
+
+
+def collections_error(field: str, problem: str) -> ApiError:
+    return ApiError(
+        400, "invalid_query",
+        f"{field} {problem}: a comma-separated list of at most {MAX_COLLECTIONS} collection names, each 1-40 "
+        "letters, digits, '_', '.' or '-' starting with a letter or digit (e.g. 'legal,q3-2026')",
+        field=field,
+    )  # fmt: skip
+
+
+def parse_collections(raw: str, field: str) -> list[str]:
+    """`a,b` -> ["a", "b"] (a set, sorted); empty -> []; an `ApiError` 400 naming `field` for anything invalid."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if len(set(names)) > MAX_COLLECTIONS:
+        raise collections_error(field, f"names {len(set(names))} collections")
+    try:
+        return sorted(set(_COLLECTION_NAMES.validate_python(names)))
+    except ValidationError:
+        raise collections_error(field, "has an invalid name") from None
 
 
 def _too_large(settings: EdgeSettings, tenant: str, used: quotas.Usage | None, max_bytes: int) -> ApiError:
@@ -294,7 +352,13 @@ async def upload_document(request: web.Request) -> Reply:
     used = await quotas.usage(bb, tenant)  # None: no quota set
     bytes_left = quotas.check_before_upload(settings, tenant, used)  # refused here: nothing read, nothing stored
     max_bytes = settings.max_upload_bytes if bytes_left is None else min(settings.max_upload_bytes, bytes_left)
-    part = await _file_part(request)
+    from_query = request.query.get("collections")
+    collections = parse_collections(from_query, "collections") if from_query is not None else None
+    part, from_form = await _file_part(request)
+    if from_form is not None:
+        if collections is not None and collections != from_form:
+            raise collections_error("collections", "is given twice (query and form) with different names")
+        collections = from_form
     filename = _clean_filename(part.filename)
     head = bytearray()
     try:
@@ -326,6 +390,7 @@ async def upload_document(request: web.Request) -> Reply:
     submitted = DocumentSubmitted(
         doc_id=doc_id, tenant=tenant, filename=filename, object_name=name, size=info.size or 0,
         content_type=content_type,  # type: ignore[arg-type] - detect_content_type returns a supported type
+        collections=collections or [],
     )  # fmt: skip
     ack = await _publish_submission(js, submitted)
     revision = ack.seq if ack is not None else await _confirm_submission(js, submitted, info, request_id(request))
@@ -336,7 +401,8 @@ async def upload_document(request: web.Request) -> Reply:
     except Exception as err:  # noqa: BLE001
         log.warning("request %s: queued record of %s not written: %r", request_id(request), doc_id, err)
     accepted = UploadAccepted(
-        doc_id=doc_id, status="queued", filename=filename, content_type=content_type, size=submitted.size
+        doc_id=doc_id, status="queued", filename=filename, content_type=content_type, size=submitted.size,
+        collections=submitted.collections,
     )
     return Reply(accepted, status=202)
 
@@ -366,50 +432,189 @@ async def document_status(request: web.Request) -> DocumentView:
     return _queued_view(submitted)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STATUS_ORDER = {status.value: i for i, status in enumerate(DocumentStatus)}  # queued .. failed: the pipeline's order
+SortKey = tuple[int | str, str]
+TEXT_SORTS = ("uploaded", "name")  # the sorts whose first key is text (the others' is an integer)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+# Each sort's key of a record, ascending; the doc id last, so no two documents tie and a cursor is a position.
+SORT_KEYS: dict[str, Callable[[DocumentProgress], SortKey]] = {
+    "uploaded": lambda r: (r.doc_id, r.doc_id),  # ids start with their submission time (`new_doc_id`)
+    "updated": lambda r: (_micros(r.updated_at), r.doc_id),
+    "name": lambda r: ((r.filename or "").casefold(), r.doc_id),
+    "status": lambda r: (_STATUS_ORDER[r.status.value], r.doc_id),
+    "size": lambda r: (-1 if r.size is None else r.size, r.doc_id),
+}
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """What `GET /v1/documents` asks for: filters, order, page size and position."""
+
+    limit: int
+    sort: str
+    descending: bool
+    after: SortKey | None  # the cursor: the last document of the previous page
+    text: str | None  # a case-folded substring of the filename
+    statuses: frozenset[str] | None
+    collections: frozenset[str] | None
+
+    def matches(self, r: DocumentProgress) -> bool:
+        return (
+            r.status is not DocumentStatus.DELETED
+            and (self.statuses is None or r.status.value in self.statuses)
+            and (self.collections is None or not self.collections.isdisjoint(r.collections))
+            and (self.text is None or self.text in (r.filename or "").casefold())
+        )
+
+    def after_cursor(self, key: SortKey) -> bool:
+        if self.after is None:
+            return True
+        return key < self.after if self.descending else key > self.after
+
+    def cursor(self, key: SortKey) -> str:
+        raw = json.dumps([self.sort, "desc" if self.descending else "asc", *key], separators=(",", ":"), ensure_ascii=False)
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _bad_query(field: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_query", message, field=field)
+
+
 def _list_limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(LIST_DEFAULT_LIMIT))
     if not _LIMIT.match(raw) or not 1 <= int(raw) <= LIST_MAX_LIMIT:
-        raise ApiError(400, "invalid_query", f"limit must be an integer from 1 to {LIST_MAX_LIMIT}", field="limit")
+        raise _bad_query("limit", f"limit must be an integer from 1 to {LIST_MAX_LIMIT}")
     return int(raw)
 
 
-def _list_cursor(request: web.Request) -> str | None:
-    cursor = request.query.get("cursor")
-    if cursor is not None and not TOKEN.match(cursor):
-        raise ApiError(400, "invalid_query", "cursor must be a next_cursor value from a previous page", field="cursor")
-    return cursor
+def _decode_cursor(raw: str, sort: str, order: str) -> SortKey:
+    invalid = _bad_query("cursor", "cursor must be a next_cursor value from a previous page (start again without one)")
+    if not _CURSOR.match(raw):
+        raise invalid
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        raise invalid from None
+    if not (isinstance(decoded, list) and len(decoded) == 4 and all(isinstance(v, (str, int)) for v in decoded)):
+        raise invalid
+    c_sort, c_order, first, doc_id = decoded
+    if (c_sort, c_order) != (sort, order):
+        raise _bad_query("cursor", f"this cursor continues a list sorted by {c_sort} {c_order}, not {sort} {order}: "
+                         "send the same sort and order with it, or start again without a cursor")  # fmt: skip
+    if not isinstance(doc_id, str) or isinstance(first, bool) or isinstance(first, str) != (sort in TEXT_SORTS):
+        raise invalid
+    return (first, doc_id)
 
 
-async def _tenant_documents(bb: Backbone, tenant: str) -> list[DocumentProgress]:
-    """Every progress record of the tenant in the serving generation, via a watch on ``g<gen>.<tenant>.*``.
+def _choice(request: web.Request, field: str, allowed: tuple[str, ...], default: str) -> str:
+    value = request.query.get(field, default)
+    if value not in allowed:
+        raise _bad_query(field, f"{field} must be one of {', '.join(allowed)}")
+    return value
 
-    (Not ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of every tenant.)
+
+def list_query(request: web.Request) -> ListQuery:
+    """The query parameters of the list, each checked (a bad one is a 400 naming it)."""
+    limit = _list_limit(request)
+    sort = _choice(request, "sort", SORTS, "uploaded")
+    order = _choice(request, "order", ("asc", "desc"), DEFAULT_ORDER[sort])
+    raw_cursor = request.query.get("cursor")
+    after = _decode_cursor(raw_cursor, sort, order) if raw_cursor is not None else None
+    text = request.query.get("q", "").strip()
+    if len(text) > LIST_MAX_QUERY_CHARS:
+        raise _bad_query("q", f"q (a part of the filename) must be at most {LIST_MAX_QUERY_CHARS} characters")
+    statuses = None
+    if raw := request.query.get("status"):
+        statuses = frozenset(s.strip() for s in raw.split(",") if s.strip())
+        public = [s.value for s in DocumentStatus if s is not DocumentStatus.DELETED]
+        if not statuses or not statuses <= set(public):
+            raise _bad_query("status", f"status must be a comma-separated list of {', '.join(public)}")
+    collections = None
+    if (raw := request.query.get("collection")) is not None:
+        collections = frozenset(parse_collections(raw, "collection")) or None
+    return ListQuery(limit, sort, order == "desc", after, text.casefold() or None, statuses, collections)
+
+
+async def tenant_records(bb: Backbone, tenant: str) -> AsyncIterator[tuple[str, DocumentProgress]]:
+    """(key, record) of every progress record of the tenant in the serving generation, one at a time (the caller
+    keeps what it needs), from a KV watch on ``g<gen>.<tenant>.*`` (not ``kv.keys(filters=...)``: nats-py filters
+    those client-side, over every key of every tenant).
+
+    The scan ends at the entry after which nothing is pending (`delta` 0), not at the watch's "initial values
+    done" marker: nats-py can put that marker first when the server has pushed every value before the watch
+    asked how many were pending, and the values then follow it (seen here: a page cut short at random). A marker
+    before any value is confirmed by asking the stream whether the tenant has any key at all.
     """
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
-    records = []
-    for key, value in await current_values(kv, pattern):
-        try:
-            records.append(DocumentProgress.model_validate_json(value))
-        except ValueError:
-            log.warning("progress record %s is not readable; skipped in the list", key)
-    return records
+    watcher = await kv.watch(pattern)  # deletes too: whatever the last entry is, its delta is 0
+    seen = 0
+    try:
+        while True:
+            entry = await watcher.updates(timeout=LIST_SCAN_TIMEOUT_S)
+            if entry is None:
+                if seen == 0 and not await _any_key(bb, pattern):
+                    return
+                continue
+            seen += 1
+            if entry.value and entry.operation is None:
+                try:
+                    yield entry.key, DocumentProgress.model_validate_json(entry.value)
+                except ValueError:
+                    log.warning("progress record %s is not readable; skipped in the list", entry.key)
+            if entry.delta == 0:
+                return
+    finally:
+        await watcher.stop()
+
+
+async def _any_key(bb: Backbone, pattern: str) -> bool:
+    info = await bb.jetstream().stream_info(f"KV_{PROGRESS_BUCKET}", subjects_filter=f"$KV.{PROGRESS_BUCKET}.{pattern}")
+    return bool(info.state.subjects)
+
+
+async def select_documents(bb: Backbone, tenant: str, q: ListQuery) -> DocumentPage:
+    """One page of the tenant's documents, reading every progress record of the tenant once.
+
+    Cost per request: time linear in the tenant's documents (one KV watch; see `bench/doclist.py`); memory
+    bounded by the page, not the tenant: at most 2 x (limit + 1) candidate records are kept (sorted and cut
+    whenever that fills), plus one small entry per document (its key and whether it matched) to count the total
+    and to replace a record the watch delivers twice.
+    """
+    key_of = SORT_KEYS[q.sort]
+    keep = q.limit + 1
+    matched: dict[str, bool] = {}
+    candidates: dict[str, tuple[SortKey, DocumentProgress]] = {}
+
+    def cut() -> None:
+        best = sorted(candidates.items(), key=lambda item: item[1][0], reverse=q.descending)[:keep]
+        candidates.clear()
+        candidates.update(best)
+
+    async for key, record in tenant_records(bb, tenant):
+        candidates.pop(key, None)  # a newer value of a key already seen replaces it
+        matched[key] = q.matches(record)
+        if matched[key] and q.after_cursor(sort_key := key_of(record)):
+            candidates[key] = (sort_key, record)
+            if len(candidates) >= 2 * keep:
+                cut()
+    cut()
+    page = [record for _, (_, record) in list(candidates.items())[: q.limit]]
+    more = len(candidates) > q.limit
+    next_cursor = q.cursor(key_of(page[-1])) if more and page else None
+    return DocumentPage(documents=[public_view(r) for r in page], next_cursor=next_cursor, total=sum(matched.values()))
 
 
 async def list_documents(request: web.Request) -> DocumentPage:
-    """Newest submission first (doc ids start with their submission time); ``next_cursor`` is the last id."""
     bb = backbone(request)
     bb.jetstream()
-    limit, cursor = _list_limit(request), _list_cursor(request)
-    records = await _tenant_documents(bb, tenant_of(request))
-    visible = sorted(
-        (r for r in records if r.status != DocumentStatus.DELETED and (cursor is None or r.doc_id < cursor)),
-        key=lambda r: r.doc_id,
-        reverse=True,
-    )
-    page = visible[:limit]
-    next_cursor = page[-1].doc_id if len(visible) > limit else None
-    return DocumentPage(documents=[public_view(r) for r in page], next_cursor=next_cursor)
+    return await select_documents(bb, tenant_of(request), list_query(request))
 
 
 async def delete_document(request: web.Request) -> Reply:
@@ -460,11 +665,19 @@ OPERATIONS = (
         description="The bytes are stored, then the submission is queued; the document is parsed, embedded and "
         "indexed in the background. Uploads larger than `MMRAG_MAX_UPLOAD_BYTES` are 413.",
         request={"multipart/form-data": UploadForm},
+        parameters=(
+            {
+                "name": "collections", "in": "query", "required": False,
+                "description": "put the document in these collections (comma-separated; or a `collections` "
+                "form field before `file`)",
+                "schema": {"type": "string"},
+            },
+        ),
         responses={
             202: Json("accepted and queued", UploadAccepted),
             400: Err(
-                "`empty_file`, `missing_field` (no `file` field) or `invalid_multipart` (a malformed body, "
-                "or a filename that is not UTF-8)"
+                "`empty_file`, `missing_field` (no `file` field), `invalid_multipart` (a malformed body, "
+                "or a filename that is not UTF-8) or `invalid_query` (`collections` is not a list of valid names)"
             ),
             413: Err(
                 "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
@@ -484,8 +697,13 @@ OPERATIONS = (
         },
     ),
     Operation(
-        "GET", "/v1/documents", list_documents, "listDocuments", "documents", "List documents, newest first",
-        role="reader",
+        "GET", "/v1/documents", list_documents, "listDocuments", "documents",
+        "List documents: search, filter, sort, page", role="reader",
+        description="Every document of the caller's tenant that matches the filters, `limit` at a time, in the "
+        "order asked for; `next_cursor` continues after the last one (a position, stable while documents "
+        "change: none is shown twice or skipped unless it changed its place meanwhile), `total` counts them "
+        "all. Each request reads every progress record of the tenant (time linear in its documents) and keeps "
+        "at most 2 x (`limit` + 1) of them in memory.",
         parameters=(
             {
                 "name": "limit", "in": "query", "required": False, "description": "page size",
@@ -493,13 +711,42 @@ OPERATIONS = (
             },
             {
                 "name": "cursor", "in": "query", "required": False,
-                "description": "the `next_cursor` of the previous page",
-                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+                "description": "the `next_cursor` of the previous page (with the same `sort` and `order`)",
+                "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_CURSOR_CHARS}}}$"},
+            },
+            {
+                "name": "sort", "in": "query", "required": False,
+                "description": "`uploaded` (submission time), `updated` (last change), `name` (filename, "
+                "case-insensitive), `status` (pipeline order: queued .. indexed, failed) or `size` (bytes)",
+                "schema": {"type": "string", "enum": list(SORTS), "default": "uploaded"},
+            },
+            {
+                "name": "order", "in": "query", "required": False,
+                "description": "default: `desc` for uploaded, updated and size (newest, largest first), `asc` for "
+                "name and status",
+                "schema": {"type": "string", "enum": ["asc", "desc"]},
+            },
+            {
+                "name": "q", "in": "query", "required": False,
+                "description": "only documents whose filename contains this (case-insensitive)",
+                "schema": {"type": "string", "maxLength": LIST_MAX_QUERY_CHARS},
+            },
+            {
+                "name": "status", "in": "query", "required": False,
+                "description": "only documents in one of these statuses (comma-separated, e.g. `failed` or "
+                "`queued,parsing`)",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "collection", "in": "query", "required": False,
+                "description": "only documents in at least one of these collections (comma-separated)",
+                "schema": {"type": "string"},
             },
         ),
         responses={
             200: Json("one page", DocumentPage),
-            400: Err("`invalid_query`: `field` names the bad parameter (`limit` or `cursor`)"),
+            400: Err("`invalid_query`: `field` names the bad parameter (`limit`, `cursor`, `sort`, `order`, `q`, "
+                     "`status` or `collection`)"),
             503: ERR_503,
         },
     ),
