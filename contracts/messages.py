@@ -301,7 +301,7 @@ class DocumentProgress(Message):
     batch is. `revision` is the stream sequence of the latest docs.ingest / docs.delete message applied to
     the document: work for an older revision is stale and is dropped.
 
-    v3: `collections` and `size` (copied from the revision's submission) and `warnings` (what parsing noticed
+    v3: `collections`, `size` and `content_type` (copied from the revision's submission) and `warnings` (what parsing noticed
     but did not fail on, for the user); v2 records (without them) stay readable.
     """
 
@@ -323,6 +323,7 @@ class DocumentProgress(Message):
     updated_at: datetime = Field(default_factory=utcnow)
     collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
     size: int | None = Field(default=None, ge=0, description="bytes of the upload")
+    content_type: ContentType | None = Field(default=None, description="what the upload is (read from its bytes)")
     warnings: list[str] = Field(default_factory=list)
 
     @field_validator("collections")

@@ -140,12 +140,15 @@ def parse_pages(text: str) -> tuple[int | None, int | None]:
 
 
 def filters(
-    *, doc_ids: list[str] | None = None, modalities: list[str] | None = None, pages: str | None = None
+    *, doc_ids: list[str] | None = None, modalities: list[str] | None = None, pages: str | None = None,
+    collections: list[str] | None = None,
 ) -> dict[str, Any]:
     """The `filters` object of a search or ask body; only what is given (an empty dict restricts nothing)."""
     out: dict[str, Any] = {}
     if doc_ids:
         out["doc_ids"] = list(doc_ids)
+    if collections:
+        out["collections"] = list(collections)
     if modalities:
         out["modalities"] = list(modalities)
     if pages:
@@ -185,11 +188,14 @@ async def search_image(
         return (await _request(http, "POST", "/v1/search", data=data, files={"image": (image.name, f, ctype)}))["hits"]
 
 
-async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
-    """GET /v1/documents, following `next_cursor` to the end."""
+async def documents(
+    http: httpx.AsyncClient, *, limit: int = 100, **query: str
+) -> AsyncIterator[dict[str, Any]]:
+    """GET /v1/documents, following `next_cursor` to the end; `query`: its other parameters (`q`, `sort`, `order`,
+    `status`, `collection`)."""
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {"limit": limit, **query}
         if cursor:
             params["cursor"] = cursor
         page = await _request(http, "GET", "/v1/documents", params=params)
@@ -198,6 +204,16 @@ async def documents(http: httpx.AsyncClient, *, limit: int = 100) -> AsyncIterat
         cursor = page.get("next_cursor")
         if not cursor:
             return
+
+
+async def collections(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """GET /v1/collections: `[{"name", "documents"}]`, by name."""
+    return (await _request(http, "GET", "/v1/collections"))["collections"]
+
+
+async def set_collections(http: httpx.AsyncClient, doc_id: str, names: list[str]) -> dict[str, Any]:
+    """PATCH /v1/documents/{doc_id}: the document's collections from now on (a new revision unless unchanged)."""
+    return await _request(http, "PATCH", f"/v1/documents/{doc_id}", json={"collections": names})
 
 
 async def delete(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:

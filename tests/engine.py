@@ -276,4 +276,4 @@ async def sse_events(session: aiohttp.ClientSession | None, url: str, body: dict
 
     auth = session.headers.get("Authorization", "") if session is not None else ""
     async with client(url, api_key=auth.removeprefix("Bearer ") or None) as http:
-        return [e async for e in ask_events(http, body["question"], body.get("top_k", 5))]
+        return [e async for e in ask_events(http, body["question"], body.get("top_k", 5), body.get("filters"))]

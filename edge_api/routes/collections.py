@@ -105,7 +105,7 @@ async def resubmit(request: web.Request, collections: list[str] | None) -> Reply
         if record is not None and record.revision >= ack.seq:
             return None  # a newer submission or a delete is already applied
         return store.new(tenant, doc_id, ack.seq, DocumentStatus.QUEUED, filename=again.filename,
-                         collections=again.collections, size=again.size)  # fmt: skip
+                         collections=again.collections, size=again.size, content_type=again.content_type)  # fmt: skip
 
     state = await store.update(tenant, doc_id, queued)
     if state is None or state.status is DocumentStatus.DELETED:

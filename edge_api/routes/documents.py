@@ -101,7 +101,8 @@ class DocumentView(_Response):
     error: str | None = Field(description="why the document failed, for the user")
     updated_at: datetime
     collections: list[CollectionName] = Field(description="the collections (tags) the document is in")
-    size: int | None = Field(ge=0, description="bytes of the upload (null for documents stored before 0.x recorded it)")
+    size: int | None = Field(ge=0, description="bytes of the upload (null for a document stored before sizes were recorded)")
+    content_type: ContentType | None = Field(description="what the upload is, read from its bytes (null: as for size)")
     warnings: list[str] = Field(description="what parsing noticed without failing (e.g. a page it could not read)")
 
 
@@ -193,7 +194,7 @@ def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
         doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
         status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
         error=None, updated_at=submitted.submitted_at, collections=submitted.collections, size=submitted.size,
-        warnings=[],
+        content_type=submitted.content_type, warnings=[],
     )  # fmt: skip
 
 
@@ -307,7 +308,7 @@ async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, 
             return current
         return progress.new(
             submitted.tenant, submitted.doc_id, revision, DocumentStatus.QUEUED, filename=submitted.filename,
-            collections=submitted.collections, size=submitted.size,
+            collections=submitted.collections, size=submitted.size, content_type=submitted.content_type,
         )  # fmt: skip
 
     await progress.update(submitted.tenant, submitted.doc_id, change)

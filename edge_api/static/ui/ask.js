@@ -3,6 +3,7 @@
 // as thumbnails, `reset` discards the text so far, `done` with `abstained` says "not found", `error` says why.
 
 import { request } from "./api.js";
+import { withCollections } from "./collections.js";
 import { renderMarkdown } from "./markdown.js";
 import { readEvents } from "./sse.js";
 import { imageThumbnail, openPage } from "./viewer.js";
@@ -58,8 +59,10 @@ async function ask(question) {
   status.textContent = "Searching your documents…";
   $("ask-button").disabled = true;
   try {
+    const filters = withCollections("ask"); // the collections chosen under the question, if any
     const response = await request("/v1/ask", {
-      method: "POST", json: { question }, signal: controller.signal, accept: "text/event-stream",
+      method: "POST", json: filters ? { question, filters } : { question }, signal: controller.signal,
+      accept: "text/event-stream",
     });
     for await (const { event, data } of readEvents(response)) {
       const body = JSON.parse(data);

@@ -1,8 +1,11 @@
 // Start-up: GET /v1/session says who we are. With auth off it answers at once (no sign-in); with auth on and
 // no valid key it is a 401, and the sign-in form asks for a key (kept in sessionStorage for this tab).
+// The question box comes first (in the page and in the Tab order) and has the focus once the app shows; the
+// documents follow it; #/documents/<doc_id> shows one document's page instead (docpage.js).
 
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
+import { route, setDocRole, setupDocPage } from "./docpage.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
 import { setupSearch } from "./search.js";
 import { setupViewer } from "./viewer.js";
@@ -13,6 +16,7 @@ let started = false;
 function showSignIn(message = "") {
   $("boot").hidden = true;
   $("app").hidden = true;
+  $("doc-page").hidden = true;
   $("who").hidden = true;
   $("sign-out").hidden = true;
   $("sign-in").hidden = false;
@@ -23,13 +27,13 @@ function showSignIn(message = "") {
 function start(session) {
   $("boot").hidden = true;
   $("sign-in").hidden = true;
-  $("app").hidden = false;
   $("who").hidden = false;
   $("who").textContent = session.auth === "on"
     ? `Tenant ${session.tenant} · ${session.role}`
     : `Local mode · tenant ${session.tenant}`;
   $("sign-out").hidden = session.auth !== "on";
   setRole(session);
+  setDocRole(session);
   if (!started) {
     started = true;
     setupDocuments();
@@ -37,7 +41,10 @@ function start(session) {
     setupSearch();
     setupViewer();
     setupTabs();
+    setupDocPage();
   }
+  route(); // the app, or the document page the address names
+  if (!$("app").hidden) $("question").focus({ preventScroll: true });
   refresh();
 }
 
@@ -88,7 +95,8 @@ $("sign-in-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => {
   auth.key = null;
-  for (const id of ["answer", "sources", "answer-images", "results", "doc-list", "upload-messages"]) {
+  for (const id of ["answer", "sources", "answer-images", "results", "doc-list", "upload-messages", "doc-pages",
+    "doc-passages"]) {
     $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
   }
   $("answer-area").hidden = true;
@@ -96,7 +104,7 @@ $("sign-out").addEventListener("click", () => {
 });
 
 auth.onUnauthorized = (err) => {
-  if (!$("app").hidden) {
+  if (!$("app").hidden || !$("doc-page").hidden) {
     auth.key = null;
     showSignIn(`Signed out: ${err.message}`);
   }

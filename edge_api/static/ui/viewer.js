@@ -74,6 +74,22 @@ export function pageThumbnail(hit, width = 220) {
   return button;
 }
 
+// Page `page` of a document, small and without highlight (the document page's thumbnails); opens the viewer.
+export function plainPageThumbnail(doc, page, width = 160) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "thumb";
+  button.dataset.page = String(page);
+  button.setAttribute("aria-label", `Open page ${page} of ${doc.filename}`);
+  const source = { doc_id: doc.doc_id, filename: doc.filename, page, textOnly: false };
+  button.addEventListener("click", () => openPage(source));
+  load(pagePath(doc.doc_id, page, deviceWidth(width))).then(
+    (pic) => button.append(pageFigure(pic, null, `Page ${page} of ${doc.filename}`)),
+    (err) => { button.textContent = `Page ${page}: ${err.message}`; },
+  );
+  return button;
+}
+
 // The image an image hit is about, small (the image itself, not its page).
 export function imageThumbnail(hit, width = 160) {
   const button = document.createElement("button");
@@ -129,7 +145,7 @@ async function show() {
 export function openPage(source) {
   current = {
     doc_id: source.doc_id, filename: source.filename, page: source.page,
-    bbox: source.bbox || null, text: source.text || "", textOnly: !source.bbox,
+    bbox: source.bbox || null, text: source.text || "", textOnly: source.textOnly ?? !source.bbox,
   };
   const dialog = $("viewer");
   if (!dialog.open) dialog.showModal();
