@@ -186,7 +186,9 @@ async def test_collections_at_upload_then_changed_and_reparsed_as_new_revisions(
     first_seq, submitted = await last_submission(edge, ACME, doc_id)
     assert submitted.collections == ["manuals", "pumps"]
     status, view, _ = await edge.call("GET", f"/v1/documents/{doc_id}", "acme_reader")
-    assert (view["collections"], view["size"], view["warnings"]) == (["manuals", "pumps"], 42, [])
+    assert (view["collections"], view["size"], view["content_type"], view["warnings"]) == (
+        ["manuals", "pumps"], 42, "text/plain", []
+    )
     status, form_accepted = await upload(edge, "acme_admin", form_collections="manuals")
     assert status == 202 and form_accepted["collections"] == ["manuals"]
     status, body = await upload(edge, "acme_admin", "?collections=a", form_collections="b")

@@ -242,7 +242,7 @@ def test_messages_of_the_previous_versions_still_validate() -> None:
     assert m.DocumentSubmitted.model_validate(old_submission).collections == []
     old_record = {"schema_version": 2, "doc_id": "d", "tenant": "t", "generation": 1, "revision": 4, "status": "indexed"}
     record = m.DocumentProgress.model_validate(old_record)
-    assert (record.collections, record.size, record.warnings) == ([], None, [])
+    assert (record.collections, record.size, record.content_type, record.warnings) == ([], None, None, [])
     old_query = {"schema_version": 4, "request_id": "r", "tenant": "t", "query": "why?", "filters": {"doc_ids": ["d"]}}
     assert m.QueryRequest.model_validate(old_query).filters.collections is None
 
