@@ -232,3 +232,16 @@ async def test_collections_at_upload_then_changed_and_reparsed_as_new_revisions(
     ):
         status, body, _ = await edge.call(method, path, "acme_admin", **kwargs)
         assert status == 404, body
+
+
+async def test_warnings_of_the_progress_record_are_shown(edge: Edge) -> None:
+    """What parsing noticed without failing (the progress record's `warnings`) reaches the document view and the list."""
+    store = ProgressStore(await edge.nc.jetstream().key_value(PROGRESS_BUCKET), IndexGeneration(1))
+    doc_id = "0" * 12 + "ab" * 10
+    record = store.new(ACME, doc_id, 1, DocumentStatus.INDEXED, filename="scan.pdf",
+                       warnings=["page 3: no text layer and OCR read nothing"])  # fmt: skip
+    await store.update(ACME, doc_id, lambda _: record)
+    status, view, _ = await edge.call("GET", f"/v1/documents/{doc_id}", "acme_reader")
+    assert status == 200 and view["warnings"] == ["page 3: no text layer and OCR read nothing"], view
+    status, page, _ = await edge.call("GET", "/v1/documents", "acme_reader")
+    assert page["documents"][0]["warnings"] == view["warnings"]

@@ -89,6 +89,13 @@ function row(doc) {
     text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`;
     li.append(text);
   }
+  if (doc.warnings?.length) {
+    const warned = document.createElement("a");
+    warned.className = "small warned";
+    warned.href = `#/documents/${encodeURIComponent(doc.doc_id)}`;
+    warned.textContent = `${doc.warnings.length} warning${doc.warnings.length === 1 ? "" : "s"}`;
+    li.append(warned);
+  }
   if (doc.error) {
     const error = document.createElement("p");
     error.className = "error small";
