@@ -25,6 +25,8 @@ let pageIndex = 0;
 let nextCursor = null;
 let following = false;
 let lastUnseen = 0;
+let latest = 0; // the number of the last list request sent
+let latestCollections = 0;
 const UNSEEN_MS = 2000;
 
 // Calls `fn(documents)` after every refresh of the list (the search filter lists the documents).
@@ -220,8 +222,10 @@ function restart() {
 }
 
 async function loadCollections() {
+  const mine = ++latestCollections;
   try {
-    showCollections((await getJSON("/v1/collections")).collections);
+    const list = (await getJSON("/v1/collections")).collections;
+    if (mine === latestCollections) showCollections(list);
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) $("docs-error").textContent = `Collections: ${err.message}`;
   }
@@ -230,8 +234,10 @@ async function loadCollections() {
 export async function refresh({ collections = true } = {}) {
   clearTimeout(timer);
   if (collections) loadCollections();
+  const mine = ++latest; // answers can come back out of order: only the latest request's is shown
   try {
     const page = await getJSON(listPath());
+    if (mine !== latest) return;
     documents = page.documents;
     total = page.total;
     nextCursor = page.next_cursor;
@@ -241,6 +247,7 @@ export async function refresh({ collections = true } = {}) {
     }
     $("docs-error").textContent = "";
   } catch (err) {
+    if (mine !== latest) return;
     if (err instanceof ApiError && err.status === 401) return; // signed out: the sign-in form is shown
     $("docs-error").textContent = `The document list could not be loaded: ${err.message}`;
     timer = setTimeout(refresh, POLL_MS * 5);
