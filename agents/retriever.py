@@ -17,6 +17,9 @@ fusion. An image query without text searches with the text OCR reads in the imag
 
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
+
+Browse (mode `browse`, the document page's passages): the chunks of one document's page range, read from the
+store in document order and sent straight to the answer subject as `results` (nothing to rank or rerank).
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError
 from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
-from contracts.messages import QueryRequest, RerankRequest
+from contracts.messages import QueryMode, QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.graph import GraphQuery, ServingGraph
-from search.hybrid import hybrid_search, search_filter, to_hit
+from search.hybrid import browse_chunks, hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
 
 
@@ -80,6 +83,12 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
                              weight=s.graph_weight)  # fmt: skip
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
+        for d in deliveries:
+            if d.payload.mode is QueryMode.BROWSE:
+                await self._browse(d.payload)
+        deliveries = [d for d in deliveries if d.payload.mode is not QueryMode.BROWSE]
+        if not deliveries:
+            return
         embedder = self._ctx.shared.embedder
         requests = [d.payload for d in deliveries]
         assert self._cross_modal is not None
@@ -110,6 +119,10 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
                          d.trace_headers)
             )  # fmt: skip
         await publish_all(self._ctx.js, out)
+
+    async def _browse(self, request: QueryRequest) -> None:
+        hits = await self._ctx.shared.in_store(browse_chunks, self._ctx.settings.collection, search_filter(request))
+        await AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id).results(hits)
 
     async def on_give_up(self, delivery: Delivery[QueryRequest], reason: str) -> None:
         request = delivery.payload

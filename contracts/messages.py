@@ -528,6 +528,9 @@ class QueryFilters(BaseModel):
 class QueryMode(StrEnum):
     ASK = "ask"  # retrieve -> rerank -> generate, events streamed to answer.<tenant>.<request_id>
     SEARCH = "search"  # retrieve -> rerank, ranked hits sent to answer.<tenant>.<request_id>
+    # The chunks of one document's page range, in document order, sent by the retriever as `results` (no ranking,
+    # no query text): the document page's passages.
+    BROWSE = "browse"
 
 
 class QueryImage(BaseModel):
@@ -546,7 +549,8 @@ class QueryRequest(Message):
 
     There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
     publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
-    beside) its `query` text; a question (mode ask) always has its text. v5: `filters.collections`.
+    beside) its `query` text; a question (mode ask) always has its text. v5: `filters.collections`, and mode
+    `browse` (one document's page range, no text).
     """
 
     schema_version: Literal[4, 5] = 5  # type: ignore[assignment]
@@ -570,6 +574,11 @@ class QueryRequest(Message):
 
     @model_validator(mode="after")
     def _text_or_image(self) -> QueryRequest:
+        if self.mode is QueryMode.BROWSE:
+            f = self.filters
+            if self.image is not None or f.doc_ids is None or len(f.doc_ids) != 1 or f.pages is None:
+                raise ValueError("a browse names one document (filters.doc_ids) and a page range, and no image")
+            return self
         if self.query is None and self.image is None:
             raise ValueError("a request needs query text, an image, or both")
         if self.image is not None and self.mode is not QueryMode.SEARCH:

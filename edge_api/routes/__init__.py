@@ -4,12 +4,24 @@
 from __future__ import annotations
 
 from edge_api.operations import Operation
-from edge_api.routes import api_reference, collections, documents, health, pages, progress, queries, reindex, ui
+from edge_api.routes import (
+    api_reference,
+    collections,
+    documents,
+    health,
+    pages,
+    passages,
+    progress,
+    queries,
+    reindex,
+    ui,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
     *documents.OPERATIONS,
     *collections.OPERATIONS,
+    *passages.OPERATIONS,
     *queries.OPERATIONS,
     *progress.OPERATIONS,
     *pages.OPERATIONS,

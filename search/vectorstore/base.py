@@ -499,11 +499,13 @@ class VectorStore(Protocol):
         doc_id: str | None = None,
         limit: int = 100,
         offset: str | None = None,
+        pages: tuple[int, int] | None = None,
     ) -> tuple[list[VectorRecord], str | None]:
         """One page of matching points in a stable order (by id), and the offset of the next page or ``None``.
 
         Pass the returned offset back to get the next page; pages cover every
-        matching point exactly once if nothing is written meanwhile.
+        matching point exactly once if nothing is written meanwhile. ``pages``: only
+        points whose page is in this inclusive range (a document page's chunks).
         """
         ...
 

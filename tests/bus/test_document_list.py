@@ -245,3 +245,13 @@ async def test_warnings_of_the_progress_record_are_shown(edge: Edge) -> None:
     assert status == 200 and view["warnings"] == ["page 3: no text layer and OCR read nothing"], view
     status, page, _ = await edge.call("GET", "/v1/documents", "acme_reader")
     assert page["documents"][0]["warnings"] == view["warnings"]
+
+
+async def test_passages_are_asked_of_this_tenants_documents_only(edge: Edge) -> None:
+    """The checks before a browse query is published (the answer comes from the retriever: tests/e2e)."""
+    beta = await seed(edge, BETA, 1)
+    for query, field in (("page=0", "page"), ("page=x", "page"), ("pages=11", "pages"), ("pages=0", "pages")):
+        status, body, _ = await edge.call("GET", f"/v1/documents/{beta[0]['doc_id']}/passages?{query}", "beta_admin")
+        assert status == 400 and body["error"]["field"] == field, body
+    status, body, _ = await edge.call("GET", f"/v1/documents/{beta[0]['doc_id']}/passages", "acme_admin")
+    assert status == 404 and body["error"]["code"] == "not_found", body

@@ -171,6 +171,11 @@ async def test_a_collection_scopes_a_question_and_moves_with_a_patch(engine: Ten
         await wait_status(http, engine.url, doc["doc_id"], {"indexed"})
     assert "amber-lantern-42" in await ask_within(http, engine.url, ["alpha"])
     assert "amber-lantern-42" not in await ask_within(http, engine.url, ["beta"])
+    async with http.get(f"{engine.url}/v1/documents/{fact['doc_id']}/passages?page=1") as resp:
+        body = await resp.json()
+        assert resp.status == 200 and [p["text"] for p in body["passages"]] == [FACT], body
+    async with http.get(f"{engine.url}/v1/documents/{fact['doc_id']}/passages?page=2") as resp:
+        assert (resp.status, (await resp.json())["passages"]) == (200, [])
 
     async with open_page(browser, engine.url, viewport=DESKTOP) as (page, watch):
         watch.allow("GET", "/v1/session", 401)
@@ -186,6 +191,7 @@ async def test_a_collection_scopes_a_question_and_moves_with_a_patch(engine: Ten
         await expect(page.locator("#doc-page-status")).to_have_text("indexed")
         await expect(page.locator("#doc-page-meta")).to_contain_text(f"{len(FACT) + 1} bytes")
         await expect(page.locator("#doc-collections")).to_have_value("alpha")
+        await expect(page.locator("#doc-passages li").first).to_contain_text("amber-lantern-42")  # page 1's passages
         await page.fill("#doc-passages-query", "passphrase vault")
         await page.click("#doc-passages-form button")
         await expect(page.locator("#doc-passages li").first).to_contain_text("amber-lantern-42")

@@ -281,6 +281,21 @@ def test_count_filters(store: VectorStore) -> None:
     assert store.count(GEN, tenant="b", doc_id="d2") == 0
 
 
+def test_scroll_filters_a_page_range_of_one_document(store: VectorStore) -> None:
+    """The document page lists a document's passages page by page: scroll by tenant, document and pages."""
+    mine = [point(unit(0), doc_id="d1", page=p, index=i) for i, p in enumerate((1, 2, 2, 3, 5))]
+    store.upsert(GEN, [*mine, point(unit(0), doc_id="d2", page=2), point(unit(0), tenant="b", doc_id="d1", page=2)])
+
+    def indexes(pages: tuple[int, int]) -> list[int]:
+        records, _ = store.scroll(GEN, tenant="a", doc_id="d1", pages=pages, limit=50)
+        return sorted(r.payload.index for r in records)
+
+    assert indexes((2, 2)) == [1, 2]
+    assert indexes((2, 5)) == [1, 2, 3, 4]
+    assert indexes((4, 4)) == []
+    assert indexes((1, 2**31 - 1)) == [0, 1, 2, 3, 4]
+
+
 def test_delete_document(store: VectorStore) -> None:
     store.upsert(
         GEN,

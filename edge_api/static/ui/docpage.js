@@ -1,7 +1,7 @@
 // A document's page (#/documents/<doc_id>): its status, size and warnings, its collections (editable: PATCH),
 // parse again (POST .../reparse: a new revision from the stored upload), its pages as thumbnails (a dozen at a
-// time, each opens the viewer), and its passages and tables found by a search scoped to it. While it is being
-// ingested, its status is read again every second.
+// time, each opens the viewer), and its passages and tables page by page (GET .../passages) or found by a search
+// scoped to it. While it is being ingested, its status is read again every second.
 
 import { ApiError, getJSON, request } from "./api.js";
 import { parseNames } from "./collections.js";
@@ -18,6 +18,7 @@ let doc = null;
 let firstPage = 1;
 let canWrite = true;
 let poll = null;
+let passagesPage = 1;
 
 export function setDocRole(session) {
   canWrite = session.role !== "reader";
@@ -86,9 +87,11 @@ async function follow() {
     const fresh = await getJSON(`/v1/documents/${encodeURIComponent(doc.doc_id)}`);
     if (!doc || fresh.doc_id !== doc.doc_id) return;
     const pagesChanged = fresh.pages !== doc.pages || DONE.has(fresh.status);
+    const finished = !DONE.has(doc.status) && DONE.has(fresh.status);
     doc = fresh;
     showStatus();
     if (pagesChanged) showPages();
+    if (finished && !$("doc-passages-query").value.trim()) pagePassages(passagesPage);
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) poll = setTimeout(follow, POLL_MS * 5);
   }
@@ -116,6 +119,7 @@ async function load(docId) {
     return;
   }
   show();
+  pagePassages(1);
 }
 
 // A new revision came back from PATCH or reparse: show it, and the list when we go back.
@@ -169,20 +173,48 @@ function passage(hit) {
   return li;
 }
 
+function showPassageList(hits, status) {
+  $("doc-passages").replaceChildren(...hits.map(passage));
+  $("doc-passages-status").textContent = status;
+}
+
+// The passages of page `page` (the document's chunks there, in order).
+async function pagePassages(page) {
+  if (!doc) return;
+  passagesPage = Math.max(1, page);
+  const pages = doc.pages || 1;
+  $("doc-passages-pager").hidden = pages <= 1;
+  $("doc-passages-range").textContent = `page ${passagesPage} of ${pages}`;
+  $("doc-passages-prev").disabled = passagesPage <= 1;
+  $("doc-passages-next").disabled = passagesPage >= pages;
+  try {
+    const path = `/v1/documents/${encodeURIComponent(doc.doc_id)}/passages?page=${passagesPage}`;
+    const hits = (await getJSON(path)).passages;
+    showPassageList(hits, hits.length ? "" : `No passage indexed on page ${passagesPage}.`);
+  } catch (err) {
+    showPassageList([], `The passages could not be loaded: ${err.message}`);
+  }
+}
+
 async function findPassages(event) {
   event.preventDefault();
   const query = $("doc-passages-query").value.trim();
-  if (!doc || !query) return;
+  if (!doc) return;
+  if (!query) { // an empty search: back to the passages page by page
+    pagePassages(passagesPage);
+    return;
+  }
   $("doc-passages-status").textContent = "Searching…";
+  $("doc-passages-pager").hidden = true;
   try {
     const body = { query, top_k: 20, filters: { doc_ids: [doc.doc_id] } };
     const hits = (await getJSON("/v1/search", { method: "POST", json: body })).hits;
     hits.sort((a, b) => a.page - b.page);
-    $("doc-passages").replaceChildren(...hits.map(passage));
-    $("doc-passages-status").textContent = hits.length ? `${hits.length} passage${hits.length === 1 ? "" : "s"}, in page order.` : "Nothing found in this document.";
+    showPassageList(hits, hits.length
+      ? `${hits.length} passage${hits.length === 1 ? "" : "s"} found, in page order (clear the search to list them all).`
+      : "Nothing found in this document.");
   } catch (err) {
-    $("doc-passages").replaceChildren();
-    $("doc-passages-status").textContent = `The search failed: ${err.message}`;
+    showPassageList([], `The search failed: ${err.message}`);
   }
 }
 
@@ -207,6 +239,8 @@ export function setupDocPage() {
   $("doc-collections-form").addEventListener("submit", saveCollections);
   $("doc-reparse").addEventListener("click", reparse);
   $("doc-passages-form").addEventListener("submit", findPassages);
+  $("doc-passages-prev").addEventListener("click", () => pagePassages(passagesPage - 1));
+  $("doc-passages-next").addEventListener("click", () => pagePassages(passagesPage + 1));
   $("doc-pages-prev").addEventListener("click", () => { firstPage = Math.max(1, firstPage - PAGES_AT_ONCE); showPages(); });
   $("doc-pages-next").addEventListener("click", () => { firstPage += PAGES_AT_ONCE; showPages(); });
 }
