@@ -208,3 +208,43 @@ async def test_a_collection_scopes_a_question_and_moves_with_a_patch(engine: Ten
     assert "amber-lantern-42" not in await ask_within(http, engine.url, ["alpha"])
     async with http.get(f"{engine.url}/v1/collections") as resp:
         assert (await resp.json())["collections"] == [{"name": "beta", "documents": 2}]
+
+
+async def test_a_pdfs_document_page_shows_its_pages_passages_and_tables(engine: TenantEngine, browser: Browser, http) -> None:
+    from tests.factories import FACT_PHRASE, TABLE_3X4, five_page_pdf_with_fact, make_table_pdf
+
+    pdf, _, _ = five_page_pdf_with_fact()
+    uploaded = []
+    for name, data in (("five.pdf", pdf), ("parts.pdf", make_table_pdf())):
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=name, content_type="application/pdf")
+        async with http.post(f"{engine.url}/v1/documents", data=form) as resp:
+            assert resp.status == 202
+            uploaded.append((await resp.json())["doc_id"])
+    for doc_id in uploaded:
+        await wait_status(http, engine.url, doc_id, {"indexed"})
+    async with open_page(browser, engine.url, viewport=DESKTOP) as (page, watch):
+        watch.allow("GET", "/v1/session", 401)
+        await sign_in(page, engine.key)
+        await page.locator("#doc-list .doc-name", has_text="five.pdf").click()
+        await expect(page.locator("#doc-pages .thumb")).to_have_count(5)
+        await expect(page.locator("#doc-pages .thumb img")).to_have_count(5)  # the pictures came
+        await expect(page.locator("#doc-passages-range")).to_have_text("page 1 of 5")
+        await expect(page.locator("#doc-passages li").first).to_be_visible()
+        assert FACT_PHRASE not in await page.locator("#doc-passages").inner_text()
+        for n in (2, 3):
+            await page.click("#doc-passages-next")
+            await expect(page.locator("#doc-passages-range")).to_have_text(f"page {n} of 5")
+        await expect(page.locator("#doc-passages")).to_contain_text(FACT_PHRASE)
+        assert set(await page.locator("#doc-passages li .hit-text p.muted").all_text_contents()) == {"Page 3 · text"}
+        await page.locator("#doc-pages .thumb").nth(2).click()
+        await expect(page.locator("#viewer-title")).to_have_text("five.pdf — page 3")
+        await page.click("#viewer-close")
+        await shot(page, "document-page-pdf")
+
+        await page.click("#doc-back")
+        await page.locator("#doc-list .doc-name", has_text="parts.pdf").click()
+        table = page.locator('#doc-passages li[data-modality="table"] pre')
+        await expect(table).to_have_count(1)
+        for cell in TABLE_3X4[1]:
+            await expect(table).to_contain_text(cell)
