@@ -102,6 +102,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         for d in deliveries:
             if d.payload.generation != gen.number:
                 raise PermanentError(f"batch of generation {d.payload.generation} on generation {gen.number}'s subject")
+        deliveries = await self.current(deliveries)
         texts = [chunk.embed_text for d in deliveries for chunk in d.payload.chunks]
         vectors = iter(await self.embed(texts, priority))
         sparse = iter(await asyncio.to_thread(self._sparse.encode_documents, texts))
@@ -130,6 +131,17 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
             msg_id = f"{gen.token}:{batch.doc_id}:{batch.revision}:embedded:{batch.batch_index}"
             out.append(Outgoing(Subjects.embedded(gen, batch.tenant), embedded, msg_id, d.trace_headers))
         await publish_all(self._ctx.js, out)
+
+    async def current(self, deliveries: Sequence[Delivery[ChunksParsed]]) -> list[Delivery[ChunksParsed]]:
+        """The batches whose revision is still the document's: a deleted or re-submitted document's queued batches
+        are skipped (acked, so deleted from CHUNKS) before they cost a model call."""
+        progress = self._ctx.progress
+        states = await asyncio.gather(*(progress.get(d.payload.tenant, d.payload.doc_id) for d in deliveries))
+        kept = [d for d, state in zip(deliveries, states, strict=True)
+                if state is not None and state.revision == d.payload.revision]  # fmt: skip
+        if len(kept) < len(deliveries):
+            log.info("embedder: skipped %d stale batch(es) (document deleted or re-submitted)", len(deliveries) - len(kept))
+        return kept
 
     async def on_give_up(self, delivery: Delivery[ChunksParsed], reason: str) -> None:
         batch = delivery.payload

@@ -1,5 +1,5 @@
-"""indexer: `chunks.embedded.g<gen>.<tenant>` -> vector store -> progress (KV) -> `docs.indexed.g<gen>.<tenant>`;
-and `docs.delete.<tenant>.<doc_id>` -> the document's points, upload and progress removed.
+"""indexer: `chunks.embedded.g<gen>.<tenant>` -> vector store -> progress (KV) -> `docs.indexed.g<gen>.<tenant>.<doc>`;
+and `docs.delete.<tenant>.<doc_id>` -> every byte of the document removed (see `handle_deletes`).
 
 A batch is acknowledged only after its points are durable (the store's `upsert` contract) and the batch is
 recorded in the progress KV. Point ids are uuid5(collection, tenant, doc, revision, chunk index), so a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,10 +25,22 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError, PullWorker
 from bus.cache_epochs import EpochInvalidator
+from bus.objects import remove_object
 from bus.publish import Outgoing, publish_all
 from bus.tasks import cancel_and_wait
-from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk, utcnow
-from contracts.topology import DOCS_STREAM, GRAPH_STREAM, ConsumerDef, Subjects, ingest_consumers, object_name
+from contracts.messages import ChunksEmbedded, DocumentDeleted, DocumentProgress, DocumentStatus, EmbeddedChunk
+from contracts.topology import (
+    DEADLETTER_STREAM,
+    DOCS_STREAM,
+    GRAPH_STREAM,
+    PROGRESS_BUCKET,
+    UPLOADS_BUCKET,
+    ConsumerDef,
+    Subjects,
+    ingest_consumers,
+    object_name,
+    stored_objects_object,
+)
 from models.image_vectors import image_vector_dim
 from search.graph import IndexedChunk, build_facts, tombstone
 from search.vectorstore import (
@@ -179,11 +192,13 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 await self._delete_points(batch.tenant, batch.doc_id, keep_revision=batch.revision)
                 await self._purge_graph_facts(batch.tenant, batch.doc_id, before=batch.revision)
                 finished.append(
-                    Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant), state,
+                    Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant, batch.doc_id), state,
                              f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
                 )  # fmt: skip
         await self._invalidator.bump(tenants)  # again: the loop may have deleted replaced or stale points
         await publish_all(self._ctx.js, [*facts, *finished])
+        for event in finished:  # a document's completion events: only its latest is kept (it names the file)
+            await self._ctx.js.purge_stream(DOCS_STREAM.name, subject=event.subject, keep=1)
 
     def _graph_facts(self, batch: ChunksEmbedded, headers: Mapping[str, str]) -> Outgoing:
         """The knowledge-graph facts of a durably indexed batch (`search.graph`), for every retriever's graph."""
@@ -220,30 +235,51 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         await self._ctx.shared.in_store(delete)
 
     async def handle_deletes(self, deliveries: Sequence[Delivery[DocumentDeleted]]) -> None:
+        """Remove every byte of each deleted document that this generation's pipeline wrote: vector points, the
+        upload, its page rasters and extracted images, its completion events, dead letters about it, its graph
+        facts, and the content of its progress record (a tombstone that keeps only ids, revision and status, with
+        the key's history purged). Its queued work is skipped by each stage (the revision check) and deleted from
+        CHUNKS once skipped (`StreamDef.consumed_once`); cached answers are made unreachable (`EpochInvalidator`)
+        and expire with their TTL."""
         for d in deliveries:
             doc, revision = d.payload, d.stream_seq
 
             def tombstone(state: DocumentProgress | None) -> DocumentProgress | None:
                 if state is not None and state.revision > revision:
                     return None  # re-submitted after this delete: the new revision stands
-                base = state or self._ctx.progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.DELETED)
-                return base.model_copy(
-                    update={"status": DocumentStatus.DELETED, "revision": revision, "updated_at": utcnow()}
-                )
+                return self._ctx.progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.DELETED)
 
             state = await self._ctx.progress.update(doc.tenant, doc.doc_id, tombstone)
             if state is not None and state.revision > revision:
                 continue
             await self._delete_points(doc.tenant, doc.doc_id)
             await self._invalidator.bump([doc.tenant])
-            with contextlib.suppress(NotFoundError):
-                await self._ctx.uploads.delete(object_name(doc.tenant, doc.doc_id))
+            await self._delete_objects(doc.tenant, doc.doc_id)
+            js, gen = self._ctx.js, self._ctx.generation
             # The tombstone on the stream: the submissions before this delete leave the ingest subject, so no
             # later re-index (a replay of docs.ingest) brings the document back. A re-submission after the
             # delete (a higher sequence) stays.
-            await self._ctx.js.purge_stream(DOCS_STREAM.name, seq=revision, subject=Subjects.ingest(doc.tenant, doc.doc_id))
+            await js.purge_stream(DOCS_STREAM.name, seq=revision, subject=Subjects.ingest(doc.tenant, doc.doc_id))
+            await js.purge_stream(DOCS_STREAM.name, subject=Subjects.indexed(gen, doc.tenant, doc.doc_id))
+            await js.purge_stream(DEADLETTER_STREAM.name, subject=Subjects.deadletter("*", doc.tenant, doc.doc_id))
+            # The progress key's history (older values name the file and may quote an error) goes; the
+            # tombstone, its last value, stays.
+            await js.purge_stream(f"KV_{PROGRESS_BUCKET}", subject=f"$KV.{PROGRESS_BUCKET}.{self._ctx.progress.key(doc.tenant, doc.doc_id)}", keep=1)
             await self._retract_graph_facts(doc.tenant, doc.doc_id, revision, d.trace_headers)
             log.info("indexer: deleted %s/%s", doc.tenant, doc.doc_id)
+
+    async def _delete_objects(self, tenant: str, doc_id: str) -> None:
+        """The upload and everything the parser stored beside it (page rasters for OCR, extracted images: the names
+        in the document's list of stored objects), each removed entirely (`remove_object`)."""
+        listed = stored_objects_object(tenant, doc_id)
+        try:
+            names = json.loads((await self._ctx.uploads.get(listed)).data or b"[]")
+        except NotFoundError:
+            names = []
+        upload = object_name(tenant, doc_id)
+        beside = [n for n in names if isinstance(n, str) and n.startswith(f"{upload}/")]  # never another's object
+        for name in [*beside, upload, listed]:
+            await remove_object(self._ctx.js, UPLOADS_BUCKET, name)
 
     async def on_give_up(self, delivery: Delivery[ChunksEmbedded], reason: str) -> None:
         batch = delivery.payload

@@ -16,6 +16,8 @@ corrupt, no content) is marked `failed` with the reason and acknowledged: a fini
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from agents.runtime.resources import Resource
 from agents.runtime.units import parse_unit
 from agents.runtime.work_pool import Priority
 from agents.runtime.worker import Delivery, PermanentError
+from bus.objects import remove_object
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import (
@@ -41,7 +44,16 @@ from contracts.messages import (
     TableData,
     utcnow,
 )
-from contracts.topology import ConsumerDef, Lane, Subjects, ingest_consumers, object_name
+from contracts.topology import (
+    ConsumerDef,
+    Lane,
+    UPLOADS_BUCKET,
+    Subjects,
+    image_object,
+    ingest_consumers,
+    page_raster_object,
+    stored_objects_object,
+)
 from documents import DocumentRejected, OcrWork, ParsedChunk, ParseSettings
 from documents.filetypes import IMAGE_CONTENT_TYPES
 
@@ -49,14 +61,6 @@ log = logging.getLogger(__name__)
 
 # A text file's work in pages, for its lane: about what a page of prose holds.
 TEXT_BYTES_PER_PAGE = 3000
-
-
-def page_object(tenant: str, doc_id: str, page: int) -> str:
-    return f"{object_name(tenant, doc_id)}/pages/{page}.png"
-
-
-def image_object(tenant: str, doc_id: str, digest: str) -> str:
-    return f"{object_name(tenant, doc_id)}/images/{digest}"
 
 
 @dataclass
@@ -82,6 +86,7 @@ class _Emitter:
     chunks: int = 0
     pages: tuple[int, int] | None = None  # (pages, pages parsed), recorded with the batch count
     outgoing: Outgoing | None = None  # the message held back (see the invariant above)
+    listed: set[str] = field(default_factory=set)  # names in the document's list of stored objects
 
     @property
     def doc(self) -> DocumentSubmitted:
@@ -138,14 +143,32 @@ class _Emitter:
         if held is not None:
             await publish_all(self.agent._ctx.js, [held])
 
+    def object_of(self, work: OcrWork) -> str:
+        """Where the work's raster is stored."""
+        doc = self.doc
+        if work.kind == "page":
+            return page_raster_object(doc.tenant, doc.doc_id, work.page)
+        return image_object(doc.tenant, doc.doc_id, work.digest or "original")
+
+    async def list_objects(self, works: Sequence[OcrWork]) -> None:
+        """Add the objects these works will store to the document's list of stored objects (`stored_objects_object`),
+        before they are stored, so a delete finds every one. The list keeps the names of earlier revisions too."""
+        names = {self.object_of(w) for w in works} - self.listed
+        if not names:
+            return
+        uploads, manifest = self.agent._ctx.uploads, stored_objects_object(self.doc.tenant, self.doc.doc_id)
+        if not self.listed:  # first write of this parse: start from what earlier revisions (or deliveries) listed
+            with contextlib.suppress(NotFoundError):
+                self.listed |= set(json.loads((await uploads.get(manifest)).data or b"[]"))
+        self.listed |= names
+        await uploads.put(manifest, json.dumps(sorted(self.listed)).encode())
+
     async def ocr(self, work: OcrWork) -> None:
         """Store the work's raster and publish its request, which owns the next batch index."""
         doc = self.doc
         image = None
-        if work.kind == "page":
-            name = page_object(doc.tenant, doc.doc_id, work.page)
-        else:
-            name = image_object(doc.tenant, doc.doc_id, work.digest or "original")
+        name = self.object_of(work)
+        if work.kind != "page":
             image = ImageRef(object_name=name, mime=work.mime or doc.content_type, width=work.width,
                              height=work.height, caption=work.caption)  # fmt: skip
         await self.agent._ctx.uploads.put(name, work.raster)
@@ -283,6 +306,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             async with pool.slot(Priority(interactive, doc.tenant, turn)):
                 if not await self._current(doc, revision):  # deleted or re-submitted while it waited: no cost
                     log.info("parser: %s revision %d superseded while queued; stopped", doc.doc_id, revision)
+                    await self._forget_if_deleted(doc, emitter)
                     return None
                 data = await self._read(doc)
                 pages, unit = await pool.run(parse_unit, data, doc.content_type, self.parse_settings(), start,
@@ -292,6 +316,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 emitter = _Emitter(self, delivery, self.lane(doc, pages))
                 interactive = emitter.lane == "interactive"
                 await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
+            await emitter.list_objects([work for page in unit for work in page.ocr])
             for page in unit:
                 for chunk in page.chunks:
                     await emitter.add(chunk)
@@ -303,6 +328,9 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
             if start < pages:
                 await self._record(self._ctx.progress, doc, revision, emitter.batch_sizes, pages=(pages, parsed_pages))
         assert emitter is not None and pages is not None
+        if not await self._current(doc, revision):  # deleted while its last unit was parsed
+            await self._forget_if_deleted(doc, emitter)
+            return None
         await emitter.finish()
         emitter.pages = (pages, parsed_pages)  # recorded by parse() with the batch count
         if emitter.next_batch == 0:
@@ -311,6 +339,14 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                 f"no extractable text: the document has {pages} page(s) but no text, table or image to index"
             )
         return emitter
+
+    async def _forget_if_deleted(self, doc: DocumentSubmitted, emitter: _Emitter | None) -> None:
+        """A delete that ran while this parse stored objects could not list them all: remove them now."""
+        state = await self._ctx.progress.get(doc.tenant, doc.doc_id)
+        if emitter is None or not emitter.listed or state is None or state.status is not DocumentStatus.DELETED:
+            return
+        for name in [*sorted(emitter.listed), stored_objects_object(doc.tenant, doc.doc_id)]:
+            await remove_object(self._ctx.js, UPLOADS_BUCKET, name)
 
     async def on_give_up(self, delivery: Delivery[DocumentSubmitted], reason: str) -> None:
         doc = delivery.payload

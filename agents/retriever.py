@@ -15,6 +15,9 @@ Cross-modal (`search.query_images`): the ``image`` vector is searched too, with 
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
 
+A request naming a `generation` (an evaluation of a building generation, `search.evaluation`) searches that
+generation's collection instead of the alias.
+
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
 
@@ -33,7 +36,7 @@ from agents.runtime.worker import Delivery, PermanentError
 from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryMode, QueryRequest, RerankRequest
-from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
+from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.graph import GraphQuery, ServingGraph
@@ -105,10 +108,14 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             vector = next(embedded) if modal.text else None
             sparse = self._sparse.encode_query(modal.text) if modal.text else None
             where = search_filter(request)
-            graph = self._graph_query(request.tenant, modal.text)
+            # An evaluation of a given generation (`search.evaluation`) searches its collection; the graph
+            # follows the serving generation only, so it is left out there.
+            collection = s.collection if request.generation is None else (
+                IndexGeneration(request.generation).collection(s.collection))  # fmt: skip
+            graph = self._graph_query(request.tenant, modal.text) if request.generation is None else None
             cosines: dict[str, float] = {}
             hits = await self._ctx.shared.in_store(
-                hybrid_search, s.collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
+                hybrid_search, collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
                 rewrite, modal.text,
             )  # fmt: skip
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text

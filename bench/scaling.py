@@ -49,11 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bus.topology import ensure_topology  # noqa: E402
-from contracts.messages import Chunk, ChunksParsed, DocumentSubmitted  # noqa: E402
+from bus.progress import ProgressStore  # noqa: E402
+from contracts.messages import Chunk, ChunksParsed, DocumentStatus, DocumentSubmitted  # noqa: E402
 from contracts.topology import (  # noqa: E402
     CHUNKS_STREAM,
     DOCS_STREAM,
     LANES,
+    PROGRESS_BUCKET,
     UPLOADS_BUCKET,
     IndexGeneration,
     Subjects,
@@ -208,7 +210,12 @@ async def embedding_stage(
             agent.start(nats_url, work / "data-embedder")
         for agent in agents:
             await agent.healthy(http)
-        msgs = [parsed_batch(tenant, n, chunks).model_dump_json().encode() for n in range(batches)]
+        batches_out = [parsed_batch(tenant, n, chunks) for n in range(batches)]
+        # The embedder skips a batch whose document is not current (deleted or re-submitted): record each as such.
+        store = ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN)
+        for b in batches_out:
+            await store.update(tenant, b.doc_id, lambda _, d=b.doc_id: store.new(tenant, d, 1, DocumentStatus.PARSING))
+        msgs = [b.model_dump_json().encode() for b in batches_out]
         subject = Subjects.parsed(GEN, "text", "bulk", tenant)
         embedded = Subjects.embedded(GEN, tenant)
         cpu0 = sum(a.cpu_s() for a in agents)

@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from bus.kv import compare_and_set, current_values
+from contracts.evaluation import EvaluationGate
 from contracts.generations import (
     SERVING_KEY,
     GenerationRecord,
@@ -127,8 +128,9 @@ class GenerationStore:
 
         return await self.update(number, cancelled)
 
-    async def start_reindex(self, settings: GenerationSettings) -> GenerationRecord:
-        """Create the next generation, `building`, from the serving one (its settings carried forward).
+    async def start_reindex(self, settings: GenerationSettings, gate: EvaluationGate | None = None) -> GenerationRecord:
+        """Create the next generation, `building`, from the serving one (its settings carried forward), gated on
+        `gate` if given (`agents.reindexer` evaluates it before the flip).
 
         Raises `ReindexConflict` while another generation is building. Two concurrent calls cannot both
         succeed: the new record is created with `create` (fails if the key exists) and a second building
@@ -147,7 +149,7 @@ class GenerationStore:
             number = max([serving.generation, *(r.generation for r in records)]) + 1
             record = GenerationRecord(
                 generation=number, state=GenerationState.BUILDING, source_generation=serving.generation,
-                settings=base.merged(settings),
+                settings=base.merged(settings), gate=gate,
             )  # fmt: skip
             try:
                 await self._kv.create(generation_key(IndexGeneration(number)), record.model_dump_json().encode())

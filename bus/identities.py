@@ -14,8 +14,10 @@ Limits of subject permissions, on purpose stated here rather than hidden:
 - A durable's name is one subject token, and an index generation's durables are made at run time (``parser-g2``):
   a role may use every durable of the streams it consumes (``$JS.API.CONSUMER.*.DOCS.*``), not only its own.
 - A purge names its stream in the subject and its filter in the body: whoever may purge a stream may purge all
-  of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, CHUNKS and GRAPH; an
-  Object Store writer must purge its bucket's stream (an overwrite purges the old chunks).
+  of it. Only the roles that delete data (indexer, re-index coordinator) may purge DOCS, DEADLETTER and GRAPH;
+  CHUNKS's consumers (OCR, embedder, indexer) may purge and delete in CHUNKS, whose messages they remove once
+  handled (`StreamDef.consumed_once`) and may read all of anyway; an Object Store writer must purge its bucket's
+  stream (an overwrite purges the old chunks).
 - Ephemeral consumers (KV watches, object reads, the graph follower) carry their filter in the body: a role that
   may watch a bucket may read all of it. External publishers therefore get no watch, only direct gets of their
   own keys. The edge API reads DOCS with direct gets only (its byte quota included), so it holds no DOCS consumer.
@@ -26,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.topology import (
+    DEADLETTER_STREAM,
     DOCS_STREAM,
+    EVALUATIONS_BUCKET,
     GRAPH_STREAM,
     INDEX_BUCKET,
     LANES,
@@ -34,6 +38,7 @@ from contracts.topology import (
     QUERY_CONSUMERS,
     QUERY_IMAGES_BUCKET,
     REQUIRED_STREAMS,
+    STREAMS_BY_NAME,
     UPLOADS_BUCKET,
     ConsumerDef,
     IndexGeneration,
@@ -108,8 +113,14 @@ def _consume(consumer: ConsumerDef) -> Permissions:
         f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}", f"{API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{API}.CONSUMER.CREATE.{stream}.{durable}.>", f"{API}.CONSUMER.INFO.{stream}.{durable}",
         f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>",
-        Subjects.deadletter(durable),
-    )  # fmt: skip
+        Subjects.deadletters(durable),
+    ) | (_consumed_once(stream) if STREAMS_BY_NAME[stream].consumed_once else Permissions())  # fmt: skip
+
+
+def _consumed_once(stream: str) -> Permissions:
+    """Delete a settled message, and purge its own subject below its ack floor (`PullWorker`): whoever may do that
+    may purge all of the stream (a purge names its filter in the body), as whoever consumes it may read all of it."""
+    return _pub(f"{API}.STREAM.MSG.DELETE.{stream}") | _purge(stream)
 
 
 def _kv_read(bucket: str) -> Permissions:
@@ -184,8 +195,10 @@ _ROLES: dict[str, Permissions] = {
     | _consumes("indexer")
     | _pub(f"{Subjects.DOCS_INDEXED}.>", f"{Subjects.GRAPH_FACTS}.>")
     | _stream_read(GRAPH_STREAM.name)
-    | _purge(DOCS_STREAM.name)
+    | _purge(DOCS_STREAM.name)  # a deleted document's submissions and completion events
     | _purge(GRAPH_STREAM.name)
+    | _purge(DEADLETTER_STREAM.name)  # dead letters about a deleted document
+    | _purge(f"KV_{PROGRESS_BUCKET}")  # a deleted document's progress history (its tombstone stays)
     | _object_write(UPLOADS_BUCKET)  # a deleted document's upload and images
     | _kv_write(PROGRESS_BUCKET),
     "retriever": _BOOTSTRAP
@@ -196,8 +209,12 @@ _ROLES: dict[str, Permissions] = {
     "reranker": _BOOTSTRAP | _consumes("reranker") | _pub(f"{Subjects.QUERY_GENERATE}.*"),
     "generator": _BOOTSTRAP | _consumes("generator") | _pub(f"{Subjects.ANSWER_PREFIX}.>"),
     # The re-index coordinator (runs beside the indexer): watches every ingest durable's lag, drops a retired
-    # generation's durables, chunks, progress keys and graph facts.
+    # generation's durables, chunks, progress keys and graph facts; runs evaluations (and re-index gates) by
+    # asking through the query path like the edge API does, and stores their reports.
     "reindexer": _BOOTSTRAP
+    | _pub(f"{Subjects.QUERY_RETRIEVE}.*")
+    | _sub(f"{Subjects.ANSWER_PREFIX}.>")
+    | _kv_write(EVALUATIONS_BUCKET)
     | _pub(*(f"{API}.CONSUMER.{op}.{s}.*" for s in _ALL_INGEST_STREAMS for op in ("INFO", "DELETE")))
     | _pub(*(f"{API}.STREAM.PURGE.{s}" for s in ("CHUNKS", DOCS_STREAM.name, GRAPH_STREAM.name)))
     | _purge(f"KV_{PROGRESS_BUCKET}")
@@ -211,7 +228,8 @@ _ROLES: dict[str, Permissions] = {
     | _object_write(UPLOADS_BUCKET)
     | _object_write(QUERY_IMAGES_BUCKET)
     | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
-    | _kv_write(INDEX_BUCKET),
+    | _kv_write(INDEX_BUCKET)
+    | _kv_write(EVALUATIONS_BUCKET),  # evaluation requests and their reports
 }  # fmt: skip
 
 ROLES: tuple[str, ...] = tuple(_ROLES)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from hashlib import sha256
 
 import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import MSG_ROLLUP_SUBJECT
 from nats.nuid import NUID
@@ -98,3 +99,19 @@ async def put_stream(
         with contextlib.suppress(Exception):
             await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=bucket), subject=chunk_subject)
         raise
+
+
+async def remove_object(js: JetStreamContext, bucket: str, name: str) -> bool:
+    """Remove object `name` entirely: its chunks and its meta message (nats-py's `ObjectStore.delete` leaves a
+    meta marker that names the object). False if there was no such object."""
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
+    meta = OBJ_META_PRE_TEMPLATE.format(bucket=bucket, obj=base64.urlsafe_b64encode(name.encode()).decode())
+    try:
+        raw = await js.get_last_msg(stream, meta)
+    except nats.js.errors.NotFoundError:
+        return False
+    nuid = json.loads(raw.data or b"{}").get("nuid")
+    if nuid:
+        await js.purge_stream(stream, subject=OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid))
+    await js.purge_stream(stream, subject=meta)
+    return True

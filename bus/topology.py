@@ -9,7 +9,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
 from bus.migrate import migrate_legacy
+from contracts.evaluation import MAX_RECORD_BYTES
 from contracts.topology import (
+    EVALUATIONS_BUCKET,
     INDEX_BUCKET,
     PROGRESS_BUCKET,
     QUERY_IMAGES_BUCKET,
@@ -111,4 +113,8 @@ async def ensure_topology(
         QUERY_IMAGES_BUCKET,
         config=api.ObjectStoreConfig(ttl=QUERY_IMAGES_TTL_S, storage=api.StorageType.FILE, replicas=replicas),
     )
+    await js.create_key_value(
+        config=api.KeyValueConfig(bucket=EVALUATIONS_BUCKET, history=1, storage=api.StorageType.FILE,
+                                  replicas=replicas, max_value_size=MAX_RECORD_BYTES)
+    )  # fmt: skip
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

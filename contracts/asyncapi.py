@@ -49,10 +49,11 @@ CHANNELS: tuple[Channel, ...] = (
             "again with the same doc_id replaces the document. Set `Nats-Msg-Id` for deduplication."),
     Channel("docsDelete", "docs.delete.{tenant}.{doc_id}", (m.DocumentDeleted,), ("receive",),
             "Delete a document from every index generation (points, upload, status); a tombstone replays see."),
-    Channel("docsIndexed", "docs.indexed.{gen}.{tenant}", (m.DocumentProgress,), ("send",),
-            "Published once when a document is fully indexed in a generation."),
+    Channel("docsIndexed", "docs.indexed.{gen}.{tenant}.{doc_id}", (m.DocumentProgress,), ("send",),
+            "Published once when a document is fully indexed in a generation (the stream keeps the last one per "
+            "document; a delete purges it)."),
     Channel("chunksParsed", "chunks.parsed.{gen}.{modality}.{lane}.{tenant}", (m.ChunksParsed,), ("send", "receive"),
-            "Batches of parsed chunks (parser, ocr -> embedder). Stream CHUNKS (file): replay re-embeds."),
+            "Batches of parsed chunks (parser, ocr -> embedder). Stream CHUNKS (file): deleted once handled."),
     Channel("chunksOcr", "chunks.ocr.{gen}.{lane}.{tenant}", (m.OcrRequest,), ("send", "receive"),
             "One scanned page or image to read (parser -> ocr); the raster is in the Object Store."),
     Channel("chunksEmbedded", "chunks.embedded.{gen}.{tenant}", (m.ChunksEmbedded,), ("send", "receive"),
@@ -69,8 +70,9 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("answer", "answer.{tenant}.{request_id}", _EVENTS, ("send",),
             "Core NATS (not stored): the events of one request. seq 0 is retrieval/results, the generation "
             "follows from 1; error has no seq and ends the stream. Receivers drop repeated seqs."),
-    Channel("deadletter", "deadletter.{durable}", (m.DeadLetter,), ("send",),
-            "Messages an agent gave up on, with the reason (stream DEADLETTER)."),
+    Channel("deadletter", "deadletter.{durable}.{tenant}.{doc_id}", (m.DeadLetter,), ("send",),
+            "Messages an agent gave up on, with the reason (stream DEADLETTER); `_` for a tenant or document a "
+            "malformed message does not name. A delete purges the dead letters about its document."),
 )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.evaluation import EvaluationGate, GateOutcome
 from contracts.messages import utcnow
 from contracts.topology import IndexGeneration
 
@@ -113,6 +114,17 @@ class GenerationRecord(BaseModel):
     retired_at: datetime | None = None
     drop_after: datetime | None = Field(default=None, description="when a retired generation is removed")
     dropped_at: datetime | None = None
+    gate: EvaluationGate | None = Field(
+        default=None, description="flip only if this evaluation is not worse than on the serving generation"
+    )
+    gate_outcome: GateOutcome | None = Field(
+        default=None, description="what the gate decided; `refused`: it stays building, unflipped (cancel it)"
+    )
+
+    @property
+    def held(self) -> bool:
+        """Built, but its gate refused the flip (or could not run): it stays `building` until cancelled."""
+        return self.gate_outcome is not None and self.gate_outcome.state in ("refused", "failed")
 
     @property
     def index_generation(self) -> IndexGeneration:
@@ -139,3 +151,7 @@ class ReindexRequest(BaseModel):
 
     mode: ReindexMode = "reparse"
     settings: GenerationSettings = Field(default_factory=GenerationSettings)
+    gate: EvaluationGate | None = Field(
+        default=None, description="evaluate both generations when the new one is built; flip only if the "
+        "metric is not worse by more than the tolerance",
+    )  # fmt: skip

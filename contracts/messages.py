@@ -31,9 +31,11 @@ BBox = tuple[float, float, float, float]
 
 SUPPORTED_CONTENT_TYPES = (
     "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
 )  # fmt: skip
 ContentType = Literal[
-    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff"
+    "application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg", "image/webp", "image/tiff",
+    "text/html", "application/epub+zip", "image/gif", "message/rfc822",
 ]
 # What kind of content a chunk (and so a search hit) is.
 Modality = Literal["text", "table", "image"]
@@ -561,6 +563,10 @@ class QueryRequest(Message):
     mode: QueryMode = QueryMode.ASK
     filters: QueryFilters = Field(default_factory=QueryFilters, description="restricts what may be retrieved")
     image: QueryImage | None = Field(default=None, description="search with this image (mode search only)")
+    generation: int | None = Field(
+        default=None, ge=1, description="search this index generation's collection instead of the serving alias "
+        "(evaluations of a building generation; only the agents' evaluation runner sets it)",
+    )  # fmt: skip
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant,)

@@ -10,16 +10,18 @@ replays can be scoped to one tenant; ingest subjects also name their index gener
 |---|---|
 | ``docs.ingest.<tenant>.<doc_id>`` | `DocumentSubmitted` (replayable source of truth) |
 | ``docs.delete.<tenant>.<doc_id>`` | `DocumentDeleted` (a tombstone: replays see it too) |
-| ``docs.indexed.g<gen>.<tenant>`` | `DocumentProgress` when a document is fully indexed |
+| ``docs.indexed.g<gen>.<tenant>.<doc_id>`` | `DocumentProgress` when a document is fully indexed (the last one kept) |
 | ``chunks.parsed.g<gen>.<modality>.<lane>.<tenant>`` | `ChunksParsed` |
 | ``chunks.ocr.g<gen>.<lane>.<tenant>`` | `OcrRequest` (a scanned page or an image to read) |
 | ``chunks.embedded.g<gen>.<tenant>`` | `ChunksEmbedded` |
 | ``graph.facts.g<gen>.<tenant>.<doc_id>.<revision>`` | `GraphFacts` (knowledge-graph facts of an indexed batch, or a tombstone) |
 | ``query.retrieve.<tenant>`` / ``query.rerank.<tenant>`` / ``query.generate.<tenant>`` | query requests |
 | ``answer.<tenant>.<request_id>`` (core NATS) | answer events; a function of the request, never a free field |
-| ``deadletter.<durable>`` | `DeadLetter` |
+| ``deadletter.<durable>.<tenant>.<doc_id>`` | `DeadLetter` (``_`` for a tenant or document a poison message hides) |
 
-A document's id is part of its ingest subject, so "was this submission stored?" is one ``get_last_msg``
+A document's id is part of every subject that keeps its data after it is handled (ingest, indexed, dead letters,
+graph facts), so a delete purges them by subject; CHUNKS messages are deleted once handled
+(`StreamDef.consumed_once`). A document's id in its ingest subject also means "was this submission stored?" is one ``get_last_msg``
 lookup (the edge API uses it to answer truthfully when a publish acknowledgement is lost).
 """
 
@@ -105,8 +107,9 @@ class Subjects:
         return f"{Subjects.DOCS_DELETE}.{tenant}.{doc_id}"
 
     @staticmethod
-    def indexed(gen: IndexGeneration, tenant: str) -> str:
-        return f"{Subjects.DOCS_INDEXED}.{gen.token}.{tenant}"
+    def indexed(gen: IndexGeneration, tenant: str, doc_id: str = "*") -> str:
+        """One document's completion events; the default ``*`` matches every document of the tenant."""
+        return f"{Subjects.DOCS_INDEXED}.{gen.token}.{tenant}.{doc_id}"
 
     @staticmethod
     def parsed(gen: IndexGeneration, modality: str, lane: str, tenant: str) -> str:
@@ -134,8 +137,14 @@ class Subjects:
         return f"{Subjects.ANSWER_PREFIX}.{tenant}.{request_id}"
 
     @staticmethod
-    def deadletter(durable: str) -> str:
-        return f"{Subjects.DEADLETTER_PREFIX}.{durable}"
+    def deadletter(durable: str, tenant: str, doc_id: str) -> str:
+        """A dead letter of `durable` about a document (``_`` for what a malformed message does not say)."""
+        return f"{Subjects.DEADLETTER_PREFIX}.{durable}.{tenant}.{doc_id}"
+
+    @staticmethod
+    def deadletters(durable: str) -> str:
+        """Every dead letter of `durable` (a subscription or permission pattern)."""
+        return f"{Subjects.DEADLETTER_PREFIX}.{durable}.>"
 
 
 # Which model is the payload of which subject family (the subject's first two tokens).
@@ -164,6 +173,12 @@ class StreamDef:
     max_bytes: int = 0  # 0 = no size bound (the replayable sources of truth: an acknowledged document is kept)
     # When a bounded stream is full: "old" drops its oldest messages, "new" refuses the publish (the caller sees it).
     discard: Literal["old", "new"] = "old"
+    # Each subject has exactly one consumer, and a message is deleted once that consumer settled it (acked, or
+    # dead-lettered and termed): the stream holds only work not done yet, so a document's text and vectors do not
+    # outlive their processing. (Not JetStream's work-queue or interest retention: the first cannot be set on a
+    # stream made with limits, and under the second a publish that precedes its consumer's creation, e.g. a new
+    # generation's parser starting before its embedder, would be dropped: a lost document.)
+    consumed_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,7 +222,8 @@ CHUNKS_STREAM = StreamDef(
     name="CHUNKS",
     subjects=("chunks.>",),
     storage="file",
-    description="parsed and embedded chunks (replay from here re-embeds or re-indexes)",
+    consumed_once=True,
+    description="parsed chunks, OCR requests and embedded chunks waiting for their one consumer (deleted once handled)",
 )
 QUERIES_STREAM = StreamDef(
     name="QUERIES",
@@ -243,6 +259,7 @@ GRAPH_STREAM = StreamDef(
     description="knowledge-graph facts of indexed batches and tombstones of deleted documents (retrievers replay it)",
 )
 STREAMS: tuple[StreamDef, ...] = (DOCS_STREAM, CHUNKS_STREAM, QUERIES_STREAM, DEADLETTER_STREAM, GRAPH_STREAM)
+STREAMS_BY_NAME: dict[str, StreamDef] = {s.name: s for s in STREAMS}
 
 # Query consumers: a user is waiting, so one quick redelivery and no more.
 _QUERY_BACKOFF = (1.0, 2.0)
@@ -304,11 +321,29 @@ INDEX_BUCKET = "mmrag-index"
 # when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
 QUERY_IMAGES_BUCKET = "mmrag-query-images"
 QUERY_IMAGES_TTL_S = 600.0
+# Evaluation reports and their job markers (`contracts.evaluation`).
+EVALUATIONS_BUCKET = "mmrag-evaluations"
 
 
 def object_name(tenant: str, doc_id: str) -> str:
     """Where a document's bytes live in the uploads bucket; always under its tenant."""
     return f"{check_token(tenant, 'tenant')}/{check_token(doc_id, 'doc_id')}"
+
+
+def page_raster_object(tenant: str, doc_id: str, page: int) -> str:
+    """A scanned page's picture, stored by the parser for the OCR agent."""
+    return f"{object_name(tenant, doc_id)}/pages/{page}.png"
+
+
+def image_object(tenant: str, doc_id: str, digest: str) -> str:
+    """An image extracted from a document (or an image file's own picture, digest ``original``)."""
+    return f"{object_name(tenant, doc_id)}/images/{digest}"
+
+
+def stored_objects_object(tenant: str, doc_id: str) -> str:
+    """The list (JSON) of every object the parser stored beside a document's upload, of all its revisions: what a
+    delete removes. Written before the objects it names, so none is ever unlisted."""
+    return f"{object_name(tenant, doc_id)}/stored.json"
 
 
 def progress_key(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
@@ -323,6 +358,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",
+    f"KV_{EVALUATIONS_BUCKET}",
 )
 
 # Headers carried on JetStream messages.

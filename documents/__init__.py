@@ -1,5 +1,6 @@
 """Reading documents: bytes in, chunks and OCR work out. PDFs page by page (`layout`: text blocks, headings,
-`tables`, `images`, scanned pages), image files, plain text and Markdown (`extract`), OCR (`ocr`), chunking sized for
+`tables`, `images`, scanned pages), image files, plain text (`extract`), Markdown, web pages, EPUB, GIF and e-mail
+(`formats/`), OCR (`ocr`), chunking sized for
 the embedding model (`chunks`), and the entry points of `reader`: `parse` (a document -> its pages' chunks and OCR
 work), `read_page` / `read_image` (OCR work -> chunks). Pure and synchronous: no NATS, no I/O beyond the bytes
 handed in.

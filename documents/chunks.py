@@ -47,6 +47,7 @@ class ParsedChunk:
     table_id: str | None = None
     table_group_id: str | None = None
     table: TableCells | None = None  # a table chunk's cells, the rows of this piece under the header
+    locator: str | None = None  # where a citation points in a document without pages ("section Install > Linux")
 
     @property
     def embed_text(self) -> str:

@@ -1,4 +1,5 @@
-"""Checked PDFs (:func:`open_checked_pdf`) and the text blocks of text and Markdown files. Pure and synchronous.
+"""Checked PDFs (:func:`open_checked_pdf`) and the text blocks of plain text files (Markdown has its reader,
+``documents/formats/markdown.py``). Pure and synchronous.
 
 Every failure a user can fix is raised as :class:`DocumentRejected` whose message says what is wrong and
 what to do; the agent records it as the document's error verbatim.
@@ -14,8 +15,6 @@ import pymupdf
 from contracts.messages import BBox
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
-_FENCE = re.compile(r"^\s*(```|~~~)")
-_HEADING = re.compile(r"^#{1,6}(\s|$)")
 
 
 class DocumentRejected(Exception):
@@ -60,15 +59,12 @@ def open_checked_pdf(data: bytes) -> pymupdf.Document:
     return doc
 
 
-def extract_text(data: bytes, *, markdown: bool) -> list[TextBlock]:
-    """The paragraphs of a UTF-8 text file (a leading BOM is ignored).
+def extract_text(data: bytes) -> list[TextBlock]:
+    """The paragraphs of a UTF-8 text file (a leading BOM is ignored), separated by blank lines.
 
-    Paragraphs are separated by blank lines. With ``markdown``, a paragraph made only of headings is kept
-    with the paragraph that follows it, and blank lines inside fenced code blocks do not split.
     Raises DocumentRejected for non-UTF-8 or binary data and for files without any text.
     """
-    text = _decode_utf8(data)
-    paragraphs = _markdown_paragraphs(text) if markdown else _BLANK_LINES.split(text)
+    paragraphs = _BLANK_LINES.split(_decode_utf8(data))
     blocks = [TextBlock(page=1, bbox=None, text=p) for p in map(_normalise_lines, paragraphs) if p]
     if not blocks:
         raise DocumentRejected("empty document: the file contains no text; upload a file with content")
@@ -99,39 +95,6 @@ def _decode_utf8(data: bytes) -> str:
             "save it as UTF-8 text and upload it again"
         )
     return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _markdown_paragraphs(text: str) -> list[str]:
-    """Blank-line separated paragraphs, fenced code kept whole, heading-only paragraphs joined to the next."""
-    paragraphs: list[str] = []
-    pending_headings: list[str] = []
-    for paragraph in _split_outside_fences(text):
-        if all(_HEADING.match(line.strip()) for line in paragraph.strip().splitlines()):
-            pending_headings.append(paragraph)
-            continue
-        paragraphs.append("\n".join([*pending_headings, paragraph]))
-        pending_headings = []
-    if pending_headings:
-        paragraphs.append("\n".join(pending_headings))
-    return paragraphs
-
-
-def _split_outside_fences(text: str) -> list[str]:
-    """Split on blank lines, except inside ``` / ~~~ fenced code (an unclosed fence runs to the end)."""
-    paragraphs: list[str] = []
-    current: list[str] = []
-    in_fence = False
-    for line in text.split("\n"):
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        if line.strip() or in_fence:
-            current.append(line)
-        elif current:
-            paragraphs.append("\n".join(current))
-            current = []
-    if current:
-        paragraphs.append("\n".join(current))
-    return paragraphs
 
 
 def _normalise_lines(paragraph: str) -> str:

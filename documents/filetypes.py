@@ -7,18 +7,39 @@ bytes it reads with the same functions, so the two cannot disagree (BigTIFF, say
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import PurePath
 
 TEXT_SUFFIXES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
 IMAGE_SUFFIXES = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".tif": "image/tiff",
-    ".tiff": "image/tiff",
+    ".tiff": "image/tiff", ".gif": "image/gif",
 }  # fmt: skip
-ACCEPTED = "upload a PDF, an image (PNG, JPEG, WebP, TIFF), a .txt or a .md file"
+# Formats read by documents/formats/ (parsed through documents.reader.FORMAT_READERS), by name; each is also
+# recognised by its content where it has a signature (`_by_content`).
+FORMAT_SUFFIXES = {".html": "text/html", ".htm": "text/html", ".xhtml": "text/html", ".epub": "application/epub+zip",
+                   ".eml": "message/rfc822"}  # fmt: skip
+FORMAT_DECLARED = {"text/html": "text/html", "application/xhtml+xml": "text/html",
+                   "application/epub+zip": "application/epub+zip", "message/rfc822": "message/rfc822"}  # fmt: skip
+# What the upload's 415 says is accepted: one kind a line.
+_ACCEPTED_KINDS = (
+    "a PDF",
+    "an image (PNG, JPEG, WebP, TIFF, GIF)",
+    "a web page (.html)",
+    "an EPUB e-book (.epub)",
+    "an e-mail (.eml)",
+    "a text file (.txt, .md)",
+)
+ACCEPTED = "upload " + ", ".join(_ACCEPTED_KINDS[:-1]) + " or " + _ACCEPTED_KINDS[-1]
+# An e-mail starts with header fields ("Name: value"); one of these is among its first lines.
+_MAIL_HEADERS = re.compile(rb"^(from|to|subject|date|message-id|mime-version|received|return-path|delivered-to)[ \t]*:",
+                           re.IGNORECASE | re.MULTILINE)  # fmt: skip
+_FIELD = re.compile(rb"^[!-9;-~]+[ \t]*:")
 
 
 # Content types we accept for uploaded images, and the format name PIL reports for each.
-IMAGE_CONTENT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/tiff": "TIFF"}
+IMAGE_CONTENT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/tiff": "TIFF",
+                       "image/gif": "GIF"}  # fmt: skip
 _FORMAT_NAMES = {"PNG": "a PNG", "JPEG": "a JPEG", "WEBP": "a WebP", "TIFF": "a TIFF", "GIF": "a GIF", "BMP": "a BMP",
                  "PDF": "a PDF", "ZIP": "a ZIP archive", "TEXT": "text"}  # fmt: skip
 
@@ -73,12 +94,23 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
         return "application/pdf"
     if suffix == ".pdf" or declared == "application/pdf":
         raise UnsupportedFile(f"{filename!r} is not a PDF: its content does not start with '%PDF-'")
+    named = FORMAT_SUFFIXES.get(suffix) or FORMAT_DECLARED.get((declared or "").split(";")[0].strip().lower())
+    if (found := _by_content(head, named)) is not None:
+        return found
+    if named == "application/epub+zip":
+        raise UnsupportedFile(f"{filename!r} is not an EPUB: its content is not a ZIP archive; {ACCEPTED}")
+    if named == "message/rfc822":
+        raise UnsupportedFile(f"{filename!r} is not an e-mail message: it does not start with header fields "
+                              f"(From:, Subject:, ...); save the message from the mail program as .eml")  # fmt: skip
     if (image := sniff_image(head)) is not None:
         return image
     if suffix in IMAGE_SUFFIXES or (declared or "").startswith("image/"):
-        raise UnsupportedFile(
-            f"{filename!r} is not a PNG, JPEG, WebP or TIFF image (by its content, whatever its name says); {ACCEPTED}"
-        )
+        raise UnsupportedFile(f"{filename!r} is not a PNG, JPEG, WebP, TIFF or GIF image (by its content, whatever "
+                              f"its name says); {ACCEPTED}")  # fmt: skip
+    if named == "text/html" or (suffix not in TEXT_SUFFIXES and _looks_like_html(head)):
+        if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):  # NULs only in UTF-16 (its BOM)
+            raise UnsupportedFile(f"{filename!r} is not an HTML page (it contains NUL bytes)")
+        return "text/html"  # any encoding: its BOM or its <meta charset> says which
     text_type = TEXT_SUFFIXES.get(suffix) or (
         "text/markdown"
         if declared == "text/markdown"
@@ -98,3 +130,20 @@ def detect_content_type(filename: str, declared: str | None, head: bytes) -> str
     if b"\x00" in head:
         raise UnsupportedFile(f"{filename!r} is not UTF-8 text (it contains NUL bytes)")
     return text_type
+
+
+def _by_content(head: bytes, named: str | None) -> str | None:
+    """A format of `FORMAT_SUFFIXES` that the bytes say: an EPUB (a ZIP archive whose first entry is its
+    "mimetype" file, as the EPUB container format requires, or any ZIP archive named .epub)."""
+    if head.startswith(b"PK\x03\x04") and (
+        (head[30:38] == b"mimetype" and head[38:58] == b"application/epub+zip") or named == "application/epub+zip"
+    ):
+        return "application/epub+zip"
+    if named == "message/rfc822" and b"\x00" not in head and _FIELD.match(head) and _MAIL_HEADERS.search(head[:8192]):
+        return "message/rfc822"
+    return None
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()[:64].lower()
+    return start.startswith((b"<!doctype html", b"<html"))

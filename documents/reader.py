@@ -12,11 +12,13 @@ rasters and publishes; :func:`read_page` and :func:`read_image` turn a piece of 
   work if the page needs OCR;
 - image file (PNG/JPEG/WebP/TIFF): its real type must be the declared one and its header within budget; one
   page whose only output is one image work over the whole image;
-- text / Markdown: one page of chunks without bboxes.
+- plain text: one page of chunks without bboxes;
+- the formats of ``FORMAT_READERS`` (Markdown, HTML, EPUB, GIF, e-mail): their module of ``documents/formats``.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 from collections.abc import Iterator
@@ -34,6 +36,17 @@ from .layout import PageBlock, PageContent, iter_pages
 from .ocr import DEFAULT_OCR, OcrSettings, lines_to_paragraphs, ocr_image, ocr_pixels, render_page
 
 log = logging.getLogger(__name__)
+
+# Formats read by a module of `documents.formats`, loaded on first use: content type -> (module, function), the
+# function taking (data, ParseSettings) and returning a ParsedDocument. Looked up before the image types: a GIF
+# is read by its module (the first frame), not as an image file.
+FORMAT_READERS = {
+    "text/markdown": ("markdown", "parse_markdown"),
+    "text/html": ("html", "parse_html"),
+    "application/epub+zip": ("epub", "parse_epub"),
+    "image/gif": ("gif", "parse_gif"),
+    "message/rfc822": ("eml", "parse_eml"),
+}
 
 BBox = tuple[float, float, float, float]
 
@@ -111,9 +124,12 @@ def parse(data: bytes, content_type: str, settings: ParseSettings = ParseSetting
     continuations start fresh at its first page."""
     if content_type == "application/pdf":
         return _parse_pdf(data, settings, pages)
+    if (reader := FORMAT_READERS.get(content_type)) is not None:
+        module, function = reader
+        return getattr(importlib.import_module(f"{__package__}.formats.{module}"), function)(data, settings)
     if content_type in IMAGE_CONTENT_TYPES:
         return ParsedDocument(1, iter([_parse_image(data, content_type)]))
-    blocks = extract_text(data, markdown=content_type == "text/markdown")
+    blocks = extract_text(data)
     content = PageContent(page=1, width=0.0, height=0.0, blocks=tuple(PageBlock(1, (0.0, 0.0, 0.0, 0.0), b.text) for b in blocks),
                           tables=(), images=(), skipped_images=(), needs_ocr=False)  # fmt: skip
     chunks = Chunker(settings.chunk_max_tokens, settings.chunk_max_chars).feed(content)

@@ -48,6 +48,11 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/reindex"): "operator",
     ("GET", "/v1/reindex/{id}"): "operator",
     ("GET", "/v1/reindex/{id}/events"): "operator",
+    # Evaluations run the tenant's questions and keep its reports: its admin's (a given generation: operator,
+    # checked by the route, `edge_api.routes.evaluations`).
+    ("POST", "/v1/evaluations"): "admin",
+    ("GET", "/v1/evaluations"): "admin",
+    ("GET", "/v1/evaluations/{id}"): "admin",
 }
 _CHALLENGE = 'Bearer realm="mmrag"'
 

@@ -249,6 +249,7 @@ def _document() -> dict:
             {"name": "queries", "description": "ask (streamed answer) and search (ranked chunks)"},
             {"name": "meta", "description": "this document"},
             {"name": "reindex", "description": "re-index by replay into a new index generation (operator)"},
+            {"name": "evaluations", "description": "evaluate the tenant's corpus with its own questions (admin)"},
             {"name": "ui", "description": "the web UI and the session it starts from"},
         ],
         "paths": _paths(OPERATIONS),

@@ -408,14 +408,32 @@ def reindex(
         typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
     ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
+    gate: Annotated[
+        Path | None,
+        typer.Option(show_default=False, help="a questions file (JSON Lines, as for `mmrag eval`): flip only if "
+                     "the new generation is not worse on it than the serving one"),
+    ] = None,
+    gate_tenant: Annotated[str, typer.Option(help="the tenant whose documents the gate's questions are about")] = "default",
+    gate_metric: Annotated[str, typer.Option(help="recall, ndcg@10, mrr or fact_rate")] = "ndcg@10",
+    gate_tolerance: Annotated[float, typer.Option(help="how much worse (0-1) the new generation may be")] = 0.0,
     cancel: Annotated[
         str | None, typer.Option(show_default=False, help="cancel this building generation (e.g. g2) instead")
     ] = None,
 ) -> None:
     """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
-    current one keeps answering; the new one serves once it has caught up. Needs an operator key."""
+    current one keeps answering; the new one serves once it has caught up (and, with --gate, once it is not
+    worse on the gate's questions). Needs an operator key."""
     from mmrag.client import cancel_reindex, client, reindex_events
     from mmrag.client import reindex as start_reindex
+    from mmrag.evaluate import QuestionsFileError, read_questions
+
+    gate_body = None
+    if gate is not None:
+        try:
+            gate_body = {"tenant": gate_tenant, "questions": read_questions(gate), "metric": gate_metric,
+                         "tolerance": gate_tolerance}  # fmt: skip
+        except QuestionsFileError as e:
+            _fail(str(e))
 
     settings = {
         k: v
@@ -431,7 +449,7 @@ def reindex(
             if cancel is not None:
                 print(f"{cancel}  {(await cancel_reindex(http, cancel))['state']}")
                 return 0
-            started = await start_reindex(http, settings)
+            started = await start_reindex(http, settings, gate_body)
             gen_id = started["id"]
             print(f"{gen_id}  building from g{started['source_generation']}  settings {started['settings']}", flush=True)
             if not wait:
@@ -449,7 +467,49 @@ def reindex(
                                     state=f"{view['state']}, {p['pending_messages']} messages pending")  # fmt: skip
                     final = view
             print(f"{gen_id}  {final['state']}")
+            if final.get("gate_outcome"):
+                print(f"{gen_id}  gate {final['gate_outcome']['state']}: {final['gate_outcome']['reason']}")
         return 0 if final["state"] == "serving" else 1
+
+    _run(main())
+
+
+@app.command("eval")
+def eval_(
+    questions: Annotated[Path, typer.Argument(help="JSON Lines: one question a line, with `expected` sources "
+                                              "({doc, page}) and/or `facts`")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    k: Annotated[int, typer.Option(help="recall@k's k (1-50)")] = 10,
+    name: Annotated[str | None, typer.Option(show_default=False, help="a label for the report")] = None,
+    generation: Annotated[
+        int | None, typer.Option(show_default=False, help="evaluate this index generation (operator key)")
+    ] = None,
+    compare_generation: Annotated[
+        int | None, typer.Option(show_default=False, help="also run on this generation and list what changed (operator)")
+    ] = None,
+    compare_with: Annotated[
+        str | None, typer.Option(show_default=False, help="list what changed since this earlier evaluation (its id)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the report (else print the evaluation's id)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole report as JSON")] = False,
+) -> None:
+    """Evaluate your corpus with your questions: recall@k, nDCG@10, MRR, fact rate, abstention rate, per question,
+    and what changed against another run or generation. Needs an admin key of the tenant."""
+    from mmrag.client import client
+    from mmrag.evaluate import QuestionsFileError, read_questions, run_eval
+
+    try:
+        body: dict[str, Any] = {"questions": read_questions(questions), "k": k}
+    except QuestionsFileError as e:
+        _fail(str(e))
+    extra = {"name": name, "generation": generation, "compare_generation": compare_generation,
+             "compare_with": compare_with}  # fmt: skip
+    body.update({key: v for key, v in extra.items() if v is not None})
+
+    async def main() -> int:
+        async with client(url, api_key=api_key) as http:
+            return await run_eval(http, body, wait=wait, as_json=as_json)
 
     _run(main())
 

@@ -243,11 +243,17 @@ async def ask_events(
                 raise EngineError(f"the engine did not answer with an event stream: {e}") from None
 
 
-async def reindex(http: httpx.AsyncClient, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST /v1/reindex (admin): the new generation's view (`id`, `state`, `settings`, `progress`...).
+async def reindex(
+    http: httpx.AsyncClient, settings: dict[str, Any] | None = None, gate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """POST /v1/reindex (operator): the new generation's view (`id`, `state`, `settings`, `progress`...); with a
+    `gate` (`{"tenant", "questions", "metric", "tolerance"}`) it flips only if not worse on those questions.
 
     409 `reindex_running` (another generation is building) raises `EngineError`."""
-    return await _request(http, "POST", "/v1/reindex", json={"mode": "reparse", "settings": settings or {}})
+    body: dict[str, Any] = {"mode": "reparse", "settings": settings or {}}
+    if gate is not None:
+        body["gate"] = gate
+    return await _request(http, "POST", "/v1/reindex", json=body)
 
 
 async def reindex_status(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
@@ -272,3 +278,20 @@ async def reindex_events(http: httpx.AsyncClient, generation_id: str) -> AsyncIt
 async def cancel_reindex(http: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
     """DELETE /v1/reindex/{id}: cancel a building generation; 409 `not_cancellable` raises `EngineError`."""
     return await _request(http, "DELETE", f"/v1/reindex/{generation_id}")
+
+
+async def evaluate(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/evaluations (admin): the queued evaluation's record (`id`, `state`, `progress`...).
+
+    409 `evaluation_running` (one at a time per tenant) raises `EngineError`."""
+    return await _request(http, "POST", "/v1/evaluations", json=body)
+
+
+async def evaluation(http: httpx.AsyncClient, evaluation_id: str) -> dict[str, Any]:
+    """GET /v1/evaluations/{id}: its state and progress, and once `done` its runs and changes."""
+    return await _request(http, "GET", f"/v1/evaluations/{evaluation_id}")
+
+
+async def evaluations(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """GET /v1/evaluations: the tenant's evaluations (summaries), newest first."""
+    return (await _request(http, "GET", "/v1/evaluations"))["evaluations"]

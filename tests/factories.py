@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pymupdf
 
 A4 = pymupdf.paper_rect("a4")
@@ -428,3 +430,43 @@ def make_searchable_scan_pdf(lines: list[str] | None = None) -> bytes:
         return doc.tobytes(deflate=True)
     finally:
         doc.close()
+
+
+# --------------------------------------------------------------------------- e-books
+
+CHAPTERS = [
+    ("Getting started", "<h1>Getting started</h1><p>Unpack the pump and read the safety notes.</p>"
+                        "<h2>Tools</h2><p>You need a 13 mm spanner.</p>"),
+    ("Installation", "<h1>Installation</h1><p>Mount the pump on a flat surface.</p>"
+                     "<table><tr><th>Bolt</th><th>Torque</th></tr><tr><td>Anchor</td><td>12 Nm</td></tr></table>"),
+    ("Maintenance", "<p>Replace the filter every six months.</p>"),  # no heading: the title is the context
+]
+EPUB_SCRIPT = "SECRETSCRIPTTEXT"
+
+
+def make_epub(chapters: list[tuple[str, str]] = CHAPTERS, *, cover: bool = True) -> bytes:
+    """An EPUB 3 (written by ebooklib) of a cover without text, then ``chapters`` ((title, XHTML body)) in the
+    spine and the table of contents; each chapter ends with a script holding ``EPUB_SCRIPT``."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("pump-manual-1")
+    book.set_title("Pump manual")
+    book.set_language("en")
+    spine: list = []
+    if cover:
+        spine.append(epub.EpubHtml(title="Cover", file_name="cover.xhtml", content="<p></p>"))  # no text
+    items = []
+    for i, (title, body) in enumerate(chapters, 1):
+        item = epub.EpubHtml(title=title, file_name=f"chap_{i}.xhtml", lang="en")
+        item.content = f"<html><body>{body}<script>var x = '{EPUB_SCRIPT}';</script></body></html>"
+        items.append(item)
+    for item in spine + items:
+        book.add_item(item)
+    book.toc = [epub.Link(item.file_name, title, f"c{i}") for i, (item, (title, _)) in enumerate(zip(items, chapters))]
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = [*spine, *items]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()

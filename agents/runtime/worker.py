@@ -53,7 +53,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus.tasks import cancel_and_wait
 from contracts.messages import DeadLetter, Message
-from contracts.topology import HEADER_TRACEPARENT, ConsumerDef, Subjects
+from contracts.topology import HEADER_TRACEPARENT, STREAMS_BY_NAME, TOKEN, ConsumerDef, Subjects
 from telemetry import tracing
 from telemetry.metrics import WorkerMetrics
 
@@ -114,6 +114,15 @@ def routing_mismatch(subject: str, payload: BaseModel) -> str | None:
     return None
 
 
+def _about(payload: BaseModel) -> tuple[str, str]:
+    """The (tenant, doc id) a message is about, as subject tokens; ``_`` for what it does not name."""
+    tokens = []
+    for key in ("tenant", "doc_id"):
+        value = getattr(payload, key, None)
+        tokens.append(value if isinstance(value, str) and TOKEN.match(value) else "_")
+    return tokens[0], tokens[1]
+
+
 def _outcome(span: trace.Span, outcome: str, err: BaseException | None = None) -> None:
     span.set_attribute("mmrag.outcome", outcome)
     if err is not None:
@@ -153,6 +162,8 @@ class PullWorker(Generic[T]):
         self._concurrency = concurrency
         self._last_bus_warning = 0.0
         self._metrics = WorkerMetrics(agent, consumer.durable)
+        stream = STREAMS_BY_NAME.get(consumer.stream)
+        self._consumed_once = stream is not None and stream.consumed_once
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and process until `stop`. With ``concurrency`` n > 1, up to n messages are handled at once, each
@@ -173,6 +184,7 @@ class PullWorker(Generic[T]):
                     if sub is None:
                         sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
                         log.info("%s: consuming %s (%s)", self._agent, self.consumer.filter_subject, self.consumer.durable)
+                        await self._purge_settled()
                     if self._concurrency > 1:
                         await slots.acquire()  # at least one free slot, then every other free one
                         free = 1
@@ -321,7 +333,7 @@ class PullWorker(Generic[T]):
             return "transient"
         reason = str(err) if permanent else f"gave up after {delivery.num_delivered} deliveries: {err!r}"
         log.error("%s: dead-lettering message: %s", self._agent, reason)
-        if not await self._dead_letter(delivery.msg, reason, type(err).__name__):
+        if not await self._dead_letter(delivery.msg, reason, type(err).__name__, _about(delivery.payload)):
             return "unrecorded"  # not recorded: leave it unacked, it comes back and we try again
         self._metrics.count("dead_letter")
         # What users see (a document's error, an SSE error): our own PermanentError messages are written for
@@ -329,7 +341,7 @@ class PullWorker(Generic[T]):
         # dead letter only.
         public = reason if permanent else (
             f"gave up after {delivery.num_delivered} attempts; the cause is in the {self._agent} log and in the "
-            f"dead letter on {Subjects.deadletter(self.consumer.durable)}"
+            f"dead letter on {Subjects.deadletter(self.consumer.durable, *_about(delivery.payload))}"
         )  # fmt: skip
         if self._on_give_up is not None:
             try:
@@ -345,8 +357,9 @@ class PullWorker(Generic[T]):
             self._metrics.count("poison")
             await self._settle(msg, "term")
 
-    async def _dead_letter(self, msg: Msg, reason: str, error_type: str) -> bool:
-        """Store a dead-letter record; False if the bus could not take it."""
+    async def _dead_letter(self, msg: Msg, reason: str, error_type: str, about: tuple[str, str] = ("_", "_")) -> bool:
+        """Store a dead-letter record on the subject of the document it is `about` (tenant, doc id: what a delete
+        purges); False if the bus could not take it."""
         meta = msg.metadata
         record = DeadLetter(
             consumer=self.consumer.durable,
@@ -361,7 +374,7 @@ class PullWorker(Generic[T]):
         )
         try:
             await self._js.publish(
-                Subjects.deadletter(self.consumer.durable),
+                Subjects.deadletter(self.consumer.durable, *about),
                 record.model_dump_json().encode(),
                 # One record per delivery of a message, however often the publish itself is retried.
                 headers={"Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}:{meta.num_delivered}"},
@@ -372,12 +385,39 @@ class PullWorker(Generic[T]):
         self._metrics.dead_letter(error_type)
         return True
 
+    async def _purge_settled(self) -> None:
+        """On a consumed-once stream, purge what this consumer settled but is still stored: messages a failed delete
+        left, or that a release before `StreamDef.consumed_once` kept (everything below the consumer's ack floor
+        on its subject; the consumer is its subject's only one)."""
+        if not self._consumed_once:
+            return
+        try:
+            info = await self._js.consumer_info(self.consumer.stream, self.consumer.durable)
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            if floor:
+                await self._js.purge_stream(self.consumer.stream, subject=self.consumer.filter_subject, seq=floor + 1)
+        except BUS_ERRORS as err:
+            self._bus_warning("purge of settled messages", err)
+
     async def _settle(self, msg: Msg, how: str) -> None:
-        """ack or term; a lost acknowledgement only means a redelivery, which handlers are built for."""
+        """ack or term; a lost acknowledgement only means a redelivery, which handlers are built for.
+
+        On a stream whose messages are consumed once (`StreamDef.consumed_once`: CHUNKS), the settled message is
+        then deleted from the stream, so a document's chunk text and vectors are gone once handled. A failed delete
+        leaves one message behind (logged); the work is done either way.
+        """
         try:
             await (msg.ack() if how == "ack" else msg.term())
         except BUS_ERRORS as err:
             self._bus_warning(how, err)
+            return
+        if self._consumed_once:
+            try:
+                await self._js.delete_msg(self.consumer.stream, msg.metadata.sequence.stream)
+            except nats.js.errors.NotFoundError:
+                pass  # already gone (a redelivered copy was settled twice, or a delete purged it)
+            except BUS_ERRORS as err:
+                self._bus_warning("delete of a settled message", err)
 
     def _bus_warning(self, what: str, err: BaseException) -> None:
         now = time.monotonic()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import pymupdf
 
+from search.evaluation import fact_found
 from tests.factories import A4, FIVE_PAGES, _draw_table, make_png, render_text_image, synthetic_pages
 
 KINDS = ("text", "table", "caption", "image", "scanned", "identifier", "unanswerable")
@@ -421,15 +422,6 @@ QUESTIONS: list[Question] = [
     Q("u10", "unanswerable", "Which vaccine protects against yellow fever?"),
 ]
 # fmt: on
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def fact_found(fact: str, text: str) -> bool:
-    """The expected fact appears in `text` (case and runs of whitespace ignored)."""
-    return _norm(fact) in _norm(text)
 
 
 def build() -> tuple[list[Document], list[Question], str]:

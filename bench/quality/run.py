@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -40,10 +39,11 @@ from models.extractive import extractive_answer  # noqa: E402
 from search.abstention import abstains, paraphrase_cosine  # noqa: E402
 from search.expansion import Rewrite  # noqa: E402
 from search.rerank import LexicalScorer, build_scorer, rerank  # noqa: E402
+from search.evaluation import fact_found, ranking_metrics  # noqa: E402
 from search.hybrid import hybrid_search, rrf, to_hit  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from search.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
-from bench.quality.corpus import KINDS, Document, Question, build, fact_found  # noqa: E402
+from bench.quality.corpus import KINDS, Document, Question, build  # noqa: E402
 from contracts.messages import Hit  # noqa: E402
 
 COLLECTION = "bench"
@@ -55,21 +55,15 @@ def relevant(q: Question, hit: Hit) -> bool:
 
 
 def retrieval_metrics(q: Question, ranked: Sequence[Hit]) -> dict[str, float]:
-    """recall@1/@10 (an answer page in the top 1/10), MRR (1 / rank of the first), nDCG@10 over answer pages."""
-    seen: set[tuple[str, int]] = set()
-    gains = []
-    for hit in ranked[:10]:
-        key = (hit.doc_id, hit.page)
-        gains.append(1.0 if relevant(q, hit) and key not in seen else 0.0)
-        seen.add(key)
-    first = next((i for i, h in enumerate(ranked) if relevant(q, h)), None)
-    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-    ideal = sum(1 / math.log2(i + 2) for i in range(min(len(q.pages), 10)))
+    """recall@1/@10 (an answer page in the top 1/10), MRR (1 / rank of the first), nDCG@10 over answer pages:
+    the product's metrics (`search.evaluation`, what `mmrag eval` reports), a page being one expected source."""
+    sources = [f"{h.doc_id}:{h.page}" if relevant(q, h) else None for h in ranked]
+    _, ndcg, rank = ranking_metrics(sources, len(q.pages), 10)
     return {
-        "r@1": float(first == 0),
-        "r@10": float(first is not None and first < 10),
-        "mrr": 0.0 if first is None else 1.0 / (first + 1),
-        "ndcg@10": dcg / ideal,
+        "r@1": float(rank == 1),
+        "r@10": float(rank is not None and rank <= 10),
+        "mrr": 0.0 if rank is None else 1.0 / rank,
+        "ndcg@10": ndcg,
     }
 
 

@@ -8,6 +8,7 @@ from edge_api.routes import (
     api_reference,
     collections,
     documents,
+    evaluations,
     health,
     pages,
     passages,
@@ -27,5 +28,6 @@ OPERATIONS: tuple[Operation, ...] = (
     *pages.OPERATIONS,
     *ui.OPERATIONS,
     *reindex.OPERATIONS,
+    *evaluations.OPERATIONS,
     *api_reference.OPERATIONS,
 )

@@ -6,12 +6,10 @@ the progress record, the indexer into every point's payload, where a search's `f
 Changing them, like a re-parse, is a new submission of the stored upload (a new revision): the document is
 parsed and indexed again, its points of the old revision are removed once the new one is indexed, and a re-index
 (a replay of `docs.ingest`) sees the latest collections. Until then the old points answer with the old
-collections (docs/decisions.md, 64).
+collections (docs/decisions.md, 67).
 """
 
 from __future__ import annotations
-
-import uuid
 
 import nats.js.errors
 from aiohttp import web
@@ -98,8 +96,9 @@ async def resubmit(request: web.Request, collections: list[str] | None) -> Reply
     fields = submitted.model_dump(exclude={"schema_version", "submitted_at", "collections"})
     keep = current.collections if current is not None else submitted.collections
     again = DocumentSubmitted(**fields, collections=keep if collections is None else collections)
-    ack = await publish(js, Outgoing(Subjects.ingest(tenant, doc_id), again, msg_id=f"resubmit-{doc_id}-{uuid.uuid4().hex}"),
-                        timeout_s=PUBLISH_TIMEOUT_S)  # fmt: skip
+    # Its own message id, as every submission's (`<doc_id>:<submitted_at>`): never dropped as a duplicate.
+    msg_id = f"{doc_id}:{again.submitted_at.isoformat()}"
+    ack = await publish(js, Outgoing(Subjects.ingest(tenant, doc_id), again, msg_id=msg_id), timeout_s=PUBLISH_TIMEOUT_S)
 
     def queued(record: DocumentProgress | None) -> DocumentProgress | None:
         if record is not None and record.revision >= ack.seq:

@@ -41,7 +41,6 @@ from contracts.messages import (
     DocumentSubmitted,
     Identifier,
     Tenant,
-    utcnow,
 )
 from contracts.topology import (
     DOCS_STREAM,
@@ -65,7 +64,7 @@ log = logging.getLogger(__name__)
 SNIFF_BYTES = 8192
 READ_CHUNK = 64 * 1024
 MAX_FILENAME_CHARS = 255
-PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time: JetStream stores the submission at most once
+PUBLISH_ATTEMPTS = 3  # same Nats-Msg-Id each time (`_publish_submission`): JetStream stores the submission at most once
 PUBLISH_TIMEOUT_S = 5.0
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
@@ -254,7 +253,10 @@ async def _chunks(head: bytes, part: BodyPartReader) -> AsyncIterator[bytes]:
 
 async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted) -> PubAck | None:
     """The PubAck, or None if no attempt was confirmed (the caller then asks the stream)."""
-    out = Outgoing(Subjects.ingest(submitted.tenant, submitted.doc_id), submitted, msg_id=submitted.doc_id)
+    # One message id per submission (its retries share it): a later submission of the same doc_id (a replacement)
+    # within the stream's duplicate window is a new message, not a duplicate dropped after its bytes were stored.
+    msg_id = f"{submitted.doc_id}:{submitted.submitted_at.isoformat()}"
+    out = Outgoing(Subjects.ingest(submitted.tenant, submitted.doc_id), submitted, msg_id=msg_id)
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             return await publish(js, out, timeout_s=PUBLISH_TIMEOUT_S)
@@ -588,7 +590,7 @@ async def select_documents(bb: Backbone, tenant: str, q: ListQuery) -> DocumentP
     twice). Measured (`bench/doclist.py`): time about 0.2-0.5 ms per document of the tenant, nearly all of it
     nats-py's handling of the watch's messages (66 ms at 300 documents, 2.5 s at 5,000 on the shared 2-core
     machine); peak memory about 1.3 KB per document, because nats-py queues every value the server pushes ahead
-    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 64).
+    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 67).
     """
     key_of = SORT_KEYS[q.sort]
     keep = q.limit + 1
@@ -630,11 +632,8 @@ async def delete_document(request: web.Request) -> Reply:
         submitted = await _submission_on_stream(js, tenant, doc_id)
         if submitted is None:
             raise _not_found(doc_id)
-        filename: str | None = submitted.filename
     elif current.status == DocumentStatus.DELETED:
         raise _not_found(doc_id)
-    else:
-        filename = current.filename
 
     # One message id per deleted revision: a retried request is deduplicated, but a delete after a re-submission is a
     # new message (`delete-<doc_id>` alone was dropped as a duplicate within the stream's window: 202, nothing deleted).
@@ -644,11 +643,9 @@ async def delete_document(request: web.Request) -> Reply:
     ack = await publish(js, tombstone, timeout_s=PUBLISH_TIMEOUT_S)
 
     def change(record: DocumentProgress | None) -> DocumentProgress:
-        if record is None:
-            return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED, filename=filename)
-        if record.revision >= ack.seq:  # a newer submission or delete is already applied
+        if record is not None and record.revision >= ack.seq:  # a newer submission or delete is already applied
             return record
-        return record.model_copy(update={"status": DocumentStatus.DELETED, "revision": ack.seq, "updated_at": utcnow()})
+        return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED)  # a tombstone: ids and revision only
 
     await store.update(tenant, doc_id, change)
     return Reply(DeleteAccepted(doc_id=doc_id, status="deleted"), status=202)

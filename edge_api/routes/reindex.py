@@ -9,7 +9,10 @@
 - ``DELETE /v1/reindex/{id}``: cancel a building generation (409 ``not_cancellable`` once its flip began, or
   when it is not building): its consumers stop and the coordinator drops it at once.
 - ``GET /v1/reindex/{id}/events``: Server-Sent Events ``progress`` (the view, each time it changes) until the
-  generation is no longer building (it serves, or was cancelled), then ``done`` with the final view.
+  generation is no longer building (it serves, or was cancelled) or its evaluation gate refused the flip
+  (``gate_outcome.state`` ``refused``/``failed``: it stays building, unflipped), then ``done`` with the final view.
+- A body's ``gate`` (`contracts.evaluation.EvaluationGate`): the coordinator evaluates the gate's questions on
+  both generations once the new one is built and flips only if the metric is not worse beyond the tolerance.
 
 The edge API never touches the vector store or the consumers: it writes and reads records; the agents act.
 """
@@ -62,13 +65,14 @@ def view(record: GenerationRecord) -> GenerationView:
 
 EVENTS = Events(
     Event("progress", GenerationView, "the generation's view, at once and then each time it changes"),
-    Event("done", GenerationView, "the final view, once the generation is no longer `building`; the stream ends"),
+    Event("done", GenerationView, "the final view, once the generation is no longer `building` or its gate "
+          "refused the flip; the stream ends"),
     Event("error", ErrorData, "`backbone_unavailable`: NATS went away; the stream ends (follow again)"),
 )
 
 
 def _finished(record: GenerationRecord) -> bool:
-    return record.state is not GenerationState.BUILDING
+    return record.state is not GenerationState.BUILDING or record.held  # held: its gate refused the flip
 
 
 async def _record(request: web.Request) -> GenerationRecord:
@@ -85,7 +89,7 @@ async def start_reindex(request: web.Request) -> Reply:
     bb.jetstream()
     body = await read_body(request, ReindexRequest)
     try:
-        record = await (await bb.generations()).start_reindex(body.settings)
+        record = await (await bb.generations()).start_reindex(body.settings, body.gate)
     except ReindexConflict as err:
         raise ApiError(409, "reindex_running", f"{err}: follow it at {REINDEX_PATH}/{err.building.index_generation.token}",
                        id=err.building.index_generation.token) from None  # fmt: skip
@@ -152,8 +156,9 @@ Follows a re-index as Server-Sent Events, each `data:` one JSON `GenerationView`
 
 - `progress`: the generation's view, sent at once and then each time it changes (documents rebuilt, messages
   still pending)
-- `done`: the final view, once the generation is no longer `building` (it serves: the alias flipped); the
-  stream ends
+- `done`: the final view, once the generation is no longer `building` (it serves: the alias flipped), or its
+  evaluation gate refused the flip (`gate_outcome.state` is `refused` or `failed`; `gate_outcome.reason` says
+  why); the stream ends
 - `error`: `{"code": "backbone_unavailable", "message"}`: NATS went away; the stream ends (follow again)
 """
 GEN_ID = {
@@ -169,7 +174,8 @@ OPERATIONS = (
         description="Builds index generation N+1 beside the serving one by replaying every stored submission "
         "through new consumers into a new collection, with the serving generation's settings and the requested "
         "ones on top. The serving generation keeps answering; when the new one has caught up the alias flips, "
-        "and the old one is dropped after `MMRAG_REINDEX_GRACE_S`.",
+        "and the old one is dropped after `MMRAG_REINDEX_GRACE_S`. With a `gate`, the flip waits for an evaluation "
+        "of both generations on the gate's questions and happens only if the new one is not worse.",
         request={"application/json": ReindexRequest},
         responses={
             202: Json("started; follow it at `Location`", GenerationView),

@@ -78,7 +78,7 @@ async def run_until(worker: PullWorker, condition, timeout_s: float = 20) -> Non
 
 
 async def dead_letters(js, n: int) -> list[DeadLetter]:
-    sub = await js.pull_subscribe(Subjects.deadletter(CONSUMER.durable), durable=None, stream="DEADLETTER")
+    sub = await js.pull_subscribe(Subjects.deadletters(CONSUMER.durable), durable=None, stream="DEADLETTER")
     return [DeadLetter.model_validate_json(msg.data) for msg in await sub.fetch(n, timeout=5)]
 
 

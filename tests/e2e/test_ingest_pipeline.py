@@ -19,6 +19,8 @@ from nats.js.errors import NotFoundError
 
 from bus.progress import ProgressStore
 from contracts.messages import (
+    Chunk,
+    ChunksParsed,
     ChunksEmbedded,
     DeadLetter,
     DocumentDeleted,
@@ -200,7 +202,7 @@ async def test_delete_removes_points_upload_and_status_and_a_stale_resubmission_
 
 
 async def dead_letters(js, durable: str, n: int, timeout_s: float = 30) -> list[DeadLetter]:
-    sub = await js.pull_subscribe(Subjects.deadletter(durable), durable=None, stream="DEADLETTER")
+    sub = await js.pull_subscribe(Subjects.deadletters(durable), durable=None, stream="DEADLETTER")
     out: list[DeadLetter] = []
     async with asyncio.timeout(timeout_s):
         while len(out) < n:
@@ -226,6 +228,35 @@ async def test_wrong_dimension_is_dead_lettered_at_once_and_nan_is_poison(js) ->
     by_type = {letter.error_type: letter for letter in letters}
     assert by_type["PermanentError"].num_delivered == 1 and "7" in by_type["PermanentError"].reason
     assert "ValidationError" in by_type
+
+
+async def test_a_deleted_documents_queued_batch_is_skipped_and_leaves_chunks(js) -> None:
+    """A parsed batch of a document that is no longer current (deleted, or never recorded) costs no model call: the
+    embedder publishes nothing for it, and the message is gone from CHUNKS once skipped."""
+    doc_id = uuid.uuid4().hex
+    chunk = Chunk(chunk_id=f"{doc_id}-0", index=0, doc_id=doc_id, tenant=TENANT, filename="gone.pdf", page=1,
+                  modality="text", text="A batch queued before its document was deleted.")  # fmt: skip
+    batch = ChunksParsed(doc_id=doc_id, tenant=TENANT, generation=GEN.number, revision=7, batch_index=0, chunks=[chunk])
+    embedded = await js._nc.subscribe(Subjects.embedded(GEN, TENANT))
+    try:
+        ack = await js.publish(Subjects.parsed(GEN, "text", "interactive", TENANT), batch.model_dump_json().encode())
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await js.get_msg("CHUNKS", ack.seq)
+                except NotFoundError:
+                    break  # settled and deleted
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # an embedded batch would be published before the settle
+        published = []
+        while True:
+            try:
+                published.append(await embedded.next_msg(timeout=0.1))
+            except nats.errors.TimeoutError:
+                break
+        assert not [m for m in published if doc_id.encode() in m.data]
+    finally:
+        await embedded.unsubscribe()
 
 
 async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:

@@ -526,3 +526,27 @@ async def test_markdown_is_safe_and_the_sse_reader_follows_the_format(engine: En
             {"event": "token", "data": '{"text": "a"}', "id": None},
             {"event": "done", "data": "line1\nline2", "id": "7"},
         ], events
+
+
+async def test_evaluations_tab_runs_a_questions_file_and_shows_the_report(
+    engine: Engine, browser: Browser, http, tmp_path: Path
+) -> None:
+    text = b"The plimsoll gauge reads the tank level. The plimsoll gauge is calibrated every 6 months."
+    await _indexed(http, engine.url, text, "gauge.txt", "text/plain")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": "gauge", "question": "plimsoll gauge calibration", '
+                         '"expected": [{"doc": "gauge.txt"}], "facts": ["calibrated every 6 months"]}\n')  # fmt: skip
+    async with open_page(browser, engine.url) as (page, _):
+        await expect(page.locator("#app")).to_be_visible(timeout=30_000)
+        tab = page.locator("#tab-evaluations")
+        await expect(tab).to_be_visible()  # local mode: the one user is the operator
+        await tab.click()
+        await page.set_input_files("#eval-file", str(questions))
+        await page.locator("#eval-button").click()
+        report = page.locator("#eval-report")
+        await expect(report).to_contain_text("done", timeout=120_000)
+        # recall@k, nDCG@10, MRR and the fact rate of the one question: all found.
+        await expect(report.locator("table").first).to_contain_text("g1")
+        assert (await report.locator("table").first.locator("td").nth(1).inner_text()) == "1.000"
+        await expect(page.locator("#eval-list")).to_contain_text("recall 1.000")
+        await shot(page, "evaluations")

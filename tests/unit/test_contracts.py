@@ -89,7 +89,7 @@ def test_unknown_fields_and_versions_are_rejected(example: BaseModel) -> None:
     [
         (b"not json", "json_invalid"),
         (b'{"doc_id": "has space", "filename": "a", "content_type": "application/pdf", "object_name": "o", "size": 1}', "doc_id"),
-        (b'{"doc_id": "d", "filename": "a", "content_type": "image/gif", "object_name": "o", "size": 1}', "content_type"),
+        (b'{"doc_id": "d", "filename": "a", "content_type": "image/bmp", "object_name": "o", "size": 1}', "content_type"),
         (b'{"doc_id": "d", "filename": "a", "content_type": "application/pdf", "object_name": "o", "size": -1}', "size"),
         (b'{"doc_id": "d", "content_type": "application/pdf", "object_name": "o", "size": 1}', "filename"),
     ],
@@ -134,7 +134,7 @@ def test_every_subject_has_a_stream_and_every_consumer_a_stream_subject() -> Non
         assert len(covered(subject)) == 1, subject
     for consumer in all_consumers((IndexGeneration(1), IndexGeneration(2))):
         assert covered(consumer.filter_subject) == [consumer.stream]
-    assert covered(Subjects.deadletter("parser")) == ["DEADLETTER"]
+    assert covered(Subjects.deadletter("parser", "t", "d")) == ["DEADLETTER"]
     assert covered(Subjects.answer("t", "r1")) == []  # answers are core NATS, never stored
 
 

@@ -128,7 +128,7 @@ def test_a_page_range_is_parsed_alone() -> None:
 def test_plain_text_is_split_into_paragraphs_on_blank_lines() -> None:
     data = "\ufeffFirst line\nsame paragraph.\n\n  \n\nSecond   paragraph.\r\n".encode()
 
-    blocks = extract_text(data, markdown=False)
+    blocks = extract_text(data)
 
     assert blocks == [
         TextBlock(page=1, bbox=None, text="First line\nsame paragraph."),
@@ -136,36 +136,16 @@ def test_plain_text_is_split_into_paragraphs_on_blank_lines() -> None:
     ]
 
 
-def test_markdown_headings_stay_with_the_following_paragraph() -> None:
-    data = b"# Title\n\n## Section\n\nBody of the section.\n\nAnother paragraph.\n\n## Trailing heading\n"
-
-    blocks = extract_text(data, markdown=True)
-
-    assert [b.text for b in blocks] == [
-        "# Title\n## Section\nBody of the section.",
-        "Another paragraph.",
-        "## Trailing heading",
-    ]
-
-
-def test_markdown_fenced_code_is_not_split_on_blank_lines() -> None:
-    data = b"Intro.\n\n```\nline one\n\nline two\n```\n\nOutro."
-
-    blocks = extract_text(data, markdown=True)
-
-    assert [b.text for b in blocks] == ["Intro.", "```\nline one\nline two\n```", "Outro."]
-
-
 @pytest.mark.parametrize("data", [b"\xff\xfeh\x00i\x00", b"caf\xe9", "hi".encode("utf-16-le")])
 def test_non_utf8_text_is_rejected(data: bytes) -> None:
     with pytest.raises(DocumentRejected, match="not valid UTF-8"):
-        extract_text(data, markdown=False)
+        extract_text(data)
 
 
 @pytest.mark.parametrize("data", [b"", b" \n\n\t \n", b"\xef\xbb\xbf"])
 def test_empty_text_is_rejected(data: bytes) -> None:
     with pytest.raises(DocumentRejected, match="empty"):
-        extract_text(data, markdown=True)
+        extract_text(data)
 
 
 # --------------------------------------------------------------------------- chunking

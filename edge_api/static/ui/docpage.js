@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const PAGES_AT_ONCE = 12;
 const POLL_MS = 1000;
 const DONE = new Set(["indexed", "failed"]);
-const PICTURED = new Set(["application/pdf", "image/png", "image/jpeg", "image/webp", "image/tiff"]);
+const PICTURED = new Set(["application/pdf", "image/png", "image/jpeg", "image/webp", "image/tiff", "image/gif"]);
 
 let doc = null;
 let firstPage = 1;

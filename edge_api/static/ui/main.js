@@ -7,6 +7,7 @@ import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
 import { route, setDocRole, setupDocPage } from "./docpage.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
+import { list as listEvaluations, setupEvaluations } from "./evaluations.js";
 import { setupSearch } from "./search.js";
 import { setupViewer } from "./viewer.js";
 
@@ -34,18 +35,24 @@ function start(session) {
   $("sign-out").hidden = session.auth !== "on";
   setRole(session);
   setDocRole(session);
+  // Evaluations are the tenant admin's (`edge_api.auth`): the tab is shown to admins and operators only.
+  const admin = session.role === "admin" || session.role === "operator";
+  $("tab-evaluations").hidden = !admin;
+  if (!admin && $("tab-evaluations").getAttribute("aria-selected") === "true") $("tab-ask").click();
   if (!started) {
     started = true;
     setupDocuments();
     setupAsk();
     setupSearch();
     setupViewer();
+    setupEvaluations();
     setupTabs();
     setupDocPage();
   }
   route(); // the app, or the document page the address names
   if (!$("app").hidden) $("question").focus({ preventScroll: true });
   refresh();
+  if (admin) listEvaluations().catch((err) => { $("eval-error").textContent = err.message; });
 }
 
 async function boot() {
@@ -64,7 +71,7 @@ async function boot() {
 }
 
 function setupTabs() {
-  const tabs = [$("tab-ask"), $("tab-search")];
+  const tabs = [$("tab-ask"), $("tab-search"), $("tab-evaluations")];
   const select = (tab) => {
     for (const other of tabs) {
       const selected = other === tab;
@@ -73,11 +80,13 @@ function setupTabs() {
       $(other.getAttribute("aria-controls")).hidden = !selected;
     }
   };
-  tabs.forEach((tab, i) => {
+  tabs.forEach((tab) => {
     tab.addEventListener("click", () => select(tab));
     tab.addEventListener("keydown", (event) => { // arrow keys move between tabs (WAI-ARIA tabs pattern)
       if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
-      const next = tabs[(i + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+      const shown = tabs.filter((t) => !t.hidden); // the Evaluations tab only for admins
+      const i = shown.indexOf(tab);
+      const next = shown[(i + (event.key === "ArrowRight" ? 1 : shown.length - 1)) % shown.length];
       select(next);
       next.focus();
     });
