@@ -227,7 +227,8 @@ async def test_upload_stores_object_submission_and_queued_record(edge: Edge) -> 
     msg = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.ingest(TENANT, doc_id))
     submitted = DocumentSubmitted.model_validate_json(msg.data)
     assert submitted.object_name == object_name(TENANT, doc_id) and submitted.tenant == TENANT
-    assert msg.headers and msg.headers.get("Nats-Msg-Id") == doc_id
+    # Each submission's own id (main's convention, decision 64): a replacement is never dropped as a duplicate.
+    assert msg.headers and msg.headers.get("Nats-Msg-Id") == f"{doc_id}:{submitted.submitted_at.isoformat()}"
     obj = await (await edge.js.object_store(UPLOADS_BUCKET)).get(submitted.object_name)
     assert obj.data == b"# Title\n\nsome text\n"
     record = await (await edge.progress()).get(TENANT, doc_id)
@@ -551,7 +552,9 @@ async def test_lost_ack_of_a_stored_submission_is_still_202(edge: Edge, monkeypa
     monkeypatch.setattr(documents, "publish", ack_lost)
     status, body = await upload(edge)
     assert status == 202, body
-    assert len(attempts) == documents.PUBLISH_ATTEMPTS and set(attempts) == {body["doc_id"]}
+    # The same message id on every attempt (the submission's own: `<doc_id>:<submitted_at>`), so they dedupe.
+    assert len(attempts) == documents.PUBLISH_ATTEMPTS and len(set(attempts)) == 1
+    assert attempts[0].startswith(f"{body['doc_id']}:")
     info = await edge.js.stream_info(DOCS_STREAM.name, subjects_filter=Subjects.ingest(TENANT, body["doc_id"]))
     assert info.state.messages == 1  # the retries were deduplicated
     msg = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.ingest(TENANT, body["doc_id"]))
