@@ -43,7 +43,8 @@ run: install
 TEST_WORKERS ?= 2
 PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# Every tier (tests/unit, tests/bus, tests/e2e; tests/conftest.py says what each may start), as CI runs it.
+# Every tier (tests/unit, tests/bus, tests/e2e, tests/security: pyproject's testpaths; tests/conftest.py says what
+# each may start), as CI runs it.
 test: install $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(PYTEST) $(PYTEST_ARGS)

@@ -47,6 +47,22 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
+def redis_failure(err: BaseException) -> str:
+    """A failed Redis call, for a log line. Refused credentials name the fix: they never heal by waiting."""
+    from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+
+    what = f"{type(err).__name__}: {err}"
+    if isinstance(err, AuthenticationError | AuthorizationError | NoPermissionError) or str(err).startswith(
+        ("NOAUTH", "WRONGPASS", "NOPERM")
+    ):
+        return (
+            f"Redis refused the credentials of MMRAG_REDIS_URL ({what}): put the password the server requires, or "
+            "an ACL user allowed GET, SET, EVALSHA and SCRIPT, in the URL: redis://:PASSWORD@HOST:6379/0 or "
+            "redis://USER:PASSWORD@HOST:6379/0 (rediss:// for TLS)"
+        )
+    return f"Redis unavailable ({what})"
+
+
 def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S):  # noqa: ANN201 - redis.asyncio.Redis
     """An async client that fails fast: short socket timeouts and no retries (callers fail open)."""
     from redis.asyncio import Redis
@@ -106,8 +122,8 @@ class EpochInvalidator:
         except Exception as err:  # noqa: BLE001 - Redis down, slow or refusing: never fail the caller
             if not self._failing:
                 log.warning(
-                    "answer cache: cannot invalidate (%s: %s); retrying every %g s, cached answers of %d "
-                    "tenant(s) may be served until then or until they expire", type(err).__name__, err, RETRY_S,
+                    "answer cache: cannot invalidate: %s; retrying every %g s, cached answers of %d "
+                    "tenant(s) may be served until then or until they expire", redis_failure(err), RETRY_S,
                     len(self._pending),
                 )  # fmt: skip
                 self._failing = True

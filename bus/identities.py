@@ -106,15 +106,19 @@ def _purge(stream: str) -> Permissions:
 
 
 def _consume(consumer: ConsumerDef) -> Permissions:
-    """Create, inspect, fetch from and ack a durable of this role (any generation's: `_ANY_GENERATION`)."""
+    """Create, inspect, fetch from and ack a durable of this role (any generation's: `_ANY_GENERATION`); follow its
+    max-deliveries advisory and read the message it names (`PullWorker` gives up on a message whose deliveries all
+    crashed their process)."""
     stream = consumer.stream
     durable = "*" if durable_role(consumer.durable) != consumer.durable else consumer.durable
     return _pub(
         f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}", f"{API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{API}.CONSUMER.CREATE.{stream}.{durable}.>", f"{API}.CONSUMER.INFO.{stream}.{durable}",
         f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>",
-        Subjects.deadletters(durable),
-    ) | (_consumed_once(stream) if STREAMS_BY_NAME[stream].consumed_once else Permissions())  # fmt: skip
+        Subjects.deadletters(durable), f"{API}.STREAM.MSG.GET.{stream}",
+    ) | _sub(Subjects.max_deliveries_advisory(stream, durable)) | (
+        _consumed_once(stream) if STREAMS_BY_NAME[stream].consumed_once else Permissions()
+    )  # fmt: skip
 
 
 def _consumed_once(stream: str) -> Permissions:

@@ -146,6 +146,12 @@ class Subjects:
         """Every dead letter of `durable` (a subscription or permission pattern)."""
         return f"{Subjects.DEADLETTER_PREFIX}.{durable}.>"
 
+    @staticmethod
+    def max_deliveries_advisory(stream: str, durable: str) -> str:
+        """JetStream's advisory that a message of `stream` reached `durable`'s max_deliver without being settled
+        (core NATS, sent by the server; JSON with ``stream_seq`` and ``deliveries``)."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
+
 
 # Which model is the payload of which subject family (the subject's first two tokens).
 SUBJECT_MODELS: dict[str, type[BaseModel]] = {

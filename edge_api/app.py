@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bus.connection import connect
-from edge_api import cache, metrics, ratelimit, streams
+from edge_api import cache, mcp, metrics, ratelimit, streams
 from edge_api.auth import KEYRING, auth_middleware, keyring_for
 from edge_api.errors import error_middleware
 from edge_api.openapi import build_document
@@ -78,4 +78,5 @@ def create_app(settings: EdgeSettings | None = None) -> web.Application:
     pages.setup(app)  # the page pictures' render caches
     api_reference.setup(app, build_document())
     register(app, OPERATIONS)  # every route, as its module declares it (edge_api.operations)
+    mcp.setup(app)  # /mcp: the MCP server (JSON-RPC, described by the MCP spec, not by the OpenAPI document)
     return app

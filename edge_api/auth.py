@@ -41,6 +41,9 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
     ("PATCH", "/v1/documents/{doc_id}"): "writer",  # its collections (a new revision of the stored upload)
     ("POST", "/v1/documents/{doc_id}/reparse"): "writer",
+    # MCP (edge_api.mcp): its tools call the routes above with the same key, which decide what the role may do.
+    ("POST", "/mcp"): "reader",
+    ("DELETE", "/mcp"): "reader",
     # A re-index re-parses every tenant's documents, becomes what every tenant searches, and its records count
     # every tenant's documents: starting, cancelling and following one is the operator's, not a tenant admin's.
     ("POST", "/v1/reindex"): "operator",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from bus.cache_epochs import ENTRY_PREFIX, GLOBAL_EPOCH_KEY, new_epoch, redis_client, tenant_epoch_key
+from bus.cache_epochs import ENTRY_PREFIX, GLOBAL_EPOCH_KEY, new_epoch, redis_client, redis_failure, tenant_epoch_key
 from contracts.messages import AnswerEvent, Hit, QueryRequest
 from edge_api.settings import EdgeSettings
 from telemetry.metrics import ANSWER_CACHE
@@ -151,10 +151,7 @@ class AnswerCache:
         self._skip_until = time.monotonic() + REDIS_RETRY_S
         if not self._failing:
             self._failing = True
-            log.warning(
-                "answer cache: Redis unavailable (%s: %s); answering without the cache until it is back",
-                type(err).__name__, err,
-            )  # fmt: skip
+            log.warning("answer cache: %s; answering without the cache until it is back", redis_failure(err))
 
     def _recovered(self) -> None:
         if self._failing:

@@ -7,6 +7,7 @@ Pure functions (no NATS, no aiohttp): `edge_api.routes.pages` fetches the bytes 
   own size for an image). The `Rendered` result also carries the page's size in the units of a chunk's bbox:
   PDF points with a top-left origin on the page as displayed (rotation applied) for a PDF, pixels for an
   image. A client scales a bbox to the picture by ``picture width / page width``.
+- ``page_text(source, page)``: the text layer of a PDF page, or a text file's text (its page 1).
 - ``render_image(data, width)``: any image Pillow reads (TIFF and WebP included) as a PNG at most ``width``
   wide: what a browser can show for an image hit.
 
@@ -128,6 +129,43 @@ def _png(image: Image.Image, width: int) -> bytes:
 def render_image(data: bytes, width: int) -> Rendered:
     image = _open_image(data)
     return Rendered(_png(image, width), 1, float(image.width), float(image.height))
+
+
+MAX_PAGE_TEXT_CHARS = 200_000  # a text file's "page" (it has one) is cut there; the rest is in its chunks
+
+
+@dataclass(frozen=True)
+class PageText:
+    text: str
+    pages: int
+
+    def __len__(self) -> int:  # what a `ByteLRU` charges for it
+        return len(self.text.encode())
+
+
+def page_text(source: bytes, page: int) -> PageText:
+    """The text layer of page `page` of a PDF (in reading order), or a UTF-8 text file's text (its only page is 1,
+    cut at `MAX_PAGE_TEXT_CHARS`). An image file has no text layer: `NotRenderable` (its OCR text is in its chunks)."""
+    if is_pdf(source):
+        try:
+            doc = pymupdf.open(stream=source, filetype="pdf")
+        except Exception as err:  # noqa: BLE001 - MuPDF raises several types for a broken file
+            raise NotRenderable(f"the PDF cannot be opened ({err})") from None
+        try:
+            if doc.needs_pass:
+                raise NotRenderable("the PDF is encrypted")
+            if not 1 <= page <= doc.page_count:
+                raise PageOutOfRange(page, doc.page_count)
+            return PageText(doc[page - 1].get_text("text", sort=True).strip(), doc.page_count)
+        finally:
+            doc.close()
+    try:
+        text = source.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NotRenderable("an image has no text layer: the text read in it is in its chunks (search it)") from None
+    if page != 1:
+        raise PageOutOfRange(page, 1)
+    return PageText(text[:MAX_PAGE_TEXT_CHARS], 1)
 
 
 class ByteLRU:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from bus.cache_epochs import redis_failure
 from edge_api.auth import OPEN_PATHS
 from edge_api.errors import ApiError, Handler
 from edge_api.identity import IDENTITY
@@ -207,9 +208,9 @@ class RateLimiter:
             self._last_failopen_log is None or now - self._last_failopen_log >= FAILOPEN_LOG_INTERVAL_S
         ):
             log.warning(
-                "rate limiting: Redis unavailable (%s: %s); failing open, requests are not limited "
+                "rate limiting: %s; failing open, requests are not limited "
                 "(%d let through since the last such line; next line in %.0f s at most)",
-                type(err).__name__, err, self._failopen_since_log, FAILOPEN_LOG_INTERVAL_S,
+                redis_failure(err), self._failopen_since_log, FAILOPEN_LOG_INTERVAL_S,
             )  # fmt: skip
             self._last_failopen_log = now
             self._failopen_since_log = 0

@@ -7,6 +7,7 @@ stderr and exit code 1: no traceback. A traceback means a bug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Coroutine
@@ -183,24 +184,24 @@ def ingest(
     poll: Annotated[float, typer.Option(help="seconds between status polls")] = 0.3,
 ) -> None:
     """Upload documents to a running engine and follow them to `indexed`."""
-    from mmrag.client import EngineError, EngineUnreachable, client, status, upload
+    from mmrag.client import AsyncClient, EngineError, EngineUnreachable
 
     async def main() -> int:
         failures = 0
         loop = asyncio.get_running_loop()
-        async with client(url, api_key=api_key) as http:
+        async with AsyncClient(url, api_key) as engine:
             docs = []
             for path in paths:
                 try:
-                    doc = await upload(http, path)
+                    doc = await engine.upload(path)
                 except EngineUnreachable:
                     raise
                 except EngineError as e:
                     err.print(f"[red]rejected[/red] {escape(str(path))}: {escape(str(e))}")
                     failures += 1
                     continue
-                docs.append((path, doc["doc_id"]))
-                print(f"{doc['doc_id']}  {path}", flush=True)
+                docs.append((path, doc.doc_id))
+                print(f"{doc.doc_id}  {path}", flush=True)
             if not wait:
                 return failures
             columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
@@ -212,7 +213,7 @@ def ingest(
                 while pending and loop.time() < deadline:
                     for doc_id, task in list(pending.items()):
                         try:
-                            st = await status(http, doc_id)
+                            st = await engine.document(doc_id)
                         except EngineError as e:
                             # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
                             first = failing_since.setdefault(doc_id, loop.time())
@@ -224,15 +225,13 @@ def ingest(
                             err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
                             continue
                         failing_since.pop(doc_id, None)
-                        progress.update(
-                            task, total=st.get("chunks_total"), completed=st.get("chunks_indexed", 0), state=st["status"]
-                        )
-                        if st["status"] in ("indexed", "failed", "deleted"):
+                        progress.update(task, total=st.chunks_total, completed=st.chunks_indexed, state=st.status)
+                        if st.status in ("indexed", "failed"):
                             del pending[doc_id]
-                            if st["status"] != "indexed":
+                            if st.status != "indexed":
                                 failures += 1
-                                reason = st.get("error") or st["status"]
-                                err.print(f"[red]{st['status']}[/red] {doc_id}: {escape(str(reason))}")
+                                reason = st.error or st.status
+                                err.print(f"[red]{st.status}[/red] {doc_id}: {escape(str(reason))}")
                     if pending:
                         await asyncio.sleep(poll)
                 if pending:
@@ -254,34 +253,36 @@ def ask(
     pages: PagesOption = None,
 ) -> None:
     """Ask a running engine; the answer streams to stdout, then its citations."""
-    from mmrag.client import ask_events, client
+    from mmrag.client import AsyncClient
 
-    where = _filters(doc, modality, pages)
+    _filters(doc, modality, pages)  # a malformed --pages is one line before anything is sent
 
     async def main() -> int:
         citations = []
         wrote = False
-        async with client(url, api_key=api_key) as http:
-            async for event, data in ask_events(http, question, top_k, where):
-                if event == "token":
-                    sys.stdout.write(data["text"])
+        async with AsyncClient(url, api_key) as engine, contextlib.aclosing(
+            engine.ask(question, top_k=top_k, doc_ids=doc, modalities=modality, pages=pages)
+        ) as events:
+            async for ev in events:
+                if ev.event == "token":
+                    sys.stdout.write(ev.data.text)
                     sys.stdout.flush()
                     wrote = True
-                elif event == "reset":  # a provider failed mid-answer: what was printed is void
+                elif ev.event == "reset":  # a provider failed mid-answer: what was printed is void
                     if wrote:
                         print()
-                    err.print(f"[yellow](answer restarted: {data.get('reason', '')})[/yellow]")
+                    err.print(f"[yellow](answer restarted: {ev.data.reason})[/yellow]")
                     citations.clear()
                     wrote = False
-                elif event == "citation":
-                    citations.append(data)
-                elif event == "error":
+                elif ev.event == "citation":
+                    citations.append(ev.data)
+                elif ev.event == "error":
                     if wrote:
                         print()
-                    _fail(f"{data.get('code', 'error')}: {data.get('message', '')}")
+                    _fail(f"{ev.data.code}: {ev.data.message}")
         print()
         for c in citations:
-            print(f"[{c['n']}] {c['filename']} page {c['page']} (doc {c['doc_id']})")
+            print(f"[{c.n}] {c.filename} page {c.page} (doc {c.doc_id})")
         return 0
 
     _run(main())
@@ -316,26 +317,26 @@ def search(
     ] = None,
 ) -> None:
     """Search a running engine: ranked hits with score, file, page and an excerpt."""
-    from mmrag.client import client, search_image
-    from mmrag.client import search as search_hits
+    from mmrag.client import AsyncClient
 
-    where = _filters(doc, modality, pages)
+    _filters(doc, modality, pages)
     if query is None and image is None:
         _fail("give a query, an --image, or both")
     if image is not None and not image.is_file():
         _fail(f"no such image file: {image}")
 
     async def main() -> int:
-        async with client(url, api_key=api_key) as http:
+        where = {"top_k": top_k, "doc_ids": doc, "modalities": modality, "pages": pages}
+        async with AsyncClient(url, api_key) as engine:
             if image is not None:
-                hits = await search_image(http, image, query, top_k, where)
+                hits = await engine.search_image(image, query, **where)
             else:
                 assert query is not None
-                hits = await search_hits(http, query, top_k, where)
+                hits = await engine.search(query, **where)
         if not hits:
             err.print("no hits")
         for n, h in enumerate(hits, 1):
-            print(f"{n:>2}. {h['score']:.3f}  {h.get('filename', '?')}  page {h.get('page', '?')}  {_excerpt(h.get('text', ''))}")
+            print(f"{n:>2}. {h.score:.3f}  {h.filename}  page {h.page}  {_excerpt(h.text)}")
         return 0
 
     _run(main())
@@ -348,16 +349,15 @@ def list_documents(
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
 ) -> None:
     """List the tenant's documents: id, status, filename, pages, chunks."""
-    from mmrag.client import client, documents
+    from mmrag.client import AsyncClient
 
     async def main() -> int:
         count = 0
-        async with client(url, api_key=api_key) as http:
-            async for d in documents(http, limit=limit):
-                total, done = d.get("chunks_total"), d.get("chunks_indexed") or 0
-                chunks = f"{done}/{total}" if total is not None else "-"
-                pages = d.get("pages") if d.get("pages") is not None else "-"
-                print(f"{d['doc_id']}  {d['status']:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.get('filename') or ''}")
+        async with AsyncClient(url, api_key) as engine:
+            async for d in engine.documents(limit=limit):
+                chunks = f"{d.chunks_indexed}/{d.chunks_total}" if d.chunks_total is not None else "-"
+                pages = d.pages if d.pages is not None else "-"
+                print(f"{d.doc_id}  {d.status:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.filename or ''}")
                 count += 1
         err.print(f"{count} document{'s' if count != 1 else ''}")
         return 0
@@ -372,15 +372,14 @@ def delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete documents (their chunks leave the index; their status becomes `deleted`)."""
-    from mmrag.client import EngineError, EngineUnreachable, client
-    from mmrag.client import delete as delete_doc
+    from mmrag.client import AsyncClient, EngineError, EngineUnreachable
 
     async def main() -> int:
         failures = 0
-        async with client(url, api_key=api_key) as http:
+        async with AsyncClient(url, api_key) as engine:
             for doc_id in doc_ids:
                 try:
-                    await delete_doc(http, doc_id)
+                    await engine.delete(doc_id)
                 except EngineUnreachable:
                     raise
                 except EngineError as e:
@@ -423,8 +422,7 @@ def reindex(
     """Re-index by replay: build a new index generation with these settings (unset ones carry over) while the
     current one keeps answering; the new one serves once it has caught up (and, with --gate, once it is not
     worse on the gate's questions). Needs an operator key."""
-    from mmrag.client import cancel_reindex, client, reindex_events
-    from mmrag.client import reindex as start_reindex
+    from mmrag.client import AsyncClient
     from mmrag.evaluate import QuestionsFileError, read_questions
 
     gate_body = None
@@ -445,11 +443,11 @@ def reindex(
     }  # fmt: skip
 
     async def main() -> int:
-        async with client(url, api_key=api_key) as http:
+        async with AsyncClient(url, api_key) as engine:
             if cancel is not None:
-                print(f"{cancel}  {(await cancel_reindex(http, cancel))['state']}")
+                print(f"{cancel}  {(await engine.cancel_reindex(cancel))['state']}")
                 return 0
-            started = await start_reindex(http, settings, gate_body)
+            started = await engine.reindex(settings, gate_body)
             gen_id = started["id"]
             print(f"{gen_id}  building from g{started['source_generation']}  settings {started['settings']}", flush=True)
             if not wait:
@@ -458,7 +456,7 @@ def reindex(
             final = started
             with Progress(*columns, console=err) as progress:
                 task = progress.add_task(f"{gen_id} documents", total=None, state="building")
-                async for kind, view in reindex_events(http, gen_id):
+                async for kind, view in engine.reindex_events(gen_id):
                     if kind == "error":
                         err.print(f"[red]error:[/red] {escape(str(view.get('message')))}")
                         return 1
@@ -472,6 +470,19 @@ def reindex(
         return 0 if final["state"] == "serving" else 1
 
     _run(main())
+
+
+@app.command()
+def mcp(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None) -> None:
+    """Serve MCP over stdio for a local assistant (Claude Desktop, an IDE): the tools search, ask, list_documents,
+    get_page and ingest call the engine at --url with the key (`MMRAG_API_KEY`). Logs go to stderr."""
+    from edge_api.mcp import run_stdio
+
+    _logging(False)
+    try:
+        asyncio.run(run_stdio(url, api_key))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command("eval")
@@ -496,7 +507,7 @@ def eval_(
 ) -> None:
     """Evaluate your corpus with your questions: recall@k, nDCG@10, MRR, fact rate, abstention rate, per question,
     and what changed against another run or generation. Needs an admin key of the tenant."""
-    from mmrag.client import client
+    from mmrag.client import AsyncClient
     from mmrag.evaluate import QuestionsFileError, read_questions, run_eval
 
     try:
@@ -508,8 +519,8 @@ def eval_(
     body.update({key: v for key, v in extra.items() if v is not None})
 
     async def main() -> int:
-        async with client(url, api_key=api_key) as http:
-            return await run_eval(http, body, wait=wait, as_json=as_json)
+        async with AsyncClient(url, api_key) as engine:
+            return await run_eval(engine.http, body, wait=wait, as_json=as_json)
 
     _run(main())
 

@@ -1,21 +1,51 @@
-"""HTTP client of a running engine (httpx, async), used by the `mmrag` commands and the tests.
+"""The Python client of a running engine: `AsyncClient` and `Client` (blocking), the public API; the CLI uses it.
 
-Every failure is an `EngineError` whose message is one line fit for a terminal: `EngineUnreachable` when
-nothing answers at the URL, otherwise the engine's own `error.message` plus its `details` fields.
-`/v1/ask` is read with `httpx_sse` (an SSE client library: the stream is never parsed by hand here).
+    from mmrag.client import Client
+
+    with Client("http://127.0.0.1:8080", api_key="mmrag_...") as engine:   # or Client(): MMRAG_URL, MMRAG_API_KEY
+        doc = engine.upload("manual.pdf")
+        engine.wait(doc.doc_id)                       # follows it to `indexed` (or raises DocumentFailed)
+        for hit in engine.search("torque of the M8 bolts", top_k=3):
+            print(hit.score, hit.filename, hit.page, hit.text)
+        for event in engine.ask("What torque for the M8 bolts?"):
+            ...                                       # AskEvent("token", TokenData(text=...)), citations, done
+
+Two layers, one HTTP path: the module's functions (`search(http, ...)`, `upload(http, path)`...) are the wire
+level (an `httpx.AsyncClient` in, the API's JSON out), and each method of `AsyncClient` calls one of them and
+returns typed answers (`DocumentView`, `Hit`, `CitationData`... named and shaped like the OpenAPI document's
+schemas; `tests/unit/test_client.py` checks the models and each method's route against the document). `Client` runs the
+same methods on a private event loop thread: every method of `AsyncClient`, blocking; async iterators become
+plain iterators.
+
+Every failure is an `EngineError` whose message is one line fit for a terminal, with the API's `status`, `code`
+and `details`: `EngineUnreachable` when nothing answers at the URL, otherwise one subclass per status
+(`InvalidRequest` 400, `Unauthorized` 401, `Forbidden` 403, `NotFound` 404, `Conflict` 409, `TooLarge` 413,
+`UnsupportedMedia` 415, `NotRenderable` 422, `TooManyRequests` 429, `Unavailable` 502/503/504) carrying the
+engine's own `error.message` plus its `details` fields. `/v1/ask` is read with `httpx_sse` (an SSE client
+library: the stream is never parsed by hand here).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import io
 import json
 import mimetypes
-from collections.abc import AsyncIterator, Iterator
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
+from pydantic import BaseModel, ConfigDict
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
@@ -39,6 +69,61 @@ class EngineError(Exception):
 
 class EngineUnreachable(EngineError):
     """No HTTP answer at all: connection refused, timed out, or dropped."""
+
+
+class InvalidRequest(EngineError):
+    """400: a body, field or query the API refuses; `details` names each field and its problem."""
+
+
+class Unauthorized(EngineError):
+    """401: no API key, or one that is unknown or revoked."""
+
+
+class Forbidden(EngineError):
+    """403: the key's role may not do this (e.g. a `reader` uploading), or a browser origin not allowed."""
+
+
+class NotFound(EngineError):
+    """404: no such document (or page, image, generation) for this key's tenant."""
+
+
+class Conflict(EngineError):
+    """409: e.g. a re-index is already running."""
+
+
+class TooLarge(EngineError):
+    """413: over the upload limit or the tenant's quota (`code` says which)."""
+
+
+class UnsupportedMedia(EngineError):
+    """415: a file type the engine does not read."""
+
+
+class NotRenderable(EngineError):
+    """422: a document without page pictures (a text file), or one that failed to ingest."""
+
+
+class TooManyRequests(EngineError):
+    """429: the key's rate limit or its open streams; retry after a while."""
+
+
+class Unavailable(EngineError):
+    """502/503/504: the engine could not do it now (NATS away, agents failing, a timeout); worth a retry."""
+
+
+class DocumentFailed(EngineError):
+    """`wait` saw the document fail (the message ends with its `error`: why)."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
+_BY_STATUS: dict[int, type[EngineError]] = {
+    400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
+    415: UnsupportedMedia, 422: NotRenderable, 429: TooManyRequests, 502: Unavailable, 503: Unavailable,
+    504: Unavailable,
+}  # fmt: skip
 
 
 def client(
@@ -78,12 +163,12 @@ def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError
         message, code, details = str(err["message"]), err.get("code"), err.get("details")
     except (ValueError, KeyError, TypeError):
         text = " ".join(body.decode(errors="replace").split())[:300] or fallback
-        return EngineError(f"HTTP {status}: {text}", status=status)
+        return _BY_STATUS.get(status, EngineError)(f"HTTP {status}: {text}", status=status)
     more = _details(details) or (f"field: {err['field']}" if err.get("field") else "")
     if more:
         head, sep, _ = message.rpartition(": see details")
         message = f"{head}: {more}" if sep else f"{message} ({more})"
-    return EngineError(
+    return _BY_STATUS.get(status, EngineError)(
         f"HTTP {status}: {message}",
         status=status,
         code=code,
@@ -112,11 +197,51 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
         raise EngineError(f"HTTP {resp.status_code}: the engine answered something that is not JSON") from None
 
 
-async def upload(http: httpx.AsyncClient, path: Path) -> dict[str, Any]:
-    """POST /v1/documents: `{"doc_id", "status": "queued", ...}`."""
-    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    with path.open("rb") as f:
-        return await _request(http, "POST", "/v1/documents", files={"file": (path.name, f, ctype)})
+Progress = Callable[[int, int | None], object]  # (bytes sent, total bytes or None)
+
+
+class _Reading(io.RawIOBase):
+    """A file as httpx's multipart encoder reads it (in chunks), telling `progress(sent, total)` after each."""
+
+    def __init__(self, f: BinaryIO, total: int, progress: Progress) -> None:
+        super().__init__()
+        self._f, self._total, self._progress, self._sent = f, total, progress, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._f.read(size)
+        if chunk:
+            self._sent += len(chunk)
+            self._progress(self._sent, self._total)
+        return chunk
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        position = self._f.seek(offset, whence)
+        self._sent = position
+        return position
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+async def upload(
+    http: httpx.AsyncClient, path: Path | None, progress: Progress | None = None, *,
+    data: bytes | None = None, filename: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """POST /v1/documents of a file (`path`) or of bytes (`data` with a `filename`): `{"doc_id", "status":
+    "queued", ...}`. `progress(sent, total)` is called as the bytes go out."""
+    name = filename or (path.name if path is not None else "upload")
+    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    with contextlib.ExitStack() as stack:
+        f: BinaryIO = io.BytesIO(data or b"") if path is None else stack.enter_context(path.open("rb"))
+        total = len(data or b"") if path is None else os.fstat(f.fileno()).st_size
+        body: BinaryIO = _Reading(f, total, progress) if progress is not None else f  # type: ignore[assignment]
+        return await _request(http, "POST", "/v1/documents", files={"file": (name, body, ctype)})
 
 
 async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -221,6 +346,15 @@ async def delete(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
     return await _request(http, "DELETE", f"/v1/documents/{doc_id}")
 
 
+async def page_image(http: httpx.AsyncClient, doc_id: str, page: int, width: int = 800) -> bytes:
+    """GET /v1/documents/{doc_id}/pages/{page}: the page as a PNG `width` pixels wide."""
+    with _transport_errors(http):
+        resp = await http.get(f"/v1/documents/{doc_id}/pages/{page}", params={"width": width})
+    if resp.status_code >= 400:
+        raise error_from_body(resp.status_code, resp.content, resp.reason_phrase)
+    return resp.content
+
+
 @asynccontextmanager
 async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[no-untyped-def]
     async with aconnect_sse(http, "POST", "/v1/ask", json=body) as source:
@@ -295,3 +429,406 @@ async def evaluation(http: httpx.AsyncClient, evaluation_id: str) -> dict[str, A
 async def evaluations(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     """GET /v1/evaluations: the tenant's evaluations (summaries), newest first."""
     return (await _request(http, "GET", "/v1/evaluations"))["evaluations"]
+
+
+# =========================================================================== the public API: typed clients
+
+# The API's answers. Each model is named like the OpenAPI document's schema it reads, with the same fields
+# (tests/unit/test_client.py compares them), and ignores fields it does not know: an engine newer than the
+# client may add some. They are declared here rather than imported from edge_api, so that importing the
+# client (and starting the CLI) does not load the server (aiohttp routes, PyMuPDF, the MCP SDK).
+
+BBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in PDF points (pixels for an image file), top-left origin
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class UploadAccepted(_Model):
+    doc_id: str
+    status: str
+    filename: str
+    content_type: str
+    size: int
+    collections: list[str] = []
+
+
+class DocumentView(_Model):
+    doc_id: str
+    tenant: str
+    filename: str | None
+    status: str  # queued, parsing, embedding, indexing, indexed, failed
+    pages: int | None
+    pages_parsed: int
+    chunks_total: int | None
+    chunks_indexed: int
+    error: str | None
+    updated_at: datetime
+    collections: list[str] = []
+    size: int | None = None
+    content_type: str | None = None
+    warnings: list[str] = []
+
+
+class DeleteAccepted(_Model):
+    doc_id: str
+    status: str
+
+
+class PageTextView(_Model):
+    doc_id: str
+    page: int
+    pages: int
+    text: str
+
+
+class ImageRef(_Model):
+    object_name: str
+    mime: str
+    width: int
+    height: int
+    caption: str | None = None
+
+
+class Hit(_Model):
+    chunk_id: str
+    doc_id: str
+    filename: str
+    page: int
+    bbox: BBox | None = None
+    modality: str = "text"
+    text: str
+    score: float
+    headings: list[str] = []
+    image: ImageRef | None = None
+    dense_score: float | None = None
+
+
+class RetrievalData(_Model):
+    hits: list[Hit]
+
+
+class TokenData(_Model):
+    text: str
+
+
+class CitationData(_Model):
+    n: int
+    doc_id: str
+    filename: str
+    page: int
+    bbox: BBox | None
+    text: str
+    image: ImageRef | None = None
+
+
+class ResetData(_Model):
+    reason: str
+
+
+class DoneData(_Model):
+    answerer: str
+    abstained: bool = False
+
+
+class ErrorData(_Model):
+    code: str
+    message: str
+
+
+ASK_EVENTS: dict[str, type[_Model]] = {
+    "retrieval": RetrievalData, "token": TokenData, "citation": CitationData, "reset": ResetData, "done": DoneData,
+    "error": ErrorData,
+}  # fmt: skip
+AskData = RetrievalData | TokenData | CitationData | ResetData | DoneData | ErrorData
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def route(method: str, path: str) -> Callable[[Callable], Callable]:
+    """Marks a client method with the API operation it calls (`tests/unit/test_client.py` checks each one
+    against the OpenAPI document)."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.route = (method, path)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+@dataclass(frozen=True)
+class AskEvent:
+    """One event of an answer's stream: `event` is `retrieval`, `token`, `citation`, `reset`, `done` or `error`;
+    `data` its model (`TokenData.text`, `CitationData.doc_id/filename/page/bbox/text`, `DoneData.abstained`...)."""
+
+    event: str
+    data: AskData
+
+
+@dataclass
+class Answer:
+    """A whole answer (`AsyncClient.answer`): its text (after the last `reset`), citations, and how it ended."""
+
+    text: str = ""
+    citations: list[CitationData] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    abstained: bool = False
+    answerer: str | None = None
+
+
+def _collect(out: Answer, ev: AskEvent) -> Answer:
+    """`out` with one more event of its stream (`AsyncClient.answer`)."""
+    if ev.event == "retrieval":
+        out.hits = list(ev.data.hits)
+    elif ev.event == "token":
+        out.text += ev.data.text
+    elif ev.event == "reset":  # the text so far is void: a new answer follows
+        out.text, out.citations = "", []
+    elif ev.event == "citation":
+        out.citations.append(ev.data)
+    elif ev.event == "done":
+        out.abstained, out.answerer = ev.data.abstained, ev.data.answerer
+    elif ev.event == "error":
+        raise Unavailable(f"{ev.data.code}: {ev.data.message}", code=ev.data.code)
+    return out
+
+
+class AsyncClient:
+    """The engine at `url` (default `MMRAG_URL`, else http://127.0.0.1:8080), with `api_key` (default
+    `MMRAG_API_KEY`; none for an engine in local mode), as the CLI. Use it with `async with`.
+
+    One method per API operation; each returns the API's models and raises an `EngineError` subclass."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = (url or os.environ.get("MMRAG_URL") or DEFAULT_URL).rstrip("/")
+        self.http = client(self.url, timeout=timeout, api_key=api_key or os.environ.get("MMRAG_API_KEY") or None)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------- documents
+
+    @route("POST", "/v1/documents")
+    async def upload(
+        self, file: str | Path | bytes, filename: str | None = None, *, progress: Progress | None = None
+    ) -> UploadAccepted:
+        """Upload a file (a path, or bytes with a `filename`); `progress(sent, total)` as the bytes go out.
+        Answers at once (`status` queued): `wait` follows it to `indexed`."""
+        if isinstance(file, bytes):
+            return UploadAccepted.model_validate(await upload(self.http, None, progress, data=file, filename=filename))
+        return UploadAccepted.model_validate(await upload(self.http, Path(file), progress, filename=filename))
+
+    @route("GET", "/v1/documents/{doc_id}")
+    async def document(self, doc_id: str) -> DocumentView:
+        """A document's status and counts."""
+        return DocumentView.model_validate(await status(self.http, doc_id))
+
+    @route("GET", "/v1/documents/{doc_id}")
+    async def wait(
+        self, doc_id: str, *, timeout: float = 600, poll: float = 0.5,
+        on_change: Callable[[DocumentView], object] | None = None,
+    ) -> DocumentView:  # fmt: skip
+        """Follow a document until it is `indexed` (returned); `DocumentFailed` if it fails, `TimeoutError` after
+        `timeout` seconds. `on_change(view)` sees each new state (pages parsed, chunks indexed)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            view = await self.document(doc_id)
+            if on_change is not None and view != last:
+                on_change(view)
+            last = view
+            if view.status == "indexed":
+                return view
+            if view.status == "failed":
+                raise DocumentFailed(f"document {doc_id} failed: {view.error}", code="failed")
+            if time.monotonic() + poll > deadline:
+                raise TimeoutError(f"document {doc_id} is still {view.status} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    @route("GET", "/v1/documents")
+    async def documents(self, *, limit: int = 100, **query: str) -> AsyncIterator[DocumentView]:
+        """Every document of the tenant, newest first (the pages of `limit` are followed to the end); `query`:
+        the list's other parameters (`q`, `sort`, `order`, `status`, `collection`)."""
+        async with contextlib.aclosing(documents(self.http, limit=limit, **query)) as docs:
+            async for doc in docs:
+                yield DocumentView.model_validate(doc)
+
+    @route("GET", "/v1/collections")
+    async def collections(self) -> list[dict[str, Any]]:
+        """The tenant's collections, `[{"name", "documents"}]`, by name."""
+        return await collections(self.http)
+
+    @route("PATCH", "/v1/documents/{doc_id}")
+    async def set_collections(self, doc_id: str, names: list[str]) -> DocumentView:
+        """The document's collections from now on (a new revision of its upload unless they are unchanged)."""
+        return DocumentView.model_validate(await set_collections(self.http, doc_id, names))
+
+    @route("DELETE", "/v1/documents/{doc_id}")
+    async def delete(self, doc_id: str) -> DeleteAccepted:
+        """Delete a document (`NotFound` if there is none)."""
+        return DeleteAccepted.model_validate(await delete(self.http, doc_id))
+
+    @route("GET", "/v1/documents/{doc_id}/pages/{page}")
+    async def page_image(self, doc_id: str, page: int, *, width: int = 800) -> bytes:
+        """A page as a PNG (`NotRenderable` for a text document)."""
+        return await page_image(self.http, doc_id, page, width)
+
+    @route("GET", "/v1/documents/{doc_id}/pages/{page}/text")
+    async def page_text(self, doc_id: str, page: int) -> PageTextView:
+        """A page's text: a PDF page's text layer in reading order, or a text file's text (its page 1)."""
+        return PageTextView.model_validate(await _request(self.http, "GET", f"/v1/documents/{doc_id}/pages/{page}/text"))
+
+    # ------------------------------------------------------------------- queries
+
+    @route("POST", "/v1/search")
+    async def search(
+        self, query: str, *, top_k: int = 10, doc_ids: list[str] | None = None, modalities: list[str] | None = None,
+        pages: str | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """The best chunks for `query`, best first; `pages` is "3-5", "4", "3-" or "-5"."""
+        where = filters(doc_ids=doc_ids, modalities=modalities, pages=pages)
+        return [Hit.model_validate(h) for h in await search(self.http, query, top_k, where)]
+
+    @route("POST", "/v1/search")
+    async def search_image(
+        self, image: str | Path, query: str | None = None, *, top_k: int = 10, doc_ids: list[str] | None = None,
+        modalities: list[str] | None = None, pages: str | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """The chunks that show `image` (the same picture) or hold its text, optionally with `query`."""
+        where = filters(doc_ids=doc_ids, modalities=modalities, pages=pages)
+        return [Hit.model_validate(h) for h in await search_image(self.http, Path(image), query, top_k, where)]
+
+    @route("POST", "/v1/ask")
+    async def ask(
+        self, question: str, *, top_k: int = 5, doc_ids: list[str] | None = None, modalities: list[str] | None = None,
+        pages: str | None = None,
+    ) -> AsyncIterator[AskEvent]:  # fmt: skip
+        """The answer's events as they stream: `retrieval`, `token`..., `citation`..., then `done` (or `error`).
+        A `reset` voids the tokens before it."""
+        where = filters(doc_ids=doc_ids, modalities=modalities, pages=pages)
+        async with contextlib.aclosing(ask_events(self.http, question, top_k, where)) as events:
+            async for name, data in events:
+                model = ASK_EVENTS.get(name)
+                if model is not None:  # an event this client does not know (a newer engine) is skipped
+                    yield AskEvent(name, model.model_validate(data))
+
+    @route("POST", "/v1/ask")
+    async def answer(
+        self, question: str, *, top_k: int = 5, doc_ids: list[str] | None = None, modalities: list[str] | None = None,
+        pages: str | None = None,
+    ) -> Answer:  # fmt: skip
+        """The whole answer at once (what `ask` streams, collected); an `error` event raises `Unavailable`."""
+        out = Answer()
+        events = self.ask(question, top_k=top_k, doc_ids=doc_ids, modalities=modalities, pages=pages)
+        async with contextlib.aclosing(events):
+            async for ev in events:
+                out = _collect(out, ev)
+        return out
+
+
+    # ------------------------------------------------------------------- re-index (operator keys)
+
+    @route("POST", "/v1/reindex")
+    async def reindex(self, settings: dict[str, Any] | None = None, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a re-index into a new generation (`Conflict` while one is building); with a `gate` (`{"tenant",
+        "questions", "metric", "tolerance"}`) it flips only if not worse on those questions."""
+        return await reindex(self.http, settings, gate)
+
+    @route("GET", "/v1/reindex/{id}")
+    async def reindex_status(self, generation_id: str) -> dict[str, Any]:
+        return await reindex_status(self.http, generation_id)
+
+    @route("GET", "/v1/reindex/{id}/events")
+    async def reindex_events(self, generation_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event, view) as the generation builds: `progress`..., then `done`."""
+        async with contextlib.aclosing(reindex_events(self.http, generation_id)) as events:
+            async for item in events:
+                yield item
+
+    @route("DELETE", "/v1/reindex/{id}")
+    async def cancel_reindex(self, generation_id: str) -> dict[str, Any]:
+        return await cancel_reindex(self.http, generation_id)
+
+
+    # ------------------------------------------------------------------- evaluations (admin keys)
+
+    @route("POST", "/v1/evaluations")
+    async def evaluate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Queue an evaluation of the tenant's questions (`Conflict` while one runs); its record (`id`, `state`)."""
+        return await evaluate(self.http, body)
+
+    @route("GET", "/v1/evaluations/{id}")
+    async def evaluation(self, evaluation_id: str) -> dict[str, Any]:
+        """An evaluation's state and progress, and once `done` its runs and changes."""
+        return await evaluation(self.http, evaluation_id)
+
+    @route("GET", "/v1/evaluations")
+    async def evaluations(self) -> list[dict[str, Any]]:
+        """The tenant's evaluations (summaries), newest first."""
+        return await evaluations(self.http)
+
+
+class Client:
+    """`AsyncClient`, blocking: every method of it, run on a private event loop thread (so it also works where
+    a loop is already running, e.g. a notebook); its async iterators are plain iterators here. Use it with
+    `with`, or call `close()`."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mmrag-client", daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(url, api_key, timeout=timeout)
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _iterate(self, agen: AsyncIterator[Any]) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(agen.aclose())  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(AsyncClient, name, None)
+        if name.startswith("_") or not callable(method):
+            raise AttributeError(name)
+        bound = getattr(self._async, name)
+        if inspect.isasyncgenfunction(method):
+            def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                return self._iterate(bound(*args, **kwargs))
+
+            return iterate
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._run(bound(*args, **kwargs))
+
+        return call
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._async.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

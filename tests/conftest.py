@@ -4,7 +4,10 @@ Every test module lives in one tier, a folder that says what it starts (and is m
 `pytest -m "not e2e"` works too):
 - `tests/unit`: no server: in-process code (a test may run the CLI or a child process as the thing it tests);
 - `tests/bus`: real servers (nats-server, redis-server) with the edge API or agents in-process, no engine;
-- `tests/e2e`: `mmrag up` or `mmrag agent` processes (fixtures in `tests/e2e/conftest.py`: the shared engine).
+- `tests/e2e`: `mmrag up` or `mmrag agent` processes (fixtures in `tests/e2e/conftest.py`: the shared engine);
+- `tests/security`: what one tenant must never reach of another, tried through every door (HTTP, SSE, NATS
+  subjects, streams, buckets) on real servers and engines (the e2e tier's shared engine:
+  `tests/security/conftest.py`).
 `make test-fast` runs unit + bus, `make test` everything. `tests/unit/test_layout.py` checks the tiers' rules.
 """
 
@@ -21,7 +24,7 @@ import pytest
 from tests.engine import NatsServer
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "bus", "e2e")
+TIERS = ("unit", "bus", "e2e", "security")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Edge apps built directly in tests (EdgeSettings(...)) serve the default tenant with no key, like `mmrag up` on
@@ -61,6 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier is None:
             raise pytest.UsageError(
                 f"{item.path.relative_to(TESTS.parent)} is in no tier: move it to tests/unit (no server), tests/bus "
-                "(a real nats-server or redis-server, no engine) or tests/e2e (`mmrag up` or agent processes)"
+                "(a real nats-server or redis-server, no engine), tests/e2e (`mmrag up` or agent processes) or "
+                "tests/security (one tenant trying to reach another's data)"
             )
         item.add_marker(tier)

@@ -9,6 +9,11 @@ Every agent runs its handler under `PullWorker`, so every agent behaves the same
 - any other exception is transient: the message is left unacked and the server redelivers it on the
   consumer's ``backoff`` schedule (`ConsumerDef.backoff_s`), until `max_deliver`, at which point the
   message is dead-lettered instead of being silently dropped by the server;
+- a message whose every delivery ended without its handler returning (the process crashed or was killed while
+  handling it, so no dead letter was written) reaches `max_deliver` unsettled: the server then publishes its
+  max-deliveries advisory, which one worker of the consumer (a queue group per durable) receives; it reads the
+  message by its stream sequence and gives up on it like on a last failed try (dead letter, `on_give_up`:
+  the document is marked failed instead of blocking its progress, and a re-index, forever);
 - while a handler runs, in-progress acks keep the message from being redelivered to another replica;
 - a message is acked only after its handler returned, i.e. after its effects are durable. A process
   killed mid-message leaves it unacked, and JetStream redelivers it after ``backoff_s[n-1]``.
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -168,7 +174,7 @@ class PullWorker(Generic[T]):
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and process until `stop`. With ``concurrency`` n > 1, up to n messages are handled at once, each
         on its own (fetched as slots free up, so a message never waits for a slow neighbour to be fetched)."""
-        sub = None
+        sub = advisories = None
         slots = asyncio.Semaphore(self._concurrency)
         in_flight: set[asyncio.Task[None]] = set()
 
@@ -182,6 +188,7 @@ class PullWorker(Generic[T]):
             while not stop.is_set():
                 try:
                     if sub is None:
+                        advisories = advisories or await self._follow_max_deliveries()  # before the first fetch
                         sub = await self._js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
                         log.info("%s: consuming %s (%s)", self._agent, self.consumer.filter_subject, self.consumer.durable)
                         await self._purge_settled()
@@ -223,9 +230,10 @@ class PullWorker(Generic[T]):
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            for subscription in (sub, advisories):
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         self._metrics.batch_size.observe(len(msgs))
@@ -332,10 +340,6 @@ class PullWorker(Generic[T]):
             self._metrics.count("transient")
             return "transient"
         reason = str(err) if permanent else f"gave up after {delivery.num_delivered} deliveries: {err!r}"
-        log.error("%s: dead-lettering message: %s", self._agent, reason)
-        if not await self._dead_letter(delivery.msg, reason, type(err).__name__, _about(delivery.payload)):
-            return "unrecorded"  # not recorded: leave it unacked, it comes back and we try again
-        self._metrics.count("dead_letter")
         # What users see (a document's error, an SSE error): our own PermanentError messages are written for
         # them; an unexpected exception may carry internals (engine paths...), so it stays in logs and the
         # dead letter only.
@@ -343,13 +347,73 @@ class PullWorker(Generic[T]):
             f"gave up after {delivery.num_delivered} attempts; the cause is in the {self._agent} log and in the "
             f"dead letter on {Subjects.deadletter(self.consumer.durable, *_about(delivery.payload))}"
         )  # fmt: skip
+        if not await self._give_up(delivery, reason, type(err).__name__, public):
+            return "unrecorded"  # not recorded: leave it unacked, it comes back and we try again
+        await self._settle(delivery.msg, "term")
+        return "dead_letter"
+
+    async def _give_up(self, delivery: Delivery[T], reason: str, error_type: str, public: str) -> bool:
+        """Dead-letter the message and call the agent's `on_give_up`; False if the dead letter was not stored."""
+        log.error("%s: dead-lettering message: %s", self._agent, reason)
+        if not await self._dead_letter(delivery.msg, reason, error_type, _about(delivery.payload)):
+            return False
+        self._metrics.count("dead_letter")
         if self._on_give_up is not None:
             try:
                 await self._on_give_up(delivery, public)
             except Exception:  # noqa: BLE001 - the dead letter is recorded; a failing hook must not loop
                 log.exception("%s: on_give_up hook failed", self._agent)
-        await self._settle(delivery.msg, "term")
-        return "dead_letter"
+        return True
+
+    async def _follow_max_deliveries(self):  # noqa: ANN202 - a nats-py Subscription
+        """Subscribe to this consumer's max-deliveries advisory (one worker of the durable's queue group gets each)."""
+        nc = self._js._nc  # the JetStream context's connection (nats-py keeps it there; advisories are core NATS)
+        subject = Subjects.max_deliveries_advisory(self.consumer.stream, self.consumer.durable)
+        subscription = await nc.subscribe(subject, queue=self.consumer.durable, cb=self._on_max_deliveries)
+        await nc.flush()  # the server knows the subscription before this worker's first fetch
+        return subscription
+
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        """A message reached max_deliver with no handler ever returning (each delivery's process died, or was
+        killed, while handling it): read it by its stream sequence and give up on it (dead letter, `on_give_up`)."""
+        try:
+            event = json.loads(advisory.data)
+            seq, deliveries = int(event["stream_seq"]), int(event.get("deliveries") or self.consumer.max_deliver)
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable max-deliveries advisory on %s", self._agent, advisory.subject)
+            return
+        stream, durable = self.consumer.stream, self.consumer.durable
+        try:
+            stored = await self._js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return  # gone meanwhile (a delete purged it, or another worker settled and deleted it)
+        except BUS_ERRORS as err:
+            log.warning("%s: message %s/%d reached max deliveries but cannot be read: %r", self._agent, stream, seq, err)
+            return
+        # The message as its deliveries saw it: an ack subject names stream, durable, delivery count and sequence.
+        msg = Msg(advisory._client, subject=stored.subject or "", data=stored.data or b"", headers=stored.headers,
+                  reply=f"$JS.ACK.{stream}.{durable}.{deliveries}.{seq}.0.{time.time_ns()}.0")  # fmt: skip
+        try:
+            payload = self._model.model_validate_json(msg.data)
+        except ValidationError as err:  # never handled: the worker dead-letters poison before its handler
+            await self._dead_letter(msg, f"invalid {self._model.__name__}: {err}", "ValidationError")
+            return
+        delivery = Delivery(msg, payload)
+        reason = (
+            f"gave up after {deliveries} deliveries, none finished: each ended with the {self._agent} process "
+            "stopping while handling it (a crash, or killed for memory or time); JetStream's max-deliveries advisory"
+        )  # fmt: skip
+        public = (
+            f"gave up after {deliveries} attempts: the {self._agent} stopped (crashed or was killed) each time "
+            f"while handling it; see the {self._agent} log and the dead letter on "
+            f"{Subjects.deadletter(durable, *_about(payload))}"
+        )  # fmt: skip
+        with structlog.contextvars.bound_contextvars(agent=self._agent, durable=durable, subject=msg.subject):
+            if not await self._give_up(delivery, reason, "MaxDeliveries", public):
+                return
+        if self._consumed_once:
+            with contextlib.suppress(nats.js.errors.NotFoundError, *BUS_ERRORS):
+                await self._js.delete_msg(stream, seq)
 
     async def _poison(self, msg: Msg, reason: str, error_type: str) -> None:
         log.error("%s: dead-lettering a malformed message on %s: %s", self._agent, msg.subject, reason[:300])

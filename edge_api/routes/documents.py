@@ -590,7 +590,7 @@ async def select_documents(bb: Backbone, tenant: str, q: ListQuery) -> DocumentP
     twice). Measured (`bench/doclist.py`): time about 0.2-0.5 ms per document of the tenant, nearly all of it
     nats-py's handling of the watch's messages (66 ms at 300 documents, 2.5 s at 5,000 on the shared 2-core
     machine); peak memory about 1.3 KB per document, because nats-py queues every value the server pushes ahead
-    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 67).
+    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 69).
     """
     key_of = SORT_KEYS[q.sort]
     keep = q.limit + 1

@@ -5,6 +5,7 @@
   `DEFAULT_WIDTH`, clamped to `MIN_WIDTH`..`MAX_WIDTH`). ``X-Page-Width``/``X-Page-Height`` give the page's size
   in the units of a chunk's bbox (PDF points; pixels for an image file) and ``X-Page-Count`` the pages, so
   a client scales a bbox by ``picture width / X-Page-Width``.
+- ``GET /v1/documents/{doc_id}/pages/{page}/text``: the page's text layer (a PDF), or a text file's text (page 1).
 - ``GET /v1/documents/{doc_id}/images/{image_id}?width=N``: the image of an image hit (`Hit.image.object_name`
   is ``<tenant>/<doc_id>/images/<image_id>``) as a PNG at most ``N`` wide.
 
@@ -26,13 +27,23 @@ import re
 
 import nats.js.errors
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.messages import DocumentStatus
 from contracts.topology import TOKEN, object_name
 from edge_api.errors import ApiError
 from edge_api.identity import tenant_of
-from edge_api.operations import ERR_503, Empty, Err, Media, Operation
-from edge_api.page_images import ByteLRU, NotRenderable, PageOutOfRange, Rendered, render_image, render_page
+from edge_api.operations import ERR_503, Empty, Err, Json, Media, Operation
+from edge_api.page_images import (
+    ByteLRU,
+    NotRenderable,
+    PageOutOfRange,
+    Rendered,
+    page_text,
+    render_image,
+    render_page,
+)
+from contracts.messages import Identifier
 from edge_api.routes.documents import DOC_ID, DOC_PATH
 from edge_api.state import backbone
 
@@ -154,6 +165,32 @@ async def hit_image(request: web.Request) -> web.Response:
     return _picture(request, rendered, f'"i-{doc_id}-{image_id}-{width}"')
 
 
+class PageTextView(BaseModel):
+    """The text of one page: a PDF page's text layer in reading order, or a text file's text (its only page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: Identifier
+    page: int = Field(ge=1)
+    pages: int = Field(ge=1, description="pages of the document")
+    text: str = Field(description="empty for a page without a text layer (a scan: its OCR text is in its chunks)")
+
+
+async def page_text_view(request: web.Request) -> PageTextView:
+    tenant, doc_id = tenant_of(request), request.match_info["doc_id"]
+    raw_page = request.match_info["page"]
+    await _check_document(request, tenant, doc_id)
+    if not _PAGE.match(raw_page) or int(raw_page) < 1:
+        raise _not_found(f"no page {raw_page[:20]!r}: pages are numbered from 1")
+    page = int(raw_page)
+    key = ("text", tenant, doc_id, page)
+    found = request.app[RENDERS].get(key)
+    if found is None:
+        found = await _render(request, key, object_name(tenant, doc_id), f"the original of document {doc_id!r} is gone",
+                              lambda source: page_text(source, page))  # fmt: skip
+    return PageTextView(doc_id=doc_id, page=page, pages=found.pages, text=found.text)
+
+
 def setup(app: web.Application) -> None:
     """The render caches and the render slots of this app."""
     app[RENDERS] = ByteLRU(RENDER_CACHE_BYTES)
@@ -206,6 +243,19 @@ OPERATIONS = (
             400: ERR_BAD_WIDTH,
             404: Err("`not_found`: no such document, or no such page (the message says how many)"),
             422: ERR_NOT_RENDERABLE,
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", DOC_PATH + "/pages/{page}/text", page_text_view, "getPageText", "documents",
+        "The text of a page", role="reader", parameters=(DOC_ID, PAGE),
+        description="A PDF page's text layer in reading order, or a text file's text (its page 1). A scanned page "
+        "has no text layer (empty `text`): the text OCR read in it is in its chunks, found by search.",
+        responses={
+            200: Json("the page's text", PageTextView),
+            404: Err("`not_found`: no such document, or no such page (the message says how many)"),
+            422: Err("`not_renderable`: an image file (no text layer), a file that cannot be read, or a document "
+                     "that failed to ingest"),
             503: ERR_503,
         },
     ),

@@ -51,29 +51,37 @@ def redis_server_binary() -> Path:
 class RedisServer:
     """A throwaway redis-server on a fixed port (so it can be stopped and started again at the same URL)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         self.binary = redis_server_binary()
         self.port = free_port()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.password = password  # `--requirepass`: every client must AUTH
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_with(self.password)
+
+    def url_with(self, password: str | None) -> str:
+        """The server's URL carrying `password` (None: none), as MMRAG_REDIS_URL does."""
+        return f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+             "--dir", str(self.workdir), *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        hello = f"AUTH {self.password}\r\nPING\r\n".encode() if self.password else b"PING\r\n"
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "redis-server exited at start"
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                s.sendall(hello)
+                time.sleep(0.05)
+                if b"+PONG" in s.recv(64):
                     return self
             time.sleep(0.05)
         raise AssertionError("redis-server did not answer PING")

@@ -20,6 +20,15 @@ from tests.engine import BIN, free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOC_ID = "0" * 12 + "a" * 20
+# Whole bodies, as the edge API answers them: the client validates every answer with the API's own models.
+ACCEPTED = {"doc_id": DOC_ID, "status": "queued", "filename": "notes.md", "content_type": "text/markdown", "size": 17}
+
+
+def view(**fields: object) -> dict:
+    """A whole `DocumentView` (edge_api/routes/documents.py)."""
+    return {"doc_id": DOC_ID, "tenant": "default", "filename": "notes.md", "status": "queued", "pages": None,
+            "pages_parsed": 0, "chunks_total": None, "chunks_indexed": 0, "error": None,
+            "updated_at": "2026-01-01T00:00:00Z", **fields}  # fmt: skip
 
 
 def api_error(status: int, code: str, message: str, **extra: object) -> web.Response:
@@ -155,7 +164,7 @@ def test_ask_streams_tokens_then_citations(stub: Stub) -> None:
         ("token", {"text": "The reactor runs at "}),
         ("token", {"text": "4127 K [1]."}),
         ("citation", {"n": 1, "doc_id": DOC_ID, "filename": "reactor.pdf", "page": 3, "bbox": None, "text": "x"}),
-        ("done", {}),
+        ("done", {"answerer": "extractive", "abstained": False}),
     ]))  # fmt: skip
     run = mmrag("ask", "How hot?", "--url", stub.url, "--top-k", "3")
     assert run.returncode == 0, run.stderr
@@ -171,7 +180,7 @@ def test_ask_reset_voids_what_was_printed_and_keeps_the_new_answer(stub: Stub) -
         ("reset", {"reason": "provider 'a' failed mid-answer"}),
         ("token", {"text": "It runs at 4127 K [1]."}),
         ("citation", {"n": 1, "doc_id": DOC_ID, "filename": "reactor.pdf", "page": 3, "bbox": None, "text": "x"}),
-        ("done", {}),
+        ("done", {"answerer": "extractive", "abstained": False}),
     ]))  # fmt: skip
     run = mmrag("ask", "How hot?", "--url", stub.url)
     assert run.returncode == 0, run.stderr
@@ -198,7 +207,7 @@ def test_ask_503_is_the_engines_message(stub: Stub) -> None:
 
 
 def _upload_ok(stub: Stub) -> None:
-    stub.on("POST", "/v1/documents", json_of(202, {"doc_id": DOC_ID, "status": "queued"}))
+    stub.on("POST", "/v1/documents", json_of(202, ACCEPTED))
 
 
 def test_ingest_rides_out_503_and_404_while_polling(stub: Stub, tmp_path) -> None:
@@ -206,8 +215,8 @@ def test_ingest_rides_out_503_and_404_while_polling(stub: Stub, tmp_path) -> Non
         (503, {"error": {"code": "backbone_unavailable", "message": "NATS is not connected"}}),
         (503, {"error": {"code": "backbone_unavailable", "message": "NATS is not connected"}}),
         (404, {"error": {"code": "not_found", "message": f"no document {DOC_ID!r}"}}),
-        (200, {"doc_id": DOC_ID, "status": "embedding", "chunks_total": 4, "chunks_indexed": 1}),
-        (200, {"doc_id": DOC_ID, "status": "indexed", "pages": 2, "chunks_total": 4, "chunks_indexed": 4}),
+        (200, view(status="embedding", chunks_total=4, chunks_indexed=1)),
+        (200, view(status="indexed", pages=2, chunks_total=4, chunks_indexed=4)),
     ]
 
     async def status(_: web.Request) -> web.Response:
@@ -243,10 +252,10 @@ def test_ingest_rejected_upload_and_failed_document(stub: Stub, tmp_path) -> Non
     async def upload(request: web.Request) -> web.Response:
         if b"bad.pdf" in await request.read():
             return web.json_response({"error": {"code": "unsupported_media_type", "message": "not a PDF"}}, status=415)
-        return web.json_response({"doc_id": DOC_ID, "status": "queued"}, status=202)
+        return web.json_response(ACCEPTED, status=202)
 
     stub.on("POST", "/v1/documents", upload)
-    stub.on("GET", f"/v1/documents/{DOC_ID}", json_of(200, {"doc_id": DOC_ID, "status": "failed", "error": "encrypted PDF"}))
+    stub.on("GET", f"/v1/documents/{DOC_ID}", json_of(200, view(status="failed", error="encrypted PDF")))
     bad, good = tmp_path / "bad.pdf", tmp_path / "good.pdf"
     bad.write_bytes(b"nope")
     good.write_bytes(b"%PDF-1.7")
@@ -287,8 +296,8 @@ def test_search_bad_top_k_is_the_field_detail(stub: Stub) -> None:
 
 def test_documents_follows_next_cursor(stub: Stub) -> None:
     def doc(n: int, **kw: object) -> dict:
-        return {"doc_id": f"{n:032x}", "status": "indexed", "filename": f"f{n}.pdf", "pages": n, "chunks_total": 2 * n,
-                "chunks_indexed": 2 * n, "updated_at": "2026-01-01T00:00:00Z", **kw}  # fmt: skip
+        return view(**{"doc_id": f"{n:032x}", "status": "indexed", "filename": f"f{n}.pdf", "pages": n,
+                       "chunks_total": 2 * n, "chunks_indexed": 2 * n, **kw})  # fmt: skip
 
     async def listing(request: web.Request) -> web.Response:
         if request.query.get("cursor") is None:

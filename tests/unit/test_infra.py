@@ -339,7 +339,7 @@ def test_compose_resources() -> None:
     assert sum(limit(n) for n in app) <= 6 * 1024**3
     assert limit("qdrant") == 6 * 1024**3
     assert limit("redis") == 512 * 1024**2
-    redis = services["redis"]["command"]
+    redis = " ".join(services["redis"]["command"])
     assert "allkeys-lru" in redis and "--maxmemory" in redis
     assert services["qdrant"]["image"].startswith("qdrant/qdrant")
     assert services["nats"]["volumes"] and "8222:8222" in " ".join(services["nats"]["ports"])
@@ -522,6 +522,103 @@ def test_nats_server_loads_the_compose_config_only_with_every_password(tmp_path:
     assert ok.returncode == 0, ok.stderr + ok.stdout
     missing = subprocess.run(argv, capture_output=True, text=True, env={}, timeout=30)
     assert missing.returncode != 0 and "MMRAG_NATS_PASSWORD_" in missing.stderr + missing.stdout
+
+
+# ---------------------------------------------------------------- Redis's password (issue 16)
+
+REDIS_SECRET = "mmrag-redis-credentials"
+REDIS_CLIENTS = {"edge-api", "agent-indexer"}  # the edge API (cache, buckets) and the indexer (cache epochs)
+
+
+def test_compose_redis_requires_its_password_and_its_clients_send_it() -> None:
+    services = compose()["services"]
+    redis = services["redis"]
+    assert redis["environment"]["MMRAG_REDIS_PASSWORD"].startswith("${MMRAG_REDIS_PASSWORD:?"), "required, no default"
+    script = redis["command"][-1]
+    assert "requirepass $$MMRAG_REDIS_PASSWORD" in script and "exec redis-server -" in script, "from stdin, exec'd"
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    clients = {n for n, svc in services.items() if "MMRAG_REDIS_URL" in svc.get("environment", {})}
+    assert clients == {"edge-api", "indexer"}
+    for name in clients:
+        assert services[name]["environment"]["MMRAG_REDIS_URL"].startswith("redis://:${MMRAG_REDIS_PASSWORD:?"), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_redis_takes_its_password_from_a_secret_and_only_its_clients_reach_it(overlay: str) -> None:
+    redis = objects(overlay, "Deployment")["redis"]["spec"]["template"]
+    [container] = redis["spec"]["containers"]
+    [password] = [e for e in container["env"] if e["name"] == "MMRAG_REDIS_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": REDIS_SECRET, "key": "MMRAG_REDIS_PASSWORD"}
+    assert "requirepass $MMRAG_REDIS_PASSWORD" in container["args"][0] and "REDISCLI_AUTH" in str(container)
+    assert set(objects(overlay, "Secret")[REDIS_SECRET]["stringData"]) == {"MMRAG_REDIS_PASSWORD", "MMRAG_REDIS_URL"}
+    assert "MMRAG_REDIS_URL" not in objects(overlay, "ConfigMap")["mmrag-config"]["data"], "a password in a ConfigMap"
+    apps = app_deployments(overlay)
+    for name, d in apps.items():
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        if name in REDIS_CLIENTS:
+            assert env["MMRAG_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": REDIS_SECRET, "key": "MMRAG_REDIS_URL"}
+        else:
+            assert "MMRAG_REDIS_URL" not in env, name
+    labels = redis["metadata"]["labels"]
+    for name, d in apps.items():
+        source = {"labels": d["spec"]["template"]["metadata"]["labels"], "namespace": "mmrag"}
+        assert reachable(overlay, source, labels, 6379) == (name in REDIS_CLIENTS), name
+    assert not reachable(overlay, None, labels, 6379)
+    assert not reachable(overlay, {"labels": {"app": "debug-shell"}, "namespace": "mmrag"}, labels, 6379)
+
+
+# ---------------------------------------------------------------- non-root, read-only root filesystems (issue 16)
+
+# The one container that starts as root: it makes the new nats-data volume the nats user's, then exits.
+COMPOSE_ROOT_INIT = "nats-data-owner"
+ROOT_USERS = ("0", "root")
+
+
+def test_every_compose_service_runs_non_root_on_a_read_only_root() -> None:
+    for name, svc in compose()["services"].items():
+        assert svc.get("read_only") is True, f"{name}: read_only: true (writes go to a tmpfs or a volume)"
+        writable = [t.split(":")[0] for t in svc.get("tmpfs", [])] + [v.split(":")[1] for v in svc.get("volumes", [])
+                                                                       if not v.endswith(":ro")]  # fmt: skip
+        if name == COMPOSE_ROOT_INIT:
+            assert svc["cap_drop"] == ["ALL"] and svc["cap_add"] == ["CHOWN"] and svc["network_mode"] == "none"
+            assert svc["command"][:3] == ["chown", "-R", "1000:1000"] and writable == ["/data"]
+            continue
+        # The mmrag image runs as its USER 10001 (test_dockerfile); every other image is given a user here.
+        user = svc.get("user", "10001" if "build" in svc else "")
+        assert user and user.split(":")[0] not in ROOT_USERS, f"{name}: runs as root (user: {user!r})"
+        if "build" in svc:
+            assert {"/tmp", "/data"} <= set(writable), f"{name}: needs /tmp and /data writable: {writable}"
+    services = compose()["services"]
+    assert services["nats"]["user"] == "1000:1000"
+    assert services["nats"]["depends_on"][COMPOSE_ROOT_INIT] == {"condition": "service_completed_successfully"}
+
+
+def _pods(overlay: str) -> dict[str, dict[str, Any]]:
+    return {
+        f"{kind}/{name}": o["spec"]["template"]["spec"]
+        for kind in ("Deployment", "StatefulSet")
+        for name, o in objects(overlay, kind).items()
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_non_root_on_a_read_only_root(overlay: str) -> None:
+    pods = _pods(overlay)
+    assert {"Deployment/edge-api", "Deployment/redis", "StatefulSet/nats", "StatefulSet/qdrant"} <= set(pods)
+    for name, pod in pods.items():
+        pod_context = pod.get("securityContext", {})
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{name} {c['name']}"
+            context = c.get("securityContext", {})
+            assert context.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem: true"
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, f"{where}: runAsNonRoot"
+            assert context.get("runAsUser", pod_context.get("runAsUser")) not in (None, 0), f"{where}: a non-root uid"
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            if name.startswith("Deployment/") and pod["containers"][0]["image"].startswith(("mmrag", "registry")):
+                for path in ("/tmp", "/data"):
+                    assert path in mounts and "emptyDir" in volumes[mounts[path]], f"{where}: {path} as an emptyDir"
 
 
 # ---------------------------------------------------------------- Dockerfile

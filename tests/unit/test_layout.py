@@ -155,10 +155,12 @@ def starts_a_server(path: Path) -> list[str]:
 
 
 def test_every_test_module_is_in_a_tier() -> None:
+    from tests.conftest import TIERS
+
     stray = sorted(p.name for p in TESTS.glob("test_*.py"))
-    assert not stray, f"tests/{stray}: move each into tests/unit, tests/bus or tests/e2e (see tests/conftest.py)"
+    assert not stray, f"tests/{stray}: move each into one of the tiers {TIERS} (see tests/conftest.py)"
     folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
-    assert folders == {"unit", "bus", "e2e"}, f"tests/ holds the three tiers and nothing else: {sorted(folders)}"
+    assert folders == set(TIERS), f"tests/ holds the tiers {TIERS} and nothing else: {sorted(folders)}"
     for tier in folders:
         assert (TESTS / tier / "__init__.py").exists(), f"tests/{tier}/__init__.py: a tier is a package (imports)"
 
@@ -203,8 +205,8 @@ def test_every_test_is_marked_with_its_tier_and_a_stray_module_is_refused() -> N
         def add_marker(self, marker: str) -> None:
             self.markers.append(marker)
 
-    items = [Item(TESTS / tier / "test_x.py") for tier in ("unit", "bus", "e2e")]
+    items = [Item(TESTS / tier / "test_x.py") for tier in ("unit", "bus", "e2e", "security")]
     pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
-    assert [item.markers for item in items] == [["unit"], ["bus"], ["e2e"]]
+    assert [item.markers for item in items] == [["unit"], ["bus"], ["e2e"], ["security"]]
     with pytest.raises(pytest.UsageError, match=r"tests/test_x.py is in no tier: move it to tests/unit"):
         pytest_collection_modifyitems(None, [Item(TESTS / "test_x.py")])  # type: ignore[arg-type]

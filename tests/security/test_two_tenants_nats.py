@@ -55,6 +55,11 @@ async def test_tenant_a_reaches_only_its_own_documents(engine_bus):
     await progress.put("g1.B.doc1", b'{"status": "indexed"}')
     await progress.put("g1.A.doc1", b'{"status": "indexed"}')
 
+    # The agents follow their durables' max-deliveries advisories and read the message one names (`PullWorker`).
+    advisory = Subjects.max_deliveries_advisory("DOCS", G1.durable("parser"))
+    await agents.allowed(lambda: agents.nc.subscribe(advisory, queue=G1.durable("parser")), "agents: the advisory")
+    await agents.allowed(lambda: agents.js.get_msg("DOCS", 1), "agents: read a DOCS message by its sequence")
+
     cred = nats_user(data, "A")  # while the server runs: it reloads its config
     assert cred["user"] == "tenant-A"
     assert nats_user(data, "A") == cred  # shown again, not replaced
@@ -76,7 +81,7 @@ async def test_tenant_a_reaches_only_its_own_documents(engine_bus):
         await a.refused(lambda: a.js.publish(Subjects.ingest("B", "x"), b"{}"), "A: submit for B")
         await a.refused(lambda: a.js.publish(Subjects.query("query.retrieve", "A"), b"{}"), "A: ask on the bus")
         for subject in ("answer.>", "answer.B.*", "chunks.>", "docs.>", "graph.>", "deadletter.>", "_INBOX.>",
-                        f"{inbox_prefix('edge')}.>", "$KV.>", "$O.>", ">"):  # fmt: skip
+                        f"{inbox_prefix('edge')}.>", "$KV.>", "$O.>", "$JS.EVENT.>", advisory, ">"):  # fmt: skip
             await a.refused(lambda s=subject: a.nc.subscribe(s), f"A: subscribe {subject}")
         for stream in ("DOCS", "CHUNKS", "QUERIES", "GRAPH", f"KV_{PROGRESS_BUCKET}", f"OBJ_{UPLOADS_BUCKET}"):
             await a.refused(lambda s=stream: a.js.purge_stream(s), f"A: purge {stream}")
