@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= .mmrag-data
 
-.PHONY: run test test-fast install bench schemas clean
+.PHONY: run test test-fast install ocr-languages bench schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ $(CHROMIUM):
 
 install: $(VENV)/.installed
 
+# Tesseract and Debian's language packs for the scripts the shipped PP-OCR models cannot read (Cyrillic, Greek...):
+# the OCR fallback of MMRAG_OCR_FALLBACK_LANGUAGES (e.g. rus+ell). Set OCR_LANGUAGES to the packs to install
+# (Debian's names: rus ell ukr bul srp ara heb hin...). Installed as root; otherwise a message. `make test` needs rus.
+OCR_LANGUAGES ?= rus
+TESSDATA ?= /usr/share/tesseract-ocr/5/tessdata
+OCR_PACKS := $(foreach l,$(OCR_LANGUAGES),$(TESSDATA)/$(l).traineddata)
+$(OCR_PACKS):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr \
+			$(foreach l,$(OCR_LANGUAGES),tesseract-ocr-$(l)); \
+	else \
+		echo "NOTE: $@ is missing and this is not root: the OCR fallback tests need it (apt-get install -y tesseract-ocr $(foreach l,$(OCR_LANGUAGES),tesseract-ocr-$(l)))"; \
+	fi
+ocr-languages: $(OCR_PACKS)
+
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
@@ -45,12 +60,12 @@ PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loa
 
 # Every tier (tests/unit, tests/bus, tests/e2e, tests/security: pyproject's testpaths; tests/conftest.py says what
 # each may start), as CI runs it.
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) ocr-languages
 	$(BIN)/ruff check .
 	$(PYTEST) $(PYTEST_ARGS)
 
 # unit + bus: no engine, no browser; the loop while changing code.
-test-fast: install
+test-fast: install ocr-languages
 	$(BIN)/ruff check .
 	$(PYTEST) tests/unit tests/bus $(PYTEST_ARGS)
 

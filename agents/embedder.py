@@ -4,6 +4,9 @@ Image chunks (modality `image`, with an `ImageRef`) also get their image's vecto
 when configured, else the perceptual hash), read from the uploads Object Store, once per distinct image of the
 fetch; an image that cannot be read keeps its text vector only (logged), never failing the batch.
 
+Passages are embedded with the model of this agent's index generation (`GenerationSettings.embedding_model`,
+else the process default `MMRAG_EMBEDDING_MODEL`; `models.embedding_models`).
+
 Micro-batches: one fetch takes up to `fetch_batch` messages and embeds their chunks in model calls of at most
 `MMRAG_EMBEDDING_BATCH_SIZE` chunks (sorted by token length inside a call, so padding is small). Two lanes share the one model: each call waits on a `PriorityLock`, and the
 interactive lane goes first, so a small document overtakes a big one at the next call boundary.
@@ -28,6 +31,7 @@ from contracts.messages import ChunksEmbedded, ChunksParsed, EmbeddedChunk
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
 from documents.images import ImageRejected
 from models.image_vectors import decode as decode_image
+from models.embedding_models import TextEncoder
 from models.sparse import SparseEncoder
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         super().__init__(ctx)
         self._model_lock = PriorityLock()
         self._sparse = SparseEncoder()
+        self._text_model: TextEncoder | None = None  # this generation's model, loaded in `start`
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         consumers = ingest_consumers(self._ctx.generation)
@@ -68,14 +73,23 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
 
     async def start(self) -> None:
         s = self._ctx.settings
+        # This generation's model (its settings override the process default), loaded once per process.
+        self._text_model = await self._ctx.shared.text_model(s.embedding_model, "ingest")
         check_embedded_fits(
             max_payload=self._ctx.nc.max_payload, chunks_per_message=s.chunks_per_message,
-            chunk_max_chars=s.chunk_max_chars, dim=self._ctx.shared.embedder.dim + self._ctx.shared.image_encoder.dim,
+            chunk_max_chars=s.chunk_max_chars, dim=self.text_model.dim + self._ctx.shared.image_encoder.dim,
         )  # fmt: skip
 
+    @property
+    def text_model(self) -> TextEncoder:
+        if self._text_model is None:
+            raise RuntimeError("the embedder agent was not started: its text model loads in `start`")
+        return self._text_model
+
     async def embed(self, texts: list[str], priority: int) -> list[list[float]]:
-        embedder = self._ctx.shared.embedder
-        size = self._ctx.settings.embedding_batch_size
+        embedder = self.text_model
+        # A slow model (e5: ~1 passage/s here) embeds in smaller calls, so the interactive lane's turn comes soon.
+        size = min(self._ctx.settings.embedding_batch_size, getattr(embedder, "max_call", 256))
         vectors: list[list[float]] = []
         for start in range(0, len(texts), size):
             async with self._model_lock.hold(priority):
@@ -110,7 +124,7 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
             [c.image.object_name for d in deliveries for c in d.payload.chunks if c.modality == "image" and c.image],
             priority,
         )
-        model_name = self._ctx.shared.embedder.name
+        model_name = self.text_model.name
         out = []
         for d in deliveries:
             batch = d.payload

@@ -9,16 +9,22 @@ models shipped in the `rapidocr` wheel, and publishes what it read as the batch 
   has neither, the text near it (a picture with none of them still gets one chunk, `documents.NO_TEXT`, so its image vector
   makes it findable by picture); its bbox is the image's on the page and it carries the image's reference.
 
-A raster with nothing readable yields an empty batch, which travels to the indexer like any other. Reading is
+A raster with nothing readable yields an empty batch, which travels to the indexer like any other. A raster
+whose lines OCR found but could not read (`documents.ocr.legibility`: a script the shipped models do not read,
+noise) adds a warning to the document's progress record (`DocumentProgress.warnings`): it stays indexed, and
+the API, the CLI and the UI show the warning. With `MMRAG_OCR_FALLBACK_LANGUAGES` (e.g. "rus"), such a raster is
+read again by Tesseract with those language packs, and what it reads is kept when it is more legible. Reading is
 `documents.read_page` / `documents.read_image` (the document library the parser uses too); this agent does the
 I/O. It is its own agent and subject because OCR costs seconds a page and must scale apart from text parsing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from nats.js.errors import NotFoundError
 
@@ -29,13 +35,24 @@ from agents.runtime.worker import Delivery, PermanentError
 from bus.publish import Outgoing, publish_all
 from contracts.messages import Chunk, ChunksParsed, DocumentProgress, OcrRequest
 from contracts.topology import LANES, ConsumerDef, Subjects, ingest_consumers
-from documents import ParseSettings, read_image, read_page
-from documents.ocr import OcrSettings
+from documents import ParseSettings, read_image_checked, read_page_checked
+from documents.ocr import Legibility, OcrSettings, check_fallback
 
 log = logging.getLogger(__name__)
 
 
 OCR_IN_POOL = OcrSettings(threads=1)
+
+
+def illegible_warning(req: OcrRequest, read: Legibility) -> str | None:
+    """The document's warning when OCR found text on this page or image but could not read it (`documents.ocr`'s
+    legibility test), else None. Says what to do about it."""
+    if not read.illegible:
+        return None
+    where = f"page {req.page}" if req.kind == "page" else f"an image on page {req.page}"
+    return (f"{where}: OCR found text it could not read (legible share {read.share:.2f}): its script is probably "
+            f"not one the shipped OCR models read (Latin and Chinese), or the scan is too noisy; its text is not "
+            f"searchable. Upload a version with a text layer")  # fmt: skip
 
 
 class OcrAgent(ConsumerAgent[OcrRequest]):
@@ -53,7 +70,12 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         # One inference thread per work process: the pool runs one request per core, and one thread per process
         # read a dense page with the least CPU (bench/results/ocr_models.md); all-core sessions in several
         # processes oversubscribed the cores.
-        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars, ocr=OCR_IN_POOL)
+        return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars,
+                             ocr=replace(OCR_IN_POOL, fallback_languages=s.ocr_fallback_languages))  # fmt: skip
+
+    async def start(self) -> None:
+        # Fallback languages that are not installed fail the start, naming the package to install.
+        await asyncio.to_thread(check_fallback, self._ctx.settings.ocr_fallback_languages)
 
     def concurrency(self) -> int:
         # Enough requests in hand to keep every work process busy; they take turns in the work pool.
@@ -80,10 +102,12 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         # document's early requests before its late ones, tenants in turn (`agents.runtime.work_pool`).
         async with pool.slot(Priority(lane == "interactive", req.tenant, req.batch_index)):
             if req.kind == "page":
-                parsed = await pool.run(read_page, raster, req.bbox, settings)
+                read = await pool.run(read_page_checked, raster, req.bbox, settings)
             else:
                 caption = req.image.caption if req.image else None
-                parsed = await pool.run(read_image, raster, caption, req.nearby_text, req.bbox, settings)
+                read = await pool.run(read_image_checked, raster, caption, req.nearby_text, req.bbox, settings)
+        parsed = read.chunks
+        warning = illegible_warning(req, read.legibility)
         chunks = [
             Chunk(
                 chunk_id=f"{req.doc_id}-{req.first_index + k}", index=req.first_index + k, doc_id=req.doc_id,
@@ -108,11 +132,13 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
             # batches), so the indexer's write does and announces it.
             if current is None or current.revision != req.revision:
                 return None
-            return current.with_batches({req.batch_index: len(chunks)})
+            updated = current.with_warning(warning) if warning else current
+            return updated.with_batches({req.batch_index: len(chunks)})
 
         await self._ctx.progress.update(req.tenant, req.doc_id, record)
-        log.info("ocr: %s %s %d of %s -> %d chunks", req.kind, req.object_name.rsplit("/", 1)[-1], req.page,
-                 req.doc_id, len(chunks))  # fmt: skip
+        log.info("ocr: %s %s %d of %s -> %d chunks (legible share %.2f of ~%.0f characters)", req.kind,
+                 req.object_name.rsplit("/", 1)[-1], req.page, req.doc_id, len(chunks), read.legibility.share,
+                 read.legibility.expected)  # fmt: skip
 
     async def on_give_up(self, delivery: Delivery[OcrRequest], reason: str) -> None:
         req = delivery.payload

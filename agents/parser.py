@@ -61,6 +61,13 @@ log = logging.getLogger(__name__)
 
 # A text file's work in pages, for its lane: about what a page of prose holds.
 TEXT_BYTES_PER_PAGE = 3000
+# OCR's work in pages of text, for a document's lane: reading a scanned page takes 2-8 s of a core, a text page
+# (parse + embed its ~3 chunks) about 0.1-0.3 s, so a scanned page counts as 10 pages (a conservative share) and
+# an image's text (a screenshot, a figure: fewer lines) as 2. Without it a 6-page scan is "6 pages": it takes the
+# interactive lane, its pages fill the work pool's slots, including the one kept for interactive work, and a
+# small text upload waits for a whole OCR page (bench/ingest.py saw 20-60 s).
+OCR_PAGE_WORK = 10
+OCR_IMAGE_WORK = 2
 
 
 @dataclass
@@ -270,12 +277,15 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         s = self._ctx.settings
         return ParseSettings(chunk_max_tokens=s.chunk_max_tokens, chunk_max_chars=s.chunk_max_chars)
 
-    def lane(self, doc: DocumentSubmitted, pages: int) -> Lane:
+    def lane(self, doc: DocumentSubmitted, pages: int, ocr: Sequence[OcrWork] = ()) -> Lane:
         """The lane of a document by the work it costs: a PDF's pages, a text's size in pages of
-        `TEXT_BYTES_PER_PAGE` (a 50 MB text is no "1-page" document), an image file is one small unit."""
+        `TEXT_BYTES_PER_PAGE` (a 50 MB text is no "1-page" document), plus the OCR work known so far (``ocr``:
+        the first unit's; `OCR_PAGE_WORK` a scanned page, `OCR_IMAGE_WORK` an image); an image file is one
+        small unit."""
         if doc.content_type in IMAGE_CONTENT_TYPES:
             return "interactive"
         work = pages if doc.content_type == "application/pdf" else math.ceil(doc.size / TEXT_BYTES_PER_PAGE)
+        work += sum(OCR_PAGE_WORK if w.kind == "page" else OCR_IMAGE_WORK for w in ocr)
         return "interactive" if work <= self._ctx.settings.interactive_max_pages else "bulk"
 
     async def _current(self, doc: DocumentSubmitted, revision: int) -> bool:
@@ -313,7 +323,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                                              unit_pages, pages)  # fmt: skip
                 del data
             if emitter is None:
-                emitter = _Emitter(self, delivery, self.lane(doc, pages))
+                emitter = _Emitter(self, delivery, self.lane(doc, pages, [w for page in unit for w in page.ocr]))
                 interactive = emitter.lane == "interactive"
                 await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))
             await emitter.list_objects([work for page in unit for work in page.ocr])

@@ -5,6 +5,9 @@ Scores the retriever's candidates with the configured scorer (`search.rerank`), 
 `MMRAG_ABSTAIN_THRESHOLD` and `MMRAG_ABSTAIN_PARAPHRASE_COSINE`; the paraphrase cosine is measured with the text
 embedder only when the score alone would decline). The decision travels on `GenerateRequest.abstain`: the
 generator follows it and decides nothing itself.
+
+Cosines depend on the text model that measured them: the retriever names its generation's model on the
+`RerankRequest`, and the scorer of that model (its sentence embeddings, its `CosineProfile`) scores.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
+from models.embedding_models import profile
 from search.abstention import decide
 from search.rerank import (
     CrossEncoderScorer,
@@ -39,7 +43,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
     model = RerankRequest
     needs = frozenset({Resource.TEXT_EMBEDDER})  # the paraphrase signal of abstention (`paraphrase_cosine`)
 
-    _scorer: Scorer | None = None
+    _scorers: dict[str, Scorer]
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [QUERY_CONSUMERS["reranker"]]
@@ -48,26 +52,40 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         return 4
 
     async def start(self) -> None:
+        self._scorers = {}
+        scorer = await self._scorer_for(None)
+        log.info("reranking with %s", type(scorer).__name__)
+
+    async def _scorer_for(self, model: str | None) -> Scorer:
+        """The scorer of candidates searched with text model `model` (None = the process default): sentence
+        cosines with that model, cosines mapped with its profile (`models.embedding_models`). One per model."""
         s = self._ctx.settings
-        self._scorer = build_scorer(s.reranker_model_path, device=s.embedding_device,
-                                    embed=self._ctx.shared.embedder.embed_array, sentence_weight=s.rerank_sentence_weight)  # fmt: skip
-        log.info("reranking with %s", type(self._scorer).__name__)
+        name = model or s.embedding_model
+        key = "cross-encoder" if s.reranker_model_path is not None else name  # it reads text: one for every model
+        if key not in self._scorers:
+            encoder = await self._ctx.shared.text_model(name, "query")
+            self._scorers[key] = build_scorer(
+                s.reranker_model_path, device=s.embedding_device, embed=encoder.embed_array,
+                sentence_weight=s.rerank_sentence_weight, cosines=profile(name),
+            )  # fmt: skip
+        return self._scorers[key]
 
     async def handle(self, deliveries: Sequence[Delivery[RerankRequest]]) -> None:
         generate = []
         for d in deliveries:
             request = d.payload.request
+            scorer = await self._scorer_for(d.payload.embedding_model)
             query = request.query or ""  # an image query with no text has no words: fused order and cosines decide
-            if isinstance(self._scorer, CrossEncoderScorer | SentenceScorer):  # a model: off the event loop
-                hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=self._scorer)
+            if isinstance(scorer, CrossEncoderScorer | SentenceScorer):  # a model: off the event loop
+                hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=scorer)
             else:
-                hits = rerank(query, d.payload.candidates, request.top_k, scorer=self._scorer)
+                hits = rerank(query, d.payload.candidates, request.top_k, scorer=scorer)
             answer = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
             if request.mode is QueryMode.SEARCH:
                 await answer.results(above_floor(hits, self._ctx.settings.search_min_score))
             else:
                 await answer.retrieval(hits)
-                abstain = await self._abstain(query, hits)
+                abstain = await self._abstain(query, hits, d.payload.embedding_model, scorer)
                 generate.append(
                     Outgoing(Subjects.query(Subjects.QUERY_GENERATE, request.tenant),
                              GenerateRequest(request=request, hits=hits, abstain=abstain),
@@ -75,13 +93,17 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                 )  # fmt: skip
         await publish_all(self._ctx.js, generate)
 
-    async def _abstain(self, query: str, hits: Sequence[Hit]) -> bool:
+    async def _abstain(self, query: str, hits: Sequence[Hit], model: str | None, scorer: Scorer) -> bool:
         """The abstention decision for these hits. The paraphrase signal needs the offline scorer (a
-        cross-encoder reads meaning itself); measuring it embeds sentences, so it runs off the event loop."""
+        cross-encoder reads meaning itself); measuring it embeds sentences, so it runs off the event loop. Its
+        raw-cosine threshold is the model's own where its profile has one (e5), else the setting (MiniLM's)."""
         s = self._ctx.settings
-        embed = self._ctx.shared.embedder.embed_array if isinstance(self._scorer, LexicalScorer) else None
+        name = model or s.embedding_model
+        embed = (await self._ctx.shared.text_model(name, "query")).embed_array if isinstance(scorer, LexicalScorer) else None
+        paraphrase = profile(name).paraphrase
         return await asyncio.to_thread(decide, query, hits, threshold=s.abstain_threshold,
-                                       paraphrase_threshold=s.abstain_paraphrase_cosine, embed=embed)  # fmt: skip
+                                       paraphrase_threshold=s.abstain_paraphrase_cosine if paraphrase is None else paraphrase,
+                                       embed=embed)  # fmt: skip
 
     async def on_give_up(self, delivery: Delivery[RerankRequest], reason: str) -> None:
         request = delivery.payload.request

@@ -15,8 +15,10 @@ Cross-modal (`search.query_images`): the ``image`` vector is searched too, with 
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
 
-A request naming a `generation` (an evaluation of a building generation, `search.evaluation`) searches that
-generation's collection instead of the alias.
+Model: the question is embedded with the text embedding model of the generation it searches (its record's
+`embedding_model`, each model loaded once per process): the one the alias points at, whose collection is then
+searched (not the alias), or the one a request names (`generation`: an evaluation of a building generation,
+`search.evaluation`), whose collection is searched instead of the alias.
 
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
@@ -34,9 +36,10 @@ from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.worker import Delivery, PermanentError
 from bus.answers import AnswerEmitter
+from bus.generations import GenerationStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryMode, QueryRequest, RerankRequest
-from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects
+from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects, generation_of
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.graph import GraphQuery, ServingGraph
@@ -54,6 +57,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         self._sparse = SparseEncoder()
         self._graph: ServingGraph | None = None
         self._cross_modal: CrossModalQueries | None = None
+        self._generations: GenerationStore | None = None
+        self._models: dict[int, str | None] = {}  # generation -> its text embedding model (None: process default)
 
     async def start(self) -> None:
         self._cross_modal = CrossModalQueries(
@@ -85,6 +90,25 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         return GraphQuery.of(self._graph.graph, tenant, text, hops=s.graph_hops, limit=s.graph_candidates,
                              weight=s.graph_weight)  # fmt: skip
 
+    async def _model_of(self, number: int) -> str:
+        """The text embedding model of generation `number` (a generation's settings never change: read once)."""
+        if number not in self._models:
+            if self._generations is None:
+                self._generations = await GenerationStore.open(self._ctx.js)
+            record = await self._generations.get(number)
+            self._models[number] = record.settings.embedding_model if record else None
+        return self._models[number] or self._ctx.settings.embedding_model
+
+    async def _serving(self) -> tuple[str, str]:
+        """The collection the alias points at now (the alias itself when nothing was indexed yet) and the text
+        embedding model of its generation."""
+        s = self._ctx.settings
+        collection = await self._ctx.shared.in_store(lambda store: store.resolve(s.collection))
+        number = None if collection is None else generation_of(s.collection, collection)
+        if collection is None or number is None:
+            return collection or s.collection, s.embedding_model
+        return collection, await self._model_of(number)
+
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
         for d in deliveries:
             if d.payload.mode is QueryMode.BROWSE:
@@ -92,26 +116,40 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         deliveries = [d for d in deliveries if d.payload.mode is not QueryMode.BROWSE]
         if not deliveries:
             return
-        embedder = self._ctx.shared.embedder
         requests = [d.payload for d in deliveries]
         assert self._cross_modal is not None
         try:
             cross = [await self._cross_modal.prepare(r) for r in requests]
         except QueryImageUnusable as err:
             raise PermanentError(str(err)) from err
-        embedded = iter(await asyncio.to_thread(embedder.embed, [c.text for c in cross if c.text]))
         s = self._ctx.settings
+        # Each question is embedded with the model of the generation it searches, and that collection (not the
+        # alias) is searched: a re-index to another model flipping meanwhile cannot mix the two vector spaces.
+        # An evaluation of a given generation (`search.evaluation`) searches its collection.
+        serving = await self._serving() if any(r.generation is None for r in requests) else None
+        targets: list[tuple[str, str]] = []
+        for r in requests:
+            if r.generation is None:
+                assert serving is not None
+                targets.append(serving)
+            else:
+                targets.append((IndexGeneration(r.generation).collection(s.collection), await self._model_of(r.generation)))
+        vectors: dict[int, list[float]] = {}
+        for name in dict.fromkeys(model for _, model in targets):
+            rows = [i for i, (c, t) in enumerate(zip(cross, targets, strict=True)) if c.text and t[1] == name]
+            if rows:
+                embedder = await self._ctx.shared.text_model(name, "query")
+                found = await asyncio.to_thread(embedder.embed_queries, [cross[i].text or "" for i in rows])
+                vectors.update(zip(rows, found.tolist(), strict=True))
         rewrite = Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
         out = []
-        for d, request, modal in zip(deliveries, requests, cross, strict=True):
+        for i, (d, request, modal) in enumerate(zip(deliveries, requests, cross, strict=True)):
             limit = max(s.retrieve_candidates, request.top_k)
-            vector = next(embedded) if modal.text else None
+            vector = vectors.get(i)
             sparse = self._sparse.encode_query(modal.text) if modal.text else None
             where = search_filter(request)
-            # An evaluation of a given generation (`search.evaluation`) searches its collection; the graph
-            # follows the serving generation only, so it is left out there.
-            collection = s.collection if request.generation is None else (
-                IndexGeneration(request.generation).collection(s.collection))  # fmt: skip
+            collection, model_name = targets[i]
+            # The graph follows the serving generation only, so an evaluation of another leaves it out.
             graph = self._graph_query(request.tenant, modal.text) if request.generation is None else None
             cosines: dict[str, float] = {}
             hits = await self._ctx.shared.in_store(
@@ -120,7 +158,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             )  # fmt: skip
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
                 request = request.model_copy(update={"query": modal.text})
-            rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits])
+            rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits],
+                                   embedding_model=model_name)  # fmt: skip
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",
                          d.trace_headers)

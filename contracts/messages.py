@@ -303,8 +303,8 @@ class DocumentProgress(Message):
     batch is. `revision` is the stream sequence of the latest docs.ingest / docs.delete message applied to
     the document: work for an older revision is stale and is dropped.
 
-    v3: `collections`, `size` and `content_type` (copied from the revision's submission) and `warnings` (what parsing noticed
-    but did not fail on, for the user); v2 records (without them) stay readable.
+    v3: `collections`, `size` and `content_type` (copied from the revision's submission); v2 records (without
+    them) stay readable.
     """
 
     schema_version: Literal[2, 3] = 3  # type: ignore[assignment]
@@ -322,11 +322,14 @@ class DocumentProgress(Message):
     batches_indexed: list[int] = Field(default_factory=list)
     chunks_indexed: int = 0
     error: str | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what indexing could not do well, e.g. a page OCR could not read (the document stays indexed)",
+    )
     updated_at: datetime = Field(default_factory=utcnow)
     collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
     size: int | None = Field(default=None, ge=0, description="bytes of the upload")
     content_type: ContentType | None = Field(default=None, description="what the upload is (read from its bytes)")
-    warnings: list[str] = Field(default_factory=list)
 
     @field_validator("collections")
     @classmethod
@@ -356,6 +359,12 @@ class DocumentProgress(Message):
         else:
             status = new.status
         return new.model_copy(update={"status": status, "chunks_total": chunks_total})
+
+    def with_warning(self, warning: str) -> DocumentProgress:
+        """This record with `warning` added once (a redelivered OCR request does not repeat it)."""
+        if warning in self.warnings:
+            return self
+        return self.model_copy(update={"warnings": [*self.warnings, warning], "updated_at": utcnow()})
 
     def with_pages(self, *, pages: int, pages_parsed: int) -> DocumentProgress:
         return self._derived(pages=pages, pages_parsed=max(pages_parsed, self.pages_parsed))
@@ -599,6 +608,11 @@ class RerankRequest(Message):
 
     request: QueryRequest
     candidates: list[Hit]
+    embedding_model: str | None = Field(
+        default=None,
+        description="the text embedding model of the generation searched (its cosines' calibration); None = the "
+        "process default",
+    )
 
     def routing(self) -> tuple[str, ...]:
         return (self.request.tenant,)

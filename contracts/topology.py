@@ -77,6 +77,13 @@ class IndexGeneration:
         return f"{base}-{self.token}"
 
 
+def generation_of(alias: str, collection: str) -> int | None:
+    """The generation number of `collection` (``<alias>-g<N>``, `IndexGeneration.collection`); None if it is not
+    one of `alias`'s generations."""
+    match = re.fullmatch(re.escape(alias) + r"-g([0-9]+)", collection)
+    return int(match.group(1)) if match else None
+
+
 def durable_role(durable: str) -> str:
     """A durable's name without its generation suffix (``embedder-text-bulk-g3`` -> ``embedder-text-bulk``):
     what an autoscaler follows across re-indexes. Names without a suffix (the query durables) are returned as is."""

@@ -25,8 +25,11 @@ _PUBLIC = {
     "TableCells": "tables",
     "page_raster": "reader",
     "parse": "reader",
+    "OcrRead": "reader",
     "read_image": "reader",
+    "read_image_checked": "reader",
     "read_page": "reader",
+    "read_page_checked": "reader",
 }
 __all__ = [
     "NO_TEXT",
@@ -39,14 +42,30 @@ __all__ = [
     "TableCells",
     "page_raster",
     "parse",
+    "OcrRead",
     "read_image",
+    "read_image_checked",
     "read_page",
+    "read_page_checked",
 ]
 
 if TYPE_CHECKING:
     from .chunks import ParsedChunk
     from .extract import DocumentRejected
-    from .reader import NO_TEXT, OcrWork, ParsedDocument, ParsedPage, ParseSettings, page_raster, parse, read_image, read_page
+    from .reader import (
+        NO_TEXT,
+        OcrRead,
+        OcrWork,
+        ParsedDocument,
+        ParsedPage,
+        ParseSettings,
+        page_raster,
+        parse,
+        read_image,
+        read_image_checked,
+        read_page,
+        read_page_checked,
+    )
     from .tables import TableCells
 
 

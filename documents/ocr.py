@@ -55,6 +55,9 @@ class OcrSettings:
     engine: the runtime that runs the shipped ONNX files: "openvino" (rapidocr's OpenVINO engine; decision 58:
       2-3x faster than ONNX Runtime on dense scans, same text) or "onnxruntime" (rapidocr's own default).
     max_pixels: images above this are downscaled before OCR (bounded memory and time).
+    fallback_languages: Tesseract language packs ("rus", "rus+ell", Debian's tesseract-ocr-<lang>, installed by
+      `make ocr-languages`) that read a raster again when PP-OCR's reading is illegible (`legibility`): the
+      scripts the shipped PP-OCR models cannot read. "" = no fallback.
     """
 
     dpi: int = 150
@@ -66,6 +69,7 @@ class OcrSettings:
     text_score: float = 0.5
     max_pixels: int = 4_000_000
     engine: str = "openvino"
+    fallback_languages: str = ""  # tesseract languages ("rus+ell") for rasters PP-OCR cannot read; "" = none
 
 
 # The ONNX files inside the rapidocr wheel that its default config resolves to. The OpenVINO engine is given
@@ -126,10 +130,11 @@ def warm_up(settings: OcrSettings = DEFAULT_OCR) -> None:
 
 
 def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
-               settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:  # fmt: skip
+               settings: OcrSettings = DEFAULT_OCR, keep_empty: bool = False) -> list[OcrLine]:  # fmt: skip
     """Lines of a decoded image; pixel (x, y) maps to (offset_x + x * scale, offset_y + y * scale).
 
     Images over ``settings.max_pixels`` are downscaled first (the scale is adjusted, so coordinates stay right).
+    `keep_empty`: also the detected lines recognition read nothing in (text ""), for `legibility`.
     """
     if img.width * img.height > settings.max_pixels:
         shrink = (settings.max_pixels / (img.width * img.height)) ** 0.5
@@ -147,7 +152,7 @@ def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, flo
     ox, oy = offset
     for box, text, score in zip(result.boxes, result.txts, result.scores):
         text = " ".join(str(text).split())
-        if not text:
+        if not text and not keep_empty:
             continue
         xs = [float(p[0]) for p in box]
         ys = [float(p[1]) for p in box]
@@ -156,14 +161,14 @@ def ocr_pixels(img: Image.Image, *, scale: float = 1.0, offset: tuple[float, flo
     return lines
 
 
-def ocr_image(data: bytes, *, settings: OcrSettings = DEFAULT_OCR) -> list[OcrLine]:
+def ocr_image(data: bytes, *, settings: OcrSettings = DEFAULT_OCR, keep_empty: bool = False) -> list[OcrLine]:
     """Lines of an image file's bytes, bboxes in the image's pixel coordinates.
 
     Raises :class:`~documents.images.ImageRejected` for empty, 0x0, over-budget or undecodable images.
     """
     full_width = probe_image(data).width  # header only: the size before any downscale
     img = decode_image(data, max_pixels=MAX_IMAGE_PIXELS, target_pixels=settings.max_pixels)
-    return ocr_pixels(img, scale=full_width / img.width, settings=settings)
+    return ocr_pixels(img, scale=full_width / img.width, settings=settings, keep_empty=keep_empty)
 
 
 def render_page(page: pymupdf.Page, dpi: int, max_pixels: int) -> tuple[Image.Image, float]:
@@ -193,3 +198,105 @@ def lines_to_paragraphs(lines: list[OcrLine], *, gap_factor: float = 0.9) -> lis
                 continue
         paragraphs.append(((x0, y0, x1, y1), [line.text]))
     return [(bbox, " ".join(texts)) for bbox, texts in paragraphs]
+
+
+# -- legibility: did OCR read the text it found?
+#
+# Detection finds text lines in any script, but the shipped recognition models read Chinese and Latin scripts
+# only: a Cyrillic, Greek or Arabic line comes back as punctuation, stray letters or nothing (a Russian notice
+# read as ": , . 2215."). The measure compares what was read with what the lines' geometry says they hold:
+# a line h high and w wide holds about w / (0.5 h) characters of Latin print (a CJK character is about h wide: it
+# counts as two), and only characters of word-like tokens count (two or more letters of one word, numbers of two
+# or more digits, CJK characters). Calibrated on rendered pages in nine scripts and languages that no test uses
+# (share read: English, French, German, Chinese 0.71-1.0; Russian, Ukrainian 0.00-0.03; Greek, read as letter
+# soup, 0.16; Arabic: no line detected, so no judgement): below LEGIBLE_SHARE is illegible. A raster whose lines hold
+# fewer than MIN_EXPECTED_CHARS characters (a logo, a label) is never judged.
+LEGIBLE_SHARE = 0.4
+MIN_EXPECTED_CHARS = 30.0
+_PUNCTUATION = ".,;:!?()[]{}\"'«»„“”‘’—–-…/|*•·"
+
+
+def _legible_chars(token: str) -> int:
+    core = token.strip(_PUNCTUATION)
+    if len(core) >= 2 and core.isalpha() and not any(_is_cjk(ch) for ch in core):
+        return len(core)
+    if len(core) >= 2 and core[0].isdigit() and all(ch.isdigit() or ch in ".,:/-" for ch in core):
+        return len(core)
+    return sum(2 for ch in core if _is_cjk(ch))
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u3040" <= ch <= "\u30ff"
+
+
+@dataclass(frozen=True)
+class Legibility:
+    """What OCR read of the lines it found: `expected` characters by the lines' geometry, `legible` characters
+    of word-like tokens read. `illegible` when there was enough text to judge and too little of it was read."""
+
+    expected: float
+    legible: int
+
+    @property
+    def share(self) -> float:
+        return min(self.legible / self.expected, 1.0) if self.expected else 1.0
+
+    @property
+    def illegible(self) -> bool:
+        return self.expected >= MIN_EXPECTED_CHARS and self.share < LEGIBLE_SHARE
+
+
+def legibility(lines: list[OcrLine]) -> Legibility:
+    """The legibility of OCR's `lines` (read with ``keep_empty=True``, so lines read as nothing count too)."""
+    expected = sum((b[2] - b[0]) / (0.5 * (b[3] - b[1])) for b in (line.bbox for line in lines) if b[3] > b[1])
+    legible = sum(_legible_chars(token) for line in lines for token in line.text.split())
+    return Legibility(expected=round(expected, 1), legible=legible)
+
+
+# -- the fallback engine: Tesseract with Debian's language packs, for scripts PP-OCR cannot read
+
+
+def check_fallback(languages: str) -> None:
+    """Raise, naming the fix, unless Tesseract and every language of `languages` ("rus+ell") are installed."""
+    if not languages:
+        return
+    import pytesseract
+
+    try:
+        installed = set(pytesseract.get_languages(config=""))
+    except (pytesseract.TesseractNotFoundError, OSError) as err:
+        raise RuntimeError(f"OCR fallback languages {languages!r} need Tesseract: run `make ocr-languages` "
+                           f"(apt-get install tesseract-ocr tesseract-ocr-<lang>), or unset them ({err})") from err  # fmt: skip
+    missing = [lang for lang in languages.split("+") if lang not in installed]
+    if missing:
+        raise RuntimeError(f"Tesseract has no language data for {', '.join(missing)}: apt-get install "
+                           + " ".join(f"tesseract-ocr-{m.replace('_', '-').lower()}" for m in missing)
+                           + f" (installed: {', '.join(sorted(installed))})")  # fmt: skip
+
+
+def tesseract_pixels(img: Image.Image, languages: str, *, scale: float = 1.0,
+                     offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:  # fmt: skip
+    """Lines Tesseract reads in `img` with `languages`, mapped like `ocr_pixels` (one thread: the work pool runs
+    one process per core)."""
+    import os
+
+    import pytesseract
+
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    data = pytesseract.image_to_data(img.convert("L"), lang=languages, output_type=pytesseract.Output.DICT)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, word in enumerate(data["text"]):
+        if str(word).strip():
+            groups.setdefault((data["block_num"][i], data["par_num"][i], data["line_num"][i]), []).append(i)
+    ox, oy = offset
+    lines = []
+    for idx in groups.values():
+        x0 = min(data["left"][i] for i in idx)
+        y0 = min(data["top"][i] for i in idx)
+        x1 = max(data["left"][i] + data["width"][i] for i in idx)
+        y1 = max(data["top"][i] + data["height"][i] for i in idx)
+        confidence = sum(max(float(data["conf"][i]), 0.0) for i in idx) / len(idx) / 100
+        lines.append(OcrLine(text=" ".join(str(data["text"][i]).strip() for i in idx),
+                             bbox=(ox + x0 * scale, oy + y0 * scale, ox + x1 * scale, oy + y1 * scale),
+                             confidence=round(confidence, 4)))  # fmt: skip
+    return lines

@@ -31,9 +31,9 @@ from PIL import Image
 from .chunks import MAX_CHARS, MAX_TOKENS, Chunker, ParsedChunk, page_chunks, split_to_tokens, wordpiece_counter
 from .extract import DocumentRejected, extract_text, open_checked_pdf
 from .filetypes import IMAGE_CONTENT_TYPES, describe_format, sniff_image_format
-from .images import ImageRejected, probe_image
+from .images import MAX_IMAGE_PIXELS, ImageRejected, decode_image, probe_image
 from .layout import PageBlock, PageContent, iter_pages
-from .ocr import DEFAULT_OCR, OcrSettings, lines_to_paragraphs, ocr_image, ocr_pixels, render_page
+from .ocr import DEFAULT_OCR, Legibility, OcrLine, OcrSettings, legibility, lines_to_paragraphs, ocr_image, ocr_pixels, render_page, tesseract_pixels
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +190,43 @@ def page_raster(page: pymupdf.Page, settings: OcrSettings = DEFAULT_OCR) -> tupl
 # --------------------------------------------------------------------------- OCR work -> chunks
 
 
+@dataclass(frozen=True)
+class OcrRead:
+    """What OCR made of a page or an image: its chunks, and whether it could read the text it found (a script the
+    shipped models do not read, noise: `documents.ocr.legibility`)."""
+
+    chunks: list[ParsedChunk]
+    legibility: Legibility
+
+
 def read_page(raster: bytes, bbox: BBox, settings: ParseSettings = ParseSettings()) -> list[ParsedChunk]:
     """OCR a rendered page; chunks in page points."""
+    return read_page_checked(raster, bbox, settings).chunks
+
+
+def read_page_checked(raster: bytes, bbox: BBox, settings: ParseSettings = ParseSettings()) -> OcrRead:
+    """`read_page` with the legibility of what OCR found on the page."""
     with Image.open(io.BytesIO(raster)) as img:
         img.load()
         scale = (bbox[2] - bbox[0]) / img.width
-        lines = ocr_pixels(img, scale=scale, offset=(bbox[0], bbox[1]), settings=settings.ocr)
+        found = ocr_pixels(img, scale=scale, offset=(bbox[0], bbox[1]), settings=settings.ocr, keep_empty=True)
+        found = _fallback(found, img, settings.ocr, scale=scale, offset=(bbox[0], bbox[1]))
     # Shapes and noise read as stray symbols ("=", "|"): a line without two letters or digits is not text.
-    lines = [line for line in lines if sum(ch.isalnum() for ch in line.text) >= 2]
+    lines = [line for line in found if sum(ch.isalnum() for ch in line.text) >= 2]
     blocks = tuple(PageBlock(1, box, text, "text", "ocr") for box, text in lines_to_paragraphs(lines))
     content = PageContent(page=1, width=bbox[2], height=bbox[3], blocks=blocks, tables=(), images=(),
                           skipped_images=(), needs_ocr=False)  # fmt: skip
-    return list(page_chunks(content, [], settings.chunk_max_tokens, wordpiece_counter(), settings.chunk_max_chars))
+    chunks = list(page_chunks(content, [], settings.chunk_max_tokens, wordpiece_counter(), settings.chunk_max_chars))
+    return OcrRead(chunks, legibility(found))
+
+
+def _fallback(found: list[OcrLine], img: Image.Image, ocr: OcrSettings, *, scale: float,
+              offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:  # fmt: skip
+    """PP-OCR's lines, or, when they are illegible and fallback languages are set, Tesseract's if it reads more."""
+    if not ocr.fallback_languages or not legibility(found).illegible:
+        return found
+    again = tesseract_pixels(img, ocr.fallback_languages, scale=scale, offset=offset)
+    return again if legibility(again).share > legibility(found).share else found
 
 
 # The text of an image chunk whose image holds no words and has no caption or nearby text (what a hit shows).
@@ -211,17 +236,29 @@ NO_TEXT = "(a picture with no text)"
 def read_image(raster: bytes, caption: str | None, nearby: str | None, bbox: BBox,
                settings: ParseSettings = ParseSettings()) -> list[ParsedChunk]:  # fmt: skip
     """The text an image chunk carries: caption + OCR text, or the nearby text when it has neither."""
+    return read_image_checked(raster, caption, nearby, bbox, settings).chunks
+
+
+def read_image_checked(raster: bytes, caption: str | None, nearby: str | None, bbox: BBox,
+                       settings: ParseSettings = ParseSettings()) -> OcrRead:  # fmt: skip
+    """`read_image` with the legibility of what OCR found in the image (of its own text, not the caption's)."""
     readable = True
+    found: list[OcrLine] = []
     try:
-        lines = ocr_image(raster, settings=settings.ocr)
-        ocr_text = "\n".join(line.text for line in lines if sum(ch.isalnum() for ch in line.text) >= 2)
+        found = ocr_image(raster, settings=settings.ocr, keep_empty=True)
+        if settings.ocr.fallback_languages and legibility(found).illegible:
+            full_width = probe_image(raster).width
+            img = decode_image(raster, max_pixels=MAX_IMAGE_PIXELS, target_pixels=settings.ocr.max_pixels)
+            found = _fallback(found, img, settings.ocr, scale=full_width / img.width)
+        ocr_text = "\n".join(line.text for line in found if sum(ch.isalnum() for ch in line.text) >= 2)
     except ImageRejected as err:
         log.info("ocr: image not readable (%s); indexing its caption only", err)
         ocr_text, readable = "", False
+    read = legibility(found)
     text = "\n".join(t for t in (caption, ocr_text) if t) or (nearby or "")
     if not text.strip():
         # A readable picture with no words around or in it is still found by its image vector (the embedder's:
         # CLIP, or its perceptual hash): it gets a chunk saying so; an unreadable one has nothing to index.
-        return [ParsedChunk(1, bbox, NO_TEXT, "image")] if readable else []
+        return OcrRead([ParsedChunk(1, bbox, NO_TEXT, "image")] if readable else [], read)
     pieces = split_to_tokens(text, settings.chunk_max_tokens, wordpiece_counter(), settings.chunk_max_chars)
-    return [ParsedChunk(1, bbox, piece, "image") for piece in pieces]
+    return OcrRead([ParsedChunk(1, bbox, piece, "image") for piece in pieces], read)

@@ -228,6 +228,8 @@ def ingest(
                         progress.update(task, total=st.chunks_total, completed=st.chunks_indexed, state=st.status)
                         if st.status in ("indexed", "failed"):
                             del pending[doc_id]
+                            for warning in st.warnings:
+                                err.print(f"[yellow]warning[/yellow] {doc_id}: {escape(warning)}")
                             if st.status != "indexed":
                                 failures += 1
                                 reason = st.error or st.status
@@ -348,7 +350,7 @@ def list_documents(
     api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
 ) -> None:
-    """List the tenant's documents: id, status, filename, pages, chunks."""
+    """List the tenant's documents: id, status, filename, pages, chunks, and each warning on a line below."""
     from mmrag.client import AsyncClient
 
     async def main() -> int:
@@ -358,6 +360,8 @@ def list_documents(
                 chunks = f"{d.chunks_indexed}/{d.chunks_total}" if d.chunks_total is not None else "-"
                 pages = d.pages if d.pages is not None else "-"
                 print(f"{d.doc_id}  {d.status:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.filename or ''}")
+                for warning in d.warnings:
+                    print(f"    warning: {warning}")
                 count += 1
         err.print(f"{count} document{'s' if count != 1 else ''}")
         return 0
@@ -406,6 +410,11 @@ def reindex(
         bool | None,
         typer.Option("--quantization/--no-quantization", show_default=False, help="int8 quantization of the new collection"),
     ] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(show_default=False, help="text embedding model of the new generation: minilm (English) or "
+                     "multilingual-e5-small (questions and documents in different languages)"),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until the new generation serves")] = True,
     gate: Annotated[
         Path | None,
@@ -437,10 +446,15 @@ def reindex(
         k: v
         for k, v in (
             ("chunk_max_tokens", chunk_max_tokens), ("chunks_per_message", chunks_per_message),
-            ("vector_quantization", quantization),
+            ("vector_quantization", quantization), ("embedding_model", embedding_model),
         )
         if v is not None
     }  # fmt: skip
+    from contracts.generations import EMBEDDING_MODELS
+
+    if embedding_model is not None and embedding_model not in EMBEDDING_MODELS:
+        raise typer.BadParameter(f"{embedding_model!r}: use one of {', '.join(EMBEDDING_MODELS)}",
+                                 param_hint="--embedding-model")  # fmt: skip
 
     async def main() -> int:
         async with AsyncClient(url, api_key) as engine:

@@ -464,6 +464,7 @@ class DocumentView(_Model):
     chunks_total: int | None
     chunks_indexed: int
     error: str | None
+    warnings: list[str] = []  # what indexing could not do well (an engine before them sends none)
     updated_at: datetime
     collections: list[str] = []
     size: int | None = None

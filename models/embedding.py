@@ -109,6 +109,12 @@ class TextEmbedder:
     def embed(self, texts: list[str], *, batch_size: int | None = None) -> list[list[float]]:
         return self.embed_array(texts, batch_size=batch_size).tolist()
 
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self.embed_array(texts)  # MiniLM has no passage/query prefixes (models.embedding_models)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.embed_array(texts)
+
     def embed_array(self, texts: list[str], *, batch_size: int | None = None) -> np.ndarray:
         """(len(texts), dim) float32, rows in the input order."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -29,16 +29,16 @@ from typing import Protocol
 import numpy as np
 
 from contracts.messages import Hit
+from models.embedding_models import CosineProfile, profile
 from models.lexical import contains_identifier, identifiers, terms, units
 
 # LexicalScorer weights (sum 1): dense cosine, IDF coverage of the whole chunk, of its best sentence or row.
 DENSE_WEIGHT = 0.4
 CHUNK_WEIGHT = 0.36
 UNIT_WEIGHT = 0.24
-# The cosine of all-MiniLM-L6-v2 between a question and a chunk that answers it lies mostly in 0.35..0.75 and
-# rarely above 0.8; unrelated text stays below 0.2. Mapped linearly to [0, 1] between these two points.
-COSINE_FLOOR = 0.1
-COSINE_CEILING = 0.8
+# A dense cosine is mapped linearly to [0, 1] between the floor and ceiling of its model's `CosineProfile`
+# (models.embedding_models): all-MiniLM-L6-v2's answering cosines lie mostly in 0.35..0.75 (0.1..0.8),
+# multilingual-e5-small's in a narrow band near 0.85.
 MISSING_IDENTIFIER_FACTOR = 0.3  # a candidate that has none of the question's identifiers
 IMAGE_SHARE = 0.7  # an image hit at least this share of the best score keeps a place in the top k
 
@@ -61,7 +61,11 @@ def _coverage(weights: dict[str, float], have: set[str]) -> float:
 
 
 class LexicalScorer:
-    """The offline scorer (see the module docstring). Stateless and cheap: well under a millisecond a candidate."""
+    """The offline scorer (see the module docstring). Stateless and cheap: well under a millisecond a candidate.
+    `cosines`: the profile of the model that measured the candidates' dense cosines (default MiniLM's)."""
+
+    def __init__(self, cosines: CosineProfile | None = None) -> None:
+        self.cosines = cosines or profile(None)
 
     def scores(self, query: str, candidates: Sequence[Hit]) -> list[float]:
         if not candidates:
@@ -80,7 +84,7 @@ class LexicalScorer:
         out = []
         for hit, text, have in zip(candidates, texts, chunk_terms, strict=True):
             cosine = hit.dense_score if hit.dense_score is not None else unseen
-            dense = hit.score if cosine is None else (cosine - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR)
+            dense = hit.score if cosine is None else self.cosines.scale(cosine)
             if asked:
                 chunk_cov = _coverage(weights, have)
                 unit_cov = max((_coverage(weights, terms(m)) for m, _ in units(hit.text, hit.modality)), default=0.0)
@@ -105,7 +109,8 @@ class SentenceScorer(LexicalScorer):
     chunk cosine in its place. `embed` is the text embedder (rows in input order). One embedding call a query."""
 
     def __init__(self, embed: Callable[[list[str]], np.ndarray], *, weight: float,
-                 candidates: int = SENTENCE_CANDIDATES) -> None:  # fmt: skip
+                 candidates: int = SENTENCE_CANDIDATES, cosines: CosineProfile | None = None) -> None:  # fmt: skip
+        super().__init__(cosines)
         if not 0 < weight <= 1:
             raise ValueError(f"the sentence weight must lie in (0, 1], not {weight}: 0 means the lexical scorer")
         self.embed = embed
@@ -138,7 +143,7 @@ class SentenceScorer(LexicalScorer):
         out = []
         for hit, score, cosine in zip(candidates, lexical, sentence, strict=True):
             best = cosine if cosine is not None else hit.dense_score
-            mapped = min(max(0.0 if best is None else (best - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR), 0.0), 1.0)
+            mapped = 0.0 if best is None else self.cosines.scale(best)
             if wanted and not any(contains_identifier(" ".join([*hit.headings, hit.text]), i) for i in wanted):
                 mapped *= MISSING_IDENTIFIER_FACTOR  # an embedding barely tells E-150 from E-105: the code decides
             out.append((1 - self.weight) * score + self.weight * mapped)
@@ -167,15 +172,16 @@ def _identity(x):  # noqa: ANN001, ANN202 - torch tensor in, same out: the sigmo
 
 def build_scorer(
     model_path: Path | None, *, device: str = "cpu", embed: Callable[[list[str]], np.ndarray] | None = None,
-    sentence_weight: float = 0.0,
+    sentence_weight: float = 0.0, cosines: CosineProfile | None = None,
 ) -> Scorer:  # fmt: skip
     """The cross-encoder when a checkpoint is configured; else the sentence scorer when an embedder is given and
-    `sentence_weight` > 0; else the lexical scorer."""
+    `sentence_weight` > 0; else the lexical scorer. `cosines`: the profile of `embed`'s model (and of the
+    retriever's dense cosines)."""
     if model_path is not None:
         return CrossEncoderScorer(model_path, device=device)
     if embed is not None and sentence_weight > 0:
-        return SentenceScorer(embed, weight=sentence_weight)
-    return LexicalScorer()
+        return SentenceScorer(embed, weight=sentence_weight, cosines=cosines)
+    return LexicalScorer(cosines)
 
 
 def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None) -> list[Hit]:

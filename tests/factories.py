@@ -432,6 +432,23 @@ def make_searchable_scan_pdf(lines: list[str] | None = None) -> bytes:
         doc.close()
 
 
+DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # Debian's fonts-dejavu: Cyrillic glyphs
+CYRILLIC_NOTICE = ("Уважаемые соседи! В субботу с десяти утра во дворе пройдёт общий субботник. Приглашаем всех "
+                   "жильцов принять участие в уборке территории и посадке деревьев. Инвентарь выдаёт дворник. ") * 4  # fmt: skip
+
+
+def make_scanned_text_pdf(text: str = CYRILLIC_NOTICE) -> bytes:
+    """One page that is only a 150-dpi picture of `text` set in DejaVu Sans (any script it has glyphs for; no text
+    layer): the parser sends it to OCR. With the default text, a Cyrillic notice the shipped OCR models cannot read."""
+    src = pymupdf.open()
+    page = src.new_page(width=595, height=842)
+    page.insert_textbox(pymupdf.Rect(60, 60, 535, 780), text, fontsize=13, fontname="dejavu", fontfile=DEJAVU)
+    png = page.get_pixmap(dpi=150, colorspace=pymupdf.csGRAY).tobytes("png")
+    out = pymupdf.open()
+    out.new_page(width=595, height=842).insert_image(pymupdf.Rect(0, 0, 595, 842), stream=png)
+    return out.tobytes(deflate=True)
+
+
 # --------------------------------------------------------------------------- e-books
 
 CHAPTERS = [

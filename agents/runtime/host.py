@@ -31,7 +31,7 @@ from bus.connection import connect
 from bus.generations import GenerationStore
 from bus.progress import ProgressStore
 from bus.topology import ensure_consumer, ensure_topology
-from contracts.generations import GenerationRecord
+from contracts.generations import GenerationRecord, GenerationSettings
 from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, ConsumerDef, IndexGeneration
 from telemetry.logs import configure_logging, logging_configured
 from telemetry.tracing import configure_tracing, flush_tracing
@@ -120,7 +120,9 @@ async def run_agents(
         watchdog.start()
         await ensure_topology(js, [], replicas=settings.stream_replicas)
         generations = await GenerationStore.open(js)
-        serving = await generations.bootstrap(settings.index_generation)
+        serving = await generations.bootstrap(
+            settings.index_generation, GenerationSettings(embedding_model=settings.embedding_model)
+        )
         progress_kv = await js.key_value(PROGRESS_BUCKET)
         uploads = await js.object_store(UPLOADS_BUCKET)
 

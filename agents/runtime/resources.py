@@ -25,6 +25,7 @@ from agents.settings import AgentSettings
 from bus.progress import ProgressStore
 from contracts.topology import IndexGeneration
 from models.embedding import TextEmbedder
+from models.embedding_models import EmbeddingModels, TextEncoder
 from models.image_vectors import ImageEncoder, load_image_encoder
 from search.vectorstore import ClusterLayout, VectorStore, open_vector_store
 
@@ -53,7 +54,10 @@ class SharedResources:
 
     def __init__(self, settings: AgentSettings) -> None:
         self._settings = settings
-        self._embedder: TextEmbedder | None = None
+        # Every text model this process uses, each loaded once on first use (an index generation may use another
+        # model than the process default: `contracts.generations.GenerationSettings.embedding_model`).
+        self.text_models = EmbeddingModels(settings.embedding_model, lambda: text_embedder(settings))
+        self._embedder: TextEncoder | None = None
         self._image_encoder: ImageEncoder | None = None
         self._store: VectorStore | None = None
         self._work_pool: WorkPool | None = None
@@ -63,7 +67,7 @@ class SharedResources:
     async def load(self, needs: set[Resource]) -> None:
         s = self._settings
         if Resource.TEXT_EMBEDDER in needs and self._embedder is None:
-            self._embedder = await asyncio.to_thread(text_embedder, s)
+            self._embedder = await asyncio.to_thread(self.text_models.get, s.embedding_model)
         if Resource.IMAGE_ENCODER in needs and self._image_encoder is None:
             self._image_encoder = await asyncio.to_thread(
                 load_image_encoder, s.clip_model, device=s.embedding_device, batch_size=s.embedding_batch_size
@@ -84,8 +88,13 @@ class SharedResources:
                 ),  # fmt: skip
             )
 
+    async def text_model(self, model: str | None, role: str = "query") -> TextEncoder:
+        """The text model `model` (None = the process default), loaded off the event loop on first use."""
+        return await asyncio.to_thread(self.text_models.get, model, role)
+
     @property
-    def embedder(self) -> TextEmbedder:
+    def embedder(self) -> TextEncoder:
+        """The process default text model (loaded by `load`)."""
         if self._embedder is None:
             raise RuntimeError("the text embedder was not loaded: declare Resource.TEXT_EMBEDDER in the agent's needs")
         return self._embedder

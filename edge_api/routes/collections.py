@@ -6,7 +6,7 @@ the progress record, the indexer into every point's payload, where a search's `f
 Changing them, like a re-parse, is a new submission of the stored upload (a new revision): the document is
 parsed and indexed again, its points of the old revision are removed once the new one is indexed, and a re-index
 (a replay of `docs.ingest`) sees the latest collections. Until then the old points answer with the old
-collections (docs/decisions.md, 69).
+collections (docs/decisions.md, 72).
 """
 
 from __future__ import annotations

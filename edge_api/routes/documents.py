@@ -98,11 +98,14 @@ class DocumentView(_Response):
     chunks_total: int | None = Field(ge=0, description="known once every batch's size is known")
     chunks_indexed: int = Field(ge=0)
     error: str | None = Field(description="why the document failed, for the user")
+    warnings: list[str] = Field(
+        description="what indexing could not do well, for the user (e.g. a page OCR could not read); the document "
+        "is still searchable"
+    )
     updated_at: datetime
     collections: list[CollectionName] = Field(description="the collections (tags) the document is in")
     size: int | None = Field(ge=0, description="bytes of the upload (null for a document stored before sizes were recorded)")
     content_type: ContentType | None = Field(description="what the upload is, read from its bytes (null: as for size)")
-    warnings: list[str] = Field(description="what parsing noticed without failing (e.g. a page it could not read)")
 
 
 class DocumentPage(_Response):
@@ -192,8 +195,8 @@ def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
     return DocumentView(
         doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
         status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
-        error=None, updated_at=submitted.submitted_at, collections=submitted.collections, size=submitted.size,
-        content_type=submitted.content_type, warnings=[],
+        error=None, warnings=[], updated_at=submitted.submitted_at, collections=submitted.collections,
+        size=submitted.size, content_type=submitted.content_type,
     )  # fmt: skip
 
 
@@ -590,7 +593,7 @@ async def select_documents(bb: Backbone, tenant: str, q: ListQuery) -> DocumentP
     twice). Measured (`bench/doclist.py`): time about 0.2-0.5 ms per document of the tenant, nearly all of it
     nats-py's handling of the watch's messages (66 ms at 300 documents, 2.5 s at 5,000 on the shared 2-core
     machine); peak memory about 1.3 KB per document, because nats-py queues every value the server pushes ahead
-    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 69).
+    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 72).
     """
     key_of = SORT_KEYS[q.sort]
     keep = q.limit + 1

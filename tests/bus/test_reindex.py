@@ -84,6 +84,7 @@ async def test_reindex_api_roles_validation_and_conflict(nats_server: NatsServer
                     "chunk_max_tokens": None,
                     "chunks_per_message": 8,
                     "vector_quantization": True,
+                    "embedding_model": None,
                 }
                 # The CLI cancels too (with the operator key).
                 cli = await asyncio.create_subprocess_exec(
@@ -198,4 +199,26 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
             await js.consumer_info("DOCS", "parser-g1")
     finally:
         await asyncio.to_thread(shared.close)
+        await nc.close()
+
+
+async def test_the_first_generation_records_the_install_s_embedding_model_and_a_reindex_carries_it(
+    nats_server: NatsServer,
+) -> None:
+    from bus.generations import GenerationStore
+    from bus.topology import ensure_topology
+    from contracts.generations import GenerationSettings
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js)
+        store = await GenerationStore.open(js)
+        e5 = GenerationSettings(embedding_model="multilingual-e5-small")
+        await store.bootstrap(1, e5)  # what the agents do at first start with MMRAG_EMBEDDING_MODEL set
+        await store.bootstrap(1, GenerationSettings(embedding_model="minilm"))  # a later start with another setting
+        assert (await store.get(1)).settings.embedding_model == "multilingual-e5-small"  # the index keeps its model
+        carried = await store.start_reindex(GenerationSettings(chunk_max_tokens=64))
+        assert carried.settings.embedding_model == "multilingual-e5-small" and carried.settings.chunk_max_tokens == 64
+    finally:
         await nc.close()

@@ -7,6 +7,7 @@ its own documents (fresh ids), so no test depends on what another left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -275,6 +276,35 @@ async def test_a_small_document_is_not_stuck_behind_a_big_one(js) -> None:
         "the big document finished first: the small one waited behind it"
     )
     await wait_progress(js, big, indexed(big_seq), timeout_s=300)
+
+
+async def test_a_scan_takes_the_bulk_lane_by_its_ocr_work_and_a_text_of_as_many_pages_the_interactive(js) -> None:
+    """A scanned page costs OCR (seconds of a core), not a text page's milliseconds: a 1-page scan is 11 pages of
+    work (over MMRAG_INTERACTIVE_MAX_PAGES=5 here), so its OCR request goes on the bulk lane and cannot fill the
+    work slot kept for interactive work; a 2-page text PDF stays interactive. By page count alone both were
+    interactive (bench/ingest.py: a 6-page scan held small uploads 20-60 s)."""
+    scan, text = uuid.uuid4().hex, uuid.uuid4().hex
+    seen: list[tuple[str, str]] = []  # (subject, doc_id) of every OCR request and text batch of the tenant
+
+    async def record(msg) -> None:  # noqa: ANN001
+        seen.append((msg.subject, json.loads(msg.data)["doc_id"]))
+
+    nc = js._nc
+    subs = [await nc.subscribe(f"chunks.ocr.{GEN.token}.*.{TENANT}", cb=record),
+            await nc.subscribe(f"chunks.parsed.{GEN.token}.text.*.{TENANT}", cb=record)]  # fmt: skip
+    try:
+        scan_seq = await submit(js, scan, make_scanned_pdf(pages=1), "scan.pdf")
+        # Parsed once its page count is recorded with its batches; OCR (slow on a busy machine) need not be done.
+        await wait_progress(js, scan, lambda p: p.revision == scan_seq and p.batches_total is not None)
+        await wait_progress(js, text, indexed(await submit(js, text, synthetic_pdf(3, pages=2), "text.pdf")))
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    scan_ocr = [s for s, d in seen if d == scan and s.startswith(Subjects.CHUNKS_OCR)]
+    assert scan_ocr == [Subjects.ocr(GEN, "bulk", TENANT)], scan_ocr
+    text_batches = [s for s, d in seen if d == text]
+    assert text_batches and set(text_batches) == {Subjects.parsed(GEN, "text", "interactive", TENANT)}, text_batches
+    await wait_progress(js, scan, indexed(scan_seq), timeout_s=600)  # nothing left running for the next test
 
 
 # --------------------------------------------------------------------------- multi-modal content

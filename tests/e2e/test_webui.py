@@ -32,7 +32,14 @@ from edge_api.app import create_app
 from edge_api.keys import create_key
 from edge_api.settings import EdgeSettings
 from tests.engine import Engine, upload_bytes, wait_status
-from tests.factories import FACT_PHRASE, QUESTION, five_page_pdf_with_fact, make_figures_pdf, make_png
+from tests.factories import (
+    FACT_PHRASE,
+    QUESTION,
+    five_page_pdf_with_fact,
+    make_figures_pdf,
+    make_png,
+    make_scanned_text_pdf,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -231,6 +238,18 @@ async def test_upload_ask_open_citation_and_delete(engine: Engine, browser: Brow
 
 
 # --------------------------------------------------------------------------- search
+
+
+async def test_document_list_shows_a_document_s_warnings(engine: Engine, browser: Browser, http) -> None:
+    """A scanned page OCR cannot read (Cyrillic) ends with a warning on its document: the list says so."""
+    resp = await upload_bytes(http, engine.url, make_scanned_text_pdf(), "notice-scan.pdf")
+    assert resp.status == 202, await resp.text()
+    record = await wait_status(http, engine.url, (await resp.json())["doc_id"], {"indexed", "failed"})
+    assert record["warnings"], record
+    async with open_page(browser, engine.url) as (page, _):
+        warning = doc_row(page, "notice-scan.pdf").locator("p.warning")
+        await expect(warning).to_have_text(f"Warning: {record['warnings'][0]}")
+        await expect(warning).to_be_visible()
 
 
 async def _indexed(http: aiohttp.ClientSession, url: str, data: bytes, name: str, ctype: str) -> str:

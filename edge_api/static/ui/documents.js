@@ -104,6 +104,13 @@ function row(doc) {
     error.textContent = doc.error;
     li.append(error);
   }
+  for (const warning of doc.warnings || []) {
+    // What indexing could not do well (e.g. a page OCR could not read): the document is still searchable.
+    const note = document.createElement("p");
+    note.className = "warning small";
+    note.textContent = `Warning: ${warning}`;
+    li.append(note);
+  }
   if (canWrite) {
     const remove = document.createElement("button");
     remove.type = "button";
