@@ -91,19 +91,6 @@ function row(doc) {
     text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`;
     li.append(text);
   }
-  if (doc.warnings?.length) {
-    const warned = document.createElement("a");
-    warned.className = "small warned";
-    warned.href = `#/documents/${encodeURIComponent(doc.doc_id)}`;
-    warned.textContent = `${doc.warnings.length} warning${doc.warnings.length === 1 ? "" : "s"}`;
-    li.append(warned);
-  }
-  if (doc.error) {
-    const error = document.createElement("p");
-    error.className = "error small";
-    error.textContent = doc.error;
-    li.append(error);
-  }
   for (const warning of doc.warnings || []) {
     // What indexing could not do well (e.g. a page OCR could not read): the document is still searchable.
     const note = document.createElement("p");
