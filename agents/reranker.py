@@ -84,7 +84,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
             if request.mode is QueryMode.SEARCH:
                 await answer.results(above_floor(hits, self._ctx.settings.search_min_score))
             else:
-                await answer.retrieval(hits)
+                await answer.retrieval(hits, searched=request.query)  # a follow-up: as the retriever resolved it
                 abstain = await self._abstain(query, hits, d.payload.embedding_model, scorer)
                 generate.append(
                     Outgoing(Subjects.query(Subjects.QUERY_GENERATE, request.tenant),

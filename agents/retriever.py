@@ -15,6 +15,10 @@ Cross-modal (`search.query_images`): the ``image`` vector is searched too, with 
 image) and, with CLIP, with the question's text-tower vector (text -> image); each is one more ranking in the
 fusion. An image query without text searches with the text OCR reads in the image.
 
+Conversations (`search.followup`): a question that carries its conversation's history is resolved first (by the
+first LLM provider of `MMRAG_LLM_PROVIDERS` when one is configured, else by the offline rules); the standalone
+question is what is searched and what the request carries on as its `query`.
+
 Model: the question is embedded with the text embedding model of the generation it searches (its record's
 `embedding_model`, each model loaded once per process): the one the alias points at, whose collection is then
 searched (not the alias), or the one a request names (`generation`: an evaluation of a building generation,
@@ -40,8 +44,10 @@ from bus.generations import GenerationStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryMode, QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects, generation_of
+from models.llm import ProviderChain
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
+from search.followup import resolve, rewrite_with_llm
 from search.graph import GraphQuery, ServingGraph
 from search.hybrid import browse_chunks, hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
@@ -59,8 +65,13 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         self._cross_modal: CrossModalQueries | None = None
         self._generations: GenerationStore | None = None
         self._models: dict[int, str | None] = {}  # generation -> its text embedding model (None: process default)
+        self._llm: ProviderChain | None = None
 
     async def start(self) -> None:
+        s = self._ctx.settings
+        if s.llm_providers:  # follow-ups are rewritten by the LLM (`search.followup.rewrite_with_llm`)
+            self._llm = ProviderChain(s.llm_providers, connect_timeout_s=s.llm_connect_timeout_s,
+                                      read_timeout_s=s.llm_read_timeout_s, max_tokens=s.llm_max_tokens)  # fmt: skip
         self._cross_modal = CrossModalQueries(
             self._ctx.js, self._ctx.shared.image_encoder, ocr=self._ctx.settings.query_image_ocr
         )
@@ -82,6 +93,22 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
     async def close(self) -> None:
         if self._graph is not None:
             await self._graph.close()
+        if self._llm is not None:
+            await self._llm.aclose()
+
+    async def _standalone(self, request: QueryRequest) -> tuple[QueryRequest, bool]:
+        """The request with its follow-up question resolved against its conversation's history (as is without), and
+        whether it can be searched (False: a follow-up whose referent the conversation does not have)."""
+        if not request.history or request.query is None:
+            return request, True
+        if self._llm is not None:
+            resolution = await rewrite_with_llm(self._llm, request.query, request.history)
+        else:
+            resolution = resolve(request.query, request.history)
+        update: dict[str, object] = {"query": resolution.question[:4000]}
+        if resolution.doc_ids and request.filters.doc_ids is None:  # "the second one": that document
+            update["filters"] = request.filters.model_copy(update={"doc_ids": resolution.doc_ids})
+        return request.model_copy(update=update), resolution.method != "unresolved"
 
     def _graph_query(self, tenant: str, text: str | None) -> GraphQuery | None:
         s = self._ctx.settings
@@ -116,7 +143,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         deliveries = [d for d in deliveries if d.payload.mode is not QueryMode.BROWSE]
         if not deliveries:
             return
-        requests = [d.payload for d in deliveries]
+        resolved = [await self._standalone(d.payload) for d in deliveries]
+        requests = [request for request, _ in resolved]
         assert self._cross_modal is not None
         try:
             cross = [await self._cross_modal.prepare(r) for r in requests]
@@ -152,7 +180,8 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             # The graph follows the serving generation only, so an evaluation of another leaves it out.
             graph = self._graph_query(request.tenant, modal.text) if request.generation is None else None
             cosines: dict[str, float] = {}
-            hits = await self._ctx.shared.in_store(
+            # An unresolved follow-up searches nothing: no candidates, so the reranker declines it.
+            hits = [] if not resolved[i][1] else await self._ctx.shared.in_store(
                 hybrid_search, collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
                 rewrite, modal.text,
             )  # fmt: skip

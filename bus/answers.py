@@ -60,8 +60,8 @@ class AnswerEmitter:
         if flush:  # each event leaves now, not when the whole answer is done
             await self._nc.flush()
 
-    async def retrieval(self, hits: list[Hit]) -> None:
-        await self._send(RetrievalEvent(request_id=self.request_id, seq=RETRIEVAL_SEQ, hits=hits))
+    async def retrieval(self, hits: list[Hit], searched: str | None = None) -> None:
+        await self._send(RetrievalEvent(request_id=self.request_id, seq=RETRIEVAL_SEQ, hits=hits, searched=searched))
 
     async def results(self, hits: list[Hit]) -> None:
         await self._send(ResultsEvent(request_id=self.request_id, seq=RETRIEVAL_SEQ, hits=hits))

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.topology import (
+    CONVERSATIONS_BUCKET,
     DEADLETTER_STREAM,
     DOCS_STREAM,
     EVALUATIONS_BUCKET,
@@ -233,7 +234,8 @@ _ROLES: dict[str, Permissions] = {
     | _object_write(QUERY_IMAGES_BUCKET)
     | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
     | _kv_write(INDEX_BUCKET)
-    | _kv_write(EVALUATIONS_BUCKET),  # evaluation requests and their reports
+    | _kv_write(EVALUATIONS_BUCKET)  # evaluation requests and their reports
+    | _kv_write(CONVERSATIONS_BUCKET),  # conversations: only the edge API reads and writes them
 }  # fmt: skip
 
 ROLES: tuple[str, ...] = tuple(_ROLES)

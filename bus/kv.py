@@ -44,17 +44,50 @@ async def compare_and_set(kv: KeyValue, key: str, decode: Callable[[bytes | None
     raise RuntimeError(f"{key} kept changing under {attempts} attempts")
 
 
-async def current_values(kv: KeyValue, pattern: str, *, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:
+async def stored_keys(kv: KeyValue, pattern: str) -> int:
+    """How many keys matching ``pattern`` the bucket's stream holds a message for (deleted keys' markers too).
+
+    nats-py has no public accessor for a bucket's stream and subject prefix; these private names have been
+    stable since its KV support began."""
+    info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{pattern}")  # noqa: SLF001
+    return len(info.state.subjects or {})
+
+
+async def current_values(
+    kv: KeyValue, pattern: str, *, timeout_s: float = 5.0, expected: int | None = None
+) -> list[tuple[str, bytes]]:
     """(key, value) of every live key matching ``pattern`` (deleted and empty values left out).
 
-    One watch, which delivers the current value of each key and then a None marker. (Not
+    One watch, which delivers the current value of each key and a None marker at the end of those. (Not
     ``kv.keys(filters=...)``: nats-py filters those client-side, over every key of the bucket.) A key written
     while the watch delivers comes twice before the marker: each key is returned once, with its latest value.
+
+    The marker alone is not trusted: nats-py can send it before values the server has already sent (its setup
+    compares the server's pending count with the messages its callback has handled, not those in flight:
+    nats-io/nats.py#842, fix proposed in #995), which made a tenant's document list come back empty at times.
+    So the keys the stream holds are counted first (`stored_keys`, or ``expected``), and the watch is read
+    until that many keys have come and the marker has; a key purged meanwhile ends the wait at ``timeout_s``.
     """
-    watcher = await kv.watch(pattern, ignore_deletes=True)
+    if expected is None:
+        expected = await stored_keys(kv, pattern)
+    if expected == 0:
+        return []
+    watcher = await kv.watch(pattern)  # deletes included: their markers count among the stored keys
     found: dict[str, bytes] = {}
+    seen: set[str] = set()
+    marker = False
     try:
-        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
+        while not (marker and len(seen) >= expected):
+            try:
+                entry = await watcher.updates(timeout=timeout_s)
+            except TimeoutError:
+                if marker:  # a counted key was purged before the watch reached it
+                    break
+                raise
+            if entry is None:
+                marker = True
+                continue
+            seen.add(entry.key)
             if entry.value:
                 found[entry.key] = entry.value
             else:

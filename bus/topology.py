@@ -11,6 +11,9 @@ from nats.js.errors import BadRequestError
 from bus.migrate import migrate_legacy
 from contracts.evaluation import MAX_RECORD_BYTES
 from contracts.topology import (
+    CONVERSATIONS_BUCKET,
+    CONVERSATIONS_MAX_BYTES,
+    CONVERSATIONS_TTL_S,
     EVALUATIONS_BUCKET,
     INDEX_BUCKET,
     PROGRESS_BUCKET,
@@ -116,5 +119,13 @@ async def ensure_topology(
     await js.create_key_value(
         config=api.KeyValueConfig(bucket=EVALUATIONS_BUCKET, history=1, storage=api.StorageType.FILE,
                                   replicas=replicas, max_value_size=MAX_RECORD_BYTES)
+    )  # fmt: skip
+    # One value a key (a conversation's meta or its turns): an update replaces the bytes of the last, a purge
+    # removes them. Keys nobody wrote to for the TTL go; a full bucket refuses new writes.
+    await js.create_key_value(
+        config=api.KeyValueConfig(
+            bucket=CONVERSATIONS_BUCKET, history=1, ttl=CONVERSATIONS_TTL_S, max_bytes=CONVERSATIONS_MAX_BYTES,
+            storage=api.StorageType.FILE, replicas=replicas,
+        )
     )  # fmt: skip
     log.info("topology ready: %d streams, %d consumers", len(STREAMS), len(consumers))

@@ -69,12 +69,31 @@ class Message(BaseModel):
 # --------------------------------------------------------------------------- ingest
 
 
+# A document's origin as a synced folder or bucket names it (`mmrag sync`): the source's name, the file's path in it.
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# 512 characters at most: a path travels in the upload's URL (`?path=`), and 512 characters of 4-byte UTF-8,
+# percent-encoded, still fit aiohttp's 8,190-byte request line (a longer line is refused before any route).
+MAX_SOURCE_PATH_CHARS = 512
+SourcePath = Annotated[str, Field(min_length=1, max_length=MAX_SOURCE_PATH_CHARS)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+SOURCE_FIELD_DESCRIPTION = "the synced source (folder or bucket, `mmrag sync`) it belongs to"
+SOURCE_PATH_DESCRIPTION = "its path inside `source`, '/'-separated"
+SHA256_DESCRIPTION = "SHA-256 of the uploaded bytes, hex: what duplicate detection and `mmrag sync` compare"
+
+
+def check_origin(source: str | None, source_path: str | None) -> None:
+    if (source is None) != (source_path is None):
+        raise ValueError("source and source_path go together: both or neither")
+
+
 class DocumentSubmitted(Message):
     """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket.
 
-    v2: `collections`, the document's collections (tags) as of this submission. Changing them (or re-parsing)
-    is a new submission of the same upload (a new revision), so a replay (re-index) sees the latest ones.
-    v1 messages (no `collections`) stay valid: the stream keeps them forever."""
+    v2: its origin (source, path, hash) and `collections`, the document's collections (tags) as of this
+    submission. Changing them (or re-parsing) is a new submission of the same upload (a new revision), so a
+    replay (re-index) sees the latest ones. v1 messages (neither) stay valid: the stream keeps them forever."""
 
     schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
     doc_id: Identifier
@@ -84,6 +103,10 @@ class DocumentSubmitted(Message):
     object_name: str = Field(min_length=1, max_length=255)
     size: int = Field(ge=0)
     submitted_at: datetime = Field(default_factory=utcnow)
+    # v2: the document's origin (all optional: a v1 submission has none).
+    source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
+    source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
+    sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
     collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
 
     @field_validator("collections")
@@ -93,10 +116,15 @@ class DocumentSubmitted(Message):
 
     @model_validator(mode="after")
     def _object_under_tenant(self) -> DocumentSubmitted:
+        check_origin(self.source, self.source_path)
         # One tenant can never point the parser at another tenant's upload.
         if not self.object_name.startswith(f"{self.tenant}/"):
             raise ValueError(f"object_name must start with '{self.tenant}/' (the document's tenant)")
         return self
+
+    def origin(self) -> dict[str, str | None]:
+        """`source`, `source_path`, `sha256`: what the document's progress record copies."""
+        return {"source": self.source, "source_path": self.source_path, "sha256": self.sha256}
 
     def routing(self) -> tuple[str, ...]:
         return (self.tenant, self.doc_id)
@@ -307,7 +335,7 @@ class DocumentProgress(Message):
     them) stay readable.
     """
 
-    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]
+    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]  # v3: the origin fields, collections, size
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -330,11 +358,23 @@ class DocumentProgress(Message):
     collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
     size: int | None = Field(default=None, ge=0, description="bytes of the upload")
     content_type: ContentType | None = Field(default=None, description="what the upload is (read from its bytes)")
+    # v3: the submission's origin, copied from it (all optional: a v2 record has none).
+    source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
+    source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
+    sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
 
     @field_validator("collections")
     @classmethod
     def _collections_as_set(cls, values: list[str]) -> list[str]:
         return as_set(values) or []
+
+    @model_validator(mode="after")
+    def _origin(self) -> DocumentProgress:
+        check_origin(self.source, self.source_path)
+        return self
+
+    def origin(self) -> dict[str, str | None]:
+        return {"source": self.source, "source_path": self.source_path, "sha256": self.sha256}
 
     @property
     def finished(self) -> bool:
@@ -555,16 +595,35 @@ class QueryImage(BaseModel):
     size: int = Field(ge=1)
 
 
+MAX_HISTORY_TURNS = 4  # previous turns of a conversation sent with a question: what a follow-up refers to
+MAX_PRIOR_ANSWER_CHARS = 1000
+
+
+class PriorTurn(BaseModel):
+    """A previous turn of the conversation a question belongs to, as the follow-up resolver reads it
+    (`search.followup`): the standalone question that turn searched, the start of its answer, and the documents it
+    cited, in citation order ("the second one" may name the second)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1, max_length=4000, description="the standalone question that turn searched")
+    answer: str = Field(default="", max_length=MAX_PRIOR_ANSWER_CHARS, description="the start of its answer")
+    doc_ids: list[Identifier] = Field(
+        default_factory=list, max_length=20, description="the documents its answer cited, in citation order, once each"
+    )
+
+
 class QueryRequest(Message):
     """`query.retrieve.<tenant>`: what the edge API publishes for `/v1/ask` and `/v1/search`.
 
     There is no reply subject field: answers always go to ``Subjects.answer(tenant, request_id)``, so no
     publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
-    beside) its `query` text; a question (mode ask) always has its text. v5: `filters.collections`, and mode
-    `browse` (one document's page range, no text).
+    beside) its `query` text; a question (mode ask) always has its text. v5: a question of a conversation carries
+    its `history`; the retriever resolves a follow-up against it and searches (and passes on as `query`) the
+    standalone question; `filters.collections`, and mode `browse` (one document's page range, no text).
     """
 
-    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]
+    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]  (v4 stays valid)
     request_id: Identifier
     tenant: Tenant
     query: str | None = Field(default=None, min_length=1, max_length=4000)
@@ -575,6 +634,10 @@ class QueryRequest(Message):
     generation: int | None = Field(
         default=None, ge=1, description="search this index generation's collection instead of the serving alias "
         "(evaluations of a building generation; only the agents' evaluation runner sets it)",
+    )  # fmt: skip
+    history: list[PriorTurn] = Field(
+        default_factory=list, max_length=MAX_HISTORY_TURNS,
+        description="the previous turns of the question's conversation, oldest first (mode ask only)",
     )  # fmt: skip
 
     def routing(self) -> tuple[str, ...]:
@@ -598,6 +661,8 @@ class QueryRequest(Message):
             raise ValueError("a request needs query text, an image, or both")
         if self.image is not None and self.mode is not QueryMode.SEARCH:
             raise ValueError("only a search (mode 'search') can carry an image")
+        if self.history and self.mode is not QueryMode.ASK:
+            raise ValueError("only a question (mode 'ask') can carry a conversation's history")
         if self.image is not None and self.image.object_name != f"{self.tenant}/{self.request_id}":
             raise ValueError("the query image must be stored as '<tenant>/<request_id>' (the request's own)")
         return self
@@ -662,10 +727,17 @@ class _AnswerEventBase(Message):
 class RetrievalEvent(_AnswerEventBase):
     """Seq 0 of an ask: the sources the answer is built from, i.e. the reranked hits (best first, cut to top_k)
     that the reranker hands to the generator, sent by the reranker. The name (and the SSE event `retrieval`)
-    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays."""
+    predates the reranker and is public API (the CLI, the web UI and clients read it), so it stays.
+    v2: `searched`, the question that was searched (a conversation's follow-up, resolved)."""
 
+    schema_version: Literal[1, 2] = 2  # type: ignore[assignment]  (v1, without searched, stays valid)
     event: Literal["retrieval"] = "retrieval"
     hits: list[Hit]
+    searched: str | None = Field(
+        default=None,
+        description="the standalone question that was searched: the question itself, or a follow-up of a "
+        "conversation resolved against its previous turns (none for an image-only search)",
+    )
 
 
 class TokenEvent(_AnswerEventBase):
@@ -766,6 +838,7 @@ __all__ = [
     "Hit",
     "ImageRef",
     "OcrRequest",
+    "PriorTurn",
     "TableData",
     "Message",
     "Modality",

@@ -334,6 +334,11 @@ INDEX_BUCKET = "mmrag-index"
 # when its request ends), and never longer than QUERY_IMAGES_TTL_S whatever happens to the edge API.
 QUERY_IMAGES_BUCKET = "mmrag-query-images"
 QUERY_IMAGES_TTL_S = 600.0
+# Conversations (`contracts.conversations`): a conversation nobody wrote to for 90 days is dropped; the bucket holds
+# at most 1 GiB (a write beyond is refused: the edge API answers 507 and says to delete conversations).
+CONVERSATIONS_BUCKET = "mmrag-conversations"
+CONVERSATIONS_TTL_S = 90 * 24 * 3600.0
+CONVERSATIONS_MAX_BYTES = 1024 * 1024 * 1024
 # Evaluation reports and their job markers (`contracts.evaluation`).
 EVALUATIONS_BUCKET = "mmrag-evaluations"
 
@@ -364,6 +369,14 @@ def progress_key(gen: IndexGeneration, tenant: str, doc_id: str) -> str:
     return f"{gen.token}.{check_token(tenant, 'tenant')}.{check_token(doc_id, 'doc_id')}"
 
 
+def bytes_key(tenant: str, sha256: str) -> str:
+    """The progress-bucket key naming the tenant's document that holds these bytes (`sha.<tenant>.<sha256>`,
+    written by the edge API at upload): a hint the duplicate check verifies against that document's record."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a hex SHA-256: {sha256[:80]!r}")
+    return f"sha.{check_token(tenant, 'tenant')}.{sha256}"
+
+
 # JetStream streams that must exist before the system is ready (buckets are streams too).
 REQUIRED_STREAMS: tuple[str, ...] = (
     *(s.name for s in STREAMS),
@@ -371,6 +384,7 @@ REQUIRED_STREAMS: tuple[str, ...] = (
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",
+    f"KV_{CONVERSATIONS_BUCKET}",
     f"KV_{EVALUATIONS_BUCKET}",
 )
 

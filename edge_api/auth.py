@@ -37,9 +37,16 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/openapi.json", "/v
 REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/search"): "reader",
     ("POST", "/v1/ask"): "reader",
+    # A conversation is its owner's (the key that made it): a reader asks, so a reader keeps conversations.
+    ("POST", "/v1/conversations"): "reader",
+    ("PATCH", "/v1/conversations/{id}"): "reader",
+    ("DELETE", "/v1/conversations/{id}"): "reader",
+    ("PUT", "/v1/conversations/{id}/turns/{n}/feedback"): "reader",
     ("POST", "/v1/documents"): "writer",
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
-    ("PATCH", "/v1/documents/{doc_id}"): "writer",  # its collections (a new revision of the stored upload)
+    ("PUT", "/v1/documents/{doc_id}"): "writer",
+    ("PATCH", "/v1/documents/{doc_id}"): "writer",
+    ("PUT", "/v1/documents/{doc_id}/collections"): "writer",  # a new revision of the stored upload
     ("POST", "/v1/documents/{doc_id}/reparse"): "writer",
     # MCP (edge_api.mcp): its tools call the routes above with the same key, which decide what the role may do.
     ("POST", "/mcp"): "reader",

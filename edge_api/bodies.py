@@ -72,6 +72,16 @@ class AskBody(_Body):
     question: Text
     top_k: int = _top_k(ASK_DEFAULT_TOP_K)
     filters: QueryFilters = _filters()
+    conversation_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="a conversation of the caller's (`POST /v1/conversations`): the question may follow up on its "
+        "earlier turns, and the answer is added as its next turn",
+    )  # fmt: skip
+    regenerate: bool = Field(
+        default=False, strict=True,
+        description="with `conversation_id`: answer again in place of the conversation's last turn (its question "
+        "is asked against the turns before it), instead of adding a turn",
+    )  # fmt: skip
 
 
 class SearchBody(_Body):

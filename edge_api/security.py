@@ -25,7 +25,7 @@ from edge_api.state import SETTINGS
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Probes (kubelet, load balancers) call these by IP: they reveal and change nothing, so any Host may.
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
-CORS_METHODS = "GET, POST, PATCH, DELETE"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 CORS_HEADERS = "Authorization, X-API-Key, Content-Type, Last-Event-ID, traceparent"
 CORS_EXPOSED = "X-Request-Id, Retry-After, X-RateLimit-Remaining"
 CORS_MAX_AGE_S = 600

@@ -95,6 +95,20 @@ class EdgeSettings(ProcessSettings):
         default="on", description="answer cache of /v1/search and /v1/ask in MMRAG_REDIS_URL (no Redis = no cache)"
     )
     cache_ttl_s: int = Field(default=300, ge=1, description="seconds a cached search result or answer is kept")
+    conversation_max_turns: int = Field(
+        default=50,
+        ge=1,
+        le=50,
+        description="turns one conversation may hold; an ask beyond is 409 `conversation_full` (start a new one). "
+        "At most 50: a conversation's turns are one KV value, which must stay under NATS' 1 MiB message size",
+    )
+    conversations_per_key: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="conversations one API key (with auth off: the single local user) may keep; creating one more "
+        "is 409 `too_many_conversations` (delete one). Conversations nobody used for 90 days are dropped",
+    )
     rate_limit_redis_timeout_s: float = Field(
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )

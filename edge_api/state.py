@@ -16,9 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.conversations import ConversationStore
 from bus.generations import GenerationStore
 from bus.progress import ProgressStore
-from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
+from contracts.topology import CONVERSATIONS_BUCKET, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
 from edge_api.errors import NotConnected
 from edge_api.settings import EdgeSettings
 
@@ -33,6 +34,7 @@ class Backbone:
     _kv: KeyValue | None = None
     _uploads: ObjectStore | None = None
     _generations: GenerationStore | None = None
+    _conversations: ConversationStore | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -72,6 +74,15 @@ class Backbone:
 
     async def progress(self) -> ProgressStore:
         return ProgressStore(await self.progress_kv(), await self.serving_generation())
+
+    async def conversations(self) -> ConversationStore:
+        js = self.jetstream()
+        if self._conversations is None:
+            self._conversations = ConversationStore(
+                await js.key_value(CONVERSATIONS_BUCKET), max_turns=self.settings.conversation_max_turns,
+                max_per_owner=self.settings.conversations_per_key,
+            )  # fmt: skip
+        return self._conversations
 
     async def uploads(self) -> ObjectStore:
         js = self.jetstream()

@@ -1,4 +1,5 @@
-"""The `mmrag` command line: run the engine, run one agent, ingest, ask, search, list, delete, export schemas.
+"""The `mmrag` command line: run the engine, run one agent, ingest, sync, ask, chat, search, list, delete, export
+schemas.
 
 Ordinary failures (engine not running, a 4xx/5xx answer, a data dir in use, a port taken) are ONE line on
 stderr and exit code 1: no traceback. A traceback means a bug.
@@ -171,75 +172,202 @@ def models() -> None:
     print("OCR: PP-OCR models from the rapidocr wheel loaded")
 
 
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--include", show_default=False,
+                 help="in folders, only files matching this gitignore-style pattern, e.g. '*.pdf' (repeatable)"),
+]  # fmt: skip
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", show_default=False,
+                 help="in folders, leave out files matching this gitignore-style pattern, e.g. 'drafts/' (repeatable)"),
+]  # fmt: skip
+TimeoutOption = Annotated[float, typer.Option(help="seconds to wait for indexing")]
+RetryForOption = Annotated[
+    float, typer.Option(help="seconds to keep polling a document through errors (503, 404, no connection)")
+]
+PollOption = Annotated[float, typer.Option(help="seconds between status polls")]
+
+
+async def _follow(http: Any, docs: list[tuple[str, str]], timeout: float, retry_for: float, poll: float) -> int:
+    """Follow (doc_id, label) documents until each is `indexed` or failed, with a progress bar on stderr; the
+    number that did not end `indexed` in `timeout` seconds."""
+    from mmrag.client import EngineError, status
+
+    loop = asyncio.get_running_loop()
+    failures = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
+    with Progress(*columns, console=err) as progress:
+        tasks = {doc_id: progress.add_task(label, total=None, state="queued") for doc_id, label in docs}
+        pending = dict(tasks)
+        failing_since: dict[str, float] = {}  # doc_id -> when its polls started failing
+        deadline = loop.time() + timeout
+        while pending and loop.time() < deadline:
+            for doc_id, task in list(pending.items()):
+                try:
+                    st = await status(http, doc_id)
+                except EngineError as e:
+                    # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
+                    first = failing_since.setdefault(doc_id, loop.time())
+                    if (e.transient or e.status == 404) and loop.time() - first < retry_for:
+                        progress.update(task, state=f"retrying ({e.status or 'no connection'})")
+                        continue
+                    del pending[doc_id]
+                    failures += 1
+                    err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
+                    continue
+                failing_since.pop(doc_id, None)
+                progress.update(
+                    task, total=st.get("chunks_total"), completed=st.get("chunks_indexed", 0), state=st["status"]
+                )
+                if st["status"] in ("indexed", "failed", "deleted"):
+                    del pending[doc_id]
+                    for warning in st.get("warnings") or []:
+                        err.print(f"[yellow]warning[/yellow] {doc_id}: {escape(str(warning))}")
+                    if st["status"] != "indexed":
+                        failures += 1
+                        reason = st.get("error") or st["status"]
+                        err.print(f"[red]{st['status']}[/red] {doc_id}: {escape(str(reason))}")
+            if pending:
+                await asyncio.sleep(poll)
+        if pending:
+            err.print(f"[yellow]still in progress after {timeout}s:[/yellow] {', '.join(pending)}")
+            failures += len(pending)
+    return failures
+
+
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDF, image (PNG, JPEG, WebP, TIFF), .txt or .md files")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(exists=True, help="files (PDF, PNG, JPEG, WebP, TIFF, .txt, .md) or folders (recursive)"),
+    ],
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
     wait: Annotated[bool, typer.Option(help="wait until every document is indexed or failed")] = True,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for indexing")] = 600,
-    retry_for: Annotated[
-        float, typer.Option(help="seconds to keep polling a document through errors (503, 404, no connection)")
-    ] = 30,
-    poll: Annotated[float, typer.Option(help="seconds between status polls")] = 0.3,
+    timeout: TimeoutOption = 600,
+    retry_for: RetryForOption = 30,
+    poll: PollOption = 0.3,
 ) -> None:
-    """Upload documents to a running engine and follow them to `indexed`."""
-    from mmrag.client import AsyncClient, EngineError, EngineUnreachable
+    """Upload files and folders to a running engine and follow them to `indexed`.
+
+    In a folder, files the engine cannot read are skipped with their reason; a file whose bytes the tenant
+    already has is reported with that document's id, not uploaded twice. Exit code 0 only when every file
+    selected is in the index (or already was)."""
+    from mmrag.client import AsyncClient, EngineError, EngineUnreachable, duplicate_of
+    from mmrag.files import select
+
+    files: list[tuple[str, Path]] = []
+    skipped = 0
+    for path in paths:
+        if not path.is_dir():
+            files.append((str(path), path))
+            continue
+        chosen = select(path, include or (), exclude or ())
+        for s in chosen.skipped:
+            err.print(f"[yellow]skipped[/yellow] {escape(str(path / s.path))}: {escape(s.reason)}")
+        skipped += len(chosen.skipped)
+        files.extend((str(path / f.path), f.file) for f in chosen.files)
 
     async def main() -> int:
-        failures = 0
-        loop = asyncio.get_running_loop()
+        failures = duplicates = 0
         async with AsyncClient(url, api_key) as engine:
             docs = []
-            for path in paths:
+            for label, path in files:
                 try:
                     doc = await engine.upload(path)
                 except EngineUnreachable:
                     raise
                 except EngineError as e:
-                    err.print(f"[red]rejected[/red] {escape(str(path))}: {escape(str(e))}")
+                    if (existing := duplicate_of(e)) is not None:
+                        duplicates += 1
+                        print(f"{existing}  {label}  already indexed (same bytes)", flush=True)
+                        continue
+                    err.print(f"[red]rejected[/red] {escape(label)}: {escape(str(e))}")
                     failures += 1
                     continue
-                docs.append((path, doc.doc_id))
-                print(f"{doc.doc_id}  {path}", flush=True)
-            if not wait:
-                return failures
-            columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"))
-            with Progress(*columns, console=err) as progress:
-                tasks = {doc_id: progress.add_task(path.name, total=None, state="queued") for path, doc_id in docs}
-                pending = dict(tasks)
-                failing_since: dict[str, float] = {}  # doc_id -> when its polls started failing
-                deadline = loop.time() + timeout
-                while pending and loop.time() < deadline:
-                    for doc_id, task in list(pending.items()):
-                        try:
-                            st = await engine.document(doc_id)
-                        except EngineError as e:
-                            # A restarting engine answers 503 or nothing for a while; 404 while it catches up.
-                            first = failing_since.setdefault(doc_id, loop.time())
-                            if (e.transient or e.status == 404) and loop.time() - first < retry_for:
-                                progress.update(task, state=f"retrying ({e.status or 'no connection'})")
-                                continue
-                            del pending[doc_id]
-                            failures += 1
-                            err.print(f"[red]gave up[/red] on {doc_id}: {escape(str(e))}")
-                            continue
-                        failing_since.pop(doc_id, None)
-                        progress.update(task, total=st.chunks_total, completed=st.chunks_indexed, state=st.status)
-                        if st.status in ("indexed", "failed"):
-                            del pending[doc_id]
-                            for warning in st.warnings:
-                                err.print(f"[yellow]warning[/yellow] {doc_id}: {escape(warning)}")
-                            if st.status != "indexed":
-                                failures += 1
-                                reason = st.error or st.status
-                                err.print(f"[red]{st.status}[/red] {doc_id}: {escape(str(reason))}")
-                    if pending:
-                        await asyncio.sleep(poll)
-                if pending:
-                    err.print(f"[yellow]still in progress after {timeout}s:[/yellow] {', '.join(pending)}")
-                    failures += len(pending)
-        return 1 if failures else 0
+                docs.append((doc.doc_id, Path(label).name))
+                print(f"{doc.doc_id}  {label}", flush=True)
+            if wait:
+                failures += await _follow(engine.http, docs, timeout, retry_for, poll)
+        if len(files) + skipped > 1:
+            err.print(f"ingest: {len(docs)} uploaded, {duplicates} already indexed, {skipped} skipped, "
+                      f"{failures} failed")  # fmt: skip
+        return 1 if failures or skipped else 0
+
+    _run(main())
+
+
+@app.command()
+def sync(
+    folder: Annotated[
+        str, typer.Argument(help="the folder the index must equal, or s3://BUCKET/PREFIX (S3-compatible: AWS_ENDPOINT_URL)")
+    ],
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(show_default=False, help="the source's name on the engine (default: the folder's name); "
+                     "machines syncing the same folder must use the same name"),
+    ] = None,  # fmt: skip
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would change; change nothing")] = False,
+    wait: Annotated[bool, typer.Option(help="wait until every added or updated document is indexed")] = True,
+    timeout: TimeoutOption = 600,
+    retry_for: RetryForOption = 30,
+    poll: PollOption = 0.3,
+) -> None:
+    """Make the tenant's documents of one source equal to a folder or an S3 prefix: add new files, replace changed
+    ones (a new revision of the same document), move renamed ones (same bytes: nothing indexed again), delete
+    removed ones.
+
+    The state is on the engine (each document's source, path and SHA-256), not in a local file. Exit code 0
+    when every file selected is in the index and every change went through."""
+    import tempfile
+
+    from mmrag import s3
+    from mmrag.files import select
+    from mmrag.sync import check_source_name, default_source_name, skipped_lines
+
+    with tempfile.TemporaryDirectory(prefix="mmrag-sync-") as workdir:
+        try:
+            if s3.is_s3_url(folder):
+                name = check_source_name(source) if source is not None else default_source_name(s3.default_source_name(folder))
+                chosen = s3.select(folder, Path(workdir), include or (), exclude or ())
+            else:
+                if not Path(folder).is_dir():
+                    _fail(f"{folder} is not a folder (nor an s3:// URL)")
+                name = check_source_name(source) if source is not None else default_source_name(Path(folder))
+                chosen = select(Path(folder), include or (), exclude or ())
+        except (ValueError, s3.S3Error) as e:
+            _fail(str(e))
+        for line in skipped_lines(chosen.skipped):
+            err.print(escape(line))
+        _sync(url, api_key, name, chosen, dry_run=dry_run, wait=wait, timeout=timeout, retry_for=retry_for, poll=poll)
+
+
+def _sync(url: str, api_key: str | None, name: str, chosen: Any, *, dry_run: bool, wait: bool, timeout: float,
+          retry_for: float, poll: float) -> None:  # fmt: skip
+    from mmrag.client import client
+    from mmrag.sync import apply, describe, indexed_documents, plan
+
+    async def main() -> int:
+        async with client(url, api_key=api_key) as http:
+            todo = plan(chosen.files, await indexed_documents(http, name))
+            if dry_run:
+                describe(todo, print)
+                print(f"sync {name} (dry run, nothing changed): {len(todo.added)} to add, {len(todo.updated)} to "
+                      f"update, {len(todo.moved)} to move, {len(todo.deleted)} to delete, {len(todo.unchanged)} "
+                      f"unchanged ({len(chosen.skipped)} skipped)")  # fmt: skip
+                return 1 if chosen.skipped else 0
+            out = await apply(http, name, todo, lambda line: print(line, flush=True), lambda line: err.print(escape(line)))
+            if wait and out.follow:
+                out.failed += await _follow(http, out.follow, timeout, retry_for, poll)
+        print(f"sync {name}: {out.summary(len(chosen.skipped))}")
+        return 1 if out.failed or chosen.skipped else 0
 
     _run(main())
 
@@ -288,6 +416,22 @@ def ask(
         return 0
 
     _run(main())
+
+
+@app.command()
+def chat(
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", show_default=False, help="continue this conversation (its id)")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="how many passages to use")] = 5,
+) -> None:
+    """Chat with a running engine: each line of input is asked in one conversation (follow-ups understood);
+    /quit or the end of input ends it. Without --conversation a new one starts (its id is printed on stderr)."""
+    from mmrag.chat import chat as run_chat
+
+    _run(run_chat(url, api_key, conversation, top_k, err))
 
 
 def _filters(doc: list[str] | None, modality: list[str] | None, pages: str | None) -> dict[str, Any]:
@@ -349,17 +493,22 @@ def list_documents(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
     limit: Annotated[int, typer.Option(help="documents per request (all pages are listed)")] = 100,
+    source: Annotated[
+        str | None, typer.Option(show_default=False, help="only the documents of this synced source (`mmrag sync`)")
+    ] = None,
 ) -> None:
-    """List the tenant's documents: id, status, filename, pages, chunks, and each warning on a line below."""
+    """List the tenant's documents: id, status, pages, chunks, filename (and source/path of synced ones), and each
+    warning on a line below."""
     from mmrag.client import AsyncClient
 
     async def main() -> int:
         count = 0
         async with AsyncClient(url, api_key) as engine:
-            async for d in engine.documents(limit=limit):
+            async for d in engine.documents(limit=limit, source=source):
                 chunks = f"{d.chunks_indexed}/{d.chunks_total}" if d.chunks_total is not None else "-"
                 pages = d.pages if d.pages is not None else "-"
-                print(f"{d.doc_id}  {d.status:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.filename or ''}")
+                where = f"  ({d.source}/{d.source_path})" if d.source else ""
+                print(f"{d.doc_id}  {d.status:<9}  {pages!s:>5} pages  {chunks:>9} chunks  {d.filename or ''}{where}")
                 for warning in d.warnings:
                     print(f"    warning: {warning}")
                 count += 1

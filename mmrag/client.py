@@ -54,12 +54,14 @@ class EngineError(Exception):
     """The engine answered with an error, or could not be reached; `str(e)` is one line for humans."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None
+        self, message: str, *, status: int | None = None, code: str | None = None, details: list | None = None,
+        doc_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.details = details or []
+        self.doc_id = doc_id  # the document an error names (`duplicate`, `submission_unconfirmed`)
 
     @property
     def transient(self) -> bool:
@@ -173,6 +175,7 @@ def error_from_body(status: int, body: bytes, fallback: str = "") -> EngineError
         status=status,
         code=code,
         details=details if isinstance(details, list) else None,
+        doc_id=err.get("doc_id") if isinstance(err.get("doc_id"), str) else None,
     )
 
 
@@ -195,6 +198,10 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
         return resp.json()
     except ValueError:
         raise EngineError(f"HTTP {resp.status_code}: the engine answered something that is not JSON") from None
+
+
+def _origin(source: str | None, source_path: str | None) -> dict[str, str]:
+    return {"source": source, "path": source_path} if source is not None and source_path is not None else {}
 
 
 Progress = Callable[[int, int | None], object]  # (bytes sent, total bytes or None)
@@ -231,17 +238,47 @@ class _Reading(io.RawIOBase):
 
 async def upload(
     http: httpx.AsyncClient, path: Path | None, progress: Progress | None = None, *,
-    data: bytes | None = None, filename: str | None = None,
+    data: bytes | None = None, filename: str | None = None, source: str | None = None,
+    source_path: str | None = None, allow_duplicates: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """POST /v1/documents of a file (`path`) or of bytes (`data` with a `filename`): `{"doc_id", "status":
-    "queued", ...}`. `progress(sent, total)` is called as the bytes go out."""
+    "queued", "sha256", ...}`. `progress(sent, total)` is called as the bytes go out.
+
+    `source` + `source_path`: the file's place in a synced source (`mmrag sync`). The same bytes as a document
+    the tenant has are a 409 `Conflict` with `code == "duplicate"` (`duplicate_of(e)` names that document),
+    unless `allow_duplicates`."""
+    params = _origin(source, source_path)
+    if allow_duplicates:
+        params["duplicates"] = "allow"
     name = filename or (path.name if path is not None else "upload")
     ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     with contextlib.ExitStack() as stack:
         f: BinaryIO = io.BytesIO(data or b"") if path is None else stack.enter_context(path.open("rb"))
         total = len(data or b"") if path is None else os.fstat(f.fileno()).st_size
         body: BinaryIO = _Reading(f, total, progress) if progress is not None else f  # type: ignore[assignment]
-        return await _request(http, "POST", "/v1/documents", files={"file": (name, body, ctype)})
+        return await _request(http, "POST", "/v1/documents", params=params, files={"file": (name, body, ctype)})
+
+
+async def replace(
+    http: httpx.AsyncClient, doc_id: str, path: Path, *, source: str | None = None, source_path: str | None = None
+) -> dict[str, Any]:
+    """PUT /v1/documents/{doc_id}: a new revision of the document (`status` `queued`), or `unchanged` when it
+    already has these bytes (and this source and path, when given)."""
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    with path.open("rb") as f:
+        return await _request(http, "PUT", f"/v1/documents/{doc_id}", params=_origin(source, source_path),
+                              files={"file": (path.name, f, ctype)})  # fmt: skip
+
+
+async def move(http: httpx.AsyncClient, doc_id: str, source: str, source_path: str) -> dict[str, Any]:
+    """PATCH /v1/documents/{doc_id}: a new place in a synced source, nothing indexed again; the document."""
+    body = {"source": source, "source_path": source_path}
+    return await _request(http, "PATCH", f"/v1/documents/{doc_id}", json=body)
+
+
+def duplicate_of(error: EngineError) -> str | None:
+    """The existing document's id when `error` is the engine's 409 `duplicate`, else None."""
+    return error.doc_id if error.code == "duplicate" else None
 
 
 async def status(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -314,13 +351,15 @@ async def search_image(
 
 
 async def documents(
-    http: httpx.AsyncClient, *, limit: int = 100, **query: str
+    http: httpx.AsyncClient, *, limit: int = 100, source: str | None = None, **query: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """GET /v1/documents, following `next_cursor` to the end; `query`: its other parameters (`q`, `sort`, `order`,
-    `status`, `collection`)."""
+    """GET /v1/documents, following `next_cursor` to the end (`source`: only that synced source's documents;
+    `query`: the list's other parameters, `q`, `sort`, `order`, `status`, `collection`)."""
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": limit, **query}
+        if source is not None:
+            params["source"] = source
         if cursor:
             params["cursor"] = cursor
         page = await _request(http, "GET", "/v1/documents", params=params)
@@ -337,8 +376,9 @@ async def collections(http: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 
 async def set_collections(http: httpx.AsyncClient, doc_id: str, names: list[str]) -> dict[str, Any]:
-    """PATCH /v1/documents/{doc_id}: the document's collections from now on (a new revision unless unchanged)."""
-    return await _request(http, "PATCH", f"/v1/documents/{doc_id}", json={"collections": names})
+    """PUT /v1/documents/{doc_id}/collections: the document's collections from now on (a new revision unless
+    unchanged)."""
+    return await _request(http, "PUT", f"/v1/documents/{doc_id}/collections", json={"collections": names})
 
 
 async def delete(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -365,11 +405,18 @@ async def _sse(http: httpx.AsyncClient, body: dict[str, Any]):  # type: ignore[n
 
 
 async def ask_events(
-    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends."""
+    http: httpx.AsyncClient, question: str, top_k: int = 5, where: dict[str, Any] | None = None,
+    conversation_id: str | None = None, regenerate: bool = False,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Yield (event, data) pairs of the `/v1/ask` Server-Sent Events stream, until it ends. With `conversation_id`
+    the question may follow up on the conversation's turns, and the answer becomes its next turn."""
+    body = _query_body("question", question, top_k, where)
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    if regenerate:
+        body["regenerate"] = True
     with _transport_errors(http):
-        async with _sse(http, _query_body("question", question, top_k, where)) as source:
+        async with _sse(http, body) as source:
             try:
                 async for sse in source.aiter_sse():
                     yield sse.event, sse.json()
@@ -414,6 +461,16 @@ async def cancel_reindex(http: httpx.AsyncClient, generation_id: str) -> dict[st
     return await _request(http, "DELETE", f"/v1/reindex/{generation_id}")
 
 
+async def create_conversation(http: httpx.AsyncClient, title: str | None = None) -> dict[str, Any]:
+    """POST /v1/conversations: the new conversation (`id`, `title`, `turns`: [])."""
+    return await _request(http, "POST", "/v1/conversations", json={} if title is None else {"title": title})
+
+
+async def conversation(http: httpx.AsyncClient, conversation_id: str) -> dict[str, Any]:
+    """GET /v1/conversations/{id}: the conversation with its turns; 404 raises `EngineError`."""
+    return await _request(http, "GET", f"/v1/conversations/{conversation_id}")
+
+
 async def evaluate(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     """POST /v1/evaluations (admin): the queued evaluation's record (`id`, `state`, `progress`...).
 
@@ -447,10 +504,13 @@ class _Model(BaseModel):
 
 class UploadAccepted(_Model):
     doc_id: str
-    status: str
+    status: str  # queued; or unchanged (a `replace` with the bytes the document has)
     filename: str
     content_type: str
     size: int
+    sha256: str | None = None
+    source: str | None = None
+    source_path: str | None = None
     collections: list[str] = []
 
 
@@ -466,10 +526,12 @@ class DocumentView(_Model):
     error: str | None
     warnings: list[str] = []  # what indexing could not do well (an engine before them sends none)
     updated_at: datetime
+    source: str | None = None  # the synced source (`mmrag sync`) and the path in it
+    source_path: str | None = None
+    sha256: str | None = None
     collections: list[str] = []
     size: int | None = None
     content_type: str | None = None
-    warnings: list[str] = []
 
 
 class DeleteAccepted(_Model):
@@ -506,8 +568,14 @@ class Hit(_Model):
     dense_score: float | None = None
 
 
+class ConversationData(_Model):
+    conversation_id: str
+    turn: int
+
+
 class RetrievalData(_Model):
     hits: list[Hit]
+    searched: str | None = None
 
 
 class TokenData(_Model):
@@ -539,10 +607,10 @@ class ErrorData(_Model):
 
 
 ASK_EVENTS: dict[str, type[_Model]] = {
-    "retrieval": RetrievalData, "token": TokenData, "citation": CitationData, "reset": ResetData, "done": DoneData,
+    "conversation": ConversationData, "retrieval": RetrievalData, "token": TokenData, "citation": CitationData, "reset": ResetData, "done": DoneData,
     "error": ErrorData,
 }  # fmt: skip
-AskData = RetrievalData | TokenData | CitationData | ResetData | DoneData | ErrorData
+AskData = ConversationData | RetrievalData | TokenData | CitationData | ResetData | DoneData | ErrorData
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -560,7 +628,8 @@ def route(method: str, path: str) -> Callable[[Callable], Callable]:
 
 @dataclass(frozen=True)
 class AskEvent:
-    """One event of an answer's stream: `event` is `retrieval`, `token`, `citation`, `reset`, `done` or `error`;
+    """One event of an answer's stream: `event` is `conversation` (asked in one), `retrieval`, `token`, `citation`,
+    `reset`, `done` or `error`;
     `data` its model (`TokenData.text`, `CitationData.doc_id/filename/page/bbox/text`, `DoneData.abstained`...)."""
 
     event: str
@@ -620,13 +689,33 @@ class AsyncClient:
 
     @route("POST", "/v1/documents")
     async def upload(
-        self, file: str | Path | bytes, filename: str | None = None, *, progress: Progress | None = None
-    ) -> UploadAccepted:
+        self, file: str | Path | bytes, filename: str | None = None, *, progress: Progress | None = None,
+        source: str | None = None, source_path: str | None = None, allow_duplicates: bool = False,
+    ) -> UploadAccepted:  # fmt: skip
         """Upload a file (a path, or bytes with a `filename`); `progress(sent, total)` as the bytes go out.
-        Answers at once (`status` queued): `wait` follows it to `indexed`."""
+        Answers at once (`status` queued): `wait` follows it to `indexed`. The same bytes as a document of the
+        tenant are a `Conflict` (`duplicate_of(e)`: its id) unless `allow_duplicates`; `source` + `source_path`
+        place it in a synced source."""
+        origin = {"source": source, "source_path": source_path, "allow_duplicates": allow_duplicates}
         if isinstance(file, bytes):
-            return UploadAccepted.model_validate(await upload(self.http, None, progress, data=file, filename=filename))
-        return UploadAccepted.model_validate(await upload(self.http, Path(file), progress, filename=filename))
+            got = await upload(self.http, None, progress, data=file, filename=filename, **origin)
+        else:
+            got = await upload(self.http, Path(file), progress, filename=filename, **origin)
+        return UploadAccepted.model_validate(got)
+
+    @route("PUT", "/v1/documents/{doc_id}")
+    async def replace(
+        self, doc_id: str, file: str | Path, *, source: str | None = None, source_path: str | None = None
+    ) -> UploadAccepted:
+        """A new revision of the document from this file (`status` queued), or `unchanged` if it has these bytes."""
+        return UploadAccepted.model_validate(
+            await replace(self.http, doc_id, Path(file), source=source, source_path=source_path)
+        )
+
+    @route("PATCH", "/v1/documents/{doc_id}")
+    async def move(self, doc_id: str, source: str, source_path: str) -> DocumentView:
+        """Give the document a new path in a synced source (a renamed file: nothing indexed again)."""
+        return DocumentView.model_validate(await move(self.http, doc_id, source, source_path))
 
     @route("GET", "/v1/documents/{doc_id}")
     async def document(self, doc_id: str) -> DocumentView:
@@ -656,10 +745,12 @@ class AsyncClient:
             await asyncio.sleep(poll)
 
     @route("GET", "/v1/documents")
-    async def documents(self, *, limit: int = 100, **query: str) -> AsyncIterator[DocumentView]:
-        """Every document of the tenant, newest first (the pages of `limit` are followed to the end); `query`:
-        the list's other parameters (`q`, `sort`, `order`, `status`, `collection`)."""
-        async with contextlib.aclosing(documents(self.http, limit=limit, **query)) as docs:
+    async def documents(
+        self, *, limit: int = 100, source: str | None = None, **query: str
+    ) -> AsyncIterator[DocumentView]:
+        """Every document of the tenant (`source`: of that synced source), newest first (the pages of `limit` are
+        followed to the end); `query`: the list's other parameters (`q`, `sort`, `order`, `status`, `collection`)."""
+        async with contextlib.aclosing(documents(self.http, limit=limit, source=source, **query)) as docs:
             async for doc in docs:
                 yield DocumentView.model_validate(doc)
 
@@ -668,7 +759,7 @@ class AsyncClient:
         """The tenant's collections, `[{"name", "documents"}]`, by name."""
         return await collections(self.http)
 
-    @route("PATCH", "/v1/documents/{doc_id}")
+    @route("PUT", "/v1/documents/{doc_id}/collections")
     async def set_collections(self, doc_id: str, names: list[str]) -> DocumentView:
         """The document's collections from now on (a new revision of its upload unless they are unchanged)."""
         return DocumentView.model_validate(await set_collections(self.http, doc_id, names))

@@ -276,4 +276,7 @@ async def sse_events(session: aiohttp.ClientSession | None, url: str, body: dict
 
     auth = session.headers.get("Authorization", "") if session is not None else ""
     async with client(url, api_key=auth.removeprefix("Bearer ") or None) as http:
-        return [e async for e in ask_events(http, body["question"], body.get("top_k", 5), body.get("filters"))]
+        return [
+            e async for e in ask_events(http, body["question"], body.get("top_k", 5), body.get("filters"),
+                                        body.get("conversation_id"), body.get("regenerate", False))
+        ]  # fmt: skip

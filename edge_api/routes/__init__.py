@@ -7,6 +7,7 @@ from edge_api.operations import Operation
 from edge_api.routes import (
     api_reference,
     collections,
+    conversations,
     documents,
     evaluations,
     health,
@@ -24,6 +25,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *collections.OPERATIONS,
     *passages.OPERATIONS,
     *queries.OPERATIONS,
+    *conversations.OPERATIONS,
     *progress.OPERATIONS,
     *pages.OPERATIONS,
     *ui.OPERATIONS,

@@ -1,12 +1,12 @@
-"""Collections (tags) and new revisions of a stored document: `GET /v1/collections`, `PATCH /v1/documents/{doc_id}`
-(its collections) and `POST /v1/documents/{doc_id}/reparse`.
+"""Collections (tags) and new revisions of a stored document: `GET /v1/collections`,
+`PUT /v1/documents/{doc_id}/collections` and `POST /v1/documents/{doc_id}/reparse`.
 
 A document's collections travel in its submission (`DocumentSubmitted.collections`): the parser copies them to
 the progress record, the indexer into every point's payload, where a search's `filters.collections` finds them.
-Changing them, like a re-parse, is a new submission of the stored upload (a new revision): the document is
+Changing them (`PUT .../collections`), like a re-parse, is a new submission of the stored upload (a new revision): the document is
 parsed and indexed again, its points of the old revision are removed once the new one is indexed, and a re-index
 (a replay of `docs.ingest`) sees the latest collections. Until then the old points answer with the old
-collections (docs/decisions.md, 72).
+collections (docs/decisions.md, 74).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ async def resubmit(request: web.Request, collections: list[str] | None) -> Reply
         if record is not None and record.revision >= ack.seq:
             return None  # a newer submission or a delete is already applied
         return store.new(tenant, doc_id, ack.seq, DocumentStatus.QUEUED, filename=again.filename,
-                         collections=again.collections, size=again.size, content_type=again.content_type)  # fmt: skip
+                         collections=again.collections, size=again.size, content_type=again.content_type,
+                         **again.origin())  # fmt: skip
 
     state = await store.update(tenant, doc_id, queued)
     if state is None or state.status is DocumentStatus.DELETED:
@@ -135,7 +136,7 @@ OPERATIONS = (
         responses={200: Json("every collection, by name", CollectionList), 503: ERR_503},
     ),
     Operation(
-        "PATCH", DOC_PATH, set_collections, "setDocumentCollections", "documents",
+        "PUT", f"{DOC_PATH}/collections", set_collections, "setDocumentCollections", "documents",
         "Change a document's collections", role="writer", parameters=(DOC_ID,),
         description=f"{_NEW_REVISION} The same collections as now change nothing (200).",
         request={"application/json": CollectionsBody},

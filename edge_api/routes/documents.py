@@ -7,6 +7,7 @@ on the DOCS stream (``Subjects.ingest(tenant, doc_id)``, the source of truth), t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -15,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -39,8 +40,13 @@ from contracts.messages import (
     DocumentProgress,
     DocumentStatus,
     DocumentSubmitted,
+    MAX_SOURCE_PATH_CHARS,
     Identifier,
+    Sha256,
+    SourceName,
+    SourcePath,
     Tenant,
+    utcnow,
 )
 from contracts.topology import (
     DOCS_STREAM,
@@ -48,6 +54,7 @@ from contracts.topology import (
     TOKEN,
     UPLOADS_BUCKET,
     Subjects,
+    bytes_key,
     object_name,
     progress_key,
 )
@@ -55,6 +62,7 @@ from documents.filetypes import UnsupportedFile, detect_content_type
 from edge_api import quotas
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
+from edge_api.bodies import JSON_BODY_ERRORS, read_body
 from edge_api.operations import ERR_503, Err, Json, Operation, Reply
 from edge_api.settings import EdgeSettings
 from edge_api.state import Backbone, backbone
@@ -106,6 +114,10 @@ class DocumentView(_Response):
     collections: list[CollectionName] = Field(description="the collections (tags) the document is in")
     size: int | None = Field(ge=0, description="bytes of the upload (null for a document stored before sizes were recorded)")
     content_type: ContentType | None = Field(description="what the upload is, read from its bytes (null: as for size)")
+    source: SourceName | None = Field(description="the synced source it belongs to (`mmrag sync`), else null")
+    source_path: SourcePath | None = Field(description="its path inside `source`, '/'-separated; null without one")
+    sha256: Sha256 | None = Field(description="SHA-256 of its bytes (hex); null for documents uploaded before it was "
+                                  "recorded, or submitted over NATS without it")
 
 
 class DocumentPage(_Response):
@@ -117,14 +129,27 @@ class DocumentPage(_Response):
 
 
 class UploadAccepted(_Response):
-    """The upload is stored and its submission queued; poll `GET /v1/documents/{doc_id}` for its progress."""
+    """The upload is stored and its submission queued (`queued`; poll `GET /v1/documents/{doc_id}` for its
+    progress), or, for a `PUT` of the bytes the document already has, nothing changed (`unchanged`)."""
 
     doc_id: Identifier
-    status: Literal["queued"]
+    status: Literal["queued", "unchanged"]
     filename: str = Field(min_length=1, description="the client's filename without directories (or `upload`)")
     content_type: ContentType = Field(description="read from the file's bytes, not from the client's header")
     size: int = Field(ge=0, description="bytes stored")
     collections: list[CollectionName] = Field(description="the collections the document was put in")
+    sha256: Sha256 = Field(description="SHA-256 of the bytes, hex")
+    source: SourceName | None = Field(description="as given (`?source=`), or kept from the document (`PUT`)")
+    source_path: SourcePath | None = Field(description="as given (`?path=`), or kept from the document (`PUT`)")
+
+
+class MoveBody(BaseModel):
+    """`PATCH /v1/documents/{doc_id}`: the document's new place in its synced source (same bytes, new path)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: SourceName
+    source_path: SourcePath
 
 
 class DeleteAccepted(_Response):
@@ -147,6 +172,13 @@ class UploadForm(BaseModel):
 
 # The fields of a progress record a client sees (not: schema_version, generation, revision, batches).
 PUBLIC_FIELDS = tuple(DocumentView.model_fields)
+_SOURCE = TypeAdapter(SourceName)
+_SOURCE_PATH = TypeAdapter(SourcePath)
+DUPLICATES = ("reject", "allow")
+# The longest from an upload's claim of its bytes to its stored submission (3 publish attempts of 5 s, and some).
+IN_FLIGHT_S = 20.0
+IN_FLIGHT_POLL_S = 0.2
+CLAIM_ATTEMPTS = 10
 
 _MULTIPART_ERRORS = (ValueError, HttpProcessingError)  # UnicodeError is a ValueError
 
@@ -196,7 +228,7 @@ def _queued_view(submitted: DocumentSubmitted) -> DocumentView:
         doc_id=submitted.doc_id, tenant=submitted.tenant, filename=submitted.filename,
         status=DocumentStatus.QUEUED.value, pages=None, pages_parsed=0, chunks_total=None, chunks_indexed=0,
         error=None, warnings=[], updated_at=submitted.submitted_at, collections=submitted.collections,
-        size=submitted.size, content_type=submitted.content_type,
+        size=submitted.size, content_type=submitted.content_type, **submitted.origin(),
     )  # fmt: skip
 
 
@@ -268,6 +300,15 @@ async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted
     return None
 
 
+async def _discard_chunks(js: JetStreamContext, stored: ObjectInfo, rid: str) -> None:
+    """Purge an object's chunks (after its meta was replaced by a newer object of the same name)."""
+    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=UPLOADS_BUCKET, obj=stored.nuid)
+    try:
+        await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=UPLOADS_BUCKET), subject=chunks)
+    except Exception as err:  # noqa: BLE001 - NATS gone: orphaned chunks without a meta (invisible, not served)
+        log.warning("request %s: chunks of the replaced upload %s not removed: %r", rid, stored.name, err)
+
+
 async def _discard_upload(js: JetStreamContext, stored: ObjectInfo, rid: str) -> None:
     """Remove an object's chunks and meta message entirely (an Object Store `delete` would leave a marker)."""
     stream = OBJ_STREAM_TEMPLATE.format(bucket=UPLOADS_BUCKET)
@@ -282,17 +323,26 @@ async def _discard_upload(js: JetStreamContext, stored: ObjectInfo, rid: str) ->
             log.warning("request %s: upload %s not removed: %r", rid, stored.name, err)
 
 
-async def _confirm_submission(js: JetStreamContext, submitted: DocumentSubmitted, stored: ObjectInfo, rid: str) -> int:
+async def _confirm_submission(
+    js: JetStreamContext, submitted: DocumentSubmitted, stored: ObjectInfo, rid: str, *, replacing: bool = False
+) -> int:
     """After unconfirmed publishes: the stream sequence if the submission is stored, else an `ApiError`."""
     subject = Subjects.ingest(submitted.tenant, submitted.doc_id)
     try:
         msg = await js.get_last_msg(DOCS_STREAM.name, subject)
+        if DocumentSubmitted.model_validate_json(msg.data or b"{}") != submitted:  # an older revision's submission
+            raise nats.js.errors.NotFoundError
     except nats.js.errors.NotFoundError:
-        # Definitely not stored: take the bytes back, so nothing of this request stays behind.
-        await _discard_upload(js, stored, rid)
+        if not replacing:  # definitely not stored: take the bytes back, so nothing of this request stays behind
+            await _discard_upload(js, stored, rid)
+            raise ApiError(
+                503, "backbone_unavailable", "the submission could not be stored; nothing was accepted, retry later",
+                headers={"Retry-After": "1"},
+            ) from None  # fmt: skip
+        # The new bytes replaced the stored ones, but no new revision is queued: the same PUT again fixes it.
         raise ApiError(
-            503, "backbone_unavailable", "the submission could not be stored; nothing was accepted, retry later",
-            headers={"Retry-After": "1"},
+            503, "backbone_unavailable", f"the new revision of document {submitted.doc_id} could not be queued; "
+            "send the same PUT again", headers={"Retry-After": "1"},
         ) from None  # fmt: skip
     except (TimeoutError, nats.errors.Error) as err:
         log.warning("request %s: cannot tell whether %s was stored: %r", rid, submitted.doc_id, err)
@@ -306,14 +356,16 @@ async def _confirm_submission(js: JetStreamContext, submitted: DocumentSubmitted
 
 
 async def _record_queued(progress: ProgressStore, submitted: DocumentSubmitted, revision: int) -> None:
-    """Create the `queued` record unless one exists (an agent may already be further along)."""
+    """Write the `queued` record of this revision unless the record is already at it or beyond (an agent may
+    already be further along, or a newer revision or a delete may have landed)."""
 
     def change(current: DocumentProgress | None) -> DocumentProgress | None:
-        if current is not None:
+        if current is not None and current.revision >= revision:
             return current
         return progress.new(
             submitted.tenant, submitted.doc_id, revision, DocumentStatus.QUEUED, filename=submitted.filename,
             collections=submitted.collections, size=submitted.size, content_type=submitted.content_type,
+            **submitted.origin(),
         )  # fmt: skip
 
     await progress.update(submitted.tenant, submitted.doc_id, change)
@@ -350,12 +402,64 @@ def _too_large(settings: EdgeSettings, tenant: str, used: quotas.Usage | None, m
     return ApiError(413, "too_large", f"upload exceeds the limit of {settings.max_upload_bytes} bytes (MMRAG_MAX_UPLOAD_BYTES)")
 
 
-async def upload_document(request: web.Request) -> Reply:
-    bb = backbone(request)
-    js = bb.jetstream()
+def _sha256_hex(info: ObjectInfo) -> str:
+    """The object's SHA-256 as hex (the Object Store keeps it as ``SHA-256=<urlsafe base64>``)."""
+    return base64.urlsafe_b64decode((info.digest or "").removeprefix("SHA-256=")).hex()
+
+
+def _origin_query(request: web.Request) -> tuple[str | None, str | None]:
+    """`?source=` and `?path=`: both or neither; a 400 `invalid_query` names the bad one."""
+    source, path = request.query.get("source"), request.query.get("path")
+    if (source is None) != (path is None):
+        missing = "path" if path is None else "source"
+        raise ApiError(400, "invalid_query", f"source and path go together: add ?{missing}=", field=missing)
+    if source is None or path is None:
+        return None, None
+    try:
+        _SOURCE.validate_python(source)
+    except ValidationError:
+        raise ApiError(400, "invalid_query", "source must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                       "letter or digit (e.g. the synced folder's name)", field="source") from None  # fmt: skip
+    path = path.strip().strip("/")
+    try:
+        _SOURCE_PATH.validate_python(path)
+        path.encode("utf-8")
+    except (ValidationError, UnicodeError):
+        raise ApiError(400, "invalid_query", f"path must be the file's path inside the source, 1-{MAX_SOURCE_PATH_CHARS} characters",
+                       field="path") from None  # fmt: skip
+    if any(not c.isprintable() for c in path):
+        raise ApiError(400, "invalid_query", "path must not contain control characters", field="path")
+    return source, path
+
+
+def _duplicates_allowed(request: web.Request) -> bool:
+    raw = request.query.get("duplicates", "reject")
+    if raw not in DUPLICATES:
+        raise ApiError(400, "invalid_query", "duplicates must be 'reject' (the default) or 'allow'", field="duplicates")
+    return raw == "allow"
+
+
+@dataclass(frozen=True)
+class _Received:
+    filename: str
+    content_type: str
+    info: ObjectInfo
+    sha256: str
+    collections: list[str] | None = None  # as the upload named them (None: not named)
+
+
+async def _receive(request: web.Request, bb: Backbone, tenant: str, name: str, *, replacing: str | None = None) -> _Received:
+    """Read the `file` part, check it and store it as object `name` while it is read (quota and size first).
+
+    `replacing`: the document this upload is a new revision of (it counts neither as one more document nor
+    with its old bytes against the tenant's quota)."""
     settings = bb.settings
-    tenant = tenant_of(request)
     used = await quotas.usage(bb, tenant)  # None: no quota set
+    if used is not None and replacing is not None:
+        old = await _submission_on_stream(bb.jetstream(), tenant, replacing)
+        old_size = old.size if old is not None else 0
+        used = replace(used, documents=max(used.documents - 1, 0),
+                       bytes=None if used.bytes is None else max(used.bytes - old_size, 0))  # fmt: skip
     bytes_left = quotas.check_before_upload(settings, tenant, used)  # refused here: nothing read, nothing stored
     max_bytes = settings.max_upload_bytes if bytes_left is None else min(settings.max_upload_bytes, bytes_left)
     from_query = request.query.get("collections")
@@ -381,36 +485,242 @@ async def upload_document(request: web.Request) -> Reply:
     except UnsupportedFile as err:
         raise ApiError(415, "unsupported_file", str(err)) from None
 
-    doc_id = new_doc_id()
-    name = object_name(tenant, doc_id)
     await bb.uploads()  # bind the bucket before streaming: a missing bucket fails here, with nothing written
     try:
-        info = await put_stream(
-            js, UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=max_bytes
-        )
+        info = await put_stream(bb.jetstream(), UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=max_bytes)
     except UploadTooLarge:
         raise _too_large(settings, tenant, used, max_bytes) from None
     except _MULTIPART_ERRORS:  # put_stream purged what it wrote
         raise _invalid_multipart() from None
+    return _Received(filename=filename, content_type=content_type, info=info, sha256=_sha256_hex(info),
+                     collections=collections)
 
-    submitted = DocumentSubmitted(
-        doc_id=doc_id, tenant=tenant, filename=filename, object_name=name, size=info.size or 0,
-        content_type=content_type,  # type: ignore[arg-type] - detect_content_type returns a supported type
-        collections=collections or [],
+
+@dataclass(frozen=True)
+class _Holder:
+    """The live document of a tenant that holds some bytes."""
+
+    doc_id: str
+    filename: str | None
+    state: str  # its status, with its error if it failed
+    where: str | None  # source/path
+
+
+async def _holder(bb: Backbone, tenant: str, doc_id: str, sha256: str, claimed_at: float) -> _Holder | None:
+    """`doc_id` if it is a live document of the tenant with these bytes, else None. A claim whose document is
+    not submitted yet is an upload in flight: its submission is waited for, up to `IN_FLIGHT_S` after the claim."""
+    if not TOKEN.match(doc_id):
+        return None
+    while True:
+        record = await (await bb.progress()).get(tenant, doc_id)
+        if record is not None:
+            if record.status == DocumentStatus.DELETED or record.sha256 != sha256:
+                return None
+            where = f"{record.source}/{record.source_path}" if record.source else None
+            state = f"{record.status.value}: {record.error}" if record.error else record.status.value
+            return _Holder(doc_id, record.filename, state, where)
+        submitted = await _submission_on_stream(bb.jetstream(), tenant, doc_id)
+        if submitted is not None:
+            if submitted.sha256 != sha256:
+                return None
+            where = f"{submitted.source}/{submitted.source_path}" if submitted.source else None
+            return _Holder(doc_id, submitted.filename, "queued", where)
+        if time.time() - claimed_at >= IN_FLIGHT_S:
+            return None  # an upload that failed after claiming the bytes (and could not release them)
+        await asyncio.sleep(IN_FLIGHT_POLL_S)
+
+
+async def _claim_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> _Holder | None:
+    """Record `doc_id` as the tenant's document with these bytes (key `bytes_key`), unless a live document
+    already holds them: then that one. One compare-and-set on one key, so of two identical uploads at the same
+    moment exactly one claims the bytes; a stale claim (its document deleted, revised, or never submitted) is
+    taken over. Only the caller's tenant's key is read."""
+    kv = await bb.progress_kv()
+    key = bytes_key(tenant, sha256)
+    value = f"{doc_id} {time.time():.3f}".encode()
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            await kv.create(key, value)
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # deleted meanwhile: claim it again
+            continue
+        other, _, at = (entry.value or b"").decode(errors="replace").partition(" ")
+        if other == doc_id:
+            return None
+        holder = await _holder(bb, tenant, other, sha256, float(at or 0))
+        if holder is not None:
+            return holder
+        try:
+            await kv.update(key, value, last=entry.revision)
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue  # another upload took it over first: look again
+    raise ApiError(503, "backbone_unavailable", "the upload could not be checked for duplicates; retry",
+                   headers={"Retry-After": "1"})  # fmt: skip
+
+
+async def _release_bytes(bb: Backbone, tenant: str, sha256: str, doc_id: str) -> None:
+    """Remove the claim of these bytes if `doc_id` holds it (its document is deleted, or revised to other bytes);
+    best effort: a claim left behind is stale and the next upload of the bytes takes it over."""
+    try:
+        kv = await bb.progress_kv()
+        key = bytes_key(tenant, sha256)
+        entry = await kv.get(key)
+        if (entry.value or b"").decode(errors="replace").partition(" ")[0] == doc_id:
+            await kv.purge(key)  # not a delete: the values before it, which name the document, go too
+    except Exception as err:  # noqa: BLE001
+        log.info("claim of %s's bytes not removed: %r", doc_id, err)
+
+
+def _duplicate(existing: _Holder, filename: str) -> ApiError:
+    where = f", {existing.where}" if existing.where else ""
+    name = f"{existing.filename!r}{where}, " if existing.filename else ""
+    return ApiError(
+        409, "duplicate",
+        f"{filename!r} has the same bytes as document {existing.doc_id} ({name}{existing.state}), "
+        "so it was not stored again; use that document, delete it first, or upload with ?duplicates=allow",
+        doc_id=existing.doc_id,
     )  # fmt: skip
+
+
+async def _submit(request: web.Request, bb: Backbone, submitted: DocumentSubmitted, got: _Received,
+                  *, replacing: bool) -> UploadAccepted:  # fmt: skip
+    """Publish the submission (one message id per submission: its retries dedupe, a later revision does not), then
+    record it as `queued`."""
+    js = bb.jetstream()
     ack = await _publish_submission(js, submitted)
-    revision = ack.seq if ack is not None else await _confirm_submission(js, submitted, info, request_id(request))
+    revision = ack.seq if ack is not None else await _confirm_submission(
+        js, submitted, got.info, request_id(request), replacing=replacing
+    )  # fmt: skip
     # The submission is stored: from here the document is accepted even if the progress write fails (the
     # status endpoint then answers from the stream).
     try:
         await _record_queued(await bb.progress(), submitted, revision)
     except Exception as err:  # noqa: BLE001
-        log.warning("request %s: queued record of %s not written: %r", request_id(request), doc_id, err)
-    accepted = UploadAccepted(
-        doc_id=doc_id, status="queued", filename=filename, content_type=content_type, size=submitted.size,
+        log.warning("request %s: queued record of %s not written: %r", request_id(request), submitted.doc_id, err)
+    return UploadAccepted(
+        doc_id=submitted.doc_id, status="queued", filename=submitted.filename, content_type=submitted.content_type,
+        size=submitted.size, sha256=got.sha256, source=submitted.source, source_path=submitted.source_path,
         collections=submitted.collections,
-    )
+    )  # fmt: skip
+
+
+async def upload_document(request: web.Request) -> Reply:
+    bb = backbone(request)
+    js = bb.jetstream()
+    tenant = tenant_of(request)
+    source, path = _origin_query(request)
+    allow_duplicates = _duplicates_allowed(request)
+    doc_id = new_doc_id()
+    name = object_name(tenant, doc_id)
+    got = await _receive(request, bb, tenant, name)
+    if not allow_duplicates:
+        try:
+            existing = await _claim_bytes(bb, tenant, got.sha256, doc_id)
+        except BaseException:
+            await _discard_upload(js, got.info, request_id(request))
+            raise
+        if existing is not None:
+            await _discard_upload(js, got.info, request_id(request))
+            raise _duplicate(existing, got.filename)
+    submitted = DocumentSubmitted(
+        doc_id=doc_id, tenant=tenant, filename=got.filename, object_name=name, size=got.info.size or 0,
+        content_type=got.content_type,  # type: ignore[arg-type] - detect_content_type returns a supported type
+        source=source, source_path=path, sha256=got.sha256, collections=got.collections or [],
+    )  # fmt: skip
+    try:
+        accepted = await _submit(request, bb, submitted, got, replacing=False)
+    except ApiError as err:
+        if not allow_duplicates and err.code == "backbone_unavailable":  # nothing stored: the bytes are free again
+            await _release_bytes(bb, tenant, got.sha256, doc_id)
+        raise
     return Reply(accepted, status=202)
+
+
+async def _live_document(bb: Backbone, tenant: str, doc_id: str) -> DocumentProgress | DocumentSubmitted:
+    """The document's progress record, or its submission when no record is written yet; 404 if deleted or unknown."""
+    current = await (await bb.progress()).get(tenant, doc_id)
+    if current is not None:
+        if current.status == DocumentStatus.DELETED:
+            raise _not_found(doc_id)
+        return current
+    submitted = await _submission_on_stream(bb.jetstream(), tenant, doc_id)
+    if submitted is None:
+        raise _not_found(doc_id)
+    return submitted
+
+
+async def replace_document(request: web.Request) -> Reply:
+    """A new revision of an existing document (the same doc id): its points are replaced once it is indexed.
+
+    The same bytes as the document's are a no-op (200 `unchanged`). The upload replaces the stored original
+    (the older revision stays searchable until the new one is indexed, as for any revision)."""
+    bb = backbone(request)
+    js = bb.jetstream()
+    tenant, doc_id = tenant_of(request), _doc_id(request)
+    source, path = _origin_query(request)
+    current = await _live_document(bb, tenant, doc_id)
+    if source is None:  # kept from the document
+        source, path = current.source, current.source_path
+    name = object_name(tenant, doc_id)
+    uploads = await bb.uploads()
+    try:
+        before = await uploads.get_info(name)
+    except nats.js.errors.NotFoundError:
+        before = None
+    got = await _receive(request, bb, tenant, name, replacing=doc_id)
+    if before is not None and before.nuid != got.info.nuid:  # the replaced object's chunks (as nats-py's put does)
+        await _discard_chunks(js, before, request_id(request))
+    if got.sha256 == current.sha256 and (source, path) == (current.source, current.source_path):
+        accepted = UploadAccepted(
+            doc_id=doc_id, status="unchanged", filename=got.filename,
+            content_type=got.content_type,  # type: ignore[arg-type]
+            size=got.info.size or 0, sha256=got.sha256, source=source, source_path=path,
+            collections=current.collections,
+        )  # fmt: skip
+        return Reply(accepted, status=200)
+    # A new revision keeps the document's collections unless the upload names others.
+    collections = current.collections if got.collections is None else got.collections
+    submitted = DocumentSubmitted(
+        doc_id=doc_id, tenant=tenant, filename=got.filename, object_name=name, size=got.info.size or 0,
+        content_type=got.content_type,  # type: ignore[arg-type]
+        source=source, source_path=path, sha256=got.sha256, collections=collections,
+    )  # fmt: skip
+    accepted = await _submit(request, bb, submitted, got, replacing=True)
+    # The new bytes are this document's unless a live document already holds them (a PUT is never refused); the
+    # old ones are let go, so a document holds at most one claim.
+    await _claim_bytes(bb, tenant, got.sha256, doc_id)
+    if current.sha256 is not None and current.sha256 != got.sha256:
+        await _release_bytes(bb, tenant, current.sha256, doc_id)
+    return Reply(accepted, status=202)
+
+
+async def move_document(request: web.Request) -> DocumentView:
+    """Give a document a new place in a synced source (a renamed file whose bytes did not change): its progress
+    record changes, nothing is parsed or indexed again."""
+    bb = backbone(request)
+    tenant, doc_id = tenant_of(request), _doc_id(request)
+    body = await read_body(request, MoveBody)
+    store = await bb.progress()
+    if await store.get(tenant, doc_id) is None:
+        await _live_document(bb, tenant, doc_id)  # 404 unless its submission is on the stream
+        raise ApiError(409, "not_recorded_yet", f"document {doc_id} is queued but not recorded yet; retry in a moment",
+                       headers={"Retry-After": "1"})  # fmt: skip
+
+    def change(record: DocumentProgress | None) -> DocumentProgress | None:
+        if record is None or record.status == DocumentStatus.DELETED:
+            return record
+        return record.model_copy(update={"source": body.source, "source_path": body.source_path,
+                                         "schema_version": 3, "updated_at": utcnow()})  # fmt: skip
+
+    record = await store.update(tenant, doc_id, change)
+    if record is None or record.status == DocumentStatus.DELETED:
+        raise _not_found(doc_id)
+    return public_view(record)
 
 
 # --------------------------------------------------------------------------- status, list, delete
@@ -469,10 +779,12 @@ class ListQuery:
     text: str | None  # a case-folded substring of the filename
     statuses: frozenset[str] | None
     collections: frozenset[str] | None
+    source: str | None = None  # one synced source's documents (what `mmrag sync` compares its folder with)
 
     def matches(self, r: DocumentProgress) -> bool:
         return (
             r.status is not DocumentStatus.DELETED
+            and (self.source is None or r.source == self.source)
             and (self.statuses is None or r.status.value in self.statuses)
             and (self.collections is None or not self.collections.isdisjoint(r.collections))
             and (self.text is None or self.text in (r.filename or "").casefold())
@@ -544,7 +856,13 @@ def list_query(request: web.Request) -> ListQuery:
     collections = None
     if (raw := request.query.get("collection")) is not None:
         collections = frozenset(parse_collections(raw, "collection")) or None
-    return ListQuery(limit, sort, order == "desc", after, text.casefold() or None, statuses, collections)
+    source = request.query.get("source")
+    if source is not None:
+        try:
+            _SOURCE.validate_python(source)
+        except ValidationError:
+            raise _bad_query("source", "source must be a source's name (1-64 letters, digits, '.', '_' or '-')") from None
+    return ListQuery(limit, sort, order == "desc", after, text.casefold() or None, statuses, collections, source)
 
 
 async def tenant_records(bb: Backbone, tenant: str) -> AsyncIterator[tuple[str, DocumentProgress]]:
@@ -593,7 +911,7 @@ async def select_documents(bb: Backbone, tenant: str, q: ListQuery) -> DocumentP
     twice). Measured (`bench/doclist.py`): time about 0.2-0.5 ms per document of the tenant, nearly all of it
     nats-py's handling of the watch's messages (66 ms at 300 documents, 2.5 s at 5,000 on the shared 2-core
     machine); peak memory about 1.3 KB per document, because nats-py queues every value the server pushes ahead
-    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 72).
+    of this loop. `MMRAG_TENANT_MAX_DOCUMENTS` bounds both where set (docs/decisions.md, 74).
     """
     key_of = SORT_KEYS[q.sort]
     keep = q.limit + 1
@@ -651,6 +969,8 @@ async def delete_document(request: web.Request) -> Reply:
         return store.new(tenant, doc_id, ack.seq, DocumentStatus.DELETED)  # a tombstone: ids and revision only
 
     await store.update(tenant, doc_id, change)
+    if current is not None and current.sha256 is not None:
+        await _release_bytes(bb, tenant, current.sha256, doc_id)
     return Reply(DeleteAccepted(doc_id=doc_id, status="deleted"), status=202)
 
 
@@ -660,6 +980,32 @@ DOC_ID = {
     "schema": {"type": "string", "minLength": 1},
 }  # fmt: skip
 ERR_404_DOC = Err("`not_found`: no such document (unknown, deleted, or not a valid id)")
+ORIGIN_QUERY = (
+    {
+        "name": "source", "in": "query", "required": False,
+        "description": "the synced source the file belongs to (with `path`; `mmrag sync` sets both)",
+        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+    },
+    {
+        "name": "path", "in": "query", "required": False,
+        "description": "the file's path inside `source`, '/'-separated (with `source`)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE_PATH_CHARS},
+    },
+)
+ERR_400_UPLOAD = (
+    "`empty_file`, `missing_field` (no `file` field), `invalid_multipart` (a malformed body, or a filename that is "
+    "not UTF-8) or `invalid_query` (`field` names it: `source` and `path` go together, `duplicates` is "
+    "`reject` or `allow`)"
+)
+ERR_413_UPLOAD = Err(
+    "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
+    "`MMRAG_TENANT_MAX_DOCUMENTS` documents, or this file would take it over `MMRAG_TENANT_MAX_BYTES` "
+    "(`quota` and `usage` say which numbers; delete documents or have the quota raised)"
+)
+ERR_415_UPLOAD = Err(
+    "`unsupported_file` (not a PDF, a supported image or UTF-8 text; or named/declared as one "
+    "type while its bytes are another) or `unsupported_media_type` (not multipart/form-data)"
+)
 
 OPERATIONS = (
     Operation(
@@ -675,22 +1021,23 @@ OPERATIONS = (
                 "form field before `file`)",
                 "schema": {"type": "string"},
             },
+            *ORIGIN_QUERY,
+            {
+                "name": "duplicates", "in": "query", "required": False,
+                "description": "`reject`: the same bytes as a document of the tenant are a 409 `duplicate`; "
+                "`allow`: stored and indexed again as a new document",
+                "schema": {"type": "string", "enum": list(DUPLICATES), "default": "reject"},
+            },
         ),
         responses={
             202: Json("accepted and queued", UploadAccepted),
-            400: Err(
-                "`empty_file`, `missing_field` (no `file` field), `invalid_multipart` (a malformed body, "
-                "or a filename that is not UTF-8) or `invalid_query` (`collections` is not a list of valid names)"
+            400: Err(ERR_400_UPLOAD),
+            409: Err(
+                "`duplicate`: the tenant already has a document with the same bytes (`doc_id` names it); nothing "
+                "was stored. Another tenant's documents are never compared"
             ),
-            413: Err(
-                "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
-                "`MMRAG_TENANT_MAX_DOCUMENTS` documents, or this file would take it over `MMRAG_TENANT_MAX_BYTES` "
-                "(`quota` and `usage` say which numbers; delete documents or have the quota raised)"
-            ),
-            415: Err(
-                "`unsupported_file` (not a PDF, a supported image or UTF-8 text; or named/declared as one "
-                "type while its bytes are another) or `unsupported_media_type` (not multipart/form-data)"
-            ),
+            413: ERR_413_UPLOAD,
+            415: ERR_415_UPLOAD,
             503: Err(
                 "`backbone_unavailable` (nothing was accepted, retry later) or `submission_unconfirmed` "
                 "(the bytes are stored but NATS did not confirm the submission: `doc_id` names the document, "
@@ -745,11 +1092,16 @@ OPERATIONS = (
                 "description": "only documents in at least one of these collections (comma-separated)",
                 "schema": {"type": "string"},
             },
+            {
+                "name": "source", "in": "query", "required": False,
+                "description": "only the documents of this synced source",
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+            },
         ),
         responses={
             200: Json("one page", DocumentPage),
             400: Err("`invalid_query`: `field` names the bad parameter (`limit`, `cursor`, `sort`, `order`, `q`, "
-                     "`status` or `collection`)"),
+                     "`status`, `collection` or `source`)"),
             503: ERR_503,
         },
     ),
@@ -757,6 +1109,44 @@ OPERATIONS = (
         "GET", DOC_PATH, document_status, "getDocument", "documents", "A document's status", role="reader",
         parameters=(DOC_ID,),
         responses={200: Json("the document", DocumentView), 404: ERR_404_DOC, 503: ERR_503},
+    ),
+    Operation(
+        "PUT", DOC_PATH, replace_document, "replaceDocument", "documents", "Upload a new revision of a document",
+        role="writer",
+        description="The same `file` form as the upload. Different bytes (or a new `source`/`path`) become a new "
+        "revision of the same document: queued, and its points replace the older revision's once it is indexed "
+        "(the older one stays searchable until then). The same bytes are a no-op (200 `unchanged`). Without "
+        "`source`/`path` the document keeps its own.",
+        request={"multipart/form-data": UploadForm},
+        parameters=(DOC_ID, *ORIGIN_QUERY),
+        responses={
+            200: Json("the same bytes: nothing changed", UploadAccepted),
+            202: Json("a new revision, queued", UploadAccepted),
+            400: Err(ERR_400_UPLOAD),
+            404: ERR_404_DOC,
+            413: ERR_413_UPLOAD,
+            415: ERR_415_UPLOAD,
+            503: Err(
+                "`backbone_unavailable` (no new revision was queued: send the same PUT again) or "
+                "`submission_unconfirmed` (NATS did not confirm the revision; the document's status tells)",
+                retry_after=True,
+            ),
+        },
+    ),
+    Operation(
+        "PATCH", DOC_PATH, move_document, "moveDocument", "documents", "Move a document within its synced source",
+        role="writer",
+        description="A renamed file whose bytes did not change: the document's `source` and `source_path` change, "
+        "nothing is parsed or indexed again (its hits keep the filename it was uploaded with).",
+        request={"application/json": MoveBody},
+        parameters=(DOC_ID,),
+        responses={
+            200: Json("the document, moved", DocumentView),
+            **JSON_BODY_ERRORS,
+            404: ERR_404_DOC,
+            409: Err("`not_recorded_yet`: the document was just uploaded and is not recorded yet; retry", retry_after=True),
+            503: ERR_503,
+        },
     ),
     Operation(
         "DELETE", DOC_PATH, delete_document, "deleteDocument", "documents", "Delete a document", role="writer",

@@ -15,7 +15,7 @@ document. Errors: 400 ``invalid_query`` (width not an integer from 1), 404 ``not
 image), 422 ``not_renderable`` (a text document, an encrypted or broken file).
 
 Caching: the renders (and the originals they come from) are kept in bounded in-process LRUs (`ByteLRU`). A
-doc id names one upload's bytes forever, so a render never goes stale: responses carry a strong ``ETag``
+doc id and revision name one upload's bytes forever, so a render never goes stale: responses carry a strong ``ETag``
 and ``Cache-Control: private, max-age`` (private: they are one tenant's), and ``If-None-Match`` gets 304.
 The tenant check runs before the cache is consulted, so a deleted document's renders are never served.
 """
@@ -76,8 +76,9 @@ def requested_width(request: web.Request) -> int:
     return min(MAX_WIDTH, max(MIN_WIDTH, int(raw)))
 
 
-async def _check_document(request: web.Request, tenant: str, doc_id: str) -> None:
-    """404 unless `doc_id` is a live document of `tenant` (the same answer for another tenant's document)."""
+async def _check_document(request: web.Request, tenant: str, doc_id: str) -> int:
+    """404 unless `doc_id` is a live document of `tenant` (the same answer for another tenant's document); else
+    its revision (a `PUT /v1/documents/{doc_id}` replaces the upload: caches and ETags are per revision)."""
     if not TOKEN.match(doc_id):
         raise _not_found(f"no document {doc_id[:100]!r}")
     record = await (await backbone(request).progress()).get(tenant, doc_id)
@@ -86,18 +87,19 @@ async def _check_document(request: web.Request, tenant: str, doc_id: str) -> Non
     if record.status == DocumentStatus.FAILED:  # refused by the parser (a bomb, a broken file): never decoded here
         raise ApiError(422, "not_renderable", f"document {doc_id!r} failed to ingest, so it has no pages to show: "
                        f"{record.error or 'see its status'}")  # fmt: skip
+    return record.revision
 
 
-async def _object(request: web.Request, name: str, missing: str) -> bytes:
+async def _object(request: web.Request, name: str, missing: str, revision: int = 0) -> bytes:
     sources = request.app[SOURCES]
-    data = sources.get(name)
+    data = sources.get((name, revision))
     if data is None:
         store = await backbone(request).uploads()
         try:
             data = (await store.get(name)).data or b""
         except nats.js.errors.NotFoundError:  # never stored, or deleted
             raise _not_found(missing) from None
-        sources.put(name, data)
+        sources.put((name, revision), data)
     return data
 
 
@@ -115,14 +117,14 @@ def _picture(request: web.Request, rendered: Rendered, etag: str) -> web.Respons
     return web.Response(body=rendered.png, content_type="image/png", headers=headers)
 
 
-async def _render(request: web.Request, key: tuple, name: str, missing: str, make) -> Rendered:  # noqa: ANN001
+async def _render(request: web.Request, key: tuple, name: str, missing: str, make, revision: int = 0) -> Rendered:  # noqa: ANN001
     """The cached picture `key`, or `make(original)` of the object `name`: fetched and rendered inside one render
     slot, so that concurrent requests never hold more originals in memory than there are slots."""
     renders = request.app[RENDERS]
     rendered = renders.get(key)
     if rendered is None:
         async with request.app[RENDER_SLOTS]:
-            source = await _object(request, name, missing)
+            source = await _object(request, name, missing, revision)
             try:
                 rendered = await asyncio.to_thread(make, source)
             except NotRenderable as err:
@@ -137,17 +139,17 @@ async def page_image(request: web.Request) -> web.Response:
     tenant, doc_id = tenant_of(request), request.match_info["doc_id"]
     raw_page = request.match_info["page"]
     width = requested_width(request)
-    await _check_document(request, tenant, doc_id)
+    revision = await _check_document(request, tenant, doc_id)
     if not _PAGE.match(raw_page) or int(raw_page) < 1:
         raise _not_found(f"no page {raw_page[:20]!r}: pages are numbered from 1")
     page = int(raw_page)
-    key = ("page", tenant, doc_id, page, width)
+    key = ("page", tenant, doc_id, revision, page, width)
     rendered = request.app[RENDERS].get(key)
     if rendered is None:
         rendered = await _render(request, key, object_name(tenant, doc_id),
                                  f"the original of document {doc_id!r} is gone",
-                                 lambda source: render_page(source, page, width))  # fmt: skip
-    return _picture(request, rendered, f'"p-{doc_id}-{page}-{width}"')
+                                 lambda source: render_page(source, page, width), revision)  # fmt: skip
+    return _picture(request, rendered, f'"p-{doc_id}-{revision}-{page}-{width}"')
 
 
 async def hit_image(request: web.Request) -> web.Response:
@@ -216,7 +218,7 @@ PICTURE = Media(
     "the picture",
     {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
     headers={
-        "ETag": {"description": "strong: a document's pictures never change", "schema": {"type": "string"}},
+        "ETag": {"description": "strong: a document revision's pictures never change", "schema": {"type": "string"}},
         "X-Page-Width": {
             "description": "the page's width in the units of a chunk's bbox (PDF points; pixels for an image)",
             "schema": {"type": "string", "pattern": r"^[0-9.e+-]+$"},

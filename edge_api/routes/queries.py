@@ -8,6 +8,7 @@ goes through `bus.answers.AnswerSequencer`, and the client sees each exactly onc
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,13 +21,18 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bus.answers import AnswerSequencer
+from bus.conversations import ConversationLimit, ConversationNotFound, ConversationStore, StorageFull
+from contracts.conversations import MAX_ANSWER_CHARS, MAX_CITATION_TEXT_CHARS, MAX_TURN_CITATIONS, Turn, TurnCitation
 from bus.publish import Outgoing, publish
 from contracts.messages import (
     AnswerEvent,
     CitationEvent,
     DoneEvent,
+    MAX_HISTORY_TURNS,
+    MAX_PRIOR_ANSWER_CHARS,
     ErrorEvent,
     Hit,
+    PriorTurn,
     QueryFilters,
     QueryMode,
     QueryRequest,
@@ -50,7 +56,8 @@ from edge_api.cache import (
 )
 from edge_api.errors import ApiError, request_id
 from edge_api.identity import tenant_of
-from edge_api.operations import ERR_503, Err, Events, Json, Operation, Stream, derived_event
+from edge_api.operations import ERR_503, Err, Event, Events, Json, Operation, Stream, derived_event
+from edge_api.routes.conversations import limit_error, not_found, owner_of
 from edge_api.query_image_upload import delete_query_image, read_image_search, store_query_image
 from edge_api.state import Backbone, backbone
 
@@ -60,8 +67,20 @@ PUBLISH_TIMEOUT_S = 5.0
 # Fields of an event that are the stream's framing, not its data (the SSE event name and id carry them).
 FRAMING_FIELDS = frozenset({"schema_version", "request_id", "seq", "event", "attempt"})
 
+
+
+class ConversationData(BaseModel):
+    """The first event of an ask in a conversation: which conversation, and the number its answer's turn gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str
+    turn: int = Field(ge=1, description="the turn this answer becomes (`PUT .../turns/{turn}/feedback` rates it)")
+
+
 # The events of `/v1/ask` in stream order; each `data:` is the contract event without its framing fields.
 ASK_EVENTS = Events(
+    Event("conversation", ConversationData, "no `id`; first, only with `conversation_id`: the turn being answered"),
     derived_event("retrieval", RetrievalEvent, "`id: 0`; the hits the answer is built from, best first", FRAMING_FIELDS),
     derived_event("token", TokenEvent, "`id: 1, 2, ...`; the next piece of the answer text", FRAMING_FIELDS),
     derived_event("citation", CitationEvent, "`id: 1, 2, ...`; a source the answer cites as [n]", FRAMING_FIELDS),
@@ -120,7 +139,7 @@ class Pending:
 async def _query(
     bb: Backbone, tenant: str, text: str | None, top_k: int, mode: QueryMode, filters: QueryFilters,
     image: bytes | None = None,
-    cache: AnswerCache | None = None, route: str = "",
+    cache: AnswerCache | None = None, route: str = "", history: list[PriorTurn] | None = None,
 ) -> AsyncIterator[Pending]:  # fmt: skip
     """Subscribe to the request's answer subject, then publish the request; unsubscribe (and delete the query
     image, if any) at exit."""
@@ -132,7 +151,7 @@ async def _query(
     try:
         stored = await store_query_image(js, tenant, rid, image) if image is not None else None
         query = QueryRequest(request_id=rid, tenant=tenant, query=text, top_k=top_k, mode=mode, filters=filters,
-                             image=stored)  # fmt: skip
+                             image=stored, history=history or [])  # fmt: skip
         # The lookup reads the tenant's cache epoch *before* the request is published (see edge_api.cache).
         cached = MISS_NO_STORE if cache is None else await cache.lookup(query, route, (await bb.serving_generation()).number)
         if cached.value is None:
@@ -174,15 +193,89 @@ def event_data(event: AnswerEvent) -> str:
     return ASK_EVENTS.data(event.event, event)
 
 
+@dataclass(frozen=True)
+class InConversation:
+    """An ask in a conversation: where its turn goes, and the turns it may follow up on."""
+
+    store: ConversationStore
+    tenant: str
+    owner: str
+    conversation_id: str
+    turn: int
+    history: list[PriorTurn]
+    regenerate: bool
+
+
+def prior_turn(turn: Turn) -> PriorTurn:
+    doc_ids = list(dict.fromkeys(c.doc_id for c in turn.citations))
+    return PriorTurn(question=turn.searched, answer=turn.answer[:MAX_PRIOR_ANSWER_CHARS], doc_ids=doc_ids)
+
+
+async def _conversation(request: web.Request, body: AskBody) -> InConversation | None:
+    """The conversation an ask belongs to (None without `conversation_id`); 404/409 before anything is asked."""
+    if body.conversation_id is None:
+        if body.regenerate:
+            raise ApiError(400, "invalid_body", "`regenerate` needs the `conversation_id` whose last answer it redoes")
+        return None
+    store = await backbone(request).conversations()
+    tenant, owner = tenant_of(request), owner_of(request)
+    found = await store.get(tenant, owner, body.conversation_id)
+    if found is None:
+        raise not_found(body.conversation_id)
+    prior = found.turns[:-1] if body.regenerate else found.turns
+    if len(prior) >= store.max_turns:
+        raise limit_error(ConversationLimit("turns", store.turn_limit_message()))
+    history = [prior_turn(t) for t in prior[-MAX_HISTORY_TURNS:]]
+    return InConversation(store, tenant, owner, body.conversation_id, len(prior) + 1, history, body.regenerate)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def turn_of(question: str, sent: list[SentEvent]) -> Turn | None:
+    """The turn an answer's events make (None unless it ended with `done`): the text after the last `reset`."""
+    searched, text, citations = question, [], []
+    for name, data, _ in sent:
+        fields = json.loads(data) if data else {}
+        if name == "retrieval":
+            searched = fields.get("searched") or question
+        elif name == "token":
+            text.append(fields["text"])
+        elif name == "reset":
+            text, citations = [], []
+        elif name == "citation" and len(citations) < MAX_TURN_CITATIONS:
+            citations.append(TurnCitation(n=fields["n"], doc_id=fields["doc_id"], filename=fields["filename"],
+                                          page=fields["page"], bbox=fields.get("bbox"),
+                                          text=_clip(fields.get("text") or "", MAX_CITATION_TEXT_CHARS)))  # fmt: skip
+        elif name == "done":
+            return Turn(n=1, question=question, searched=searched, answer=_clip("".join(text), MAX_ANSWER_CHARS),
+                        answerer=fields["answerer"], abstained=fields.get("abstained", False), citations=citations)  # fmt: skip
+    return None
+
+
+async def _keep_turn(request: web.Request, conv: InConversation, question: str, sent: list[SentEvent]) -> None:
+    turn = turn_of(question, sent)
+    if turn is None:  # an error or a timeout: nothing to keep, the question can be asked again
+        return
+    try:
+        await conv.store.append(conv.tenant, conv.owner, conv.conversation_id, turn, replace_last=conv.regenerate)
+    except (ConversationLimit, ConversationNotFound, StorageFull) as err:  # deleted or filled while answering
+        log.info("request %s: answer not kept in conversation %s: %s", request_id(request), conv.conversation_id, err)
+
+
 async def ask(request: web.Request) -> web.StreamResponse:
     bb = backbone(request)
     bb.jetstream()
     body = await read_body(request, AskBody)
+    conv = await _conversation(request, body)
     timeout_s = bb.settings.query_timeout_s
-    cache = answer_cache(request)
+    # A regenerated answer must not be the cached one; a follow-up's key includes its history (the request's).
+    cache = None if body.regenerate else answer_cache(request)
     async with _query(
-        bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK, body.filters, cache=cache, route=ASK_ROUTE
-    ) as pending:
+        bb, tenant_of(request), body.question, body.top_k, QueryMode.ASK, body.filters, cache=cache, route=ASK_ROUTE,
+        history=conv.history if conv is not None else None,
+    ) as pending:  # fmt: skip
         # Until here every failure is a JSON error; from here on it can only be an `error` event.
         response = EventSourceResponse(
             ping_interval=bb.settings.sse_ping_s, allow_all_methods=True, headers={"X-Request-Id": request_id(request)}
@@ -190,13 +283,19 @@ async def ask(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         async with response:
             try:
+                if conv is not None:
+                    started = ConversationData(conversation_id=conv.conversation_id, turn=conv.turn)
+                    await response.send(ASK_EVENTS.data("conversation", started), event="conversation")
                 if pending.cached.value is not None:  # the same events, in the same order, as when it was answered
-                    for name, data, sid in decode_events(pending.cached.value):
+                    sent = decode_events(pending.cached.value)
+                    for name, data, sid in sent:
                         await response.send(data, event=name, id=sid)
                 else:
                     sent = await _stream_answer(request, response, pending.sub, timeout_s)
-                    if cacheable_answer(sent):  # never an error, a timeout or a failed-over answer
+                    if cache is not None and cacheable_answer(sent):  # never an error, a timeout or a failed-over answer
                         await cache.store(pending.cached.slot, encode_events(sent))
+                if conv is not None:  # before the stream ends: a client that reads the conversation next sees it
+                    await _keep_turn(request, conv, body.question, sent)
             except ConnectionResetError:  # the client went away: nothing left to tell it
                 log.info("request %s: client closed the answer stream", request_id(request))
     return response
@@ -257,10 +356,13 @@ async def search(request: web.Request) -> SearchResults:
 
 ASK_DESCRIPTION = """\
 Answers the question as a stream of Server-Sent Events. Each event's `event:` is its type, `id:` its sequence
-number (none on `error`), `data:` one JSON object (the schemas `RetrievalData`, `TokenData`, `CitationData`,
-`ResetData`, `DoneData`, `ErrorData`):
+number (none on `conversation` and `error`), `data:` one JSON object (the schemas `ConversationData`,
+`RetrievalData`, `TokenData`, `CitationData`, `ResetData`, `DoneData`, `ErrorData`):
 
-- `retrieval` (id 0): `{"hits": [<Hit>...]}`
+- `conversation` (no id; only with `conversation_id`, first): `{"conversation_id", "turn"}`: the turn this answer
+  becomes; the question may follow up on the earlier turns, and the answer is kept as that turn when it ends
+- `retrieval` (id 0): `{"hits": [<Hit>...], "searched"}`: `searched` is the question that was searched (a
+  follow-up resolved against its conversation)
 - `token` (1, 2, ...): `{"text"}`, the next piece of the answer
 - `citation` (1, 2, ...): `{"n", "doc_id", "filename", "page", "bbox", "text", "image"}`
 - `reset` (n): `{"reason"}`: an LLM provider failed mid-answer, or the generation was redelivered after a partial
@@ -281,7 +383,12 @@ OPERATIONS = (
         "POST", ASK_ROUTE, ask, "ask", "queries", "Ask a question; the answer streams (SSE)", role="reader",
         description=ASK_DESCRIPTION,
         request={"application/json": AskBody},
-        responses={200: Stream("the answer's events", ASK_EVENTS), **JSON_BODY_ERRORS, 503: ERR_503},
+        responses={
+            200: Stream("the answer's events", ASK_EVENTS), **JSON_BODY_ERRORS,
+            404: Err("`not_found`: `conversation_id` names no conversation of this API key"),
+            409: Err("`conversation_full`: the conversation has `MMRAG_CONVERSATION_MAX_TURNS` turns: start a new one"),
+            503: ERR_503,
+        },
     ),
     Operation(
         "POST", SEARCH_ROUTE, search, "search", "queries", "The best chunks for a query", role="reader",

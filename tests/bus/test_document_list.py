@@ -157,7 +157,7 @@ async def test_tenants_never_see_each_others_documents_or_collections(edge: Edge
     # Another tenant's document is a 404 to every document operation, whatever the role.
     theirs = beta[0]["doc_id"]
     for method, path, kwargs in (
-        ("PATCH", f"/v1/documents/{theirs}", {"json": {"collections": ["x"]}}),
+        ("PUT", f"/v1/documents/{theirs}/collections", {"json": {"collections": ["x"]}}),
         ("POST", f"/v1/documents/{theirs}/reparse", {}),
         ("GET", f"/v1/documents/{theirs}", {}),
     ):
@@ -197,22 +197,22 @@ async def test_collections_at_upload_then_changed_and_reparsed_as_new_revisions(
     assert status == 400 and body["error"]["field"] == "collections"
 
     # PATCH: a new submission of the stored upload with the new collections; the same ones change nothing.
-    status, body, _ = await edge.call("PATCH", f"/v1/documents/{doc_id}", "acme_reader", json={"collections": ["x"]})
+    status, body, _ = await edge.call("PUT", f"/v1/documents/{doc_id}/collections", "acme_reader", json={"collections": ["x"]})
     assert status == 403, body
-    status, view, _ = await edge.call("PATCH", f"/v1/documents/{doc_id}", "acme_admin",
+    status, view, _ = await edge.call("PUT", f"/v1/documents/{doc_id}/collections", "acme_admin",
                                       json={"collections": ["pumps", "archive", "pumps"]})  # fmt: skip
     assert status == 202 and view["collections"] == ["archive", "pumps"] and view["status"] == "queued", view
     seq, resubmitted = await last_submission(edge, ACME, doc_id)
     assert seq > first_seq and resubmitted.collections == ["archive", "pumps"]
     assert resubmitted.object_name == submitted.object_name and resubmitted.size == submitted.size
-    status, again, _ = await edge.call("PATCH", f"/v1/documents/{doc_id}", "acme_admin", json={"collections": ["archive", "pumps"]})
+    status, again, _ = await edge.call("PUT", f"/v1/documents/{doc_id}/collections", "acme_admin", json={"collections": ["archive", "pumps"]})
     assert status == 200 and again == view
     assert (await last_submission(edge, ACME, doc_id))[0] == seq
     listed, _ = await pages(edge, "acme_reader", "collection=archive", 10)
     assert listed == [doc_id]
     assert (await pages(edge, "acme_reader", "collection=manuals", 10))[0] == [form_accepted["doc_id"]]
     for bad in ({"collections": ["a b"]}, {"collections": "a"}, {"tags": []}, {}):
-        status, body, _ = await edge.call("PATCH", f"/v1/documents/{doc_id}", "acme_admin", json=bad)
+        status, body, _ = await edge.call("PUT", f"/v1/documents/{doc_id}/collections", "acme_admin", json=bad)
         assert status == 400 and body["error"]["code"] == "invalid_body", (bad, body)
 
     # Re-parse: another revision, same collections.
@@ -227,7 +227,7 @@ async def test_collections_at_upload_then_changed_and_reparsed_as_new_revisions(
     status, _, _ = await edge.call("DELETE", f"/v1/documents/{doc_id}", "acme_admin")
     assert status == 202
     for method, path, kwargs in (
-        ("PATCH", f"/v1/documents/{doc_id}", {"json": {"collections": []}}),
+        ("PUT", f"/v1/documents/{doc_id}/collections", {"json": {"collections": []}}),
         ("POST", f"/v1/documents/{doc_id}/reparse", {}),
     ):
         status, body, _ = await edge.call(method, path, "acme_admin", **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tests.engine import NatsServer
 
 TENANT = "default"
 EVIL = "http://evil.example"
+_UPLOADS = itertools.count(1)
 WAIT_S = 30.0  # generous: every wait ends as soon as its condition holds
 
 
@@ -91,7 +93,9 @@ def multipart(data: bytes, filename: str = "notes.txt", content_type: str = "tex
     return form
 
 
-async def upload(edge: Edge, data: bytes = b"hello world\n", **headers: str) -> tuple[int, dict]:
+async def upload(edge: Edge, data: bytes | None = None, **headers: str) -> tuple[int, dict]:
+    """Upload `data` (by default a text of its own each time: the same bytes twice are a 409 `duplicate`)."""
+    data = data if data is not None else f"hello world {next(_UPLOADS)}\n".encode()
     async with edge.http.post(f"{edge.base}/v1/documents", data=multipart(data), headers=headers) as resp:
         return resp.status, await resp.json()
 
@@ -227,7 +231,7 @@ async def test_upload_stores_object_submission_and_queued_record(edge: Edge) -> 
     msg = await edge.js.get_last_msg(DOCS_STREAM.name, Subjects.ingest(TENANT, doc_id))
     submitted = DocumentSubmitted.model_validate_json(msg.data)
     assert submitted.object_name == object_name(TENANT, doc_id) and submitted.tenant == TENANT
-    # Each submission's own id (main's convention, decision 64): a replacement is never dropped as a duplicate.
+    # One message id per submission (main's scheme since the deletes work): a later revision is a new message.
     assert msg.headers and msg.headers.get("Nats-Msg-Id") == f"{doc_id}:{submitted.submitted_at.isoformat()}"
     obj = await (await edge.js.object_store(UPLOADS_BUCKET)).get(submitted.object_name)
     assert obj.data == b"# Title\n\nsome text\n"
@@ -445,7 +449,7 @@ async def test_ask_delivers_each_event_once_in_order_despite_retries(edge: Edge)
     assert [(e.event, e.id) for e in events] == [
         ("retrieval", "0"), ("token", "1"), ("token", "2"), ("token", "3"), ("done", "4"),
     ]  # fmt: skip
-    assert json.loads(events[0].data) == {"hits": [h.model_dump(mode="json") for h in (hit(1), hit(2))]}
+    assert json.loads(events[0].data) == {"hits": [h.model_dump(mode="json") for h in (hit(1), hit(2))], "searched": None}
     assert [json.loads(e.data) for e in events[1:4]] == [{"text": f"piece {n} "} for n in (1, 2, 3)]
     assert json.loads(events[4].data) == {"answerer": "extractive", "abstained": False}
 
@@ -552,8 +556,7 @@ async def test_lost_ack_of_a_stored_submission_is_still_202(edge: Edge, monkeypa
     monkeypatch.setattr(documents, "publish", ack_lost)
     status, body = await upload(edge)
     assert status == 202, body
-    # The same message id on every attempt (the submission's own: `<doc_id>:<submitted_at>`), so they dedupe.
-    assert len(attempts) == documents.PUBLISH_ATTEMPTS and len(set(attempts)) == 1
+    assert len(attempts) == documents.PUBLISH_ATTEMPTS and len(set(attempts)) == 1  # every retry: the same id
     assert attempts[0].startswith(f"{body['doc_id']}:")
     info = await edge.js.stream_info(DOCS_STREAM.name, subjects_filter=Subjects.ingest(TENANT, body["doc_id"]))
     assert info.state.messages == 1  # the retries were deduplicated

@@ -55,8 +55,41 @@ async def test_a_key_written_while_the_watch_delivers_is_returned_once() -> None
         async def watch(self, pattern: str, **kw: object) -> RacingWatch:
             return watch
 
-    assert await current_values(Bucket(), "doc.*") == [("doc.1", b"indexed"), ("doc.2", b"indexed")]  # type: ignore[arg-type]
+    assert await current_values(Bucket(), "doc.*", expected=3) == [("doc.1", b"indexed"), ("doc.2", b"indexed")]  # type: ignore[arg-type]
     assert watch.stopped
+
+
+async def test_an_end_marker_sent_before_the_values_does_not_end_the_read() -> None:
+    """nats-py can put the end-of-initial-values marker first when the server's messages are still in flight
+    (nats-io/nats.py#842): a tenant's list came back empty (seen once in tests/e2e/test_sync_engine.py). The
+    keys the stream holds are counted first, so the read goes on until they have come."""
+
+    class Entry:
+        def __init__(self, key: str, value: bytes) -> None:
+            self.key, self.value = key, value
+
+    class EarlyMarkerWatch:
+        _feed = [None, Entry("doc.1", b"queued"), Entry("doc.2", b"indexed")]
+
+        async def updates(self, timeout: float) -> Entry | None:
+            if not self._feed:
+                raise TimeoutError
+            return self._feed.pop(0)
+
+        async def stop(self) -> None:
+            pass
+
+    class Bucket:
+        async def watch(self, pattern: str, **kw: object) -> EarlyMarkerWatch:
+            return EarlyMarkerWatch()
+
+    assert await current_values(Bucket(), "doc.*", expected=2) == [("doc.1", b"queued"), ("doc.2", b"indexed")]  # type: ignore[arg-type]
+
+
+async def test_no_matching_key_is_an_empty_list_at_once(nc) -> None:
+    kv = await _bucket(nc)
+    await kv.put("other.1", b"x")
+    assert await current_values(kv, "doc.*", timeout_s=0.5) == []
 
 
 async def test_compare_and_set_never_loses_a_concurrent_update(nc) -> None:

@@ -28,6 +28,7 @@ from tests.engine import Engine, TenantEngine
 SHARED_ENV = {
     "MMRAG_MAX_UPLOAD_BYTES": str(1024 * 1024),  # 413 with a 3 MiB body (tests/e2e/test_engine_api.py)
     "MMRAG_MAX_QUERY_IMAGE_BYTES": str(256 * 1024),  # tests/e2e/test_image_search.py's QUERY_IMAGE_CAP
+    "MMRAG_CONVERSATION_MAX_TURNS": "4",  # tests/e2e/test_conversations.py reaches the turn cap in 4 asks
 }
 _TENANT_NUMBERS = itertools.count(1)
 

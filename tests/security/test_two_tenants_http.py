@@ -1,6 +1,7 @@
 """Two tenants on one engine, the HTTP/SSE half: with tenant A's API key (an `admin`, the most a tenant key is),
-every route of `edge_api/routes` is tried against tenant B's documents, pictures and evaluations: read, list,
-search, ask, stream progress, fetch pages and images, delete, re-parse (re-index), overwrite, evaluate. Every
+every route of `edge_api/routes` is tried against tenant B's documents, pictures, evaluations and conversations:
+read, list, search, ask (in B's conversation too), stream progress, fetch pages and images, delete, re-parse
+(re-index), overwrite, evaluate, rename, rate. Every
 attempt is refused (404/403, or answered from A's own data only), and B's data is unchanged afterwards.
 
 Table-driven over the routes the edge API's router holds (the declared operations of `edge_api.routes` and
@@ -47,6 +48,7 @@ class Victim:
     pdf_doc: str
     image_id: str
     evaluation_id: str
+    conversation_id: str
 
     @property
     def doc_ids(self) -> tuple[str, str]:
@@ -54,7 +56,7 @@ class Victim:
 
     def names(self) -> tuple[str, ...]:
         """What must never appear in an answer to A: B's tenant, ids and secret."""
-        return (self.tenant.tenant, *self.doc_ids, self.image_id, self.evaluation_id, SECRET_WORD)
+        return (self.tenant.tenant, *self.doc_ids, self.image_id, self.evaluation_id, self.conversation_id, SECRET_WORD)
 
 
 async def _evaluation_done(http: aiohttp.ClientSession, url: str, evaluation_id: str, timeout_s: float = 120) -> dict:
@@ -92,7 +94,14 @@ async def _make_victim(b: TenantEngine) -> Victim:
             evaluation_id = (await resp.json())["id"]
         report = await _evaluation_done(http, b.url, evaluation_id)
         assert report["runs"][0]["metrics"]["recall"] == 1.0, report
-    return Victim(b, text_doc, pdf_doc, image_id, evaluation_id)
+        async with http.post(f"{b.url}/v1/conversations", json={"title": f"{SECRET_WORD} notes"}) as resp:
+            conversation_id = (await resp.json())["id"]
+        body = {"question": f"At what current does the {SECRET_WORD} relay trip?", "conversation_id": conversation_id}
+        async with http.post(f"{b.url}/v1/ask", json=body) as resp:
+            assert "event: done" in await resp.text()
+        async with http.get(f"{b.url}/v1/conversations/{conversation_id}") as resp:
+            assert "17 amperes" in (await resp.json())["turns"][0]["answer"], "B's conversation holds its secret"
+    return Victim(b, text_doc, pdf_doc, image_id, evaluation_id, conversation_id)
 
 
 async def _snapshot(v: Victim) -> dict:
@@ -112,6 +121,9 @@ async def _snapshot(v: Victim) -> dict:
             out["evaluation"] = (resp.status, record["state"], record["questions"], record["runs"])
         async with http.post(f"{v.tenant.url}/v1/search", json={"query": SECRET_FACT}) as resp:
             out["search"] = [h["doc_id"] for h in (await resp.json())["hits"]][:1]
+        async with http.get(f"{v.tenant.url}/v1/conversations/{v.conversation_id}") as resp:
+            record = await resp.json()
+            out["conversation"] = (resp.status, record["title"], record["turns"])
     assert out["search"] == [v.text_doc] and out[v.text_doc][1]["status"] == "indexed", out
     return out
 
@@ -194,6 +206,22 @@ async def _delete(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
         await _refused(http, "DELETE", f"{url}/v1/documents/{doc_id}", v)
 
 
+@attack("PUT /v1/documents/{doc_id}")
+async def _replace(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    # Overwrite B's document by its id (a new revision): A's tenant has no such document.
+    for doc_id in v.doc_ids:
+        form = aiohttp.FormData()
+        form.add_field("file", b"overwritten by A", filename="b.txt", content_type="text/plain")
+        await _refused(http, "PUT", f"{url}/v1/documents/{doc_id}", v, data=form)
+
+
+@attack("PATCH /v1/documents/{doc_id}")
+async def _move(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        body = {"source": "a-folder", "source_path": "moved-by-a.txt"}
+        await _refused(http, "PATCH", f"{url}/v1/documents/{doc_id}", v, json=body)
+
+
 @attack("POST /v1/ask")
 async def _ask(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     for filters in ({}, {"doc_ids": list(v.doc_ids)}):
@@ -206,6 +234,9 @@ async def _ask(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
         assert "17 amperes" not in text and "panel Q9" not in text, text  # but no answer may hold B's text
     async with http.post(f"{url}/v1/ask", json={"question": "relay", "tenant": v.tenant.tenant}) as resp:
         assert resp.status == 400, await resp.text()
+    for regenerate in (False, True):  # follow up in B's conversation, or redo its answer: no such conversation
+        body = {"question": "And what about it?", "conversation_id": v.conversation_id, "regenerate": regenerate}
+        await _refused(http, "POST", f"{url}/v1/ask", v, json=body)
 
 
 @attack("POST /v1/search")
@@ -304,6 +335,45 @@ async def _evaluations(http: aiohttp.ClientSession, url: str, v: Victim) -> None
 @attack("GET /v1/evaluations/{id}")
 async def _evaluation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     await _refused(http, "GET", f"{url}/v1/evaluations/{v.evaluation_id}", v)
+
+
+@attack("GET /v1/conversations")
+async def _conversations(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):  # A is an admin: every key of A's tenant only
+        async with http.get(f"{url}/v1/conversations{query}") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and json.loads(text)["conversations"] == [], text
+        _clean(text, v, "GET /v1/conversations")
+
+
+@attack("POST /v1/conversations")
+async def _new_conversation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    body = {"title": "mine", "id": v.conversation_id, "tenant": v.tenant.tenant}
+    await _refused(http, "POST", f"{url}/v1/conversations", v, statuses=(400,), json=body)  # no such fields
+    async with http.post(f"{url}/v1/conversations", json={"title": v.conversation_id}) as resp:
+        created = await resp.json()
+        assert resp.status == 201 and created["id"] != v.conversation_id and created["turns"] == [], created
+
+
+@attack("GET /v1/conversations/{id}")
+async def _read_conversation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    await _refused(http, "GET", f"{url}/v1/conversations/{v.conversation_id}", v)
+
+
+@attack("PATCH /v1/conversations/{id}")
+async def _rename_conversation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    await _refused(http, "PATCH", f"{url}/v1/conversations/{v.conversation_id}", v, json={"title": "taken"})
+
+
+@attack("DELETE /v1/conversations/{id}")
+async def _delete_conversation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    await _refused(http, "DELETE", f"{url}/v1/conversations/{v.conversation_id}", v)
+
+
+@attack("PUT /v1/conversations/{id}/turns/{n}/feedback")
+async def _rate_turn(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    path = f"{url}/v1/conversations/{v.conversation_id}/turns/1/feedback"
+    await _refused(http, "PUT", path, v, json={"rating": "down", "comment": "spam"})
 
 
 @attack("* /mcp")

@@ -13,8 +13,8 @@ from edge_api.openapi import build_document, documented_operations
 from mmrag import client as engine_client
 from mmrag.client import AsyncClient, Client, error_from_body
 
-MODELS = ["UploadAccepted", "DocumentView", "DeleteAccepted", "PageTextView", "ImageRef", "Hit", "RetrievalData", "TokenData",
-          "CitationData", "ResetData", "DoneData", "ErrorData"]  # fmt: skip
+MODELS = ["UploadAccepted", "DocumentView", "DeleteAccepted", "PageTextView", "ImageRef", "Hit", "ConversationData",
+          "RetrievalData", "TokenData", "CitationData", "ResetData", "DoneData", "ErrorData"]  # fmt: skip
 
 
 def _public_methods() -> dict[str, object]:

@@ -255,3 +255,23 @@ def test_collections_are_sets_of_valid_names() -> None:
     for bad in ([], ["has space"], ["a,b"], ["-lead"], ["x" * 41], [f"c{i}" for i in range(m.MAX_COLLECTIONS + 1)]):
         with pytest.raises(ValidationError, match="collections"):
             m.QueryFilters(collections=bad)
+
+
+def test_records_and_submissions_written_before_origins_still_validate() -> None:
+    """v1 submissions and v2 progress records (no source, path or hash) are still read; the fields go together."""
+    old = m.DocumentSubmitted.model_validate_json(
+        b'{"schema_version": 1, "doc_id": "d", "tenant": "t", "filename": "a.pdf", "content_type": "application/pdf",'
+        b' "object_name": "t/d", "size": 1}'
+    )
+    assert old.origin() == {"source": None, "source_path": None, "sha256": None}
+    record = m.DocumentProgress.model_validate_json(
+        b'{"schema_version": 2, "doc_id": "d", "tenant": "t", "generation": 1, "revision": 3, "status": "indexed"}'
+    )
+    assert record.sha256 is None and m.DocumentProgress(doc_id="d", tenant="t", generation=1, revision=1,
+                                                        status="queued").schema_version == 3  # fmt: skip
+    with pytest.raises(ValidationError, match="source and source_path go together"):
+        m.DocumentSubmitted(doc_id="d", tenant="t", filename="a", content_type="text/plain", object_name="t/d",
+                            size=1, source="manuals")  # fmt: skip
+    with pytest.raises(ValidationError, match="sha256"):
+        m.DocumentSubmitted(doc_id="d", tenant="t", filename="a", content_type="text/plain", object_name="t/d",
+                            size=1, sha256="ABC")  # fmt: skip

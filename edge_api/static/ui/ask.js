@@ -1,9 +1,12 @@
 // Ask: POST /v1/ask and render its event stream as it comes: `token` text as Markdown, `citation` events as
 // the numbered sources ([n] in the text opens source n on its page, the cited region highlighted), image hits
 // as thumbnails, `reset` discards the text so far, `done` with `abstained` says "not found", `error` says why.
+// Every question is asked in the open conversation (conversations.js): a follow-up is understood, `retrieval`
+// says which question was searched, and the answer becomes the conversation's last turn, shown here.
 
 import { request } from "./api.js";
 import { withCollections } from "./collections.js";
+import { answered, asking, conversationForAsk, setupConversations } from "./conversations.js";
 import { renderMarkdown } from "./markdown.js";
 import { readEvents } from "./sse.js";
 import { imageThumbnail, openPage } from "./viewer.js";
@@ -42,7 +45,45 @@ function sourceItem(citation) {
   return li;
 }
 
-async function ask(question) {
+function resetAnswer() {
+  citations = new Map();
+  $("answer").replaceChildren();
+  $("answer").classList.remove("abstained");
+  $("sources").replaceChildren();
+  $("sources-title").hidden = true;
+  $("answer-images").replaceChildren();
+  $("answer-status").textContent = "";
+}
+
+// A stored turn (a reload, another conversation opened) in the live answer area.
+function showTurn(turn) {
+  resetAnswer();
+  $("answer-area").hidden = false;
+  $("answer-question").textContent = turn.question;
+  if (turn.abstained || !turn.answer.trim()) {
+    $("answer").classList.add("abstained");
+    $("answer").textContent = NOT_FOUND;
+  } else {
+    $("answer").innerHTML = renderMarkdown(turn.answer);
+    for (const c of turn.citations) {
+      citations.set(c.n, c);
+      $("sources").append(sourceItem(c));
+    }
+    $("sources-title").hidden = turn.citations.length === 0;
+  }
+  $("answer-status").textContent = searchedNote(`Answered by ${turn.answerer}.`, turn.question, turn.searched);
+}
+
+function clearAnswer() {
+  resetAnswer();
+  $("answer-area").hidden = true;
+}
+
+function searchedNote(text, question, searched) {
+  return searched && searched !== question ? `${text} Searched: “${searched}”.` : text;
+}
+
+async function ask(question, { regenerate = false } = {}) {
   controller?.abort();
   controller = new AbortController();
   const status = $("answer-status");
@@ -50,7 +91,11 @@ async function ask(question) {
   citations = new Map();
   let hits = [];
   let text = "";
+  let searched = question;
+  let conversationId = null;
+  let finished = false;
   $("answer-area").hidden = false;
+  $("answer-question").textContent = question;
   answer.replaceChildren();
   answer.classList.remove("abstained");
   $("sources").replaceChildren();
@@ -59,15 +104,20 @@ async function ask(question) {
   status.textContent = "Searching your documents…";
   $("ask-button").disabled = true;
   try {
+    asking({ regenerate });
+    conversationId = await conversationForAsk();
     const filters = withCollections("ask"); // the collections chosen under the question, if any
+    const json = { question, conversation_id: conversationId, ...(regenerate ? { regenerate: true } : {}),
+      ...(filters ? { filters } : {}) };
     const response = await request("/v1/ask", {
-      method: "POST", json: filters ? { question, filters } : { question }, signal: controller.signal,
-      accept: "text/event-stream",
+      method: "POST", json, signal: controller.signal, accept: "text/event-stream",
     });
     for await (const { event, data } of readEvents(response)) {
       const body = JSON.parse(data);
       if (event === "retrieval") {
-        status.textContent = body.hits.length ? "Writing the answer…" : "Nothing relevant found.";
+        searched = body.searched || question;
+        status.textContent = searchedNote(body.hits.length ? "Writing the answer…" : "Nothing relevant found.",
+          question, searched);
         hits = body.hits;
       } else if (event === "token") {
         text += body.text;
@@ -93,14 +143,17 @@ async function ask(question) {
           $("answer-images").replaceChildren();
           status.textContent = "";
         } else {
-          status.textContent = `Answered by ${body.answerer}.`;
+          status.textContent = searchedNote(`Answered by ${body.answerer}.`, question, searched);
         }
+        finished = true;
       } else if (event === "error") {
         status.textContent = "";
         answer.insertAdjacentHTML("beforeend", "<p class=\"error\"></p>");
         answer.lastChild.textContent = `The answer failed: ${body.message}`;
       }
     }
+    // The stream has ended: the server has kept the answer as the conversation's turn (it does so before the end).
+    if (finished) await answered(conversationId);
   } catch (err) {
     if (err.name === "AbortError") return;
     status.textContent = "";
@@ -122,6 +175,7 @@ function openCitation(event) {
 }
 
 export function setupAsk() {
+  setupConversations({ showTurn, clearAnswer, regenerate: (question) => ask(question, { regenerate: true }) });
   $("ask-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const question = $("question").value.trim();

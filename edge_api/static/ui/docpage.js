@@ -134,8 +134,8 @@ async function saveCollections(event) {
   event.preventDefault();
   if (!doc) return;
   try {
-    const response = await request(`/v1/documents/${encodeURIComponent(doc.doc_id)}`, {
-      method: "PATCH", json: { collections: parseNames($("doc-collections").value) },
+    const response = await request(`/v1/documents/${encodeURIComponent(doc.doc_id)}/collections`, {
+      method: "PUT", json: { collections: parseNames($("doc-collections").value) },
     });
     changed(await response.json(), response.status === 202
       ? "Saved: the document is indexed again with its new collections." : "Nothing changed.");

@@ -6,6 +6,7 @@
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
 import { route, setDocRole, setupDocPage } from "./docpage.js";
+import { forgetConversations, refreshConversations } from "./conversations.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
 import { list as listEvaluations, setupEvaluations } from "./evaluations.js";
 import { setupSearch } from "./search.js";
@@ -52,6 +53,7 @@ function start(session) {
   route(); // the app, or the document page the address names
   if (!$("app").hidden) $("question").focus({ preventScroll: true });
   refresh();
+  refreshConversations();
   if (admin) listEvaluations().catch((err) => { $("eval-error").textContent = err.message; });
 }
 
@@ -109,6 +111,7 @@ $("sign-out").addEventListener("click", () => {
     $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
   }
   $("answer-area").hidden = true;
+  forgetConversations();
   showSignIn();
 });
 

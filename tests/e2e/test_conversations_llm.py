@@ -1,0 +1,108 @@
+"""A conversation on an engine with an OpenAI-compatible LLM configured (a fake one on loopback, answering over
+SSE as the real APIs do): the retriever asks the LLM to rewrite the follow-up, and what it wrote is what is searched,
+shown and kept; a conversation survives a restart of the engine. A private engine (other settings), in local mode (auth off: the one local user owns the conversation).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_conversations import FALCON, OSPREY, answer_of
+from tests.engine import Engine, sse_events, upload_bytes, wait_status
+
+# Distinct from what the offline rules would make ("How much does the Falcon X weigh?").
+LLM_REWRITE = "What is the weight of the Falcon X drone?"
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    requests: list[dict] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAI.requests.append(body)
+        rewrite = body["messages"][0]["content"].startswith("You rewrite")
+        text = LLM_REWRITE if rewrite else "From the manual: see the cited passage [1]."
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in (text[:10], text[10:]):
+            delta = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
+        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+
+
+@pytest.fixture(scope="module")
+def llm_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, llm_url: str) -> Iterator[Engine]:
+    root = tmp_path_factory.mktemp("llm-engine")
+    providers = json.dumps([{"name": "fake-llm", "base_url": llm_url, "api_key": "sk-test", "model": "m"}])
+    eng = Engine(root / "data", root / "engine.log", env={"MMRAG_LLM_PROVIDERS": providers}).start()
+    yield eng
+    assert eng.stop() == 0, eng.log_tail()
+
+
+async def test_the_llm_rewrites_the_follow_up_that_is_searched(engine: Engine) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        ids = {}
+        for name, text in (("falcon", FALCON), ("osprey", OSPREY)):
+            resp = await upload_bytes(http, engine.url, text.encode(), f"{name}.txt", "text/plain")
+            ids[name] = (await resp.json())["doc_id"]
+        for doc_id in ids.values():
+            assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}, 180))["status"] == "indexed"
+        async with http.post(f"{engine.url}/v1/conversations", json={}) as resp:
+            created = await resp.json()
+            assert resp.status == 201 and created["owner"] == "local"
+        cid = created["id"]
+
+        first = await sse_events(None, engine.url, {"question": "What is the maximum payload of the Falcon X?",
+                                                    "top_k": 1, "conversation_id": cid})  # fmt: skip
+        assert answer_of(first)[2]["searched"] == "What is the maximum payload of the Falcon X?"
+        FakeOpenAI.requests.clear()
+        follow = await sse_events(None, engine.url, {"question": "And how much does it weigh?", "top_k": 1,
+                                                     "conversation_id": cid})  # fmt: skip
+        text, citations, retrieval = answer_of(follow)
+        assert retrieval["searched"] == LLM_REWRITE
+        assert [c["doc_id"] for c in citations] == [ids["falcon"]] and follow[-1][1]["answerer"] == "fake-llm"
+        rewrite = next(r for r in FakeOpenAI.requests if r["messages"][0]["content"].startswith("You rewrite"))
+        assert "Q1: What is the maximum payload of the Falcon X?" in rewrite["messages"][1]["content"]
+        assert "Last question: And how much does it weigh?" in rewrite["messages"][1]["content"]
+        # The generator answered the rewritten question, and the turn keeps both wordings.
+        answered = next(r for r in FakeOpenAI.requests if not r["messages"][0]["content"].startswith("You rewrite"))
+        assert LLM_REWRITE in answered["messages"][-1]["content"]
+        async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
+            turn = (await resp.json())["turns"][1]
+        assert (turn["question"], turn["searched"], turn["answerer"]) == (
+            "And how much does it weigh?", LLM_REWRITE, "fake-llm")
+
+
+async def test_a_conversation_survives_a_restart(engine: Engine) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        async with http.post(f"{engine.url}/v1/conversations", json={"title": "kept"}) as resp:
+            cid = (await resp.json())["id"]
+        answer_of(await sse_events(None, engine.url, {"question": "What does the Osprey 2 weigh?", "conversation_id": cid}))
+        async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
+            before = await resp.json()
+        assert before["turn_count"] == 1
+        assert engine.stop() == 0, engine.log_tail()
+        engine.start()
+        async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
+            assert resp.status == 200 and await resp.json() == before
