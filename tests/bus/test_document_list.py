@@ -189,7 +189,7 @@ async def test_collections_at_upload_then_changed_and_reparsed_as_new_revisions(
     assert (view["collections"], view["size"], view["content_type"], view["warnings"]) == (
         ["manuals", "pumps"], 42, "text/plain", []
     )
-    status, form_accepted = await upload(edge, "acme_admin", form_collections="manuals")
+    status, form_accepted = await upload(edge, "acme_admin", "?duplicates=allow", form_collections="manuals")
     assert status == 202 and form_accepted["collections"] == ["manuals"]
     status, body = await upload(edge, "acme_admin", "?collections=a", form_collections="b")
     assert status == 400 and body["error"]["field"] == "collections"

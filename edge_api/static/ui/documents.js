@@ -21,7 +21,8 @@ let canWrite = true;
 let documents = []; // the page shown
 let total = 0;
 let cursors = [null]; // cursors[i]: where page i starts (null: the first page)
-let pageIndex = 0;
+let pageIndex = 0; // the page asked for
+let shownIndex = 0; // the page whose documents are shown (a refresh may be on its way to another)
 let nextCursor = null;
 let following = false;
 let lastUnseen = 0;
@@ -146,11 +147,11 @@ function show() {
   const filtered = $("doc-search").value.trim() || $("doc-status").value || $("doc-collection").value;
   $("docs-empty").textContent = filtered ? "No document matches." : "No documents yet.";
   $("docs-empty").hidden = documents.length > 0;
-  const first = pageIndex * PAGE_SIZE;
+  const first = shownIndex * PAGE_SIZE;
   $("docs-count").textContent = total ? `(${total})` : "";
-  $("doc-pager").hidden = total <= PAGE_SIZE && pageIndex === 0;
+  $("doc-pager").hidden = total <= PAGE_SIZE && shownIndex === 0;
   $("doc-range").textContent = documents.length ? `${first + 1}–${first + documents.length} of ${total}` : "";
-  $("doc-prev").disabled = pageIndex === 0;
+  $("doc-prev").disabled = shownIndex === 0;
   $("doc-next").disabled = !nextCursor;
   for (const fn of listeners) fn(documents);
 }
@@ -229,9 +230,11 @@ export async function refresh({ collections = true } = {}) {
   clearTimeout(timer);
   if (collections) loadCollections();
   const mine = ++latest; // answers can come back out of order: only the latest request's is shown
+  const index = pageIndex;
   try {
     const page = await getJSON(listPath());
     if (mine !== latest) return;
+    shownIndex = index;
     documents = page.documents;
     total = page.total;
     nextCursor = page.next_cursor;
@@ -287,15 +290,16 @@ export function setupDocuments() {
   $("doc-controls").addEventListener("submit", (event) => event.preventDefault());
   $("doc-search").addEventListener("input", restart);
   for (const id of ["doc-sort", "doc-status", "doc-collection"]) $(id).addEventListener("change", restart);
+  // From the page shown (its documents, its next cursor), not from one still being asked for.
   $("doc-next").addEventListener("click", () => {
     if (!nextCursor) return;
-    cursors[pageIndex + 1] = nextCursor;
-    pageIndex += 1;
+    cursors[shownIndex + 1] = nextCursor;
+    pageIndex = shownIndex + 1;
     refresh({ collections: false });
   });
   $("doc-prev").addEventListener("click", () => {
-    if (pageIndex === 0) return;
-    pageIndex -= 1;
+    if (shownIndex === 0) return;
+    pageIndex = shownIndex - 1;
     refresh({ collections: false });
   });
   const drop = $("drop");
