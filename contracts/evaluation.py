@@ -23,7 +23,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.messages import Identifier, Tenant, utcnow
+from contracts.messages import MAX_PAGE, Identifier, Tenant, utcnow
+
+MAX_GENERATION = 1_000_000  # far past any real count of re-indexes; bounds a caller's integer
 
 MAX_QUESTIONS = 100
 MAX_REPORTS_PER_TENANT = 20
@@ -53,7 +55,7 @@ class ExpectedSource(_Model):
     """A place a good answer is found: a document (its `doc_id` or its filename) and, optionally, a page."""
 
     doc: str = Field(min_length=1, max_length=200, description="the document's doc_id or its filename")
-    page: int | None = Field(default=None, ge=1, description="the page (1-based); null = anywhere in the document")
+    page: int | None = Field(default=None, ge=1, le=MAX_PAGE, description="the page (1-based); null = anywhere in the document")
 
 
 class EvaluationQuestion(_Model):
@@ -85,11 +87,11 @@ class EvaluationRequest(_Model):
     questions: list[EvaluationQuestion] = Field(min_length=1, max_length=MAX_QUESTIONS)
     k: int = Field(default=10, ge=1, le=50, description="recall@k's k; each question retrieves max(k, 10) sources")
     generation: int | None = Field(
-        default=None, ge=1, description="run against this index generation (building or serving; operator only); "
+        default=None, ge=1, le=MAX_GENERATION, description="run against this index generation (building or serving; operator only); "
         "null = the serving one",
     )  # fmt: skip
     compare_generation: int | None = Field(
-        default=None, ge=1,
+        default=None, ge=1, le=MAX_GENERATION,
         description="also run against this generation and list the questions that changed (operator only)",
     )  # fmt: skip
     compare_with: str | None = Field(

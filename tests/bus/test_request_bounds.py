@@ -9,6 +9,7 @@ naming the field, and every integer query parameter of 400 digits is a 400, befo
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 from collections.abc import Iterator
@@ -75,13 +76,27 @@ def test_every_integer_of_every_operation_has_an_upper_bound() -> None:
 
 
 def _set(body: dict, path: tuple[str, ...], value: int) -> dict:
-    out = dict(body)
-    node = out
-    for name in path[:-1]:
-        node[name] = dict(node.get(name, {}))
-        node = node[name]
-    node[path[-1]] = value
+    """`body` with `value` at `path`; a ``[]`` step is the first item of a list."""
+    out = copy.deepcopy(body)
+    node: dict | list = out
+    for name, after in zip(path, path[1:]):  # noqa: B905 - the last step is set below
+        empty: dict | list = [] if after == "[]" else {}
+        if isinstance(node, list):
+            node = node[0] if node else (node.append(empty) or node[0])
+        else:
+            if not isinstance(node.get(name), type(empty)):  # absent, or a placeholder word of `_example`
+                node[name] = empty
+            node = node[name]
+    if isinstance(node, list):
+        node.append(value)
+    else:
+        node[path[-1]] = value
     return out
+
+
+def _field(path: tuple[str, ...]) -> str:
+    """How an error names the field at `path` (list items by index)."""
+    return ".".join("0" if name == "[]" else name for name in path)
 
 
 def _png() -> bytes:
@@ -134,7 +149,7 @@ async def test_an_integer_past_its_bound_is_a_400_naming_it(edge) -> None:  # no
                         body = await resp.json()
                         assert resp.status == 400, (str(op), path, value if value != HUGE else "HUGE", body)
                         fields = [d["field"] for d in body["error"].get("details") or []]
-                        assert ".".join(path) in fields, (str(op), path, body)
+                        assert _field(path) in fields, (str(op), path, body)
                     checked += 1
         for param in op.parameters:
             if param["in"] != "query" or param["schema"].get("type") != "integer":
