@@ -64,11 +64,14 @@ def point_id(collection: str, revision: int, chunk: EmbeddedChunk) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{collection}/{chunk.tenant}/{chunk.doc_id}/{revision}/{chunk.index}"))
 
 
-def to_point(collection: str, revision: int, chunk: EmbeddedChunk) -> VectorPoint:
+def to_point(collection: str, revision: int, chunk: EmbeddedChunk, collections: Sequence[str] = ()) -> VectorPoint:
+    """`collections`: the document's as its progress records them for this revision (they change only with a new
+    submission, i.e. a new revision, so every point of a revision carries the same)."""
     payload = PointPayload(
         tenant=chunk.tenant, doc_id=chunk.doc_id, revision=revision, chunk_id=chunk.chunk_id, index=chunk.index,
         page=chunk.page, bbox=chunk.bbox, locator=chunk.locator, modality=chunk.modality, text=chunk.text, filename=chunk.filename,
         headings=tuple(chunk.headings), source=chunk.source, image=chunk.image, table=chunk.table,
+        collections=tuple(collections),
     )  # fmt: skip
     sparse = SparseVector(tuple(chunk.sparse.indices), tuple(chunk.sparse.values)) if chunk.sparse else None
     image = list(chunk.image_vector) if chunk.image_vector else None
@@ -144,6 +147,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
     async def handle(self, deliveries: Sequence[Delivery[ChunksEmbedded]]) -> None:
         progress = self._ctx.progress
         current: list[Delivery[ChunksEmbedded]] = []
+        collections: dict[str, list[str]] = {}  # <tenant>/<doc_id> -> the document's collections
         for d in deliveries:
             batch = d.payload
             if batch.generation != self._ctx.generation.number:
@@ -153,9 +157,13 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 log.info("indexer: dropping stale batch %d of %s revision %d", batch.batch_index, batch.doc_id, batch.revision)
                 continue
             current.append(d)
+            collections[f"{batch.tenant}/{batch.doc_id}"] = state.collections
         if not current:
             return
-        points = [to_point(self.collection, d.payload.revision, c) for d in current for c in d.payload.chunks]
+        points = [
+            to_point(self.collection, d.payload.revision, c, collections[f"{d.payload.tenant}/{d.payload.doc_id}"])
+            for d in current for c in d.payload.chunks
+        ]  # fmt: skip
         if points:  # (an OCR batch that read nothing has none, and is recorded below all the same)
             await self._ensure_collection(len(points[0].text or []))
             try:

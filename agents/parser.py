@@ -243,7 +243,8 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                     return None
                 return current.model_copy(update={"status": DocumentStatus.PARSING, "updated_at": utcnow()})
             return progress.new(doc.tenant, doc.doc_id, revision, DocumentStatus.PARSING, filename=doc.filename,
-                                **doc.origin())
+                                collections=doc.collections, size=doc.size, content_type=doc.content_type,
+                                **doc.origin())  # fmt: skip
 
         await progress.update(doc.tenant, doc.doc_id, started)
         if stale:

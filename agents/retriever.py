@@ -26,6 +26,9 @@ searched (not the alias), or the one a request names (`generation`: an evaluatio
 
 Wording (`search.expansion`, `query_feedback_docs`, `dense_first_overlap`): words of the top dense hits join
 the sparse query, and the dense ranking weighs more when the sparse hits share few of the question's words.
+
+Browse (mode `browse`, the document page's passages): the chunks of one document's page range, read from the
+store in document order and sent straight to the answer subject as `results` (nothing to rank or rerank).
 """
 
 from __future__ import annotations
@@ -39,14 +42,14 @@ from agents.runtime.worker import Delivery, PermanentError
 from bus.answers import AnswerEmitter
 from bus.generations import GenerationStore
 from bus.publish import Outgoing, publish_all
-from contracts.messages import QueryRequest, RerankRequest
+from contracts.messages import QueryMode, QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects, generation_of
 from models.llm import ProviderChain
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.followup import resolve, rewrite_with_llm
 from search.graph import GraphQuery, ServingGraph
-from search.hybrid import hybrid_search, search_filter, to_hit
+from search.hybrid import browse_chunks, hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
 
 
@@ -134,6 +137,12 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         return collection, await self._model_of(number)
 
     async def handle(self, deliveries: Sequence[Delivery[QueryRequest]]) -> None:
+        for d in deliveries:
+            if d.payload.mode is QueryMode.BROWSE:
+                await self._browse(d.payload)
+        deliveries = [d for d in deliveries if d.payload.mode is not QueryMode.BROWSE]
+        if not deliveries:
+            return
         resolved = [await self._standalone(d.payload) for d in deliveries]
         requests = [request for request, _ in resolved]
         assert self._cross_modal is not None
@@ -185,6 +194,10 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
                          d.trace_headers)
             )  # fmt: skip
         await publish_all(self._ctx.js, out)
+
+    async def _browse(self, request: QueryRequest) -> None:
+        hits = await self._ctx.shared.in_store(browse_chunks, self._ctx.settings.collection, search_filter(request))
+        await AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id).results(hits)
 
     async def on_give_up(self, delivery: Delivery[QueryRequest], reason: str) -> None:
         request = delivery.payload

@@ -208,7 +208,7 @@ _ROLES: dict[str, Permissions] = {
     | _kv_write(PROGRESS_BUCKET),
     "retriever": _BOOTSTRAP
     | _consumes("retriever")
-    | _pub(f"{Subjects.QUERY_RERANK}.*")
+    | _pub(f"{Subjects.QUERY_RERANK}.*", f"{Subjects.ANSWER_PREFIX}.>")  # a browse's results, a give-up's error
     | _ephemeral_reader(GRAPH_STREAM.name)
     | _object_read(QUERY_IMAGES_BUCKET),
     "reranker": _BOOTSTRAP | _consumes("reranker") | _pub(f"{Subjects.QUERY_GENERATE}.*"),

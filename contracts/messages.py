@@ -21,6 +21,10 @@ SCHEMA_VERSION = 1  # the version of every model that has not needed a second on
 # Ids are used as NATS subject tokens and KV keys, so they are restricted to a safe alphabet.
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Tenant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# A collection (a tag) a document belongs to; a search or a question can be scoped to some (`QueryFilters`).
+# Commas and spaces are excluded so a list travels in one query parameter (`?collection=a,b`).
+CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
+MAX_COLLECTIONS = 20  # per document, and per filter
 MAX_PAGE = 2**31 - 1  # the largest page number a filter may name (an open page range ends here)
 # (x0, y0, x1, y1) in PDF points, origin top-left of the page (PyMuPDF's coordinate system).
 BBox = tuple[float, float, float, float]
@@ -47,6 +51,11 @@ Modality = Literal["text", "table", "image"]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_set(values: list[str] | None) -> list[str] | None:
+    """A list read as a set: duplicates dropped, sorted (so equal sets compare, cache and store the same)."""
+    return None if values is None else sorted(set(values))
 
 
 class Message(BaseModel):
@@ -88,7 +97,11 @@ def check_origin(source: str | None, source_path: str | None) -> None:
 
 
 class DocumentSubmitted(Message):
-    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket (v2: its origin)."""
+    """`docs.ingest`: a document whose bytes are already in the uploads Object Store bucket.
+
+    v2: its origin (source, path, hash) and `collections`, the document's collections (tags) as of this
+    submission. Changing them (or re-parsing) is a new submission of the same upload (a new revision), so a
+    replay (re-index) sees the latest ones. v1 messages (neither) stay valid: the stream keeps them forever."""
 
     schema_version: Literal[1, 2] = 2  # type: ignore[assignment]
     doc_id: Identifier
@@ -102,6 +115,12 @@ class DocumentSubmitted(Message):
     source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
     source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
     sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
+    collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
+
+    @field_validator("collections")
+    @classmethod
+    def _collections_as_set(cls, values: list[str]) -> list[str]:
+        return as_set(values) or []
 
     @model_validator(mode="after")
     def _object_under_tenant(self) -> DocumentSubmitted:
@@ -321,9 +340,12 @@ class DocumentProgress(Message):
     when they are read), `batches_total` is known when parsing ends, and the document is `indexed` when every
     batch is. `revision` is the stream sequence of the latest docs.ingest / docs.delete message applied to
     the document: work for an older revision is stale and is dropped.
+
+    v3: `collections`, `size` and `content_type` (copied from the revision's submission); v2 records (without
+    them) stay readable.
     """
 
-    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]  # v3: the origin fields (source, sha256)
+    schema_version: Literal[2, 3] = 3  # type: ignore[assignment]  # v3: the origin fields, collections, size
     doc_id: Identifier
     tenant: Tenant
     generation: int = Field(ge=1)
@@ -343,10 +365,18 @@ class DocumentProgress(Message):
         description="what indexing could not do well, e.g. a page OCR could not read (the document stays indexed)",
     )
     updated_at: datetime = Field(default_factory=utcnow)
+    collections: list[CollectionName] = Field(default_factory=list, max_length=MAX_COLLECTIONS)
+    size: int | None = Field(default=None, ge=0, description="bytes of the upload")
+    content_type: ContentType | None = Field(default=None, description="what the upload is (read from its bytes)")
     # v3: the submission's origin, copied from it (all optional: a v2 record has none).
     source: SourceName | None = Field(default=None, description=SOURCE_FIELD_DESCRIPTION)
     source_path: SourcePath | None = Field(default=None, description=SOURCE_PATH_DESCRIPTION)
     sha256: Sha256 | None = Field(default=None, description=SHA256_DESCRIPTION)
+
+    @field_validator("collections")
+    @classmethod
+    def _collections_as_set(cls, values: list[str]) -> list[str]:
+        return as_set(values) or []
 
     @model_validator(mode="after")
     def _origin(self) -> DocumentProgress:
@@ -533,11 +563,15 @@ class QueryFilters(BaseModel):
         default=None, ge=1, le=MAX_PAGE, strict=True, description="first page (1-based, inclusive)"
     )
     page_to: int | None = Field(default=None, ge=1, le=MAX_PAGE, strict=True, description="last page (inclusive)")
+    collections: list[CollectionName] | None = Field(
+        default=None, min_length=1, max_length=MAX_COLLECTIONS,
+        description="only documents in at least one of these collections",
+    )  # fmt: skip
 
-    @field_validator("doc_ids", "modalities")
+    @field_validator("doc_ids", "modalities", "collections")
     @classmethod
     def _as_set(cls, values: list[str] | None) -> list[str] | None:
-        return None if values is None else sorted(set(values))
+        return as_set(values)
 
     @model_validator(mode="after")
     def _ordered_pages(self) -> QueryFilters:
@@ -556,6 +590,9 @@ class QueryFilters(BaseModel):
 class QueryMode(StrEnum):
     ASK = "ask"  # retrieve -> rerank -> generate, events streamed to answer.<tenant>.<request_id>
     SEARCH = "search"  # retrieve -> rerank, ranked hits sent to answer.<tenant>.<request_id>
+    # The chunks of one document's page range, in document order, sent by the retriever as `results` (no ranking,
+    # no query text): the document page's passages.
+    BROWSE = "browse"
 
 
 class QueryImage(BaseModel):
@@ -594,10 +631,10 @@ class QueryRequest(Message):
     publisher can make an agent publish anywhere else. v4: a search may carry an `image` instead of (or
     beside) its `query` text; a question (mode ask) always has its text. v5: a question of a conversation carries
     its `history`; the retriever resolves a follow-up against it and searches (and passes on as `query`) the
-    standalone question.
+    standalone question; `filters.collections`, and mode `browse` (one document's page range, no text).
     """
 
-    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]  (v4, without history, stays valid)
+    schema_version: Literal[4, 5] = 5  # type: ignore[assignment]  (v4 stays valid)
     request_id: Identifier
     tenant: Tenant
     query: str | None = Field(default=None, min_length=1, max_length=4000)
@@ -626,6 +663,11 @@ class QueryRequest(Message):
 
     @model_validator(mode="after")
     def _text_or_image(self) -> QueryRequest:
+        if self.mode is QueryMode.BROWSE:
+            f = self.filters
+            if self.image is not None or f.doc_ids is None or len(f.doc_ids) != 1 or f.pages is None:
+                raise ValueError("a browse names one document (filters.doc_ids) and a page range, and no image")
+            return self
         if self.query is None and self.image is None:
             raise ValueError("a request needs query text, an image, or both")
         if self.image is not None and self.mode is not QueryMode.SEARCH:
@@ -796,6 +838,7 @@ __all__ = [
     "BBox",
     "Chunk",
     "ChunksEmbedded",
+    "CollectionName",
     "ChunksParsed",
     "CitationEvent",
     "DeadLetter",

@@ -46,6 +46,8 @@ REQUIRED_ROLE: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/documents/{doc_id}"): "writer",
     ("PUT", "/v1/documents/{doc_id}"): "writer",
     ("PATCH", "/v1/documents/{doc_id}"): "writer",
+    ("PUT", "/v1/documents/{doc_id}/collections"): "writer",  # a new revision of the stored upload
+    ("POST", "/v1/documents/{doc_id}/reparse"): "writer",
     # MCP (edge_api.mcp): its tools call the routes above with the same key, which decide what the role may do.
     ("POST", "/mcp"): "reader",
     ("DELETE", "/mcp"): "reader",

@@ -302,12 +302,15 @@ def parse_pages(text: str) -> tuple[int | None, int | None]:
 
 
 def filters(
-    *, doc_ids: list[str] | None = None, modalities: list[str] | None = None, pages: str | None = None
+    *, doc_ids: list[str] | None = None, modalities: list[str] | None = None, pages: str | None = None,
+    collections: list[str] | None = None,
 ) -> dict[str, Any]:
     """The `filters` object of a search or ask body; only what is given (an empty dict restricts nothing)."""
     out: dict[str, Any] = {}
     if doc_ids:
         out["doc_ids"] = list(doc_ids)
+    if collections:
+        out["collections"] = list(collections)
     if modalities:
         out["modalities"] = list(modalities)
     if pages:
@@ -348,12 +351,13 @@ async def search_image(
 
 
 async def documents(
-    http: httpx.AsyncClient, *, limit: int = 100, source: str | None = None
+    http: httpx.AsyncClient, *, limit: int = 100, source: str | None = None, **query: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """GET /v1/documents, following `next_cursor` to the end (`source`: only that synced source's documents)."""
+    """GET /v1/documents, following `next_cursor` to the end (`source`: only that synced source's documents;
+    `query`: the list's other parameters, `q`, `sort`, `order`, `status`, `collection`)."""
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {"limit": limit, **query}
         if source is not None:
             params["source"] = source
         if cursor:
@@ -364,6 +368,17 @@ async def documents(
         cursor = page.get("next_cursor")
         if not cursor:
             return
+
+
+async def collections(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """GET /v1/collections: `[{"name", "documents"}]`, by name."""
+    return (await _request(http, "GET", "/v1/collections"))["collections"]
+
+
+async def set_collections(http: httpx.AsyncClient, doc_id: str, names: list[str]) -> dict[str, Any]:
+    """PUT /v1/documents/{doc_id}/collections: the document's collections from now on (a new revision unless
+    unchanged)."""
+    return await _request(http, "PUT", f"/v1/documents/{doc_id}/collections", json={"collections": names})
 
 
 async def delete(http: httpx.AsyncClient, doc_id: str) -> dict[str, Any]:
@@ -496,6 +511,7 @@ class UploadAccepted(_Model):
     sha256: str | None = None
     source: str | None = None
     source_path: str | None = None
+    collections: list[str] = []
 
 
 class DocumentView(_Model):
@@ -513,6 +529,9 @@ class DocumentView(_Model):
     source: str | None = None  # the synced source (`mmrag sync`) and the path in it
     source_path: str | None = None
     sha256: str | None = None
+    collections: list[str] = []
+    size: int | None = None
+    content_type: str | None = None
 
 
 class DeleteAccepted(_Model):
@@ -728,12 +747,24 @@ class AsyncClient:
             await asyncio.sleep(poll)
 
     @route("GET", "/v1/documents")
-    async def documents(self, *, limit: int = 100, source: str | None = None) -> AsyncIterator[DocumentView]:
+    async def documents(
+        self, *, limit: int = 100, source: str | None = None, **query: str
+    ) -> AsyncIterator[DocumentView]:
         """Every document of the tenant (`source`: of that synced source), newest first (the pages of `limit` are
-        followed to the end)."""
-        async with contextlib.aclosing(documents(self.http, limit=limit, source=source)) as docs:
+        followed to the end); `query`: the list's other parameters (`q`, `sort`, `order`, `status`, `collection`)."""
+        async with contextlib.aclosing(documents(self.http, limit=limit, source=source, **query)) as docs:
             async for doc in docs:
                 yield DocumentView.model_validate(doc)
+
+    @route("GET", "/v1/collections")
+    async def collections(self) -> list[dict[str, Any]]:
+        """The tenant's collections, `[{"name", "documents"}]`, by name."""
+        return await collections(self.http)
+
+    @route("PUT", "/v1/documents/{doc_id}/collections")
+    async def set_collections(self, doc_id: str, names: list[str]) -> DocumentView:
+        """The document's collections from now on (a new revision of its upload unless they are unchanged)."""
+        return DocumentView.model_validate(await set_collections(self.http, doc_id, names))
 
     @route("DELETE", "/v1/documents/{doc_id}")
     async def delete(self, doc_id: str) -> DeleteAccepted:

@@ -56,6 +56,7 @@ def search_filter(request: QueryRequest) -> SearchFilter:
         doc_ids=None if f.doc_ids is None else frozenset(f.doc_ids),
         modalities=None if f.modalities is None else frozenset(f.modalities),
         pages=f.pages,
+        collections=None if f.collections is None else frozenset(f.collections),
     )
 
 
@@ -118,6 +119,29 @@ def _search_collection(
         if image.min_score is not None:  # a same-picture match outweighs every other ranking together
             weights[i] = 1.0 + sum(weights) - weights[i]
     return rrf(rankings, k=k, limit=limit, weights=weights)
+
+
+BROWSE_MAX_CHUNKS = 500  # what one browse answers at most (a page range of a document; its pages hold far fewer)
+
+
+def browse_chunks(store: VectorStore, alias: str, where: SearchFilter) -> list[Hit]:
+    """The chunks of one document's page range (`where`: its tenant, one doc id and the pages), in document order
+    (page, then index), at most `BROWSE_MAX_CHUNKS`; score 0 (nothing was ranked)."""
+    assert where.doc_ids is not None and len(where.doc_ids) == 1 and where.pages is not None
+    [doc_id] = where.doc_ids
+    collection = store.resolve(alias)
+    if collection is None:
+        return []
+    records, offset = [], None
+    with contextlib.suppress(CollectionNotFound):  # dropped since the resolve: nothing to show
+        while len(records) < BROWSE_MAX_CHUNKS:
+            page, offset = store.scroll(collection, tenant=where.tenant, doc_id=doc_id, pages=where.pages, limit=100,
+                                        offset=offset)  # fmt: skip
+            records += page
+            if offset is None:
+                break
+    records.sort(key=lambda r: (r.payload.page, r.payload.index))
+    return [to_hit(VectorHit(r.id, 0.0, r.payload)) for r in records[:BROWSE_MAX_CHUNKS]]
 
 
 def to_hit(hit: VectorHit, dense_score: float | None = None) -> Hit:

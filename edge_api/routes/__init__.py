@@ -5,12 +5,25 @@ from __future__ import annotations
 
 from edge_api.operations import Operation
 from edge_api.routes import (
-    api_reference, conversations, documents, evaluations, health, pages, progress, queries, reindex, ui,
+    api_reference,
+    collections,
+    conversations,
+    documents,
+    evaluations,
+    health,
+    pages,
+    passages,
+    progress,
+    queries,
+    reindex,
+    ui,
 )
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.OPERATIONS,
     *documents.OPERATIONS,
+    *collections.OPERATIONS,
+    *passages.OPERATIONS,
     *queries.OPERATIONS,
     *conversations.OPERATIONS,
     *progress.OPERATIONS,

@@ -14,7 +14,7 @@ Readers and writers normally address a collection through an *alias* (e.g.
 (an atomic switch) and drops the old generation.
 
 Every point carries a typed :class:`PointPayload`. Payload indexes exist for
-``tenant``, ``doc_id``, ``modality`` (keyword) and ``page``, ``revision``
+``tenant``, ``doc_id``, ``modality``, ``collections`` (keyword) and ``page``, ``revision``
 (integer) wherever the engine supports them.
 
 Errors are typed so callers can tell permanent from transient failures:
@@ -51,7 +51,7 @@ SPARSE = "sparse"
 
 VECTOR_NAMES = (TEXT_DENSE, IMAGE_DENSE, SPARSE)
 
-KEYWORD_INDEXES = ("tenant", "doc_id", "modality")
+KEYWORD_INDEXES = ("tenant", "doc_id", "modality", "collections")
 """Payload fields with a keyword index (``tenant`` is marked as the tenant key where the engine supports it)."""
 INTEGER_INDEXES = ("page", "revision")
 """Payload fields with an integer index."""
@@ -170,6 +170,8 @@ class PointPayload(BaseModel):
     """For an image chunk: the image in the uploads Object Store (what a citation shows)."""
     table: TableData | None = None
     """For a table chunk: its cells."""
+    collections: tuple[str, ...] = ()
+    """The collections (tags) of the document revision that wrote the point (a search may be scoped to some)."""
 
     def to_stored(self) -> dict[str, object]:
         """The JSON-able dict the engines store."""
@@ -241,7 +243,7 @@ class SearchFilter:
     """Which points a search may return. ``tenant`` is required and always applied.
 
     ``doc_ids`` / ``modalities``: keep only points whose value is in the set
-    (an empty set matches nothing). ``pages``: inclusive ``(first, last)`` range. ``ids``: keep only these
+    (an empty set matches nothing). ``collections``: keep only points in at least one of them. ``pages``: inclusive ``(first, last)`` range. ``ids``: keep only these
     point ids (knowledge-graph expansion ranks the chunks it proposes this way).
     """
 
@@ -250,11 +252,12 @@ class SearchFilter:
     modalities: frozenset[Modality] | None = None
     pages: tuple[int, int] | None = None
     ids: frozenset[str] | None = None
+    collections: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tenant, str) or not self.tenant:
             raise ValueError("SearchFilter.tenant must be a non-empty string: every search is scoped to one tenant")
-        for name in ("doc_ids", "modalities", "ids"):
+        for name in ("doc_ids", "modalities", "ids", "collections"):
             value = getattr(self, name)
             if value is not None:
                 if isinstance(value, str):
@@ -271,6 +274,7 @@ class SearchFilter:
             (self.doc_ids is not None and not self.doc_ids)
             or (self.modalities is not None and not self.modalities)
             or (self.ids is not None and not self.ids)
+            or (self.collections is not None and not self.collections)
         )
 
 
@@ -497,11 +501,13 @@ class VectorStore(Protocol):
         doc_id: str | None = None,
         limit: int = 100,
         offset: str | None = None,
+        pages: tuple[int, int] | None = None,
     ) -> tuple[list[VectorRecord], str | None]:
         """One page of matching points in a stable order (by id), and the offset of the next page or ``None``.
 
         Pass the returned offset back to get the next page; pages cover every
-        matching point exactly once if nothing is written meanwhile.
+        matching point exactly once if nothing is written meanwhile. ``pages``: only
+        points whose page is in this inclusive range (a document page's chunks).
         """
         ...
 

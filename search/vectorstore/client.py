@@ -222,6 +222,7 @@ class QdrantClientStore:
         doc_id: str | None = None,
         limit: int = 100,
         offset: str | None = None,
+        pages: tuple[int, int] | None = None,
     ) -> tuple[list[VectorRecord], str | None]:
         """One page in id order and the next page's offset (``None`` after the last page)."""
         self.schema(collection)
@@ -229,7 +230,7 @@ class QdrantClientStore:
             raise ValueError(f"limit must be >= 1, got {limit}")
         records, next_offset = self._client.scroll(
             collection,
-            scroll_filter=_payload_filter(tenant=tenant, doc_id=doc_id),
+            scroll_filter=_payload_filter(tenant=tenant, doc_id=doc_id, pages=pages),
             limit=limit,
             offset=None if offset is None else canonical_id(offset),
             with_payload=True,
@@ -358,10 +359,14 @@ def _match(key: str, value: str | int) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def _payload_filter(*, tenant: str | None, doc_id: str | None) -> models.Filter | None:
+def _payload_filter(
+    *, tenant: str | None, doc_id: str | None, pages: tuple[int, int] | None = None
+) -> models.Filter | None:
     must: list[models.Condition] = [
         _match(key, value) for key, value in (("tenant", tenant), ("doc_id", doc_id)) if value is not None
     ]
+    if pages is not None:
+        must.append(models.FieldCondition(key="page", range=models.Range(gte=pages[0], lte=pages[1])))
     return models.Filter(must=must) if must else None
 
 
@@ -371,6 +376,8 @@ def _search_filter(f: SearchFilter) -> models.Filter:
         must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=sorted(f.doc_ids))))
     if f.modalities is not None:
         must.append(models.FieldCondition(key="modality", match=models.MatchAny(any=sorted(f.modalities))))
+    if f.collections is not None:  # an array field: matches when any of its values is in the set
+        must.append(models.FieldCondition(key="collections", match=models.MatchAny(any=sorted(f.collections))))
     if f.pages is not None:
         must.append(models.FieldCondition(key="page", range=models.Range(gte=f.pages[0], lte=f.pages[1])))
     if f.ids is not None:

@@ -340,6 +340,7 @@ class EdgeShardStore:
         doc_id: str | None = None,
         limit: int = 100,
         offset: str | None = None,
+        pages: tuple[int, int] | None = None,
     ) -> tuple[list[VectorRecord], str | None]:
         """One page in id order and the next page's offset (``None`` after the last page)."""
         coll = self._get(collection)
@@ -348,7 +349,7 @@ class EdgeShardStore:
         request = ScrollRequest(
             offset=None if offset is None else canonical_id(offset),
             limit=limit,
-            filter=_payload_filter(tenant=tenant, doc_id=doc_id),
+            filter=_payload_filter(tenant=tenant, doc_id=doc_id, pages=pages),
             with_payload=True,
         )
         with coll.lock:
@@ -552,12 +553,14 @@ def _valid_name(name: str) -> bool:
     return True
 
 
-def _payload_filter(*, tenant: str | None, doc_id: str | None) -> Filter | None:
+def _payload_filter(*, tenant: str | None, doc_id: str | None, pages: tuple[int, int] | None = None) -> Filter | None:
     must = [
         FieldCondition(key=key, match=MatchValue(value))
         for key, value in (("tenant", tenant), ("doc_id", doc_id))
         if value is not None
     ]
+    if pages is not None:
+        must.append(FieldCondition("page", range=RangeFloat(gte=pages[0], lte=pages[1])))
     return Filter(must=must) if must else None
 
 
@@ -567,6 +570,8 @@ def _search_filter(f: SearchFilter) -> Filter:
         must.append(FieldCondition("doc_id", match=MatchAny(sorted(f.doc_ids))))
     if f.modalities is not None:
         must.append(FieldCondition("modality", match=MatchAny(sorted(f.modalities))))
+    if f.collections is not None:  # an array field: matches when any of its values is in the set
+        must.append(FieldCondition("collections", match=MatchAny(sorted(f.collections))))
     if f.pages is not None:
         must.append(FieldCondition("page", range=RangeFloat(gte=f.pages[0], lte=f.pages[1])))
     if f.ids is not None:

@@ -331,7 +331,7 @@ async def test_list_is_paginated_newest_first_and_tenant_scoped(edge: Edge) -> N
 
 async def test_list_of_a_tenant_without_documents_is_empty(edge: Edge) -> None:
     status, body = await call(edge, "GET", "/v1/documents")
-    assert (status, body) == (200, {"documents": [], "next_cursor": None})
+    assert (status, body) == (200, {"documents": [], "next_cursor": None, "total": 0})
 
 
 async def test_delete_hides_the_document_and_publishes_a_tombstone(edge: Edge) -> None:

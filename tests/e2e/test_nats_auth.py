@@ -129,6 +129,18 @@ async def test_agents_publish_only_their_outputs(server, admin):
         await generator.close()
 
 
+async def test_the_retriever_answers_a_browse_itself_but_reads_no_answer(server, admin):
+    """A browse (the document page's passages) is answered by the retriever on the answer subject; as for a
+    give-up's error event, which it sends the same way."""
+    retriever = await as_role(server, "retriever")
+    try:
+        await retriever.allowed(lambda: retriever.nc.publish("answer.acme.r1", b"x"), "retriever: a browse's results")
+        await retriever.refused(lambda: retriever.nc.subscribe("answer.>"), "retriever: read answers")
+        await retriever.refused(lambda: retriever.js.publish(Subjects.ingest("acme", "d"), b"{}"), "retriever: submit")
+    finally:
+        await retriever.close()
+
+
 async def test_the_edge_api_submits_reads_and_answers_but_cannot_purge_or_consume(server, admin):
     edge = await as_role(server, "edge")
     try:

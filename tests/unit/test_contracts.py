@@ -257,6 +257,29 @@ def test_the_locator_travels_and_messages_written_before_it_still_read() -> None
     assert m.Hit.model_validate_json(hit.model_dump_json()).locator == "Budget rows 2-40 (A2:C40)"
 
 
+def test_messages_of_the_previous_versions_still_validate() -> None:
+    """The DOCS stream keeps every submission forever and the progress KV keeps records across releases: a v1
+    submission and a v2 progress record (before collections) read back with no collections; a v4 query too."""
+    old_submission = {"schema_version": 1, "doc_id": "d", "tenant": "t", "filename": "a.pdf",
+                      "content_type": "application/pdf", "object_name": "t/d", "size": 3}  # fmt: skip
+    assert m.DocumentSubmitted.model_validate(old_submission).collections == []
+    old_record = {"schema_version": 2, "doc_id": "d", "tenant": "t", "generation": 1, "revision": 4, "status": "indexed"}
+    record = m.DocumentProgress.model_validate(old_record)
+    assert (record.collections, record.size, record.content_type, record.warnings) == ([], None, None, [])
+    old_query = {"schema_version": 4, "request_id": "r", "tenant": "t", "query": "why?", "filters": {"doc_ids": ["d"]}}
+    assert m.QueryRequest.model_validate(old_query).filters.collections is None
+
+
+def test_collections_are_sets_of_valid_names() -> None:
+    submitted = m.DocumentSubmitted(doc_id="d", tenant="t", filename="a", content_type="text/plain", object_name="t/d",
+                                    size=1, collections=["b", "a", "b"])  # fmt: skip
+    assert submitted.collections == ["a", "b"]
+    assert m.QueryFilters(collections=["x", "x"]).collections == ["x"]
+    for bad in ([], ["has space"], ["a,b"], ["-lead"], ["x" * 41], [f"c{i}" for i in range(m.MAX_COLLECTIONS + 1)]):
+        with pytest.raises(ValidationError, match="collections"):
+            m.QueryFilters(collections=bad)
+
+
 def test_records_and_submissions_written_before_origins_still_validate() -> None:
     """v1 submissions and v2 progress records (no source, path or hash) are still read; the fields go together."""
     old = m.DocumentSubmitted.model_validate_json(

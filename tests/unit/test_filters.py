@@ -69,3 +69,25 @@ def test_cli_filters_from_options() -> None:
     for bad in ("", "-", "a-b", "3-5-7", "x"):
         with pytest.raises(ValueError, match="pages must look like"):
             parse_pages(bad)
+
+
+def test_the_collections_filter_becomes_the_vector_store_filter() -> None:
+    from search.hybrid import search_filter
+
+    request = QueryRequest(request_id="r", tenant="t", query="what?", filters=QueryFilters(collections=["b", "a", "b"]))
+    where = search_filter(request)
+    assert where.collections == frozenset({"a", "b"}) and where.tenant == "t"
+    assert search_filter(QueryRequest(request_id="r", tenant="t", query="what?")).collections is None
+
+
+def test_a_browse_names_one_document_and_pages_and_needs_no_text() -> None:
+    from contracts.messages import QueryMode
+
+    one = QueryFilters(doc_ids=["d"], page_from=2, page_to=3)
+    browse = QueryRequest(request_id="r", tenant="t", mode=QueryMode.BROWSE, filters=one)
+    assert browse.query is None and browse.filters.pages == (2, 3)
+    for bad in (QueryFilters(doc_ids=["d", "e"], page_from=1), QueryFilters(page_from=1), QueryFilters(doc_ids=["d"])):
+        with pytest.raises(ValidationError, match="a browse names one document"):
+            QueryRequest(request_id="r", tenant="t", mode=QueryMode.BROWSE, filters=bad)
+    with pytest.raises(ValidationError, match="query text, an image, or both"):
+        QueryRequest(request_id="r", tenant="t", mode=QueryMode.SEARCH, filters=one)

@@ -62,6 +62,7 @@ def payload(
     modality: str = "text",
     bbox: tuple[float, float, float, float] | None = (0.0, 10.5, 100.0, 20.25),
     text: str | None = None,
+    collections: tuple[str, ...] = (),
 ) -> PointPayload:
     return PointPayload(
         tenant=tenant,
@@ -74,6 +75,7 @@ def payload(
         modality=modality,
         text=f"chunk {index}" if text is None else text,
         filename="report.pdf",
+        collections=collections,
     )
 
 
@@ -222,6 +224,35 @@ def test_search_filters_combine_and_apply_to_every_vector(store: VectorStore) ->
     assert [h.id for h in their] == [other_tenant.id]
 
 
+def test_search_filters_collections_on_every_vector(store: VectorStore) -> None:
+    """A document's collections are an array in its points' payloads: a filter keeps the points in at least one of
+    the named collections, on the dense and the sparse vector alike, ANDed with the tenant and the other filters."""
+    terms = SparseVector((5,), (1.0,))
+    legal = point(unit(0), doc_id="d1", collections=("legal",), sparse=terms)
+    both = point(unit(0, 0.1), doc_id="d2", collections=("finance", "legal"), sparse=terms)
+    finance_table = point(unit(0, 0.2), doc_id="d3", modality="table", collections=("finance",), sparse=terms)
+    untagged = point(unit(0, 0.3), doc_id="d4", sparse=terms)
+    theirs = point(unit(0), tenant="b", doc_id="d1", collections=("legal",), sparse=terms)
+    store.upsert(GEN, [legal, both, finance_table, untagged, theirs])
+
+    def ids(f: SearchFilter) -> set[str]:
+        dense = {h.id for h in store.search(GEN, unit(0), using=TEXT_DENSE, filter=f, limit=10)}
+        sparse = {h.id for h in store.search(GEN, terms, using=SPARSE, filter=f, limit=10)}
+        assert dense == sparse, "dense and sparse disagree on the collections filter"
+        return dense
+
+    assert ids(tenant_a(collections={"legal"})) == {legal.id, both.id}
+    assert ids(tenant_a(collections={"finance"})) == {both.id, finance_table.id}
+    assert ids(tenant_a(collections={"legal", "finance"})) == {legal.id, both.id, finance_table.id}
+    assert ids(tenant_a(collections={"finance"}, modalities={"text"})) == {both.id}
+    assert ids(tenant_a(collections={"hr"})) == set()
+    assert ids(tenant_a(collections=set())) == set()
+    assert ids(tenant_a()) == {legal.id, both.id, finance_table.id, untagged.id}
+    assert ids(SearchFilter("b", collections={"legal"})) == {theirs.id}
+    [hit] = store.search(GEN, unit(0), using=TEXT_DENSE, filter=tenant_a(doc_ids={"d2"}), limit=1)
+    assert hit.payload.collections == ("finance", "legal")
+
+
 def test_sparse_search_matches_terms(store: VectorStore) -> None:
     hit = point(unit(0), sparse=SparseVector((5,), (1.0,)))
     other = point(unit(1), index=1, sparse=SparseVector((9, 11), (0.5, 2.0)), tenant="b")
@@ -248,6 +279,21 @@ def test_count_filters(store: VectorStore) -> None:
     assert store.count(GEN, tenant="a") == 5
     assert store.count(GEN, tenant="a", doc_id="d1") == 3
     assert store.count(GEN, tenant="b", doc_id="d2") == 0
+
+
+def test_scroll_filters_a_page_range_of_one_document(store: VectorStore) -> None:
+    """The document page lists a document's passages page by page: scroll by tenant, document and pages."""
+    mine = [point(unit(0), doc_id="d1", page=p, index=i) for i, p in enumerate((1, 2, 2, 3, 5))]
+    store.upsert(GEN, [*mine, point(unit(0), doc_id="d2", page=2), point(unit(0), tenant="b", doc_id="d1", page=2)])
+
+    def indexes(pages: tuple[int, int]) -> list[int]:
+        records, _ = store.scroll(GEN, tenant="a", doc_id="d1", pages=pages, limit=50)
+        return sorted(r.payload.index for r in records)
+
+    assert indexes((2, 2)) == [1, 2]
+    assert indexes((2, 5)) == [1, 2, 3, 4]
+    assert indexes((4, 4)) == []
+    assert indexes((1, 2**31 - 1)) == [0, 1, 2, 3, 4]
 
 
 def test_delete_document(store: VectorStore) -> None:
@@ -480,7 +526,7 @@ def test_edge_every_filtered_field_has_a_payload_index(tmp_path: Path) -> None:
     store.create_collection(GEN, SCHEMA)
     indexed = store.shard_info(GEN).payload_schema
     store.close()
-    assert {"tenant", "doc_id", "modality", "page"} <= set(indexed)
+    assert {"tenant", "doc_id", "modality", "collections", "page"} <= set(indexed)
 
 
 def test_edge_reopen_keeps_points_schema_and_aliases(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@
 // says which question was searched, and the answer becomes the conversation's last turn, shown here.
 
 import { request } from "./api.js";
+import { withCollections } from "./collections.js";
 import { answered, asking, conversationForAsk, setupConversations } from "./conversations.js";
 import { renderMarkdown } from "./markdown.js";
 import { readEvents } from "./sse.js";
@@ -105,7 +106,9 @@ async function ask(question, { regenerate = false } = {}) {
   try {
     asking({ regenerate });
     conversationId = await conversationForAsk();
-    const json = { question, conversation_id: conversationId, ...(regenerate ? { regenerate: true } : {}) };
+    const filters = withCollections("ask"); // the collections chosen under the question, if any
+    const json = { question, conversation_id: conversationId, ...(regenerate ? { regenerate: true } : {}),
+      ...(filters ? { filters } : {}) };
     const response = await request("/v1/ask", {
       method: "POST", json, signal: controller.signal, accept: "text/event-stream",
     });

@@ -1,19 +1,34 @@
-// The tenant's documents: the list with live status (while any document is being ingested, the page follows
-// GET /v1/progress, an event stream of their changes; it falls back to polling the list if the stream fails),
-// uploads by drag and drop or the file picker (several at once, one request each), and delete.
+// The tenant's documents: one page of the list at a time (GET /v1/documents: found by name, filtered by status
+// and collection, sorted; Next/Previous follow the API's cursors), with live status (while a document shown is
+// being ingested, the page follows GET /v1/progress, an event stream of their changes; it falls back to polling
+// the list if the stream fails), uploads by drag and drop or the file picker (several at once, one request each,
+// into the collections typed beside them), and delete. A document's name opens its page (docpage.js).
 
 import { ApiError, getJSON, request } from "./api.js";
+import { parseNames, showCollections } from "./collections.js";
 import { readEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
+const PAGE_SIZE = 20;
+const TYPING_MS = 250;
 const DONE = new Set(["indexed", "failed"]);
 
 let timer = null;
+let typing = null;
 let listeners = [];
 let canWrite = true;
-let documents = []; // as last shown, newest first
+let documents = []; // the page shown
+let total = 0;
+let cursors = [null]; // cursors[i]: where page i starts (null: the first page)
+let pageIndex = 0; // the page asked for
+let shownIndex = 0; // the page whose documents are shown (a refresh may be on its way to another)
+let nextCursor = null;
 let following = false;
+let lastUnseen = 0;
+let latest = 0; // the number of the last list request sent
+let latestCollections = 0;
+const UNSEEN_MS = 2000;
 
 // Calls `fn(documents)` after every refresh of the list (the search filter lists the documents).
 export function onDocuments(fn) {
@@ -33,8 +48,9 @@ function row(doc) {
   li.dataset.docId = doc.doc_id;
   li.dataset.status = doc.status;
 
-  const name = document.createElement("span");
+  const name = document.createElement("a");
   name.className = "doc-name";
+  name.href = `#/documents/${encodeURIComponent(doc.doc_id)}`;
   name.textContent = doc.filename || doc.doc_id;
   const status = document.createElement("span");
   status.className = `badge status-${doc.status}`;
@@ -43,6 +59,17 @@ function row(doc) {
   head.className = "doc-head";
   head.append(name, status);
   li.append(head);
+  if (doc.collections?.length) {
+    const tags = document.createElement("span");
+    tags.className = "tags small";
+    tags.append(...doc.collections.map((c) => {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = c;
+      return tag;
+    }));
+    li.append(tags);
+  }
 
   const progress = progressOf(doc);
   if (progress) {
@@ -64,12 +91,6 @@ function row(doc) {
     text.className = "muted small";
     text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`;
     li.append(text);
-  }
-  if (doc.error) {
-    const error = document.createElement("p");
-    error.className = "error small";
-    error.textContent = doc.error;
-    li.append(error);
   }
   for (const warning of doc.warnings || []) {
     // What indexing could not do well (e.g. a page OCR could not read): the document is still searchable.
@@ -123,7 +144,15 @@ function show() {
     if (armed.includes(doc.doc_id)) li.querySelector("button").click();
     return li;
   }));
+  const filtered = $("doc-search").value.trim() || $("doc-status").value || $("doc-collection").value;
+  $("docs-empty").textContent = filtered ? "No document matches." : "No documents yet.";
   $("docs-empty").hidden = documents.length > 0;
+  const first = shownIndex * PAGE_SIZE;
+  $("docs-count").textContent = total ? `(${total})` : "";
+  $("doc-pager").hidden = total <= PAGE_SIZE && shownIndex === 0;
+  $("doc-range").textContent = documents.length ? `${first + 1}–${first + documents.length} of ${total}` : "";
+  $("doc-prev").disabled = shownIndex === 0;
+  $("doc-next").disabled = !nextCursor;
   for (const fn of listeners) fn(documents);
 }
 
@@ -138,12 +167,17 @@ async function follow() {
       const body = JSON.parse(data);
       if (event === "document") {
         const i = documents.findIndex((doc) => doc.doc_id === body.doc_id);
-        if (i === -1) documents.unshift(body);
-        else documents[i] = body;
-        show();
+        if (i === -1) { // not on this page (or new): the list says where it goes, every 2 s at most
+          if (Date.now() - lastUnseen > UNSEEN_MS) {
+            lastUnseen = Date.now();
+            soon();
+          }
+        } else {
+          documents[i] = body;
+          show();
+        }
       } else if (event === "deleted") {
-        documents = documents.filter((doc) => doc.doc_id !== body.doc_id);
-        show();
+        if (documents.some((doc) => doc.doc_id === body.doc_id)) soon();
       } else if (event === "error") {
         wait = POLL_MS;
       }
@@ -158,12 +192,59 @@ async function follow() {
   timer = setTimeout(refresh, Math.max(wait, 250)); // never a tight loop, whatever the stream did
 }
 
-export async function refresh() {
-  clearTimeout(timer);
+function listPath() {
+  const [sort, order] = $("doc-sort").value.split(":");
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE), sort, order });
+  const q = $("doc-search").value.trim();
+  if (q) params.set("q", q);
+  if ($("doc-status").value) params.set("status", $("doc-status").value);
+  if ($("doc-collection").value) params.set("collection", $("doc-collection").value);
+  if (cursors[pageIndex]) params.set("cursor", cursors[pageIndex]);
+  return `/v1/documents?${params}`;
+}
+
+// A refresh shortly (several changes in a row make one).
+function soon() {
+  clearTimeout(typing);
+  typing = setTimeout(refresh, TYPING_MS);
+}
+
+// The first page again (the search, sort or a filter changed).
+function restart() {
+  cursors = [null];
+  pageIndex = 0;
+  soon();
+}
+
+async function loadCollections() {
+  const mine = ++latestCollections;
   try {
-    documents = (await getJSON("/v1/documents?limit=200")).documents;
+    const list = (await getJSON("/v1/collections")).collections;
+    if (mine === latestCollections) showCollections(list);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) $("docs-error").textContent = `Collections: ${err.message}`;
+  }
+}
+
+export async function refresh({ collections = true } = {}) {
+  clearTimeout(timer);
+  if (collections) loadCollections();
+  const mine = ++latest; // answers can come back out of order: only the latest request's is shown
+  const index = pageIndex;
+  try {
+    const page = await getJSON(listPath());
+    if (mine !== latest) return;
+    shownIndex = index;
+    documents = page.documents;
+    total = page.total;
+    nextCursor = page.next_cursor;
+    if (!documents.length && pageIndex > 0) { // the page emptied (deletes): back to the one before
+      pageIndex -= 1;
+      return refresh({ collections: false });
+    }
     $("docs-error").textContent = "";
   } catch (err) {
+    if (mine !== latest) return;
     if (err instanceof ApiError && err.status === 401) return; // signed out: the sign-in form is shown
     $("docs-error").textContent = `The document list could not be loaded: ${err.message}`;
     timer = setTimeout(refresh, POLL_MS * 5);
@@ -181,8 +262,9 @@ function message(text, kind) {
   while ($("upload-messages").children.length > 8) $("upload-messages").lastChild.remove();
 }
 
-async function upload(file) {
+async function upload(file, collections) {
   const form = new FormData();
+  if (collections.length) form.append("collections", collections.join(",")); // before the file: read first
   form.append("file", file, file.name);
   try {
     const accepted = await (await request("/v1/documents", { method: "POST", body: form })).json();
@@ -193,7 +275,8 @@ async function upload(file) {
 }
 
 export async function uploadAll(files) {
-  await Promise.all([...files].map(upload));
+  const collections = parseNames($("upload-collections").value);
+  await Promise.all([...files].map((file) => upload(file, collections)));
   refresh();
 }
 
@@ -204,6 +287,21 @@ export function setRole(session) {
 }
 
 export function setupDocuments() {
+  $("doc-controls").addEventListener("submit", (event) => event.preventDefault());
+  $("doc-search").addEventListener("input", restart);
+  for (const id of ["doc-sort", "doc-status", "doc-collection"]) $(id).addEventListener("change", restart);
+  // From the page shown (its documents, its next cursor), not from one still being asked for.
+  $("doc-next").addEventListener("click", () => {
+    if (!nextCursor) return;
+    cursors[shownIndex + 1] = nextCursor;
+    pageIndex = shownIndex + 1;
+    refresh({ collections: false });
+  });
+  $("doc-prev").addEventListener("click", () => {
+    if (shownIndex === 0) return;
+    pageIndex = shownIndex - 1;
+    refresh({ collections: false });
+  });
   const drop = $("drop");
   $("files").addEventListener("change", (event) => {
     uploadAll(event.target.files);

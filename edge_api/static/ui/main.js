@@ -1,8 +1,11 @@
 // Start-up: GET /v1/session says who we are. With auth off it answers at once (no sign-in); with auth on and
 // no valid key it is a 401, and the sign-in form asks for a key (kept in sessionStorage for this tab).
+// The question box comes first (in the page and in the Tab order) and has the focus once the app shows; the
+// documents follow it; #/documents/<doc_id> shows one document's page instead (docpage.js).
 
 import { ApiError, auth, getJSON } from "./api.js";
 import { setupAsk } from "./ask.js";
+import { route, setDocRole, setupDocPage } from "./docpage.js";
 import { forgetConversations, refreshConversations } from "./conversations.js";
 import { refresh, setRole, setupDocuments } from "./documents.js";
 import { list as listEvaluations, setupEvaluations } from "./evaluations.js";
@@ -15,6 +18,7 @@ let started = false;
 function showSignIn(message = "") {
   $("boot").hidden = true;
   $("app").hidden = true;
+  $("doc-page").hidden = true;
   $("who").hidden = true;
   $("sign-out").hidden = true;
   $("sign-in").hidden = false;
@@ -25,13 +29,13 @@ function showSignIn(message = "") {
 function start(session) {
   $("boot").hidden = true;
   $("sign-in").hidden = true;
-  $("app").hidden = false;
   $("who").hidden = false;
   $("who").textContent = session.auth === "on"
     ? `Tenant ${session.tenant} · ${session.role}`
     : `Local mode · tenant ${session.tenant}`;
   $("sign-out").hidden = session.auth !== "on";
   setRole(session);
+  setDocRole(session);
   // Evaluations are the tenant admin's (`edge_api.auth`): the tab is shown to admins and operators only.
   const admin = session.role === "admin" || session.role === "operator";
   $("tab-evaluations").hidden = !admin;
@@ -44,7 +48,10 @@ function start(session) {
     setupViewer();
     setupEvaluations();
     setupTabs();
+    setupDocPage();
   }
+  route(); // the app, or the document page the address names
+  if (!$("app").hidden) $("question").focus({ preventScroll: true });
   refresh();
   refreshConversations();
   if (admin) listEvaluations().catch((err) => { $("eval-error").textContent = err.message; });
@@ -99,7 +106,8 @@ $("sign-in-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => {
   auth.key = null;
-  for (const id of ["answer", "sources", "answer-images", "results", "doc-list", "upload-messages"]) {
+  for (const id of ["answer", "sources", "answer-images", "results", "doc-list", "upload-messages", "doc-pages",
+    "doc-passages"]) {
     $(id).replaceChildren(); // nothing of the previous key's tenant stays in the page
   }
   $("answer-area").hidden = true;
@@ -108,7 +116,7 @@ $("sign-out").addEventListener("click", () => {
 });
 
 auth.onUnauthorized = (err) => {
-  if (!$("app").hidden) {
+  if (!$("app").hidden || !$("doc-page").hidden) {
     auth.key = null;
     showSignIn(`Signed out: ${err.message}`);
   }

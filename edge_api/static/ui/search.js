@@ -4,6 +4,7 @@
 // plain search is the plain body every server version accepts.
 
 import { request } from "./api.js";
+import { withCollections } from "./collections.js";
 import { onDocuments } from "./documents.js";
 import { pageThumbnail, where } from "./viewer.js";
 
@@ -31,7 +32,7 @@ function filters() {
   if (from !== null && to !== null && from > to) throw new Error(`the page range ${from}–${to} is empty`);
   if (from !== null) out.page_from = from;
   if (to !== null) out.page_to = to;
-  return Object.keys(out).length ? out : null;
+  return withCollections("search", Object.keys(out).length ? out : null);
 }
 
 function groupByDocument(hits) {

@@ -82,6 +82,22 @@ export function pageThumbnail(hit, width = 220) {
   return button;
 }
 
+// Page `page` of a document, small and without highlight (the document page's thumbnails); opens the viewer.
+export function plainPageThumbnail(doc, page, width = 160) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "thumb";
+  button.dataset.page = String(page);
+  button.setAttribute("aria-label", `Open page ${page} of ${doc.filename}`);
+  const source = { doc_id: doc.doc_id, filename: doc.filename, page, textOnly: false };
+  button.addEventListener("click", () => openPage(source));
+  load(pagePath(doc.doc_id, page, deviceWidth(width))).then(
+    (pic) => button.append(pageFigure(pic, null, `Page ${page} of ${doc.filename}`)),
+    (err) => { button.textContent = `Page ${page}: ${err.message}`; },
+  );
+  return button;
+}
+
 // The image an image hit is about, small (the image itself, not its page).
 export function imageThumbnail(hit, width = 160) {
   const button = document.createElement("button");
@@ -143,8 +159,8 @@ async function show() {
 export function openPage(source) {
   current = {
     doc_id: source.doc_id, filename: source.filename, page: source.page, locator: source.locator || null,
-    bbox: source.bbox || null, text: source.text || "", textOnly: !source.bbox || Boolean(source.locator),
-    image: source.image || null,
+    bbox: source.bbox || null, text: source.text || "", image: source.image || null,
+    textOnly: source.textOnly ?? (!source.bbox || Boolean(source.locator)),
   };
   const dialog = $("viewer");
   if (!dialog.open) dialog.showModal();
