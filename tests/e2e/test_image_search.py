@@ -347,7 +347,7 @@ async def test_with_clip_a_question_searches_the_images_through_the_text_tower(t
 def test_a_query_image_belongs_to_its_request_and_only_to_a_search() -> None:
     image = QueryImage(object_name="t/r1", sha256="0" * 64, size=10)
     request = QueryRequest(request_id="r1", tenant="t", image=image, mode=QueryMode.SEARCH)
-    assert request.query is None and request.schema_version == 4
+    assert request.query is None and request.schema_version == QueryRequest.model_fields["schema_version"].default
     with pytest.raises(ValueError, match="<tenant>/<request_id>"):
         QueryRequest(request_id="r1", tenant="t", image=image.model_copy(update={"object_name": "u/r1"}),
                      mode=QueryMode.SEARCH)  # fmt: skip

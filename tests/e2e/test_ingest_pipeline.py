@@ -392,15 +392,18 @@ async def test_exact_identifiers_win_among_near_identical_pages(js) -> None:
 
 
 async def test_every_embedded_chunk_carries_a_sparse_vector(js) -> None:
-    doc_id, _ = await ingested(js, make_pdf(["Sparse vectors are computed for every chunk.", "Page two too."]), "s.pdf")
-    sub = await js.pull_subscribe(Subjects.embedded(GEN, TENANT), durable=None, stream="CHUNKS")
-    seen = []
-    async with asyncio.timeout(30):
-        while not seen:
-            for msg in await sub.fetch(100, timeout=5):
-                if doc_id.encode() not in msg.data:
-                    continue  # other tests' batches (one of them deliberately invalid)
-                batch = ChunksEmbedded.model_validate_json(msg.data)
-                if batch.doc_id == doc_id:
-                    seen += batch.chunks
+    # Embedded batches as published (CHUNKS deletes each once the indexer handled it): a core subscription.
+    live = await js._nc.subscribe(Subjects.embedded(GEN, TENANT))
+    try:
+        doc_id, _ = await ingested(js, make_pdf(["Sparse vectors are computed for every chunk.", "Page two too."]), "s.pdf")
+        seen = []
+        while True:
+            try:
+                msg = await live.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                break
+            if doc_id.encode() in msg.data:  # not other tests' batches (one of them deliberately invalid)
+                seen += ChunksEmbedded.model_validate_json(msg.data).chunks
+    finally:
+        await live.unsubscribe()
     assert seen and all(c.sparse is not None and len(c.sparse.indices) >= 2 for c in seen)

@@ -49,7 +49,7 @@ class ProbedParser(ParserAgent):
 
     crash = False
 
-    async def _record(self, progress, doc, revision, sizes, *, batches_total=None, pages=None) -> None:  # type: ignore[no-untyped-def]
+    async def _record(self, progress, doc, revision, sizes, *, batches_total=None, pages=None, **more) -> None:  # type: ignore[no-untyped-def]
         if batches_total is not None:
             while True:
                 state = await progress.get(doc.tenant, doc.doc_id)
@@ -59,7 +59,7 @@ class ProbedParser(ParserAgent):
                 await asyncio.sleep(0.05)
             if self.crash:
                 raise ParserCrashed
-        await super()._record(progress, doc, revision, sizes, batches_total=batches_total, pages=pages)
+        await super()._record(progress, doc, revision, sizes, batches_total=batches_total, pages=pages, **more)
 
 
 @pytest.fixture(scope="module")

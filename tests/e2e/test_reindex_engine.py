@@ -207,7 +207,7 @@ async def test_deleted_document_does_not_come_back_in_a_replay(engine: Engine) -
             assert lines[-1] == f"{gen_id}  serving" and f"building from g{serving}" in lines[0], lines
             final = await reindex_status(http, gen_id)
             assert final["settings"] == {"chunk_max_tokens": SMALL + 8, "chunks_per_message": None,
-                                         "vector_quantization": True}  # fmt: skip
+                                         "vector_quantization": True, "embedding_model": "minilm"}  # fmt: skip
             kv = await js.key_value(PROGRESS_BUCKET)
             new = await progress_records(kv, IndexGeneration(final["generation"]))
         finally:

@@ -67,6 +67,13 @@ async def test_two_embedder_replicas_share_one_durable_consumer(nats_server: Nat
         docs = 8
         async with await nats.connect(nats_server.url) as nc:
             js = nc.jetstream()
+            # Embedded batches as published (CHUNKS deletes each once the indexer handled it): a core subscription.
+            published: list[bytes] = []
+
+            async def keep(msg) -> None:  # noqa: ANN001
+                published.append(msg.data)
+
+            live = await nc.subscribe(Subjects.embedded(IndexGeneration(1), "*"), cb=keep)
             uploads = await js.object_store(UPLOADS_BUCKET)
             progress = ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1))
             ids = [uuid.uuid4().hex for _ in range(docs)]
@@ -87,8 +94,8 @@ async def test_two_embedder_replicas_share_one_durable_consumer(nats_server: Nat
             chunks_total = sum(s.chunks_total or 0 for s in states)
             batches_total = sum(s.batches_total or 0 for s in states)
 
-            sub = await js.pull_subscribe(Subjects.embedded(IndexGeneration(1), "*"), durable=None, stream="CHUNKS")
-            embedded = [ChunksEmbedded.model_validate_json(m.data) for m in await sub.fetch(batches_total + 10, timeout=5)]
+            await live.unsubscribe()
+            embedded = [ChunksEmbedded.model_validate_json(data) for data in published]
         batches = Counter((e.doc_id, e.batch_index) for e in embedded)
         assert len(batches) == batches_total and max(batches.values()) == 1  # every batch, once
         assert sum(len(e.chunks) for e in embedded) == chunks_total

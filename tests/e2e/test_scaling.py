@@ -23,9 +23,10 @@ import pytest
 from nats.js.api import DeliverPolicy
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus.progress import ProgressStore
 from bus.topology import ensure_topology
-from contracts.messages import Chunk, ChunksEmbedded, ChunksParsed
-from contracts.topology import CHUNKS_STREAM, IndexGeneration, Subjects, ingest_consumers
+from contracts.messages import Chunk, ChunksEmbedded, ChunksParsed, DocumentStatus
+from contracts.topology import CHUNKS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects, ingest_consumers
 from tests.engine import NatsServer, free_port
 
 BIN = Path(sys.executable).parent
@@ -118,6 +119,10 @@ async def test_two_embedder_processes_share_the_work_and_handle_each_batch_once(
     async with asyncio.timeout(240):  # model loads on a busy 2-core machine
         for _, port, proc in replicas:
             await wait_healthy(http, port, proc)
+    # The embedder skips a batch whose document is not current (deleted or re-submitted): record each as current.
+    store = ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN)
+    for doc_id in {parsed_batch(doc=n // 4, batch=0).doc_id for n in range(BATCHES)}:
+        await store.update(TENANT, doc_id, lambda _, d=doc_id: store.new(TENANT, d, 1, DocumentStatus.PARSING))
     expected = set()
     for n in range(BATCHES):  # both replicas are pulling before the first batch arrives
         batch = parsed_batch(doc=n // 4, batch=n % 4)

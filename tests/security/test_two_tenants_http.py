@@ -187,11 +187,41 @@ async def _upload(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
 
 @attack("GET /v1/documents")
 async def _list(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
-    for query in ("?limit=200", f"?cursor={'f' * 32}", f"?tenant={v.tenant.tenant}"):
+    for query in ("?limit=200", f"?tenant={v.tenant.tenant}", f"?q={v.text_doc[:8]}", "?collection=secret",
+                  "?sort=name&order=desc", "?status=indexed"):
         async with http.get(f"{url}/v1/documents{query}") as resp:
             text = await resp.text()
             assert resp.status == 200 and json.loads(text)["documents"] == [], text
+            assert json.loads(text)["total"] == 0, text
         _clean(text, v, "GET /v1/documents")
+    # A made-up cursor is refused as such (it cannot point into another tenant's list).
+    await _refused(http, "GET", f"{url}/v1/documents?cursor={'f' * 32}", v, statuses=(400,))
+
+
+@attack("GET /v1/collections")
+async def _collections(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    async with http.get(f"{url}/v1/collections") as resp:
+        text = await resp.text()
+        assert resp.status == 200 and json.loads(text)["collections"] == [], text
+    _clean(text, v, "GET /v1/collections")
+
+
+@attack("PUT /v1/documents/{doc_id}/collections")
+async def _set_collections(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        await _refused(http, "PUT", f"{url}/v1/documents/{doc_id}/collections", v, json={"collections": ["taken"]})
+
+
+@attack("GET /v1/documents/{doc_id}/passages")
+async def _passages(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        await _refused(http, "GET", f"{url}/v1/documents/{doc_id}/passages?page=1", v)
+
+
+@attack("POST /v1/documents/{doc_id}/reparse")
+async def _reparse(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for doc_id in v.doc_ids:
+        await _refused(http, "POST", f"{url}/v1/documents/{doc_id}/reparse", v)
 
 
 @attack("GET /v1/documents/{doc_id}")
