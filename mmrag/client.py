@@ -804,12 +804,14 @@ class AsyncClient:
     @route("POST", "/v1/ask")
     async def ask(
         self, question: str, *, top_k: int = 5, doc_ids: list[str] | None = None, modalities: list[str] | None = None,
-        pages: str | None = None,
+        pages: str | None = None, conversation_id: str | None = None, regenerate: bool = False,
     ) -> AsyncIterator[AskEvent]:  # fmt: skip
         """The answer's events as they stream: `retrieval`, `token`..., `citation`..., then `done` (or `error`).
-        A `reset` voids the tokens before it."""
+        A `reset` voids the tokens before it. With `conversation_id` the question may follow up on that
+        conversation's turns and the answer becomes its next turn (`regenerate`: answer its last question again)."""
         where = filters(doc_ids=doc_ids, modalities=modalities, pages=pages)
-        async with contextlib.aclosing(ask_events(self.http, question, top_k, where)) as events:
+        stream = ask_events(self.http, question, top_k, where, conversation_id=conversation_id, regenerate=regenerate)
+        async with contextlib.aclosing(stream) as events:
             async for name, data in events:
                 model = ASK_EVENTS.get(name)
                 if model is not None:  # an event this client does not know (a newer engine) is skipped
@@ -818,16 +820,67 @@ class AsyncClient:
     @route("POST", "/v1/ask")
     async def answer(
         self, question: str, *, top_k: int = 5, doc_ids: list[str] | None = None, modalities: list[str] | None = None,
-        pages: str | None = None,
+        pages: str | None = None, conversation_id: str | None = None,
     ) -> Answer:  # fmt: skip
         """The whole answer at once (what `ask` streams, collected); an `error` event raises `Unavailable`."""
         out = Answer()
-        events = self.ask(question, top_k=top_k, doc_ids=doc_ids, modalities=modalities, pages=pages)
+        events = self.ask(question, top_k=top_k, doc_ids=doc_ids, modalities=modalities, pages=pages,
+                          conversation_id=conversation_id)  # fmt: skip
         async with contextlib.aclosing(events):
             async for ev in events:
                 out = _collect(out, ev)
         return out
 
+
+    # ------------------------------------------------------------------- conversations (per API key)
+
+    @route("GET", "/v1/conversations")
+    async def conversations(self) -> list[dict[str, Any]]:
+        """This key's conversations (without their turns), most recently used first."""
+        return (await _request(self.http, "GET", "/v1/conversations"))["conversations"]
+
+    @route("POST", "/v1/conversations")
+    async def create_conversation(self, title: str | None = None) -> dict[str, Any]:
+        """A new, empty conversation (`id`, `title`, ...); ask in it with `ask(..., conversation_id=id)`."""
+        return await create_conversation(self.http, title)
+
+    @route("GET", "/v1/conversations/{id}")
+    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation with its turns (question, standalone question searched, answer, citations, feedback)."""
+        return await conversation(self.http, conversation_id)
+
+    @route("PATCH", "/v1/conversations/{id}")
+    async def rename_conversation(self, conversation_id: str, title: str) -> dict[str, Any]:
+        """Give a conversation a new title."""
+        return await _request(self.http, "PATCH", f"/v1/conversations/{conversation_id}", json={"title": title})
+
+    @route("DELETE", "/v1/conversations/{id}")
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation and its turns (`NotFound` if there is none)."""
+        with _transport_errors(self.http):
+            resp = await self.http.request("DELETE", f"/v1/conversations/{conversation_id}")
+        if resp.status_code >= 400:  # 204 on success: no body
+            raise error_from_body(resp.status_code, resp.content, resp.reason_phrase)
+
+    @route("PUT", "/v1/conversations/{id}/turns/{n}/feedback")
+    async def feedback(self, conversation_id: str, turn: int, rating: str, comment: str | None = None) -> dict[str, Any]:
+        """Rate turn `turn` (1-based) of a conversation: `rating` "up" or "down", an optional comment; the turn
+        as stored."""
+        body = {"rating": rating, **({"comment": comment} if comment is not None else {})}
+        return await _request(self.http, "PUT", f"/v1/conversations/{conversation_id}/turns/{turn}/feedback", json=body)
+
+    # ------------------------------------------------------------------- a document's passages, parse again
+
+    @route("GET", "/v1/documents/{doc_id}/passages")
+    async def passages(self, doc_id: str, *, page: int = 1, pages: int = 1) -> list[Hit]:
+        """The document's chunks on pages `page` .. `page + pages - 1`, in document order."""
+        body = await _request(self.http, "GET", f"/v1/documents/{doc_id}/passages", params={"page": page, "pages": pages})
+        return [Hit.model_validate(h) for h in body["passages"]]
+
+    @route("POST", "/v1/documents/{doc_id}/reparse")
+    async def reparse(self, doc_id: str) -> DocumentView:
+        """Parse and index the document again from its stored upload (a new revision)."""
+        return DocumentView.model_validate(await _request(self.http, "POST", f"/v1/documents/{doc_id}/reparse"))
 
     # ------------------------------------------------------------------- re-index (operator keys)
 

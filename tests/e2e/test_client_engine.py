@@ -38,10 +38,10 @@ def readme_examples() -> list[str]:
 
 
 def test_the_readme_has_client_examples() -> None:
-    assert len(readme_examples()) == 2
+    assert len(readme_examples()) == 3
 
 
-@pytest.mark.parametrize("number", [0, 1])
+@pytest.mark.parametrize("number", [0, 1, 2])
 def test_readme_example_runs(engine: TenantEngine, tmp_path: Path, number: int) -> None:
     (tmp_path / "manual.pdf").write_bytes(make_pdf([FACT + "\n\nService interval: 400 hours."]))
     script = tmp_path / f"example{number}.py"
@@ -59,8 +59,12 @@ def test_readme_example_runs(engine: TenantEngine, tmp_path: Path, number: int) 
         assert "3.5 litres" in run.stdout and "(1, 'manual.pdf', 1)" in run.stdout  # the answer and its citation
         assert "['manual.pdf']" in lines
         assert lines[-1].startswith("404 not_found HTTP 404: no document")
-    else:
+    elif number == 1:
         assert "3.5 litres" in run.stdout and "[1] k41.txt page 1" in run.stdout
+    else:  # the conversation: the follow-up was searched as a standalone question naming the Falcon X
+        lines = run.stdout.splitlines()
+        assert "12 kg" in lines[0] and "400 hours" in lines[1], run.stdout
+        assert "Falcon X" in lines[-1].split(",")[-1], lines[-1]
 
 
 def test_every_method_calls_an_operation_of_the_served_document(engine: TenantEngine) -> None:
@@ -102,3 +106,31 @@ def test_errors_carry_the_api_status_and_code(engine: TenantEngine) -> None:
         assert no_picture.value.status == 422 and no_picture.value.code == "not_renderable"
         with pytest.raises(NotFound, match="has 1 page"):
             writer.page_text(notes.doc_id, 2)
+
+
+def test_conversations_passages_and_reparse_through_the_client(engine: TenantEngine) -> None:
+    with Client(engine.url, api_key=engine.key) as client:
+        doc = client.upload(make_pdf([FACT]), filename="k41.pdf")
+        client.wait(doc.doc_id, timeout=120)
+        passages = client.passages(doc.doc_id)
+        assert passages and "3.5 litres of glycol" in passages[0].text and passages[0].page == 1
+
+        chat = client.create_conversation("Pump K-41")
+        first = client.answer("How much glycol does the pump K-41 need before its first start?",
+                              conversation_id=chat["id"])  # fmt: skip
+        assert first.citations and first.citations[0].doc_id == doc.doc_id
+        turns = client.conversation(chat["id"])["turns"]
+        assert len(turns) == 1 and "glycol" in turns[0]["question"]
+        client.feedback(chat["id"], 1, "up", "right page")
+        assert client.conversation(chat["id"])["turns"][0]["feedback"]["rating"] == "up"
+        assert client.rename_conversation(chat["id"], "Glycol")["title"] == "Glycol"
+        assert [c["title"] for c in client.conversations()] == ["Glycol"]
+        client.delete_conversation(chat["id"])
+        with pytest.raises(NotFound):
+            client.conversation(chat["id"])
+        with pytest.raises(NotFound):
+            client.delete_conversation(chat["id"])
+
+        again = client.reparse(doc.doc_id)
+        assert again.doc_id == doc.doc_id and again.status in ("queued", "parsing", "indexing", "indexed")
+        assert client.wait(doc.doc_id, timeout=120).status == "indexed"
