@@ -19,11 +19,12 @@ than the parser's limit (`documents.images.MAX_IMAGE_PIXELS`): the same image-bo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 import pymupdf
@@ -87,7 +88,10 @@ def render_page(source: bytes, page: int, width: int) -> Rendered:
     return Rendered(_png(image, width), 1, float(image.width), float(image.height))
 
 
-def _render_pdf_page(source: bytes, page: int, width: int) -> Rendered:
+@contextlib.contextmanager
+def _pdf_page(source: bytes, page: int) -> Iterator[tuple[pymupdf.Page, int]]:
+    """Page `page` (1-based) of a PDF and the PDF's page count, while the document is open; `NotRenderable` for a
+    broken or encrypted PDF, `PageOutOfRange` past its last page."""
     try:
         doc = pymupdf.open(stream=source, filetype="pdf")
     except Exception as err:  # noqa: BLE001 - MuPDF raises several types for a broken file
@@ -97,15 +101,19 @@ def _render_pdf_page(source: bytes, page: int, width: int) -> Rendered:
             raise NotRenderable("the PDF is encrypted")
         if not 1 <= page <= doc.page_count:
             raise PageOutOfRange(page, doc.page_count)
-        pdf_page = doc[page - 1]
+        yield doc[page - 1], doc.page_count
+    finally:
+        doc.close()
+
+
+def _render_pdf_page(source: bytes, page: int, width: int) -> Rendered:
+    with _pdf_page(source, page) as (pdf_page, page_count):
         rect = pdf_page.rect  # the page as displayed (rotation applied): the space of a chunk's bbox
         if rect.width <= 0 or rect.height <= 0:
             raise NotRenderable(f"page {page} has no area")
         zoom = _fit(width, rect.width, rect.height)
         pix = pdf_page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
-        return Rendered(pix.tobytes("png"), doc.page_count, rect.width, rect.height)
-    finally:
-        doc.close()
+        return Rendered(pix.tobytes("png"), page_count, rect.width, rect.height)
 
 
 def _open_image(data: bytes) -> Image.Image:
@@ -160,18 +168,8 @@ def page_text(source: bytes, page: int) -> PageText:
     """The text layer of page `page` of a PDF (in reading order), or a UTF-8 text file's text (its only page is 1,
     cut at `MAX_PAGE_TEXT_CHARS`). An image file has no text layer: `NotRenderable` (its OCR text is in its chunks)."""
     if is_pdf(source):
-        try:
-            doc = pymupdf.open(stream=source, filetype="pdf")
-        except Exception as err:  # noqa: BLE001 - MuPDF raises several types for a broken file
-            raise NotRenderable(f"the PDF cannot be opened ({err})") from None
-        try:
-            if doc.needs_pass:
-                raise NotRenderable("the PDF is encrypted")
-            if not 1 <= page <= doc.page_count:
-                raise PageOutOfRange(page, doc.page_count)
-            return PageText(doc[page - 1].get_text("text", sort=True).strip(), doc.page_count)
-        finally:
-            doc.close()
+        with _pdf_page(source, page) as (pdf_page, page_count):
+            return PageText(pdf_page.get_text("text", sort=True).strip(), page_count)
     if sniff_image_format(source) == "ZIP":
         raise NotRenderable("an office document or an e-book (DOCX, PPTX, XLSX, EPUB) has no text layer by page: its "
                             "passages are its chunks, each with its locator (slide, sheet rows, section, chapter)")
