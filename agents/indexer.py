@@ -172,6 +172,7 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
                 raise PermanentError(f"cannot index: {err}") from err
         tenants = {d.payload.tenant for d in current}
         await self._invalidator.bump(tenants)  # searchable now, before any status says so
+        changed: set[str] = set()  # tenants whose points the loop deletes: their answers are retired again
         finished, facts = [], []
         for d in current:
             batch = d.payload
@@ -188,14 +189,20 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
             if state is None or state.revision != batch.revision:
                 # Replaced or deleted while we upserted: take back what this stale batch wrote.
                 await self._delete_points(batch.tenant, batch.doc_id, keep_revision=state.revision if state else None)
+                changed.add(batch.tenant)
             elif state.status is DocumentStatus.INDEXED:
-                await self._delete_points(batch.tenant, batch.doc_id, keep_revision=batch.revision)
+                if await self._holds_other_points(batch.tenant, batch.doc_id, state.chunks_indexed):
+                    await self._delete_points(batch.tenant, batch.doc_id, keep_revision=batch.revision)
+                    changed.add(batch.tenant)
                 await self._purge_graph_facts(batch.tenant, batch.doc_id, before=batch.revision)
                 finished.append(
                     Outgoing(Subjects.indexed(self._ctx.generation, batch.tenant, batch.doc_id), state,
                              f"{self._ctx.generation.token}:{batch.doc_id}:{batch.revision}:indexed", d.trace_headers)
                 )  # fmt: skip
-        await self._invalidator.bump(tenants)  # again: the loop may have deleted replaced or stale points
+        if changed:
+            # Again, only where points went: a bump after the status said "indexed" would retire the answers
+            # cached since, for nothing, when the document had no other revision to delete.
+            await self._invalidator.bump(changed)
         await publish_all(self._ctx.js, [*facts, *finished])
         for event in finished:  # a document's completion events: only its latest is kept (it names the file)
             await self._ctx.js.purge_stream(DOCS_STREAM.name, subject=event.subject, keep=1)
@@ -226,6 +233,18 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         for subject in info.state.subjects or {}:
             if int(subject.rsplit(".", 1)[1]) < before:
                 await self._ctx.js.purge_stream(GRAPH_STREAM.name, subject=subject)
+
+    async def _holds_other_points(self, tenant: str, doc_id: str, own: int) -> bool:
+        """Whether the store holds points of the document besides the `own` ones of its indexed revision (one
+        per chunk): an earlier revision's, or a stale batch's. Only then is there something to delete."""
+
+        def count(store: VectorStore) -> int:
+            try:
+                return store.count(self.collection, tenant=tenant, doc_id=doc_id)
+            except CollectionNotFound:  # nothing indexed yet (a document without chunks)
+                return 0
+
+        return await self._ctx.shared.in_store(count) != own
 
     async def _delete_points(self, tenant: str, doc_id: str, *, keep_revision: int | None = None) -> None:
         def delete(store: VectorStore) -> None:
