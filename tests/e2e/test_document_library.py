@@ -4,6 +4,7 @@
 - 300 documents (tiny text files uploaded concurrently) are listed 20 at a time, found by name, sorted and paged
   with Next/Previous; the question box stays the first thing on a phone (no scrolling past the documents) and
   has the focus on a laptop (no Tab press needed).
+- An office file counts its slides (sheets, sections, chapters), not pages, and asks for no page picture.
 - A collection scopes a question: a fact only in a document of collection A is found when asking within A and
   not when asking within B; moved to B on its document page (PATCH: a new revision), it is found within B only.
   The vector store's side of the filter: tests/unit/test_vectorstore.py; the API's: tests/bus/test_document_list.py.
@@ -248,3 +249,27 @@ async def test_a_pdfs_document_page_shows_its_pages_passages_and_tables(engine: 
         await expect(table).to_have_count(1)
         for cell in TABLE_3X4[1]:
             await expect(table).to_contain_text(cell)
+
+
+async def test_an_office_file_counts_its_slides_not_pages_and_has_no_pictures(engine: TenantEngine, browser: Browser, http) -> None:
+    from tests.office_files import make_pptx
+
+    deck, truth = make_pptx()
+    form = aiohttp.FormData()
+    form.add_field("file", deck, filename="results.pptx",
+                   content_type="application/vnd.openxmlformats-officedocument.presentationml.presentation")  # fmt: skip
+    async with http.post(f"{engine.url}/v1/documents", data=form) as resp:
+        assert resp.status == 202
+        doc_id = (await resp.json())["doc_id"]
+    assert (await wait_status(http, engine.url, doc_id, {"indexed"}))["pages"] == truth.pages == 3
+    async with open_page(browser, engine.url, viewport=DESKTOP) as (page, watch):
+        watch.allow("GET", "/v1/session", 401)
+        await sign_in(page, engine.key)
+        row = rows(page).filter(has_text="results.pptx")
+        await expect(row).to_contain_text("3 slides")
+        assert "page" not in await row.inner_text()
+        await row.locator(".doc-name").click()
+        await expect(page.locator("#doc-page-meta")).to_contain_text("3 slides")
+        assert "page" not in await page.locator("#doc-page-meta").inner_text()
+        await expect(page.locator("#doc-pages")).to_contain_text("No page pictures")
+        await expect(page.locator("#doc-pages .thumb")).to_have_count(0)  # no picture requested (a 422 would fail)

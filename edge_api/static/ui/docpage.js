@@ -5,7 +5,7 @@
 
 import { ApiError, getJSON, request } from "./api.js";
 import { parseNames } from "./collections.js";
-import { refresh } from "./documents.js";
+import { pageCount, refresh } from "./documents.js";
 import { plainPageThumbnail, pageThumbnail } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,7 +39,7 @@ function showPages() {
   if (!pictured) {
     const p = document.createElement("p");
     p.className = "muted small";
-    p.textContent = pages ? "A text file: its passages are below." : "No pages yet.";
+    p.textContent = pages ? "No page pictures for this kind of file: its passages are below, each with where it is." : "No pages yet.";
     $("doc-pages").append(p);
   }
   $("doc-pages-pager").hidden = !pictured || pages <= PAGES_AT_ONCE;
@@ -56,7 +56,7 @@ function showStatus() {
   $("doc-page").dataset.status = doc.status;
   const uploaded = new Date(parseInt(doc.doc_id.slice(0, 12), 16));
   $("doc-page-meta").textContent = [
-    bytes(doc.size), doc.pages === null ? null : `${doc.pages} page${doc.pages === 1 ? "" : "s"}`,
+    bytes(doc.size), pageCount(doc),
     `${doc.chunks_indexed} passage${doc.chunks_indexed === 1 ? "" : "s"} indexed`,
     Number.isNaN(uploaded.getTime()) ? null : `uploaded ${uploaded.toLocaleString()}`,
     `changed ${new Date(doc.updated_at).toLocaleString()}`,

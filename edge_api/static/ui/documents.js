@@ -31,6 +31,27 @@ let latestCollections = 0;
 const UNSEEN_MS = 2000;
 
 // Calls `fn(documents)` after every refresh of the list (the search filter lists the documents).
+// What a document's `pages` count, by its type (decisions 66 and 74): an office file or an e-book is navigated by
+// section, slide, sheet or chapter, not by printed page; a text, web page or e-mail is one "page", not worth a word.
+const PAGE_UNITS = {
+  "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "section",
+  "application/vnd.openxmlformats-officedocument.presentationml.presentation": "slide",
+  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "sheet",
+  "text/csv": "sheet",
+  "application/epub+zip": "chapter",
+  "text/plain": null,
+  "text/markdown": null,
+  "text/html": null,
+  "message/rfc822": null,
+};
+
+// "12 pages", "3 slides", "1 sheet"; null where the count says nothing (a text file) or is not known yet.
+export function pageCount(doc) {
+  if (doc.pages === null || doc.pages === undefined) return null;
+  const unit = doc.content_type in PAGE_UNITS ? PAGE_UNITS[doc.content_type] : "page";
+  return unit === null ? null : `${doc.pages} ${unit}${doc.pages === 1 ? "" : "s"}`;
+}
+
 export function onDocuments(fn) {
   listeners.push(fn);
 }
@@ -89,7 +110,7 @@ function row(doc) {
   } else if (doc.status === "indexed") {
     const text = document.createElement("span");
     text.className = "muted small";
-    text.textContent = `${doc.pages ?? "?"} page${doc.pages === 1 ? "" : "s"}, ${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`;
+    text.textContent = [pageCount(doc), `${doc.chunks_indexed} chunk${doc.chunks_indexed === 1 ? "" : "s"}`].filter(Boolean).join(", ");
     li.append(text);
   }
   for (const warning of doc.warnings || []) {
