@@ -181,7 +181,9 @@ class ConversationStore:
     async def _touch(self, tenant: str, owner: str, conversation_id: str, turns: int, first_question: str | None,
                      at: datetime) -> None:  # fmt: skip
         def update(meta: ConversationMeta) -> ConversationMeta:
-            fields: dict[str, object] = {"turns": turns, "updated_at": max(at, meta.updated_at)}
+            # Touches of answers finishing together land in any order: a count never goes back (turns are only
+            # added or replaced), so the latest touch cannot undo a later turn's count.
+            fields: dict[str, object] = {"turns": max(turns, meta.turns), "updated_at": max(at, meta.updated_at)}
             if first_question is not None and meta.title == "New conversation":  # named after its first question
                 fields["title"] = first_question[:80]
             return meta.model_copy(update=fields)
