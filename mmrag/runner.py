@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from bus.connection import redacted
@@ -224,9 +225,22 @@ async def _run(
 
 
 def _task_stacks() -> str:
-    """Where every other task of this loop is waiting: what a hung shutdown needs in its log to be diagnosed."""
+    """Where every other task of this loop is waiting, down its chain of awaits (a task's own stack shows only its
+    outermost frame: "await self.process(msgs)" says nothing of what `process` awaits), then every thread's stack
+    (a task waiting on an executor waits on one of them): what a hung shutdown needs in its log to be diagnosed."""
     out = io.StringIO()
     for task in asyncio.all_tasks():
         if task is not asyncio.current_task() and not task.done():
-            task.print_stack(limit=6, file=out)
+            out.write(f"Task {task.get_name()}:\n")
+            awaited, depth = task.get_coro(), 0
+            while awaited is not None and depth < 40:
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is not None:
+                    out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+                else:
+                    out.write(f"  waiting on {awaited!r}\n")
+                awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+                depth += 1
+    for thread_id, frame in sys._current_frames().items():  # noqa: SLF001 - the documented way to read them
+        out.write(f"Thread {thread_id}:\n{''.join(traceback.format_stack(frame, limit=8))}")
     return out.getvalue()
