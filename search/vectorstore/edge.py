@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -120,8 +119,20 @@ _DROPPED_PREFIX = ".dropped-"
 
 
 # Run by `python -c` in the child that builds an index: load the shard (its stored config), optimize, close.
+# The child asks the kernel to kill it if the engine dies (an orphan build would hold the shard's lock and keep the
+# next engine from opening the collection), then checks that the engine did not die before it asked. It does so
+# itself, after exec: `subprocess`'s ``preexec_fn`` runs between fork and exec in a copy of a process full of
+# threads (ONNX Runtime, OpenVINO, the event loop's executors), where loading libc with ctypes can wait forever
+# on a lock another thread held at the fork; the build then never starts and the store thread waits on it
+# for good (seen in a loaded CI run: every search of the engine timed out from then on). Python's docs say
+# ``preexec_fn`` is not safe with threads; without it `subprocess` uses posix_spawn/vfork.
 _OPTIMIZE_CHILD = """
-import sys
+import os, signal, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[2]):
+    sys.exit("the engine that started this index build is gone")
 from qdrant_edge import EdgeShard
 shard = EdgeShard.load(sys.argv[1])
 changed = shard.optimize()
@@ -129,17 +140,6 @@ shard.flush()
 shard.close()
 print(changed)
 """
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel kills it if this process dies (an orphan build would hold the
-    shard's lock and keep the next engine from opening the collection)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 @dataclass(eq=False)
 class _Collection:
@@ -408,8 +408,7 @@ class EdgeShardStore:
         coll.shard = None
         try:
             result = subprocess.run(
-                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path)],
-                capture_output=True, text=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path), str(os.getpid())], capture_output=True, text=True
             )  # fmt: skip
         finally:
             coll.shard = EdgeShard.load(str(path), self._config(coll.schema))

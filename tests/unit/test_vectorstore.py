@@ -791,3 +791,19 @@ def test_edge_index_build_runs_in_a_child_and_the_process_keeps_running(tmp_path
         assert len(store.search(GEN, [0.1] * dim, using=TEXT_DENSE, filter=tenant_a(), limit=5)) == 5
     finally:
         store.close()
+
+
+def test_edge_index_build_child_refuses_to_build_for_an_engine_that_is_gone(tmp_path: Path) -> None:
+    """The child arms its own parent-death signal after exec (no `preexec_fn`, which can deadlock between fork and
+    exec in a process full of threads) and then checks the engine that started it is still its parent: a build
+    for an engine that died before the signal was armed would hold the shard's lock as an orphan."""
+    import subprocess
+    import sys
+
+    from search.vectorstore.edge import _OPTIMIZE_CHILD
+
+    not_my_parent = 1  # init: never this test's process
+    result = subprocess.run([sys.executable, "-c", _OPTIMIZE_CHILD, str(tmp_path / "missing"), str(not_my_parent)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0 and "is gone" in result.stderr, result
+    assert not (tmp_path / "missing").exists()  # it stopped before opening (and locking) anything
