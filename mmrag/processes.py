@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+# Loaded here, in the parent: `die_with_parent` runs between fork and exec in a copy of a process with threads,
+# where loading a library (dlopen) can wait forever on a loader lock another thread held at the fork. Calling an
+# already resolved function there is a plain system call.
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -32,8 +36,8 @@ def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subproce
     parent = os.getpid()
 
     def die_with_parent() -> None:
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os.kill(os.getpid(), signal.SIGTERM)
 
