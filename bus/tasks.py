@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 
 RECANCEL_S = 0.1
+MAX_CHAIN = 40
 
 
 async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
@@ -28,3 +29,19 @@ async def cancel_and_wait(task: asyncio.Task[object] | None) -> None:
         await asyncio.wait([task], timeout=RECANCEL_S)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where `task` waits, outermost first, one ``file:line in function`` per coroutine down its chain of awaits,
+    ending with what the innermost one awaits (a future, an executor's). `Task.print_stack` shows only the
+    outermost frame ("await self.process(msgs)"), which does not say what a hung task waits on."""
+    out: list[str] = []
+    awaited: object = task.get_coro()
+    while awaited is not None and len(out) < MAX_CHAIN:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            out.append(f"waiting on {awaited!r}")
+            break
+        out.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return out

@@ -212,6 +212,11 @@ class ConsumerDef:
     max_ack_pending: int = 1000
     backoff_s: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0)
     description: str = ""
+    # The longest one handling may take; past it the worker cancels it and gives the message up (dead letter, the
+    # agent's give-up hook tells whoever waits). A handler keeps its message alive with in-progress acks, so
+    # without a budget one that never returns holds its worker's slot for good. None: no budget (ingest work,
+    # bounded by its own limits: pages, a time budget per page, max_deliver).
+    handler_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         # JetStream rejects a backoff list longer than max_deliver; equal lengths waste nothing.
@@ -274,8 +279,12 @@ GRAPH_STREAM = StreamDef(
 STREAMS: tuple[StreamDef, ...] = (DOCS_STREAM, CHUNKS_STREAM, QUERIES_STREAM, DEADLETTER_STREAM, GRAPH_STREAM)
 STREAMS_BY_NAME: dict[str, StreamDef] = {s.name: s for s in STREAMS}
 
-# Query consumers: a user is waiting, so one quick redelivery and no more.
+# Query consumers: a user is waiting, so one quick redelivery and no more; and a budget per handling well past the
+# edge API's wait for the next event (MMRAG_QUERY_TIMEOUT_S, 30 s): retrieval and reranking take milliseconds to
+# seconds, an LLM's streamed answer minutes at most.
 _QUERY_BACKOFF = (1.0, 2.0)
+_QUERY_BUDGET_S = 60.0
+_GENERATE_BUDGET_S = 300.0
 
 
 def ingest_consumers(gen: IndexGeneration) -> dict[str, ConsumerDef]:
@@ -308,15 +317,15 @@ def ingest_consumers(gen: IndexGeneration) -> dict[str, ConsumerDef]:
 QUERY_CONSUMERS: dict[str, ConsumerDef] = {
     "retriever": ConsumerDef(
         stream="QUERIES", durable="retriever", filter_subject=Subjects.query(Subjects.QUERY_RETRIEVE, "*"),
-        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+        max_deliver=2, backoff_s=_QUERY_BACKOFF, handler_budget_s=_QUERY_BUDGET_S,
     ),
     "reranker": ConsumerDef(
         stream="QUERIES", durable="reranker", filter_subject=Subjects.query(Subjects.QUERY_RERANK, "*"),
-        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+        max_deliver=2, backoff_s=_QUERY_BACKOFF, handler_budget_s=_QUERY_BUDGET_S,
     ),
     "generator": ConsumerDef(
         stream="QUERIES", durable="generator", filter_subject=Subjects.query(Subjects.QUERY_GENERATE, "*"),
-        max_deliver=2, backoff_s=_QUERY_BACKOFF,
+        max_deliver=2, backoff_s=_QUERY_BACKOFF, handler_budget_s=_GENERATE_BUDGET_S,
     ),
 }  # fmt: skip
 

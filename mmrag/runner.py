@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from bus.connection import redacted
-from bus.tasks import cancel_and_wait
+from bus.tasks import await_chain, cancel_and_wait
 from edge_api.settings import LOOPBACK_HOSTS
 from mmrag import natsauth
 from mmrag.datadir import DataDirLock
@@ -232,15 +232,7 @@ def _task_stacks() -> str:
     for task in asyncio.all_tasks():
         if task is not asyncio.current_task() and not task.done():
             out.write(f"Task {task.get_name()}:\n")
-            awaited, depth = task.get_coro(), 0
-            while awaited is not None and depth < 40:
-                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-                if frame is not None:
-                    out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
-                else:
-                    out.write(f"  waiting on {awaited!r}\n")
-                awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-                depth += 1
+            out.writelines(f"  {line}\n" for line in await_chain(task))
     for thread_id, frame in sys._current_frames().items():  # noqa: SLF001 - the documented way to read them
         out.write(f"Thread {thread_id}:\n{''.join(traceback.format_stack(frame, limit=8))}")
     return out.getvalue()

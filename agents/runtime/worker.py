@@ -57,7 +57,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from bus.tasks import cancel_and_wait
+from bus.tasks import await_chain, cancel_and_wait
 from contracts.messages import DeadLetter, Message
 from contracts.topology import HEADER_TRACEPARENT, STREAMS_BY_NAME, TOKEN, ConsumerDef, Subjects
 from telemetry import tracing
@@ -80,6 +80,10 @@ DRAIN_S = 20.0
 
 class PermanentError(Exception):
     """Retrying cannot help (bad input, unsupported document): the message is dead-lettered."""
+
+
+class HandlerBudgetExceeded(PermanentError):
+    """A handling ran past its consumer's ``handler_budget_s`` and was cancelled (what it waited on is logged)."""
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,28 @@ class PullWorker(Generic[T]):
     async def _run_handler(self, deliveries: Sequence[Delivery[T]]) -> None:
         with self._metrics.handler_seconds.time():
             async with self._keep_alive(deliveries):
-                await self._handler(deliveries)
+                budget = self.consumer.handler_budget_s
+                if budget is None:
+                    await self._handler(deliveries)
+                    return
+                # A task of its own (it copies this context: the span and the log fields), so that past the
+                # budget the log can say where it waits before it is cancelled.
+                handling = asyncio.create_task(self._handler(deliveries))
+                try:
+                    await asyncio.wait([handling], timeout=budget)
+                except BaseException:  # this worker is being cancelled: take the handling down with it
+                    await cancel_and_wait(handling)
+                    raise
+                if not handling.done():
+                    where = "\n  ".join(await_chain(handling))
+                    log.error("%s: handling ran past its %g s budget, cancelled; it waited in:\n  %s",
+                              self._agent, budget, where)  # fmt: skip
+                    await cancel_and_wait(handling)
+                    raise HandlerBudgetExceeded(
+                        f"the {self._agent} took longer than {budget:g} s and gave up; try again, and see the "
+                        f"{self._agent} log if it happens again"
+                    )
+                handling.result()  # its exception, if any, is the policy's to judge
 
     async def _fail(self, delivery: Delivery[T], err: BaseException) -> str:
         """Apply the policy to a failed message; returns the outcome (transient, dead_letter, unrecorded)."""

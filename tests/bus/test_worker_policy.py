@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import Sequence
 
 import nats
@@ -23,7 +25,7 @@ CONSUMER = ConsumerDef(
 
 class Job(Message):
     n: int
-    mode: str = "ok"  # ok | permanent | transient-once | always-failing
+    mode: str = "ok"  # ok | permanent | transient-once | always-failing | hangs
     tenant: str = "t1"
 
     def routing(self) -> tuple[str, ...]:
@@ -32,6 +34,10 @@ class Job(Message):
 
 async def publish_job(js, job: Job, subject: str = "test.in.t1") -> None:
     await js.publish(subject, job.model_dump_json().encode())
+
+
+async def waits_for_a_reply_that_never_comes() -> None:
+    await asyncio.Event().wait()
 
 
 class Recorder:
@@ -50,6 +56,8 @@ class Recorder:
                 raise PermanentError(f"job {job.n} can never work")
             if job.mode == "always-failing" or (job.mode == "transient-once" and self.attempts[job.n] == 1):
                 raise ConnectionError("dependency down")
+            if job.mode == "hangs":
+                await waits_for_a_reply_that_never_comes()
         self.done.extend(d.payload.n for d in deliveries)
 
     async def give_up(self, delivery: Delivery[Job], reason: str) -> None:
@@ -297,3 +305,30 @@ async def test_submissions_of_mmrag_0_1_are_carried_to_the_new_subjects(nc) -> N
         await js.get_last_msg("DOCS", "docs.ingest")
     with pytest.raises(nats.js.errors.NotFoundError):
         await js.consumer_info("DOCS", "parser")
+
+
+async def test_a_handling_past_its_budget_is_cancelled_and_given_up_and_the_worker_goes_on(js, caplog) -> None:
+    """A handler that never returns keeps its message alive with in-progress acks: without a budget it would hold
+    the worker for good (every later query waiting behind it). With one, it is cancelled, dead-lettered (the
+    give-up hook tells the requester), the log says where it waited, and the next message is handled."""
+    budgeted = dataclasses.replace(CONSUMER, handler_budget_s=0.5)
+    rec = Recorder()
+    worker = PullWorker(js, budgeted, Job, rec.handle, agent="test", batch=1, on_give_up=rec.give_up)
+    await publish_job(js, Job(n=1, mode="hangs"))
+    await publish_job(js, Job(n=2))
+    with caplog.at_level(logging.ERROR, logger="agents.runtime.worker"):
+        await run_until(worker, lambda: 2 in rec.done and rec.gave_up)
+    [(n, public)] = rec.gave_up
+    assert n == 1 and "took longer than 0.5 s" in public
+    [letter] = await dead_letters(js, 1)
+    assert letter.error_type == "HandlerBudgetExceeded" and letter.num_delivered == 1
+    assert "waits_for_a_reply_that_never_comes" in caplog.text  # where it waited, not only "await self._handler"
+    info = await js.consumer_info("TEST", CONSUMER.durable)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+def test_every_query_consumer_has_a_budget_and_no_ingest_consumer_does() -> None:
+    from contracts.topology import QUERY_CONSUMERS, ingest_consumers
+
+    assert all(c.handler_budget_s for c in QUERY_CONSUMERS.values())
+    assert all(c.handler_budget_s is None for c in ingest_consumers(IndexGeneration(1)).values())

@@ -85,14 +85,12 @@ def test_lock_names_the_holder_and_dies_with_it(lock_holder) -> None:
 def test_mmrag_up_refuses_a_locked_data_dir_before_starting_anything(lock_holder) -> None:
     data, holder = lock_holder
     nats_port = free_port()
-    started = time.monotonic()
     run = subprocess.run(
         [str(BIN / "mmrag"), "up", "--data-dir", str(data), "--port", str(free_port()), "--nats-port", str(nats_port),
          "--nats-monitor-port", str(free_port())],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert run.returncode == 1
-    assert time.monotonic() - started < 30
+    assert run.returncode == 1  # "before starting anything" is checked below by what exists, not by a clock
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, run.stderr
     assert str(data.resolve()) in lines[0] and f"process {holder.pid}" in lines[0]
