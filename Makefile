@@ -19,10 +19,10 @@ $(BIN)/python:
 # requirements/runtime.txt. Then the project itself: no dependency of its own (all in the lock), built by the
 # lock's setuptools (no build isolation: that would fetch setuptools unpinned). `pip check` proves the lock whole.
 LOCK := requirements/test.txt
-$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK) requirements/install.sh
 	sh requirements/install.sh $(BIN)/pip $(LOCK) "$(TORCH_SPEC)"
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
-	$(BIN)/pip check
+	@$(BIN)/pip check || { echo "pip check failed: the lock no longer covers pyproject.toml (or TORCH_SPEC's torch): run 'make lock' (decision 76)"; exit 1; }
 	# Export and cache the ONNX embedder now (about a minute, once), so no engine start waits for it.
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag models
 	touch $@
