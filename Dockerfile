@@ -3,31 +3,39 @@
 #
 #   docker build -t mmrag:dev .                                           # CPU torch, models exported at first start
 #   docker build -t mmrag:prod --build-arg BAKE_MODELS=1 .                # ONNX embedder + OCR models baked in
-#   docker build -t mmrag:gpu --build-arg TORCH_INDEX_URL= .              # default (CUDA) torch wheels
+#   docker build -t mmrag:gpu --build-arg TORCH_SPEC=torch==2.13.0 .      # PyPI's (CUDA) torch instead of the lock's
+#
+# Every dependency is installed from requirements/runtime.txt, checked against its hashes (decision 77; `make lock`
+# regenerates it), then the project with --no-deps. The lock is for Linux x86_64 and CPython 3.11: PYTHON_IMAGE
+# must stay a 3.11 image.
 #
 # Build args:
-#   TORCH_SPEC       torch requirement (default matches the Makefile's CPU build)
-#   TORCH_INDEX_URL  wheel index for torch; the default is the CPU-only index (a small image). Empty = PyPI (CUDA).
+#   TORCH_SPEC       empty: the lock's torch, the CPU build, hash-checked. A torch requirement (a GPU build):
+#                    installed over the rest of the lock, NOT hash-checked (requirements/install.sh).
+#   TORCH_INDEX_URL  the only index the lock's CPU torch is fetched from (PyPI does not serve CPU builds).
 #   BAKE_MODELS      1 = run `mmrag models` at build time with MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx, so no
 #                    replica exports the ONNX model at start (needed for MMRAG_EMBEDDING_BACKEND=onnx in prod).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# ---- builder: every dependency as a wheel, then one virtualenv to copy ----
+# ---- builder: every dependency from the lock, then the project, in one virtualenv to copy ----
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_SPEC=""
 ARG TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, so its build (CPU or CUDA) is chosen here and `pip install .` keeps it.
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip wheel --wheel-dir /wheels --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple "$TORCH_SPEC"; \
-    else \
-        pip wheel --wheel-dir /wheels "$TORCH_SPEC"; \
+COPY requirements/install.sh requirements/runtime.txt requirements/
+# The lock's CPU torch is fetched alone from TORCH_INDEX_URL into /wheels (no second index beside PyPI for the rest),
+# then install.sh installs it from there like every other entry: checked against the lock's hash.
+RUN mkdir /wheels \
+    && if [ -z "$TORCH_SPEC" ]; then \
+        pip download --no-deps --dest /wheels --index-url "$TORCH_INDEX_URL" \
+            "$(grep -o '^torch==[^ ]*' requirements/runtime.txt)"; \
     fi \
-    && pip install --no-index --find-links /wheels "$TORCH_SPEC"
+    && PIP_FIND_LINKS=/wheels sh requirements/install.sh pip requirements/runtime.txt "$TORCH_SPEC" \
+    && rm -rf /wheels
 COPY pyproject.toml README.md ./
 COPY contracts contracts
 COPY telemetry telemetry
@@ -38,11 +46,10 @@ COPY search search
 COPY agents agents
 COPY edge_api edge_api
 COPY mmrag mmrag
-# The torch constraint keeps the build chosen above (a newer or CUDA torch from PyPI would replace it).
-RUN echo "$TORCH_SPEC" > /tmp/constraints.txt \
-    && pip wheel --wheel-dir /wheels --find-links /wheels -c /tmp/constraints.txt . \
-    && pip install --no-index --find-links /wheels -c /tmp/constraints.txt mmrag \
-    && rm -rf /wheels
+# The project alone: its dependencies are all in the lock, and the lock's setuptools builds it (build isolation would
+# fetch setuptools unpinned). `pip check` fails the build if the lock misses a dependency.
+RUN pip install --no-deps --no-build-isolation . \
+    && pip check
 
 # ---- runtime: slim base, the virtualenv, a non-root user ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -2,21 +2,27 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build of torch; set TORCH_SPEC=torch (or a CUDA index) on a GPU machine.
-TORCH_SPEC ?= torch==2.13.0
+# Every dependency comes from a lock file, hash-checked (requirements/, decision 77); the torch there is the CPU
+# build. On a GPU machine set TORCH_SPEC to a torch requirement (e.g. TORCH_SPEC=torch==2.13.0, PyPI's CUDA build):
+# it replaces the lock's torch and is not hash-checked (requirements/install.sh).
+TORCH_SPEC ?=
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= .mmrag-data
 
-.PHONY: run test test-fast install ocr-languages bench schemas clean
+.PHONY: run test test-fast install lock ocr-languages bench schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install "$(TORCH_SPEC)"
-	$(BIN)/pip install -e ".[test]"
+# The lock of `make install` (the project's dependencies and its test extra); the Docker image installs
+# requirements/runtime.txt. Then the project itself: no dependency of its own (all in the lock), built by the
+# lock's setuptools (no build isolation: that would fetch setuptools unpinned). `pip check` proves the lock whole.
+LOCK := requirements/test.txt
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK) requirements/install.sh
+	sh requirements/install.sh $(BIN)/pip $(LOCK) "$(TORCH_SPEC)"
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	@$(BIN)/pip check || { echo "pip check failed: the lock no longer covers pyproject.toml (or TORCH_SPEC's torch): run 'make lock' (decision 77)"; exit 1; }
 	# Export and cache the ONNX embedder now (about a minute, once), so no engine start waits for it.
 	HF_HUB_OFFLINE=1 $(BIN)/mmrag models
 	touch $@
@@ -34,6 +40,25 @@ $(CHROMIUM):
 	fi
 
 install: $(VENV)/.installed
+
+# Regenerates the lock files from pyproject.toml and requirements/pins.in (decision 77; needs the package registry,
+# about 10 minutes): requirements/test.txt (`make install`) and requirements/runtime.txt (the Docker image), each
+# dependency pinned with the sha256 of every file of that release, resolved for Linux x86_64 and CPython 3.11 (the
+# machines this runs on: markers for other platforms are evaluated here, not kept). Pins already in a lock are kept
+# while pyproject allows them; PIP_COMPILE_ARGS=--upgrade (or --upgrade-package NAME) moves them. runtime.txt
+# starts from test.txt's pins, so the image runs the versions the tests ran. tests/unit/test_lock.py fails while
+# pyproject and the locks disagree. pip-tools lives in a venv of its own, so it never enters a lock.
+LOCK_TOOLS := $(VENV)-lock
+PIP_TOOLS_SPEC ?= pip-tools==7.6.2
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+$(LOCK_TOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install "$(PIP_TOOLS_SPEC)"
+lock: $(LOCK_TOOLS)/bin/pip-compile
+	$(PIP_COMPILE) $(PIP_COMPILE_ARGS) --extra test --output-file requirements/test.txt pyproject.toml requirements/pins.in
+	cp requirements/test.txt requirements/runtime.txt
+	$(PIP_COMPILE) --output-file requirements/runtime.txt pyproject.toml requirements/pins.in
 
 # Tesseract and Debian's language packs for the scripts the shipped PP-OCR models cannot read (Cyrillic, Greek...):
 # the OCR fallback of MMRAG_OCR_FALLBACK_LANGUAGES (e.g. rus+ell). Set OCR_LANGUAGES to the packs to install
@@ -79,4 +104,4 @@ schemas: install
 	$(BIN)/mmrag schemas --out docs/schemas
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR)
+	rm -rf $(VENV) $(LOCK_TOOLS) $(DATA_DIR)
