@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results import recorded  # noqa: E402
 from contracts.topology import DEFAULT_MAX_PAYLOAD, QUERY_CONSUMERS, IndexGeneration, ingest_consumers  # noqa: E402
 from tests.bus.test_ratelimit import RedisServer  # noqa: E402
+from tests.doubles import send_openai_stream  # noqa: E402
 from tests.e2e.test_resilience import edge_count  # noqa: E402
 from tests.engine import Engine, upload_bytes, upload_until_accepted, wait_status  # noqa: E402
 from tests.factories import make_pdf, make_pdf_image_bomb  # noqa: E402
@@ -78,12 +79,7 @@ class _LLM(BaseHTTPRequestHandler):
         if self.hang.is_set():
             self.release.wait()
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        delta = {"choices": [{"index": 0, "delta": {"content": "From the manual: see [1]."}, "finish_reason": None}]}
-        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        self.wfile.write(f"data: {json.dumps(delta)}\n\ndata: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+        send_openai_stream(self, "From the manual: see [1].")
 
 
 # --------------------------------------------------------------------------------------------- load and tallies
