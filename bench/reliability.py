@@ -50,8 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import recorded  # noqa: E402
 from contracts.topology import DEFAULT_MAX_PAYLOAD, QUERY_CONSUMERS, IndexGeneration, ingest_consumers  # noqa: E402
+from mmrag.processes import stop  # noqa: E402
+from tests.bus.test_cluster import Node, start_cluster, urls  # noqa: E402
 from tests.bus.test_ratelimit import RedisServer  # noqa: E402
 from tests.doubles import send_openai_stream  # noqa: E402
+from tests.e2e.test_cluster_engine import agents_node  # noqa: E402
 from tests.e2e.test_resilience import edge_count  # noqa: E402
 from tests.engine import Engine, upload_bytes, upload_until_accepted, wait_status  # noqa: E402
 from tests.factories import make_pdf, make_pdf_image_bomb  # noqa: E402
@@ -279,16 +282,19 @@ async def undrained(http: aiohttp.ClientSession, monitor_urls: list[str]) -> dic
     deadline = time.monotonic() + DRAIN_S
     while True:
         busy: dict[str, tuple[int, int]] = {}
+        jsz: dict | None = None
         for monitor in monitor_urls:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(f"{monitor}/jsz?consumers=true&accounts=true") as resp:
                     jsz = await resp.json(content_type=None)
-                for account in jsz.get("account_details") or []:
-                    for stream in account.get("stream_detail") or []:
-                        for c in stream.get("consumer_detail") or []:
-                            if c.get("num_pending") or c.get("num_ack_pending"):
-                                busy[f"{c['stream_name']}/{c['name']}"] = (c["num_pending"], c["num_ack_pending"])
                 break
+        if jsz is None:
+            busy["(no monitoring endpoint answered)"] = (-1, -1)
+        for account in (jsz or {}).get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                for c in stream.get("consumer_detail") or []:
+                    if c.get("num_pending") or c.get("num_ack_pending"):
+                        busy[f"{c['stream_name']}/{c['name']}"] = (c["num_pending"], c["num_ack_pending"])
         if not busy or time.monotonic() > deadline:
             return busy
         await asyncio.sleep(1)
@@ -379,12 +385,14 @@ async def wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 1
 class Ctx:
     engine: Engine
     http: aiohttp.ClientSession
-    redis: RedisServer
+    redis: RedisServer | None
     rss: RssSampler
     docs_per_scenario: int
     all_docs: dict[str, str | None] = field(default_factory=dict)  # every acknowledged document of the run
     extra_docs: dict[str, str | None] = field(default_factory=dict)  # a scenario's own uploads (fuzz)
     details: list[str] = field(default_factory=list)  # lines printed after the table
+    monitor_urls: list[str] = field(default_factory=list)  # nats-server monitoring (a cluster: every node)
+    cluster: list[Node] = field(default_factory=list)  # the NATS nodes, when the engine runs on a cluster
 
 
 Fault = Callable[[Ctx], Awaitable[str]]
@@ -441,6 +449,7 @@ async def kill_mmrag_up(ctx: Ctx) -> str:
 
 
 async def stop_redis(ctx: Ctx) -> str:
+    assert ctx.redis is not None
     ctx.redis.stop()
     await asyncio.sleep(8)
     ctx.redis.start()
@@ -627,6 +636,55 @@ async def malformed_messages(ctx: Ctx) -> str:
             + (f", NOT dead-lettered: {missing}" if missing else "") + f"; agents still running: {alive}")  # fmt: skip
 
 
+async def lose_a_node(ctx: Ctx) -> str:
+    assert ctx.engine.proc is not None
+    pid = ctx.engine.proc.pid
+    victim = await agents_node(ctx.http, ctx.cluster)
+    if victim is None:
+        raise RuntimeError("the agents' connection is on no node")
+    victim.proc.kill()
+    victim.proc.wait()
+    survivors = [n for n in ctx.cluster if n is not victim]
+    ctx.monitor_urls = [f"http://127.0.0.1:{n.monitor_port}" for n in survivors]
+    async with asyncio.timeout(120):
+        while (moved := await agents_node(ctx.http, survivors)) is None:
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(5)
+    same = ctx.engine.proc.poll() is None and ctx.engine.proc.pid == pid
+    return (f"SIGKILL of NATS node {victim.name} of 3 (the one the agents were connected to; streams R3); the "
+            f"agents reconnected to {moved.name}; same mmrag up process: {same}")  # fmt: skip
+
+
+CLUSTER_ROW = "one of three NATS nodes lost"
+
+
+async def cluster_row(root: Path, docs_per_scenario: int) -> Row:
+    """The node-loss scenario, on an engine of its own (`mmrag up --nats-url` on a three-node cluster)."""
+    nodes = await asyncio.to_thread(start_cluster, root / "cluster")
+    engine = Engine(root / "cluster-data", root / "cluster-engine.log", external_nats=urls(nodes),
+                    env={"MMRAG_STREAM_REPLICAS": "3", "MMRAG_METRICS_PORT": "0"})  # fmt: skip
+    rss = RssSampler(engine)
+    try:
+        await asyncio.to_thread(engine.start, 240)
+        rss.start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S + 30)) as http:
+            ctx = Ctx(engine, http, None, rss, docs_per_scenario, cluster=nodes,
+                      monitor_urls=[f"http://127.0.0.1:{n.monitor_port}" for n in nodes])  # fmt: skip
+            row = await run_scenario(ctx, CLUSTER_ROW, lose_a_node)
+            records = (await check_documents(http, engine.url, ctx.all_docs)).records
+    finally:
+        rss.stop()
+        code = await asyncio.to_thread(engine.stop)
+        for node in nodes:
+            stop(node.proc)
+    chunks = sum(r["chunks_total"] for r in records.values() if r["status"] == "indexed")
+    points = edge_count(engine.data_dir)
+    row.what += f"; store: {points} points for {chunks} chunks; mmrag up exit code {code}"
+    if points != chunks or code != 0:
+        row.docs.problems.append(f"store holds {points} points for {chunks} chunks; exit code {code}")
+    return row
+
+
 # --------------------------------------------------------------------------------------------- the run
 @dataclass
 class Row:
@@ -659,7 +717,7 @@ async def run_scenario(ctx: Ctx, name: str, fault: Fault) -> Row:
     extra = await check_documents(ctx.http, ctx.engine.url, ctx.extra_docs) if ctx.extra_docs else DocCheck()
     ctx.all_docs.update(docs)
     ctx.all_docs.update(ctx.extra_docs)
-    busy = await undrained(ctx.http, [ctx.engine.monitor_url])
+    busy = await undrained(ctx.http, ctx.monitor_urls or [ctx.engine.monitor_url])
     after = ctx.rss.total_now()
     row = Row(name, what, tally, check, busy, (before, ctx.rss.peak_since(t0), after))
     row.docs.problems += extra.problems
@@ -744,6 +802,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> int:
         redis.stop()
     chunks = sum(r["chunks_total"] for r in records.values() if r["status"] == "indexed")
     points = edge_count(engine.data_dir)
+    if not args.quick and args.only in CLUSTER_ROW:
+        rows.append(await cluster_row(root, ctx.docs_per_scenario))
     print_table(rows, warm_rss)
     for line in ctx.details:
         print(f"- {line}")
@@ -761,7 +821,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 documents a scenario instead of 6")
+    parser.add_argument("--quick", action="store_true", help="3 documents a scenario instead of 6, no NATS cluster")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this (not recorded)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
