@@ -1,6 +1,6 @@
 """Reliability under load, with faults injected and hostile input: one table row per scenario (issue 16).
 
-    python bench/reliability.py            # every scenario (about 10 minutes on 2 cores)
+    python bench/reliability.py            # every scenario (about 5 minutes on 2 busy cores)
     python bench/reliability.py --quick    # fewer documents per scenario, no NATS cluster
 
 One private `mmrag up` (real nats-server, agents, edge API) runs with a Redis (`MMRAG_REDIS_URL`: answer cache and
