@@ -127,6 +127,11 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [QUERY_CONSUMERS["generator"]]
 
+    def concurrency(self) -> int:
+        # One at a time, a hanging provider made the k-th waiting question wait k read timeouts (found by
+        # bench/reliability.py: past the edge API's query timeout, they were lost).
+        return self._ctx.settings.generator_questions_in_flight
+
     async def start(self) -> None:
         self._chain = provider_chain(self._ctx.settings)
         names = [p.name for p in self._chain.providers]

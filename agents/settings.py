@@ -205,6 +205,13 @@ class AgentSettings(ProcessSettings):
         default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
+    generator_questions_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="questions one generator replica answers at once (an LLM answer is mostly waiting for the "
+        "provider); 1 = one at a time, so a slow or hanging provider makes every later question wait its turn",
+    )
     rerank_sentence_weight: float = Field(
         default=0.0,
         ge=0.0,

@@ -2,7 +2,8 @@
 
 - :func:`compare_and_set`: a read-modify-write on one key, retried on a revision conflict, so concurrent writers
   (N indexers, the parser, the coordinator) never lose an update nor apply one to a stale value;
-- :func:`current_values`: the current value of every key matching a pattern, through one watch.
+- :func:`current_values`: the current value of every key matching a pattern, through one watch;
+- :func:`watch`: every watch of a bucket opens through it, so a stopped watch leaves no consumer behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 T = TypeVar("T")
+
+# How long nats-server keeps a watch's consumer once nobody listens on it. nats-py's default for a KV watch is 5
+# minutes, and `stop()` only unsubscribes; a stream takes at most 1,000 consumers (the server's default limit). So
+# 1,000 document lists, progress streams or generation look-ups within 5 minutes made every further watch of the
+# bucket fail with "maximum consumers limit reached" (found by bench/reliability.py). A live watch has interest
+# and is never dropped for inactivity; a stopped one goes within seconds.
+WATCH_INACTIVE_S = 5.0
+
+
+async def watch(kv: KeyValue, pattern: str) -> KeyValue.KeyWatcher:
+    """`kv.watch(pattern)` (current values, a None marker, then every change, deletes included) whose server-side
+    consumer is removed `WATCH_INACTIVE_S` after the watcher stops. Call ``await watcher.stop()`` when done."""
+    return await kv.watch(pattern, inactive_threshold=WATCH_INACTIVE_S)
 
 
 async def compare_and_set(kv: KeyValue, key: str, decode: Callable[[bytes | None], T | None],
@@ -72,7 +86,7 @@ async def current_values(
         expected = await stored_keys(kv, pattern)
     if expected == 0:
         return []
-    watcher = await kv.watch(pattern)  # deletes included: their markers count among the stored keys
+    watcher = await watch(kv, pattern)  # deletes included: their markers count among the stored keys
     found: dict[str, bytes] = {}
     seen: set[str] = set()
     marker = False

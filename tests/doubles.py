@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler
 
 from contracts.messages import AnswerEvent, answer_event_adapter
 
@@ -38,3 +40,14 @@ async def silent_tcp_server() -> AsyncIterator[int]:
         server.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 2)
+
+
+def send_openai_stream(handler: BaseHTTPRequestHandler, text: str) -> None:
+    """Answer an OpenAI-compatible `chat/completions` request (an `http.server` handler's) as the real APIs
+    stream it: `text` in one delta, a `stop`, then ``[DONE]``."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    handler.wfile.write(f"data: {json.dumps(delta)}\n\ndata: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())

@@ -210,6 +210,42 @@ async def upload_bytes(
     return resp
 
 
+async def upload_until_accepted(
+    session: aiohttp.ClientSession, url: str, data: bytes, filename: str, timeout_s: float = 180
+) -> str:
+    """Upload as a careful client does while the engine recovers, and return the document's id.
+
+    A 503 ``backbone_unavailable`` (nothing was stored), or no connection at all (the edge API is restarting), is
+    retried (a connection lost mid-request raises: the upload may have been stored); a 503
+    ``submission_unconfirmed`` is settled by the document's status first (200: it was stored, keep
+    that id; 404: it was not, upload again), so a retry never submits a document twice. Any other answer raises.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                resp = await upload_bytes(session, url, data, filename)
+            except aiohttp.ClientConnectorError:  # nothing was sent: safe to try again
+                await asyncio.sleep(0.5)
+                continue
+            if resp.status == 202:
+                return (await resp.json())["doc_id"]
+            if resp.status != 503:
+                raise AssertionError(f"upload of {filename}: {resp.status} {await resp.text()}")
+            error = (await resp.json())["error"]
+            if error["code"] == "submission_unconfirmed":
+                while True:
+                    try:
+                        async with session.get(f"{url}/v1/documents/{error['doc_id']}") as status:
+                            if status.status == 200:
+                                return error["doc_id"]
+                            if status.status == 404:
+                                break
+                    except aiohttp.ClientConnectorError:
+                        pass
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
+
+
 async def wait_status(
     session: aiohttp.ClientSession, url: str, doc_id: str, wanted: set[str], timeout_s: float = 120
 ) -> dict:

@@ -29,6 +29,7 @@ from nats.js.api import ObjectInfo, PubAck
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_META_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from bus.kv import watch
 from bus.objects import UploadTooLarge, put_stream
 from bus.progress import ProgressStore
 from bus.publish import Outgoing, publish
@@ -878,7 +879,7 @@ async def tenant_records(bb: Backbone, tenant: str) -> AsyncIterator[tuple[str, 
     """
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
-    watcher = await kv.watch(pattern)  # deletes too: whatever the last entry is, its delta is 0
+    watcher = await watch(kv, pattern)  # deletes too: whatever the last entry is, its delta is 0
     seen = 0
     try:
         while True:

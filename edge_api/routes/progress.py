@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict
 
+from bus.kv import watch
 from contracts.messages import DocumentProgress, DocumentStatus, Identifier
 from contracts.topology import progress_key
 from edge_api.errors import request_id
@@ -74,7 +75,7 @@ async def progress_events(request: web.Request) -> web.StreamResponse:
     tenant = tenant_of(request)
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
-    watcher = await kv.watch(pattern)  # current values, a None marker, then every change (deletes included)
+    watcher = await watch(kv, pattern)  # current values, a None marker, then every change (deletes included)
     response = EventSourceResponse(ping_interval=bb.settings.sse_ping_s, headers={"X-Request-Id": request_id(request)})
     try:
         await response.prepare(request)

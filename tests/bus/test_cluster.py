@@ -40,20 +40,27 @@ class Node:
         return f"nats://127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[Node]]:
+def start_cluster(root: Path) -> list[Node]:
+    """Three nats-servers with JetStream on loopback, routed into one cluster; their stores and logs in `root`."""
+    root.mkdir(parents=True, exist_ok=True)
     ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
     routes = ",".join(f"nats://127.0.0.1:{cluster_port}" for _, cluster_port, _ in ports)
     nodes = []
     for i, (port, cluster_port, monitor_port) in enumerate(ports):
         argv = [
-            nats_server_binary(), "-js", "-sd", str(tmp_path / f"n{i}"), "-a", "127.0.0.1", "-p", str(port),
+            nats_server_binary(), "-js", "-sd", str(root / f"n{i}"), "-a", "127.0.0.1", "-p", str(port),
             "-m", str(monitor_port), "--server_name", f"n{i}", "--cluster_name", "mmrag",
-            "--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes, "-l", str(tmp_path / f"n{i}.log"),
+            "--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes, "-l", str(root / f"n{i}.log"),
         ]  # fmt: skip
         proc = spawn(argv)
         wait_for_port("127.0.0.1", port, proc=proc, what=f"nats-server n{i}")
         nodes.append(Node(f"n{i}", proc, port, monitor_port))
+    return nodes
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[Node]]:
+    nodes = start_cluster(tmp_path)
     yield nodes
     for node in nodes:
         stop(node.proc)

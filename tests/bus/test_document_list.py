@@ -7,6 +7,7 @@ Through a real `mmrag up` and a browser: tests/e2e/test_document_library.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bus.kv import WATCH_INACTIVE_S
 from bus.progress import ProgressStore
 from contracts.messages import DocumentStatus, DocumentSubmitted
 from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects
@@ -255,3 +257,21 @@ async def test_passages_are_asked_of_this_tenants_documents_only(edge: Edge) -> 
         assert status == 400 and body["error"]["field"] == field, body
     status, body, _ = await edge.call("GET", f"/v1/documents/{beta[0]['doc_id']}/passages", "acme_admin")
     assert status == 404 and body["error"]["code"] == "not_found", body
+
+
+async def test_lists_and_progress_streams_leave_no_watch_consumer_behind(edge: Edge) -> None:
+    """Each list and progress stream reads the progress bucket through a watch; its consumer once stayed 5 minutes
+    after the request, and past 1,000 of them (the stream's limit) every list and progress stream failed."""
+    await seed(edge, ACME, 3)
+    for _ in range(3):
+        status, body, _ = await edge.call("GET", "/v1/documents?limit=2", "acme_reader")
+        assert status == 200 and len(body["documents"]) == 2, body
+        async with edge.http.get(f"{edge.base}/v1/progress", headers=edge.auth("acme_reader")) as resp:
+            assert resp.status == 200
+            assert await resp.content.readuntil(b"\r\n\r\n")  # one event, then the client goes away
+    js = edge.nc.jetstream()
+    # Gone once each stream noticed its client left (at its next keep-alive ping) and the watch's consumer had no
+    # listener for WATCH_INACTIVE_S: within a minute, not the 5 minutes of before.
+    async with asyncio.timeout(20 * WATCH_INACTIVE_S):
+        while (await js.stream_info(f"KV_{PROGRESS_BUCKET}")).state.consumer_count:
+            await asyncio.sleep(0.5)

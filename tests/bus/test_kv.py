@@ -7,7 +7,7 @@ import asyncio
 import nats
 from nats.js.api import KeyValueConfig
 
-from bus.kv import compare_and_set, current_values
+from bus.kv import WATCH_INACTIVE_S, compare_and_set, current_values
 
 
 async def _bucket(nc: nats.NATS, name: str = "kvtest"):
@@ -107,3 +107,16 @@ async def test_compare_and_set_never_loses_a_concurrent_update(nc) -> None:
 
     await asyncio.gather(*(add_one() for _ in range(20)))
     assert int((await kv.get("counter")).value) == 20
+
+
+async def test_a_finished_watch_leaves_no_consumer_behind(nc) -> None:
+    """A stream takes at most 1,000 consumers; a watch's consumer once outlived its watch by 5 minutes (nats-py's
+    default), so 1,000 reads within 5 minutes made every further watch of the bucket fail (bench/reliability.py)."""
+    kv = await _bucket(nc)
+    await kv.put("doc.1", b"v")
+    for _ in range(3):
+        assert dict(await current_values(kv, "doc.*")) == {"doc.1": b"v"}
+    js = nc.jetstream()
+    async with asyncio.timeout(20 * WATCH_INACTIVE_S):  # gone within seconds, not the 5 minutes of before
+        while (await js.stream_info("KV_kvtest")).state.consumer_count:
+            await asyncio.sleep(0.5)

@@ -18,7 +18,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts.topology import DOCS_STREAM, IndexGeneration
 from tests.bus.test_cluster import DOCS, Node, cluster, urls  # noqa: F401 - `cluster` is the fixture
-from tests.engine import Engine, upload_bytes
+from tests.engine import Engine, upload_until_accepted
 from tests.factories import make_pdf
 
 
@@ -34,28 +34,6 @@ async def agents_node(http: aiohttp.ClientSession, nodes: list[Node]) -> Node | 
         if node.proc.poll() is None and any(n.startswith("mmrag-parser+") for n in await connection_names(http, node)):
             return node
     return None
-
-
-async def upload_until_accepted(http: aiohttp.ClientSession, url: str, data: bytes, filename: str) -> str:
-    """Upload as a careful client does while the cluster elects new leaders: 503 ``backbone_unavailable`` (nothing
-    was stored) is retried; 503 ``submission_unconfirmed`` is settled by the document's status first (200: it
-    was stored, keep that id; 404: it was not, upload again), so a retry never submits a document twice."""
-    async with asyncio.timeout(180):
-        while True:
-            resp = await upload_bytes(http, url, data, filename)
-            if resp.status == 202:
-                return (await resp.json())["doc_id"]
-            assert resp.status == 503, (resp.status, await resp.text())
-            error = (await resp.json())["error"]
-            if error["code"] == "submission_unconfirmed":
-                while True:
-                    async with http.get(f"{url}/v1/documents/{error['doc_id']}") as status:
-                        if status.status == 200:
-                            return error["doc_id"]
-                        if status.status == 404:
-                            break
-                    await asyncio.sleep(0.5)
-            await asyncio.sleep(0.5)
 
 
 async def per_document(js: JetStreamContext, subject: str) -> Counter[str]:
