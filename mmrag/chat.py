@@ -68,5 +68,6 @@ async def _answer(http: Any, question: str, conversation_id: str, top_k: int, er
             raise EngineError(f"{data.get('code', 'error')}: {data.get('message', '')}")
     print()
     for c in citations:
-        print(f"[{c['n']}] {c['filename']} page {c['page']} (doc {c['doc_id']})")
+        where = c.get("locator") or f"page {c['page']}"  # an office file's slide, sheet rows or section
+        print(f"[{c['n']}] {c['filename']} {where} (doc {c['doc_id']})")
     print(flush=True)
