@@ -213,12 +213,13 @@ class AgentSettings(ProcessSettings):
         "provider); 1 = one at a time, so a slow or hanging provider makes every later question wait its turn",
     )
     rerank_sentence_weight: float = Field(
-        default=0.0,
+        default=0.6,
         ge=0.0,
         le=1.0,
         description="offline scorer: weight of the best question-sentence cosine of each candidate (the reranker "
-        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone (the default: "
-        "the abstention thresholds are calibrated on the lexical scores; 0.6 won bench/quality's paraphrase tuning)",
+        "embeds the candidates' sentences) against the lexical score; 0 = the lexical scorer alone. 0.6 won the "
+        "tuning material of bench/quality (paraphrase tuning part and fixed set, decision 79); "
+        "MMRAG_ABSTAIN_THRESHOLD is calibrated on these scores: recalibrate it when you change this",
     )
     reranker_model_path: Path | None = Field(
         default=None,
@@ -232,11 +233,13 @@ class AgentSettings(ProcessSettings):
         return None if value == "" else value
 
     abstain_threshold: float = Field(
-        default=0.38,
+        default=0.34,
         ge=0.0,
         le=1.0,
         description="answers decline ('not found in your documents') when the best reranked score is below this; "
-        "0 = never. Calibrated for the offline scorer on bench/quality: recalibrate for a cross-encoder",
+        "0 = never. Calibrated for the offline scorer (with MMRAG_RERANK_SENTENCE_WEIGHT) on the tuning material of "
+        "bench/quality/paraphrase_run.py: the most unanswerable questions declined with at most 5% of answerable "
+        "ones refused (decision 79). Recalibrate for a cross-encoder or another sentence weight",
     )
     abstain_paraphrase_cosine: float = Field(
         default=0.54,

@@ -166,8 +166,8 @@ async def test_a_generator_configured_differently_follows_the_rerankers_decision
     def settings(name: str, **abstention: float) -> AgentSettings:
         return AgentSettings(nats_url=nats_server.url, data_dir=tmp_path / name, metrics_port=0, **abstention)
 
-    reranker = settings("reranker")  # the defaults: 0.38, paraphrase 0.54
-    assert reranker.abstain_threshold == 0.38
+    reranker = settings("reranker")  # the defaults: 0.34, paraphrase 0.54 (decision 79)
+    assert reranker.abstain_threshold == 0.34
     filters = hit(0, "Replace the filter cartridge every six months.", 1.0, cosine=0.75)
     answerable = ("How often is the filter cartridge replaced?", [filters])
     unanswerable = ("Who won the football world cup in 1998?", [filters.model_copy(update={"dense_score": 0.02})])
@@ -237,8 +237,11 @@ MAINTENANCE = (
 )
 
 
-async def test_the_engine_answers_a_reworded_question_its_lexical_score_alone_would_decline(engine: Engine) -> None:
-    """MMRAG_ABSTAIN_PARAPHRASE_COSINE end to end: the reranker measures the paraphrase, the generator answers."""
+async def test_the_engine_answers_a_reworded_question_that_shares_few_words_with_its_answer(engine: Engine) -> None:
+    """A question in other words than the document's is answered end to end. Until decision 79 the lexical score
+    alone declined it and the paraphrase cosine (MMRAG_ABSTAIN_PARAPHRASE_COSINE) rescued it; the default scorer
+    now weighs each candidate's best question-sentence cosine in, so its score clears the threshold itself (the
+    paraphrase signal's decision is tested in tests/unit/test_reranker.py)."""
     from agents.settings import AgentSettings
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
@@ -247,7 +250,7 @@ async def test_the_engine_answers_a_reworded_question_its_lexical_score_alone_wo
         assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
         events = await sse_events(http, engine.url, {"question": "What lubricant does the manual recommend for the bearings?"})
         retrieval = events[0][1]["hits"]
-        assert retrieval[0]["doc_id"] == doc_id and retrieval[0]["score"] < AgentSettings().abstain_threshold
+        assert retrieval[0]["doc_id"] == doc_id and retrieval[0]["score"] >= AgentSettings().abstain_threshold
         assert events[-1][0] == "done" and events[-1][1]["abstained"] is False
         assert "NLGI 2" in "".join(d["text"] for k, d in events if k == "token")
 
