@@ -3,7 +3,8 @@
 - :func:`compare_and_set`: a read-modify-write on one key, retried on a revision conflict, so concurrent writers
   (N indexers, the parser, the coordinator) never lose an update nor apply one to a stale value;
 - :func:`current_values`: the current value of every key matching a pattern, through one watch;
-- :func:`watch`: every watch of a bucket opens through it, so a stopped watch leaves no consumer behind.
+- :func:`watch`: every watch of a bucket opens through it, so a stopped watch leaves no consumer behind;
+- :func:`latest`: a key's last value as the stream's leader has it (read-your-writes in a cluster).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 T = TypeVar("T")
@@ -109,3 +110,21 @@ async def current_values(
     finally:
         await watcher.stop()
     return list(found.items())
+
+
+async def latest(kv: KeyValue, key: str) -> bytes | None:
+    """The value of `key` as the bucket's stream leader has it; None when the key is absent, deleted or purged.
+
+    nats-py's ``kv.get`` reads a bucket created with ``allow_direct`` (every bucket of ours) from *any* replica,
+    and in a cluster a follower may not have applied the last write yet: an agent that had just recorded a
+    document's revision read an older record (or none) and took the revision for superseded, acked its message
+    and left the document `parsing` for good (tests/e2e/test_cluster_engine.py, one run in two on three nodes).
+    A read through the leader (``STREAM.MSG.GET``) sees every write acknowledged before it. Private nats-py names
+    as in `stored_keys`."""
+    try:
+        msg = await kv._js.get_msg(kv._stream, subject=f"{kv._pre}{key}", direct=False)  # noqa: SLF001
+    except NotFoundError:
+        return None
+    if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+        return None
+    return msg.data

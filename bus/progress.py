@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from bus.kv import compare_and_set
+from bus.kv import compare_and_set, latest
 from contracts.messages import DocumentProgress, DocumentStatus, utcnow
 from contracts.topology import IndexGeneration, progress_key
 
@@ -33,11 +32,9 @@ class ProgressStore:
         return progress_key(self.generation, tenant, doc_id)
 
     async def get(self, tenant: str, doc_id: str) -> DocumentProgress | None:
-        try:
-            entry = await self._kv.get(self.key(tenant, doc_id))
-        except KeyNotFoundError:
-            return None
-        return decode(entry.value)
+        """The document's record as last written (a leader read, `bus.kv.latest`: whether a revision is still the
+        document's is decided on it); None if it has none."""
+        return decode(await latest(self._kv, self.key(tenant, doc_id)))
 
     async def update(self, tenant: str, doc_id: str, change: Update, *, attempts: int = 50) -> DocumentProgress | None:
         """Apply `change` to the current value (None if absent) atomically; returns the stored value.
