@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 T = TypeVar("T")
 
@@ -125,6 +125,6 @@ async def latest(kv: KeyValue, key: str) -> bytes | None:
         msg = await kv._js.get_msg(kv._stream, subject=f"{kv._pre}{key}", direct=False)  # noqa: SLF001
     except NotFoundError:
         return None
-    if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+    if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
         return None
     return msg.data
