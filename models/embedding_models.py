@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from contracts.generations import EMBEDDING_MODELS
+from models.turns import ROLES, ModelTurns, TurnTakingEncoder
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,9 @@ class EmbeddingModels:
     process default (MiniLM with the process's backend settings). Thread-safe: agents ask from worker threads.
 
     Two roles: ``ingest`` (the embedder's passages) and ``query`` (the retriever's questions, the reranker's
-    sentences). A model whose instance serialises its calls (e5) gets one instance per role, so a question
-    never waits behind a batch of passages; MiniLM's ONNX session runs concurrent calls and is shared."""
+    sentences). Every call takes its role's turn (`models.turns`): a question's calls start at once, a
+    document's passages wait while questions are embedded, so a search pauses the ingest's embedding. A
+    model whose instance serialises its calls (e5) gets one instance per role; MiniLM's ONNX session is shared."""
 
     def __init__(self, default: str, load_minilm: Callable[[], TextEncoder]) -> None:
         if default not in PROFILES:
@@ -139,12 +141,17 @@ class EmbeddingModels:
         self._load_minilm = load_minilm
         self._models: dict[tuple[str, str], TextEncoder] = {}
         self._lock = threading.Lock()
+        self.turns = ModelTurns()
+        self._encoders: dict[tuple[str, str], TurnTakingEncoder] = {}
 
-    def get(self, model: str | None, role: str = "query") -> TextEncoder:
-        """The loaded model `model` (None = the process default), loading it now if it is not yet."""
+    def get(self, model: str | None, role: str = "query") -> TurnTakingEncoder:
+        """The loaded model `model` (None = the process default) for `role` (``query`` or ``ingest``), loading it
+        now if it is not yet; its calls take the role's turns (`models.turns`: questions first)."""
         name = model or self.default
         if name not in PROFILES:
             raise ValueError(f"unknown embedding model {name!r}: one of {', '.join(PROFILES)}")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
         key = (name, role if name == E5_MODEL else "shared")
         with self._lock:
             found = self._models.get(key)
@@ -152,7 +159,10 @@ class EmbeddingModels:
                 log.info("loading text embedding model %s (%s)", name, key[1])
                 found = self._load_minilm() if name == DEFAULT_MODEL else E5Encoder()
                 self._models[key] = found
-            return found
+            encoder = self._encoders.get((name, role))
+            if encoder is None:
+                encoder = self._encoders[(name, role)] = TurnTakingEncoder(found, self.turns, role)
+            return encoder
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -84,10 +84,10 @@ def test_each_model_loads_once_per_process_and_e5_has_one_instance_per_role() ->
             super().__init__()
 
     models = EmbeddingModels("minilm", Counting)
-    assert models.get(None) is models.get("minilm", "ingest") is models.get("minilm", "query")
+    assert models.get(None).model is models.get("minilm", "ingest").model is models.get("minilm", "query").model
     assert loads == ["minilm"]
-    ingest, query = models.get(E5_MODEL, "ingest"), models.get(E5_MODEL, "query")
-    assert ingest is not query and models.get(E5_MODEL, "query") is query
+    ingest, query = models.get(E5_MODEL, "ingest").model, models.get(E5_MODEL, "query").model
+    assert ingest is not query and models.get(E5_MODEL, "query").model is query
     assert models.loaded() == ["minilm", E5_MODEL]
     with pytest.raises(ValueError, match="one of minilm, multilingual-e5-small"):
         models.get("bert")
