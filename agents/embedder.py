@@ -96,12 +96,13 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
                 vectors += await asyncio.to_thread(embedder.embed, texts[start : start + size])
         return vectors
 
-    async def embed_images(self, names: list[str], priority: int) -> dict[str, list[float]]:
-        """The image vector of each distinct stored image; images that cannot be read are left out."""
+    async def embed_images(self, names: list[tuple[str, str]], priority: int) -> dict[str, list[float]]:
+        """The image vector of each distinct stored image (tenant, object name), by object name; images that cannot
+        be read are left out."""
         images: dict[str, Image.Image] = {}
-        for name in dict.fromkeys(names):
+        for tenant, name in dict.fromkeys(names):
             try:
-                data = (await self._ctx.uploads.get(name)).data or b""
+                data = (await (await self._ctx.uploads.store(tenant)).get(name)).data or b""
                 images[name] = await asyncio.to_thread(decode_image, data)
             except (NotFoundError, ImageRejected) as err:
                 log.warning("embedder: no image vector for %s: %s", name, err)
@@ -121,7 +122,8 @@ class EmbedderAgent(ConsumerAgent[ChunksParsed]):
         vectors = iter(await self.embed(texts, priority))
         sparse = iter(await asyncio.to_thread(self._sparse.encode_documents, texts))
         image_vectors = await self.embed_images(
-            [c.image.object_name for d in deliveries for c in d.payload.chunks if c.modality == "image" and c.image],
+            [(d.payload.tenant, c.image.object_name)
+             for d in deliveries for c in d.payload.chunks if c.modality == "image" and c.image],
             priority,
         )
         model_name = self.text_model.name

@@ -34,12 +34,12 @@ from contracts.topology import (
     DOCS_STREAM,
     GRAPH_STREAM,
     PROGRESS_BUCKET,
-    UPLOADS_BUCKET,
     ConsumerDef,
     Subjects,
     ingest_consumers,
     object_name,
     stored_objects_object,
+    uploads_bucket,
 )
 from models.image_vectors import image_vector_dim
 from search.graph import IndexedChunk, build_facts, tombstone
@@ -292,13 +292,13 @@ class IndexerAgent(ConsumerAgent[ChunksEmbedded]):
         in the document's list of stored objects), each removed entirely (`remove_object`)."""
         listed = stored_objects_object(tenant, doc_id)
         try:
-            names = json.loads((await self._ctx.uploads.get(listed)).data or b"[]")
-        except NotFoundError:
+            names = json.loads((await (await self._ctx.uploads.store(tenant)).get(listed)).data or b"[]")
+        except NotFoundError:  # no such list, or no bucket: the tenant never uploaded anything
             names = []
         upload = object_name(tenant, doc_id)
         beside = [n for n in names if isinstance(n, str) and n.startswith(f"{upload}/")]  # never another's object
         for name in [*beside, upload, listed]:
-            await remove_object(self._ctx.js, UPLOADS_BUCKET, name)
+            await remove_object(self._ctx.js, uploads_bucket(tenant), name)
 
     async def on_give_up(self, delivery: Delivery[ChunksEmbedded], reason: str) -> None:
         batch = delivery.payload

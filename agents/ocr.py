@@ -92,7 +92,7 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
             log.info("ocr: dropping stale request %d of %s", req.batch_index, req.doc_id)
             return
         try:
-            raster = (await self._ctx.uploads.get(req.object_name)).data or b""
+            raster = (await (await self._ctx.uploads.store(req.tenant)).get(req.object_name)).data or b""
         except NotFoundError as err:
             raise PermanentError(f"the raster {req.object_name!r} is gone from the uploads bucket") from err
         settings, pool = self.parse_settings(), self._ctx.shared.work_pool

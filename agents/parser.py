@@ -47,12 +47,12 @@ from contracts.messages import (
 from contracts.topology import (
     ConsumerDef,
     Lane,
-    UPLOADS_BUCKET,
     Subjects,
     image_object,
     ingest_consumers,
     page_raster_object,
     stored_objects_object,
+    uploads_bucket,
 )
 from documents import DocumentRejected, OcrWork, ParsedChunk, ParseSettings
 from documents.filetypes import IMAGE_CONTENT_TYPES
@@ -165,7 +165,8 @@ class _Emitter:
         names = {self.object_of(w) for w in works} - self.listed
         if not names:
             return
-        uploads, manifest = self.agent._ctx.uploads, stored_objects_object(self.doc.tenant, self.doc.doc_id)
+        uploads = await self.agent._ctx.uploads.store(self.doc.tenant)
+        manifest = stored_objects_object(self.doc.tenant, self.doc.doc_id)
         if not self.listed:  # first write of this parse: start from what earlier revisions (or deliveries) listed
             with contextlib.suppress(NotFoundError):
                 self.listed |= set(json.loads((await uploads.get(manifest)).data or b"[]"))
@@ -180,7 +181,7 @@ class _Emitter:
         if work.kind != "page":
             image = ImageRef(object_name=name, mime=work.mime or doc.content_type, width=work.width,
                              height=work.height, caption=work.caption)  # fmt: skip
-        await self.agent._ctx.uploads.put(name, work.raster)
+        await (await self.agent._ctx.uploads.store(doc.tenant)).put(name, work.raster)
         index = self.next_batch
         self.next_batch += 1
         self.ocr_requests += 1
@@ -302,7 +303,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
 
     async def _read(self, doc: DocumentSubmitted) -> bytes:
         try:
-            result = await self._ctx.uploads.get(doc.object_name)
+            result = await (await self._ctx.uploads.store(doc.tenant)).get(doc.object_name)
         except NotFoundError as err:
             raise PermanentError(f"the upload of {doc.doc_id} is not in the uploads bucket (deleted?)") from err
         return result.data or b""
@@ -364,7 +365,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         if emitter is None or not emitter.listed or state is None or state.status is not DocumentStatus.DELETED:
             return
         for name in [*sorted(emitter.listed), stored_objects_object(doc.tenant, doc.doc_id)]:
-            await remove_object(self._ctx.js, UPLOADS_BUCKET, name)
+            await remove_object(self._ctx.js, uploads_bucket(doc.tenant), name)
 
     async def on_give_up(self, delivery: Delivery[DocumentSubmitted], reason: str) -> None:
         doc = delivery.payload

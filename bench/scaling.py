@@ -50,13 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 from bus.topology import ensure_topology  # noqa: E402
 from bus.progress import ProgressStore  # noqa: E402
+from bus.uploads import ensure_uploads_bucket  # noqa: E402
 from contracts.messages import Chunk, ChunksParsed, DocumentStatus, DocumentSubmitted  # noqa: E402
 from contracts.topology import (  # noqa: E402
     CHUNKS_STREAM,
     DOCS_STREAM,
     LANES,
     PROGRESS_BUCKET,
-    UPLOADS_BUCKET,
     IndexGeneration,
     Subjects,
     ingest_consumers,
@@ -256,7 +256,7 @@ async def burst(
         for i in range(embedders)
     ]  # fmt: skip
     pdfs = [synthetic_pdf(1000 + n, pages=pages) for n in range(docs)]
-    uploads = await js.object_store(UPLOADS_BUCKET)
+    uploads = await ensure_uploads_bucket(js, tenant)
     durables = {
         "parser": [(DOCS_STREAM.name, CONSUMERS["parser"].durable)],
         "embedder": [(CHUNKS_STREAM.name, d) for d in EMBEDDER_DURABLES],

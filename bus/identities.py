@@ -21,6 +21,11 @@ Limits of subject permissions, on purpose stated here rather than hidden:
 - Ephemeral consumers (KV watches, object reads, the graph follower) carry their filter in the body: a role that
   may watch a bucket may read all of it. External publishers therefore get no watch, only direct gets of their
   own keys. The edge API reads DOCS with direct gets only (its byte quota included), so it holds no DOCS consumer.
+- Uploads live in one bucket per tenant (`contracts.topology.uploads_bucket`), so a tenant's credential is granted
+  its own bucket by name. A NATS wildcard matches whole tokens only (``mmrag-uploads-*`` is a literal), so the roles
+  that serve every tenant are granted the object-store subjects with ``*`` where the bucket or stream goes
+  (`_any_uploads`) and denied every stream and bucket of the topology they have no grant of their own on
+  (`_wildcard_denials`): what is left is the tenants' buckets, and any stream created outside the topology.
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ from contracts.topology import (
     QUERY_IMAGES_BUCKET,
     REQUIRED_STREAMS,
     STREAMS_BY_NAME,
-    UPLOADS_BUCKET,
+    LEGACY_UPLOADS_BUCKET,
     ConsumerDef,
     IndexGeneration,
     Subjects,
     check_token,
     durable_role,
     ingest_consumers,
+    uploads_bucket,
 )
 
 API = "$JS.API"
@@ -56,13 +62,16 @@ _ANY_GENERATION = IndexGeneration(1)
 
 @dataclass(frozen=True)
 class Permissions:
-    """Subjects an identity may publish to and subscribe to (NATS wildcards)."""
+    """Subjects an identity may publish to and subscribe to (NATS wildcards); `deny_publish` wins over `publish`."""
 
     publish: frozenset[str] = field(default_factory=frozenset)
     subscribe: frozenset[str] = field(default_factory=frozenset)
+    deny_publish: frozenset[str] = field(default_factory=frozenset)
 
     def __or__(self, other: Permissions) -> Permissions:
-        return Permissions(self.publish | other.publish, self.subscribe | other.subscribe)
+        return Permissions(
+            self.publish | other.publish, self.subscribe | other.subscribe, self.deny_publish | other.deny_publish
+        )
 
 
 def _pub(*subjects: str) -> Permissions:
@@ -136,13 +145,52 @@ def _kv_write(bucket: str) -> Permissions:
     return _kv_read(bucket) | _pub(f"$KV.{bucket}.>")
 
 
-def _object_read(bucket: str) -> Permissions:
-    return _ephemeral_reader(f"OBJ_{bucket}")
+def _object_read(bucket: str, stream: str | None = None) -> Permissions:
+    return _ephemeral_reader(stream or f"OBJ_{bucket}")
 
 
-def _object_write(bucket: str) -> Permissions:
+def _object_write(bucket: str, stream: str | None = None) -> Permissions:
     # Writing an object purges the chunks it replaces; deleting one purges its chunks.
-    return _object_read(bucket) | _pub(f"$O.{bucket}.>") | _purge(f"OBJ_{bucket}")
+    stream = stream or f"OBJ_{bucket}"
+    return _object_read(bucket, stream) | _pub(f"$O.{bucket}.>") | _purge(stream)
+
+
+# Every tenant's uploads bucket, for the roles that serve every tenant: ``*`` where the bucket and its stream go,
+# narrowed by `_wildcard_denials` (see the module docstring). `_ANY_UPLOADS_CREATE`: making a tenant's bucket.
+_ANY_UPLOADS_READ = _object_read("*", "*")
+_ANY_UPLOADS_WRITE = _object_write("*", "*")
+_ANY_UPLOADS_CREATE = _pub(f"{API}.STREAM.CREATE.*")
+# Streams and buckets that are not a tenant's uploads: what the wildcards above must not reach.
+_NOT_UPLOADS_STREAMS = (*REQUIRED_STREAMS, f"OBJ_{LEGACY_UPLOADS_BUCKET}")
+_NOT_UPLOADS_BUCKETS = (QUERY_IMAGES_BUCKET, LEGACY_UPLOADS_BUCKET)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Can one subject match both NATS patterns `a` and `b`?"""
+    ta, tb = a.split("."), b.split(".")
+    for x, y in zip(ta, tb, strict=False):
+        if ">" in (x, y):
+            return True
+        if x != y and "*" not in (x, y):
+            return False
+    return len(ta) == len(tb)
+
+
+def _wildcard_denials(granted: Permissions, wildcards: Permissions) -> Permissions:
+    """Deny what `wildcards` would add on the topology's other streams and buckets, except where `granted` (the
+    role's own grants, without the wildcards) already allows some of it (a denial would take that away too)."""
+    deny: set[str] = set()
+    for pattern in wildcards.publish:
+        for name in _NOT_UPLOADS_STREAMS if pattern.startswith("$JS.") else _NOT_UPLOADS_BUCKETS:
+            concrete = pattern.replace(".*", f".{name}", 1) if ".*" in pattern else pattern
+            if concrete != pattern and not any(_overlap(concrete, g) for g in granted.publish):
+                deny.add(concrete)
+    return Permissions(deny_publish=frozenset(deny))
+
+
+def _serving_every_tenant(granted: Permissions, wildcards: Permissions) -> Permissions:
+    """A role's own grants plus `wildcards` on every tenant's uploads bucket, denied on everything else."""
+    return granted | wildcards | _wildcard_denials(granted, wildcards)
 
 
 _GEN_CONSUMERS = ingest_consumers(_ANY_GENERATION)
@@ -174,29 +222,30 @@ _BOOTSTRAP = (
     | _stream_read(DOCS_STREAM.name)
     | _kv_write(INDEX_BUCKET)
     | _stream_read(f"KV_{PROGRESS_BUCKET}")
-    | _stream_read(f"OBJ_{UPLOADS_BUCKET}")
 )
 
 _ALL_INGEST_STREAMS = sorted({c.stream for c in _GEN_CONSUMERS.values()})
 
-# What each role does on the bus (`agents/<role>.py`, `edge_api/`).
+# What each role does on the bus (`agents/<role>.py`, `edge_api/`); `_serving_every_tenant` adds every tenant's
+# uploads bucket (its second argument) to a role's own grants.
 _ROLES: dict[str, Permissions] = {
-    "parser": _BOOTSTRAP
-    | _consumes("parser")
-    | _pub(f"{Subjects.CHUNKS_PARSED}.>", f"{Subjects.CHUNKS_OCR}.>")
-    | _object_write(UPLOADS_BUCKET)  # extracted images
-    | _kv_write(PROGRESS_BUCKET),
-    "ocr": _BOOTSTRAP
-    | _consumes("ocr")
-    | _pub(f"{Subjects.CHUNKS_PARSED}.>")
-    | _object_read(UPLOADS_BUCKET)
-    | _kv_write(PROGRESS_BUCKET),
-    "embedder": _BOOTSTRAP
-    | _consumes("embedder")
-    | _pub(f"{Subjects.CHUNKS_EMBEDDED}.>")
-    | _object_read(UPLOADS_BUCKET)
-    | _kv_write(PROGRESS_BUCKET),
-    "indexer": _BOOTSTRAP
+    "parser": _serving_every_tenant(
+        _BOOTSTRAP
+        | _consumes("parser")
+        | _pub(f"{Subjects.CHUNKS_PARSED}.>", f"{Subjects.CHUNKS_OCR}.>")
+        | _kv_write(PROGRESS_BUCKET),
+        _ANY_UPLOADS_WRITE,  # the upload; page rasters and extracted images beside it
+    ),
+    "ocr": _serving_every_tenant(
+        _BOOTSTRAP | _consumes("ocr") | _pub(f"{Subjects.CHUNKS_PARSED}.>") | _kv_write(PROGRESS_BUCKET),
+        _ANY_UPLOADS_READ,
+    ),
+    "embedder": _serving_every_tenant(
+        _BOOTSTRAP | _consumes("embedder") | _pub(f"{Subjects.CHUNKS_EMBEDDED}.>") | _kv_write(PROGRESS_BUCKET),
+        _ANY_UPLOADS_READ,  # extracted images, for image vectors
+    ),
+    "indexer": _serving_every_tenant(
+    _BOOTSTRAP
     | _consumes("indexer")
     | _pub(f"{Subjects.DOCS_INDEXED}.>", f"{Subjects.GRAPH_FACTS}.>")
     | _stream_read(GRAPH_STREAM.name)
@@ -204,8 +253,12 @@ _ROLES: dict[str, Permissions] = {
     | _purge(GRAPH_STREAM.name)
     | _purge(DEADLETTER_STREAM.name)  # dead letters about a deleted document
     | _purge(f"KV_{PROGRESS_BUCKET}")  # a deleted document's progress history (its tombstone stays)
-    | _object_write(UPLOADS_BUCKET)  # a deleted document's upload and images
-    | _kv_write(PROGRESS_BUCKET),
+    | _kv_write(PROGRESS_BUCKET)
+    # The shared bucket of earlier releases, moved into the tenants' buckets and removed (`bus.migrate`).
+    | _object_write(LEGACY_UPLOADS_BUCKET)
+    | _pub(f"{API}.STREAM.DELETE.OBJ_{LEGACY_UPLOADS_BUCKET}"),
+    _ANY_UPLOADS_WRITE | _ANY_UPLOADS_CREATE,  # a deleted document's upload and images; the migration's buckets
+    ),
     "retriever": _BOOTSTRAP
     | _consumes("retriever")
     | _pub(f"{Subjects.QUERY_RERANK}.*", f"{Subjects.ANSWER_PREFIX}.>")  # a browse's results, a give-up's error
@@ -225,17 +278,19 @@ _ROLES: dict[str, Permissions] = {
     | _purge(f"KV_{PROGRESS_BUCKET}")
     | _kv_write(PROGRESS_BUCKET),
     # The edge API: submits, deletes and reads documents, asks, streams answers and progress, runs re-indexes.
-    "edge": _pub(f"{API}.INFO", f"{Subjects.DOCS_INGEST}.*.*", f"{Subjects.DOCS_DELETE}.*.*",
-                 f"{Subjects.QUERY_RETRIEVE}.*")
-    | _pub(*(f"{API}.STREAM.INFO.{s}" for s in REQUIRED_STREAMS))
-    | _sub(f"{Subjects.ANSWER_PREFIX}.>")
-    | _stream_read(DOCS_STREAM.name)
-    | _object_write(UPLOADS_BUCKET)
-    | _object_write(QUERY_IMAGES_BUCKET)
-    | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
-    | _kv_write(INDEX_BUCKET)
-    | _kv_write(EVALUATIONS_BUCKET)  # evaluation requests and their reports
-    | _kv_write(CONVERSATIONS_BUCKET),  # conversations: only the edge API reads and writes them
+    "edge": _serving_every_tenant(
+        _pub(f"{API}.INFO", f"{Subjects.DOCS_INGEST}.*.*", f"{Subjects.DOCS_DELETE}.*.*",
+             f"{Subjects.QUERY_RETRIEVE}.*")
+        | _pub(*(f"{API}.STREAM.INFO.{s}" for s in REQUIRED_STREAMS))
+        | _sub(f"{Subjects.ANSWER_PREFIX}.>")
+        | _stream_read(DOCS_STREAM.name)
+        | _object_write(QUERY_IMAGES_BUCKET)
+        | _kv_write(PROGRESS_BUCKET)  # "queued" on submission, the tombstone of a delete
+        | _kv_write(INDEX_BUCKET)
+        | _kv_write(EVALUATIONS_BUCKET)  # evaluation requests and their reports
+        | _kv_write(CONVERSATIONS_BUCKET),  # conversations: only the edge API reads and writes them
+        _ANY_UPLOADS_WRITE | _ANY_UPLOADS_CREATE,  # uploads, pages, deletes; a tenant's bucket on its first upload
+    ),
 }  # fmt: skip
 
 ROLES: tuple[str, ...] = tuple(_ROLES)
@@ -252,7 +307,11 @@ def role_permissions(*roles: str) -> Permissions:
     out = Permissions()
     for role in roles:
         out |= _ROLES[role]
-    return out
+    # One role's denial must not take away what another role of the same process is granted by name (the indexer's
+    # reading of the shared bucket, denied to the parser): keep only the denials none of the grants overlaps.
+    own = out.publish - _ANY_UPLOADS_WRITE.publish - _ANY_UPLOADS_CREATE.publish
+    deny = frozenset(d for d in out.deny_publish if not any(_overlap(d, g) for g in own))
+    return Permissions(out.publish, out.subscribe, deny)
 
 
 def tenant_user(tenant: str) -> str:
@@ -264,8 +323,10 @@ def tenant_permissions(tenant: str) -> Permissions:
     """An external publisher of `tenant`: submit and delete its documents (``docs.ingest/delete.<tenant>.*``, with
     JetStream's publish acknowledgement) and read its progress keys; nothing else.
 
-    Not included: writing the uploads bucket. Its subjects (``$O.mmrag-uploads.C.<nuid>``, ``.M.<base64 name>``)
-    and its purges do not name the tenant, so a grant there would reach every tenant's uploads (docs/decisions.md).
+    And its own uploads bucket (`uploads_bucket`), what nats-py's `ObjectStore` needs to bind it, ``put``,
+    ``get_info`` and ``delete`` there (found by running them under this identity: tests/security/). Not its
+    ``get``/``list``/``watch``: nats-py looks the stream up with ``$JS.API.STREAM.NAMES``, whose answer names every
+    stream, so every tenant (``OBJ_mmrag-uploads-<tenant>``); a tenant reads its documents through the HTTP API.
     """
     check_token(tenant, "tenant")
     progress = f"KV_{PROGRESS_BUCKET}"
@@ -274,6 +335,7 @@ def tenant_permissions(tenant: str) -> Permissions:
     return (
         _pub(Subjects.ingest(tenant, "*"), Subjects.delete(tenant, "*"))
         | _pub(f"{API}.DIRECT.GET.{progress}.$KV.{PROGRESS_BUCKET}.*.{tenant}.*")
+        | _pub(*(s for s in _object_write(uploads_bucket(tenant)).publish if s != f"{API}.STREAM.NAMES"))
         | _inbox(tenant_user(tenant))
     )
 

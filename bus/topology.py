@@ -20,7 +20,6 @@ from contracts.topology import (
     QUERY_IMAGES_BUCKET,
     QUERY_IMAGES_TTL_S,
     STREAMS,
-    UPLOADS_BUCKET,
     ConsumerDef,
     IndexGeneration,
     StreamDef,
@@ -100,9 +99,7 @@ async def ensure_topology(
     consumers = all_consumers(tuple(generations))
     for consumer in consumers:
         await ensure_consumer(js, consumer)
-    await js.create_object_store(
-        UPLOADS_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=replicas)
-    )
+    # Uploads: one bucket per tenant, created on its first upload (`bus.uploads`), none here.
     # Direct gets (``$JS.API.DIRECT.GET.<stream>.<subject>``) name the key in the subject: what lets an external
     # publisher be allowed its own tenant's progress keys only (`bus.identities.tenant_permissions`).
     await _ensure_direct_kv(

@@ -14,7 +14,7 @@ from contracts.topology import (
     REQUIRED_STREAMS,
     STREAMS,
     SUBJECT_MODELS,
-    UPLOADS_BUCKET,
+    LEGACY_UPLOADS_BUCKET,
     ConsumerDef,
     IndexGeneration,
     StreamDef,
@@ -22,6 +22,7 @@ from contracts.topology import (
     all_consumers,
     ingest_consumers,
     object_name,
+    uploads_bucket,
     progress_key,
 )
 
@@ -35,7 +36,7 @@ __all__ = [
     "REQUIRED_STREAMS",
     "STREAMS",
     "SUBJECT_MODELS",
-    "UPLOADS_BUCKET",
+    "LEGACY_UPLOADS_BUCKET",
     "ConsumerDef",
     "IndexGeneration",
     "StreamDef",
@@ -43,5 +44,6 @@ __all__ = [
     "all_consumers",
     "ingest_consumers",
     "object_name",
+    "uploads_bucket",
     "progress_key",
 ]

@@ -44,8 +44,8 @@ _EVENTS = (m.RetrievalEvent, m.TokenEvent, m.CitationEvent, m.ResultsEvent, m.Do
 
 CHANNELS: tuple[Channel, ...] = (
     Channel("docsIngest", "docs.ingest.{tenant}.{doc_id}", (m.DocumentSubmitted,), ("receive",),
-            "Submit a document whose bytes are already in the Object Store bucket `mmrag-uploads` under "
-            "`<tenant>/<doc_id>`. Stream DOCS (file, kept forever): the replayable source of truth. Publishing "
+            "Submit a document whose bytes are already in the tenant's Object Store bucket "
+            "`mmrag-uploads-<tenant>` under `<tenant>/<doc_id>`. Stream DOCS (file, kept forever): the replayable source of truth. Publishing "
             "again with the same doc_id replaces the document. Set `Nats-Msg-Id` for deduplication."),
     Channel("docsDelete", "docs.delete.{tenant}.{doc_id}", (m.DocumentDeleted,), ("receive",),
             "Delete a document from every index generation (points, upload, status); a tombstone replays see."),

@@ -334,8 +334,10 @@ def all_consumers(generations: tuple[IndexGeneration, ...]) -> list[ConsumerDef]
     return [c for gen in generations for c in ingest_consumers(gen).values()] + list(QUERY_CONSUMERS.values())
 
 
-# Raw uploads (Object Store) and per-document progress (KV).
-UPLOADS_BUCKET = "mmrag-uploads"
+# Raw uploads (Object Store): one bucket per tenant (`uploads_bucket`); per-document progress (KV).
+# `LEGACY_UPLOADS_BUCKET` is the one bucket every tenant shared before (decision 81): `bus.migrate.migrate_uploads`
+# moves its objects into their tenants' buckets and then removes it.
+LEGACY_UPLOADS_BUCKET = "mmrag-uploads"
 PROGRESS_BUCKET = "mmrag-progress"
 # Which index generation serves and how each is built (`contracts.generations`).
 INDEX_BUCKET = "mmrag-index"
@@ -352,8 +354,19 @@ CONVERSATIONS_MAX_BYTES = 1024 * 1024 * 1024
 EVALUATIONS_BUCKET = "mmrag-evaluations"
 
 
+def uploads_bucket(tenant: str) -> str:
+    """The Object Store bucket that holds tenant `tenant`'s objects (uploads, page rasters, extracted images):
+    ``mmrag-uploads-<tenant>``. The one place that says so: every reader and writer goes through it.
+
+    A tenant id is a subject token (1-64 of ``[A-Za-z0-9_-]``), which is also what a bucket name may hold, so the
+    tenant id is used as it is (no mapping). One tenant per bucket is what lets a tenant's NATS credential be
+    allowed its own bucket's subjects (``$O.mmrag-uploads-<tenant>.>``) and nothing of another tenant's.
+    """
+    return f"{LEGACY_UPLOADS_BUCKET}-{check_token(tenant, 'tenant')}"
+
+
 def object_name(tenant: str, doc_id: str) -> str:
-    """Where a document's bytes live in the uploads bucket; always under its tenant."""
+    """Where a document's bytes live in its tenant's uploads bucket (`uploads_bucket`); always under its tenant."""
     return f"{check_token(tenant, 'tenant')}/{check_token(doc_id, 'doc_id')}"
 
 
@@ -389,7 +402,6 @@ def bytes_key(tenant: str, sha256: str) -> str:
 # JetStream streams that must exist before the system is ready (buckets are streams too).
 REQUIRED_STREAMS: tuple[str, ...] = (
     *(s.name for s in STREAMS),
-    f"OBJ_{UPLOADS_BUCKET}",
     f"KV_{PROGRESS_BUCKET}",
     f"KV_{INDEX_BUCKET}",
     f"OBJ_{QUERY_IMAGES_BUCKET}",

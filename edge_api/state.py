@@ -16,10 +16,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from bus.uploads import UploadBuckets
+
 from bus.conversations import ConversationStore
 from bus.generations import GenerationStore
 from bus.progress import ProgressStore
-from contracts.topology import CONVERSATIONS_BUCKET, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration
+from contracts.topology import CONVERSATIONS_BUCKET, PROGRESS_BUCKET, IndexGeneration
 from edge_api.errors import NotConnected
 from edge_api.settings import EdgeSettings
 
@@ -32,7 +34,7 @@ class Backbone:
     nc: NATS | None = None
     js: JetStreamContext | None = None
     _kv: KeyValue | None = None
-    _uploads: ObjectStore | None = None
+    _uploads: UploadBuckets | None = None
     _generations: GenerationStore | None = None
     _conversations: ConversationStore | None = None
 
@@ -84,11 +86,14 @@ class Backbone:
             )  # fmt: skip
         return self._conversations
 
-    async def uploads(self) -> ObjectStore:
+    async def uploads(self, tenant: str, *, create: bool = False) -> ObjectStore:
+        """`tenant`'s uploads bucket (`bus.uploads`). Without `create`, a tenant that never uploaded anything has
+        none: `nats.js.errors.NotFoundError` (its objects are not found). `create`: made on the tenant's first
+        upload."""
         js = self.jetstream()
         if self._uploads is None:
-            self._uploads = await js.object_store(UPLOADS_BUCKET)
-        return self._uploads
+            self._uploads = UploadBuckets(js)
+        return await (self._uploads.ensure(tenant) if create else self._uploads.store(tenant))
 
 
 SETTINGS = web.AppKey("settings", EdgeSettings)

@@ -759,15 +759,20 @@ app.add_typer(nats_user_app, name="nats-user")
 def nats_user_create(
     tenant: Annotated[str, typer.Option(help="the tenant whose documents the credential may submit and delete")],
     data_dir: Annotated[Path, typer.Option(help="the data dir of `mmrag up`")] = Path(".mmrag-data"),
+    nats_url: Annotated[str, typer.Option(help="the engine's NATS, where T's uploads bucket is created",
+                                          envvar="NATS_URL")] = "nats://127.0.0.1:4222",
 ) -> None:
     """Create tenant T's NATS credential (or show it again) and print it as JSON on stdout.
 
-    It may publish `docs.ingest.T.*` and `docs.delete.T.*` and read T's progress keys; nothing else (no other
-    tenant, no answers, chunks, streams or uploads). A running `mmrag up` on this data dir accepts it at once.
+    It may write T's uploads bucket `mmrag-uploads-T` (put, get_info, delete), publish `docs.ingest.T.*` and
+    `docs.delete.T.*` and read T's progress keys; nothing else (no other tenant, no answers, chunks or streams). A
+    running `mmrag up` on this data dir accepts it at once, and the bucket is created there (with the data dir's
+    admin credential), so the publisher can store bytes before T's first upload over HTTP.
     """
+    import asyncio
     import json
 
-    from mmrag.natsauth import auth_dir, reload_server, tenant_credential, write_server_config
+    from mmrag.natsauth import auth_dir, create_tenant_bucket, reload_server, tenant_credential, write_server_config
 
     try:
         cred = tenant_credential(data_dir.resolve(), tenant)
@@ -779,6 +784,13 @@ def nats_user_create(
         f"NATS user {cred.user} for tenant {tenant} stored in {auth_dir(data_dir) / 'tenants'} (mode 0600); "
         + ("the running nats-server reloaded its config" if running else "`mmrag up` on this data dir accepts it")
     )
+    try:
+        bucket = asyncio.run(create_tenant_bucket(data_dir.resolve(), nats_url, tenant))
+    except Exception as e:  # noqa: BLE001 - no engine there: the bucket comes later
+        err.print(f"uploads bucket of {tenant} not created ({e}): run this again while the engine runs "
+                  "(--nats-url), or upload one file over HTTP first")  # fmt: skip
+    else:
+        err.print(f"uploads bucket {bucket} ready")
     print(json.dumps({"user": cred.user, "password": cred.password}))
 
 

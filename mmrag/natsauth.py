@@ -103,6 +103,23 @@ def tenant_credential(data_dir: Path, tenant: str) -> Credential:
     return _credential(folder / f"{check_token(tenant, 'tenant')}.json", tenant_user(tenant))
 
 
+async def create_tenant_bucket(data_dir: Path, url: str, tenant: str, *, within_s: float = 5.0) -> str:
+    """Create `tenant`'s uploads bucket on the engine's NATS at `url` (with this data dir's admin credential, if
+    it has one); returns the bucket's name. Raises if the engine is not reachable within `within_s`."""
+    from bus.connection import connect
+    from bus.uploads import ensure_uploads_bucket
+    from contracts.topology import uploads_bucket
+
+    admin = stored_credential(data_dir, ADMIN)
+    nc = await connect(url, name="mmrag-nats-user", connect_within_s=within_s,
+                       user=admin.user if admin else None, password=admin.password if admin else None)  # fmt: skip
+    try:
+        await ensure_uploads_bucket(nc.jetstream(), tenant)
+        return uploads_bucket(tenant)
+    finally:
+        await nc.close()
+
+
 def _tenants(data_dir: Path) -> dict[str, Credential]:
     folder = auth_dir(data_dir) / TENANTS_DIR
     if not folder.is_dir():
@@ -110,13 +127,18 @@ def _tenants(data_dir: Path) -> dict[str, Credential]:
     return {p.stem: tenant_credential(data_dir, p.stem) for p in sorted(folder.glob("*.json"))}
 
 
+def _publish_rules(perms: Permissions) -> dict[str, list[str]]:
+    """nats-server's ``publish`` block: ``allow``, and ``deny`` (which wins) where the identity has denials."""
+    rules = {"allow": sorted(perms.publish)}
+    if perms.deny_publish:
+        rules["deny"] = sorted(perms.deny_publish)
+    return rules
+
+
 def _user_entry(cred: Credential, perms: Permissions | None) -> dict[str, object]:
     entry: dict[str, object] = {"user": cred.user, "password": cred.password}
     if perms is not None:  # None: full access (admin)
-        entry["permissions"] = {
-            "publish": {"allow": sorted(perms.publish)},
-            "subscribe": {"allow": sorted(perms.subscribe)},
-        }
+        entry["permissions"] = {"publish": _publish_rules(perms), "subscribe": {"allow": sorted(perms.subscribe)}}
     return entry
 
 
@@ -176,6 +198,10 @@ def password_variable(user: str) -> str:
     return f"MMRAG_NATS_PASSWORD_{user.upper()}"
 
 
+def _conf(rules: dict[str, list[str]]) -> str:
+    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in rules.items()) + "}"
+
+
 def deployment_authorization() -> str:
     """nats-server config text with the users of `DEPLOYMENT_IDENTITIES`; each password is read from the
     environment variable `password_variable(user)` (nats-server resolves ``$NAME`` from its environment)."""
@@ -192,7 +218,7 @@ def deployment_authorization() -> str:
             f"      user: {json.dumps(user)}",
             f"      password: ${password_variable(user)}",
             "      permissions: {",
-            f"        publish: {{allow: {json.dumps(sorted(perms.publish))}}}",
+            f"        publish: {_conf(_publish_rules(perms))}",
             f"        subscribe: {{allow: {json.dumps(sorted(perms.subscribe))}}}",
             "      }",
             "    }",

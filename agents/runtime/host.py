@@ -30,9 +30,11 @@ from agents.settings import AgentSettings
 from bus.connection import connect
 from bus.generations import GenerationStore
 from bus.progress import ProgressStore
+from bus.migrate import migrate_uploads
 from bus.topology import ensure_consumer, ensure_topology
+from bus.uploads import UploadBuckets
 from contracts.generations import GenerationRecord, GenerationSettings
-from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, ConsumerDef, IndexGeneration
+from contracts.topology import PROGRESS_BUCKET, ConsumerDef, IndexGeneration
 from telemetry.logs import configure_logging, logging_configured
 from telemetry.tracing import configure_tracing, flush_tracing
 
@@ -124,7 +126,9 @@ async def run_agents(
             settings.index_generation, GenerationSettings(embedding_model=settings.embedding_model)
         )
         progress_kv = await js.key_value(PROGRESS_BUCKET)
-        uploads = await js.object_store(UPLOADS_BUCKET)
+        if any(a.name == "indexer" for a in agent_types):  # the shared bucket of earlier releases (decision 81)
+            await migrate_uploads(js)
+        uploads = UploadBuckets(js)  # each tenant's bucket, bound on first use and shared by every agent here
 
         def context(gen: IndexGeneration, gen_settings: AgentSettings) -> AgentContext:
             return AgentContext(

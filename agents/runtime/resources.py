@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.object_store import ObjectStore
 
 from agents.runtime.units import warm
 from agents.runtime.work_pool import WorkPool
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
+from bus.uploads import UploadBuckets
 from contracts.topology import IndexGeneration
 from models.embedding import TextEmbedder
 from models.embedding_models import EmbeddingModels, TextEncoder
@@ -135,5 +135,5 @@ class AgentContext:
     settings: AgentSettings
     generation: IndexGeneration
     progress: ProgressStore
-    uploads: ObjectStore
+    uploads: UploadBuckets  # each tenant's uploads bucket (`bus.uploads`)
     shared: SharedResources

@@ -89,7 +89,7 @@ async def resubmit(request: web.Request, collections: list[str] | None) -> Reply
     if collections is not None and current is not None and sorted(set(collections)) == current.collections:
         return Reply(public_view(current), status=200)  # nothing changes: no new revision
     try:
-        await (await bb.uploads()).get_info(submitted.object_name)
+        await (await bb.uploads(tenant)).get_info(submitted.object_name)
     except nats.js.errors.NotFoundError:
         raise ApiError(409, "upload_missing", f"the upload of document {doc_id} is no longer stored, so it cannot be "
                        "parsed again: upload the file again (a new document)") from None  # fmt: skip

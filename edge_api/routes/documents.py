@@ -53,10 +53,10 @@ from contracts.topology import (
     DOCS_STREAM,
     PROGRESS_BUCKET,
     TOKEN,
-    UPLOADS_BUCKET,
     Subjects,
     bytes_key,
     object_name,
+    uploads_bucket,
     progress_key,
 )
 from documents.filetypes import UnsupportedFile, detect_content_type
@@ -304,20 +304,20 @@ async def _publish_submission(js: JetStreamContext, submitted: DocumentSubmitted
 
 async def _discard_chunks(js: JetStreamContext, stored: ObjectInfo, rid: str) -> None:
     """Purge an object's chunks (after its meta was replaced by a newer object of the same name)."""
-    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=UPLOADS_BUCKET, obj=stored.nuid)
+    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=stored.bucket, obj=stored.nuid)
     try:
-        await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=UPLOADS_BUCKET), subject=chunks)
+        await js.purge_stream(OBJ_STREAM_TEMPLATE.format(bucket=stored.bucket), subject=chunks)
     except Exception as err:  # noqa: BLE001 - NATS gone: orphaned chunks without a meta (invisible, not served)
         log.warning("request %s: chunks of the replaced upload %s not removed: %r", rid, stored.name, err)
 
 
 async def _discard_upload(js: JetStreamContext, stored: ObjectInfo, rid: str) -> None:
     """Remove an object's chunks and meta message entirely (an Object Store `delete` would leave a marker)."""
-    stream = OBJ_STREAM_TEMPLATE.format(bucket=UPLOADS_BUCKET)
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=stored.bucket)  # the tenant's bucket (`uploads_bucket`)
     meta = OBJ_META_PRE_TEMPLATE.format(
-        bucket=UPLOADS_BUCKET, obj=base64.urlsafe_b64encode(stored.name.encode()).decode()
+        bucket=stored.bucket, obj=base64.urlsafe_b64encode(stored.name.encode()).decode()
     )
-    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=UPLOADS_BUCKET, obj=stored.nuid)
+    chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=stored.bucket, obj=stored.nuid)
     for subject in (meta, chunks):
         try:
             await js.purge_stream(stream, subject=subject)
@@ -487,9 +487,9 @@ async def _receive(request: web.Request, bb: Backbone, tenant: str, name: str, *
     except UnsupportedFile as err:
         raise ApiError(415, "unsupported_file", str(err)) from None
 
-    await bb.uploads()  # bind the bucket before streaming: a missing bucket fails here, with nothing written
+    await bb.uploads(tenant, create=True)  # the tenant's bucket, made on its first upload, before streaming
     try:
-        info = await put_stream(bb.jetstream(), UPLOADS_BUCKET, name, _chunks(bytes(head), part), max_bytes=max_bytes)
+        info = await put_stream(bb.jetstream(), uploads_bucket(tenant), name, _chunks(bytes(head), part), max_bytes=max_bytes)
     except UploadTooLarge:
         raise _too_large(settings, tenant, used, max_bytes) from None
     except _MULTIPART_ERRORS:  # put_stream purged what it wrote
@@ -669,9 +669,8 @@ async def replace_document(request: web.Request) -> Reply:
     if source is None:  # kept from the document
         source, path = current.source, current.source_path
     name = object_name(tenant, doc_id)
-    uploads = await bb.uploads()
     try:
-        before = await uploads.get_info(name)
+        before = await (await bb.uploads(tenant)).get_info(name)
     except nats.js.errors.NotFoundError:
         before = None
     got = await _receive(request, bb, tenant, name, replacing=doc_id)

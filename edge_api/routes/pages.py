@@ -94,7 +94,7 @@ async def _object(request: web.Request, name: str, missing: str, revision: int =
     sources = request.app[SOURCES]
     data = sources.get((name, revision))
     if data is None:
-        store = await backbone(request).uploads()
+        store = await backbone(request).uploads(tenant_of(request))  # the caller's own bucket only
         try:
             data = (await store.get(name)).data or b""
         except nats.js.errors.NotFoundError:  # never stored, or deleted

@@ -23,13 +23,14 @@ from httpx_sse import aconnect_sse
 from bus.progress import ProgressStore
 from bus.topology import ensure_topology
 from contracts.messages import DocumentStatus, DoneEvent, Hit, QueryRequest, ResultsEvent, RetrievalEvent
-from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects
+from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects, uploads_bucket
 from edge_api import EdgeSettings, create_app
 from edge_api.keys import KEY_PREFIX, KeyRing, create_key, hash_key, load_file, revoke_key
 from edge_api.openapi import build_document
 from mmrag import client as engine_client
 from mmrag.runner import _auth_env
 from tests.engine import NatsServer
+from tests.uploads import uploads_state as tenant_uploads_state
 
 WAIT_S = 30.0
 A, B = "tenant-a", "tenant-b"
@@ -84,8 +85,7 @@ def form(data: bytes = b"hello world\n", filename: str = "notes.txt") -> aiohttp
 
 
 async def uploads_state(edge: AuthEdge) -> tuple[int, int]:
-    state = (await edge.nc.jetstream().stream_info(f"OBJ_{UPLOADS_BUCKET}")).state
-    return state.messages, state.bytes
+    return await tenant_uploads_state(edge.nc.jetstream(), A)
 
 
 async def upload(edge: AuthEdge, key: str, data: bytes = b"hello world\n") -> str:
@@ -169,7 +169,9 @@ async def test_tenant_a_never_sees_or_deletes_tenant_b_documents(auth_edge: Auth
     js = auth_edge.nc.jetstream()
     submitted = json.loads((await js.get_last_msg(DOCS_STREAM.name, Subjects.ingest(B, b_doc))).data)
     assert submitted["tenant"] == B
-    assert (await (await js.object_store(UPLOADS_BUCKET)).get(submitted["object_name"])).data == b"tenant B's secret\n"
+    assert (await (await js.object_store(uploads_bucket(B))).get(submitted["object_name"])).data == b"tenant B's secret\n"
+    with pytest.raises(nats.js.errors.NotFoundError):  # in B's bucket only
+        await (await js.object_store(uploads_bucket(A))).get_info(submitted["object_name"])
 
     for doc in (b_doc, b_indexed):
         status, body, _ = await auth_edge.call("GET", f"/v1/documents/{doc}", a_key)

@@ -432,7 +432,8 @@ async def test_a_reindex_flip_retires_every_cached_answer(
     from bus.progress import ProgressStore
     from bus.topology import ensure_consumer
     from contracts.generations import GenerationSettings, GenerationState
-    from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, ingest_consumers
+    from bus.uploads import UploadBuckets
+    from contracts.topology import PROGRESS_BUCKET, IndexGeneration, ingest_consumers
 
     settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, redis_url=redis_server.url)
     nc = await nats.connect(nats_server.url)
@@ -452,7 +453,7 @@ async def test_a_reindex_flip_retires_every_cached_answer(
         ctx = AgentContext(
             nc=nc, js=js, settings=settings, generation=IndexGeneration(1),
             progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1)),
-            uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
+            uploads=UploadBuckets(js), shared=shared,
         )  # fmt: skip
         coordinator = ReindexCoordinator(ctx)
         await client.set(GLOBAL_EPOCH_KEY, "before")

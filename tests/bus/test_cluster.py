@@ -20,7 +20,8 @@ import nats
 import pytest
 
 from bus.topology import ensure_topology
-from contracts.topology import PROGRESS_BUCKET, STREAMS, UPLOADS_BUCKET
+from bus.uploads import ensure_uploads_bucket
+from contracts.topology import PROGRESS_BUCKET, STREAMS, uploads_bucket
 from mmrag.processes import nats_server_binary, spawn, stop, wait_for_port
 from tests.engine import free_port
 
@@ -81,7 +82,8 @@ async def test_streams_and_buckets_are_replicated_three_times_and_survive_a_node
                     break
                 except Exception:  # noqa: BLE001 - not ready yet (no meta leader / not enough peers)
                     await asyncio.sleep(0.5)
-        for name in [*(s.name for s in STREAMS), f"OBJ_{UPLOADS_BUCKET}", f"KV_{PROGRESS_BUCKET}"]:
+        await ensure_uploads_bucket(js, "t")  # a tenant's bucket takes the replicas of the topology
+        for name in [*(s.name for s in STREAMS), f"OBJ_{uploads_bucket('t')}", f"KV_{PROGRESS_BUCKET}"]:
             info = await js.stream_info(name)
             assert info.config.num_replicas == 3, name
         ack = await js.publish("docs.ingest.t.d1", b"{}")

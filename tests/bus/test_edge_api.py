@@ -37,10 +37,11 @@ from contracts.messages import (
     RetrievalEvent,
     TokenEvent,
 )
-from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects, object_name, uploads_bucket
 from edge_api import EdgeSettings, create_app
 from edge_api.errors import error_middleware
 from tests.engine import NatsServer
+from tests.uploads import uploads_state as tenant_uploads_state
 
 TENANT = "default"
 EVIL = "http://evil.example"
@@ -102,8 +103,7 @@ async def upload(edge: Edge, data: bytes | None = None, **headers: str) -> tuple
 
 async def uploads_state(edge: Edge) -> tuple[int, int]:
     """Messages and bytes of the uploads bucket's stream: any object or chunk written changes them."""
-    state = (await edge.js.stream_info(f"OBJ_{UPLOADS_BUCKET}")).state
-    return state.messages, state.bytes
+    return await tenant_uploads_state(edge.js, TENANT)
 
 
 def assert_error(status: int, body: dict, wanted_status: int, code: str) -> dict:
@@ -233,7 +233,7 @@ async def test_upload_stores_object_submission_and_queued_record(edge: Edge) -> 
     assert submitted.object_name == object_name(TENANT, doc_id) and submitted.tenant == TENANT
     # One message id per submission (main's scheme since the deletes work): a later revision is a new message.
     assert msg.headers and msg.headers.get("Nats-Msg-Id") == f"{doc_id}:{submitted.submitted_at.isoformat()}"
-    obj = await (await edge.js.object_store(UPLOADS_BUCKET)).get(submitted.object_name)
+    obj = await (await edge.js.object_store(uploads_bucket(TENANT))).get(submitted.object_name)
     assert obj.data == b"# Title\n\nsome text\n"
     record = await (await edge.progress()).get(TENANT, doc_id)
     assert record is not None and record.status == DocumentStatus.QUEUED and record.revision == msg.seq

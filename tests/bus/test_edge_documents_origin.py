@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from contracts.messages import DocumentStatus, DocumentSubmitted
-from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, Subjects, object_name
+from contracts.topology import DOCS_STREAM, PROGRESS_BUCKET, Subjects, object_name, uploads_bucket
 from tests.bus.test_edge_api import TENANT, Edge, assert_error, call, edge, multipart, start_edge, uploads_state
 
 __all__ = ["edge", "start_edge"]  # fixtures
@@ -76,10 +76,10 @@ async def test_put_of_the_same_bytes_is_a_no_op_and_of_other_bytes_a_new_revisio
     record = await store.get(TENANT, doc_id)
     assert record is not None and record.status == DocumentStatus.QUEUED
     assert record.revision == msg.seq > revision_1 and record.sha256 == submitted.sha256
-    uploads = await edge.js.object_store(UPLOADS_BUCKET)
+    uploads = await edge.js.object_store(uploads_bucket(TENANT))
     assert (await uploads.get(object_name(TENANT, doc_id))).data == b"version two\n"
     # The replaced object's chunks are gone: the bucket holds this object's chunk and meta, and nothing else.
-    assert (await edge.js.stream_info(f"OBJ_{UPLOADS_BUCKET}")).state.messages == 2
+    assert (await edge.js.stream_info(f"OBJ_{uploads_bucket(TENANT)}")).state.messages == 2
 
     status, body = await put(edge, "01a0000000000000000000000000dead", b"x\n")
     assert_error(status, body, 404, "not_found")

@@ -17,7 +17,8 @@ from agents.settings import AgentSettings
 from bus.progress import ProgressStore
 from bus.topology import ensure_topology
 from contracts.messages import ChunksParsed, DocumentStatus, DocumentSubmitted, OcrRequest
-from contracts.topology import CHUNKS_STREAM, DOCS_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from bus.uploads import UploadBuckets
+from contracts.topology import CHUNKS_STREAM, DOCS_STREAM, PROGRESS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import NatsServer
 from tests.factories import make_pdf, make_scanned_pdf, make_table_pdf, synthetic_pages
 
@@ -37,7 +38,7 @@ async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Parse
     await ensure_topology(js, [GEN])
     ctx = AgentContext(
         nc=nc, js=js, settings=settings, generation=GEN, progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN),
-        uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
+        uploads=UploadBuckets(js), shared=shared,
     )  # fmt: skip
     yield ParserAgent(ctx)
     await nc.close()
@@ -49,7 +50,7 @@ async def _parsed(parser: ParserAgent, data: bytes, content_type: str = "applica
     """Submit a document (a PDF unless said), run the parser on its docs.ingest message, and read back what it
     published."""
     js, tenant, doc_id = parser._ctx.js, f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await parser._ctx.uploads.put(object_name(tenant, doc_id), data)
+    await (await parser._ctx.uploads.ensure(tenant)).put(object_name(tenant, doc_id), data)
     submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type=content_type,
                                   object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
     await js.publish(Subjects.ingest(tenant, doc_id), submitted.model_dump_json().encode())
@@ -93,7 +94,7 @@ async def test_a_scanned_page_becomes_an_ocr_request_with_its_raster_stored(pars
 
     assert batches == [] and (request.kind, request.page, request.batch_index) == ("page", 1, 0)
     assert request.first_index == 10_000_000 and request.object_name.endswith(f"{doc_id}/pages/1.png")
-    raster = (await parser._ctx.uploads.get(request.object_name)).data
+    raster = (await (await parser._ctx.uploads.store(request.tenant)).get(request.object_name)).data
     assert raster is not None and raster[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -126,7 +126,7 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
     from bus.topology import ensure_consumer, ensure_topology
     from contracts.generations import GenerationSettings, GenerationState
     from contracts.messages import utcnow
-    from contracts.topology import UPLOADS_BUCKET
+    from bus.uploads import UploadBuckets
 
     settings = AgentSettings(nats_url=nats_server.url, data_dir=tmp_path, reindex_grace_s=3600)
     nc = await nats.connect(nats_server.url)
@@ -149,7 +149,7 @@ async def test_coordinator_finishes_an_interrupted_flip_and_drops_after_grace(
         await shared.in_store(lambda s: s.set_alias("mmrag", "mmrag-g1"))
         kv = await js.key_value(PROGRESS_BUCKET)
         ctx = AgentContext(nc=nc, js=js, settings=settings, generation=IndexGeneration(1),
-                           progress=ProgressStore(kv, IndexGeneration(1)), uploads=await js.object_store(UPLOADS_BUCKET),
+                           progress=ProgressStore(kv, IndexGeneration(1)), uploads=UploadBuckets(js),
                            shared=shared)  # fmt: skip
         coordinator = ReindexCoordinator(ctx)
         await store.start_reindex(GenerationSettings())

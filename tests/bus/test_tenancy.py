@@ -26,6 +26,7 @@ from contracts.topology import PROGRESS_BUCKET, IndexGeneration
 from edge_api import EdgeSettings, create_app
 from edge_api.keys import create_key, revoke_key
 from tests.engine import NatsServer
+from tests.uploads import uploads_state
 
 ACME, BETA = "acme", "beta"
 ENDS_WITHIN_S = 10.0  # a revoked key's stream must end well before any of its own timeouts (60 s here)
@@ -252,7 +253,7 @@ def _form(data: bytes) -> aiohttp.FormData:
 
 
 async def _uploads_messages(edge: Edge) -> int:
-    return (await edge.nc.jetstream().stream_info("OBJ_mmrag-uploads")).state.messages
+    return (await uploads_state(edge.nc.jetstream(), ACME))[0]
 
 
 async def test_document_quota_per_tenant(nats_server: NatsServer, tmp_path: Path) -> None:

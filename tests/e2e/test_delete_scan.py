@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.messages import ChunksEmbedded, EmbeddedChunk
-from contracts.topology import UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from contracts.topology import LEGACY_UPLOADS_BUCKET, IndexGeneration, Subjects, object_name, uploads_bucket
 from tests.engine import TenantEngine, upload_bytes, wait_status
 from tests.factories import make_figures_pdf, make_pdf, make_scanned_pdf
 
@@ -81,13 +81,22 @@ async def leftovers(js: JetStreamContext, tenant: str, doc_id: str, needles: lis
                     found.append(f"{info}: {subject} holds {needle[:40]!r}")
             if doc_id in subject and not subject.startswith(ALLOWED_SUBJECT_PREFIXES):
                 found.append(f"{info}: subject {subject}")
-            if subject.startswith(f"$O.{UPLOADS_BUCKET}.M."):
+            kind = _uploads_kind(subject)  # in any tenant's uploads bucket (or the shared one of earlier releases)
+            if kind == "M":
                 name = base64.urlsafe_b64decode(subject.rsplit(".", 1)[1] + "==").decode()
                 if name == prefix or name.startswith(f"{prefix}/"):
                     found.append(f"{info}: object {name}")
-            if subject.startswith(f"$O.{UPLOADS_BUCKET}.C.") and subject.rsplit(".", 1)[1] in nuids:
+            if kind == "C" and subject.rsplit(".", 1)[1] in nuids:
                 found.append(f"{info}: a chunk of one of the document's objects ({subject})")
     return sorted(set(found))
+
+
+def _uploads_kind(subject: str) -> str | None:
+    """``M`` (an object's meta) or ``C`` (a chunk) for a subject of an uploads bucket, whosever; else None."""
+    parts = subject.split(".")
+    if len(parts) == 4 and parts[0] == "$O" and parts[1].startswith(LEGACY_UPLOADS_BUCKET) and parts[2] in "MC":
+        return parts[2]
+    return None
 
 
 async def _streams(js: JetStreamContext):
@@ -99,8 +108,8 @@ async def object_nuids(js: JetStreamContext, tenant: str, doc_id: str) -> set[st
     """The chunk ids of every object stored under the document's name (its upload, rasters, images, list)."""
     prefix = object_name(tenant, doc_id)
     nuids = set()
-    for subject, data in await stream_messages(js, f"OBJ_{UPLOADS_BUCKET}"):
-        if subject.startswith(f"$O.{UPLOADS_BUCKET}.M."):
+    for subject, data in await stream_messages(js, f"OBJ_{uploads_bucket(tenant)}"):
+        if _uploads_kind(subject) == "M":
             meta = json.loads(data)
             if meta.get("name", "").startswith(prefix):
                 nuids.add(meta["nuid"])

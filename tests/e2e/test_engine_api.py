@@ -15,8 +15,10 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.messages import DeadLetter, DocumentSubmitted
-from contracts.topology import UPLOADS_BUCKET, Subjects, object_name
+from bus.uploads import ensure_uploads_bucket
+from contracts.topology import Subjects, object_name
 from tests.engine import BIN, TenantEngine, sse_events, upload_bytes, wait_status
+from tests.uploads import uploads_state
 from tests.factories import (
     FIVE_PAGES,
     corrupt_pdf,
@@ -148,12 +150,11 @@ async def test_unparseable_pdf_is_failed_with_reason(engine: TenantEngine, http:
 
 async def test_oversized_upload_is_413_and_leaves_nothing(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
     async with await nats.connect(engine.nats_url) as nc:
-        store = await nc.jetstream().object_store(UPLOADS_BUCKET)
-        before = (await store.status()).size
+        before = await uploads_state(nc.jetstream(), engine.tenant)
         resp = await upload_bytes(http, engine.url, b"%PDF-1.7\n" + b"0" * (3 * 1024 * 1024), "huge.pdf")
         assert resp.status == 413
         assert "limit of 1048576 bytes" in (await resp.json())["error"]["message"]
-        assert (await store.status()).size == before  # the partial upload was purged
+        assert await uploads_state(nc.jetstream(), engine.tenant) == before  # the partial upload was purged
 
 
 async def test_missing_field_and_wrong_bodies(engine: TenantEngine, http: aiohttp.ClientSession) -> None:
@@ -190,7 +191,7 @@ async def test_direct_publish_is_ingested_and_malformed_is_dead_lettered(engine:
         assert "hello" in letter.payload_excerpt and "doc_id" in letter.reason
 
         doc_id = uuid.uuid4().hex
-        store = await js.object_store(UPLOADS_BUCKET)
+        store = await ensure_uploads_bucket(js, engine.tenant)
         await store.put(object_name(engine.tenant, doc_id), make_pdf(["Direct publishing works: the marmot count is 77."]))
         submitted = DocumentSubmitted(
             doc_id=doc_id, tenant=engine.tenant, filename="direct.pdf", content_type="application/pdf",

@@ -24,7 +24,8 @@ from contracts.messages import (
     QueryRequest,
     RerankRequest,
 )
-from contracts.topology import GRAPH_STREAM, PROGRESS_BUCKET, UPLOADS_BUCKET, Subjects, object_name
+from bus.uploads import ensure_uploads_bucket
+from contracts.topology import GRAPH_STREAM, PROGRESS_BUCKET, Subjects, object_name
 from tests.engine import BIN, NatsServer
 from tests.unit.test_graph import GEN
 
@@ -105,7 +106,7 @@ async def test_graph_expansion_end_to_end_through_the_agents(pipeline) -> None:
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     try:
-        uploads = await js.object_store(UPLOADS_BUCKET)
+        uploads = await ensure_uploads_bucket(js, TENANT)
         progress = ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN)
         for doc_id, text in DOCS.items():
             await uploads.put(object_name(TENANT, doc_id), text.encode())

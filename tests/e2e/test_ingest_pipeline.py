@@ -33,7 +33,8 @@ from contracts.messages import (
     QueryRequest,
     answer_event_adapter,
 )
-from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from bus.uploads import ensure_uploads_bucket
+from contracts.topology import PROGRESS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import BIN, NatsServer
 from tests.factories import (
     FIGURE_2,
@@ -86,7 +87,7 @@ async def js(agents: NatsServer) -> AsyncIterator:
 
 async def submit(js, doc_id: str, data: bytes, filename: str = "doc.pdf", tenant: str = TENANT,
                  content_type: str = "application/pdf") -> int:  # fmt: skip
-    store = await js.object_store(UPLOADS_BUCKET)
+    store = await ensure_uploads_bucket(js, tenant)
     await store.put(object_name(tenant, doc_id), data)
     msg = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type=content_type,
                             object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
@@ -193,7 +194,7 @@ async def test_delete_removes_points_upload_and_status_and_a_stale_resubmission_
     async with asyncio.timeout(30):
         while any(h.doc_id == doc_id for h in await search(js, "How many zebra crossings?")):
             await asyncio.sleep(0.2)
-        store = await js.object_store(UPLOADS_BUCKET)
+        store = await ensure_uploads_bucket(js, TENANT)
         while True:
             try:
                 await store.get_info(object_name(TENANT, doc_id))
@@ -339,7 +340,7 @@ async def test_a_figure_is_found_by_its_caption_as_an_image_hit_with_its_bbox(js
     assert FIGURE_2 in best.text and best.page == 1
     assert best.bbox == pytest.approx(tuple(rects[1]), abs=2)  # the image's own region, not the caption's
     assert best.image is not None and best.image.caption == FIGURE_2 and best.image.width == 440
-    store = await js.object_store(UPLOADS_BUCKET)
+    store = await ensure_uploads_bucket(js, TENANT)
     assert (await store.get(best.image.object_name)).data[:8] == b"\x89PNG\r\n\x1a\n"
 
 

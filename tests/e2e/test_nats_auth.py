@@ -20,13 +20,14 @@ from nats.js import api
 from bus.connection import CredentialsRefused, connect, connect_options, redacted
 from bus.identities import ADMIN, ROLE_CONSUMERS, ROLES, identity_permissions, inbox_prefix
 from bus.topology import ensure_consumer, ensure_topology
+from bus.uploads import ensure_uploads_bucket
 from contracts.topology import (
     PROGRESS_BUCKET,
     QUERY_CONSUMERS,
-    UPLOADS_BUCKET,
     IndexGeneration,
     Subjects,
     ingest_consumers,
+    uploads_bucket,
 )
 from edge_api.quotas import submitted_bytes
 from mmrag import natsauth
@@ -114,8 +115,12 @@ async def test_agents_publish_only_their_outputs(server, admin):
         await parser.allowed(
             lambda: parser.js.publish(Subjects.parsed(G1, "text", "interactive", "acme"), b"{}"), "parser: its chunks"
         )
-        uploads = await parser.js.object_store(UPLOADS_BUCKET)
+        await ensure_uploads_bucket(admin.js, "acme")
+        uploads = await parser.js.object_store(uploads_bucket("acme"))  # any tenant's bucket
         await parser.allowed(lambda: uploads.put("acme/d1/images/x", b"png"), "parser: an extracted image")
+        await parser.refused(lambda: ensure_uploads_bucket(parser.js, "beta"), "parser: create a tenant's bucket")
+        await parser.refused(lambda: parser.js.get_msg("QUERIES", 1), "parser: read QUERIES (outside its grants)")
+        await parser.refused(lambda: parser.js.get_msg("OBJ_mmrag-query-images", 1), "parser: a query image")
         kv = await parser.js.key_value(PROGRESS_BUCKET)
         await parser.allowed(lambda: kv.put("g1.acme.d1", b"{}"), "parser: progress")
         await parser.refused(lambda: parser.js.publish(Subjects.embedded(G1, "acme"), b"{}"), "parser: embedded chunks")
@@ -152,9 +157,19 @@ async def test_the_edge_api_submits_reads_and_answers_but_cannot_purge_or_consum
         kv = await edge.js.key_value(PROGRESS_BUCKET)
         await edge.allowed(lambda: kv.put("g1.acme.d1", b"{}"), "edge: progress")
         await edge.allowed(lambda: kv.get("g1.acme.d1"), "edge: read progress")
-        uploads = await edge.js.object_store(UPLOADS_BUCKET)
+        # A tenant's first upload creates its bucket, as the topology's replicas say; then put, read, remove.
+        uploads = await edge.allowed(lambda: ensure_uploads_bucket(edge.js, "acme"), "edge: create acme's bucket")
         await edge.allowed(lambda: uploads.put("acme/d1", b"%PDF"), "edge: upload")
         await edge.allowed(lambda: uploads.get("acme/d1"), "edge: read an upload")
+        await edge.allowed(lambda: edge.js.purge_stream(f"OBJ_{uploads_bucket('acme')}", subject="$O.x.C.y"),
+                           "edge: purge a replaced upload's chunks")  # fmt: skip
+        # The wildcards that reach every tenant's bucket reach none of the topology's other streams.
+        await edge.refused(lambda: edge.js.get_msg("CHUNKS", 1), "edge: read a CHUNKS message")
+        await edge.refused(lambda: edge.js.get_msg("QUERIES", 1, direct=True), "edge: direct-get QUERIES")
+        await edge.refused(lambda: edge.js.add_stream(name="CHUNKS", subjects=["chunks.>"]), "edge: create CHUNKS")
+        await edge.refused(lambda: edge.js.purge_stream("KV_mmrag-index"), "edge: purge the index records")
+        await edge.refused(lambda: edge.js.subscribe("chunks.>", stream="CHUNKS", ordered_consumer=True),
+                           "edge: an ordered consumer on CHUNKS")  # fmt: skip
         for stream in ("DOCS", "CHUNKS", "GRAPH", "DEADLETTER"):
             await edge.refused(lambda s=stream: edge.js.purge_stream(s), f"edge: purge {stream}")
         await edge.refused(lambda: edge.js.delete_stream("QUERIES"), "edge: delete QUERIES")

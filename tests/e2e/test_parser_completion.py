@@ -22,11 +22,11 @@ from agents.runtime.resources import AgentContext, Resource, SharedResources
 from agents.runtime.worker import Delivery
 from agents.settings import AgentSettings
 from bus.progress import ProgressStore
+from bus.uploads import UploadBuckets, ensure_uploads_bucket
 from contracts.messages import DocumentProgress, DocumentStatus, DocumentSubmitted
 from contracts.topology import (
     DOCS_STREAM,
     PROGRESS_BUCKET,
-    UPLOADS_BUCKET,
     IndexGeneration,
     Subjects,
     object_name,
@@ -87,7 +87,7 @@ async def parser(ingest_agents: NatsServer, tmp_path: Path) -> AsyncIterator[Pro
     js = nc.jetstream()
     ctx = AgentContext(
         nc=nc, js=js, settings=settings, generation=GEN, progress=ProgressStore(await js.key_value(PROGRESS_BUCKET), GEN),
-        uploads=await js.object_store(UPLOADS_BUCKET), shared=shared,
+        uploads=UploadBuckets(js), shared=shared,
     )  # fmt: skip
     yield ProbedParser(ctx)
     await nc.close()
@@ -96,7 +96,7 @@ async def parser(ingest_agents: NatsServer, tmp_path: Path) -> AsyncIterator[Pro
 
 async def _submission(js, tenant: str, doc_id: str, data: bytes) -> Delivery[DocumentSubmitted]:  # type: ignore[no-untyped-def]
     """Submit a PDF and read back its docs.ingest message as the parser's consumer would deliver it."""
-    await (await js.object_store(UPLOADS_BUCKET)).put(object_name(tenant, doc_id), data)
+    await (await ensure_uploads_bucket(js, tenant)).put(object_name(tenant, doc_id), data)
     submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename="doc.pdf", content_type="application/pdf",
                                   object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
     await js.publish(Subjects.ingest(tenant, doc_id), submitted.model_dump_json().encode())

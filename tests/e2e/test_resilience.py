@@ -16,7 +16,8 @@ import nats
 from search.vectorstore import open_vector_store
 from bus.progress import ProgressStore
 from contracts.messages import ChunksEmbedded, DocumentStatus, DocumentSubmitted
-from contracts.topology import PROGRESS_BUCKET, UPLOADS_BUCKET, IndexGeneration, Subjects, object_name
+from bus.uploads import ensure_uploads_bucket
+from contracts.topology import PROGRESS_BUCKET, IndexGeneration, Subjects, object_name
 from tests.engine import BIN, Engine, NatsServer, upload_bytes, wait_status
 from tests.factories import ledger_value, synthetic_pdf
 
@@ -74,7 +75,7 @@ async def test_two_embedder_replicas_share_one_durable_consumer(nats_server: Nat
                 published.append(msg.data)
 
             live = await nc.subscribe(Subjects.embedded(IndexGeneration(1), "*"), cb=keep)
-            uploads = await js.object_store(UPLOADS_BUCKET)
+            uploads = await ensure_uploads_bucket(js, "default")
             progress = ProgressStore(await js.key_value(PROGRESS_BUCKET), IndexGeneration(1))
             ids = [uuid.uuid4().hex for _ in range(docs)]
             for n, doc_id in enumerate(ids):
