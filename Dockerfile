@@ -2,7 +2,7 @@
 # One image for every mmrag process: `mmrag up`, `mmrag agent NAME`, or `python -m edge_api`.
 #
 #   docker build -t mmrag:dev .                                           # CPU torch, models exported at first start
-#   docker build -t mmrag:prod --build-arg BAKE_MODELS=1 .                # ONNX embedder + OCR models baked in
+#   docker build -t mmrag:prod-baked --build-arg BAKE_MODELS=1 .          # ONNX embedder + OCR models baked in
 #   docker build -t mmrag:gpu --build-arg TORCH_SPEC=torch==2.13.0 .      # PyPI's (CUDA) torch instead of the lock's
 #
 # Every dependency is installed from requirements/runtime.txt, checked against its hashes (decision 77; `make lock`
@@ -15,6 +15,8 @@
 #   TORCH_INDEX_URL  the only index the lock's CPU torch is fetched from (PyPI does not serve CPU builds).
 #   BAKE_MODELS      1 = run `mmrag models` at build time with MMRAG_EMBEDDING_CACHE_DIR=/opt/mmrag/onnx, so no
 #                    replica exports the ONNX model at start (needed for MMRAG_EMBEDDING_BACKEND=onnx in prod).
+#                    Required on a read-only root filesystem (the Kubernetes manifests; the prod overlay runs the
+#                    tag `prod-baked`): without it an agent that must export the model stops at start, naming the fix.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

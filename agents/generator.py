@@ -109,12 +109,15 @@ async def answer(
 
 
 def provider_chain(settings: AgentSettings) -> ProviderChain:
-    """The LLM providers the settings name, in their order, with the settings' timeouts and answer length."""
+    """The LLM providers the settings name, in their order, with the settings' timeouts, answer length and circuit
+    breakers."""
     return ProviderChain(
         settings.llm_providers,
         connect_timeout_s=settings.llm_connect_timeout_s,
         read_timeout_s=settings.llm_read_timeout_s,
         max_tokens=settings.llm_max_tokens,
+        circuit_failures=settings.llm_circuit_failures,
+        circuit_cooldown_s=settings.llm_circuit_cooldown_s,
     )
 
 

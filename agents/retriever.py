@@ -71,7 +71,9 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         s = self._ctx.settings
         if s.llm_providers:  # follow-ups are rewritten by the LLM (`search.followup.rewrite_with_llm`)
             self._llm = ProviderChain(s.llm_providers, connect_timeout_s=s.llm_connect_timeout_s,
-                                      read_timeout_s=s.llm_read_timeout_s, max_tokens=s.llm_max_tokens)  # fmt: skip
+                                      read_timeout_s=s.llm_read_timeout_s, max_tokens=s.llm_max_tokens,
+                                      circuit_failures=s.llm_circuit_failures,
+                                      circuit_cooldown_s=s.llm_circuit_cooldown_s)  # fmt: skip
         self._cross_modal = CrossModalQueries(
             self._ctx.js, self._ctx.shared.image_encoder, ocr=self._ctx.settings.query_image_ocr
         )

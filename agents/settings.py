@@ -205,6 +205,21 @@ class AgentSettings(ProcessSettings):
         default=10.0, gt=0, description="longest wait for the next bytes of an LLM answer (the first included)"
     )
     llm_max_tokens: int = Field(default=512, ge=16, le=8192, description="max_tokens of an LLM answer")
+    llm_circuit_failures: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="failures in a row (errors or timeouts) after which an LLM provider's circuit opens: it is not "
+        "called for MMRAG_LLM_CIRCUIT_COOLDOWN_S, the next provider or the offline answerer answers at once; "
+        "0 = no circuit breaker",
+    )
+    llm_circuit_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how long an open circuit skips its LLM provider before one trial request (success closes it, "
+        "failure opens it again)",
+    )
     generator_questions_in_flight: int = Field(
         default=16,
         ge=1,

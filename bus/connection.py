@@ -108,13 +108,16 @@ async def connect(
     name: str,
     connect_within_s: float = 30.0,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    on_disconnect: Callable[[], None] | None = None,
     user: str | None = None,
     password: str | None = None,
 ) -> NATS:
     """Connect, retrying with backoff while the server is not up yet (e.g. pods starting together).
 
     The caller owns the connection and closes it (``drain()`` on shutdown). Once connected, nats-py
-    reconnects by itself forever, and awaits `on_reconnect` after each reconnection.
+    reconnects by itself forever, and awaits `on_reconnect` after each reconnection. `on_disconnect` is called
+    (synchronously, before any reconnect attempt) each time the connection is lost, never on our own drain or
+    close: what waits on the connection can give up at once instead of after its own timeout.
 
     `user`/`password` (`ProcessSettings.nats_credentials`) override credentials in the URL. The inbox prefix is
     the identity's own (`bus.identities.inbox_prefix`): the server lets each identity subscribe only there.
@@ -127,6 +130,11 @@ async def connect(
         if client and (client[0].is_closed or client[0].is_draining):
             return  # our own drain/close: not news
         log.warning("%s: disconnected from NATS; reconnecting", name)
+        if on_disconnect is not None:
+            try:
+                on_disconnect()
+            except Exception:  # noqa: BLE001 - a failed hook must not kill the client's reconnect loop
+                log.exception("%s: on_disconnect hook failed", name)
 
     async def reconnected() -> None:
         log.info("%s: reconnected to NATS", name)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from edge_api.app import create_app
+from edge_api.serving import run
 from edge_api.settings import EdgeSettings
 from telemetry.logs import configure_logging
 from telemetry.tracing import configure_tracing
@@ -14,7 +13,7 @@ def main() -> None:
     settings = EdgeSettings()
     configure_logging(fmt=settings.log_format)
     configure_tracing("mmrag-edge-api", endpoint=settings.otel_endpoint, sample_ratio=settings.otel_sample_ratio)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    run(create_app(settings), host=settings.host, port=settings.port, access_log=None)
 
 
 if __name__ == "__main__":

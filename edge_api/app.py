@@ -36,7 +36,9 @@ __all__ = ["BACKBONE", "SETTINGS", "Backbone", "backbone_lifecycle", "create_app
 async def backbone_lifecycle(app: web.Application) -> AsyncIterator[None]:
     bb = app[BACKBONE]
     user, password = bb.settings.nats_credentials()
-    bb.nc = await connect(bb.settings.nats_url, name="mmrag-edge-api", user=user, password=password)
+    bb.nc = await connect(
+        bb.settings.nats_url, name="mmrag-edge-api", user=user, password=password, on_disconnect=bb.connection_lost
+    )
     bb.js = bb.nc.jetstream()
     try:
         yield

@@ -89,6 +89,12 @@ class NotConnected(nats.errors.Error):
     """Raised before any work while the edge API is between NATS connections (fail fast, not after timeouts)."""
 
 
+class BackboneLost(NotConnected):
+    """Raised to a request waiting for its answer when the edge API loses NATS (`Backbone.outage`): the answer
+    travels on core NATS and is lost with the connection, so the request ends now (503, or an SSE `error` event)
+    instead of after `MMRAG_QUERY_TIMEOUT_S`."""
+
+
 def request_id(request: web.Request) -> str:
     """The id of this request (also in the ``X-Request-Id`` response header and in the logs)."""
     rid = request.get(REQUEST_ID)
@@ -151,12 +157,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(err, nats.js.errors.BadRequestError):  # JetStream rejected what we sent: our bug
             return _internal_error(request, rid)
         log.warning("request %s: backbone unavailable for %s %s: %r", rid, request.method, request.path, err)
-        reason = "is not connected" if isinstance(err, NotConnected) else f"did not answer ({type(err).__name__})"
-        return error_response(
-            request, 503, "backbone_unavailable",
-            f"the message backbone (NATS) {reason}; nothing was accepted, retry later",
-            headers={"Retry-After": "1"},
-        )  # fmt: skip
+        if isinstance(err, BackboneLost):
+            message = (
+                "the message backbone (NATS) became unreachable while this request waited for its answer, "
+                "which is lost with the connection; retry in a moment"
+            )
+        else:
+            reason = "is not connected" if isinstance(err, NotConnected) else f"did not answer ({type(err).__name__})"
+            message = f"the message backbone (NATS) {reason}; nothing was accepted, retry later"
+        return error_response(request, 503, "backbone_unavailable", message, headers={"Retry-After": "1"})
     except Exception:
         return _internal_error(request, rid)
     if not response.prepared:

@@ -7,6 +7,7 @@ before the agents have created the topology.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -37,6 +38,21 @@ class Backbone:
     _uploads: UploadBuckets | None = None
     _generations: GenerationStore | None = None
     _conversations: ConversationStore | None = None
+    _outage: asyncio.Future[None] | None = None
+
+    def outage(self) -> asyncio.Future[None]:
+        """A future done when the current NATS connection is lost. A request that waits for an answer takes it
+        when it publishes and gives up when it is done (`errors.BackboneLost`): the answer comes on core NATS,
+        and what is published while the edge API is disconnected never reaches it."""
+        if self._outage is None or self._outage.done():
+            self._outage = asyncio.get_running_loop().create_future()
+        return self._outage
+
+    def connection_lost(self) -> None:
+        """The connection's `on_disconnect` hook: ends the wait of every request that took `outage()`."""
+        if self._outage is not None and not self._outage.done():
+            self._outage.set_result(None)
+        self._outage = None
 
     @property
     def is_connected(self) -> bool:

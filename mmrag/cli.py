@@ -111,6 +111,7 @@ def up(
     from mmrag.runner import ShutdownHung
     from mmrag.runner import up as run_up
     from mmrag.supervisor import GaveUp
+    from models.embedding_onnx import ModelCacheNotWritable
 
     _logging(verbose)
     try:
@@ -120,7 +121,8 @@ def up(
                 auth=auth, nats_url=nats_url,
             )  # fmt: skip
         )
-    except (DataDirInUse, StartError, GaveUp, ShutdownHung, FileNotFoundError, ValueError) as e:  # ValueError: keys
+    # ValueError: keys; ModelCacheNotWritable: a read-only ONNX cache and no baked model
+    except (DataDirInUse, StartError, GaveUp, ShutdownHung, FileNotFoundError, ValueError, ModelCacheNotWritable) as e:
         _fail(f"mmrag up: {e}")
 
 
@@ -166,8 +168,13 @@ def models() -> None:
     from agents.settings import AgentSettings
     from documents.ocr import warm_up
 
+    from models.embedding_onnx import ModelCacheNotWritable
+
     _logging(False)
-    embedder = text_embedder(AgentSettings())
+    try:
+        embedder = text_embedder(AgentSettings())
+    except ModelCacheNotWritable as e:
+        _fail(f"mmrag models: {e}")
     files = getattr(embedder, "onnx_files", None)
     where = f" ({files.directory})" if files is not None else ""
     print(f"text embedder: {embedder.name}, {embedder.dim}-d, backend {embedder.backend}{where}")

@@ -121,12 +121,37 @@ def _locked(lock_path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class ModelCacheNotWritable(RuntimeError):
+    """The ONNX model must be exported but its cache directory cannot be written (a read-only root filesystem
+    and an image built without its models); the message names the two fixes."""
+
+
+def _check_writable(cache_root: Path, directory: Path) -> None:
+    """Raise `ModelCacheNotWritable` unless a file can be created in `cache_root` (created if missing)."""
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=cache_root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ModelCacheNotWritable(
+            f"the ONNX text embedder is not in its cache ({directory}) and cannot be exported there: "
+            f"{cache_root} is not writable ({exc.strerror or exc}). On a read-only root filesystem (the Kubernetes "
+            "manifests) run an image built with `--build-arg BAKE_MODELS=1`, which exports it at build time; or "
+            "point MMRAG_EMBEDDING_CACHE_DIR at a writable volume (the first start then exports it, 20-40 s)"
+        ) from exc
+
+
 def ensure_onnx_model(model_path: Path, model_name: str, cache_root: Path | None = None) -> OnnxModelFiles:
-    """The cached ONNX files of this model, exported (about 20-40 s on 2 cores) when missing or corrupt."""
+    """The cached ONNX files of this model, exported (about 20-40 s on 2 cores) when missing or corrupt.
+
+    Raises `ModelCacheNotWritable` (before any export work) when it must export into a directory it cannot write.
+    """
     cache_root = Path(cache_root) if cache_root else default_cache_root()
     directory = cache_root / f"{model_name}-{cache_key(model_path)}"
     meta = _valid(directory)  # fast path: no lock once built
     if meta is None:
+        _check_writable(cache_root, directory)
         with _locked(cache_root / f".{directory.name}.lock"):
             meta = _valid(directory)  # another process may have built it while we waited
             if meta is None:

@@ -68,8 +68,14 @@ BATCH_SIZE = Histogram(
 DEAD_LETTERS = Counter("mmrag_dead_letters", "dead-letter records stored", ("durable", "error_type"))
 LLM_FALLBACKS = Counter(
     "mmrag_llm_fallbacks",
-    "LLM providers that failed and handed over to the next link, by stage (before_first_token | mid_stream)",
+    "LLM providers that failed or were skipped and handed over to the next link, by stage (before_first_token | "
+    "mid_stream | circuit_open: not called, its circuit breaker is open)",
     ("provider", "stage"),
+)
+LLM_CIRCUIT_OPEN = Gauge(
+    "mmrag_llm_circuit_open",
+    "1 while an LLM provider's circuit breaker is open or half-open (not called, or one trial request), else 0",
+    ("provider",),
 )
 RATELIMITED = Counter("mmrag_ratelimited", "requests refused with 429 by the edge API's rate limit", ("route",))
 RATELIMIT_FAILOPEN = Counter(

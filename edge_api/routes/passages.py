@@ -55,7 +55,7 @@ async def document_passages(request: web.Request) -> Passages:
     filters = QueryFilters(doc_ids=[doc_id], page_from=first, page_to=last)
     async with _query(bb, tenant, None, 1, QueryMode.BROWSE, filters) as pending:
         try:
-            async for event in _events(pending.sub, timeout_s):
+            async for event in _events(pending, timeout_s):
                 if isinstance(event, ResultsEvent):
                     return Passages(doc_id=doc_id, page_from=first, page_to=last, passages=event.hits)
                 if isinstance(event, ErrorEvent):

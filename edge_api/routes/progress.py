@@ -8,7 +8,9 @@ What the web UI follows instead of polling the list. A watch on the tenant's pro
 - then a ``document`` event each time a record changes (its last one says ``indexed`` or ``failed``), and a
   ``deleted`` event ``{"doc_id"}`` when one is deleted;
 - ``idle`` ``{}`` as soon as no document of the tenant is in progress: the stream ends there. A stream also ends
-  (without ``idle``) after `MAX_STREAM_S`; a client that still sees work in progress connects again.
+  (without ``idle``) after `MAX_STREAM_S`; a client that still sees work in progress connects again;
+- ``error`` ``{"code": "backbone_unavailable"}`` within `WATCH_POLL_S` of the edge API losing NATS (the watch
+  is gone with the connection): the stream ends, follow again.
 
 So a stream is always finite, and costs nothing once ingestion is over.
 """
@@ -28,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from bus.kv import watch
 from contracts.messages import DocumentProgress, DocumentStatus, Identifier
 from contracts.topology import progress_key
-from edge_api.errors import request_id
+from edge_api.errors import BackboneLost, request_id
 from edge_api.identity import tenant_of
 from edge_api.operations import ERR_503, Event, Events, Operation, Stream
 from edge_api.routes.documents import DocumentView, public_view
@@ -75,25 +77,28 @@ async def progress_events(request: web.Request) -> web.StreamResponse:
     tenant = tenant_of(request)
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
+    outage = bb.outage()
     watcher = await watch(kv, pattern)  # current values, a None marker, then every change (deletes included)
     response = EventSourceResponse(ping_interval=bb.settings.sse_ping_s, headers={"X-Request-Id": request_id(request)})
     try:
         await response.prepare(request)
         async with response:
             with contextlib.suppress(ConnectionResetError):  # the client went away: nothing left to tell it
-                await _stream(response, watcher)
+                await _stream(response, watcher, outage)
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()
     return response
 
 
-async def _stream(response: EventSourceResponse, watcher) -> None:  # noqa: ANN001 - a nats-py KeyWatcher
+async def _stream(response: EventSourceResponse, watcher, outage: asyncio.Future[None]) -> None:  # noqa: ANN001 - a nats-py KeyWatcher
     moving: set[str] = set()  # doc ids in progress
     initial = True  # until the watch's None marker: the current values
     deadline = time.monotonic() + MAX_STREAM_S
     while time.monotonic() < deadline:
         try:
+            if outage.done():
+                raise BackboneLost
             entry = await watcher.updates(timeout=WATCH_POLL_S)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             continue

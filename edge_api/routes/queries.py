@@ -7,6 +7,7 @@ goes through `bus.answers.AnswerSequencer`, and the client sees each exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import nats.errors
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,7 +56,7 @@ from edge_api.cache import (
     decode_events,
     encode_events,
 )
-from edge_api.errors import ApiError, request_id
+from edge_api.errors import ApiError, BackboneLost, request_id
 from edge_api.identity import tenant_of
 from edge_api.operations import ERR_503, Err, Event, Events, Json, Operation, Stream, derived_event
 from edge_api.routes.conversations import limit_error, not_found, owner_of
@@ -127,12 +129,14 @@ ASK_ROUTE, SEARCH_ROUTE = "/v1/ask", "/v1/search"
 
 @dataclass(frozen=True)
 class Pending:
-    """A request on its way: the subscription to its answer subject, the request, and its cache lookup. When
-    `cached.value` is set the answer came from the answer cache and nothing was published."""
+    """A request on its way: the subscription to its answer subject, the request, its cache lookup, and the
+    connection's `Backbone.outage` it was published on. When `cached.value` is set the answer came from the
+    answer cache and nothing was published."""
 
     sub: Subscription
     query: QueryRequest
     cached: Lookup
+    outage: asyncio.Future[None]
 
 
 @contextlib.asynccontextmanager
@@ -145,6 +149,7 @@ async def _query(
     image, if any) at exit."""
     js = bb.jetstream()
     assert bb.nc is not None
+    outage = bb.outage()  # taken while connected: done if this connection is lost before the answer came
     rid = uuid.uuid4().hex
     sub = await bb.nc.subscribe(Subjects.answer(tenant, rid))
     stored = None
@@ -160,26 +165,24 @@ async def _query(
                 Outgoing(Subjects.query(Subjects.QUERY_RETRIEVE, tenant), query, msg_id=rid),
                 timeout_s=PUBLISH_TIMEOUT_S,
             )
-        yield Pending(sub, query, cached)
+        yield Pending(sub, query, cached, outage)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-        if stored is not None:
-            with contextlib.suppress(Exception):  # else the bucket's TTL removes it
+        if stored is not None and bb.is_connected:  # else the bucket's TTL removes it, without waiting on an outage
+            with contextlib.suppress(Exception):
                 await delete_query_image(js, stored)
 
 
-async def _events(sub: Subscription, timeout_s: float) -> AsyncIterator[AnswerEvent]:
+async def _events(pending: Pending, timeout_s: float) -> AsyncIterator[AnswerEvent]:
     """The request's events as the client must see them; ends after the terminal one.
 
-    Raises `QueryTimeout` when `timeout_s` passes without any event arriving.
+    Raises `QueryTimeout` when `timeout_s` passes without any event arriving, and `BackboneLost` as soon as the
+    connection the request was published on is lost (its answer would never come).
     """
     sequencer = AnswerSequencer()
     while not sequencer.finished:
-        try:
-            msg = await sub.next_msg(timeout=timeout_s)
-        except nats.errors.TimeoutError:
-            raise QueryTimeout from None
+        msg = await _next_answer(pending, timeout_s)
         try:
             event = answer_event_adapter.validate_json(msg.data)
         except ValidationError as err:
@@ -187,6 +190,26 @@ async def _events(sub: Subscription, timeout_s: float) -> AsyncIterator[AnswerEv
             continue
         for ready in sequencer.push(event):
             yield ready
+
+
+async def _next_answer(pending: Pending, timeout_s: float) -> Msg:
+    """The next message on the answer subject; `QueryTimeout` after `timeout_s`, `BackboneLost` on an outage."""
+    if pending.outage.done():
+        raise BackboneLost
+    receiving = asyncio.ensure_future(pending.sub.next_msg(timeout=timeout_s))
+    try:
+        await asyncio.wait((receiving, pending.outage), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receiving.done():
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+                await receiving
+    if receiving.cancelled():
+        raise BackboneLost
+    try:
+        return receiving.result()
+    except nats.errors.TimeoutError:
+        raise QueryTimeout from None
 
 
 def event_data(event: AnswerEvent) -> str:
@@ -291,7 +314,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
                     for name, data, sid in sent:
                         await response.send(data, event=name, id=sid)
                 else:
-                    sent = await _stream_answer(request, response, pending.sub, timeout_s)
+                    sent = await _stream_answer(request, response, pending, timeout_s)
                     if cache is not None and cacheable_answer(sent):  # never an error, a timeout or a failed-over answer
                         await cache.store(pending.cached.slot, encode_events(sent))
                 if conv is not None:  # before the stream ends: a client that reads the conversation next sees it
@@ -302,12 +325,12 @@ async def ask(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream_answer(
-    request: web.Request, response: EventSourceResponse, sub: Subscription, timeout_s: float
+    request: web.Request, response: EventSourceResponse, pending: Pending, timeout_s: float
 ) -> list[SentEvent]:
     """Send the request's events as they come; returns what was sent (an `error` it ends with included)."""
     sent: list[SentEvent] = []
     try:
-        async for event in _events(sub, timeout_s):
+        async for event in _events(pending, timeout_s):
             data, sid = event_data(event), None if event.seq is None else str(event.seq)
             await response.send(data, event=event.event, id=sid)
             sent.append((event.event, data, sid))
@@ -317,7 +340,10 @@ async def _stream_answer(
         sent.append(("error", "", None))
     except (nats.errors.Error, TimeoutError) as err:
         log.warning("request %s: answer stream lost: %r", request_id(request), err)
-        gone = ErrorData(code="backbone_unavailable", message="the message backbone went away; ask again")
+        gone = ErrorData(
+            code="backbone_unavailable",
+            message="the message backbone (NATS) became unreachable while the answer was on its way; ask again in a moment",
+        )
         await response.send(ASK_EVENTS.data("error", gone), event="error")
         sent.append(("error", "", None))
     return sent
@@ -341,7 +367,7 @@ async def search(request: web.Request) -> SearchResults:
         if pending.cached.value is not None:
             return SearchResults.model_validate_json(pending.cached.value)
         try:
-            async for event in _events(pending.sub, timeout_s):
+            async for event in _events(pending, timeout_s):
                 if isinstance(event, ResultsEvent):
                     results = SearchResults(hits=event.hits)
                     if cache is not None:

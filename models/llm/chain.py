@@ -9,6 +9,10 @@
 
 When the stream ends without `Completed`, every provider failed: the generator's offline answerer is the last
 link. Each failure is logged in one line (provider name and reason, never the key) and counted in `FALLBACKS`.
+
+Each provider has a circuit breaker (`models.llm.breaker`): after `circuit_failures` failures in a row it is
+skipped at once for `circuit_cooldown_s` (a `Failed` with `mid_stream=False`, stage `circuit_open`, logged at
+debug level only), then one trial request decides whether it is called again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from models.llm.breaker import CircuitBreaker, CircuitState
 from models.llm.client import LLMProvider, ProviderError, stream_chat
 from telemetry.metrics import LLM_FALLBACKS
 
@@ -58,9 +63,15 @@ class ProviderChain:
         connect_timeout_s: float,
         read_timeout_s: float,
         max_tokens: int,
+        circuit_failures: int = 3,
+        circuit_cooldown_s: float = 30.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.providers = list(providers)
+        self.breakers = {
+            p.name: CircuitBreaker(p.name, failure_threshold=circuit_failures, cooldown_s=circuit_cooldown_s)
+            for p in self.providers
+        }
         self.max_tokens = max_tokens
         self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = client
@@ -78,6 +89,16 @@ class ProviderChain:
 
     async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[ChainItem]:
         for index, provider in enumerate(self.providers):
+            following = self.providers[index + 1].name if index + 1 < len(self.providers) else "extractive"
+            breaker = self.breakers[provider.name]
+            state = breaker.allow()
+            if state is None:
+                FALLBACKS[(provider.name, "circuit_open")] += 1
+                LLM_FALLBACKS.labels(provider.name, "circuit_open").inc()
+                log.debug("llm provider %r skipped: its circuit is open; %r answers", provider.name, following)
+                yield Failed(provider.name, "circuit open: the provider failed repeatedly", mid_stream=False)
+                continue
+            trial = state is CircuitState.HALF_OPEN
             produced = False
             try:
                 async for text in stream_chat(
@@ -86,15 +107,19 @@ class ProviderChain:
                     produced = True
                     yield Text(provider.name, text)
             except ProviderError as exc:
+                breaker.failure(trial=trial)
                 stage = "mid_stream" if produced else "before_first_token"
                 FALLBACKS[(provider.name, stage)] += 1
                 LLM_FALLBACKS.labels(provider.name, stage).inc()
-                following = self.providers[index + 1].name if index + 1 < len(self.providers) else "extractive"
                 log.warning(
                     "llm provider %r failed %s (%s); falling back to %r",
                     provider.name, stage.replace("_", " "), exc, following,
                 )  # fmt: skip
                 yield Failed(provider.name, str(exc), mid_stream=produced)
                 continue
+            except BaseException:  # cancelled, or the caller stopped reading: no outcome to judge the provider by
+                breaker.abandon(trial=trial)
+                raise
+            breaker.success(trial=trial)
             yield Completed(provider.name)
             return

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +255,27 @@ def test_a_damaged_cache_is_rebuilt(onnx_cache: dict, int8: TextEmbedder, tmp_pa
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown embedding backend"):
         TextEmbedder(backend="tensorflow")  # type: ignore[arg-type]
+
+
+def test_an_onnx_cache_that_cannot_be_written_fails_the_start_with_the_fix(tmp_path: Path) -> None:
+    """An agent (here `mmrag models`, what BAKE_MODELS=1 runs) that must export the ONNX model into a cache directory
+    it cannot write stops at once with one line naming both fixes, no traceback, no export started.
+
+    A read-only root filesystem answers EROFS; a test cannot mount one, and root ignores mode bits, so the cache
+    path here is one no user can create (its parent is a file): the same OSError path."""
+    blocker = tmp_path / "rootfs"
+    blocker.write_bytes(b"not a directory")
+    env = os.environ | {"MMRAG_EMBEDDING_BACKEND": "onnx", "MMRAG_EMBEDDING_CACHE_DIR": str(blocker / "onnx")}
+    before = embedding_onnx.export_count
+    with pytest.raises(embedding_onnx.ModelCacheNotWritable) as refused:
+        embedding_onnx.ensure_onnx_model(default_model_path(), "all-MiniLM-L6-v2", blocker / "onnx")
+    assert embedding_onnx.export_count == before
+    message = str(refused.value)
+    assert "BAKE_MODELS=1" in message and "MMRAG_EMBEDDING_CACHE_DIR" in message and str(blocker) in message
+
+    mmrag = Path(sys.executable).parent / "mmrag"  # the console script, as the Dockerfile runs it
+    done = subprocess.run([str(mmrag), "models"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    out = " ".join((done.stdout + done.stderr).split())
+    assert "mmrag models:" in out and "BAKE_MODELS=1" in out and "MMRAG_EMBEDDING_CACHE_DIR" in out
+    assert "Traceback" not in out and not (blocker / "onnx").exists()

@@ -638,3 +638,24 @@ def test_dockerfile() -> None:
     assert {"contracts", "documents", "models", "search", "telemetry", "agents", "edge_api", "mmrag"} <= set(packages)
     for package in packages:
         assert f"COPY {package} {package}" in text, f"the Dockerfile does not copy {package}/"
+
+
+BAKED_TAG_SUFFIX = "-baked"  # docs/operations.md: such a tag is built with --build-arg BAKE_MODELS=1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_overlay_that_runs_the_onnx_embedder_names_a_baked_image(overlay: str) -> None:
+    """The pods' root filesystems are read-only, so an overlay whose embedder exports the ONNX model (backend `onnx`,
+    or `auto` on CPU) must run an image with the model baked in: its tag says so, and the documented build command of
+    that tag passes BAKE_MODELS=1 (an image without it fails at start, naming the fix: models/embedding_onnx.py)."""
+    backend = objects(overlay, "ConfigMap")["mmrag-config"]["data"]["MMRAG_EMBEDDING_BACKEND"]
+    images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in app_deployments(overlay).values()}
+    [image] = images
+    if backend in ("onnx", "auto"):
+        assert image.endswith(BAKED_TAG_SUFFIX), f"{overlay}: {image} is not a baked image (tag *{BAKED_TAG_SUFFIX})"
+        docs = (ROOT / "docs" / "operations.md").read_text()
+        assert re.search(rf"docker build -t {re.escape(image)} --build-arg BAKE_MODELS=1 \.", docs), (
+            f"docs/operations.md must show how {image} is built (with BAKE_MODELS=1)"
+        )
+    else:
+        assert backend == "torch" and not image.endswith(BAKED_TAG_SUFFIX), overlay

@@ -24,7 +24,8 @@ from agents.settings import AgentSettings, LLMProvider
 from bus.answers import AnswerEmitter, AnswerSequencer
 from contracts.messages import AnswerEvent, Hit, ImageRef, RetrievalEvent
 from models.extractive import extractive_answer
-from models.llm import FALLBACKS, CitationTracker, ProviderChain, build_messages, format_source
+from models.llm import FALLBACKS, breaker
+from models.llm import CitationTracker, ProviderChain, build_messages, format_source
 from tests.doubles import RecordingNats
 
 API_KEY = "sk-test-Zq81secretKEYvalue"
@@ -58,13 +59,14 @@ class FakeLLM:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict, str | None]] = []
         self.release = asyncio.Event()
+        self.flaky_hangs = True  # mode "flaky": hangs while True, answers like "good" once False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         mode = request.match_info["mode"]
         self.requests.append((mode, await request.json(), request.headers.get("Authorization")))
         if mode == "fail500":
             return web.json_response({"error": {"message": "overloaded"}}, status=500)
-        if mode == "hang":  # no byte at all until the client gives up (or the test ends)
+        if mode == "hang" or (mode == "flaky" and self.flaky_hangs):  # no byte until the client gives up
             await asyncio.wait_for(self.release.wait(), 30)
             return web.Response(status=204)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -119,12 +121,17 @@ def closed_port() -> int:
 
 
 async def run(providers: list[LLMProvider]) -> tuple[str, list[AnswerEvent]]:
-    nats = RecordingNats()
     chain = ProviderChain(providers, connect_timeout_s=1.0, read_timeout_s=READ_TIMEOUT_S, max_tokens=256)
     try:
-        answerer = await answer(QUESTION, HITS, AnswerEmitter(nats, tenant="t", request_id="r1"), chain)  # type: ignore[arg-type]
+        return await ask(chain)
     finally:
         await chain.aclose()
+
+
+async def ask(chain: ProviderChain) -> tuple[str, list[AnswerEvent]]:
+    """One question answered through `chain` by the generator's `answer`: the answerer and what a client sees."""
+    nats = RecordingNats()
+    answerer = await answer(QUESTION, HITS, AnswerEmitter(nats, tenant="t", request_id="r1"), chain)  # type: ignore[arg-type]
     sequencer = AnswerSequencer()  # the edge API's: it has delivered the retrieval event (seq 0) already
     assert sequencer.push(RetrievalEvent(request_id="r1", seq=0, hits=HITS))
     seen = [e for event in nats.events for e in sequencer.push(event)]
@@ -245,6 +252,76 @@ async def test_mid_stream_failure_of_the_last_provider_resets_to_the_extractive_
 async def test_no_providers_is_the_extractive_answer() -> None:
     answerer, events = await run([])
     assert answerer == "extractive" and client_text(events) == extractive_answer(QUESTION, HITS).text
+
+
+async def test_a_hanging_provider_opens_its_circuit_then_one_trial_request_closes_it(llm, monkeypatch, caplog) -> None:
+    """MMRAG_LLM_CIRCUIT_FAILURES hanging answers in a row open the provider's circuit: the next questions are
+    answered by the offline answerer at once (the provider gets no request); after MMRAG_LLM_CIRCUIT_COOLDOWN_S one
+    trial request goes through: its failure opens the circuit again, its success closes it."""
+    from prometheus_client import REGISTRY
+
+    caplog.set_level(logging.INFO)
+    fake, base = llm
+    clock = [1000.0]
+    monkeypatch.setattr(breaker, "_now", lambda: clock[0])
+    monkeypatch.setenv("MMRAG_LLM_PROVIDERS", json.dumps([provider(base, "flaky").model_dump(mode="json")]))
+    monkeypatch.setenv("MMRAG_LLM_READ_TIMEOUT_S", str(READ_TIMEOUT_S))
+    monkeypatch.setenv("MMRAG_LLM_CIRCUIT_FAILURES", "2")
+    monkeypatch.setenv("MMRAG_LLM_CIRCUIT_COOLDOWN_S", "30")
+    chain = provider_chain(AgentSettings())
+
+    def circuit_open() -> float | None:
+        return REGISTRY.get_sample_value("mmrag_llm_circuit_open", {"provider": "flaky"})
+
+    def calls() -> int:
+        return sum(1 for mode, _, _ in fake.requests if mode == "flaky")
+
+    extractive = extractive_answer(QUESTION, HITS).text
+    try:
+        assert circuit_open() == 0
+        for n in (1, 2):  # each waits out the read timeout, then the offline answer
+            answerer, events = await ask(chain)
+            assert answerer == "extractive" and events[-1].answerer == "extractive" and calls() == n
+        assert circuit_open() == 1 and "'flaky': circuit open after 2 failures in a row" in caplog.text
+        for _ in range(3):  # open: not called at all, the offline answer says it wrote the answer
+            answerer, events = await ask(chain)
+            assert answerer == events[-1].answerer == "extractive" and client_text(events) == extractive
+        assert calls() == 2
+
+        clock[0] += 31  # the cool-down is over: one trial, which hangs again and opens the circuit again
+        assert (await ask(chain))[0] == "extractive" and calls() == 3
+        assert circuit_open() == 1 and "'flaky': circuit open after its trial request failed" in caplog.text
+        assert (await ask(chain))[0] == "extractive" and calls() == 3  # skipped at once again
+
+        clock[0] += 31
+        fake.flaky_hangs = False  # the provider is back: the trial succeeds and closes the circuit
+        answerer, events = await ask(chain)
+        assert answerer == events[-1].answerer == "flaky" and client_text(events) == GOOD_TEXT and calls() == 4
+        assert circuit_open() == 0 and "'flaky' answered again: circuit closed" in caplog.text
+        assert (await ask(chain))[0] == "flaky" and calls() == 5
+    finally:
+        await chain.aclose()
+
+
+def test_a_half_open_circuit_lets_one_trial_through_at_a_time_and_zero_failures_turns_it_off(monkeypatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(breaker, "_now", lambda: clock[0])
+    circuit = breaker.CircuitBreaker("p", failure_threshold=1, cooldown_s=10)
+    assert circuit.allow() is breaker.CircuitState.CLOSED
+    circuit.failure()
+    assert circuit.state is breaker.CircuitState.OPEN and circuit.allow() is None
+    clock[0] = 10
+    assert circuit.allow() is breaker.CircuitState.HALF_OPEN
+    assert circuit.allow() is None  # a trial is running: the others skip the provider
+    circuit.abandon(trial=True)  # its question was cancelled: the next one tries
+    assert circuit.allow() is breaker.CircuitState.HALF_OPEN
+    circuit.success(trial=True)
+    assert circuit.state is breaker.CircuitState.CLOSED and circuit.allow() is breaker.CircuitState.CLOSED
+
+    never = breaker.CircuitBreaker("q", failure_threshold=0, cooldown_s=10)
+    for _ in range(100):
+        never.failure()
+    assert never.allow() is breaker.CircuitState.CLOSED
 
 
 def test_citation_markers_split_anywhere_are_read_once_in_order() -> None:
