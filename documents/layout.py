@@ -14,10 +14,16 @@ Rules (also the answer to "why was my image / text missing"):
 
 Text blocks: PyMuPDF's blocks in reading order (``sort=True``: top-to-bottom, then left-to-right), ligatures
   expanded and hyphenation joined as in extract.py; lines whose centre lies inside a table are removed (the
-  table carries that text). A block is a *heading* when it has at most 3 lines and 150 characters, does not
+  table carries that text). Glyphs that map to no character (control codes, U+FFFD: music notation, symbol
+  fonts) are removed, and a block of which they are a quarter or more of the visible characters is dropped
+  (a score's noteheads and dynamics, not text; it would not count towards the body size either). A block is a *heading* when it has at most 3 lines and 150 characters, does not
   end with a period, and its largest font is >= 1.15x the page's body size (the size with most characters),
   or it is entirely bold, <= 80 characters and not smaller than the body size. A block is a *caption* when it
   starts with "Figure N", "Fig. N", "Table N", "Image N", "Chart N", "Diagram N", "Photo N" or "Plate N".
+Running headers and footers (:func:`iter_pages` only: it sees the neighbouring pages) are removed: a block within
+  the top or bottom 12% of the page, of at most 120 characters, whose text with its digits masked (page numbers)
+  is also a margin block of one of the two pages before or of the page after ("Chapter 4: Drawing commands 16",
+  "GNU Bash 5.2 ... 21", a lone page number). They would otherwise open a chunk of every page, as a heading too.
 Images (placements from ``page.get_image_info``), skipped with a :class:`SkippedImage` reason when:
   - "decoration": smaller than 32 px on a side (intrinsic), or displayed on < 1% of the page area;
   - "repeat": the same image (same xref, or the same bytes by sha256) was already emitted on an earlier page
@@ -62,6 +68,14 @@ _PDF_TEXT_FLAGS = (pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES & ~
 )
 _WORD_FLAGS = pymupdf.TEXTFLAGS_WORDS & ~pymupdf.TEXT_PRESERVE_LIGATURES
 
+# A glyph that maps to no character (a C0 control code, U+FFFD): music notation or a symbol font's picture. Removed
+# from the text; a block of which such glyphs are at least NOTATION_SHARE is notation, not text, and dropped.
+UNMAPPED_GLYPH = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
+NOTATION_SHARE = 0.25
+# Running headers and footers (`iter_pages`): a block within the top or bottom 12% of the page, of at most 120
+# characters, whose text (digits aside) a neighbouring page repeats in the same band.
+RUNNING_MARGIN = 0.12
+RUNNING_MAX_CHARS = 120
 MIN_IMAGE_SIDE_PX = 32
 MIN_IMAGE_PAGE_FRACTION = 0.01
 CAPTION_MAX_GAP = 36.0
@@ -137,6 +151,7 @@ class DocumentState:
     seen_digests: dict[str, int] = field(default_factory=dict)  # digest -> first page
     last_table: Table | None = None
     last_table_body_below: bool = True
+    recent_margins: list[set[str]] = field(default_factory=list)  # `margin_key`s of the last two pages
 
 
 # --------------------------------------------------------------------------- entry points
@@ -145,10 +160,11 @@ class DocumentState:
 def iter_pages(doc: pymupdf.Document, pages: range | None = None) -> Iterator[PageContent]:
     """Every page's content in order (or the pages of ``pages``, 0-based page numbers, a range parsed alone:
     its first table links to nothing before it and images are "repeats" only of images in the range), with
-    table continuations linked both ways and repeated images skipped.
+    table continuations linked both ways, repeated images skipped and running headers and footers removed.
 
-    Holds the previous page's content until the next page is extracted (to set ``continued_by``), so at
-    most two pages are in memory; each page object is released after extraction.
+    Holds the previous page's content until the next page is extracted (to set ``continued_by`` and to see
+    whether a margin line runs on), so at most two pages are in memory; each page object is released after
+    extraction.
     """
     state = DocumentState()
     pending: PageContent | None = None
@@ -159,10 +175,39 @@ def iter_pages(doc: pymupdf.Document, pages: range | None = None) -> Iterator[Pa
         finally:
             del page
         if pending is not None:
-            yield _forward_links(pending, content)
+            yield _without_running_lines(_forward_links(pending, content), state, content)
         pending = content
     if pending is not None:
-        yield pending
+        yield _without_running_lines(pending, state, None)
+
+
+def margin_key(block: PageBlock, height: float) -> str | None:
+    """What a running header or footer repeats, for a block in the top or bottom `RUNNING_MARGIN` of the page
+    with at most `RUNNING_MAX_CHARS` characters: its text lowercased, digits as ``#`` (page numbers change),
+    spaces collapsed; prefixed by the band. None for any other block."""
+    if height <= 0 or len(block.text) > RUNNING_MAX_CHARS:
+        return None
+    if block.bbox[3] <= RUNNING_MARGIN * height:
+        band = "top"
+    elif block.bbox[1] >= (1 - RUNNING_MARGIN) * height:
+        band = "bottom"
+    else:
+        return None
+    return band + ":" + " ".join(re.sub(r"\d+", "#", block.text.lower()).split())
+
+
+def _without_running_lines(content: PageContent, state: DocumentState, following: PageContent | None) -> PageContent:
+    """``content`` without its running headers and footers: margin blocks (`margin_key`) whose key is also a
+    margin block's key on one of the two pages before or on the page after (a chapter's first page has no
+    predecessor with its title, its successor has). Records this page's keys in ``state``."""
+    keys = [margin_key(b, content.height) for b in content.blocks]
+    around = set().union(*state.recent_margins)
+    if following is not None:
+        around |= {k for b in following.blocks if (k := margin_key(b, following.height))}
+    state.recent_margins = [*state.recent_margins, {k for k in keys if k}][-2:]
+    if not any(k in around for k in keys if k):
+        return content
+    return replace(content, blocks=tuple(b for b, k in zip(content.blocks, keys, strict=True) if not k or k not in around))
 
 
 def _forward_links(previous: PageContent, current: PageContent) -> PageContent:
@@ -220,25 +265,32 @@ def _text_blocks(page: pymupdf.Page, table_boxes: list[BBox]) -> list[PageBlock]
         if block.get("type", 0) != 0:
             continue
         lines, bbox, max_size, all_bold = [], pymupdf.Rect(), 0.0, True
+        block_sizes: dict[float, int] = {}
+        visible = unmapped = 0
         for line in block["lines"]:
             lrect = pymupdf.Rect(line["bbox"])
             centre = (lrect.tl + lrect.br) / 2
             if any(centre in t for t in unrotated_tables):
                 continue
-            text = " ".join("".join(span["text"] for span in line["spans"]).split())
+            raw_text = "".join(span["text"] for span in line["spans"])
+            visible += sum(not c.isspace() for c in raw_text)
+            unmapped += len(UNMAPPED_GLYPH.findall(raw_text))
+            text = " ".join(UNMAPPED_GLYPH.sub("", raw_text).split())
             if not text:
                 continue
             for span in line["spans"]:
                 chars = len(span["text"].strip())
                 if chars:
                     size = round(span["size"], 1)
-                    sizes[size] = sizes.get(size, 0) + chars
+                    block_sizes[size] = block_sizes.get(size, 0) + chars
                     max_size = max(max_size, span["size"])
                     all_bold = all_bold and bool(span["flags"] & _BOLD)
             lines.append(text)
             bbox |= lrect
-        if lines:
+        if lines and unmapped < NOTATION_SHARE * visible:  # else notation drawn with a font, not text
             kept.append((bbox, lines, max_size, all_bold))
+            for size, chars in block_sizes.items():
+                sizes[size] = sizes.get(size, 0) + chars
     body = max(sizes, key=lambda s: sizes[s]) if sizes else 0.0
     blocks = []
     for bbox, lines, max_size, all_bold in kept:

@@ -77,7 +77,8 @@ def find_tables(
     page: pymupdf.Page, words: list[tuple] | None = None, *, drawings: list[dict] | None = None,
     everywhere: bool = False,
 ) -> list[Table]:  # fmt: skip
-    """Tables of one page in reading order (top to bottom, then left to right); empty tables are dropped.
+    """Tables of one page in reading order (top to bottom, then left to right); grids with fewer than two filled
+    cells are not tables and are dropped (their text stays in the page's text blocks).
 
     PyMuPDF's finder runs (on the whole page) only when the page has :func:`table_regions` (``everywhere``:
     always, as before the pre-check; kept for ``bench/parse_manuals.py``). ``drawings``: the page's
@@ -91,8 +92,8 @@ def find_tables(
     number = page.number + 1
     for index, tab in enumerate(sorted(found, key=lambda t: (round(t.bbox[1]), t.bbox[0]))):
         rows = _cells_text(tab, words)
-        if not rows or not any(any(cell for cell in row) for row in rows):
-            continue
+        if sum(bool(cell) for row in rows for cell in row) < 2:
+            continue  # a grid with at most one filled cell is a box (a note, a staff of music): its text stays text
         header: tuple[str, ...] | None = rows[0]
         if tab.header.external and tab.header.names and any(tab.header.names):
             header = tuple(_clean(n) for n in tab.header.names)

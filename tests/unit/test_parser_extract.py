@@ -122,6 +122,74 @@ def test_a_page_range_is_parsed_alone() -> None:
         parse(pdf, "application/pdf", pages=range(4, 6))
 
 
+def _manual(pages: int, *, title_per_page: bool = False) -> bytes:
+    """A manual of `pages` A4 pages: a running header (chapter title and page number) on top, a footer, and a
+    body paragraph naming its page; `title_per_page`: the top line differs on every page (not a running one)."""
+    doc = pymupdf.open()
+    for n in range(1, pages + 1):
+        page = doc.new_page(width=A4.width, height=A4.height)
+        top = f"Section about topic {'ABCDEFGH'[n - 1]}" if title_per_page else f"Chapter 2: Drawing commands {n + 14}"
+        page.insert_text((72, 50), top, fontsize=10)
+        page.insert_textbox(pymupdf.Rect(72, 200, 520, 400), f"Body paragraph {n}: the pen draws the outline of page {n}.",
+                            fontsize=11)  # fmt: skip
+        page.insert_text((72, A4.height - 40), f"GNU Draw 5.2, 2022 September 19    {n + 14}", fontsize=9)
+    return doc.tobytes()
+
+
+def test_running_headers_and_footers_are_removed_and_the_body_kept() -> None:
+    chunks = _chunks(_manual(4))
+    text = " ".join(c.text for c in chunks)
+    assert "Drawing commands" not in text and "GNU Draw" not in text
+    assert all(f"Body paragraph {n}:" in text for n in range(1, 5))
+    assert all(not c.headings or "Drawing commands" not in " ".join(c.headings) for c in chunks)
+    # a page range parsed alone still sees its neighbours inside the range
+    with parse(_manual(4), "application/pdf", pages=range(1, 3)) as doc:
+        assert "GNU Draw" not in " ".join(c.text for p in doc for c in p.chunks)
+
+
+def test_a_top_line_that_changes_every_page_and_a_one_page_document_keep_their_margins() -> None:
+    assert sum("Section about topic" in c.text for c in _chunks(_manual(4, title_per_page=True))) == 4
+    one = " ".join(c.text for c in _chunks(_manual(1)))
+    assert "Drawing commands" in one and "GNU Draw" in one
+
+
+def test_glyphs_without_characters_are_removed_and_notation_is_not_text() -> None:
+    """Music drawn with a font whose glyphs map to no character (control codes in the text layer): the notation
+    block is dropped, a stray glyph in a sentence is removed, the body stays (found on LilyPond's web manual)."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=A4.width, height=A4.height)
+    page.insert_text((72, 100), "\x01\x02\x03 \x04\x05 p \x06\x07", fontsize=20)
+    page.insert_text((72, 200), "Tempo \x0f marking", fontsize=11)
+    page.insert_textbox(pymupdf.Rect(72, 300, 500, 400), "Body text about the score and its engraving.", fontsize=11)
+    chunks = _chunks(doc.tobytes())
+    text = " ".join(c.text for c in chunks)
+    assert "Tempo marking" in text and "Body text about the score" in text
+    assert not any(c < " " and c not in "\n\t" for c in text) and " p " not in f" {text} "
+    assert all(not c.headings for c in chunks)  # the large notation block did not become a heading
+
+
+def _ruled_grid(cells: dict[tuple[int, int], str]) -> bytes:
+    """A page with a ruled 3 x 3 grid (lines drawn as vectors) holding `cells` ((row, column) -> text)."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=A4.width, height=A4.height)
+    x0, y0, w, h = 72, 300, 120, 30
+    for r in range(4):
+        page.draw_line((x0, y0 + r * h), (x0 + 3 * w, y0 + r * h))
+    for c in range(4):
+        page.draw_line((x0 + c * w, y0), (x0 + c * w, y0 + 3 * h))
+    for (r, c), text in cells.items():
+        page.insert_text((x0 + c * w + 5, y0 + r * h + 20), text, fontsize=11)
+    return doc.tobytes()
+
+
+def test_a_grid_with_one_filled_cell_is_not_a_table_and_its_text_stays() -> None:
+    box = _chunks(_ruled_grid({(1, 1): "Remember the pedal"}))
+    assert all(c.modality != "table" for c in box)
+    assert "Remember the pedal" in " ".join(c.text for c in box)
+    table = _chunks(_ruled_grid({(0, 0): "Name", (0, 1): "Width", (1, 0): "pen", (1, 1): "0.5pt"}))
+    assert [c.modality for c in table].count("table") == 1
+
+
 # --------------------------------------------------------------------------- text extraction
 
 
