@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import logging
 import os
 import signal
@@ -73,6 +74,9 @@ async def up(
                 ("NATS", NATS_HOST, nats_port, "--nats-port"),
                 ("NATS monitoring", NATS_HOST, nats_monitor_port, "--nats-monitor-port"),
             ]
+        for (what, _, p, option), (other, _, q, other_option) in itertools.combinations(ports, 2):
+            if p == q:  # the first to bind would take it, and the HTTP check would find the other's server
+                raise StartError(f"{what} and {other} are both given port {p}: pick another {option} or {other_option}")
         for what, h, p, option in ports:
             if port_in_use(h, p):
                 raise StartError(f"port {p} on {h} ({what}) is already in use: stop what runs there or pick another {option}")

@@ -30,15 +30,23 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _PORT_BASE = 10_000 + 5_000 * (int(_WORKER[2:]) + 1 if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on, from this test worker's own range."""
+    """A port nothing listens on, from this test worker's own range, and never one this process handed out before:
+    an engine binds its ports seconds after it drew them, so two draws of one port (one engine's HTTP and NATS
+    monitoring ports, seen in CI: its "HTTP API" answered with nats-server's 404 page) would both look free."""
     for _ in range(200):
         port = random.randrange(_PORT_BASE, _PORT_BASE + 5_000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free port in {_PORT_BASE}..{_PORT_BASE + 4_999}")
 

@@ -31,7 +31,7 @@ from bus.topology import consumer_config, ensure_topology
 from contracts.messages import Message
 from contracts.topology import ConsumerDef
 from edge_api import EdgeSettings, create_app
-from tests.engine import NatsServer
+from tests.engine import NatsServer, free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 WAIT_S = 20.0
@@ -63,16 +63,15 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 async def scrape_until(
     http: aiohttp.ClientSession, url: str, condition: Callable[[Samples], bool], timeout_s: float = WAIT_S
 ) -> Samples:
-    async with asyncio.timeout(timeout_s):
-        while not condition(samples := await scrape(http, url)):
-            await asyncio.sleep(0.1)
+    samples: Samples = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition(samples := await scrape(http, url)):
+                await asyncio.sleep(0.1)
+    except TimeoutError:  # say what the condition last saw, or a slow CI run cannot be told from a wrong count
+        seen = sorted(f"{name}{dict(labels)} = {v}" for (name, labels), v in samples.items() if name.startswith("mmrag_"))
+        raise AssertionError(f"not met in {timeout_s:.0f}s; last scrape:\n" + "\n".join(seen)) from None
     return samples
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

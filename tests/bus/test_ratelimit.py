@@ -28,16 +28,10 @@ from edge_api import EdgeSettings, create_app, ratelimit
 from edge_api.keys import create_key
 from edge_api.ratelimit import KEY_PREFIX, REMAINING_HEADER, LocalBuckets
 from tests.doubles import silent_tcp_server
-from tests.engine import NatsServer
+from tests.engine import NatsServer, free_port
 
 WAIT_S = 15.0
 FAILOPEN_LINE = "failing open"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_server_binary() -> Path:

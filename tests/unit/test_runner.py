@@ -118,6 +118,23 @@ def test_mmrag_up_refuses_a_port_in_use_in_one_line(tmp_path) -> None:
     assert DataDirLock(tmp_path / "d").acquire()  # the refused start let go of the lock
 
 
+def test_mmrag_up_refuses_one_port_given_twice_and_free_port_never_repeats_itself(tmp_path) -> None:
+    """Both free, one port for the HTTP API and NATS monitoring: nats-server would take it first and the edge
+    API's start check would find nats-server's page there (seen in CI, where two draws gave one port)."""
+    port = free_port()
+    run = subprocess.run(
+        [str(BIN / "mmrag"), "up", "--data-dir", str(tmp_path / "d"), "--port", str(port),
+         "--nats-port", str(free_port()), "--nats-monitor-port", str(port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"port {port}" in lines[0] and "--port" in lines[0] and "--nats-monitor-port" in lines[0]
+    drawn = [free_port() for _ in range(300)]
+    assert len(set(drawn)) == len(drawn)
+
+
 # --------------------------------------------------------------------------- the supervisor, with dummy children
 
 
