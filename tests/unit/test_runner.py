@@ -101,20 +101,26 @@ def test_mmrag_up_refuses_a_locked_data_dir_before_starting_anything(lock_holder
         DataDirLock(data).acquire()
 
 
+def _refused_start(data_dir: Path, port: int, nats_port: int, monitor_port: int) -> str:
+    """The one line `mmrag up` prints on stderr when it refuses to start with these ports (exit status 1)."""
+    run = subprocess.run(
+        [str(BIN / "mmrag"), "up", "--data-dir", str(data_dir), "--port", str(port),
+         "--nats-port", str(nats_port), "--nats-monitor-port", str(monitor_port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    return lines[0]
+
+
 def test_mmrag_up_refuses_a_port_in_use_in_one_line(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = subprocess.run(
-            [str(BIN / "mmrag"), "up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()),
-             "--nats-port", str(free_port()), "--nats-monitor-port", str(port)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert run.returncode == 1
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
-    assert f"port {port}" in lines[0] and "--nats-monitor-port" in lines[0]
+        line = _refused_start(tmp_path / "d", free_port(), free_port(), port)
+    assert f"port {port}" in line and "--nats-monitor-port" in line
     assert DataDirLock(tmp_path / "d").acquire()  # the refused start let go of the lock
 
 
@@ -122,15 +128,8 @@ def test_mmrag_up_refuses_one_port_given_twice_and_free_port_never_repeats_itsel
     """Both free, one port for the HTTP API and NATS monitoring: nats-server would take it first and the edge
     API's start check would find nats-server's page there (seen in CI, where two draws gave one port)."""
     port = free_port()
-    run = subprocess.run(
-        [str(BIN / "mmrag"), "up", "--data-dir", str(tmp_path / "d"), "--port", str(port),
-         "--nats-port", str(free_port()), "--nats-monitor-port", str(port)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert run.returncode == 1
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
-    assert f"port {port}" in lines[0] and "--port" in lines[0] and "--nats-monitor-port" in lines[0]
+    line = _refused_start(tmp_path / "d", port, free_port(), port)
+    assert f"port {port}" in line and "--port" in line and "--nats-monitor-port" in line
     drawn = [free_port() for _ in range(300)]
     assert len(set(drawn)) == len(drawn)
 
