@@ -332,26 +332,28 @@ def abstention(bench: Bench, fixed: Bench, splits: dict[int, str], before: dict[
     print(f"  held-out at the setting: {_rate(*rates(held, s.abstain_threshold, s.abstain_paraphrase_cosine))}")
 
 
-def answers(bench: Bench, splits: dict[int, str]) -> None:
+def answers(bench: Bench, fixed: Bench, splits: dict[int, str]) -> None:
     """The offline answerer (`models.extractive`) on the engine defaults' top 5, after the abstention decision:
-    the share of answerable questions whose answer holds every expected fact (`facts`), per kind and split, by
-    words only (the answerer before decision 81) and as the engine answers (by meaning, with the text model)."""
+    the share of answerable questions whose answer holds every expected fact (`facts`), per kind and split and on
+    the fixed set, by words only (the answerer before decision 81) and as the engine answers (by meaning, with the
+    text model)."""
     s = bench.settings
     found: dict[str, list[bool]] = defaultdict(list)
-    for i, q in enumerate(bench.questions):
-        if q.kind == "unanswerable":
-            continue
-        hits = bench.engine(i, 5)
-        declined = abstains(hits, s.abstain_threshold, paraphrase=paraphrase_cosine(q.question, hits, bench.embed_units),
-                            paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
-        for how, embed in (("by words", None), ("engine", bench.embed_units)):
-            text = "" if declined else extractive_answer(q.question, hits, embed=embed).text
-            found[f"{how} {q.kind} {splits[i]}"].append(all(fact_found(f, text) for f in q.facts))
+    for b, group_of in ((bench, lambda i, q: f"{q.kind} {splits[i]}"), (fixed, lambda i, q: "fixed set")):
+        for i, q in enumerate(b.questions):
+            if q.kind == "unanswerable":
+                continue
+            hits = b.engine(i, 5)
+            declined = abstains(hits, s.abstain_threshold, paraphrase=paraphrase_cosine(q.question, hits, b.embed_units),
+                                paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
+            for how, embed in (("by words", None), ("engine", b.embed_units)):
+                text = "" if declined else extractive_answer(q.question, hits, embed=embed).text
+                found[f"{how} {group_of(i, q)}"].append(all(fact_found(f, text) for f in q.facts))
     print("\nAnswers without an LLM (extractive, engine defaults' top 5, abstention on): expected fact present")
+    groups = [f"{kind} {split}" for split in reversed(SPLITS) for kind in RANKED_KINDS] + ["fixed set"]
     for how in ("by words", "engine"):
-        for split in reversed(SPLITS):
-            print(f"  {how:<9}{split:<9}" + ", ".join(f"{kind} {sum(v)}/{len(v)} ({sum(v) / len(v):.0%})"
-                                                     for kind in RANKED_KINDS if (v := found[f"{how} {kind} {split}"])))  # fmt: skip
+        print(f"  {how:<9}" + ", ".join(f"{g} {sum(v)}/{len(v)} ({sum(v) / len(v):.0%})" for g in groups
+                                       if (v := found[f"{how} {g}"])))  # fmt: skip
 
 
 def learned_abstention(bench: Bench, fixed: Bench, splits: dict[int, str]) -> None:
@@ -438,7 +440,7 @@ def main() -> None:
             before = {"paraphrase": lambda i: Modes(bench).reranked(i, feedback, lexical),
                       "fixed": lambda i: Modes(fixed).reranked(i, feedback, lexical)}  # fmt: skip
             abstention(bench, fixed, splits, before)
-            answers(bench, splits)
+            answers(bench, fixed, splits)
             if args.fit_abstention:
                 learned_abstention(bench, fixed, splits)
             embedders = {}
