@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-
-import numpy as np
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,11 +21,9 @@ RANK_WEIGHT = 0.25  # how much the reranker's score of a unit's hit adds to the 
 MISSING_IDENTIFIER_FACTOR = 0.3  # a unit of a hit without any of the question's identifiers
 IDENTIFIER_WEIGHT = 3.0  # an identifier of the question weighs this many times its rarest word
 # With the text embedder (`embed`): a unit's match is (1 - MEANING_WEIGHT) x its word coverage + MEANING_WEIGHT x
-# its cosine with the question (the better of the unit alone and the unit with `CONTEXT_UNITS` neighbours each
-# side, mapped to [0, 1] by the model's `CosineProfile`). Chosen on the tuning part of
-# bench/quality/paraphrase.jsonl and the fixed set of bench/quality (docs/decisions.md).
-MEANING_WEIGHT = 0.8
-CONTEXT_UNITS = 1
+# its cosine with the question (mapped to [0, 1] by the model's `CosineProfile`). Chosen on the tuning part of
+# bench/quality/paraphrase.jsonl and the fixed set of bench/quality (decision 81).
+MEANING_WEIGHT = 0.7
 MAX_UNITS_PER_HIT = 40  # the units of one hit that are embedded (a long table page is cut here): bounds the call
 # A question's parts: clauses joined by ", and", ";" or a second question ("What is X, and how do I Y?").
 _PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s*|,\s+and\s+|,\s+but\s+", re.IGNORECASE)
@@ -106,7 +102,7 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     question, up to `MAX_QUOTES` in all, each scoring at least `RELATED_SHARE` of the best and from a hit scored
     at least `RELATED_SHARE` of the best hit. A unit quoted once is not quoted again (the same text on two pages
     is cited once). With no unit matching the question at all, the best hit's text is offered as the closest
-    passage. One embedding call a question: each unit and its context (at most `MAX_UNITS_PER_HIT` units a hit).
+    passage. One embedding call a question (at most `MAX_UNITS_PER_HIT` units a hit).
     """
     if not hits:
         return ExtractiveAnswer(NOTHING_FOUND, [])
@@ -118,9 +114,7 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     scale = (cosines or profile(None)).scale
     matrix = None
     if embed is not None:
-        texts = [u.match for u in found]
-        matrix = cosine_matrix(embed, asked, texts + [_context(found, j) for j in range(len(found))])
-        matrix = np.maximum(matrix[:, : len(found)], matrix[:, len(found) :])  # the unit alone or in its context
+        matrix = cosine_matrix(embed, asked, [u.match for u in found])
     for a, text in enumerate(asked):
         # A hit without the identifiers asked about is not about them (an embedding barely tells E-150 from E-105).
         about = [not (wanted := identifiers(text)) or any(contains_identifier(h.text, i) for i in wanted) for h in hits]
@@ -159,13 +153,6 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
         separator = "\n" if "\n" in u.quote else " "  # a table row quote keeps its lines
         quotes.append(f"{u.quote}{separator}[{cited.index(u.hit) + 1}]")
     return ExtractiveAnswer("\n".join(quotes) if any("\n" in q for q in quotes) else " ".join(quotes), cited)
-
-
-def _context(found: list[_Unit], j: int) -> str:
-    """Unit `j` with its neighbours of the same hit (`CONTEXT_UNITS` each side): a short sentence says what it is
-    about in the sentences around it ("It is disabled by default." after "Font expansion needs PDF output.")."""
-    near = found[max(j - CONTEXT_UNITS, 0) : j + CONTEXT_UNITS + 1]
-    return " ".join(v.match for v in near if v.rank == found[j].rank)
 
 
 def _key(u: _Unit) -> str:
