@@ -4,16 +4,21 @@ When the reranker decided to abstain (`GenerateRequest.abstain`: the generator h
 nothing answers: the answer says the question was not found in the documents and `done` carries
 `abstained: true`. Otherwise answers come from a chain: the
 LLM providers of `MMRAG_LLM_PROVIDERS` in order (`models.llm`), then the offline extractive answerer, which
-quotes the units of the reranked hits that hold what is asked (sentences; a table's matching row under its
-header; an image's caption and OCR text), each followed by its citation number. It needs no model and no API
-key and never fails, so the system always answers. A provider that fails before its first token hands over silently; one that fails mid-answer after
+quotes the units of the reranked hits that hold what is asked, by meaning and words (sentences; a table's
+matching row under its header; an image's caption and OCR text; one for each part of a two-part question),
+each followed by its citation number. It needs no API key and never fails, so the system always answers; it
+embeds the units with the process's text model (loaded on its first use, shared with the reranker where both
+run in one process). A provider that fails before its first token hands over silently; one that fails mid-answer after
 some text was sent is followed by a `reset` event (discard the text so far) and the next link's whole answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+
+import numpy as np
 
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.worker import Delivery
@@ -21,8 +26,10 @@ from agents.settings import AgentSettings
 from bus.answers import AnswerEmitter, stream_pieces
 from contracts.messages import GenerateRequest, Hit
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef
+from models.embedding_models import CosineProfile, profile
 from models.extractive import extractive_answer
 from models.llm import CitationTracker, Completed, Failed, ProviderChain, Text, build_messages
+from models.similarity import Embed
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +82,15 @@ async def answer(
     chain: ProviderChain | None = None,
     *,
     abstain: bool = False,
+    embed: Embed | None = None,
+    cosines: CosineProfile | None = None,
 ) -> str:
     """Stream the answer to `question` from `hits` (reranked, best first) as events; returns the answerer's name.
 
     When the reranker decided that nothing matches (`abstain`, from `GenerateRequest.abstain`), no answerer
-    runs: the answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`.
+    runs: the answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`. `embed`: the text
+    embedder the extractive answerer reads meaning with (None: by words only; `cosines`: its model's profile,
+    default MiniLM's); it runs off the event loop.
     """
     if abstain:
         for piece in stream_pieces(NOT_FOUND):
@@ -99,7 +110,7 @@ async def answer(
                 await attempt.finish()
                 await stream.done(answerer=item.provider)
                 return item.provider
-    extractive = extractive_answer(question, hits)
+    extractive = await asyncio.to_thread(extractive_answer, question, hits, embed=embed, cosines=cosines)
     for piece in stream_pieces(extractive.text):
         await stream.token(piece)
     for n, hit in enumerate(extractive.cited, start=1):
@@ -151,7 +162,12 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
             # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
             stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
                                    attempt=d.num_delivered)  # fmt: skip
-            await answer(request.query or "", d.payload.hits, stream, self._chain, abstain=d.payload.abstain)
+            await answer(request.query or "", d.payload.hits, stream, self._chain, abstain=d.payload.abstain,
+                         embed=self._embed, cosines=profile(self._ctx.settings.embedding_model))  # fmt: skip
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """The process default text model (loaded on the first extractive answer, in its thread), as `Embed`."""
+        return self._ctx.shared.text_models.get(None, "query").embed_array(texts)
 
     async def on_give_up(self, delivery: Delivery[GenerateRequest], reason: str) -> None:
         request = delivery.payload.request

@@ -33,6 +33,7 @@ def unpacked(package: str, cache: Path | None = None) -> Path:
                              f"`apt-get update` once, or put {package}_*.deb into {debs}, then rerun the bench")  # fmt: skip
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x creates the target, not its parents
     subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(partial)], check=True)
     partial.rename(target)
     return target

@@ -5,11 +5,14 @@ question asks, each with its citation number. Used when no LLM is configured, or
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contracts.messages import Hit
+from models.embedding_models import CosineProfile, profile
 from models.lexical import contains_identifier, identifiers, terms, units
+from models.similarity import Embed, cosine_matrix
 
 NOTHING_FOUND = "I could not find anything about that in the ingested documents."
 MAX_QUOTES = 3
@@ -17,6 +20,14 @@ RELATED_SHARE = 0.6  # a further quote must score at least this share of the bes
 RANK_WEIGHT = 0.25  # how much the reranker's score of a unit's hit adds to the unit's own match
 MISSING_IDENTIFIER_FACTOR = 0.3  # a unit of a hit without any of the question's identifiers
 IDENTIFIER_WEIGHT = 3.0  # an identifier of the question weighs this many times its rarest word
+# With the text embedder (`embed`): a unit's match is (1 - MEANING_WEIGHT) x its word coverage + MEANING_WEIGHT x
+# its cosine with the question (mapped to [0, 1] by the model's `CosineProfile`). Chosen on the tuning part of
+# bench/quality/paraphrase.jsonl and the fixed set of bench/quality (decision 85).
+MEANING_WEIGHT = 0.7
+MAX_UNITS_PER_HIT = 40  # the units of one hit that are embedded (a long table page is cut here): bounds the call
+# A question's parts: clauses joined by ", and", ";" or a second question ("What is X, and how do I Y?").
+_PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s*|,\s+and\s+|,\s+but\s+", re.IGNORECASE)
+MIN_PART_TERMS = 2  # a part with fewer content words is not a question of its own ("..., and why?")
 
 
 @dataclass(frozen=True)
@@ -31,61 +42,118 @@ def _quotable(hit: Hit) -> list[tuple[str, str]]:
     if hit.modality == "image":
         lines = [line.strip() for line in hit.text.splitlines() if line.strip()]
         return [(hit.text, " / ".join(lines))] if lines else []
-    return units(hit.text, hit.modality)
+    return units(hit.text, hit.modality)[:MAX_UNITS_PER_HIT]
 
 
-def extractive_answer(question: str, hits: Sequence[Hit]) -> ExtractiveAnswer:
-    """Quote the units (sentences, table rows, image text) of `hits` (reranked, best first) that hold what the
-    question asks, each followed by its citation number.
+def question_parts(question: str) -> list[str]:
+    """The parts of a question that asks two things ("How do I X, and why does Y?"), each with at least
+    `MIN_PART_TERMS` content words; one part (the question) otherwise."""
+    parts = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
+    parts = [p for p in parts if len(terms(p)) >= MIN_PART_TERMS]
+    return parts if len(parts) > 1 else [question]
 
-    A unit's score: the IDF-weighted share of the question's words it contains (IDF over the units; an
-    identifier weighs `IDENTIFIER_WEIGHT` times the rarest word; a unit of a hit that has none of the question's
-    identifiers keeps 30%), plus
-    `RANK_WEIGHT` times its hit's score. The best unit is quoted, then up to two more that match, score at
-    least `RELATED_SHARE` of it and come from a hit scored at least `RELATED_SHARE` of the best hit. A unit quoted once
-    is not quoted again (the same text on two pages is cited once). With no unit matching a word of the
-    question, the best hit's first unit is offered as the closest passage.
-    """
-    if not hits:
-        return ExtractiveAnswer(NOTHING_FOUND, [])
-    wanted = identifiers(question)
-    asked = terms(question) - {t for i in wanted for t in terms(i)}
-    candidates = [(rank, hit, match, quote) for rank, hit in enumerate(hits) for match, quote in _quotable(hit)]
-    unit_terms = [terms(c[2]) for c in candidates]
-    n = len(candidates)
-    weights = {t: math.log(1 + (n - (df := sum(t in u for u in unit_terms)) + 0.5) / (df + 0.5)) for t in asked}
+
+@dataclass
+class _Unit:
+    rank: int  # its hit's place in the hits
+    hit: Hit
+    match: str
+    quote: str
+    coverage: list[float]  # per asked text (the question, then its parts): word coverage
+    meaning: list[float]  # the same, cosine mapped to [0, 1]; zeros without an embedder
+
+    def score(self, asked: int, weight: float) -> float:
+        return (
+            (1 - weight) * self.coverage[asked] + weight * self.meaning[asked] + RANK_WEIGHT * max(self.hit.score, 0.0)
+        )
+
+    def matches(self, asked: int) -> bool:
+        return self.coverage[asked] > 0 or self.meaning[asked] > 0
+
+
+def _coverages(asked: str, units_: list[_Unit], unit_terms: list[frozenset[str]]) -> list[float]:
+    """Each unit's IDF-weighted share of `asked`'s words (IDF over the units; an identifier weighs
+    `IDENTIFIER_WEIGHT` times the rarest word)."""
+    wanted = identifiers(asked)
+    words = terms(asked) - {t for i in wanted for t in terms(i)}
+    n = len(units_)
+    weights = {t: math.log(1 + (n - (df := sum(t in u for u in unit_terms)) + 0.5) / (df + 0.5)) for t in words}
     # An identifier weighs three times the rarest word: the unit that names the error code answers "what does E-103
     # mean" better than the heading that holds "error" and "code".
     id_weight = IDENTIFIER_WEIGHT * max(weights.values(), default=1.0)
     total = sum(weights.values()) + id_weight * len(wanted)
-    about = [not wanted or any(contains_identifier(h.text, i) for i in wanted) for h in hits]
-    scored = []
-    for (rank, hit, match, quote), have in zip(candidates, unit_terms, strict=True):
-        named = sum(contains_identifier(match, i) for i in wanted)
-        coverage = (sum(w for t, w in weights.items() if t in have) + id_weight * named) / total if total else 0.0
-        if not about[rank]:  # the hit is not about the identifiers asked for
-            coverage *= MISSING_IDENTIFIER_FACTOR
-        scored.append((coverage + RANK_WEIGHT * max(hit.score, 0.0), -rank, coverage > 0, quote, hit))
-    scored.sort(key=lambda c: (c[0], c[1]), reverse=True)
-    best = scored[0][0] if scored else 0.0
-    top_hit = max(hits[0].score, 0.0)
-    chosen = []
+    out = []
+    for u, have in zip(units_, unit_terms, strict=True):
+        named = sum(contains_identifier(u.match, i) for i in wanted)
+        out.append((sum(w for t, w in weights.items() if t in have) + id_weight * named) / total if total else 0.0)
+    return out
+
+
+def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None = None,
+                      cosines: CosineProfile | None = None) -> ExtractiveAnswer:  # fmt: skip
+    """Quote the units (sentences, table rows, image text) of `hits` (reranked, best first) that hold what the
+    question asks, each followed by its citation number (the hit, so its page and region, it comes from).
+
+    A unit's match: its word coverage of the question (`_coverages`) and, with `embed` (the text embedder;
+    `cosines`: its model's profile, default MiniLM's), its cosine with the question, weighed
+    `MEANING_WEIGHT`; a unit of a hit without the question's identifiers keeps 30% of both; plus `RANK_WEIGHT`
+    times its hit's score. A question of several parts (`question_parts`) first gets the best unit of each part,
+    from whichever hit (a two-page question is answered from both pages); then the best units of the whole
+    question, up to `MAX_QUOTES` in all, each scoring at least `RELATED_SHARE` of the best and from a hit scored
+    at least `RELATED_SHARE` of the best hit. A unit quoted once is not quoted again (the same text on two pages
+    is cited once). With no unit matching the question at all, the best hit's text is offered as the closest
+    passage. One embedding call a question (at most `MAX_UNITS_PER_HIT` units a hit).
+    """
+    if not hits:
+        return ExtractiveAnswer(NOTHING_FOUND, [])
+    parts = question_parts(question)
+    asked = [question, *parts] if len(parts) > 1 else [question]
+    found = [_Unit(rank, hit, match, quote, [], []) for rank, hit in enumerate(hits) for match, quote in _quotable(hit)]
+    unit_terms = [terms(u.match) for u in found]
+    weight = MEANING_WEIGHT if embed is not None else 0.0
+    scale = (cosines or profile(None)).scale
+    matrix = None
+    if embed is not None:
+        matrix = cosine_matrix(embed, asked, [u.match for u in found])
+    for a, text in enumerate(asked):
+        # A hit without the identifiers asked about is not about them (an embedding barely tells E-150 from E-105).
+        about = [not (wanted := identifiers(text)) or any(contains_identifier(h.text, i) for i in wanted) for h in hits]
+        for j, (u, c) in enumerate(zip(found, _coverages(text, found, unit_terms), strict=True)):
+            factor = 1.0 if about[u.rank] else MISSING_IDENTIFIER_FACTOR
+            u.coverage.append(c * factor)
+            u.meaning.append(0.0 if matrix is None else scale(float(matrix[a, j])) * factor)
+    chosen: list[_Unit] = []
     seen: set[str] = set()
-    for c in scored:
-        key = " ".join(c[3].lower().split())
-        related = not chosen or (c[0] >= RELATED_SHARE * best and c[4].score >= RELATED_SHARE * top_hit)
-        if c[2] and related and key not in seen:
-            seen.add(key)
-            chosen.append(c)
-        if len(chosen) == MAX_QUOTES:
+
+    def take(u: _Unit) -> None:
+        seen.add(" ".join(u.quote.lower().split()))
+        chosen.append(u)
+
+    for a in range(1, len(asked)):  # one unit per part, the best for it
+        best = max((u for u in found if u.matches(a) and _key(u) not in seen), default=None,
+                   key=lambda u: (u.score(a, weight), -u.rank))  # fmt: skip
+        if best is not None:
+            take(best)
+    ranked = sorted(found, key=lambda u: (u.score(0, weight), -u.rank), reverse=True)
+    top = ranked[0].score(0, weight) if ranked else 0.0
+    top_hit = max(hits[0].score, 0.0)
+    for u in ranked:
+        if len(chosen) >= max(MAX_QUOTES, len(parts)):
             break
-    if not chosen:  # nothing matches word for word: offer the best passage as it is
+        related = not chosen or (u.score(0, weight) >= RELATED_SHARE * top and u.hit.score >= RELATED_SHARE * top_hit)
+        if u.matches(0) and related and _key(u) not in seen:
+            take(u)
+    if not chosen:  # nothing matches: offer the best passage as it is
         return ExtractiveAnswer(f"The closest passage I found: {hits[0].text} [1]", [hits[0]])
     cited: list[Hit] = []
-    parts = []
-    for *_, quote, hit in chosen:
-        if hit not in cited:
-            cited.append(hit)
-        separator = "\n" if "\n" in quote else " "  # a table row quote keeps its lines
-        parts.append(f"{quote}{separator}[{cited.index(hit) + 1}]")
-    return ExtractiveAnswer("\n".join(parts) if any("\n" in p for p in parts) else " ".join(parts), cited)
+    quotes = []
+    for u in chosen:
+        if u.hit not in cited:
+            cited.append(u.hit)
+        separator = "\n" if "\n" in u.quote else " "  # a table row quote keeps its lines
+        quotes.append(f"{u.quote}{separator}[{cited.index(u.hit) + 1}]")
+    return ExtractiveAnswer("\n".join(quotes) if any("\n" in q for q in quotes) else " ".join(quotes), cited)
+
+
+def _key(u: _Unit) -> str:
+    return " ".join(u.quote.lower().split())

@@ -15,6 +15,7 @@ import numpy as np
 
 from contracts.messages import Hit
 from models.lexical import contains_identifier, identifiers, units
+from models.similarity import cosine_matrix
 
 # At most this many sentences/rows are embedded for `paraphrase_cosine`, the best-ranked hits' first (a page of a
 # ledger has 15 rows): bounds the query's extra embedding work to one small batch.
@@ -33,9 +34,7 @@ def paraphrase_cosine(query: str, hits: Sequence[Hit], embed: Callable[[list[str
              for m, _ in units(h.text, h.modality)][:PARAPHRASE_MAX_UNITS]  # fmt: skip
     if not query.strip() or not texts:
         return None
-    vectors = np.asarray(embed([query, *texts]), dtype=np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return min(max(float((vectors[1:] @ vectors[0]).max()), -1.0), 1.0)  # rounding can pass 1 for an exact match
+    return float(cosine_matrix(embed, [query], texts)[0].max())
 
 
 def abstains(hits: Sequence[Hit], threshold: float, *, paraphrase: float | None = None,

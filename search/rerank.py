@@ -31,6 +31,7 @@ import numpy as np
 from contracts.messages import Hit
 from models.embedding_models import CosineProfile, profile
 from models.lexical import contains_identifier, identifiers, terms, units
+from models.similarity import cosine_matrix
 
 # LexicalScorer weights (sum 1): dense cosine, IDF coverage of the whole chunk, of its best sentence or row.
 DENSE_WEIGHT = 0.4
@@ -129,9 +130,7 @@ class SentenceScorer(LexicalScorer):
         out: list[float | None] = [None] * len(candidates)
         if not texts or not query.strip():
             return out
-        vectors = np.asarray(self.embed([query, *texts]), dtype=np.float32)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        cosines = vectors[1:] @ vectors[0]
+        cosines = cosine_matrix(self.embed, [query], texts)[0]
         for i, (start, end) in enumerate(spans):
             out[i] = float(cosines[start:end].max()) if end > start else None
         return out

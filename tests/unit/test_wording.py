@@ -7,6 +7,7 @@ import pytest
 
 from agents.settings import AgentSettings
 from contracts.messages import Hit
+from models.extractive import extractive_answer, question_parts
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights, overlap
 from search.hybrid import hybrid_search
@@ -153,3 +154,42 @@ def test_a_candidate_without_the_asked_identifier_is_not_rescued_by_its_sentence
     missing = scorer.scores("What does error E-150 mean?", candidates)[0]
     assert missing < 0.5 * asked
     assert missing < AgentSettings().abstain_threshold
+
+
+# --------------------------------------------------------------------------- the offline answer, by meaning
+
+STOP = ("The controller stores the machine settings when the power is switched off. Press the red button on the "
+        "front panel to stop the pump at once. The housing is made of cast iron.")  # fmt: skip
+
+
+def page_hit(n: int, text: str, score: float, page: int) -> Hit:
+    return Hit(chunk_id=f"c{n}", doc_id="d", filename="f.pdf", page=page, bbox=(0, 0, 1, 1), text=text, score=score)
+
+
+def test_the_offline_answer_quotes_the_sentence_that_says_it_in_other_words(embedder) -> None:
+    question = "How do I halt the machine immediately when something goes wrong?"
+    hits = [page_hit(0, STOP, 0.8, page=4)]
+    by_words = extractive_answer(question, hits)  # "machine" is the only shared word: the wrong sentence
+    assert by_words.text.startswith("The controller stores the machine settings")
+    by_meaning = extractive_answer(question, hits, embed=embedder.embed_array)
+    assert by_meaning.text.startswith("Press the red button on the front panel to stop the pump at once. [1]")
+    assert by_meaning.cited == hits
+
+
+def test_a_two_part_question_gets_one_sentence_per_part_each_cited_with_its_own_page(embedder) -> None:
+    question = "How often should the cartridge be swapped, and what do I clean the limescale off the heater with?"
+    assert question_parts(question) == ["How often should the cartridge be swapped",
+                                        "what do I clean the limescale off the heater with"]  # fmt: skip
+    first = page_hit(0, "Filters are sold in packs of three. Replace the filter cartridge every six months. The "
+                        "cartridge fits every model of the range.", 0.8, page=3)  # fmt: skip
+    second = page_hit(1, "Use the blue hose for drinking water. Descale the heater with citric acid once a year.",
+                      0.4, page=7)  # a lower-ranked page: only its own part brings it in
+    result = extractive_answer(question, [first, second], embed=embedder.embed_array)
+    assert result.text.startswith("Replace the filter cartridge every six months. [1] Descale the heater with "
+                                  "citric acid once a year. [2]")  # fmt: skip
+    assert [h.page for h in result.cited] == [3, 7]
+
+
+def test_a_question_of_one_part_is_not_split() -> None:
+    assert question_parts("Do dogs and cats play in the garden?") == ["Do dogs and cats play in the garden?"]
+    assert question_parts("How do I print it, and why?") == ["How do I print it, and why?"]  # "why" is no part
