@@ -3,7 +3,12 @@
 Scores the retriever's candidates with the configured scorer (`search.rerank`), sends them as the answer's
 `retrieval` event (seq 0), and makes the abstention decision (`search.abstention.decide`, with this process's
 `MMRAG_ABSTAIN_THRESHOLD` and `MMRAG_ABSTAIN_PARAPHRASE_COSINE`; the paraphrase cosine is measured with the text
-embedder only when the score alone would decline). The decision travels on `GenerateRequest.abstain`: the
+embedder only when the score alone would decline).
+
+A search whose request waited in the queue longer than `MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S` is ranked by the
+lexical scorer (`mmrag_rerank_shed` counts them): under a backlog the reranker drains it in milliseconds a
+request instead of letting every later search wait for an embedding call each (decision 86). Asks are always
+ranked by the configured scorer, on which abstention is calibrated. The decision travels on `GenerateRequest.abstain`: the
 generator follows it and decides nothing itself.
 
 Cosines depend on the text model that measured them: the retriever names its generation's model on the
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
@@ -34,6 +40,7 @@ from search.rerank import (
     build_scorer,
     rerank,
 )
+from telemetry.metrics import RERANK_SHED
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,10 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         for d in deliveries:
             request = d.payload.request
             scorer = await self._scorer_for(d.payload.embedding_model)
+            expensive = isinstance(scorer, CrossEncoderScorer | SentenceScorer)  # a model call per request
+            if request.mode is QueryMode.SEARCH and expensive and self._overdue(d):
+                scorer = LexicalScorer(profile(d.payload.embedding_model or self._ctx.settings.embedding_model))
+                RERANK_SHED.inc()
             query = request.query or ""  # an image query with no text has no words: fused order and cosines decide
             if isinstance(scorer, CrossEncoderScorer | SentenceScorer):  # a model: off the event loop
                 hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=scorer)
@@ -92,6 +103,14 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                              f"{request.request_id}:generate", d.trace_headers)
                 )  # fmt: skip
         await publish_all(self._ctx.js, generate)
+
+    def _overdue(self, delivery: Delivery[RerankRequest]) -> bool:
+        """Whether the request waited in this consumer's queue (since the retriever published it) longer than
+        `MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S` (0: never): the reranker is behind, and a search then gets the
+        lexical scorer, milliseconds instead of an embedding call, so the backlog drains (decision 86)."""
+        budget = self._ctx.settings.rerank_search_queue_budget_s
+        waited = (datetime.now(UTC) - delivery.msg.metadata.timestamp).total_seconds()
+        return budget > 0 and waited > budget
 
     async def _abstain(self, query: str, hits: Sequence[Hit], model: str | None, scorer: Scorer) -> bool:
         """The abstention decision for these hits. The paraphrase signal needs the offline scorer (a

@@ -236,6 +236,15 @@ class AgentSettings(ProcessSettings):
         "tuning material of bench/quality (paraphrase tuning part and fixed set, decision 79); "
         "MMRAG_ABSTAIN_THRESHOLD is calibrated on these scores: recalibrate it when you change this",
     )
+    rerank_search_queue_budget_s: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=60.0,
+        description="a /v1/search whose rerank request waited longer than this in the reranker's queue is ranked "
+        "by the lexical scorer (no sentence embeddings: milliseconds), so a backlog drains instead of growing into "
+        "timeouts while ingest takes the cores; asks always get the configured scorer (abstention is calibrated "
+        "on it); 0 = never (decision 86)",
+    )
     reranker_model_path: Path | None = Field(
         default=None,
         description="sentence-transformers CrossEncoder checkpoint folder; unset = the offline lexical+dense scorer",

@@ -80,6 +80,7 @@ QUERIES = [
     "the pen used to draw lines", "format of the output file", "conditional expressions", "color of the text",
 ]  # fmt: skip
 SEARCH_TIMEOUT_S = 30
+SHED = "(reranker)"  # not a durable: the searches the reranker ranked lexically (MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S)
 
 
 @dataclass
@@ -183,12 +184,15 @@ class Client:
             failed.append("timeout")
 
     async def metrics(self, port: int) -> dict[str, dict[str, float]]:
-        """durable -> {"busy_s": handler seconds summed, "calls": handler calls, "messages": settled}."""
+        """durable -> {"busy_s": handler seconds summed, "calls": handler calls, "messages": settled}; and under
+        "(reranker)" {"shed": searches ranked lexically because they waited past the queue budget}."""
         async with self.http.get(f"http://127.0.0.1:{port}/metrics") as resp:
             text = await resp.text()
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, float]] = {SHED: {"shed": 0.0}}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
+                if s.name == "mmrag_rerank_shed_total":
+                    out[SHED]["shed"] += s.value
                 key = {"mmrag_handler_seconds_sum": "busy_s", "mmrag_handler_seconds_count": "calls",
                        "mmrag_messages_handled_total": "messages"}.get(s.name)  # fmt: skip
                 if key:
@@ -265,6 +269,7 @@ async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], smal
             await c.search(idle_after, idle_failed)
             await asyncio.sleep(0.2)
 
+    shed = after.pop(SHED)["shed"] - before.pop(SHED)["shed"]
     stages = {}
     for durable, row in after.items():
         prev = before.get(durable, {"busy_s": 0.0, "calls": 0.0, "messages": 0.0})
@@ -277,7 +282,7 @@ async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], smal
         "doc_s": {d.name: big_done[i] - t0 for d, i in zip(big, ids, strict=True)},
         "small": small_s, "stages": stages,
         "idle": idle, "idle_after": idle_after, "during": during, "failed": idle_failed + during_failed,
-        "during_failed": during_failed,
+        "during_failed": during_failed, "shed": shed,
     }  # fmt: skip
 
 
@@ -372,6 +377,8 @@ def report(big: list[Doc], eng: dict, plain: dict, loads: dict[str, str], quick:
                           ("idle (full index)", eng["idle_after"])):  # fmt: skip
         print(f"  {label:<18} n={len(values):>4}  p50 {ms(pct(values, 50)):>8}  p95 {ms(pct(values, 95)):>8}  "
               f"max {ms(max(values) if values else None):>8}")  # fmt: skip
+    print(f"  searches ranked lexically, past the reranker's queue budget: {eng['shed']:.0f} "
+          f"(MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S, decision 86)")  # fmt: skip
     ratio = during_p95 / idle_p95 if during_p95 and idle_p95 else None
     print(
         f"  p95 during / idle: {ratio:.1f}x; failed or timed out: {len(eng['failed'])} {eng['failed'][:5]}"

@@ -77,6 +77,11 @@ LLM_CIRCUIT_OPEN = Gauge(
     "1 while an LLM provider's circuit breaker is open or half-open (not called, or one trial request), else 0",
     ("provider",),
 )
+RERANK_SHED = Counter(
+    "mmrag_rerank_shed",
+    "searches ranked by the lexical scorer instead of the configured one because their rerank request waited "
+    "longer than MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S in the reranker's queue",
+)
 RATELIMITED = Counter("mmrag_ratelimited", "requests refused with 429 by the edge API's rate limit", ("route",))
 RATELIMIT_FAILOPEN = Counter(
     "mmrag_ratelimit_failopen", "requests let through unlimited because the rate limit's Redis failed (fail-open)"
