@@ -331,6 +331,11 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                                              unit_pages, pages)  # fmt: skip
                 del data
             if emitter is None:
+                if pages > (limit := self._ctx.settings.max_document_pages):
+                    raise DocumentRejected(
+                        f"too many pages: the document has {pages:,} pages, more than the {limit:,} one document may "
+                        "have (MMRAG_MAX_DOCUMENT_PAGES); split it into smaller files, or raise the limit"
+                    )
                 emitter = _Emitter(self, delivery, self.lane(doc, pages, [w for page in unit for w in page.ocr]))
                 interactive = emitter.lane == "interactive"
                 await self._record(self._ctx.progress, doc, revision, {}, pages=(pages, 0 if pdf else pages))

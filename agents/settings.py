@@ -116,6 +116,14 @@ class AgentSettings(ProcessSettings):
         default=3600.0, ge=0, description="how long a replaced index generation is kept after a re-index flips"
     )
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
+    max_document_pages: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="pages one document may have (PDF pages, slides, sheets, sections); a longer one fails with a "
+        "message naming this limit, after its first parse unit and before anything of it is published. 10,000 "
+        "holds the longest manuals (R's full reference is about 3,800 pages); a tenant's byte quota bounds the rest",
+    )
     interactive_max_pages: int = Field(
         default=20,
         ge=0,

@@ -14,8 +14,8 @@
 - The read costs O(the tenant's documents) per upload, and only when a quota is set: `bench/quota_usage.py`
   measured 22 ms at 100, 0.8 s at 1,000 and 2.0 s at 5,000 documents on a 2-core machine. A usage counter
   kept by every writer of documents is the follow-up if tenants hold many thousands.
-- Pages are known only once the parser read the document: the edge cannot bound them at upload (the parser's
-  maximum pages per document is that bound).
+- Pages are known only once the parser read the document: the edge cannot bound them at upload; the parser's
+  maximum pages per document (``MMRAG_MAX_DOCUMENT_PAGES``) is that bound.
 """
 
 from __future__ import annotations

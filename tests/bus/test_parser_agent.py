@@ -3,6 +3,7 @@ cells, chunks within MMRAG_CHUNK_MAX_CHARS, OCR requests with their stored raste
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,10 +47,10 @@ async def parser(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Parse
 
 
 async def _parsed(parser: ParserAgent, data: bytes, content_type: str = "application/pdf",
-                  filename: str = "doc.pdf") -> tuple[str, list[ChunksParsed], list[OcrRequest]]:  # fmt: skip
-    """Submit a document (a PDF unless said), run the parser on its docs.ingest message, and read back what it
-    published."""
-    js, tenant, doc_id = parser._ctx.js, f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+                  filename: str = "doc.pdf", tenant: str | None = None) -> tuple[str, list[ChunksParsed], list[OcrRequest]]:  # fmt: skip
+    """Submit a document (a PDF unless said) for `tenant` (default: a new one), run the parser on its docs.ingest
+    message, and read back what it published."""
+    js, tenant, doc_id = parser._ctx.js, tenant or f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     await (await parser._ctx.uploads.ensure(tenant)).put(object_name(tenant, doc_id), data)
     submitted = DocumentSubmitted(doc_id=doc_id, tenant=tenant, filename=filename, content_type=content_type,
                                   object_name=object_name(tenant, doc_id), size=len(data))  # fmt: skip
@@ -59,7 +60,11 @@ async def _parsed(parser: ParserAgent, data: bytes, content_type: str = "applica
     await parser.parse(Delivery(msg=msg, payload=submitted))
     out = await js.pull_subscribe(f"chunks.*.{GEN.token}.>", durable=None, stream=CHUNKS_STREAM.name)
     batches, requests = [], []
-    for m in await out.fetch(100, timeout=2):
+    try:
+        fetched = await out.fetch(100, timeout=2)
+    except nats.errors.TimeoutError:  # nothing was published
+        fetched = []
+    for m in fetched:
         if m.subject.startswith("chunks.ocr.") and m.subject.endswith(tenant):
             requests.append(OcrRequest.model_validate_json(m.data))
         elif m.subject.endswith(tenant):
@@ -113,3 +118,17 @@ async def test_a_workbook_cut_at_the_cell_limit_is_a_warning_on_its_progress(par
         f"sheet 'Big' was cut after row 30: a workbook or CSV is read up to {SHEET_MAX_CELLS} cells "
         "(MMRAG_SHEET_MAX_CELLS); split it, or raise the limit, to index the rest"
     ]
+
+
+async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_nothing(parser: ParserAgent) -> None:
+    limited = ParserAgent(dataclasses.replace(
+        parser._ctx, settings=parser._ctx.settings.model_copy(update={"max_document_pages": 2})
+    ))  # fmt: skip
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    doc_id, batches, requests = await _parsed(limited, make_pdf(synthetic_pages(1, 3)), tenant=tenant)
+    assert batches == [] and requests == []
+    record = await parser._ctx.progress.get(tenant, doc_id)
+    assert record is not None and record.status is DocumentStatus.FAILED
+    assert record.error is not None and "3 pages" in record.error and "MMRAG_MAX_DOCUMENT_PAGES" in record.error
+    doc_id, batches, _ = await _parsed(limited, make_pdf(synthetic_pages(1, 2)))  # at the limit: parsed
+    assert batches
