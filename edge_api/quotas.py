@@ -1,10 +1,12 @@
-"""Per-tenant quotas, checked at upload: documents (``MMRAG_TENANT_MAX_DOCUMENTS``) and bytes
-(``MMRAG_TENANT_MAX_BYTES``) a tenant may hold; unset = unlimited (the default).
+"""Per-tenant quotas, checked at upload: documents (``MMRAG_TENANT_MAX_DOCUMENTS``), bytes
+(``MMRAG_TENANT_MAX_BYTES``) and pages (``MMRAG_TENANT_MAX_PAGES``) a tenant may hold; unset = unlimited (the
+default).
 
 - Usage is counted from the sources of truth, only for the quotas that are set: documents are the tenant's
   live progress records of the serving generation (not deleted, failed ones included: their upload is stored);
   bytes are the ``size`` of each live document's latest submission on the DOCS stream
-  (the last message of ``docs.ingest.<tenant>.<doc_id>``, read directly).
+  (the last message of ``docs.ingest.<tenant>.<doc_id>``, read directly); pages are the ``pages`` of the live
+  progress records (what the parser read: a document not parsed yet counts 0).
 - Over a quota: 413 ``quota_exceeded``, whose message names the quota, the usage and the fix (delete documents,
   or raise the setting). 413, not 429: waiting does not help, only a delete does.
 - An upload is refused before its bytes are stored when the tenant is already at a quota; the bytes left
@@ -14,8 +16,9 @@
 - The read costs O(the tenant's documents) per upload, and only when a quota is set: `bench/quota_usage.py`
   measured 22 ms at 100, 0.8 s at 1,000 and 2.0 s at 5,000 documents on a 2-core machine. A usage counter
   kept by every writer of documents is the follow-up if tenants hold many thousands.
-- Pages are known only once the parser read the document: the edge cannot bound them at upload; the parser's
-  maximum pages per document (``MMRAG_MAX_DOCUMENT_PAGES``) is that bound.
+- Pages are known only once the parser read the document: the page quota refuses uploads once the tenant's
+  parsed pages reach it, so it can be passed by the documents uploaded meanwhile; the parser's maximum pages per
+  document (``MMRAG_MAX_DOCUMENT_PAGES``) bounds each of them.
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ CONCURRENT_READS = 32  # direct reads of submissions in flight at once
 class Usage:
     documents: int
     bytes: int | None  # None when no byte quota is set (not counted)
+    pages: int = 0  # of the documents parsed so far
 
 
-async def live_documents(bb: Backbone, tenant: str) -> set[str]:
-    """The doc ids of the tenant's documents that are not deleted, in the serving generation."""
+async def live_documents(bb: Backbone, tenant: str) -> dict[str, int]:
+    """doc id -> pages (0 until parsed) of the tenant's documents that are not deleted, in the serving generation."""
     kv = await bb.progress_kv()
     pattern = progress_key(await bb.serving_generation(), tenant, "x")[: -len("x")] + "*"  # g<gen>.<tenant>.*
-    live = set()
+    live: dict[str, int] = {}
     for key, value in await current_values(kv, pattern):
         try:
             record = DocumentProgress.model_validate_json(value)
@@ -57,7 +61,7 @@ async def live_documents(bb: Backbone, tenant: str) -> set[str]:
             log.warning("progress record %s is not readable; not counted in the quota", key)
             continue
         if record.status != DocumentStatus.DELETED:
-            live.add(record.doc_id)
+            live[record.doc_id] = record.pages or 0
     return live
 
 
@@ -89,11 +93,11 @@ async def submitted_bytes(js: JetStreamContext, tenant: str, doc_ids: set[str]) 
 async def usage(bb: Backbone, tenant: str) -> Usage | None:
     """The tenant's usage for the quotas that are set; None when none is."""
     s = bb.settings
-    if s.tenant_max_documents is None and s.tenant_max_bytes is None:
+    if s.tenant_max_documents is None and s.tenant_max_bytes is None and s.tenant_max_pages is None:
         return None
     live = await live_documents(bb, tenant)
-    stored = await submitted_bytes(bb.jetstream(), tenant, live) if s.tenant_max_bytes is not None else None
-    return Usage(len(live), stored)
+    stored = await submitted_bytes(bb.jetstream(), tenant, set(live)) if s.tenant_max_bytes is not None else None
+    return Usage(len(live), stored, sum(live.values()))
 
 
 def exceeded(tenant: str, what: str, setting: str, quota: int, used: int, adding: str = "") -> ApiError:
@@ -112,6 +116,8 @@ def check_before_upload(settings: EdgeSettings, tenant: str, used: Usage | None)
         return None
     if settings.tenant_max_documents is not None and used.documents >= settings.tenant_max_documents:
         raise exceeded(tenant, "documents", "MMRAG_TENANT_MAX_DOCUMENTS", settings.tenant_max_documents, used.documents)
+    if settings.tenant_max_pages is not None and used.pages >= settings.tenant_max_pages:
+        raise exceeded(tenant, "pages", "MMRAG_TENANT_MAX_PAGES", settings.tenant_max_pages, used.pages)
     if settings.tenant_max_bytes is None or used.bytes is None:
         return None
     left = settings.tenant_max_bytes - used.bytes

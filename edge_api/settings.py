@@ -78,6 +78,13 @@ class EdgeSettings(ProcessSettings):
         description="bytes of uploads (not deleted) one tenant may hold; an upload beyond is 413 "
         "`quota_exceeded`; unset = unlimited",
     )
+    tenant_max_pages: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="pages (of the documents the parser has read, not deleted) one tenant may hold; once they "
+        "reach it an upload is 413 `quota_exceeded`; unset = unlimited",
+    )
     max_streams_per_caller: int = Field(
         default=16,
         ge=1,
@@ -113,7 +120,7 @@ class EdgeSettings(ProcessSettings):
         default=0.2, gt=0, description="socket timeout of a Redis call; past it the request is let through (fail-open)"
     )
 
-    @field_validator("tenant_max_documents", "tenant_max_bytes", mode="before")
+    @field_validator("tenant_max_documents", "tenant_max_bytes", "tenant_max_pages", mode="before")
     @classmethod
     def _empty_is_unlimited(cls, value: object) -> object:
         """`MMRAG_TENANT_MAX_BYTES=` (as in .env.example) means unset: no quota."""

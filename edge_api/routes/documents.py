@@ -1000,8 +1000,8 @@ ERR_400_UPLOAD = (
 )
 ERR_413_UPLOAD = Err(
     "`too_large`: the file is over `MMRAG_MAX_UPLOAD_BYTES`; `quota_exceeded`: the tenant holds "
-    "`MMRAG_TENANT_MAX_DOCUMENTS` documents, or this file would take it over `MMRAG_TENANT_MAX_BYTES` "
-    "(`quota` and `usage` say which numbers; delete documents or have the quota raised)"
+    "`MMRAG_TENANT_MAX_DOCUMENTS` documents or `MMRAG_TENANT_MAX_PAGES` parsed pages, or this file would take it "
+    "over `MMRAG_TENANT_MAX_BYTES` (`quota` and `usage` say which numbers; delete documents or have the quota raised)"
 )
 ERR_415_UPLOAD = Err(
     "`unsupported_file` (not a PDF, a supported image or UTF-8 text; or named/declared as one "

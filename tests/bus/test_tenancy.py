@@ -292,3 +292,21 @@ async def test_byte_quota_per_tenant(nats_server: NatsServer, tmp_path: Path) ->
         assert (await edge.call("POST", "/v1/documents", "beta_admin", data=_form(b"e" * 99 + b"\n")))[0] == 202
         assert (await edge.call("DELETE", f"/v1/documents/{first['doc_id']}", "acme_admin"))[0] == 202
         assert (await edge.call("POST", "/v1/documents", "acme_admin", data=_form(b"f" * 49 + b"\n")))[0] == 202
+
+
+async def test_page_quota_per_tenant(nats_server: NatsServer, tmp_path: Path) -> None:
+    """Pages are what the parser read (the progress record's `pages`): uploads are refused once they reach it."""
+    async with edge_app(nats_server, tmp_path, tenant_max_pages=10) as edge:
+        status, first, _ = await edge.call("POST", "/v1/documents", "acme_admin", data=_form(b"a manual\n"))
+        assert status == 202, first
+        assert (await edge.call("POST", "/v1/documents", "acme_admin", data=_form(b"unparsed: 0 pages\n")))[0] == 202
+        progress = ProgressStore(await edge.nc.jetstream().key_value(PROGRESS_BUCKET), IndexGeneration(1))
+        record = await progress.update(ACME, first["doc_id"], lambda r: r and r.model_copy(update={"pages": 10}))
+        assert record is not None and record.pages == 10  # as the parser records it
+        status, body, _ = await edge.call("POST", "/v1/documents", "acme_admin", data=_form(b"one page more\n"))
+        assert (status, body["error"]["code"]) == (413, "quota_exceeded"), body
+        assert (body["error"]["quota"], body["error"]["usage"]) == (10, 10)
+        assert "MMRAG_TENANT_MAX_PAGES" in body["error"]["message"]
+        assert (await edge.call("POST", "/v1/documents", "beta_admin", data=_form(b"beta\n")))[0] == 202
+        assert (await edge.call("DELETE", f"/v1/documents/{first['doc_id']}", "acme_admin"))[0] == 202
+        assert (await edge.call("POST", "/v1/documents", "acme_admin", data=_form(b"again\n")))[0] == 202
