@@ -100,12 +100,15 @@ class OcrAgent(ConsumerAgent[OcrRequest]):
         lane = delivery.msg.subject.split(".")[-2]
         # In a worker process (the models load there on first use), in its turn: the interactive lane first, a
         # document's early requests before its late ones, tenants in turn (`agents.runtime.work_pool`).
+        # A page that hangs the reader is stopped after MMRAG_PAGE_TIME_BUDGET_S (`UnitTimedOut`: given up).
+        budget = self._ctx.settings.page_time_budget_s or None
         async with pool.slot(Priority(lane == "interactive", req.tenant, req.batch_index)):
             if req.kind == "page":
-                read = await pool.run(read_page_checked, raster, req.bbox, settings)
+                read = await pool.run(read_page_checked, raster, req.bbox, settings, timeout_s=budget)
             else:
                 caption = req.image.caption if req.image else None
-                read = await pool.run(read_image_checked, raster, caption, req.nearby_text, req.bbox, settings)
+                read = await pool.run(read_image_checked, raster, caption, req.nearby_text, req.bbox, settings,
+                                      timeout_s=budget)  # fmt: skip
         parsed = read.chunks
         warning = illegible_warning(req, read.legibility)
         chunks = [

@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from agents.runtime.agent import ConsumerAgent
 from agents.runtime.resources import Resource
 from agents.runtime.units import parse_unit
-from agents.runtime.work_pool import Priority
+from agents.runtime.work_pool import Priority, UnitTimedOut
 from agents.runtime.worker import Delivery, PermanentError
 from bus.objects import remove_object
 from bus.progress import ProgressStore
@@ -327,8 +327,18 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                     await self._forget_if_deleted(doc, emitter)
                     return None
                 data = await self._read(doc)
-                pages, unit = await pool.run(parse_unit, data, doc.content_type, self.parse_settings(), start,
-                                             unit_pages, pages)  # fmt: skip
+                per_page = self._ctx.settings.page_time_budget_s
+                budget = per_page * (unit_pages if pdf else max(1, math.ceil(len(data) / TEXT_BYTES_PER_PAGE)))
+                try:
+                    pages, unit = await pool.run(parse_unit, data, doc.content_type, self.parse_settings(), start,
+                                                 unit_pages, pages, timeout_s=budget or None)  # fmt: skip
+                except UnitTimedOut as err:
+                    where = f"pages {start + 1}-{start + unit_pages}" if pdf else "the file"
+                    raise DocumentRejected(
+                        f"too slow to read: {where} took longer than {budget:.0f} s ({per_page:.0f} s a page, "
+                        "MMRAG_PAGE_TIME_BUDGET_S); the file may be damaged or built to hang readers: check that it "
+                        "opens quickly in a viewer, or raise the budget"
+                    ) from err
                 del data
             if emitter is None:
                 if pages > (limit := self._ctx.settings.max_document_pages):

@@ -116,6 +116,15 @@ class AgentSettings(ProcessSettings):
         default=3600.0, ge=0, description="how long a replaced index generation is kept after a re-index flips"
     )
     fetch_batch: int = Field(default=8, ge=1, le=256, description="messages an ingest agent fetches at once")
+    page_time_budget_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description="seconds one page may take in a work process: a parse unit gets this times its pages (a text "
+        "or office file one page per 3,000 bytes), an OCR request this once. Past it the work processes are "
+        "restarted (other documents' units running then are retried) and the document fails naming the budget: "
+        "a hostile page that hangs the PDF library costs one budget, not a work process for good. 0 = no budget",
+    )
     max_document_pages: int = Field(
         default=10_000,
         ge=1,

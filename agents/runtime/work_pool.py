@@ -35,6 +35,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agents.runtime.worker import PermanentError
+
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
@@ -51,6 +53,11 @@ def _lower_priority() -> None:
 
 class WorkerCrashed(RuntimeError):
     """A worker process died while it ran a unit (transient: the message is redelivered)."""
+
+
+class UnitTimedOut(PermanentError):
+    """A unit ran past its time budget (`WorkPool.run`'s ``timeout_s``); the pool was restarted to stop it. Permanent:
+    the same bytes would take as long again."""
 
 
 @dataclass(frozen=True)
@@ -179,25 +186,42 @@ class WorkPool:
     def slot(self, priority: Priority) -> contextlib.AbstractAsyncContextManager[None]:
         return self.scheduler.slot(priority)
 
-    async def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn(*args)`` in a worker process; call it inside a `slot` (the pool never queues more)."""
+    async def run(self, fn: Callable[..., R], *args: Any, timeout_s: float | None = None) -> R:
+        """Run ``fn(*args)`` in a worker process; call it inside a `slot` (the pool never queues more).
+
+        ``timeout_s``: the unit's time budget. A process cannot be stopped in the middle of a call, so past it the
+        whole pool is restarted (the units of other documents running then end with `WorkerCrashed` and are
+        retried) and `UnitTimedOut` is raised: a hostile page that hangs the PDF library costs one budget, not a
+        work process for good."""
         executor = self._executor
+        name = getattr(fn, "__name__", fn)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(executor, fn, *args), timeout_s)
+        except TimeoutError as err:
+            if self._executor is executor:
+                log.error("%s ran past its %.0f s budget; restarting the process pool to stop it", name, timeout_s)
+                self._executor = self._new_executor()
+                await asyncio.to_thread(_stop, executor)  # joins the processes: not on the loop
+            raise UnitTimedOut(f"{name} ran past its time budget of {timeout_s:.0f} s") from err
         except BrokenProcessPool as err:
             if self._executor is executor:
                 log.error("a worker process died; starting a new process pool")
                 self._executor = self._new_executor()
                 executor.shutdown(wait=False, cancel_futures=True)
-            raise WorkerCrashed(f"a worker process died while running {getattr(fn, '__name__', fn)}") from err
+            raise WorkerCrashed(f"a worker process died while running {name}") from err
 
     def close(self) -> None:
         """Stop the worker processes now: a unit still running is abandoned (its message was not acked, so it is
         redelivered), rather than holding a shutdown for the minute a 50 MB text takes."""
-        processes = list((getattr(self._executor, "_processes", None) or {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=5)
+        _stop(self._executor)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Shut `executor` down and terminate its processes, whatever they are running."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)

@@ -132,3 +132,17 @@ async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_noth
     assert record.error is not None and "3 pages" in record.error and "MMRAG_MAX_DOCUMENT_PAGES" in record.error
     doc_id, batches, _ = await _parsed(limited, make_pdf(synthetic_pages(1, 2)))  # at the limit: parsed
     assert batches
+
+
+async def test_a_unit_past_the_page_time_budget_fails_the_document_and_the_pool_goes_on(parser: ParserAgent) -> None:
+    hasty = ParserAgent(dataclasses.replace(
+        parser._ctx, settings=parser._ctx.settings.model_copy(update={"page_time_budget_s": 0.001})
+    ))  # fmt: skip
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    doc_id, batches, requests = await _parsed(hasty, make_pdf(synthetic_pages(1, 2)), tenant=tenant)
+    assert batches == [] and requests == []
+    record = await parser._ctx.progress.get(tenant, doc_id)
+    assert record is not None and record.status is DocumentStatus.FAILED
+    assert record.error is not None and "MMRAG_PAGE_TIME_BUDGET_S" in record.error and "pages 1-" in record.error
+    _, batches, _ = await _parsed(parser, make_pdf(synthetic_pages(1, 2)))  # the restarted pool parses
+    assert batches

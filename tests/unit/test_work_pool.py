@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
-from agents.runtime.work_pool import FairScheduler, Priority, WorkerCrashed, WorkPool
+from agents.runtime.work_pool import FairScheduler, Priority, UnitTimedOut, WorkerCrashed, WorkPool
 
 
 async def _order(scheduler: FairScheduler, holders: list[Priority], waiters: list[tuple[str, Priority]]) -> list[str]:
@@ -98,5 +99,27 @@ async def test_work_runs_in_another_process_and_a_crash_is_survived() -> None:
                 await pool.run(_die)
         async with pool.slot(Priority(True, "a")):  # a fresh pool took over
             assert await pool.run(os.getpid) != os.getpid()
+    finally:
+        pool.close()
+
+
+def _hang() -> None:
+    time.sleep(3600)  # a page that never ends (a PDF library stuck on a hostile page)
+
+
+async def test_a_unit_past_its_time_budget_is_stopped_and_the_pool_goes_on() -> None:
+    pool = WorkPool(2)
+    try:
+        async with pool.slot(Priority(True, "a")):
+            hung = await pool.run(os.getpid)
+        async with pool.slot(Priority(True, "a")), pool.slot(Priority(True, "b")):
+            other = asyncio.create_task(pool.run(_hang))  # another document's unit, in the same pool
+            await asyncio.sleep(0.5)
+            with pytest.raises(UnitTimedOut, match="_hang ran past its time budget of 1 s"):
+                await pool.run(_hang, timeout_s=1)
+            with pytest.raises(WorkerCrashed):  # stopped with the pool: retried, not failed
+                await asyncio.wait_for(other, 30)
+        async with pool.slot(Priority(True, "a")):  # a fresh pool took over
+            assert await pool.run(os.getpid) not in (os.getpid(), hung)
     finally:
         pool.close()
