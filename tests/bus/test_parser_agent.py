@@ -120,10 +120,13 @@ async def test_a_workbook_cut_at_the_cell_limit_is_a_warning_on_its_progress(par
     ]
 
 
+def _with_settings(parser: ParserAgent, **settings: object) -> ParserAgent:
+    """Another parser on the same connection, progress and work pool, with `settings` changed."""
+    return ParserAgent(dataclasses.replace(parser._ctx, settings=parser._ctx.settings.model_copy(update=settings)))
+
+
 async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_nothing(parser: ParserAgent) -> None:
-    limited = ParserAgent(dataclasses.replace(
-        parser._ctx, settings=parser._ctx.settings.model_copy(update={"max_document_pages": 2})
-    ))  # fmt: skip
+    limited = _with_settings(parser, max_document_pages=2)
     tenant = f"t{uuid.uuid4().hex[:8]}"
     doc_id, batches, requests = await _parsed(limited, make_pdf(synthetic_pages(1, 3)), tenant=tenant)
     assert batches == [] and requests == []
@@ -135,9 +138,7 @@ async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_noth
 
 
 async def test_a_unit_past_the_page_time_budget_fails_the_document_and_the_pool_goes_on(parser: ParserAgent) -> None:
-    hasty = ParserAgent(dataclasses.replace(
-        parser._ctx, settings=parser._ctx.settings.model_copy(update={"page_time_budget_s": 0.001})
-    ))  # fmt: skip
+    hasty = _with_settings(parser, page_time_budget_s=0.001)
     tenant = f"t{uuid.uuid4().hex[:8]}"
     doc_id, batches, requests = await _parsed(hasty, make_pdf(synthetic_pages(1, 2)), tenant=tenant)
     assert batches == [] and requests == []
