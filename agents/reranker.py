@@ -3,13 +3,13 @@
 Scores the retriever's candidates with the configured scorer (`search.rerank`), sends them as the answer's
 `retrieval` event (seq 0), and makes the abstention decision (`search.abstention.decide`, with this process's
 `MMRAG_ABSTAIN_THRESHOLD` and `MMRAG_ABSTAIN_PARAPHRASE_COSINE`; the paraphrase cosine is measured with the text
-embedder only when the score alone would decline).
+embedder only when the score alone would decline). The decision travels on `GenerateRequest.abstain`: the
+generator follows it and decides nothing itself.
 
 A search whose request waited in the queue longer than `MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S` is ranked by the
 lexical scorer (`mmrag_rerank_shed` counts them): under a backlog the reranker drains it in milliseconds a
 request instead of letting every later search wait for an embedding call each (decision 86). Asks are always
-ranked by the configured scorer, on which abstention is calibrated. The decision travels on `GenerateRequest.abstain`: the
-generator follows it and decides nothing itself.
+ranked by the configured scorer, on which abstention is calibrated.
 
 Cosines depend on the text model that measured them: the retriever names its generation's model on the
 `RerankRequest`, and the scorer of that model (its sentence embeddings, its `CosineProfile`) scores.
@@ -82,12 +82,13 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
         for d in deliveries:
             request = d.payload.request
             scorer = await self._scorer_for(d.payload.embedding_model)
-            expensive = isinstance(scorer, CrossEncoderScorer | SentenceScorer)  # a model call per request
-            if request.mode is QueryMode.SEARCH and expensive and self._overdue(d):
+            model_call = isinstance(scorer, CrossEncoderScorer | SentenceScorer)
+            if model_call and request.mode is QueryMode.SEARCH and self._overdue(d):
                 scorer = LexicalScorer(profile(d.payload.embedding_model or self._ctx.settings.embedding_model))
+                model_call = False
                 RERANK_SHED.inc()
             query = request.query or ""  # an image query with no text has no words: fused order and cosines decide
-            if isinstance(scorer, CrossEncoderScorer | SentenceScorer):  # a model: off the event loop
+            if model_call:  # a model: off the event loop
                 hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=scorer)
             else:
                 hits = rerank(query, d.payload.candidates, request.top_k, scorer=scorer)
