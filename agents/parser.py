@@ -59,7 +59,7 @@ from documents.filetypes import IMAGE_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
 
-# A text file's work in pages, for its lane: about what a page of prose holds.
+# A text file's work in pages, for its lane and its parse time budget: about what a page of prose holds.
 TEXT_BYTES_PER_PAGE = 3000
 # OCR's work in pages of text, for a document's lane: reading a scanned page takes 2-8 s of a core, a text page
 # (parse + embed its ~3 chunks) about 0.1-0.3 s, so a scanned page counts as 10 pages (a conservative share) and
@@ -211,6 +211,11 @@ OCR_INDEX_BASE = 10_000_000
 OCR_INDEX_STRIDE = 10_000
 
 
+def text_pages(size: int) -> int:
+    """The work of a text or office file of `size` bytes, in pages of `TEXT_BYTES_PER_PAGE`."""
+    return math.ceil(size / TEXT_BYTES_PER_PAGE)
+
+
 class ParserAgent(ConsumerAgent[DocumentSubmitted]):
     name = "parser"
     model = DocumentSubmitted
@@ -292,7 +297,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
         small unit."""
         if doc.content_type in IMAGE_CONTENT_TYPES:
             return "interactive"
-        work = pages if doc.content_type == "application/pdf" else math.ceil(doc.size / TEXT_BYTES_PER_PAGE)
+        work = pages if doc.content_type == "application/pdf" else text_pages(doc.size)
         work += sum(OCR_PAGE_WORK if w.kind == "page" else OCR_IMAGE_WORK for w in ocr)
         return "interactive" if work <= self._ctx.settings.interactive_max_pages else "bulk"
 
@@ -328,7 +333,7 @@ class ParserAgent(ConsumerAgent[DocumentSubmitted]):
                     return None
                 data = await self._read(doc)
                 per_page = self._ctx.settings.page_time_budget_s
-                budget = per_page * (unit_pages if pdf else max(1, math.ceil(len(data) / TEXT_BYTES_PER_PAGE)))
+                budget = per_page * (unit_pages if pdf else max(1, text_pages(len(data))))
                 try:
                     pages, unit = await pool.run(parse_unit, data, doc.content_type, self.parse_settings(), start,
                                                  unit_pages, pages, timeout_s=budget or None)  # fmt: skip

@@ -125,25 +125,26 @@ def _with_settings(parser: ParserAgent, **settings: object) -> ParserAgent:
     return ParserAgent(dataclasses.replace(parser._ctx, settings=parser._ctx.settings.model_copy(update=settings)))
 
 
-async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_nothing(parser: ParserAgent) -> None:
-    limited = _with_settings(parser, max_document_pages=2)
+async def _failure(parser: ParserAgent, data: bytes) -> str:
+    """The error of a PDF the parser fails: nothing of it published, its record `failed`."""
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    doc_id, batches, requests = await _parsed(limited, make_pdf(synthetic_pages(1, 3)), tenant=tenant)
+    doc_id, batches, requests = await _parsed(parser, data, tenant=tenant)
     assert batches == [] and requests == []
     record = await parser._ctx.progress.get(tenant, doc_id)
-    assert record is not None and record.status is DocumentStatus.FAILED
-    assert record.error is not None and "3 pages" in record.error and "MMRAG_MAX_DOCUMENT_PAGES" in record.error
-    doc_id, batches, _ = await _parsed(limited, make_pdf(synthetic_pages(1, 2)))  # at the limit: parsed
+    assert record is not None and record.status is DocumentStatus.FAILED and record.error is not None
+    return record.error
+
+
+async def test_a_document_over_the_page_limit_fails_naming_it_and_publishes_nothing(parser: ParserAgent) -> None:
+    limited = _with_settings(parser, max_document_pages=2)
+    error = await _failure(limited, make_pdf(synthetic_pages(1, 3)))
+    assert "3 pages" in error and "MMRAG_MAX_DOCUMENT_PAGES" in error
+    _, batches, _ = await _parsed(limited, make_pdf(synthetic_pages(1, 2)))  # at the limit: parsed
     assert batches
 
 
 async def test_a_unit_past_the_page_time_budget_fails_the_document_and_the_pool_goes_on(parser: ParserAgent) -> None:
-    hasty = _with_settings(parser, page_time_budget_s=0.001)
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    doc_id, batches, requests = await _parsed(hasty, make_pdf(synthetic_pages(1, 2)), tenant=tenant)
-    assert batches == [] and requests == []
-    record = await parser._ctx.progress.get(tenant, doc_id)
-    assert record is not None and record.status is DocumentStatus.FAILED
-    assert record.error is not None and "MMRAG_PAGE_TIME_BUDGET_S" in record.error and "pages 1-" in record.error
+    error = await _failure(_with_settings(parser, page_time_budget_s=0.001), make_pdf(synthetic_pages(1, 2)))
+    assert "MMRAG_PAGE_TIME_BUDGET_S" in error and "pages 1-" in error
     _, batches, _ = await _parsed(parser, make_pdf(synthetic_pages(1, 2)))  # the restarted pool parses
     assert batches
