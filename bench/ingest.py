@@ -80,7 +80,6 @@ QUERIES = [
     "the pen used to draw lines", "format of the output file", "conditional expressions", "color of the text",
 ]  # fmt: skip
 SEARCH_TIMEOUT_S = 30
-SHED = "(reranker)"  # not a durable: the searches the reranker ranked lexically (MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S)
 
 
 @dataclass
@@ -183,22 +182,23 @@ class Client:
         except TimeoutError:
             failed.append("timeout")
 
-    async def metrics(self, port: int) -> dict[str, dict[str, float]]:
-        """durable -> {"busy_s": handler seconds summed, "calls": handler calls, "messages": settled}; and under
-        "(reranker)" {"shed": searches ranked lexically because they waited past the queue budget}."""
+    async def metrics(self, port: int) -> tuple[dict[str, dict[str, float]], float]:
+        """durable -> {"busy_s": handler seconds summed, "calls": handler calls, "messages": settled}; and the
+        searches the reranker ranked lexically because they waited past its queue budget (decision 86)."""
         async with self.http.get(f"http://127.0.0.1:{port}/metrics") as resp:
             text = await resp.text()
-        out: dict[str, dict[str, float]] = {SHED: {"shed": 0.0}}
+        out: dict[str, dict[str, float]] = {}
+        shed = 0.0
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 if s.name == "mmrag_rerank_shed_total":
-                    out[SHED]["shed"] += s.value
+                    shed += s.value
                 key = {"mmrag_handler_seconds_sum": "busy_s", "mmrag_handler_seconds_count": "calls",
                        "mmrag_messages_handled_total": "messages"}.get(s.name)  # fmt: skip
                 if key:
                     row = out.setdefault(s.labels["durable"], {"busy_s": 0.0, "calls": 0.0, "messages": 0.0})
                     row[key] += s.value
-        return out
+        return out, shed
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -227,7 +227,7 @@ async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], smal
             await c.search(idle, idle_failed)
             await asyncio.sleep(0.2)
 
-        before = await c.metrics(metrics_port)
+        before, shed_before = await c.metrics(metrics_port)
         cpu0, t0 = tree_cpu_s(engine.proc.pid), time.monotonic()
         ids = await asyncio.gather(*(c.upload(d) for d in big))
         t_uploaded = time.monotonic()
@@ -261,7 +261,7 @@ async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], smal
         t_end, cpu1 = max(big_done.values()), tree_cpu_s(engine.proc.pid)
         await asyncio.gather(*searches)
         await smalls
-        after = await c.metrics(metrics_port)
+        after, shed_after = await c.metrics(metrics_port)
         chunks = {d.name: (await c.record(i)).get("chunks_total") for d, i in zip(big, ids, strict=True)}
 
         idle_after: list[float] = []
@@ -269,7 +269,7 @@ async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], smal
             await c.search(idle_after, idle_failed)
             await asyncio.sleep(0.2)
 
-    shed = after.pop(SHED)["shed"] - before.pop(SHED)["shed"]
+    shed = shed_after - shed_before
     stages = {}
     for durable, row in after.items():
         prev = before.get(durable, {"busy_s": 0.0, "calls": 0.0, "messages": 0.0})
