@@ -3,6 +3,7 @@ against the same documents through a plain in-process pipeline, in one run.
 
     .venv/bin/python bench/ingest.py            # ~560 pages (10-30 minutes on 2 busy cores)
     .venv/bin/python bench/ingest.py --quick    # the first pages of each manual (~130 pages), a smoke run
+    .venv/bin/python bench/ingest.py --before ../mmrag-before   # and an older checkout's engine, same run
 
 The corpus (CORPUS, SMALL; fetched once by `bench/debian.py` into ``~/.cache/mmrag-bench/debian``): long
 manuals with ruled tables and plots drawn as vector graphics (Asymptote, MetaPost), a web manual with
@@ -10,14 +11,17 @@ screenshots (LilyPond's), the Bash reference manual (plain prose), and a few Bas
 PyMuPDF (a scan: OCR). Never the held-out manuals (R, gnuplot, Octave, the Debian handbook).
 
 One run:
-1. starts `mmrag up` on free ports (the `mmrag` next to this Python), indexes a seed document, then sends
-   searches one after the other (idle);
-2. uploads every big document at once over HTTP; a few seconds later, and again every ``--small-every`` s while
-   the big ones are still in progress, uploads one <= 10-page text PDF (SMALL) and times it to `indexed`;
-   searches every 0.5 s until every big document is `indexed` (during; 30 s timeout each);
-3. searches idle again on the full index, reads the agents' Prometheus metrics (``mmrag_handler_seconds``
-   per durable: a stage's busy time; the work pool's and OCR's parallel calls can make it exceed the wall) and
-   the engine's CPU seconds, stops the engine;
+1. with ``--before DIR`` (another checkout of mmrag with its own ``.venv``, e.g. the commit before issue 15:
+   ``git worktree add --detach ../mmrag-before dfc75ab && make -C ../mmrag-before install``), that checkout's
+   `mmrag up` ingests the big documents, uploaded at once, with nothing else asked of it (ingest only);
+2. this checkout's `mmrag up` (the `mmrag` next to this Python) does the same on a fresh data dir: the
+   end-to-end throughput, and the ratio to the older engine measured minutes apart on the same corpus;
+3. a fresh engine indexes a seed document, then sends searches one after the other (idle); uploads every big
+   document at once; a few seconds later, and again every ``--small-every`` s while the big ones are still in
+   progress, uploads one <= 10-page text PDF (SMALL) and times it to `indexed`; searches every 0.5 s until
+   every big document is `indexed` (during; 30 s timeout each); searches idle again on the full index, reads
+   the agents' Prometheus metrics (``mmrag_handler_seconds`` per durable: a stage's busy time; the work pool's
+   and OCR's parallel calls can make it exceed the wall) and the engine's CPU seconds, stops the engine;
 4. runs the same big documents through the "plain in-process pipeline": PyMuPDF's text blocks, the project's
    `Chunker` (no headings, tables, images or OCR), the engine's own `TextEmbedder` 32 chunks a call, no NATS,
    no HTTP, no index; and prints engine pages/s over in-process pages/s (the engine does more work per page:
@@ -34,6 +38,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -217,6 +222,33 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+async def ingest_only(engine: Engine, big: list[Doc], timeout_s: float) -> dict:
+    """Every big document uploaded at once, nothing else asked: seconds to the last `indexed`, CPU seconds of the
+    engine's process tree, and each document's time and chunks."""
+    async with aiohttp.ClientSession() as http:
+        c = Client(http, engine)
+        cpu0, t0 = tree_cpu_s(engine.proc.pid), time.monotonic()
+        ids = await asyncio.gather(*(c.upload(d) for d in big))
+        done = await asyncio.gather(*(c.indexed(i, timeout_s, every_s=0.5) for i in ids))
+        cpu1 = tree_cpu_s(engine.proc.pid)
+        chunks = {d.name: (await c.record(i)).get("chunks_total") for d, i in zip(big, ids, strict=True)}
+    return {"wall_s": max(done) - t0, "cpu_s": cpu1 - cpu0, "chunks": chunks,
+            "doc_s": {d.name: t - t0 for d, t in zip(big, done, strict=True)}}  # fmt: skip
+
+
+def run_ingest_only(root: Path, big: list[Doc], timeout_s: float, checkout: Path | None = None) -> dict:
+    root.mkdir(parents=True)
+    engine = Engine(root / "data", root / "engine.log", checkout=checkout)
+    engine.start(timeout_s=300)
+    try:
+        return asyncio.run(ingest_only(engine, big, timeout_s))
+    except BaseException:
+        print(engine.log_tail(4000), file=sys.stderr)
+        raise
+    finally:
+        engine.stop()
+
+
 async def through_engine(engine: Engine, metrics_port: int, big: list[Doc], small: list[Doc], args) -> dict:
     async with aiohttp.ClientSession() as http:
         c = Client(http, engine)
@@ -332,33 +364,41 @@ def ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f} ms"
 
 
-def report(big: list[Doc], eng: dict, plain: dict, loads: dict[str, str], quick: bool) -> dict:
+def report(
+    big: list[Doc], eng: dict, alone: dict, before: dict | None, plain: dict, loads: dict[str, str], quick: bool
+) -> dict:
     pages = sum(d.pages for d in big)
     e_pps, p_pps = pages / eng["wall_s"], pages / plain["wall_s"]
     idle_p95 = pct(eng["idle"], 95)
     during_p95 = pct(eng["during"], 95)
     small_times = [s for _n, _p, s in eng["small"]]
-    engine_chunks = sum(v or 0 for v in eng["chunks"].values())
+    engine_chunks = sum(v or 0 for v in alone["chunks"].values())
     plain_chunks = sum(plain["chunks"].values())
     print(f"corpus{' (--quick)' if quick else ''}: {len(big)} documents, {pages} pages, uploaded at once")
     for d in big:
         print(f"  {d.name:<14} {d.pages:>4} pages  {len(d.data) / 2**20:5.1f} MiB  {d.kind:<6}  indexed after "
-              f"{eng['doc_s'][d.name]:6.1f} s  engine chunks {eng['chunks'][d.name]}, plain {plain['chunks'][d.name]}")  # fmt: skip
-    print(
-        f"load average (1/5/15 min): before the engine run {loads['start']}, after it {loads['engine']}, "
-        f"after the in-process run {loads['end']}"
-    )
-    print("\nend to end")
-    print(
-        f"  engine (HTTP -> NATS -> agents -> indexed): {eng['wall_s']:.1f} s, {e_pps:.2f} pages/s, "
-        f"{eng['cpu_s']:.0f} CPU s ({eng['cpu_s'] / pages * 1000:.0f} CPU ms/page; uploads took {eng['upload_s']:.1f} s)"
-    )
+              f"{alone['doc_s'][d.name]:6.1f} s alone, {eng['doc_s'][d.name]:6.1f} s with searches  "
+              f"engine chunks {alone['chunks'][d.name]}, plain {plain['chunks'][d.name]}")  # fmt: skip
+    print("load average (1/5/15 min): " + ", ".join(f"{k} {v}" for k, v in loads.items()))
+    print("\nend to end, ingest only (every big document uploaded at once, no search or other upload beside it)")
+    runs = [("before", before), ("now", alone)] if before else [("now", alone)]
+    for label, run in runs:
+        where = f"the engine at {run['commit']}" if label == "before" else "this engine"
+        print(f"  {label:<7}{where}: {run['wall_s']:.1f} s, {pages / run['wall_s']:.2f} pages/s, {run['cpu_s']:.0f} CPU s "
+              f"({run['cpu_s'] / pages * 1000:.0f} CPU ms/page), chunks {sum(v or 0 for v in run['chunks'].values())}")  # fmt: skip
+    if before:
+        print(f"  now / before: {before['wall_s'] / alone['wall_s']:.2f}x pages/s")
     print(
         f"  plain in-process (PyMuPDF text + Chunker + the same embedder): {plain['wall_s']:.1f} s, "
         f"{p_pps:.2f} pages/s, {plain['cpu_s']:.0f} CPU s (parse {plain['parse_s']:.1f} s, embed {plain['embed_s']:.1f} s)"
     )
-    print(f"  ratio engine / in-process: {e_pps / p_pps:.2f}x pages/s; chunks {engine_chunks} vs {plain_chunks} "
-          f"({engine_chunks / max(plain_chunks, 1):.2f}x; the engine also reads tables, images and scans)")  # fmt: skip
+    print(f"  this engine / in-process: {pages / alone['wall_s'] / p_pps:.2f}x pages/s; chunks {engine_chunks} vs "
+          f"{plain_chunks} ({engine_chunks / max(plain_chunks, 1):.2f}x; the engine also reads tables, images and scans)")  # fmt: skip
+    print("\nend to end with the search load below (a search every 0.5 s, small uploads)")
+    print(
+        f"  engine (HTTP -> NATS -> agents -> indexed): {eng['wall_s']:.1f} s, {e_pps:.2f} pages/s, "
+        f"{eng['cpu_s']:.0f} CPU s ({eng['cpu_s'] / pages * 1000:.0f} CPU ms/page; uploads took {eng['upload_s']:.1f} s)"
+    )
     print(f"\nbusy time per stage during the ingest (mmrag_handler_seconds summed per durable; wall {eng['wall_s']:.0f} s;"
           "\n  a call counts from fetch to ack, waits for a work-pool process or the model lock included, and"
           "\n  parallel calls add up: above 100% = calls in parallel or queued)")  # fmt: skip
@@ -379,16 +419,19 @@ def report(big: list[Doc], eng: dict, plain: dict, loads: dict[str, str], quick:
               f"max {ms(max(values) if values else None):>8}")  # fmt: skip
     print(f"  searches ranked lexically, past the reranker's queue budget: {eng['shed']:.0f} "
           f"(MMRAG_RERANK_SEARCH_QUEUE_BUDGET_S, decision 86)")  # fmt: skip
-    ratio = during_p95 / idle_p95 if during_p95 and idle_p95 else None
-    print(
-        f"  p95 during / idle: {ratio:.1f}x; failed or timed out: {len(eng['failed'])} {eng['failed'][:5]}"
-        if ratio
-        else f"  failed: {eng['failed'][:5]}"
-    )
+    full_p95 = pct(eng["idle_after"], 95)
+    if during_p95 and idle_p95 and full_p95:
+        # The index grows from the seed to the full one during the ingest: the seed-only idle is the stricter bound.
+        print(f"  p95 during / idle: {during_p95 / idle_p95:.1f}x the seed-only idle, {during_p95 / full_p95:.1f}x "
+              f"the full-index idle; failed or timed out: {len(eng['failed'])} {eng['failed'][:5]}")  # fmt: skip
+    else:
+        print(f"  failed: {eng['failed'][:5]}")
     return {
         "quick": quick, "pages": pages, "documents": {d.name: {"pages": d.pages, "kind": d.kind} for d in big},
         "load": loads, "engine": {k: v for k, v in eng.items() if k not in ("idle", "during", "idle_after")},
         "plain": plain, "engine_pages_per_s": e_pps, "plain_pages_per_s": p_pps, "ratio": e_pps / p_pps,
+        "alone": alone, "alone_pages_per_s": pages / alone["wall_s"], "before": before,
+        "now_over_before": before["wall_s"] / alone["wall_s"] if before else None,
         "search": {k: {"n": len(eng[k]), "p50_s": pct(eng[k], 50), "p95_s": pct(eng[k], 95)}
                    for k in ("idle", "during", "idle_after")},
         "small_p95_s": pct(small_times, 95) if small_times else None,
@@ -402,12 +445,23 @@ def main() -> None:
     ap.add_argument("--small-after", type=float, default=5.0, help="seconds after the big uploads: first small one")
     ap.add_argument("--small-every", type=float, default=10.0, help="seconds between small uploads")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a document")
+    ap.add_argument("--before", type=Path, help="another mmrag checkout with its own .venv: its engine first")
     args = ap.parse_args()
+    if args.before and not (args.before / ".venv" / "bin" / "mmrag").exists():
+        raise SystemExit(f"{args.before}/.venv/bin/mmrag is missing: run `make install` in that checkout first")
     big, small = corpus(args.quick)
     loads = {"start": load()}
     with recorded("ingest-quick" if args.quick else "ingest"), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        before = None
+        if args.before:
+            before = run_ingest_only(Path(tmp) / "before", big, args.timeout, checkout=args.before.resolve())
+            before["commit"] = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
+                                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+            loads["after the older engine"] = load()
+        alone = run_ingest_only(Path(tmp) / "alone", big, args.timeout)
+        loads["after ingest only"] = load()
         metrics_port = free_port()
-        engine = Engine(Path(tmp) / "data", Path(tmp) / "engine.log", env={"MMRAG_METRICS_PORT": str(metrics_port)})
+        engine = Engine(Path(tmp) / "load", Path(tmp) / "load.log", env={"MMRAG_METRICS_PORT": str(metrics_port)})
         engine.start(timeout_s=300)
         try:
             eng = asyncio.run(through_engine(engine, metrics_port, big, small, args))
@@ -416,10 +470,10 @@ def main() -> None:
             raise
         finally:
             engine.stop()
-        loads["engine"] = load()
+        loads["after the search-load run"] = load()
         plain = plain_pipeline(big)
-        loads["end"] = load()
-        result = report(big, eng, plain, loads, args.quick)
+        loads["after the in-process run"] = load()
+        result = report(big, eng, alone, before, plain, loads, args.quick)
     path = RESULTS / ("ingest-quick.json" if args.quick else "ingest.json")
     path.write_text(portable(json.dumps(result, indent=1, default=str)) + "\n")
 

@@ -93,6 +93,9 @@ class Engine:
     external_nats: str | None = None  # `mmrag up --nats-url`: no nats-server of its own
     args: tuple[str, ...] = ()  # more options of `mmrag up`, e.g. ("--auth",)
     proc: subprocess.Popen[bytes] | None = None
+    # Another checkout's engine (`bench/ingest.py --before`): its own `.venv/bin/mmrag`, started in that checkout so
+    # the child processes it runs with `python -m` import its code, not this one's. None: this checkout's.
+    checkout: Path | None = None
     # A private engine runs in local mode (auth off): every request is the default tenant, sent with no key.
     tenant = "default"
     headers: dict[str, str] = field(default_factory=dict)  # what a request to it carries: nothing
@@ -129,10 +132,11 @@ class Engine:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
+            [str((self.checkout / ".venv" / "bin" if self.checkout else BIN) / "mmrag"), "up", "--port", str(self.port), "--nats-port", str(self.nats_port),
              "--nats-monitor-port", str(self.nats_monitor_port), "--data-dir", str(self.data_dir),
              *(["--nats-url", self.external_nats] if self.external_nats else []), *self.args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
+            cwd=self.checkout,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while b"mmrag is up" not in self.log_path.read_bytes()[offset:]:
