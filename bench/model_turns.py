@@ -7,8 +7,10 @@ One run, three phases on the engine's own MiniLM (`agents.runtime.resources.text
    short sentences (`embed_array`, the reranker's sentence scorer at its maximum, `search.rerank`);
 2. beside an ingest without turns: a thread embeds passages in calls of `MMRAG_EMBEDDING_BATCH_SIZE` (32) chunks,
    without a pause, on the same model; the searches go on as in 1 (the engine before issue 15's fix);
-3. the same with turns: both sides through `EmbeddingModels`, the searches in the ``query`` role, the passages
-   in ``ingest`` (the engine now).
+3. the same with turns only: one model instance, the searches in the ``query`` role, the passages in ``ingest``,
+   every thread at one CPU priority (the engine at 9b2aeb3);
+4. turns and priority: both sides through `EmbeddingModels`, whose ingest side is its own instance loaded and
+   called in a thread at `models.turns.INGEST_NICENESS` (the engine now).
 Prints each phase's search latency (p50, p95, max) and the passages embedded per second beside it: the cost of the
 turns to ingest. The machine is shared: read the phases against each other, within the run.
 """
@@ -29,6 +31,7 @@ from agents.settings import AgentSettings  # noqa: E402
 from bench.ingest import QUERIES  # noqa: E402
 from bench.results import recorded  # noqa: E402
 from models.embedding_models import EmbeddingModels  # noqa: E402
+from models.turns import INGEST, QUERY, ModelTurns, TurnTakingEncoder  # noqa: E402
 from search.rerank import SENTENCE_CANDIDATES, SENTENCE_UNITS  # noqa: E402
 
 SENTENCE = ("The option sets the width of the pen that draws every line of the picture, in points, and applies to "
@@ -81,14 +84,17 @@ def main() -> None:
     args = ap.parse_args()
     settings = AgentSettings()
     raw = text_embedder(settings)
-    models = EmbeddingModels("minilm", lambda: raw)
+    turns = ModelTurns()
+    models = EmbeddingModels("minilm", lambda: text_embedder(settings))
     batch = settings.embedding_batch_size
     raw.embed_array(["warm up"] * 8)
 
     phases: dict[str, tuple[list[float], float | None]] = {"idle": (searches(raw, args.queries, args.every), None)}
     phases["ingest, no turns"] = with_ingest(raw, raw, args.queries, args.every, batch)
-    phases["ingest, turns"] = with_ingest(models.get(None, "ingest"), models.get(None, "query"), args.queries,
-                                          args.every, batch)  # fmt: skip
+    phases["ingest, turns"] = with_ingest(TurnTakingEncoder(raw, turns, INGEST), TurnTakingEncoder(raw, turns, QUERY),
+                                          args.queries, args.every, batch)  # fmt: skip
+    phases["turns + priority"] = with_ingest(models.get(None, "ingest"), models.get(None, "query"), args.queries,
+                                             args.every, batch)  # fmt: skip
     lines = [f"{args.queries} searches per phase, one every {args.every} s (a question + "
              f"{SENTENCE_CANDIDATES * (SENTENCE_UNITS + 1)} sentences); passages in calls of {batch}"]  # fmt: skip
     idle_p95 = pct(phases["idle"][0], 95)

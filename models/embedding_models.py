@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from contracts.generations import EMBEDDING_MODELS
-from models.turns import ROLES, ModelTurns, TurnTakingEncoder
+from models.turns import INGEST, ROLES, BackgroundThread, ModelTurns, TurnTakingEncoder
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +131,19 @@ class EmbeddingModels:
 
     Two roles: ``ingest`` (the embedder's passages) and ``query`` (the retriever's questions, the reranker's
     sentences). Every call takes its role's turn (`models.turns`): a question's calls start at once, a
-    document's passages wait while questions are embedded, so a search pauses the ingest's embedding. A
-    model whose instance serialises its calls (e5) gets one instance per role; MiniLM's ONNX session is shared."""
+    document's passages wait while questions are embedded, so a search pauses the ingest's embedding. Each
+    role has its own instance of a model: the ingest one is loaded, and called, in the process's
+    `BackgroundThread` at a lower CPU priority, so its thread pool never competes with a question's as an
+    equal (about 25 MB more for MiniLM's int8 session)."""
 
     def __init__(self, default: str, load_minilm: Callable[[], TextEncoder]) -> None:
         if default not in PROFILES:
             raise ValueError(f"unknown embedding model {default!r}: one of {', '.join(PROFILES)}")
         self.default = default
         self._load_minilm = load_minilm
-        self._models: dict[tuple[str, str], TextEncoder] = {}
         self._lock = threading.Lock()
         self.turns = ModelTurns()
+        self._background: BackgroundThread | None = None  # started with the first ingest model
         self._encoders: dict[tuple[str, str], TurnTakingEncoder] = {}
 
     def get(self, model: str | None, role: str = "query") -> TurnTakingEncoder:
@@ -152,18 +154,18 @@ class EmbeddingModels:
             raise ValueError(f"unknown embedding model {name!r}: one of {', '.join(PROFILES)}")
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-        key = (name, role if name == E5_MODEL else "shared")
         with self._lock:
-            found = self._models.get(key)
-            if found is None:
-                log.info("loading text embedding model %s (%s)", name, key[1])
-                found = self._load_minilm() if name == DEFAULT_MODEL else E5Encoder()
-                self._models[key] = found
             encoder = self._encoders.get((name, role))
             if encoder is None:
-                encoder = self._encoders[(name, role)] = TurnTakingEncoder(found, self.turns, role)
+                log.info("loading text embedding model %s (%s)", name, role)
+                load = self._load_minilm if name == DEFAULT_MODEL else E5Encoder
+                background = None
+                if role == INGEST:
+                    background = self._background = self._background or BackgroundThread()
+                model = background.call(load) if background else load()
+                encoder = self._encoders[(name, role)] = TurnTakingEncoder(model, self.turns, role, background)
             return encoder
 
     def loaded(self) -> list[str]:
         with self._lock:
-            return sorted({name for name, _ in self._models})
+            return sorted({name for name, _ in self._encoders})

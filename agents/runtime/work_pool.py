@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agents.runtime.worker import PermanentError
+from models.turns import INGEST_NICENESS
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ R = TypeVar("R")
 
 
 # Worker processes run at a lower CPU priority than the agents' process: when the cores are busy, a search (the
-# query path lives in the agents' process) goes before another page of parsing.
-WORKER_NICENESS = 10
+# query path lives in the agents' process) goes before another page of parsing. The same niceness as the
+# embedder's passage calls (`models.turns`): every kind of ingest work shares the cores evenly.
+WORKER_NICENESS = INGEST_NICENESS
 
 
 def _lower_priority() -> None:

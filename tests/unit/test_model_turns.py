@@ -4,6 +4,7 @@ question is embedded (issue 15: `/v1/search` p95 was 12.5 s during an ingest, 0.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.embedding_models import EmbeddingModels
-from models.turns import INGEST, QUERY, ModelTurns
+from models.turns import INGEST, INGEST_NICENESS, QUERY, ModelTurns
 
 
 class Gated:
@@ -139,3 +140,59 @@ def test_an_unknown_role_is_refused_and_a_failed_call_passes_its_turn_on() -> No
         raise RuntimeError("the model failed")
     with turns.turn(INGEST):  # would wait forever if the failed call had kept the turn
         pass
+
+
+def _nice(tid: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat line)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+class Niceness(Gated):
+    """Records the nice value of the thread each call ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nice: dict[str, int] = {}
+
+    def _call(self, texts: list[str]) -> np.ndarray:
+        self.nice[texts[0]] = _nice(threading.get_native_id())
+        return np.ones((len(texts), self.dim), dtype=np.float32)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self._call(texts).tolist()
+
+    embed_passages = embed_queries = embed_array = _call
+
+
+def test_passages_run_at_the_ingest_niceness_and_questions_at_the_processs() -> None:
+    """Turns order the calls; the cores are shared by priority: a passage call already running must not take half
+    of them from a question (search p95 during ingest was 3.6x idle with turns alone)."""
+    model = Niceness()
+    models = EmbeddingModels("minilm", lambda: model)
+    own = _nice(threading.get_native_id())
+    models.get(None, "ingest").embed(["passages"])
+    models.get(None, "query").embed_queries(["question"])
+    assert model.nice == {"passages": own + INGEST_NICENESS, "question": own}
+    assert _nice(threading.get_native_id()) == own  # the caller's thread is left as it was
+
+
+def test_the_real_models_passage_threads_are_created_at_the_ingest_niceness() -> None:
+    """ONNX Runtime's intra-op threads are made when the session loads and keep the niceness of the thread that
+    loaded it: the ingest side is loaded in the background thread, so its whole thread pool runs lower."""
+    from agents.runtime.resources import text_embedder
+    from agents.settings import AgentSettings
+
+    settings = AgentSettings(embedding_threads=2)
+    own = _nice(threading.get_native_id())
+    before = set(os.listdir("/proc/self/task"))
+    models = EmbeddingModels("minilm", lambda: text_embedder(settings))
+    passages = models.get(None, "ingest")
+    new = {int(t) for t in set(os.listdir("/proc/self/task")) - before}
+    assert passages.embed_passages(["a passage"]).shape == (1, 384)
+    niced = {t for t in new if _nice(t) == own + INGEST_NICENESS}
+    assert len(niced) >= 2, f"the background thread and ORT's pool thread: {new} -> {niced}"
+    loaded = set(os.listdir("/proc/self/task"))
+    models.get(None, "query").embed_queries(["a question"])
+    questions = {int(t) for t in set(os.listdir("/proc/self/task")) - loaded}
+    assert questions and all(_nice(t) == own for t in questions), "the question side's pool runs at full priority"
