@@ -91,7 +91,9 @@ STAGES = {  # what extract_page does on a page, by the calls it makes (private h
     "drawings": lambda page, words, paths: page.get_cdrawings(),
     "table pre-check": lambda page, words, paths: tables.table_regions(page, words, paths) if paths else [],
     "text blocks": lambda page, words, paths: layout._text_blocks(page, []),
-    "image placements": lambda page, words, paths: layout._image_placements(page),
+    "image placements": lambda page, words, paths: layout._image_placements(
+        page, sparse_text=sum(len(w[4]) for w in words) < layout.NEEDS_OCR_MAX_CHARS
+    ),
 }
 
 

@@ -302,3 +302,46 @@ def test_no_chunk_is_longer_than_mmrag_chunk_max_chars(max_chars: int) -> None:
 
     assert chunks and max(len(c.text) for c in chunks) <= max_chars
     assert max(len(c.text) for c in chunks) > max_chars * 0.6  # the limit, not something smaller, cut them
+
+
+def _inline_scan_pdf(text: str = "") -> bytes:
+    """One A4 page whose only picture is a 64x64 grey *inline* image (BI ... ID ... EI in the content stream, no
+    image XObject) drawn over the whole page, with `text` above it."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=A4.width, height=A4.height)
+    if text:
+        page.insert_text((72, 72), text)
+    stream = (f"q {A4.width} 0 0 {A4.height} 0 0 cm BI /W 64 /H 64 /CS /G /BPC 8 ID ".encode()
+              + b"\x80" * 64 * 64 + b" EI Q\n")  # fmt: skip
+    xref = doc.get_new_xref()
+    doc.update_object(xref, "<<>>")
+    doc.update_stream(xref, stream)
+    contents = page.get_contents()
+    page.set_contents(xref) if not contents else doc.update_stream(contents[0], stream + doc.xref_stream(contents[0]))
+    return doc.tobytes()
+
+
+def test_a_scan_drawn_as_an_inline_image_is_still_ocr_work() -> None:
+    """No image XObject and no text: the placements are read anyway (the scan may be inline)."""
+    with parse(_inline_scan_pdf(), "application/pdf") as doc:
+        [page] = list(doc)
+    assert page.chunks == () and [w.kind for w in page.ocr] == ["page"]
+
+
+def test_a_text_page_without_image_objects_is_not_searched_for_placements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_image_info runs the page's whole content stream (a quarter of a plain page's parse time): a page with
+    text and no image XObject can only hold inline images, which are never extracted, so it is not called."""
+    calls: list[int] = []
+    real = pymupdf.Page.get_image_info
+    monkeypatch.setattr(pymupdf.Page, "get_image_info", lambda self, *a, **k: calls.append(self.number) or real(self, *a, **k))
+    with parse(_inline_scan_pdf(FACT), "application/pdf") as doc:
+        [page] = list(doc)
+    assert FACT.split()[0] in " ".join(c.text for c in page.chunks) and page.ocr == ()
+    assert calls == []
+    with pymupdf.open() as pdf:  # the same text with an image XObject: its placements are read
+        page = pdf.new_page(width=A4.width, height=A4.height)
+        page.insert_text((72, 72), FACT)
+        page.insert_image(pymupdf.Rect(72, 100, 272, 300), pixmap=pymupdf.Pixmap(pymupdf.csGRAY, pymupdf.IRect(0, 0, 64, 64)))
+        with parse(pdf.tobytes(), "application/pdf") as doc:
+            [page] = list(doc)
+    assert calls == [0] and [w.kind for w in page.ocr] == ["image"]
