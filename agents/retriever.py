@@ -44,12 +44,13 @@ from bus.generations import GenerationStore
 from bus.publish import Outgoing, publish_all
 from contracts.messages import QueryMode, QueryRequest, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, IndexGeneration, Subjects, generation_of
+from models.extractive import question_parts
 from models.llm import ProviderChain
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
 from search.followup import resolve, rewrite_with_llm
 from search.graph import GraphQuery, ServingGraph
-from search.hybrid import browse_chunks, hybrid_search, search_filter, to_hit
+from search.hybrid import PartQuery, browse_chunks, hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
 
 
@@ -164,19 +165,29 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
                 targets.append(serving)
             else:
                 targets.append((IndexGeneration(r.generation).collection(s.collection), await self._model_of(r.generation)))
-        vectors: dict[int, list[float]] = {}
+        # A question that asks two things is searched part by part too (decision 88): its parts are embedded in
+        # the same call as the question.
+        asked: dict[int, list[str]] = {}
+        for i, c in enumerate(cross):
+            if c.text:
+                parts = question_parts(c.text)
+                asked[i] = [c.text, *parts] if len(parts) > 1 else [c.text]
+        vectors: dict[int, list[list[float]]] = {}
         for name in dict.fromkeys(model for _, model in targets):
-            rows = [i for i, (c, t) in enumerate(zip(cross, targets, strict=True)) if c.text and t[1] == name]
+            rows = [i for i in asked if targets[i][1] == name]
             if rows:
                 embedder = await self._ctx.shared.text_model(name, "query")
-                found = await asyncio.to_thread(embedder.embed_queries, [cross[i].text or "" for i in rows])
-                vectors.update(zip(rows, found.tolist(), strict=True))
+                found = (await asyncio.to_thread(embedder.embed_queries, [t for i in rows for t in asked[i]])).tolist()
+                for i in rows:
+                    vectors[i], found = found[: len(asked[i])], found[len(asked[i]) :]
         rewrite = Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap)
         out = []
         for i, (d, request, modal) in enumerate(zip(deliveries, requests, cross, strict=True)):
             limit = max(s.retrieve_candidates, request.top_k)
-            vector = vectors.get(i)
+            vector, *part_vectors = vectors.get(i) or [None]
             sparse = self._sparse.encode_query(modal.text) if modal.text else None
+            parts = [PartQuery(text, v, self._sparse.encode_query(text))
+                     for text, v in zip(asked.get(i, [])[1:], part_vectors, strict=True)]  # fmt: skip
             where = search_filter(request)
             collection, model_name = targets[i]
             # The graph follows the serving generation only, so an evaluation of another leaves it out.
@@ -185,7 +196,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             # An unresolved follow-up searches nothing: no candidates, so the reranker declines it.
             hits = [] if not resolved[i][1] else await self._ctx.shared.in_store(
                 hybrid_search, collection, vector, sparse, where, limit, s.rrf_k, modal.images, graph, cosines,
-                rewrite, modal.text,
+                rewrite, modal.text, parts,
             )  # fmt: skip
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
                 request = request.model_copy(update={"query": modal.text})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from contracts.messages import Hit, QueryRequest, SparseTerms
 from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights
@@ -60,14 +61,29 @@ def search_filter(request: QueryRequest) -> SearchFilter:
     )
 
 
+@dataclass(frozen=True)
+class PartQuery:
+    """One part of a question that asks two things (`models.extractive.question_parts`), searched on its own."""
+
+    text: str
+    dense: list[float]
+    sparse: SparseTerms | None
+
+
 def hybrid_search(
     store: VectorStore, alias: str, dense: list[float] | None, sparse: SparseTerms | None, where: SearchFilter,
     limit: int, k: float, images: Sequence[ImageQuery] = (), graph: GraphQuery | None = None,
     cosines: dict[str, float] | None = None, rewrite: Rewrite | None = None, text: str | None = None,
+    parts: Sequence[PartQuery] = (),
 ) -> list[VectorHit]:  # fmt: skip
     """The fused candidates; `cosines`, if given, receives the text-dense cosine of each point the dense search
     found (the reranker's absolute relevance signal: fused scores are ranks, the best always 1.0). With a
     `rewrite` and the question's `text`, the sparse query and the fusion weights follow it (`search.expansion`).
+
+    `parts`: a question of two parts is also searched part by part (dense and sparse, same rewrite; no images or
+    graph), and the question's fused ranking and each part's are taken in turn (`interleave`): the page that
+    answers the second part often ranks below the twentieth candidate for the whole question (bench/quality's
+    two-page questions, decision 88). A point only a part found gets the part's cosine in `cosines`.
 
     The alias is resolved once, and every search of the query goes to that collection: a re-index flip between
     two of them (another process re-points the alias on a Qdrant server) must not fuse two generations. That is
@@ -78,9 +94,31 @@ def hybrid_search(
         if collection is None:
             return []  # nothing was ever indexed
         with contextlib.suppress(CollectionNotFound):
-            return _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines,
-                                      rewrite, text)  # fmt: skip
+            fused = _search_collection(store, collection, dense, sparse, where, limit, k, images, graph, cosines,
+                                       rewrite, text)  # fmt: skip
+            if not parts:
+                return fused
+            part_cosines: dict[str, float] = {}
+            rankings = [fused] + [_search_collection(store, collection, p.dense, p.sparse, where, limit, k, (), None,
+                                                     part_cosines, rewrite, p.text) for p in parts]  # fmt: skip
+            if cosines is not None:
+                for point, cosine in part_cosines.items():
+                    cosines.setdefault(point, cosine)
+            return interleave(rankings, k=k, limit=limit)
     return []
+
+
+def interleave(rankings: Sequence[Sequence[VectorHit]], *, k: float, limit: int) -> list[VectorHit]:
+    """The rankings taken in turn (the first hit of each, then the second of each, ...), each point once: every
+    part's best hits get a place near the top, which a fusion of ranks cannot promise (a point in every ranking
+    outranks one part's best). Scores as `rrf`'s of the merged order, best 1.0."""
+    merged: dict[str, VectorHit] = {}
+    for rank in range(max((len(r) for r in rankings), default=0)):
+        for ranking in rankings:
+            if rank < len(ranking):
+                merged.setdefault(ranking[rank].id, ranking[rank])
+    ordered = list(merged.values())[:limit]
+    return [VectorHit(h.id, (k + 1) / (k + n), h.payload) for n, h in enumerate(ordered, start=1)]
 
 
 def _search_collection(

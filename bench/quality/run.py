@@ -40,7 +40,8 @@ from search.abstention import abstains, paraphrase_cosine  # noqa: E402
 from search.expansion import Rewrite  # noqa: E402
 from search.rerank import LexicalScorer, build_scorer, rerank  # noqa: E402
 from search.evaluation import fact_found, ranking_metrics  # noqa: E402
-from search.hybrid import hybrid_search, rrf, to_hit  # noqa: E402
+from search.hybrid import PartQuery, hybrid_search, rrf, to_hit  # noqa: E402
+from models.extractive import question_parts  # noqa: E402
 from agents.settings import AgentSettings  # noqa: E402
 from search.vectorstore import SPARSE, TEXT_DENSE, SearchFilter, SparseVector  # noqa: E402
 from bench.quality.corpus import KINDS, Document, Question, build  # noqa: E402
@@ -98,7 +99,7 @@ class Bench:
         texts = [q.question for q in self.questions]
         self.dense_q = embedder.embed(texts)
         self.embed_units = embedder.embed_array  # what a sentence-level scorer embeds with (a bench may cache it)
-        sparse = SparseEncoder()
+        self._sparse = sparse = SparseEncoder()
         self.sparse_q = [sparse.encode_query(t) for t in texts]
         self.limit = self.settings.retrieve_candidates
         self._where = SearchFilter(tenant="default")
@@ -129,22 +130,34 @@ class Bench:
         cosine = {h.id: h.score for h in dense}
         return [to_hit(h).model_copy(update={"dense_score": cosine.get(h.id)}) for h in fused]
 
-    def fused(self, i: int, rewrite: Rewrite | None) -> list[Hit]:
-        """The retriever's own candidates (`hybrid_search` with `rewrite`), each with its dense cosine."""
+    def parts(self, i: int) -> list[PartQuery]:
+        """What the retriever searches besides question `i` when it asks two things (decision 88)."""
+        question = self.questions[i].question
+        found = question_parts(question)
+        if len(found) == 1:
+            return []
+        vectors = self.embedder.embed(found)
+        return [PartQuery(text, v, self._sparse.encode_query(text)) for text, v in zip(found, vectors, strict=True)]
+
+    def fused(self, i: int, rewrite: Rewrite | None, *, parts: bool = True) -> list[Hit]:
+        """The retriever's own candidates (`hybrid_search` with `rewrite`, and the question's parts unless
+        `parts=False`), each with its dense cosine."""
         cosines: dict[str, float] = {}
         hits = hybrid_search(self.store, COLLECTION, self.dense_q[i], self.sparse_q[i], self._where, self.limit,
-                             self.settings.rrf_k, cosines=cosines, rewrite=rewrite, text=self.questions[i].question)  # fmt: skip
+                             self.settings.rrf_k, cosines=cosines, rewrite=rewrite, text=self.questions[i].question,
+                             parts=self.parts(i) if parts else ())  # fmt: skip
         return [to_hit(h, cosines.get(h.id)) for h in hits]
 
-    def engine(self, i: int, top_k: int = 10) -> list[Hit]:
+    def engine(self, i: int, top_k: int = 10, *, parts: bool = True) -> list[Hit]:
         """What the engine answers with under the settings' defaults: the retriever's `Rewrite`, the reranker's
-        scorer (`MMRAG_QUERY_FEEDBACK_DOCS`, `MMRAG_DENSE_FIRST_OVERLAP`, `MMRAG_RERANK_SENTENCE_WEIGHT`)."""
+        scorer (`MMRAG_QUERY_FEEDBACK_DOCS`, `MMRAG_DENSE_FIRST_OVERLAP`, `MMRAG_RERANK_SENTENCE_WEIGHT`), a
+        two-part question searched part by part too (``parts=False``: the engine before decision 88)."""
         if not hasattr(self, "_engine"):
             s = self.settings
             self._engine = (Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap),
                             build_scorer(None, embed=self.embed_units, sentence_weight=s.rerank_sentence_weight))  # fmt: skip
         rewrite, scorer = self._engine
-        return rerank(self.questions[i].question, self.fused(i, rewrite), top_k, scorer=scorer)
+        return rerank(self.questions[i].question, self.fused(i, rewrite, parts=parts), top_k, scorer=scorer)
 
     def modes(self) -> dict[str, Callable[[int], list[Hit]]]:
         scorer = LexicalScorer()

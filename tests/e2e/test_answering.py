@@ -276,6 +276,23 @@ async def test_the_engines_offline_answer_quotes_the_sentence_that_says_it_in_ot
         assert text.startswith("Press the red button on the front panel to stop the pump at once. [1]")
         assert any(k == "citation" and d["doc_id"] == doc_id and d["page"] == 1 for k, d in events)
 
+async def test_a_two_part_question_finds_the_page_of_its_second_part(engine: Engine) -> None:
+    """24 pages match the whole question better than the one page that answers its second part in other words:
+    the retriever searches each part too (decision 88), so that page is among the candidates (not without)."""
+    from tests.unit.test_wording import CARTRIDGE, HEATER, TWO_PARTS
+
+    below_the_running_header_band = "\n" * 12  # identical top lines on every page would be dropped as headers
+    pages = [below_the_running_header_band + text for text in [*CARTRIDGE, HEATER]]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=engine.headers) as http:
+        resp = await upload_bytes(http, engine.url, make_pdf(pages), "softener.pdf")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
+        query = {"query": TWO_PARTS, "top_k": 20, "filters": {"doc_ids": [doc_id]}}
+        async with http.post(f"{engine.url}/v1/search", json=query) as resp:
+            hits = (await resp.json())["hits"]
+    assert len(hits) == 20 and len(pages) in {h["page"] for h in hits}
+
+
 # --------------------------------------------------------------------------- a redelivered generation
 
 

@@ -10,7 +10,7 @@ from contracts.messages import Hit
 from models.extractive import extractive_answer, question_parts
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights, overlap
-from search.hybrid import hybrid_search
+from search.hybrid import PartQuery, hybrid_search
 from search.rerank import SENTENCE_CANDIDATES, LexicalScorer, SentenceScorer, build_scorer, rerank
 from search.vectorstore import CollectionSchema, EdgeShardStore, SearchFilter, SparseVector, VectorPoint
 from tests.unit.test_vectorstore import payload
@@ -193,3 +193,41 @@ def test_a_two_part_question_gets_one_sentence_per_part_each_cited_with_its_own_
 def test_a_question_of_one_part_is_not_split() -> None:
     assert question_parts("Do dogs and cats play in the garden?") == ["Do dogs and cats play in the garden?"]
     assert question_parts("How do I print it, and why?") == ["How do I print it, and why?"]  # "why" is no part
+
+
+TWO_PARTS = "How often should the cartridge be swapped, and what do I clean the limescale off the heater with?"
+CARTRIDGE = [f"Replace the filter cartridge of model {n} every six months; the cartridge of model {n} is sold in "
+             f"packs of three." for n in range(24)]  # fmt: skip
+HEATER = "Descale the heating element with citric acid once a year."  # the user's words are not the page's
+
+
+def test_a_two_part_question_is_searched_part_by_part_and_finds_the_page_of_its_second_part(tmp_path, embedder) -> None:
+    """24 pages match the whole question better than the one page that answers its second part (in other words):
+    only the parts' own searches bring that page into the 20 candidates, and near their top (decision 88)."""
+    texts = [*CARTRIDGE, HEATER]
+    encoder = SparseEncoder()
+    vectors = embedder.embed(texts)
+    sparse = encoder.encode_documents(texts)
+    store = EdgeShardStore(tmp_path / "edge")
+    try:
+        store.create_collection("c", CollectionSchema(text_dim=embedder.dim, sparse=True))
+        store.upsert("c", [VectorPoint(id=f"00000000-0000-0000-0000-{n:012d}", text=v,
+                                       sparse=SparseVector(tuple(s.indices), tuple(s.values)),
+                                       payload=payload(index=n, text=text))
+                           for n, (text, v, s) in enumerate(zip(texts, vectors, sparse, strict=True))])  # fmt: skip
+        where = SearchFilter("a")
+        parts = [PartQuery(p, embedder.embed([p])[0], encoder.encode_query(p)) for p in question_parts(TWO_PARTS)]
+        dense, query = embedder.embed([TWO_PARTS])[0], encoder.encode_query(TWO_PARTS)
+
+        def found(with_parts: bool) -> list[str]:
+            cosines: dict[str, float] = {}
+            hits = hybrid_search(store, "c", dense, query, where, 20, 60.0, cosines=cosines, text=TWO_PARTS,
+                                 parts=parts if with_parts else ())  # fmt: skip
+            if with_parts:  # the second part's dense search found it: it carries that cosine for the reranker
+                assert {h.payload.text: h.id for h in hits}[HEATER] in cosines
+            return [h.payload.text for h in hits]
+
+        assert HEATER not in found(False)
+        assert found(True).index(HEATER) < 3  # among the first: the parts' rankings are taken in turn
+    finally:
+        store.close()
