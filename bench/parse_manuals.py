@@ -40,6 +40,7 @@ CORPUS = [
     ("texlive-metapost-doc", "usr/share/doc/texlive-doc/metapost/base/mpman.pdf"),
     ("texlive-latex-recommended-doc", "usr/share/doc/texlive-doc/latex/beamer/beameruserguide.pdf"),
     ("lilypond-doc-pdf", "usr/share/doc/lilypond/html/Documentation/learning.pdf"),
+    ("texlive-pictures-doc", "usr/share/doc/texlive-doc/latex/pgfplots/pgfplots.pdf"),  # plots on most pages
 ]
 KINDS = ("plain", "drawings", "tables")
 

@@ -150,8 +150,8 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
     group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
-    whose cells do not start and end at 2 different x each) and a word overlaps it (each region is returned
-    with a margin of 3 pt).
+    whose cells do not start and end at 2 different x each) and words lie in two of the cells its positions
+    make (`find_tables` keeps no grid with fewer filled cells; each region is returned with a margin of 3 pt).
     """
     if drawings is None:
         drawings = page.get_cdrawings()
@@ -170,9 +170,25 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
         x1 = max(max(e[2] for e in hs), max(e[0] for e in vs)) + _MARGIN
         y0 = min(min(e[0] for e in hs), min(e[1] for e in vs)) - _MARGIN
         y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
-        if any(w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0 for w in words):
+        if _filled_cells(hs, vs, words) >= 2:
             regions.append((x0, y0, x1, y1))
     return [pymupdf.Rect(r) for r in regions]
+
+
+def _filled_cells(hs: list[HEdge], vs: list[VEdge], words: list[tuple]) -> int:
+    """How many cells of the finest grid a group's edge positions make hold a word's centre, counting up to 2.
+    A finder cell is a union of such cells, so a table with two filled cells (`find_tables` keeps no less) has
+    words in two of them: a plot whose grid holds one label or none is no region (decision 60)."""
+    ys = sorted({e[0] for e in hs})
+    xs = sorted({e[0] for e in vs})
+    filled = set()
+    for w in words:
+        cx, cy = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
+        if xs[0] <= cx <= xs[-1] and ys[0] <= cy <= ys[-1]:
+            filled.add((bisect_left(xs, cx), bisect_left(ys, cy)))
+            if len(filled) >= 2:
+                break
+    return len(filled)
 
 
 def _edges(drawings: list[dict], page_rect: pymupdf.Rect, holds_text) -> tuple[list[HEdge], list[VEdge]]:

@@ -119,3 +119,21 @@ def test_a_grid_without_text_is_no_region() -> None:
     page.insert_text((72, 100), "An empty form follows.", fontsize=11)
     assert table_regions(page, page.get_text("words")) == []
     assert find_tables(page, everywhere=True) == []  # the finder drops it too
+
+
+@pytest.mark.parametrize("labels", [1, 2], ids=["one-label", "two-labels"])
+def test_a_grid_with_words_in_fewer_than_two_of_its_cells_is_no_region(labels: int) -> None:
+    """A plot's grid lines (3 x 3 cells) with one label inside is not a table the finder would keep (a table has
+    two filled cells at least): no region, no finder. Two labels in two cells make it a region again."""
+    with pymupdf.open() as doc:
+        page = doc.new_page(width=A4.width, height=A4.height)
+        for k in range(4):
+            page.draw_line((100, 200 + 40 * k), (400, 200 + 40 * k), color=(0, 0, 0), width=0.6)
+            page.draw_line((100 + 100 * k, 200), (100 + 100 * k, 320), color=(0, 0, 0), width=0.6)
+        for n in range(labels):
+            page.insert_text((120 + 100 * n, 225), f"label{n}", fontsize=9)
+        words = page.get_text("words")
+        assert len(words) == labels
+        assert bool(table_regions(page, words)) is (labels == 2)
+        found, everywhere = _both(page)
+        assert found == everywhere  # the finder keeps no one-cell grid either (find_tables drops it)
