@@ -28,6 +28,7 @@ MAX_UNITS_PER_HIT = 40  # the units of one hit that are embedded (a long table p
 # A question's parts: clauses joined by ", and", ";" or a second question ("What is X, and how do I Y?").
 _PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s*|,\s+and\s+|,\s+but\s+", re.IGNORECASE)
 MIN_PART_TERMS = 2  # a part with fewer content words is not a question of its own ("..., and why?")
+NEAR_DUPLICATE = 0.8  # a unit sharing this share of its content words (Jaccard) with a quoted one is not quoted
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,10 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     times its hit's score. A question of several parts (`question_parts`) first gets the best unit of each part,
     from whichever hit (a two-page question is answered from both pages); then the best units of the whole
     question, up to `MAX_QUOTES` in all, each scoring at least `RELATED_SHARE` of the best and from a hit scored
-    at least `RELATED_SHARE` of the best hit. A unit quoted once is not quoted again (the same text on two pages
-    is cited once). With no unit matching the question at all, the best hit's text is offered as the closest
-    passage. One embedding call a question (at most `MAX_UNITS_PER_HIT` units a hit).
+    at least `RELATED_SHARE` of the best hit. A unit quoted once is not quoted again, nor one that shares
+    `NEAR_DUPLICATE` of its words with it (the same text on two pages is cited once). With no unit matching the
+    question at all, the best hit's text is offered as the closest passage. One embedding call a question (at
+    most `MAX_UNITS_PER_HIT` units a hit).
     """
     if not hits:
         return ExtractiveAnswer(NOTHING_FOUND, [])
@@ -123,14 +125,20 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
             u.coverage.append(c * factor)
             u.meaning.append(0.0 if matrix is None else scale(float(matrix[a, j])) * factor)
     chosen: list[_Unit] = []
-    seen: set[str] = set()
+    chosen_terms: list[frozenset[str]] = []
 
     def take(u: _Unit) -> None:
-        seen.add(" ".join(u.quote.lower().split()))
         chosen.append(u)
+        chosen_terms.append(terms(u.match))
+
+    def new(u: _Unit) -> bool:
+        """Not (nearly) a unit already quoted: the same sentence on two pages, or one that only changes a number or
+        a name ("the cartridge of model 8 ...", "... of model 9 ...") says nothing more."""
+        have = terms(u.match)
+        return not any(len(have & t) >= NEAR_DUPLICATE * len(have | t) for t in chosen_terms)
 
     for a in range(1, len(asked)):  # one unit per part, the best for it
-        best = max((u for u in found if u.matches(a) and _key(u) not in seen), default=None,
+        best = max((u for u in found if u.matches(a) and new(u)), default=None,
                    key=lambda u: (u.score(a, weight), -u.rank))  # fmt: skip
         if best is not None:
             take(best)
@@ -141,7 +149,7 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
         if len(chosen) >= max(MAX_QUOTES, len(parts)):
             break
         related = not chosen or (u.score(0, weight) >= RELATED_SHARE * top and u.hit.score >= RELATED_SHARE * top_hit)
-        if u.matches(0) and related and _key(u) not in seen:
+        if u.matches(0) and related and new(u):
             take(u)
     if not chosen:  # nothing matches: offer the best passage as it is
         return ExtractiveAnswer(f"The closest passage I found: {hits[0].text} [1]", [hits[0]])
@@ -154,6 +162,3 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
         quotes.append(f"{u.quote}{separator}[{cited.index(u.hit) + 1}]")
     return ExtractiveAnswer("\n".join(quotes) if any("\n" in q for q in quotes) else " ".join(quotes), cited)
 
-
-def _key(u: _Unit) -> str:
-    return " ".join(u.quote.lower().split())

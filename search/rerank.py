@@ -30,6 +30,7 @@ import numpy as np
 
 from contracts.messages import Hit
 from models.embedding_models import CosineProfile, profile
+from models.extractive import question_parts
 from models.lexical import contains_identifier, identifiers, terms, units
 from models.similarity import cosine_matrix
 
@@ -183,17 +184,50 @@ def build_scorer(
     return LexicalScorer(cosines)
 
 
-def rerank(query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None) -> list[Hit]:
-    """The best `top_k` candidates (given best first by the retriever), best first, with scores in [0, 1]."""
-    scores = (scorer or LexicalScorer()).scores(query, candidates)
+def rerank(
+    query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None, parts: bool = True
+) -> list[Hit]:
+    """The best `top_k` candidates (given best first by the retriever), best first, with scores in [0, 1]. A
+    question of two parts keeps each part's best candidate among them (`parts=False`: not; decision 88)."""
+    scorer = scorer or LexicalScorer()
+    scores = scorer.scores(query, candidates)
     order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))  # ties: the retriever's order
     ranked = [candidates[i].model_copy(update={"score": min(max(scores[i], 0.0), 1.0)}) for i in order]
-    top = ranked[:top_k]
+    top = _each_part_kept(query, candidates, ranked, top_k, scorer) if parts else ranked[:top_k]
     if len(top) > 1 and all(h.modality != "image" for h in top):  # the best hit's place is never given away
         image = next((h for h in ranked[top_k:] if h.modality == "image"), None)
         if image is not None and image.score >= IMAGE_SHARE * top[0].score:
             top[-1] = image
     return top
+
+
+def _each_part_kept(query: str, candidates: Sequence[Hit], ranked: list[Hit], top_k: int, scorer: Scorer) -> list[Hit]:
+    """The first `top_k` of `ranked` (scored against the whole question), where the best candidate of each part of
+    a two-part question (`models.extractive.question_parts`, scored against that part alone, and scored so if that
+    is higher) takes the place of the last hit that is neither the best nor another part's: ranked by the whole
+    question, the page that answers only the second part often stays below the top 5, and the answer then says
+    half of what was asked."""
+    asked = question_parts(query)
+    top = ranked[:top_k]
+    if len(asked) == 1 or top_k <= len(asked) or len(ranked) <= top_k:
+        return top
+    kept = {top[0].chunk_id}
+    by_id = {h.chunk_id: h for h in ranked}
+    # The retriever's first candidates, where each part's own best hits are (`search.hybrid.interleave`): the
+    # sentence scorer reads no further, and past them a candidate's stand-in is its cosine with the whole question.
+    first = candidates[:SENTENCE_CANDIDATES]
+    for part in asked:
+        part_scores = scorer.scores(part, first)
+        i = max(range(len(first)), key=lambda i: (part_scores[i], -i))
+        found = by_id[first[i].chunk_id]
+        # Its score says how well it answers the part it is kept for (the search's relevance floor reads it).
+        best = found.model_copy(update={"score": max(found.score, min(max(part_scores[i], 0.0), 1.0))})
+        at = next((j for j, h in enumerate(top) if h.chunk_id == best.chunk_id), None)
+        if at is None:
+            at = max(j for j, h in enumerate(top) if h.chunk_id not in kept)
+        top[at] = best
+        kept.add(best.chunk_id)
+    return sorted(top, key=lambda h: -h.score)
 
 
 def above_floor(hits: Sequence[Hit], floor: float) -> list[Hit]:

@@ -157,7 +157,8 @@ class Bench:
             self._engine = (Rewrite(feedback_docs=s.query_feedback_docs, dense_first_overlap=s.dense_first_overlap),
                             build_scorer(None, embed=self.embed_units, sentence_weight=s.rerank_sentence_weight))  # fmt: skip
         rewrite, scorer = self._engine
-        return rerank(self.questions[i].question, self.fused(i, rewrite, parts=parts), top_k, scorer=scorer)
+        question = self.questions[i].question
+        return rerank(question, self.fused(i, rewrite, parts=parts), top_k, scorer=scorer, parts=parts)
 
     def modes(self) -> dict[str, Callable[[int], list[Hit]]]:
         scorer = LexicalScorer()

@@ -278,7 +278,8 @@ async def test_the_engines_offline_answer_quotes_the_sentence_that_says_it_in_ot
 
 async def test_a_two_part_question_finds_the_page_of_its_second_part(engine: Engine) -> None:
     """24 pages match the whole question better than the one page that answers its second part in other words:
-    the retriever searches each part too (decision 88), so that page is among the candidates (not without)."""
+    the retriever searches each part too and the reranker keeps each part's best page (decision 88), so that page
+    is among the top hits and the offline answer quotes it (neither without)."""
     from tests.unit.test_wording import CARTRIDGE, HEATER, TWO_PARTS
 
     below_the_running_header_band = "\n" * 12  # identical top lines on every page would be dropped as headers
@@ -287,10 +288,15 @@ async def test_a_two_part_question_finds_the_page_of_its_second_part(engine: Eng
         resp = await upload_bytes(http, engine.url, make_pdf(pages), "softener.pdf")
         doc_id = (await resp.json())["doc_id"]
         assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}))["status"] == "indexed"
-        query = {"query": TWO_PARTS, "top_k": 20, "filters": {"doc_ids": [doc_id]}}
+        query = {"query": TWO_PARTS, "top_k": 5, "filters": {"doc_ids": [doc_id]}}
         async with http.post(f"{engine.url}/v1/search", json=query) as resp:
             hits = (await resp.json())["hits"]
-    assert len(hits) == 20 and len(pages) in {h["page"] for h in hits}
+        events = await sse_events(http, engine.url, {"question": TWO_PARTS, "filters": {"doc_ids": [doc_id]}})
+    assert len(pages) in {h["page"] for h in hits}  # the reranker keeps each part's best page in the top 5
+    text = "".join(d["text"] for k, d in events if k == "token")
+    # the offline answer says both parts, and the first part once (not once per model number)
+    assert HEATER in text and text.count("Replace the filter cartridge") == 1
+    assert any(k == "citation" and d["page"] == len(pages) for k, d in events)
 
 
 # --------------------------------------------------------------------------- a redelivered generation

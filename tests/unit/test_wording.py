@@ -231,3 +231,26 @@ def test_a_two_part_question_is_searched_part_by_part_and_finds_the_page_of_its_
         assert found(True).index(HEATER) < 3  # among the first: the parts' rankings are taken in turn
     finally:
         store.close()
+
+
+def test_a_two_part_question_keeps_the_best_page_of_each_part_in_its_top_hits(embedder) -> None:
+    """Ranked by the whole question, the page of the second part stays below the top 3 (six pages share the first
+    part's words); each part's best candidate keeps a place (decision 88)."""
+    candidates = [hit(n, text, 0.6) for n, text in enumerate(CARTRIDGE[:6])] + [hit(6, HEATER, 0.3)]
+    scorer = SentenceScorer(embedder.embed_array, weight=0.6)
+    whole = rerank(TWO_PARTS, candidates, 3, scorer=scorer, parts=False)
+    scored = rerank(TWO_PARTS, candidates, len(candidates), scorer=scorer, parts=False)
+    kept = rerank(TWO_PARTS, candidates, 3, scorer=scorer)
+    assert HEATER not in [h.text for h in whole]
+    assert HEATER in [h.text for h in kept] and whole[0].chunk_id in {h.chunk_id for h in kept}
+    heater = next(h for h in kept if h.text == HEATER)
+    assert heater.score > next(h for h in scored if h.text == HEATER).score  # scored as it answers its part
+    assert [h.score for h in kept] == sorted((h.score for h in kept), reverse=True)
+    one_part = "How often should the cartridge be swapped?"
+    assert rerank(one_part, candidates, 3, scorer=scorer) == rerank(one_part, candidates, 3, scorer=scorer, parts=False)
+
+
+def test_the_offline_answer_quotes_a_sentence_once_not_again_with_another_number(embedder) -> None:
+    hits = [page_hit(n, text, 0.8 - n / 10, page=n + 1) for n, text in enumerate(CARTRIDGE[:3])]
+    result = extractive_answer("How often should the filter cartridge be replaced?", hits, embed=embedder.embed_array)
+    assert result.text.count("Replace the filter cartridge") == 1 and len(result.cited) == 1
