@@ -75,7 +75,9 @@ def test_e5_finds_the_passage_across_languages_and_its_cosines_need_their_own_pr
     assert profile(None) == profile("minilm") == profile("a-custom-folder")
 
 
-def test_each_model_loads_once_per_process_and_e5_has_one_instance_per_role() -> None:
+def test_each_model_loads_once_per_role_and_process() -> None:
+    """One instance per model and role: the ingest side is its own, loaded in the background thread at a lower
+    priority (decision 83), and asking again never loads another."""
     loads: list[str] = []
 
     class Counting(E5Encoder):  # stands in for MiniLM's loader: what matters is how often it is called
@@ -84,8 +86,10 @@ def test_each_model_loads_once_per_process_and_e5_has_one_instance_per_role() ->
             super().__init__()
 
     models = EmbeddingModels("minilm", Counting)
-    assert models.get(None).model is models.get("minilm", "ingest").model is models.get("minilm", "query").model
-    assert loads == ["minilm"]
+    assert models.get(None).model is models.get("minilm", "query").model
+    assert models.get("minilm", "ingest").model is models.get("minilm", "ingest").model
+    assert models.get("minilm", "ingest").model is not models.get("minilm", "query").model
+    assert loads == ["minilm", "minilm"]
     ingest, query = models.get(E5_MODEL, "ingest").model, models.get(E5_MODEL, "query").model
     assert ingest is not query and models.get(E5_MODEL, "query").model is query
     assert models.loaded() == ["minilm", E5_MODEL]
