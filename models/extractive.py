@@ -28,6 +28,7 @@ MAX_UNITS_PER_HIT = 40  # the units of one hit that are embedded (a long table p
 # A question's parts: clauses joined by ", and", ";" or a second question ("What is X, and how do I Y?").
 _PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s*|,\s+and\s+|,\s+but\s+", re.IGNORECASE)
 MIN_PART_TERMS = 2  # a part with fewer content words is not a question of its own ("..., and why?")
+MAX_PARTS = 3  # a question of more parts is a list: asked as one (each part costs a search and a scoring)
 NEAR_DUPLICATE = 0.8  # a unit sharing this share of its content words (Jaccard) with a quoted one is not quoted
 
 
@@ -47,11 +48,12 @@ def _quotable(hit: Hit) -> list[tuple[str, str]]:
 
 
 def question_parts(question: str) -> list[str]:
-    """The parts of a question that asks two things ("How do I X, and why does Y?"), each with at least
-    `MIN_PART_TERMS` content words; one part (the question) otherwise."""
+    """The parts of a question that asks two or three things ("How do I X, and why does Y?"), each with at least
+    `MIN_PART_TERMS` content words; one part (the question) otherwise, and for more than `MAX_PARTS`: every part
+    is searched, scored and answered on its own (decision 88), so a list of sixty is one question, not sixty."""
     parts = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
     parts = [p for p in parts if len(terms(p)) >= MIN_PART_TERMS]
-    return parts if len(parts) > 1 else [question]
+    return parts if 1 < len(parts) <= MAX_PARTS else [question]
 
 
 @dataclass

@@ -195,6 +195,14 @@ def test_a_question_of_one_part_is_not_split() -> None:
     assert question_parts("How do I print it, and why?") == ["How do I print it, and why?"]  # "why" is no part
 
 
+def test_a_list_of_many_parts_is_asked_as_one_question() -> None:
+    """Each part costs a search and a scoring: a 60-part "question" (4,000 characters allow 130) must not cost 60."""
+    three = "How do I print the page; how do I save the file; how do I close the window"
+    assert len(question_parts(three)) == 3
+    many = "; ".join(f"how do I redirect error number {i} to a file" for i in range(60))
+    assert question_parts(many) == [many]
+
+
 TWO_PARTS = "How often should the cartridge be swapped, and what do I clean the limescale off the heater with?"
 CARTRIDGE = [f"Replace the filter cartridge of model {n} every six months; the cartridge of model {n} is sold in "
              f"packs of three." for n in range(24)]  # fmt: skip
