@@ -66,7 +66,7 @@ def lower_this_threads_priority(niceness: int = INGEST_NICENESS) -> bool:
 
 
 class BackgroundThread:
-    """One daemon thread at `INGEST_NICENESS`: `call(fn, *args)` runs `fn` there and returns its result (or raises
+    """One worker thread at `INGEST_NICENESS`: `call(fn, *args)` runs `fn` there and returns its result (or raises
     its error) to the calling thread. What `fn` starts (ONNX Runtime's thread pool, when a model is loaded
     through `call`) inherits the lower priority."""
 

@@ -188,7 +188,7 @@ def rerank(
     query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None, parts: bool = True
 ) -> list[Hit]:
     """The best `top_k` candidates (given best first by the retriever), best first, with scores in [0, 1]. A
-    question of two parts keeps each part's best candidate among them (`parts=False`: not; decision 88)."""
+    question of two or three parts keeps each part's best candidate among them (`parts=False`: not; decision 88)."""
     scorer = scorer or LexicalScorer()
     scores = scorer.scores(query, candidates)
     order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))  # ties: the retriever's order
