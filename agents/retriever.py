@@ -166,11 +166,11 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             else:
                 targets.append((IndexGeneration(r.generation).collection(s.collection), await self._model_of(r.generation)))
         # A question that asks two things is searched part by part too (decision 88): its parts are embedded in
-        # the same call as the question.
+        # the same call as the question. Only a typed question: an image query's OCR text is no question.
         asked: dict[int, list[str]] = {}
         for i, c in enumerate(cross):
             if c.text:
-                parts = question_parts(c.text)
+                parts = question_parts(c.text) if requests[i].query else [c.text]
                 asked[i] = [c.text, *parts] if len(parts) > 1 else [c.text]
         vectors: dict[int, list[list[float]]] = {}
         for name in dict.fromkeys(model for _, model in targets):
