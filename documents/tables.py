@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 import pymupdf
+from pymupdf.table import edges_to_intersections, intersections_to_cells
 
 BBox = tuple[float, float, float, float]
 _EDGE_TOLERANCE = 3.0
@@ -149,9 +150,9 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
     3 pt are snapped together and joined across gaps of up to 3 pt, and edges under 3 pt are dropped. A
     table needs cells, and an edge of a cell meets at least two edges across it (within 3 pt), so edges that
     meet fewer are removed until none is left to remove; what remains falls into groups of meeting edges. A
-    group is a region when it has at least 2 horizontal and 3 vertical positions (the finder drops a table
-    whose cells do not start and end at 2 different x each) and words lie in two of the cells its positions
-    make (`find_tables` keeps no grid with fewer filled cells; each region is returned with a margin of 3 pt).
+    group is a region when it has at least 2 horizontal and 3 vertical positions and its edges make a table by
+    the finder's own geometry (`_makes_a_table`: cells sharing corners over 2 x positions each side, words in
+    two of them); each region is returned with a margin of 3 pt.
     """
     if drawings is None:
         drawings = page.get_cdrawings()
@@ -170,25 +171,52 @@ def table_regions(page: pymupdf.Page, words: list[tuple], drawings: list[dict] |
         x1 = max(max(e[2] for e in hs), max(e[0] for e in vs)) + _MARGIN
         y0 = min(min(e[0] for e in hs), min(e[1] for e in vs)) - _MARGIN
         y1 = max(max(e[0] for e in hs), max(e[2] for e in vs)) + _MARGIN
-        if _filled_cells(hs, vs, words) >= 2:
+        if _makes_a_table(hs, vs, words):
             regions.append((x0, y0, x1, y1))
     return [pymupdf.Rect(r) for r in regions]
 
 
-def _filled_cells(hs: list[HEdge], vs: list[VEdge], words: list[tuple]) -> int:
-    """How many cells of the finest grid a group's edge positions make hold a word's centre, counting up to 2.
-    A finder cell is a union of such cells, so a table with two filled cells (`find_tables` keeps no less) has
-    words in two of them: a plot whose grid holds one label or none is no region (decision 60)."""
-    ys = sorted({e[0] for e in hs})
-    xs = sorted({e[0] for e in vs})
-    filled = set()
-    for w in words:
-        cx, cy = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
-        if xs[0] <= cx <= xs[-1] and ys[0] <= cy <= ys[-1]:
-            filled.add((bisect_left(xs, cx), bisect_left(ys, cy)))
-            if len(filled) >= 2:
-                break
-    return len(filled)
+def _makes_a_table(hs: list[HEdge], vs: list[VEdge], words: list[tuple]) -> bool:
+    """Whether a group's edges make what the finder keeps, by the finder's own geometry: its
+    `edges_to_intersections` and `intersections_to_cells` on the group's edges, the cells grouped by shared
+    corners as its `cells_to_tables` does, a group with two left and two right x positions (else it drops the
+    group), and words in two of its cells (else `find_tables` drops the table). A framed plot inside a framed code
+    example is two nested cells that share no corner: no table, no finder (pgfplots' manual, decision 60)."""
+    edges = [{"orientation": "h", "x0": x0, "x1": x1, "top": y, "bottom": y} for y, x0, x1 in hs]
+    edges += [{"orientation": "v", "x0": x, "x1": x, "top": top, "bottom": bottom} for x, top, bottom in vs]
+    cells = intersections_to_cells(edges_to_intersections(edges, _TOLERANCE, _TOLERANCE))
+    centres = [((w[0] + w[2]) / 2, (w[1] + w[3]) / 2) for w in words]
+    for group in _corner_groups(cells):
+        if len({c[0] for c in group}) < 2 or len({c[2] for c in group}) < 2:
+            continue
+        filled = 0
+        for x0, y0, x1, y1 in group:
+            filled += any(x0 <= cx <= x1 and y0 <= cy <= y1 for cx, cy in centres)
+            if filled >= 2:
+                return True
+    return False
+
+
+def _corner_groups(cells: list[tuple[float, float, float, float]]) -> list[list[tuple[float, float, float, float]]]:
+    """Cells in groups that touch at a corner, transitively: PyMuPDF's `cells_to_tables` grouping."""
+    groups: list[list[tuple[float, float, float, float]]] = []
+    remaining = list(cells)
+    while remaining:
+        group = [remaining.pop(0)]
+        corners = {(c[0], c[1]) for c in group} | {(c[0], c[3]) for c in group} | {(c[2], c[1]) for c in group}
+        corners |= {(c[2], c[3]) for c in group}
+        grown = True
+        while grown:
+            grown = False
+            for cell in list(remaining):
+                mine = {(cell[0], cell[1]), (cell[0], cell[3]), (cell[2], cell[1]), (cell[2], cell[3])}
+                if mine & corners:
+                    group.append(cell)
+                    corners |= mine
+                    remaining.remove(cell)
+                    grown = True
+        groups.append(group)
+    return groups
 
 
 def _edges(drawings: list[dict], page_rect: pymupdf.Rect, holds_text) -> tuple[list[HEdge], list[VEdge]]:
