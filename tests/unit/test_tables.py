@@ -154,3 +154,20 @@ def test_a_framed_plot_inside_a_framed_example_is_no_region() -> None:
         assert table_regions(page, words) == []
         found, everywhere = _both(page)
         assert found == everywhere == []
+
+
+def test_a_dense_grid_goes_to_the_finder_without_the_cell_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Computing cells costs what the finder's own pass costs (more than quadratic in the edges): past
+    `CELLS_BUDGET` the finder decides alone, so a 60 x 60 plot grid is not paid for twice."""
+    import documents.tables as tables
+
+    calls: list[int] = []
+    real = tables.intersections_to_cells
+    monkeypatch.setattr(tables, "intersections_to_cells", lambda i: calls.append(len(i)) or real(i))
+    with pymupdf.open() as doc:
+        page = doc.new_page(width=800, height=800)
+        for k in range(61):
+            page.draw_line((50, 50 + 700 * k / 60), (750, 50 + 700 * k / 60), width=0.3)
+            page.draw_line((50 + 700 * k / 60, 50), (50 + 700 * k / 60, 750), width=0.3)
+        page.insert_text((60, 62), "a", fontsize=5)
+        assert table_regions(page, page.get_text("words")) and calls == []
