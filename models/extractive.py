@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contracts.messages import Hit
 from models.embedding_models import CosineProfile, profile
@@ -64,6 +64,10 @@ class _Unit:
     quote: str
     coverage: list[float]  # per asked text (the question, then its parts): word coverage
     meaning: list[float]  # the same, cosine mapped to [0, 1]; zeros without an embedder
+    words: frozenset[str] = field(init=False)  # the content words of `match`
+
+    def __post_init__(self) -> None:
+        self.words = terms(self.match)
 
     def score(self, asked: int, weight: float) -> float:
         return (
@@ -113,7 +117,7 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     parts = question_parts(question)
     asked = [question, *parts] if len(parts) > 1 else [question]
     found = [_Unit(rank, hit, match, quote, [], []) for rank, hit in enumerate(hits) for match, quote in _quotable(hit)]
-    unit_terms = [terms(u.match) for u in found]
+    unit_terms = [u.words for u in found]
     weight = MEANING_WEIGHT if embed is not None else 0.0
     scale = (cosines or profile(None)).scale
     matrix = None
@@ -127,17 +131,12 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
             u.coverage.append(c * factor)
             u.meaning.append(0.0 if matrix is None else scale(float(matrix[a, j])) * factor)
     chosen: list[_Unit] = []
-    chosen_terms: list[frozenset[str]] = []
-
-    def take(u: _Unit) -> None:
-        chosen.append(u)
-        chosen_terms.append(terms(u.match))
+    take = chosen.append
 
     def new(u: _Unit) -> bool:
         """Not (nearly) a unit already quoted: the same sentence on two pages, or one that only changes a number or
         a name ("the cartridge of model 8 ...", "... of model 9 ...") says nothing more."""
-        have = terms(u.match)
-        return not any(len(have & t) >= NEAR_DUPLICATE * len(have | t) for t in chosen_terms)
+        return not any(len(u.words & c.words) >= NEAR_DUPLICATE * len(u.words | c.words) for c in chosen)
 
     for a in range(1, len(asked)):  # one unit per part, the best for it
         best = max((u for u in found if u.matches(a) and new(u)), default=None,
