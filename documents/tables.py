@@ -204,20 +204,21 @@ def _makes_a_table(hs: list[HEdge], vs: list[VEdge], words: list[tuple]) -> bool
 
 def _corner_groups(cells: list[tuple[float, float, float, float]]) -> list[list[tuple[float, float, float, float]]]:
     """Cells in groups that touch at a corner, transitively: PyMuPDF's `cells_to_tables` grouping."""
+    def corners(c: tuple[float, float, float, float]) -> set[tuple[float, float]]:
+        return {(c[0], c[1]), (c[0], c[3]), (c[2], c[1]), (c[2], c[3])}
+
     groups: list[list[tuple[float, float, float, float]]] = []
     remaining = list(cells)
     while remaining:
         group = [remaining.pop(0)]
-        corners = {(c[0], c[1]) for c in group} | {(c[0], c[3]) for c in group} | {(c[2], c[1]) for c in group}
-        corners |= {(c[2], c[3]) for c in group}
+        touched = corners(group[0])
         grown = True
         while grown:
             grown = False
             for cell in list(remaining):
-                mine = {(cell[0], cell[1]), (cell[0], cell[3]), (cell[2], cell[1]), (cell[2], cell[3])}
-                if mine & corners:
+                if corners(cell) & touched:
                     group.append(cell)
-                    corners |= mine
+                    touched |= corners(cell)
                     remaining.remove(cell)
                     grown = True
         groups.append(group)
