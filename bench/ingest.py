@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,12 +237,15 @@ async def ingest_only(engine: Engine, big: list[Doc], timeout_s: float) -> dict:
             "doc_s": {d.name: t - t0 for d, t in zip(big, done, strict=True)}}  # fmt: skip
 
 
-def run_ingest_only(root: Path, big: list[Doc], timeout_s: float, checkout: Path | None = None) -> dict:
+def on_engine(root: Path, work: Callable[[Engine], Awaitable[dict]], *, env: dict[str, str] | None = None,
+              checkout: Path | None = None) -> dict:  # fmt: skip
+    """`work(engine)` on a fresh `mmrag up` whose data and log are in `root` (`checkout`: another checkout's engine);
+    the engine's log tail goes to stderr when it fails, and the engine is stopped either way."""
     root.mkdir(parents=True)
-    engine = Engine(root / "data", root / "engine.log", checkout=checkout)
+    engine = Engine(root / "data", root / "engine.log", env=env or {}, checkout=checkout)
     engine.start(timeout_s=300)
     try:
-        return asyncio.run(ingest_only(engine, big, timeout_s))
+        return asyncio.run(work(engine))
     except BaseException:
         print(engine.log_tail(4000), file=sys.stderr)
         raise
@@ -454,22 +458,16 @@ def main() -> None:
     with recorded("ingest-quick" if args.quick else "ingest"), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         before = None
         if args.before:
-            before = run_ingest_only(Path(tmp) / "before", big, args.timeout, checkout=args.before.resolve())
+            before = on_engine(Path(tmp) / "before", lambda engine: ingest_only(engine, big, args.timeout),
+                               checkout=args.before.resolve())  # fmt: skip
             before["commit"] = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
                                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
             loads["after the older engine"] = load()
-        alone = run_ingest_only(Path(tmp) / "alone", big, args.timeout)
+        alone = on_engine(Path(tmp) / "alone", lambda engine: ingest_only(engine, big, args.timeout))
         loads["after ingest only"] = load()
         metrics_port = free_port()
-        engine = Engine(Path(tmp) / "load", Path(tmp) / "load.log", env={"MMRAG_METRICS_PORT": str(metrics_port)})
-        engine.start(timeout_s=300)
-        try:
-            eng = asyncio.run(through_engine(engine, metrics_port, big, small, args))
-        except BaseException:
-            print(engine.log_tail(4000), file=sys.stderr)
-            raise
-        finally:
-            engine.stop()
+        eng = on_engine(Path(tmp) / "load", lambda engine: through_engine(engine, metrics_port, big, small, args),
+                        env={"MMRAG_METRICS_PORT": str(metrics_port)})  # fmt: skip
         loads["after the search-load run"] = load()
         plain = plain_pipeline(big)
         loads["after the in-process run"] = load()
