@@ -23,6 +23,7 @@ sweep of both thresholds. Figures, not a pass/fail test.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -130,14 +131,14 @@ class Bench:
         cosine = {h.id: h.score for h in dense}
         return [to_hit(h).model_copy(update={"dense_score": cosine.get(h.id)}) for h in fused]
 
-    def parts(self, i: int) -> list[PartQuery]:
+    @functools.cache  # noqa: B019 - one Bench a run: the parts are embedded once, not once a mode
+    def parts(self, i: int) -> tuple[PartQuery, ...]:
         """What the retriever searches besides question `i` when it asks two things (decision 88)."""
-        question = self.questions[i].question
-        found = question_parts(question)
+        found = question_parts(self.questions[i].question)
         if len(found) == 1:
-            return []
+            return ()
         vectors = self.embedder.embed(found)
-        return [PartQuery(text, v, self._sparse.encode_query(text)) for text, v in zip(found, vectors, strict=True)]
+        return tuple(PartQuery(text, v, self._sparse.encode_query(text)) for text, v in zip(found, vectors, strict=True))
 
     def fused(self, i: int, rewrite: Rewrite | None, *, parts: bool = True) -> list[Hit]:
         """The retriever's own candidates (`hybrid_search` with `rewrite`, and the question's parts unless
