@@ -88,11 +88,12 @@ def kinds_of(path: Path, pages: int | None, before: list[list[tuple]]) -> list[s
 
 
 STAGES = {  # what extract_page does on a page, by the calls it makes (private helpers: a bench may look inside)
-    "words": lambda page, words, paths: page.get_text("words", flags=layout._WORD_FLAGS),
-    "drawings": lambda page, words, paths: page.get_cdrawings(),
-    "table pre-check": lambda page, words, paths: tables.table_regions(page, words, paths) if paths else [],
-    "text blocks": lambda page, words, paths: layout._text_blocks(page, []),
-    "image placements": lambda page, words, paths: layout._image_placements(
+    "text page": lambda page, textpage, words, paths: page.get_textpage(flags=layout._PDF_TEXT_FLAGS),
+    "words": lambda page, textpage, words, paths: page.get_text("words", textpage=textpage),
+    "drawings": lambda page, textpage, words, paths: page.get_cdrawings(),
+    "table pre-check": lambda page, textpage, words, paths: tables.table_regions(page, words, paths) if paths else [],
+    "text blocks": lambda page, textpage, words, paths: layout._text_blocks(page, textpage, []),
+    "image placements": lambda page, textpage, words, paths: layout._image_placements(
         page, sparse_text=sum(len(w[4]) for w in words) < layout.NEEDS_OCR_MAX_CHARS
     ),
 }
@@ -103,12 +104,13 @@ def stage_costs(path: Path, kinds: list[str], kind: str, limit: int = 60) -> dic
     doc = pymupdf.open(path)
     try:
         pages = [doc[i] for i, k in enumerate(kinds) if k == kind][:limit]
-        inputs = [(page, page.get_text("words", flags=layout._WORD_FLAGS), page.get_cdrawings()) for page in pages]
+        textpages = [page.get_textpage(flags=layout._PDF_TEXT_FLAGS) for page in pages]
+        inputs = [(p, tp, p.get_text("words", textpage=tp), p.get_cdrawings()) for p, tp in zip(pages, textpages)]
         out = {}
         for name, stage in STAGES.items():
             begin = time.process_time()
-            for page, words, paths in inputs:
-                stage(page, words, paths)
+            for page, textpage, words, paths in inputs:
+                stage(page, textpage, words, paths)
             out[name] = 1e3 * (time.process_time() - begin) / max(1, len(pages))
         return out
     finally:

@@ -66,7 +66,6 @@ BBox = tuple[float, float, float, float]
 _PDF_TEXT_FLAGS = (pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_LIGATURES & ~pymupdf.TEXT_PRESERVE_IMAGES) | (
     pymupdf.TEXT_DEHYPHENATE
 )
-_WORD_FLAGS = pymupdf.TEXTFLAGS_WORDS & ~pymupdf.TEXT_PRESERVE_LIGATURES
 
 # A glyph that maps to no character (a C0 control code, U+FFFD): music notation or a symbol font's picture. Removed
 # from the text; a block of which such glyphs are at least NOTATION_SHARE is notation, not text, and dropped.
@@ -224,15 +223,17 @@ def extract_page(page: pymupdf.Page, *, state: DocumentState | None = None) -> P
     to the previous page and skips images already seen."""
     number = page.number + 1
     rect = page.rect
-    # Unsorted: only counted here and placed into cells by their block/line/word numbers (sorting costs more
-    # than the rest of a text page).
-    words = page.get_text("words", flags=_WORD_FLAGS)
+    # One text page for the words and the blocks: building it runs the content stream, about 1 ms of a plain
+    # page's 5 (bench/parse_manuals.py). The words are unsorted: only counted here and placed into cells by
+    # their block/line/word numbers (sorting costs more than the rest of a text page).
+    textpage = page.get_textpage(flags=_PDF_TEXT_FLAGS)
+    words = page.get_text("words", textpage=textpage)
     paths = _drawings(page)
     drawings = bool(paths)
     # The finder's "lines" strategy needs vector lines; without any drawing it cannot find a table. With
     # drawings it runs only where they can form a ruled grid (tables.table_regions).
     tables = find_tables(page, words, drawings=paths) if drawings else []
-    blocks = _text_blocks(page, [t.bbox for t in tables])
+    blocks = _text_blocks(page, textpage, [t.bbox for t in tables])
     text_chars = sum(len(w[4]) for w in words)  # the whole text layer, tables included
     placements, refused = _image_placements(page, sparse_text=text_chars < NEEDS_OCR_MAX_CHARS)
     image_area = sum(_area(_clip(b, rect)) for b, _info in placements)
@@ -254,9 +255,9 @@ def extract_page(page: pymupdf.Page, *, state: DocumentState | None = None) -> P
 # --------------------------------------------------------------------------- text
 
 
-def _text_blocks(page: pymupdf.Page, table_boxes: list[BBox]) -> list[PageBlock]:
+def _text_blocks(page: pymupdf.Page, textpage: pymupdf.TextPage, table_boxes: list[BBox]) -> list[PageBlock]:
     number = page.number + 1
-    raw = page.get_text("dict", flags=_PDF_TEXT_FLAGS, sort=True)["blocks"]
+    raw = page.get_text("dict", textpage=textpage, sort=True)["blocks"]
     matrix = page.rotation_matrix
     unrotated_tables = [pymupdf.Rect(b) * ~matrix for b in table_boxes]
     sizes: dict[float, int] = {}
@@ -264,32 +265,41 @@ def _text_blocks(page: pymupdf.Page, table_boxes: list[BBox]) -> list[PageBlock]
     for block in raw:
         if block.get("type", 0) != 0:
             continue
-        lines, bbox, max_size, all_bold = [], pymupdf.Rect(), 0.0, True
+        # The loop runs on every line of every page: plain floats and one regex pass, no Rect per line (a
+        # third of a plain page's time went to building them, bench/parse_manuals.py).
+        lines, box, max_size, all_bold = [], None, 0.0, True
         block_sizes: dict[float, int] = {}
         visible = unmapped = 0
         for line in block["lines"]:
-            lrect = pymupdf.Rect(line["bbox"])
-            centre = (lrect.tl + lrect.br) / 2
-            if any(centre in t for t in unrotated_tables):
-                continue
+            lx0, ly0, lx1, ly1 = line["bbox"]
+            if unrotated_tables:
+                centre = pymupdf.Point((lx0 + lx1) / 2, (ly0 + ly1) / 2)
+                if any(centre in t for t in unrotated_tables):
+                    continue
             raw_text = "".join(span["text"] for span in line["spans"])
-            visible += sum(not c.isspace() for c in raw_text)
-            unmapped += len(UNMAPPED_GLYPH.findall(raw_text))
-            text = " ".join(UNMAPPED_GLYPH.sub("", raw_text).split())
+            visible += len("".join(raw_text.split()))
+            mapped, n_unmapped = UNMAPPED_GLYPH.subn("", raw_text)
+            unmapped += n_unmapped
+            text = " ".join(mapped.split())
             if not text:
                 continue
             for span in line["spans"]:
                 chars = len(span["text"].strip())
                 if chars:
-                    size = round(span["size"], 1)
+                    size = span["size"]  # rounded once per block below, not once per span
                     block_sizes[size] = block_sizes.get(size, 0) + chars
-                    max_size = max(max_size, span["size"])
+                    if size > max_size:
+                        max_size = size
                     all_bold = all_bold and bool(span["flags"] & _BOLD)
             lines.append(text)
-            bbox |= lrect
+            if lx0 < lx1 and ly0 < ly1:  # as Rect's union: an empty line box adds nothing
+                box = (lx0, ly0, lx1, ly1) if box is None else (
+                    min(box[0], lx0), min(box[1], ly0), max(box[2], lx1), max(box[3], ly1)
+                )  # fmt: skip
         if lines and unmapped < NOTATION_SHARE * visible:  # else notation drawn with a font, not text
-            kept.append((bbox, lines, max_size, all_bold))
+            kept.append((pymupdf.Rect(box) if box else pymupdf.Rect(), lines, max_size, all_bold))
             for size, chars in block_sizes.items():
+                size = round(size, 1)
                 sizes[size] = sizes.get(size, 0) + chars
     body = max(sizes, key=lambda s: sizes[s]) if sizes else 0.0
     blocks = []
