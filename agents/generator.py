@@ -26,6 +26,7 @@ from agents.settings import AgentSettings
 from bus.answers import AnswerEmitter, stream_pieces
 from contracts.messages import GenerateRequest, Hit
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef
+from documents import sentences
 from models.embedding_models import CosineProfile, profile
 from models.extractive import extractive_answer
 from models.llm import CitationTracker, Completed, Failed, ProviderChain, Text, build_messages
@@ -148,6 +149,7 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
 
     async def start(self) -> None:
         self._chain = provider_chain(self._ctx.settings)
+        await asyncio.to_thread(sentences.load)  # the sentence rules' language model, before the first question
         names = [p.name for p in self._chain.providers]
         log.info("answering with %s", " -> ".join([*names, "extractive"]))
 

@@ -29,6 +29,7 @@ from bus.answers import AnswerEmitter
 from bus.publish import Outgoing, publish_all
 from contracts.messages import GenerateRequest, Hit, QueryMode, RerankRequest
 from contracts.topology import QUERY_CONSUMERS, ConsumerDef, Subjects
+from documents import sentences
 from models.embedding_models import profile
 from search.abstention import decide
 from search.rerank import (
@@ -61,6 +62,7 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
     async def start(self) -> None:
         self._scorers = {}
         scorer = await self._scorer_for(None)
+        await asyncio.to_thread(sentences.load)  # the sentence rules' language model, before the first question
         log.info("reranking with %s", type(scorer).__name__)
 
     async def _scorer_for(self, model: str | None) -> Scorer:

@@ -7,8 +7,9 @@ import re
 
 import snowballstemmer
 
+from documents.sentences import sentences
+
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 STOPWORDS = frozenset(
     """a an and are as at be been being by can could did do does for from had has have how i in into is it its
@@ -40,11 +41,6 @@ def terms(text: str) -> frozenset[str]:
     out = {_stem(w) for w in words if w not in STOPWORDS}
     out.update(_stem(part) for w in words if "-" in w for part in w.split("-") if part and part not in STOPWORDS)
     return frozenset(out)
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of `text`; a line break also ends one (headings, list items, table rows)."""
-    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
 
 
 # An identifier: a token that mixes letters and digits ("E-103", "D3P5", "FW-3.2.7"), joins names with dots or

@@ -1,0 +1,55 @@
+"""Sentence ends in the text's own language (documents/sentences.py): what the chunker cuts between and what the
+offline answer quotes whole."""
+
+from __future__ import annotations
+
+from contracts.messages import Hit
+from documents.chunks import split_text
+from documents.sentences import DEFAULT_LANGUAGE, language_of, sentences
+from models.extractive import extractive_answer
+
+GERMAN = (
+    "Die Frühjahrsmesse findet vom 3. bis 21. Mai in Halle 4 statt. Anmeldungen nimmt z. B. Dr. Müller im Büro "
+    "Nr. 5 entgegen. Der Eintritt ist für Aussteller frei."
+)
+ENGLISH = (
+    "Call Dr. Smith before 5 p.m. to book a stand. See Fig. 3 for the floor plan, e.g. the exits. "
+    "Entry is free for exhibitors."
+)
+
+
+def test_an_ordinal_or_an_abbreviation_does_not_end_a_german_sentence() -> None:
+    assert language_of(GERMAN) == "de"
+    assert sentences(GERMAN) == [
+        "Die Frühjahrsmesse findet vom 3. bis 21. Mai in Halle 4 statt.",
+        "Anmeldungen nimmt z. B. Dr. Müller im Büro Nr. 5 entgegen.",
+        "Der Eintritt ist für Aussteller frei.",
+    ]
+
+
+def test_english_abbreviations_stay_inside_their_sentence_and_a_line_break_ends_one() -> None:
+    assert sentences(ENGLISH) == [
+        "Call Dr. Smith before 5 p.m. to book a stand.",
+        "See Fig. 3 for the floor plan, e.g. the exits.",
+        "Entry is free for exhibitors.",
+    ]
+    assert sentences("Opening hours\nDaily from 9 to 5. Closed on Sundays.") == [
+        "Opening hours", "Daily from 9 to 5.", "Closed on Sundays."
+    ]  # fmt: skip
+    assert sentences("line one\nline two", lines_end=False) == ["line one\nline two"]  # the chunker keeps code lines
+
+
+def test_a_text_too_short_to_tell_is_read_in_the_default_language() -> None:
+    assert language_of("warmup") == DEFAULT_LANGUAGE  # langid alone guesses Hausa here
+
+
+def test_the_chunker_never_cuts_a_german_date() -> None:
+    pieces = split_text("Willkommen. " + GERMAN, 70)  # a cut after "21." would have fitted 70 characters
+    assert any("vom 3. bis 21. Mai" in p for p in pieces)
+    assert all(not p.endswith(("3.", "21.")) for p in pieces)
+
+
+def test_the_offline_answer_quotes_the_whole_german_sentence() -> None:
+    hit = Hit(chunk_id="c", doc_id="d", filename="messe.pdf", page=1, modality="text", text=GERMAN, score=0.9)
+    answer = extractive_answer("Wann findet die Frühjahrsmesse statt?", [hit])
+    assert "Die Frühjahrsmesse findet vom 3. bis 21. Mai in Halle 4 statt. [1]" in answer.text
