@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from contracts.messages import Hit
 from models.embedding_models import CosineProfile, profile
-from models.lexical import contains_identifier, identifiers, terms, units
+from models.lexical import contains_identifier, identifiers, table_rows, terms, units
 from models.similarity import Embed, cosine_matrix
 
 NOTHING_FOUND = "I could not find anything about that in the ingested documents."
@@ -30,6 +30,16 @@ _PART_BREAK = re.compile(r"\?\s+(?=\S)|;\s*|,\s+and\s+|,\s+but\s+", re.IGNORECAS
 MIN_PART_TERMS = 2  # a part with fewer content words is not a question of its own ("..., and why?")
 MAX_PARTS = 3  # a question of more parts is a list: asked as one (each part costs a search and a scoring)
 NEAR_DUPLICATE = 0.8  # a unit sharing this share of its content words (Jaccard) with a quoted one is not quoted
+# A question that asks for the largest or smallest of something ("which region had the highest revenue") is
+# answered from a table by computing it (`_compared_row`), not by the rows that share its words.
+# Not "max"/"min" ("5 min" is a duration) nor "oldest"/"newest" (the largest age is the smallest year).
+LARGEST = frozenset("highest largest biggest greatest most maximum longest heaviest "
+                    "höchste höchsten größte größten meiste meisten".split())  # fmt: skip
+SMALLEST = frozenset("lowest smallest least fewest minimum cheapest shortest lightest "
+                     "niedrigste niedrigsten kleinste kleinsten wenigsten".split())  # fmt: skip
+_QUESTION_WORD = re.compile(r"\w+")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")  # a markdown row's cell borders ("\|" is a pipe inside a cell)
+_NUMBER = re.compile(r"[-−]?\d+(?:[,.'\u202f]\d{3})*(?:[.,]\d+)?")
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,10 @@ class ExtractiveAnswer:
 
 def _quotable(hit: Hit) -> list[tuple[str, str]]:
     """(text to match, text to quote) units of a hit: sentences; a table's rows under its header; for an image,
-    its whole text (caption and OCR lines) as one quote, the lines joined by " / "."""
+    its whole text (caption and OCR lines) as one quote that keeps its lines, as the screenshot shows them."""
     if hit.modality == "image":
         lines = [line.strip() for line in hit.text.splitlines() if line.strip()]
-        return [(hit.text, " / ".join(lines))] if lines else []
+        return [(hit.text, "\n".join(lines))] if lines else []
     return units(hit.text, hit.modality)[:MAX_UNITS_PER_HIT]
 
 
@@ -54,6 +64,53 @@ def question_parts(question: str) -> list[str]:
     parts = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
     parts = [p for p in parts if len(terms(p)) >= MIN_PART_TERMS]
     return parts if 1 < len(parts) <= MAX_PARTS else [question]
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in _CELL_SPLIT.split(row.strip().strip("|"))]
+
+
+def _number(cell: str) -> float | None:
+    """The first number of a cell ("$1,200.50", "1.234,5 €", "12 %", "−3"), or None. Repeated separators of one
+    kind, or one comma before exactly three digits, group thousands; otherwise the last separator is the decimal
+    point ("1,5" and "1.5" are both 1.5)."""
+    found = _NUMBER.search(cell)
+    if found is None:
+        return None
+    text = found.group().replace("−", "-").replace("\u202f", "").replace("'", "")
+    seps = [c for c in text if c in ".,"]
+    if len(set(seps)) == 1 and (len(seps) > 1 or (seps[0] == "," and len(text) - text.rindex(",") == 4)):
+        text = text.replace(seps[0], "")  # "1,234,567", "1.234.567", "1,200"
+    elif seps:
+        last = max(text.rindex(c) for c in set(seps))
+        text = text[:last].replace(".", "").replace(",", "") + "." + text[last + 1 :]
+    return float(text)
+
+
+def _compared_row(question: str, hits: Sequence[Hit]) -> tuple[int, str] | None:
+    """(rank of the hit, the row quoted under its header) that a superlative question asks for: in the best table
+    hit with a column named by a word of the question (the rows' numbers in it, two at least), the row with the
+    largest value (`LARGEST`: highest, most...) or the smallest (`SMALLEST`). None for any other question."""
+    words = set(_QUESTION_WORD.findall(question.lower()))
+    largest, smallest = bool(words & LARGEST), bool(words & SMALLEST)
+    if largest == smallest:  # neither, or both ("from the highest to the lowest"): nothing to compute
+        return None
+    asked = terms(question)
+    for rank, hit in enumerate(hits):
+        table = table_rows(hit.text) if hit.modality == "table" else None
+        if table is None:
+            continue
+        header, rows = table
+        names = _cells(header)
+        for column, name in enumerate(names):
+            if not terms(name) & asked:
+                continue
+            values = [(v, i) for i, row in enumerate(rows) if (cells := _cells(row))[column:]
+                      and (v := _number(cells[column])) is not None]  # fmt: skip
+            if len(values) >= 2:
+                _value, i = (max if largest else min)(values, key=lambda vi: (vi[0], -vi[1]))
+                return rank, f"{header}\n{rows[i]}"
+    return None
 
 
 @dataclass
@@ -104,7 +161,9 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     A unit's match: its word coverage of the question (`_coverages`) and, with `embed` (the text embedder;
     `cosines`: its model's profile, default MiniLM's), its cosine with the question, weighed
     `MEANING_WEIGHT`; a unit of a hit without the question's identifiers keeps 30% of both; plus `RANK_WEIGHT`
-    times its hit's score. A question of several parts (`question_parts`) first gets the best unit of each part,
+    times its hit's score. A question for the largest or smallest of something in a table gets the row that holds
+    it first, computed from the column the question names (`_compared_row`). A question of several parts
+    (`question_parts`) first gets the best unit of each part,
     from whichever hit (a two-page question is answered from both pages); then the best units of the whole
     question, up to `MAX_QUOTES` in all, each scoring at least `RELATED_SHARE` of the best and from a hit scored
     at least `RELATED_SHARE` of the best hit. A unit quoted once is not quoted again, nor one that shares
@@ -138,6 +197,10 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
         a name ("the cartridge of model 8 ...", "... of model 9 ...") says nothing more."""
         return not any(len(u.words & c.words) >= NEAR_DUPLICATE * len(u.words | c.words) for c in chosen)
 
+    compared = _compared_row(question, hits)
+    if compared is not None:  # the row a superlative question asks for, computed, is quoted first
+        rank, row = compared
+        take(_Unit(rank, hits[rank], row, row, [], []))
     for a in range(1, len(asked)):  # one unit per part, the best for it
         best = max((u for u in found if u.matches(a) and new(u)), default=None,
                    key=lambda u: (u.score(a, weight), -u.rank))  # fmt: skip
@@ -162,4 +225,3 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
         separator = "\n" if "\n" in u.quote else " "  # a table row quote keeps its lines
         quotes.append(f"{u.quote}{separator}[{cited.index(u.hit) + 1}]")
     return ExtractiveAnswer("\n".join(quotes) if any("\n" in q for q in quotes) else " ".join(quotes), cited)
-

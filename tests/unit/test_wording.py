@@ -7,7 +7,7 @@ import pytest
 
 from agents.settings import AgentSettings
 from contracts.messages import Hit
-from models.extractive import extractive_answer, question_parts
+from models.extractive import _compared_row, _number, extractive_answer, question_parts
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite, expanded_sparse, feedback_terms, fusion_weights, overlap
 from search.hybrid import PartQuery, hybrid_search
@@ -268,3 +268,58 @@ def test_the_offline_answer_quotes_a_sentence_once_not_again_with_another_number
     hits = [page_hit(n, text, 0.8 - n / 10, page=n + 1) for n, text in enumerate(CARTRIDGE[:3])]
     result = extractive_answer("How often should the filter cartridge be replaced?", hits, embed=embedder.embed_array)
     assert result.text.count("Replace the filter cartridge") == 1 and len(result.cited) == 1
+
+
+def test_the_offline_answer_shows_a_screenshots_text_as_its_lines() -> None:
+    screenshot = Hit(chunk_id="c0", doc_id="d", filename="setup.pdf", page=2, bbox=(0, 0, 1, 1), modality="image",
+                     text="Figure 2: account settings\nIncoming server: imap.example.org\nPort: 993\nSecurity: SSL/TLS",
+                     score=0.7)  # fmt: skip
+    result = extractive_answer("Which port does the incoming server use?", [screenshot])
+    assert result.text == (
+        "Figure 2: account settings\nIncoming server: imap.example.org\nPort: 993\nSecurity: SSL/TLS\n[1]"
+    )
+
+
+REVENUE = (
+    "|Region|Revenue 2025 (M€)|Stores|\n|---|---|---|\n|EMEA|1.234,5|41|\n|Americas|2.050,0|17|\n"
+    "|APAC|987,25|65|\n|Nordics|−12,0|3|"
+)
+REVENUE_TEXT = "Revenue grew in every region except the Nordics; EMEA and APAC opened the most new stores this year."
+
+
+@pytest.mark.parametrize(
+    ("question", "row"),
+    [
+        ("Which region had the highest revenue?", "|Americas|2.050,0|17|"),
+        ("Which region had the lowest revenue?", "|Nordics|−12,0|3|"),
+        ("Where are the most stores?", "|APAC|987,25|65|"),
+        ("Welche Region hat die meisten Stores?", "|APAC|987,25|65|"),
+    ],
+)
+def test_a_superlative_question_over_a_table_quotes_the_row_that_holds_the_extreme(question: str, row: str) -> None:
+    hits = [
+        page_hit(0, REVENUE_TEXT, 0.9, page=1),
+        Hit(chunk_id="t", doc_id="d", filename="f.pdf", page=2, modality="table", text=REVENUE, score=0.8),
+    ]
+    result = extractive_answer(question, hits)
+    assert result.text.startswith(f"|Region|Revenue 2025 (M€)|Stores|\n{row}\n[") and result.text.count(row) == 1
+    assert result.cited[int(result.text.split("[")[1][0]) - 1].chunk_id == "t"  # cited to the table
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What was the revenue of EMEA?", "Which region had the highest growth?",
+     "List the regions from the highest revenue to the lowest."],
+)  # fmt: skip
+def test_nothing_is_computed_without_one_superlative_and_a_column_the_question_names(question: str) -> None:
+    table = Hit(chunk_id="t", doc_id="d", filename="f.pdf", page=2, modality="table", text=REVENUE, score=0.8)
+    assert _compared_row(question, [table]) is None
+
+
+@pytest.mark.parametrize(
+    ("cell", "value"),
+    [("$1,200.50", 1200.5), ("1.234,5 €", 1234.5), ("1,200", 1200.0), ("1,5", 1.5), ("12 %", 12.0),
+     ("−3", -3.0), ("1,234,567", 1234567.0), ("n/a", None)],
+)  # fmt: skip
+def test_a_cells_number_is_read_with_its_separators(cell: str, value: float | None) -> None:
+    assert _number(cell) == value
