@@ -192,12 +192,17 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, embed: Embed | None
     chosen: list[_Unit] = []
     take = chosen.append
 
+    compared = _compared_row(question, hits)
+    computed_from = None if compared is None else hits[compared[0]]
+
     def new(u: _Unit) -> bool:
         """Not (nearly) a unit already quoted: the same sentence on two pages, or one that only changes a number or
-        a name ("the cartridge of model 8 ...", "... of model 9 ...") says nothing more."""
+        a name ("the cartridge of model 8 ...", "... of model 9 ...") says nothing more; nor another row of a
+        table whose answer was computed (the rows that share the question's words are not the answer)."""
+        if u.hit is computed_from:
+            return False
         return not any(len(u.words & c.words) >= NEAR_DUPLICATE * len(u.words | c.words) for c in chosen)
 
-    compared = _compared_row(question, hits)
     if compared is not None:  # the row a superlative question asks for, computed, is quoted first
         rank, row = compared
         take(_Unit(rank, hits[rank], row, row, [], []))
