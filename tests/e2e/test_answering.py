@@ -73,7 +73,7 @@ def test_an_image_hit_is_answered_with_its_ocr_text() -> None:
                 image=ImageRef(object_name="img", mime="image/png", width=10, height=10))  # fmt: skip
     prose = hit(1, "The pictures below show the display and the label on the housing.", 0.6, page=11)
     result = extractive_answer("What maximum pressure is printed on the nameplate?", [prose, image])
-    assert result.text == "NAMEPLATE AQUAFLOW P-200 / MAX PRESSURE 6 BAR / SERIAL 48217 [1]"
+    assert result.text == "NAMEPLATE AQUAFLOW P-200\nMAX PRESSURE 6 BAR\nSERIAL 48217\n[1]"  # the label's lines
     assert result.cited == [image]
 
 
