@@ -18,6 +18,7 @@ Cosines depend on the text model that measured them: the retriever names its gen
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -90,10 +91,9 @@ class RerankerAgent(ConsumerAgent[RerankRequest]):
                 model_call = False
                 RERANK_SHED.inc()
             query = request.query or ""  # an image query with no text has no words: fused order and cosines decide
-            if model_call:  # a model: off the event loop
-                hits = await asyncio.to_thread(rerank, query, d.payload.candidates, request.top_k, scorer=scorer)
-            else:
-                hits = rerank(query, d.payload.candidates, request.top_k, scorer=scorer)
+            ranking = functools.partial(rerank, query, d.payload.candidates, request.top_k, scorer=scorer,
+                                        rewrites=d.payload.rewrites)  # fmt: skip
+            hits = await asyncio.to_thread(ranking) if model_call else ranking()  # a model: off the event loop
             answer = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id)
             if request.mode is QueryMode.SEARCH:
                 await answer.results(above_floor(hits, self._ctx.settings.search_min_score))

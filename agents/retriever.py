@@ -17,7 +17,9 @@ fusion. An image query without text searches with the text OCR reads in the imag
 
 Conversations (`search.followup`): a question that carries its conversation's history is resolved first (by the
 first LLM provider of `MMRAG_LLM_PROVIDERS` when one is configured, else by the offline rules); the standalone
-question is what is searched and what the request carries on as its `query`.
+question is what is searched and what the request carries on as its `query`. An ask without history gets, with an
+LLM configured, a search query in the documents' words (`search_query_with_llm`), searched as one more part and
+passed to the reranker (`RerankRequest.rewrites`), which keeps its best candidate (decision 90).
 
 Model: the question is embedded with the text embedding model of the generation it searches (its record's
 `embedding_model`, each model loaded once per process): the one the alias points at, whose collection is then
@@ -48,7 +50,7 @@ from models.extractive import question_parts
 from models.llm import ProviderChain
 from models.sparse import SparseEncoder
 from search.expansion import Rewrite
-from search.followup import resolve, rewrite_with_llm
+from search.followup import resolve, rewrite_with_llm, search_query_with_llm
 from search.graph import GraphQuery, ServingGraph
 from search.hybrid import PartQuery, browse_chunks, hybrid_search, search_filter, to_hit
 from search.query_images import CrossModalQueries, QueryImageUnusable
@@ -70,7 +72,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
 
     async def start(self) -> None:
         s = self._ctx.settings
-        if s.llm_providers:  # follow-ups are rewritten by the LLM (`search.followup.rewrite_with_llm`)
+        if s.llm_providers:  # follow-ups are rewritten, and asks get a search query, by the LLM (`search.followup`)
             self._llm = ProviderChain(s.llm_providers, connect_timeout_s=s.llm_connect_timeout_s,
                                       read_timeout_s=s.llm_read_timeout_s, max_tokens=s.llm_max_tokens,
                                       circuit_failures=s.llm_circuit_failures,
@@ -112,6 +114,18 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         if resolution.doc_ids and request.filters.doc_ids is None:  # "the second one": that document
             update["filters"] = request.filters.model_copy(update={"doc_ids": resolution.doc_ids})
         return request.model_copy(update=update), resolution.method != "unresolved"
+
+    async def _search_queries(self, requests: Sequence[QueryRequest], searchable: Sequence[bool]) -> dict[int, str]:
+        """With an LLM configured, a search query in the documents' words for each ask typed without a conversation
+        (`search.followup.search_query_with_llm`; a follow-up was already rewritten from its turns), by index; the
+        asks of a batch ask at once. An ask whose LLM call fails is searched as typed."""
+        if self._llm is None:
+            return {}
+        chain = self._llm
+        wanted = [i for i, (r, ok) in enumerate(zip(requests, searchable, strict=True))
+                  if ok and r.mode is QueryMode.ASK and r.query and not r.history]  # fmt: skip
+        found = await asyncio.gather(*(search_query_with_llm(chain, requests[i].query or "") for i in wanted))
+        return {i: query for i, query in zip(wanted, found, strict=True) if query is not None}
 
     def _graph_query(self, tenant: str, text: str | None) -> GraphQuery | None:
         s = self._ctx.settings
@@ -167,11 +181,13 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
                 targets.append((IndexGeneration(r.generation).collection(s.collection), await self._model_of(r.generation)))
         # A question that asks two things is searched part by part too (decision 88): its parts are embedded in
         # the same call as the question. Only a typed question: an image query's OCR text is no question.
+        rewrites = await self._search_queries(requests, [ok for _, ok in resolved])
         asked: dict[int, list[str]] = {}
         for i, c in enumerate(cross):
             if c.text:
                 parts = question_parts(c.text) if requests[i].query else [c.text]
                 asked[i] = [c.text, *parts] if len(parts) > 1 else [c.text]
+                asked[i] += [rewrites[i]] if i in rewrites else []  # one more part, in the documents' words
         vectors: dict[int, list[list[float]]] = {}
         for name in dict.fromkeys(model for _, model in targets):
             rows = [i for i in asked if targets[i][1] == name]
@@ -201,7 +217,7 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
             if request.query is None and modal.text:  # the reranker scores against what was searched: the OCR text
                 request = request.model_copy(update={"query": modal.text})
             rerank = RerankRequest(request=request, candidates=[to_hit(h, cosines.get(h.id)) for h in hits],
-                                   embedding_model=model_name)  # fmt: skip
+                                   embedding_model=model_name, rewrites=[rewrites[i]] if i in rewrites else [])  # fmt: skip
             out.append(
                 Outgoing(Subjects.query(Subjects.QUERY_RERANK, request.tenant), rerank, f"{request.request_id}:rerank",
                          d.trace_headers)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, TypeAdapter, field_validator, model_validator
 
 SCHEMA_VERSION = 1  # the version of every model that has not needed a second one
 
@@ -689,6 +689,12 @@ class RerankRequest(Message):
         default=None,
         description="the text embedding model of the generation searched (its cosines' calibration); None = the "
         "process default",
+    )
+    rewrites: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=list,
+        max_length=1,
+        description="a search query the retriever searched beside the question (an LLM's, in the documents' words: "
+        "search.followup.search_query_with_llm); the reranker keeps its best candidate",
     )
 
     def routing(self) -> tuple[str, ...]:

@@ -25,6 +25,12 @@ Offline (`resolve`), deterministic, in this order:
 With an LLM configured (`rewrite_with_llm`), the first provider of the chain that answers rewrites the question
 from the turns (questions and the start of their answers); an empty, overlong or failed rewrite falls back to the
 offline rules.
+
+A question asked without a conversation gets, with an LLM configured, a search query in the words a document
+would use (`search_query_with_llm`): the user's own wording often shares no term with the page that answers it.
+The retriever searches it beside the question (as one more part, `search.hybrid.interleave`) and the reranker
+keeps its best candidate (`search.rerank.rerank(..., rewrites=)`); the question itself stays what is shown,
+scored and answered. Nothing is searched for it when the LLM fails or answers nothing usable.
 """
 
 from __future__ import annotations
@@ -206,3 +212,36 @@ async def rewrite_with_llm(chain: ProviderChain, question: str, history: Sequenc
             log.info("llm provider %r gave no usable rewrite; resolving the follow-up offline", item.provider)
             break
     return resolve(question, history)
+
+
+SEARCH_QUERY_PROMPT = (
+    "You turn a user's question to a document search engine into ONE search query written the way the documents "
+    "that answer it would say it: their technical terms, names of commands, options, parts or settings, and the "
+    "likely wording of the answer. Keep the question's language. Reply with the query only, one line."
+)
+
+
+def search_query_messages(question: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SEARCH_QUERY_PROMPT},
+        {"role": "user", "content": f"Question: {question}\n\nSearch query:"},
+    ]
+
+
+async def search_query_with_llm(chain: ProviderChain, question: str) -> str | None:
+    """The LLM's search query for `question` (the first provider that answers completely; one line, at most
+    `MAX_LLM_REWRITE_CHARS`), or None when every provider fails or the answer is empty, overlong or the question
+    itself."""
+    pieces: list[str] = []
+    async for item in chain.stream(search_query_messages(question)):
+        if isinstance(item, Text):
+            pieces.append(item.text)
+        elif isinstance(item, Failed):
+            pieces = []
+        elif isinstance(item, Completed):
+            query = _clean(re.sub(r"^\s*search query\s*:\s*", "", "".join(pieces), flags=re.IGNORECASE))
+            if query is not None and query.casefold() != question.strip().casefold():
+                return query
+            log.info("llm provider %r gave no usable search query; the question is searched alone", item.provider)
+            break
+    return None

@@ -185,15 +185,23 @@ def build_scorer(
 
 
 def rerank(
-    query: str, candidates: Sequence[Hit], top_k: int, *, scorer: Scorer | None = None, parts: bool = True
+    query: str,
+    candidates: Sequence[Hit],
+    top_k: int,
+    *,
+    scorer: Scorer | None = None,
+    parts: bool = True,
+    rewrites: Sequence[str] = (),
 ) -> list[Hit]:
     """The best `top_k` candidates (given best first by the retriever), best first, with scores in [0, 1]. A
-    question of two or three parts keeps each part's best candidate among them (`parts=False`: not; decision 88)."""
+    question of two or three parts keeps each part's best candidate among them (`parts=False`: not; decision 88),
+    and so does each of `rewrites`, the search queries the retriever searched beside the question (an LLM's, in the
+    documents' words: `search.followup.search_query_with_llm`)."""
     scorer = scorer or LexicalScorer()
     scores = scorer.scores(query, candidates)
     order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))  # ties: the retriever's order
     ranked = [candidates[i].model_copy(update={"score": min(max(scores[i], 0.0), 1.0)}) for i in order]
-    top = _each_part_kept(query, candidates, ranked, top_k, scorer) if parts else ranked[:top_k]
+    top = _each_part_kept(query, candidates, ranked, top_k, scorer, rewrites) if parts else ranked[:top_k]
     if len(top) > 1 and all(h.modality != "image" for h in top):  # the best hit's place is never given away
         image = next((h for h in ranked[top_k:] if h.modality == "image"), None)
         if image is not None and image.score >= IMAGE_SHARE * top[0].score:
@@ -201,13 +209,17 @@ def rerank(
     return top
 
 
-def _each_part_kept(query: str, candidates: Sequence[Hit], ranked: list[Hit], top_k: int, scorer: Scorer) -> list[Hit]:
+def _each_part_kept(
+    query: str, candidates: Sequence[Hit], ranked: list[Hit], top_k: int, scorer: Scorer, rewrites: Sequence[str] = ()
+) -> list[Hit]:
     """The first `top_k` of `ranked` (scored against the whole question), where the best candidate of each part of
     a two-part question (`models.extractive.question_parts`, scored against that part alone, and scored so if that
     is higher) takes the place of the last hit that is neither the best nor another part's: ranked by the whole
     question, the page that answers only the second part often stays below the top 5, and the answer then says
-    half of what was asked."""
+    half of what was asked. A rewrite of the question is one more part: the page it found in the documents' own
+    words keeps a place."""
     asked = question_parts(query)
+    asked = [*asked, *rewrites] if rewrites else asked
     top = ranked[:top_k]
     if len(asked) == 1 or top_k <= len(asked) or len(ranked) <= top_k:
         return top

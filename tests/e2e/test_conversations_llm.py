@@ -1,6 +1,7 @@
 """A conversation on an engine with an OpenAI-compatible LLM configured (a fake one on loopback, answering over
 SSE as the real APIs do): the retriever asks the LLM to rewrite the follow-up, and what it wrote is what is searched,
-shown and kept; a conversation survives a restart of the engine. A private engine (other settings), in local mode (auth off: the one local user owns the conversation).
+shown and kept; a first question is also searched in the words the LLM says the documents use; a conversation
+survives a restart of the engine. A private engine (other settings), in local mode (auth off: the one local user owns the conversation).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from tests.engine import Engine, sse_events, upload_bytes, wait_status
 
 # Distinct from what the offline rules would make ("How much does the Falcon X weigh?").
 LLM_REWRITE = "What is the weight of the Falcon X drone?"
+# A kettle manual of seven sections (one chunk each): six about its filter, one about limescale, in words the user
+# does not use ("chalk"); ranked by the user's words alone the six filter sections fill a top 3.
+KETTLE = "\n\n".join(
+    [f"# Filter of model {n}\n\nReplace the filter cartridge of model {n} every six months; the cartridge of model "
+     f"{n} is sold in packs of three." for n in range(6)]
+    + ["# Limescale\n\nDescale the heating element with citric acid once a year."]
+)  # fmt: skip
+KETTLE_QUERY = "descale the heating element with citric acid"
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -29,8 +38,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeOpenAI.requests.append(body)
-        rewrite = body["messages"][0]["content"].startswith("You rewrite")
-        text = LLM_REWRITE if rewrite else "From the manual: see the cited passage [1]."
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if system.startswith("You rewrite"):
+            text = LLM_REWRITE
+        elif system.startswith("You turn a user's question"):  # a search query: only the kettle's is known here
+            text = KETTLE_QUERY if "chalk" in user else user.removeprefix("Question: ").split("\n")[0]
+        else:
+            text = "From the manual: see the cited passage [1]."
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -106,3 +120,18 @@ async def test_a_conversation_survives_a_restart(engine: Engine) -> None:
         engine.start()
         async with http.get(f"{engine.url}/v1/conversations/{cid}") as resp:
             assert resp.status == 200 and await resp.json() == before
+
+
+async def test_a_first_question_is_also_searched_in_the_documents_words(engine: Engine) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        resp = await upload_bytes(http, engine.url, KETTLE.encode(), "kettle.md", "text/markdown")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}, 180))["status"] == "indexed"
+        FakeOpenAI.requests.clear()
+        events = await sse_events(None, engine.url, {"question": "How do I get the chalk off?", "top_k": 3})
+        text, citations, retrieval = answer_of(events)
+        asked = [r for r in FakeOpenAI.requests if r["messages"][0]["content"].startswith("You turn a user's question")]
+        assert [r["messages"][-1]["content"] for r in asked] == ["Question: How do I get the chalk off?\n\nSearch query:"]
+        assert retrieval["searched"] == "How do I get the chalk off?"  # the user's question is what is shown and answered
+        assert "Descale the heating element" in citations[0]["text"] and citations[0]["doc_id"] == doc_id
+        assert events[-1][1]["answerer"] == "fake-llm" and not events[-1][1]["abstained"]

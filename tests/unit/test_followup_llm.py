@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from agents.settings import LLMProvider
 from contracts.messages import PriorTurn
 from models.llm import ProviderChain
-from search.followup import REWRITE_PROMPT, rewrite_with_llm
+from search.followup import REWRITE_PROMPT, SEARCH_QUERY_PROMPT, rewrite_with_llm, search_query_with_llm
 
 HISTORY = [PriorTurn(question="What is the maximum payload of the Falcon X?", answer="2.5 kg [1].", doc_ids=["f"])]
 REWRITE = "How much does the Falcon X weigh?"
@@ -36,7 +36,9 @@ class FakeLLM:
             return web.json_response({"error": {"message": "overloaded"}}, status=500)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        pieces = {"good": ["Standalone question: How much does the ", "Falcon X weigh?\n"], "blank": ["  \n"]}[mode]
+        pieces = {"good": ["Standalone question: How much does the ", "Falcon X weigh?\n"], "blank": ["  \n"],
+                  "terms": ["Search query: descale heating element ", "citric acid\n"],
+                  "echo": ["How do I get the chalk off the heater?"]}[mode]  # fmt: skip
         for text in pieces:
             await response.write(chunk(text))
         await response.write(chunk(None, finish="stop") + b"data: [DONE]\n\n")
@@ -92,3 +94,26 @@ async def test_no_history_asks_no_llm(llm) -> None:
     finally:
         await chain.aclose()
     assert fake.requests == []
+
+
+async def search_query(base: str, *modes: str, question: str = "How do I get the chalk off the heater?"):  # noqa: ANN201
+    providers = [LLMProvider(name=m, base_url=f"{base}/{m}/v1", model="m") for m in modes]
+    chain = ProviderChain(providers, connect_timeout_s=1.0, read_timeout_s=2.0, max_tokens=64)
+    try:
+        return await search_query_with_llm(chain, question)
+    finally:
+        await chain.aclose()
+
+
+async def test_the_llm_writes_a_search_query_in_the_documents_words(llm) -> None:
+    fake, base = llm
+    assert await search_query(base, "fail500", "terms") == "descale heating element citric acid"
+    system, user = fake.requests[-1]["messages"]
+    assert system == {"role": "system", "content": SEARCH_QUERY_PROMPT}
+    assert user["content"] == "Question: How do I get the chalk off the heater?\n\nSearch query:"
+
+
+@pytest.mark.parametrize("modes", [("fail500",), ("blank",), ("echo",)])
+async def test_no_search_query_when_the_llm_fails_says_nothing_or_repeats_the_question(llm, modes) -> None:
+    _fake, base = llm
+    assert await search_query(base, *modes) is None

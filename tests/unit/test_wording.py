@@ -324,3 +324,14 @@ def test_nothing_is_computed_without_one_superlative_and_a_column_the_question_n
 )  # fmt: skip
 def test_a_cells_number_is_read_with_its_separators(cell: str, value: float | None) -> None:
     assert _number(cell) == value
+
+
+def test_the_page_a_search_query_in_the_documents_words_found_keeps_a_place(embedder) -> None:
+    """An LLM's search query searched beside the question (`RerankRequest.rewrites`) is one more part: ranked by the
+    user's words alone the heater page is not in the top 3; the rewrite's best candidate is, scored by it."""
+    candidates = [hit(n, text, 0.6) for n, text in enumerate(CARTRIDGE[:6])] + [hit(6, HEATER, 0.3)]
+    scorer = SentenceScorer(embedder.embed_array, weight=0.6)
+    question = "How do I get the chalk off?"
+    assert HEATER not in [h.text for h in rerank(question, candidates, 3, scorer=scorer)]
+    kept = rerank(question, candidates, 3, scorer=scorer, rewrites=["descale the heating element with citric acid"])
+    assert kept[0].text == HEATER and kept[0].score > 0.5
