@@ -8,6 +8,10 @@
 - ``PATCH /v1/conversations/{id}`` (``{"title"}``): rename. ``DELETE``: delete it and its turns (204).
 - ``PUT /v1/conversations/{id}/turns/{n}/feedback`` (``{"rating": "up"|"down", "comment"}``): the user's
   verdict on turn n's answer, stored with the turn.
+- ``GET /v1/feedback``: the rated turns (the caller's; an admin's ``owner=`` as for the list), newest
+  conversation first; ``GET /v1/feedback/questions``: the turns rated up as the questions of
+  ``POST /v1/evaluations`` (the searched question, the pages its answer cited as `expected`): what users liked
+  becomes what a re-index is checked against.
 
 Questions are asked with ``POST /v1/ask`` and its ``conversation_id`` (`edge_api.routes.queries`), which adds
 the answer as the next turn. Who owns a conversation: the API key that created it (`Identity.key_id`); with
@@ -16,8 +20,9 @@ auth off, the one local user. Only the owner changes a conversation: an admin re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +36,7 @@ from contracts.conversations import (
     Feedback,
     Turn,
 )
+from contracts.evaluation import MAX_QUESTIONS, EvaluationQuestion, ExpectedSource
 from contracts.topology import TOKEN
 from edge_api.bodies import JSON_BODY_ERRORS, Text, read_body
 from edge_api.errors import ApiError
@@ -42,7 +48,11 @@ from edge_api.state import backbone
 CONVERSATIONS_PATH = "/v1/conversations"
 CONVERSATION_PATH = "/v1/conversations/{id}"
 FEEDBACK_PATH = "/v1/conversations/{id}/turns/{n}/feedback"
+FEEDBACK_EXPORT_PATH = "/v1/feedback"
+FEEDBACK_QUESTIONS_PATH = "/v1/feedback/questions"
 ALL_OWNERS = "*"
+T = TypeVar("T")
+MAX_EXPORTED_TURNS = 1000  # a response's bound: the newest conversations' rated turns first
 
 
 class ConversationSummary(BaseModel):
@@ -90,6 +100,45 @@ class FeedbackBody(_Body):
     comment: Annotated[Text, Field(max_length=MAX_FEEDBACK_COMMENT_CHARS)] | None = None
 
 
+class RatedTurn(BaseModel):
+    """A turn that has feedback, with the conversation it belongs to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str
+    owner: str = Field(description="the id of the API key that owns the conversation")
+    turn: Turn
+
+
+class FeedbackExport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    turns: list[RatedTurn] = Field(description="newest conversation first, oldest turn first within one")
+    truncated: bool = Field(description=f"more rated turns exist than the {MAX_EXPORTED_TURNS} a response holds")
+
+
+class FeedbackQuestions(BaseModel):
+    """The well-rated turns as evaluation questions: `questions` is the body `POST /v1/evaluations` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    questions: list[EvaluationQuestion] = Field(
+        description="one per turn rated `up` that cited sources and did not abstain: the searched question, the "
+        "cited pages as `expected`; newest first"
+    )
+    truncated: bool = Field(description=f"more such turns exist than the {MAX_QUESTIONS} an evaluation takes")
+
+
+def as_question(conversation_id: str, turn: Turn) -> EvaluationQuestion | None:
+    """A turn rated `up` as an evaluation question (None for any other turn): what was searched, and where its
+    answer was found (each cited document page once)."""
+    if turn.feedback is None or turn.feedback.rating != "up" or turn.abstained or not turn.citations:
+        return None
+    pages = dict.fromkeys((c.doc_id, c.page) for c in turn.citations)
+    expected = [ExpectedSource(doc=doc, page=page) for doc, page in list(pages)[:10]]
+    return EvaluationQuestion(id=f"{conversation_id[:56]}-{turn.n}", question=turn.searched[:1000], expected=expected)
+
+
 def summary(meta: ConversationMeta) -> ConversationSummary:
     return ConversationSummary(id=meta.id, title=meta.title, owner=meta.owner, created_at=meta.created_at,
                                updated_at=meta.updated_at, turn_count=meta.turns)  # fmt: skip
@@ -135,16 +184,52 @@ async def store_of(request: web.Request) -> ConversationStore:
     return await backbone(request).conversations()
 
 
-async def list_conversations(request: web.Request) -> ConversationList:
-    store = await store_of(request)
-    owner: str | None = request.query.get("owner", owner_of(request))
+def _owner_asked(request: web.Request) -> str | None:
+    """The `owner` query parameter: the caller's key by default; another key's id, or `*` (None: every key of the
+    tenant), for the tenant's admin only."""
+    owner = request.query.get("owner", owner_of(request))
     if owner != owner_of(request):
         if not _is_admin(request):
-            raise ApiError(403, "forbidden", "only the tenant's admin may list another API key's conversations")
+            raise ApiError(403, "forbidden", "only the tenant's admin may read another API key's conversations")
         if owner != ALL_OWNERS and not TOKEN.match(owner or ""):
             raise ApiError(400, "invalid_query", "owner must be an API key id or '*'", field="owner")
-    metas = await store.list(tenant_of(request), None if owner == ALL_OWNERS else owner)
+    return None if owner == ALL_OWNERS else owner
+
+
+async def list_conversations(request: web.Request) -> ConversationList:
+    store = await store_of(request)
+    metas = await store.list(tenant_of(request), _owner_asked(request))
     return ConversationList(conversations=[summary(m) for m in metas])
+
+
+async def _rated(request: web.Request, keep: Callable[[ConversationMeta, Turn], T | None], bound: int) -> tuple[list[T], bool]:
+    """`keep(conversation, turn)` of the rated turns in the `owner`'s conversations (most recently used first,
+    turns oldest first) where it is not None, at most `bound`, and whether there were more."""
+    store = await store_of(request)
+    tenant = tenant_of(request)
+    kept: list[T] = []
+    for meta in await store.list(tenant, _owner_asked(request)):
+        found = await store.find(tenant, meta.id)
+        for turn in found.turns if found is not None else []:
+            item = keep(meta, turn) if turn.feedback is not None else None
+            if item is None:
+                continue
+            if len(kept) == bound:
+                return kept, True
+            kept.append(item)
+    return kept, False
+
+
+async def export_feedback(request: web.Request) -> FeedbackExport:
+    turns, truncated = await _rated(
+        request, lambda meta, turn: RatedTurn(conversation_id=meta.id, owner=meta.owner, turn=turn), MAX_EXPORTED_TURNS
+    )
+    return FeedbackExport(turns=turns, truncated=truncated)
+
+
+async def feedback_questions(request: web.Request) -> FeedbackQuestions:
+    questions, truncated = await _rated(request, lambda meta, turn: as_question(meta.id, turn), MAX_QUESTIONS)
+    return FeedbackQuestions(questions=questions, truncated=truncated)
 
 
 async def create_conversation(request: web.Request) -> Reply:
@@ -214,17 +299,17 @@ TURN_N = {
 }  # fmt: skip
 ERR_404 = Err("`not_found`: no such conversation of this API key (unknown, deleted, or another key's)")
 
+OWNER = {
+    "name": "owner", "in": "query", "required": False,
+    "description": "admin only: another API key's id, or `*` for every key of the tenant",
+    "schema": {"type": "string", "minLength": 1},
+}  # fmt: skip
+
 OPERATIONS = (
     Operation(
         "GET", CONVERSATIONS_PATH, list_conversations, "listConversations", "conversations",
         "Your conversations, most recently used first", role="reader",
-        parameters=(
-            {
-                "name": "owner", "in": "query", "required": False,
-                "description": "admin only: another API key's id, or `*` for every key of the tenant",
-                "schema": {"type": "string", "minLength": 1},
-            },
-        ),
+        parameters=(OWNER,),
         responses={
             200: Json("the conversations (without their turns)", ConversationList),
             400: Err("`invalid_query`: `owner` is neither an API key id nor `*`"),
@@ -272,5 +357,28 @@ OPERATIONS = (
         request={"application/json": FeedbackBody},
         responses={200: Json("the turn, with its feedback", Turn), **JSON_BODY_ERRORS,
                    404: Err("`not_found`: no such conversation of this API key, or no such turn"), 503: ERR_503},
+    ),
+    Operation(
+        "GET", FEEDBACK_EXPORT_PATH, export_feedback, "exportFeedback", "conversations",
+        "The rated answers", role="reader", parameters=(OWNER,),
+        description="Every turn that has feedback, with its conversation: newest conversation first.",
+        responses={
+            200: Json("the rated turns", FeedbackExport),
+            400: Err("`invalid_query`: `owner` is neither an API key id nor `*`"),
+            403: Err("`forbidden`: `owner` names another key and the caller is not the tenant's admin"),
+            503: ERR_503,
+        },
+    ),
+    Operation(
+        "GET", FEEDBACK_QUESTIONS_PATH, feedback_questions, "feedbackQuestions", "conversations",
+        "The answers rated up, as evaluation questions", role="reader", parameters=(OWNER,),
+        description="Feedback exported for evaluation: the body this answers is what `POST /v1/evaluations` takes "
+        "(add a `name`), so the answers users liked check the next re-index (`mmrag reindex --gate`).",
+        responses={
+            200: Json("the questions", FeedbackQuestions),
+            400: Err("`invalid_query`: `owner` is neither an API key id nor `*`"),
+            403: Err("`forbidden`: `owner` names another key and the caller is not the tenant's admin"),
+            503: ERR_503,
+        },
     ),
 )  # fmt: skip

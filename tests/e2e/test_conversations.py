@@ -240,3 +240,42 @@ async def test_mmrag_chat_piped_follows_up_and_continues(engine: TenantEngine, h
 
     unknown = mmrag_chat(engine, "hello?\n", "--conversation", "0" * 32)
     assert unknown.returncode == 1 and "404" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+async def test_feedback_is_exported_and_the_liked_answers_become_evaluation_questions(
+    engine: TenantEngine, http: aiohttp.ClientSession
+) -> None:
+    resp = await upload_bytes(http, engine.url, b"Pump P-7 service sheet.\n\nThe pump P-7 runs at 3 bar.\n", "pump.txt",
+                              "text/plain")  # fmt: skip
+    doc_id = (await resp.json())["doc_id"]
+    assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}, timeout_s=180))["status"] == "indexed"
+    cid = (await create(http, engine, title="pump"))["id"]
+    for question in ("At what pressure does the pump P-7 run?", "Who painted the Mona Lisa?"):
+        answer_of(await sse_events(http, engine.url, {"question": question, "top_k": 1, "conversation_id": cid}))
+    for n, rating in ((1, "up"), (2, "down")):
+        async with http.put(f"{engine.url}/v1/conversations/{cid}/turns/{n}/feedback", json={"rating": rating}) as resp:
+            assert resp.status == 200, await resp.text()
+
+    async with http.get(f"{engine.url}/v1/feedback") as resp:
+        assert resp.status == 200, await resp.text()
+        exported = await resp.json()
+    mine = [(t["turn"]["n"], t["turn"]["feedback"]["rating"]) for t in exported["turns"] if t["conversation_id"] == cid]
+    assert mine == [(1, "up"), (2, "down")] and exported["truncated"] is False
+
+    async with http.get(f"{engine.url}/v1/feedback/questions") as resp:
+        questions = [q for q in (await resp.json())["questions"] if q["id"].startswith(cid)]
+    assert questions == [{"id": f"{cid}-1", "question": "At what pressure does the pump P-7 run?",
+                          "expected": [{"doc": doc_id, "page": 1}], "facts": []}]  # fmt: skip
+
+    # Another key of the tenant sees none of it; the tenant's admin reads every key's and runs them as an evaluation.
+    colleague, admin = other_key(engine, "writer"), other_key(engine, "admin")
+    async with http.get(f"{engine.url}/v1/feedback", headers=colleague.headers) as resp:
+        assert cid not in {t["conversation_id"] for t in (await resp.json())["turns"]}
+    async with http.get(f"{engine.url}/v1/feedback/questions?owner=*", headers=colleague.headers) as resp:
+        assert resp.status == 403
+    async with http.get(f"{engine.url}/v1/feedback/questions?owner=*", headers=admin.headers) as resp:
+        body = await resp.json()
+    assert f"{cid}-1" in {q["id"] for q in body["questions"]}
+    async with http.post(f"{engine.url}/v1/evaluations", json={"name": "liked answers", "questions": body["questions"]},
+                         headers=admin.headers) as resp:  # fmt: skip
+        assert resp.status == 202, await resp.text()
