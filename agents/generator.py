@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +29,17 @@ from contracts.topology import QUERY_CONSUMERS, ConsumerDef
 from documents import sentences
 from models.embedding_models import CosineProfile, profile
 from models.extractive import extractive_answer
-from models.llm import CitationTracker, Completed, Failed, ProviderChain, Text, build_messages
+from models.llm import (
+    MAX_PICTURE_BYTES,
+    MAX_PICTURES,
+    CitationTracker,
+    Completed,
+    Failed,
+    Picture,
+    ProviderChain,
+    Text,
+    build_messages,
+)
 from models.similarity import Embed
 
 log = logging.getLogger(__name__)
@@ -85,13 +95,15 @@ async def answer(
     abstain: bool = False,
     embed: Embed | None = None,
     cosines: CosineProfile | None = None,
+    pictures: Mapping[int, Picture] | None = None,
 ) -> str:
     """Stream the answer to `question` from `hits` (reranked, best first) as events; returns the answerer's name.
 
     When the reranker decided that nothing matches (`abstain`, from `GenerateRequest.abstain`), no answerer
     runs: the answer is `NOT_FOUND`, with no citation, and `done` carries `abstained: true`. `embed`: the text
     embedder the extractive answerer reads meaning with (None: by words only; `cosines`: its model's profile,
-    default MiniLM's); it runs off the event loop.
+    default MiniLM's); it runs off the event loop. `pictures`: the image hits' pictures by source number, sent
+    to the providers that read images (`LLMProvider.vision`) with the same prompt.
     """
     if abstain:
         for piece in stream_pieces(NOT_FOUND):
@@ -100,7 +112,8 @@ async def answer(
         return ABSTAINED
     if chain is not None and chain.providers:
         attempt = _Attempt(stream, hits)
-        async for item in chain.stream(build_messages(question, hits)):
+        vision = build_messages(question, hits, pictures) if pictures else None
+        async for item in chain.stream(build_messages(question, hits), vision_messages=vision):
             if isinstance(item, Text):
                 await attempt.feed(item.text)
             elif isinstance(item, Failed):
@@ -138,6 +151,7 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
     model = GenerateRequest
 
     _chain: ProviderChain | None = None
+    _vision = False  # a provider of the chain reads images: image hits' pictures are fetched for it
 
     def consumer_defs(self) -> Sequence[ConsumerDef]:
         return [QUERY_CONSUMERS["generator"]]
@@ -149,6 +163,7 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
 
     async def start(self) -> None:
         self._chain = provider_chain(self._ctx.settings)
+        self._vision = any(p.vision for p in self._chain.providers)
         await asyncio.to_thread(sentences.load)  # the sentence rules' language model, before the first question
         names = [p.name for p in self._chain.providers]
         log.info("answering with %s", " -> ".join([*names, "extractive"]))
@@ -164,8 +179,32 @@ class GeneratorAgent(ConsumerAgent[GenerateRequest]):
             # delivery streamed (an LLM does not answer the same twice) instead of mixing the two.
             stream = AnswerEmitter(self._ctx.nc, tenant=request.tenant, request_id=request.request_id,
                                    attempt=d.num_delivered)  # fmt: skip
+            pictures = await self._pictures(request.tenant, d.payload.hits) if self._vision else None
             await answer(request.query or "", d.payload.hits, stream, self._chain, abstain=d.payload.abstain,
-                         embed=self._embed, cosines=profile(self._ctx.settings.embedding_model))  # fmt: skip
+                         embed=self._embed, cosines=profile(self._ctx.settings.embedding_model),
+                         pictures=pictures)  # fmt: skip
+
+    async def _pictures(self, tenant: str, hits: Sequence[Hit]) -> dict[int, Picture]:
+        """The stored pictures of the first `MAX_PICTURES` image hits, by source number, for a provider that reads
+        images; a picture over `MAX_PICTURE_BYTES` or that cannot be read is left to its caption and OCR text."""
+        out: dict[int, Picture] = {}
+        for n, hit in enumerate(hits, start=1):
+            if len(out) == MAX_PICTURES:
+                break
+            if hit.modality != "image" or hit.image is None:
+                continue
+            try:
+                store = await self._ctx.uploads.store(tenant)
+                if (await store.get_info(hit.image.object_name)).size > MAX_PICTURE_BYTES:
+                    continue
+                data = (await store.get(hit.image.object_name)).data or b""
+            except Exception:  # a deleted document's image, the bus briefly away: answer from the text
+                log.warning("picture %s of source [%d] unreadable; sent as text only", hit.image.object_name, n,
+                            exc_info=True)  # fmt: skip
+                continue
+            if data:
+                out[n] = Picture(hit.image.mime, data)
+        return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """The process default text model (loaded on the first extractive answer, in its thread), as `Embed`."""

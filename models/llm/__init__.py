@@ -5,14 +5,25 @@ The generator (`agents.generator`) drives it; the offline extractive answerer st
 
 from models.llm.chain import FALLBACKS, Completed, Failed, ProviderChain, Text
 from models.llm.client import ProviderError, stream_chat
-from models.llm.prompt import SYSTEM_PROMPT, CitationTracker, build_messages, format_source
+from models.llm.prompt import (
+    MAX_PICTURE_BYTES,
+    MAX_PICTURES,
+    SYSTEM_PROMPT,
+    CitationTracker,
+    Picture,
+    build_messages,
+    format_source,
+)
 
 __all__ = [
     "FALLBACKS",
+    "MAX_PICTURES",
+    "MAX_PICTURE_BYTES",
     "SYSTEM_PROMPT",
     "CitationTracker",
     "Completed",
     "Failed",
+    "Picture",
     "ProviderChain",
     "ProviderError",
     "Text",

@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -87,8 +88,14 @@ class ProviderChain:
             await self._client.aclose()
             self._client = None
 
-    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[ChainItem]:
+    async def stream(
+        self, messages: list[dict[str, Any]], *, vision_messages: list[dict[str, Any]] | None = None
+    ) -> AsyncIterator[ChainItem]:
+        """The first provider's answer that completes, as `Text` pieces then `Completed`; `Failed` for each provider
+        that fails (the next one is tried). A provider marked `vision` gets `vision_messages` when given (the same
+        prompt with the pictures), every other provider `messages`."""
         for index, provider in enumerate(self.providers):
+            sent = vision_messages if provider.vision and vision_messages is not None else messages
             following = self.providers[index + 1].name if index + 1 < len(self.providers) else "extractive"
             breaker = self.breakers[provider.name]
             state = breaker.allow()
@@ -102,7 +109,7 @@ class ProviderChain:
             produced = False
             try:
                 async for text in stream_chat(
-                    self._http(), provider, messages, max_tokens=self.max_tokens, timeout=self.timeout
+                    self._http(), provider, sent, max_tokens=self.max_tokens, timeout=self.timeout
                 ):
                     produced = True
                     yield Text(provider.name, text)

@@ -26,6 +26,10 @@ class LLMProvider(BaseModel):
     base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.groq.com/openai/v1")
     api_key: SecretStr | None = Field(default=None, description="sent as a Bearer token; never logged")
     model: str = Field(min_length=1)
+    vision: bool = Field(
+        default=False,
+        description="the model reads images: the pictures of image hits are sent with their caption and OCR text",
+    )
 
 
 class ProviderError(Exception):
@@ -60,7 +64,7 @@ def _delta(data: str) -> tuple[str, bool]:
 async def stream_chat(
     client: httpx.AsyncClient,
     provider: LLMProvider,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     *,
     max_tokens: int,
     timeout: httpx.Timeout,

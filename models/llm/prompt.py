@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from contracts.messages import Hit
+
+MAX_PICTURES = 4  # pictures of image hits sent to a vision provider per question: the best-ranked ones
+MAX_PICTURE_BYTES = 4 * 1024 * 1024  # a larger stored image is described by its text only
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image hit's stored picture, as a vision provider receives it."""
+
+    mime: str
+    data: bytes
 
 SYSTEM_PROMPT = (
     "You answer questions about the user's documents. Use only the numbered sources given with the question; "
@@ -32,13 +46,22 @@ def format_source(n: int, hit: Hit) -> str:
     return f"[{n}] {where}: {text}"
 
 
-def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
-    """Chat messages for an OpenAI-compatible model: the instructions, then the numbered sources and the question."""
+def build_messages(
+    question: str, hits: Sequence[Hit], pictures: Mapping[int, Picture] | None = None
+) -> list[dict[str, Any]]:
+    """Chat messages for an OpenAI-compatible model: the instructions, then the numbered sources and the question.
+    With `pictures` (source number -> the image hit's picture, for a provider that reads images) the user message
+    is OpenAI's list of content parts: that text, then each picture after a line naming its source."""
     sources = "\n\n".join(format_source(n, hit) for n, hit in enumerate(hits, start=1)) or "(no sources)"
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Sources:\n\n{sources}\n\nQuestion: {question}"},
-    ]
+    text = f"Sources:\n\n{sources}\n\nQuestion: {question}"
+    content: str | list[dict[str, Any]] = text
+    if pictures:
+        content = [{"type": "text", "text": text}]
+        for n, picture in sorted(pictures.items()):
+            content.append({"type": "text", "text": f"Picture of source [{n}]:"})
+            url = f"data:{picture.mime};base64,{base64.b64encode(picture.data).decode()}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
 
 
 # "[3]" or "[1, 2]"; numbers are short, so a marker split across streamed pieces is held back briefly.

@@ -6,6 +6,7 @@ survives a restart of the engine. A private engine (other settings), in local mo
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from tests.e2e.test_conversations import FALCON, OSPREY, answer_of
 from tests.engine import Engine, sse_events, upload_bytes, wait_status
+from tests.factories import render_text_image
 
 # Distinct from what the offline rules would make ("How much does the Falcon X weigh?").
 LLM_REWRITE = "What is the weight of the Falcon X drone?"
@@ -39,6 +41,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeOpenAI.requests.append(body)
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        user = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)  # parts with pictures
         if system.startswith("You rewrite"):
             text = LLM_REWRITE
         elif system.startswith("You turn a user's question"):  # a search query: only the kettle's is known here
@@ -68,7 +71,9 @@ def llm_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, llm_url: str) -> Iterator[Engine]:
     root = tmp_path_factory.mktemp("llm-engine")
-    providers = json.dumps([{"name": "fake-llm", "base_url": llm_url, "api_key": "sk-test", "model": "m"}])
+    # `vision`: the model reads images, so the pictures of image hits are sent to it.
+    providers = json.dumps([{"name": "fake-llm", "base_url": llm_url, "api_key": "sk-test", "model": "m",
+                             "vision": True}])  # fmt: skip
     eng = Engine(root / "data", root / "engine.log", env={"MMRAG_LLM_PROVIDERS": providers}).start()
     yield eng
     assert eng.stop() == 0, eng.log_tail()
@@ -135,3 +140,22 @@ async def test_a_first_question_is_also_searched_in_the_documents_words(engine: 
         assert retrieval["searched"] == "How do I get the chalk off?"  # the user's question is what is shown and answered
         assert "Descale the heating element" in citations[0]["text"] and citations[0]["doc_id"] == doc_id
         assert events[-1][1]["answerer"] == "fake-llm" and not events[-1][1]["abstained"]
+
+
+async def test_a_vision_provider_is_sent_the_picture_of_an_image_hit(engine: Engine) -> None:
+    png = render_text_image(["Account settings", "Incoming server: imap.example.org", "Port: 993"], fontsize=16)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        resp = await upload_bytes(http, engine.url, png, "settings.png", "image/png")
+        doc_id = (await resp.json())["doc_id"]
+        assert (await wait_status(http, engine.url, doc_id, {"indexed", "failed"}, 180))["status"] == "indexed"
+        FakeOpenAI.requests.clear()
+        events = await sse_events(None, engine.url, {"question": "Which port does the incoming mail server use?",
+                                                     "top_k": 3})  # fmt: skip
+        _text, _citations, retrieval = answer_of(events)
+        image_at = next(n for n, h in enumerate(retrieval["hits"], start=1) if h["doc_id"] == doc_id)
+        answered = next(r for r in FakeOpenAI.requests if r["messages"][0]["content"].startswith("You answer"))
+        parts = answered["messages"][1]["content"]
+        assert parts[0]["type"] == "text" and "Port: 993" in parts[0]["text"]  # the OCR text, as before
+        label, picture = parts[parts.index({"type": "text", "text": f"Picture of source [{image_at}]:"}) :][:2]
+        assert picture["type"] == "image_url" and picture["image_url"]["url"].startswith("data:image/png;base64,")
+        assert base64.b64decode(picture["image_url"]["url"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ API's `AnswerSequencer`, i.e. what a client would see.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from bus.answers import AnswerEmitter, AnswerSequencer
 from contracts.messages import AnswerEvent, Hit, ImageRef, RetrievalEvent
 from models.extractive import extractive_answer
 from models.llm import FALLBACKS, breaker
-from models.llm import CitationTracker, ProviderChain, build_messages, format_source
+from models.llm import CitationTracker, Picture, ProviderChain, build_messages, format_source
 from tests.doubles import RecordingNats
 
 API_KEY = "sk-test-Zq81secretKEYvalue"
@@ -368,3 +369,24 @@ def test_a_source_from_an_office_file_is_named_by_its_locator_not_a_page() -> No
     hit = Hit(chunk_id="d-1", doc_id="d", filename="orders.xlsx", page=1, locator="Orders rows 2-9 (A2:E9)",
               modality="table", text="|Order|Paid|\n|---|---|\n|ORD-1|TRUE|", score=1.0, headings=["Orders"])  # fmt: skip
     assert format_source(2, hit).startswith("[2] orders.xlsx, Orders rows 2-9 (A2:E9): Table:\n|Order|Paid|")
+
+
+async def test_a_vision_provider_gets_the_image_hits_pictures_and_a_text_provider_only_their_text(llm) -> None:
+    fake, base = llm
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    pictures = {2: Picture("image/png", png)}
+    looking = provider(base, "fail500", name="looking").model_copy(update={"vision": True})
+    reading = provider(base, "normal", name="reading")
+    chain = ProviderChain([looking, reading], connect_timeout_s=1.0, read_timeout_s=READ_TIMEOUT_S, max_tokens=256)
+    try:
+        answerer = await answer(QUESTION, HITS, AnswerEmitter(RecordingNats(), tenant="t", request_id="r1"), chain,
+                                pictures=pictures)  # type: ignore[arg-type]  # fmt: skip
+    finally:
+        await chain.aclose()
+    assert answerer == "reading"
+    (_, to_looking, _), (_, to_reading, _) = fake.requests
+    text, label, image = to_looking["messages"][1]["content"]
+    assert text["type"] == "text" and "[2] reactor.pdf, page 4: Image caption/OCR text: Cooling loop" in text["text"]
+    assert label == {"type": "text", "text": "Picture of source [2]:"}
+    assert image == {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}
+    assert to_reading["messages"][1]["content"] == text["text"]  # the same prompt, as plain text
