@@ -101,6 +101,10 @@ async def _make_victim(b: TenantEngine) -> Victim:
             assert "event: done" in await resp.text()
         async with http.get(f"{b.url}/v1/conversations/{conversation_id}") as resp:
             assert "17 amperes" in (await resp.json())["turns"][0]["answer"], "B's conversation holds its secret"
+        async with http.put(f"{b.url}/v1/conversations/{conversation_id}/turns/1/feedback", json={"rating": "up"}) as resp:
+            assert resp.status == 200, await resp.text()  # B's liked answer: what the feedback export holds
+        async with http.get(f"{b.url}/v1/feedback/questions") as resp:
+            assert [q["id"] for q in (await resp.json())["questions"]] == [f"{conversation_id}-1"]
     return Victim(b, text_doc, pdf_doc, image_id, evaluation_id, conversation_id)
 
 
@@ -404,6 +408,24 @@ async def _delete_conversation(http: aiohttp.ClientSession, url: str, v: Victim)
 async def _rate_turn(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     path = f"{url}/v1/conversations/{v.conversation_id}/turns/1/feedback"
     await _refused(http, "PUT", path, v, json={"rating": "down", "comment": "spam"})
+
+
+@attack("GET /v1/feedback")
+async def _feedback(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):  # A is an admin: every key of A's tenant only
+        async with http.get(f"{url}/v1/feedback{query}") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and json.loads(text)["turns"] == [], text
+        _clean(text, v, "GET /v1/feedback")
+
+
+@attack("GET /v1/feedback/questions")
+async def _feedback_questions(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
+    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):
+        async with http.get(f"{url}/v1/feedback/questions{query}") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and json.loads(text)["questions"] == [], text
+        _clean(text, v, "GET /v1/feedback/questions")
 
 
 @attack("* /mcp")
