@@ -56,6 +56,9 @@ from search.hybrid import PartQuery, browse_chunks, hybrid_search, search_filter
 from search.query_images import CrossModalQueries, QueryImageUnusable
 
 
+LLM_QUESTIONS_IN_FLIGHT = 8  # questions a retriever handles at once when some wait for an LLM
+
+
 class RetrieverAgent(ConsumerAgent[QueryRequest]):
     name = "retriever"
     model = QueryRequest
@@ -86,7 +89,13 @@ class RetrieverAgent(ConsumerAgent[QueryRequest]):
         return [QUERY_CONSUMERS["retriever"]]
 
     def fetch_batch(self) -> int:
-        return 4
+        return 1 if self._ctx.settings.llm_providers else 4
+
+    def concurrency(self) -> int:
+        # With an LLM configured an ask waits for its search query, a follow-up for its rewrite (up to the LLM's read
+        # timeout): each question is then handled on its own, so a slow provider holds that question only, not the
+        # searches fetched with it or after it. Without one, batches of 4 share one embedding call.
+        return LLM_QUESTIONS_IN_FLIGHT if self._ctx.settings.llm_providers else 1
 
     async def _start_graph(self) -> None:
         """With `graph_expansion` on, fold stream GRAPH into this replica's graph before taking queries (the
