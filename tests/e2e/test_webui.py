@@ -612,3 +612,27 @@ async def test_evaluations_tab_runs_a_questions_file_and_shows_the_report(
         assert (await report.locator("table").first.locator("td").nth(1).inner_text()) == "1.000"
         await expect(page.locator("#eval-list")).to_contain_text("recall 1.000")
         await shot(page, "evaluations")
+
+
+async def test_the_answers_rated_up_are_evaluated_from_the_evaluations_tab(engine: Engine, browser: Browser, http) -> None:
+    doc_id = await _indexed(http, engine.url, b"The bilge pump B-4 starts at a water level of 12 cm.", "bilge.txt",
+                            "text/plain")  # fmt: skip
+    async with http.post(f"{engine.url}/v1/conversations", json={"title": "bilge"}) as resp:
+        cid = (await resp.json())["id"]
+    body = {"question": "At what water level does the bilge pump B-4 start?", "top_k": 1, "conversation_id": cid}
+    async with http.post(f"{engine.url}/v1/ask", json=body) as resp:
+        assert "event: done" in await resp.text()
+    async with http.put(f"{engine.url}/v1/conversations/{cid}/turns/1/feedback", json={"rating": "up"}) as resp:
+        assert resp.status == 200, await resp.text()
+    async with open_page(browser, engine.url) as (page, _):
+        await expect(page.locator("#app")).to_be_visible(timeout=30_000)
+        await page.locator("#tab-evaluations").click()
+        await page.locator("#eval-liked").click()
+        report = page.locator("#eval-report")
+        await expect(report).to_contain_text("done", timeout=120_000)
+        # The rated turn is the question; its cited page is where the answer must be found: recall 1.000.
+        await expect(report).to_contain_text("At what water level does the bilge pump B-4 start?1.000")
+        await expect(page.locator("#eval-list")).to_contain_text("answers rated up")
+    async with http.get(f"{engine.url}/v1/feedback/questions") as resp:
+        liked = {q["id"]: q for q in (await resp.json())["questions"]}
+    assert liked[f"{cid}-1"]["expected"] == [{"doc": doc_id, "page": 1}]

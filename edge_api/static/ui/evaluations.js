@@ -107,6 +107,13 @@ export async function list() {
   }
 }
 
+async function run(body) {
+  const response = await request("/v1/evaluations", { method: "POST", json: { ...body, k: Number($("eval-k").value) || 10 } });
+  const record = await response.json();
+  await list();
+  await open(record.id);
+}
+
 export function setupEvaluations() {
   $("eval-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -114,11 +121,19 @@ export function setupEvaluations() {
     const file = $("eval-file").files[0];
     try {
       if (!file) throw new Error("choose a questions file (.jsonl)");
-      const body = { questions: parseQuestions(await file.text()), k: Number($("eval-k").value) || 10 };
-      const response = await request("/v1/evaluations", { method: "POST", json: body });
-      const record = await response.json();
-      await list();
-      await open(record.id);
+      await run({ questions: parseQuestions(await file.text()) });
+    } catch (err) {
+      $("eval-error").textContent = err.message;
+    }
+  });
+  // The answers users rated up in their conversations, every key's of the tenant (GET /v1/feedback/questions):
+  // what they liked is what the next re-index must still find.
+  $("eval-liked").addEventListener("click", async () => {
+    $("eval-error").textContent = "";
+    try {
+      const liked = await getJSON("/v1/feedback/questions?owner=*");
+      if (!liked.questions.length) throw new Error("no answer has been rated up yet (thumbs up in a conversation)");
+      await run({ name: `answers rated up (${liked.questions.length})`, questions: liked.questions });
     } catch (err) {
       $("eval-error").textContent = err.message;
     }
