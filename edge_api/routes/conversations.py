@@ -209,7 +209,7 @@ async def _rated(request: web.Request, keep: Callable[[ConversationMeta, Turn], 
     tenant = tenant_of(request)
     kept: list[T] = []
     for meta in await store.list(tenant, _owner_asked(request)):
-        found = await store.find(tenant, meta.id)
+        found = await store.get(tenant, meta.owner, meta.id)  # its owner is listed: no search across keys
         for turn in found.turns if found is not None else []:
             item = keep(meta, turn) if turn.feedback is not None else None
             if item is None:
