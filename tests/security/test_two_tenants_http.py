@@ -371,13 +371,19 @@ async def _evaluation(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
     await _refused(http, "GET", f"{url}/v1/evaluations/{v.evaluation_id}", v)
 
 
+async def _owners_list_none(http: aiohttp.ClientSession, url: str, v: Victim, path: str, field: str) -> None:
+    """A list by conversation owner (`owner=` the caller's, `*`, or B's tenant name as a key id) holds nothing of
+    B's: A is an admin, so `*` means every key of A's tenant only."""
+    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):
+        async with http.get(f"{url}{path}{query}") as resp:
+            text = await resp.text()
+            assert resp.status == 200 and json.loads(text)[field] == [], text
+        _clean(text, v, f"GET {path}")
+
+
 @attack("GET /v1/conversations")
 async def _conversations(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
-    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):  # A is an admin: every key of A's tenant only
-        async with http.get(f"{url}/v1/conversations{query}") as resp:
-            text = await resp.text()
-            assert resp.status == 200 and json.loads(text)["conversations"] == [], text
-        _clean(text, v, "GET /v1/conversations")
+    await _owners_list_none(http, url, v, "/v1/conversations", "conversations")
 
 
 @attack("POST /v1/conversations")
@@ -412,20 +418,12 @@ async def _rate_turn(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
 
 @attack("GET /v1/feedback")
 async def _feedback(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
-    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):  # A is an admin: every key of A's tenant only
-        async with http.get(f"{url}/v1/feedback{query}") as resp:
-            text = await resp.text()
-            assert resp.status == 200 and json.loads(text)["turns"] == [], text
-        _clean(text, v, "GET /v1/feedback")
+    await _owners_list_none(http, url, v, "/v1/feedback", "turns")
 
 
 @attack("GET /v1/feedback/questions")
 async def _feedback_questions(http: aiohttp.ClientSession, url: str, v: Victim) -> None:
-    for query in ("", "?owner=*", f"?owner={v.tenant.tenant}"):
-        async with http.get(f"{url}/v1/feedback/questions{query}") as resp:
-            text = await resp.text()
-            assert resp.status == 200 and json.loads(text)["questions"] == [], text
-        _clean(text, v, "GET /v1/feedback/questions")
+    await _owners_list_none(http, url, v, "/v1/feedback/questions", "questions")
 
 
 @attack("* /mcp")
